@@ -1,0 +1,189 @@
+"""The local API's messages, without I/O: request parsing and validation, replies, events.
+
+One UTF-8 JSON object per line. Any request may carry ``"id"`` (a JSON scalar),
+echoed in its reply. Errors are ``ApiError`` with a code from ``ERROR_CODES``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import msgspec
+
+from ..config import MAX_TOPIC_BYTES
+from ..errors import RemoteProtocolError
+from ..ids import id_to_hex, parse_id
+from ..wire.messages import Gossip
+
+ERROR_CODES = ("bad_json", "bad_request", "unknown_op", "too_large", "rate_limited")
+MAX_TOPICS_PER_REQUEST = 1024
+Scalar = str | int | float | bool | None
+
+
+class ApiError(RemoteProtocolError):
+    """A request that cannot be served. ``req_id`` is echoed in the error reply."""
+
+    def __init__(self, code: str, message: str, req_id: Scalar = None) -> None:
+        super().__init__(code, message)
+        self.req_id = req_id
+
+
+class Publish(msgspec.Struct, tag="publish", tag_field="op", kw_only=True,
+              forbid_unknown_fields=True):
+    id: Scalar = None
+    topic: str
+    data: str | None = None
+    data_b64: str | None = None
+    to: str | None = None
+
+
+class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", kw_only=True,
+                forbid_unknown_fields=True):
+    id: Scalar = None
+    topics: list[str]
+
+
+class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="op", kw_only=True,
+                  forbid_unknown_fields=True):
+    id: Scalar = None
+    topics: list[str]
+
+
+class Peers(msgspec.Struct, tag="peers", tag_field="op", kw_only=True,
+            forbid_unknown_fields=True):
+    id: Scalar = None
+
+
+class Status(msgspec.Struct, tag="status", tag_field="op", kw_only=True,
+             forbid_unknown_fields=True):
+    id: Scalar = None
+
+
+Request = Publish | Subscribe | Unsubscribe | Peers | Status
+OPS = ("publish", "subscribe", "unsubscribe", "peers", "status")
+
+_request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
+_encoder = msgspec.json.Encoder()
+
+
+def parse_request(line: bytes) -> Request:
+    """Parse one request line. Raises ``ApiError`` (bad_json, bad_request, unknown_op)."""
+    try:
+        return _request_decoder.decode(line)
+    except msgspec.ValidationError as exc:
+        raise _explain(line, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError("bad_json", f"not valid JSON: {exc}") from None
+
+
+def _explain(line: bytes, detail: str) -> ApiError:
+    """Work out why a syntactically valid line is not a valid request."""
+    try:
+        obj = msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:  # pragma: no cover - decoded once already
+        return ApiError("bad_json", str(exc))
+    if not isinstance(obj, dict):
+        return ApiError("bad_request", "a request must be a JSON object")
+    raw_id = obj.get("id")
+    req_id = raw_id if isinstance(raw_id, str | int | float | bool) else None
+    op = obj.get("op")
+    if op is None:
+        return ApiError("bad_request", 'missing "op"', req_id)
+    if not isinstance(op, str) or op not in OPS:
+        return ApiError("unknown_op", f"unknown op {op!r}; known: {', '.join(OPS)}", req_id)
+    return ApiError("bad_request", detail, req_id)
+
+
+def check_topic(topic: str, req_id: Scalar = None) -> str:
+    """Validate a topic name: 1-256 UTF-8 bytes, no control characters."""
+    size = len(topic.encode("utf-8", "surrogatepass"))
+    if not 1 <= size <= MAX_TOPIC_BYTES:
+        raise ApiError("bad_request", f"a topic is 1-{MAX_TOPIC_BYTES} bytes", req_id)
+    if not topic.isprintable():
+        raise ApiError("bad_request", "a topic may not contain control characters", req_id)
+    return topic
+
+
+def check_topics(topics: list[str], req_id: Scalar = None) -> list[str]:
+    """Validate a topic list (at most ``MAX_TOPICS_PER_REQUEST`` names)."""
+    if len(topics) > MAX_TOPICS_PER_REQUEST:
+        raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_REQUEST} topics", req_id)
+    return [check_topic(t, req_id) for t in topics]
+
+
+def publish_payload(req: Publish, max_payload: int) -> bytes:
+    """Return the payload of a publish request, validated. Raises ``ApiError``."""
+    if (req.data is None) == (req.data_b64 is None):
+        raise ApiError("bad_request", 'give exactly one of "data" or "data_b64"', req.id)
+    if req.data is not None:
+        try:
+            payload = req.data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError("bad_request", '"data" is not valid UTF-8 text', req.id) from None
+    else:
+        assert req.data_b64 is not None
+        try:
+            payload = base64.b64decode(req.data_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError("bad_request", '"data_b64" is not valid base64', req.id) from None
+    if len(payload) > max_payload:
+        raise ApiError(
+            "too_large", f"payload of {len(payload)} bytes exceeds {max_payload}", req.id
+        )
+    return payload
+
+
+def publish_target(req: Publish) -> bytes | None:
+    """The node id of a direct message's target, or None. Raises ``ApiError``."""
+    if req.to is None:
+        return None
+    try:
+        return parse_id(req.to)
+    except ValueError as exc:
+        raise ApiError("bad_request", f'"to": {exc}', req.id) from None
+
+
+def encode_reply(req_id: Scalar, fields: dict[str, Any]) -> bytes:
+    """A success reply line: ``{"id":…, "ok":true, …}`` (``id`` only if the request had one)."""
+    body: dict[str, Any] = {"id": req_id} if req_id is not None else {}
+    body["ok"] = True
+    body.update(fields)
+    return _encoder.encode(body) + b"\n"
+
+
+def encode_error(err: ApiError) -> bytes:
+    """An error reply line."""
+    body: dict[str, Any] = {"id": err.req_id} if err.req_id is not None else {}
+    body["ok"] = False
+    body["error"] = {"code": err.code, "message": err.message}
+    return _encoder.encode(body) + b"\n"
+
+
+class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A message delivered to a subscriber."""
+
+    event: str
+    msg_id: str
+    origin: str
+    topic: str
+    hops: int
+    data: str | None = None
+    data_b64: str | None = None
+    to: str | None = None
+
+
+def encode_event(msg: Gossip) -> bytes:
+    """The event line for a delivered message (``data_b64`` when not UTF-8)."""
+    try:
+        text: str | None = msg.data.decode("utf-8")
+        b64 = None
+    except UnicodeDecodeError:
+        text, b64 = None, base64.b64encode(msg.data).decode("ascii")
+    ev = MessageEvent(
+        event="message", msg_id=id_to_hex(msg.id), origin=id_to_hex(msg.origin), topic=msg.topic,
+        hops=msg.hops, data=text, data_b64=b64,
+        to=id_to_hex(msg.to) if msg.to is not None else None,
+    )
+    return _encoder.encode(ev) + b"\n"

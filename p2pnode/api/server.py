@@ -1,0 +1,309 @@
+"""The local API server: JSON lines over a Unix domain socket.
+
+Each client connection has one reader (this module's session loop) and one
+writer (an ``OutQueue``). Replies go out in request order. Events for a
+subscriber that does not keep up are dropped and counted, never buffered
+without bound; a client that does not read its replies stops being read.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket as stdsocket
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from ..config import NodeConfig
+from ..errors import SocketInUse
+from ..net.outqueue import OutQueue
+from ..wire.messages import Gossip
+from .protocol import (
+    ApiError,
+    Peers,
+    Publish,
+    Status,
+    Subscribe,
+    Unsubscribe,
+    check_topic,
+    check_topics,
+    encode_error,
+    encode_event,
+    encode_reply,
+    parse_request,
+    publish_payload,
+    publish_target,
+)
+
+log = logging.getLogger("p2pnode.api")
+
+
+class ApiBackend(Protocol):
+    """What the API server needs from the node."""
+
+    def publish(self, topic: str, payload: bytes, to: bytes | None) -> tuple[str, int]: ...
+    def peers_info(self) -> list[dict[str, Any]]: ...
+    def status_info(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class ApiStats:
+    clients_accepted: int = 0
+    clients_refused: int = 0
+    requests: int = 0
+    errors: int = 0
+    events_dropped: int = 0
+
+
+class Session:
+    """One connected client."""
+
+    def __init__(self, queue_bytes: int) -> None:
+        self.out = OutQueue(queue_bytes)
+        self.all_topics = False
+        self.topics: set[str] = set()
+        self.events_dropped = 0
+
+
+class ApiServer:
+    """Serves the local API on ``config.socket_path`` for ``backend``."""
+
+    def __init__(self, config: NodeConfig, backend: ApiBackend) -> None:
+        self.config = config
+        self.backend = backend
+        self.sessions: set[Session] = set()
+        self.stats = ApiStats()
+        self._all: set[Session] = set()
+        self._by_topic: dict[str, set[Session]] = {}
+
+    # -- delivery (synchronous, on the hot path) --------------------------------
+
+    def deliver(self, msg: Gossip) -> None:
+        """Hand ``msg`` to every subscriber of its topic."""
+        subs = self._by_topic.get(msg.topic)
+        if not subs and not self._all:
+            return
+        line = encode_event(msg)
+        for session in self._all:
+            self._send_event(session, line)
+        if subs:
+            for session in subs:
+                if not session.all_topics:
+                    self._send_event(session, line)
+
+    def _send_event(self, session: Session, line: bytes) -> None:
+        if not session.out.put_nowait(line):
+            session.events_dropped += 1
+            self.stats.events_dropped += 1
+
+    # -- serving -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bind the socket and serve clients until cancelled; removes the socket file on exit.
+
+        Raises ``SocketInUse`` if a live node already serves the path, or if the
+        path exists and is not a socket; ``OSError`` if binding fails.
+        """
+        path = self.config.socket_path
+        sock = await bind_unix_socket(path)
+        ident = os.stat(path)
+        try:
+            listener = trio.SocketListener(sock)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+                task_status.started(path)
+        finally:
+            sock.close()
+            _remove_if_ours(path, ident)
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            nursery.start_soon(self._serve_client, stream)
+
+    async def _serve_client(self, stream: trio.SocketStream) -> None:
+        try:
+            if len(self.sessions) >= self.config.max_clients:
+                self.stats.clients_refused += 1
+                err = ApiError("too_many_clients", "the node serves its maximum of clients")
+                with trio.move_on_after(1):
+                    await stream.send_all(encode_error(err))
+                return
+            self.stats.clients_accepted += 1
+            session = Session(self.config.client_queue_bytes)
+            self.sessions.add(session)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write, session, stream, nursery.cancel_scope)
+                    await self._read(session, stream)
+                    session.out.close()
+                    nursery.cancel_scope.deadline = trio.current_time() + 5
+            finally:
+                self._unsubscribe(session, [])
+                self.sessions.discard(session)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _write(self, session: Session, stream: trio.SocketStream,
+                     scope: trio.CancelScope) -> None:
+        try:
+            await session.out.run_writer(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            scope.cancel()
+
+    async def _read(self, session: Session, stream: trio.SocketStream) -> None:
+        """Read request lines and answer them in order, until EOF or a too-large line."""
+        max_line = self.config.max_request_line
+        buf = b""
+        while not session.out.closing:
+            data = await stream.receive_some(65536)
+            if not data:
+                return
+            buf += data
+            if b"\n" not in data:
+                if len(buf) > max_line:
+                    self._too_large(session, len(buf))
+                    return
+                continue
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if len(line) > max_line:
+                    self._too_large(session, len(line))
+                    return
+                self._handle_line(session, line)
+            if len(buf) > max_line:
+                self._too_large(session, len(buf))
+                return
+            await session.out.wait_writable()
+
+    def _too_large(self, session: Session, size: int) -> None:
+        self.stats.errors += 1
+        err = ApiError("too_large", f"request line of {size}+ bytes exceeds "
+                       f"{self.config.max_request_line}; closing the connection")
+        session.out.put_force(encode_error(err))
+
+    def _handle_line(self, session: Session, line: bytes) -> None:
+        line = line.strip()
+        if not line:
+            return
+        self.stats.requests += 1
+        try:
+            reply = self._handle(session, line)
+        except ApiError as err:
+            self.stats.errors += 1
+            reply = encode_error(err)
+        session.out.put_force(reply)
+
+    def _handle(self, session: Session, line: bytes) -> bytes:
+        req = parse_request(line)
+        if type(req) is Publish:
+            topic = check_topic(req.topic, req.id)
+            payload = publish_payload(req, self.config.max_payload)
+            target = publish_target(req)
+            msg_id, sent_to = self.backend.publish(topic, payload, target)
+            return encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to})
+        if type(req) is Subscribe:
+            self._subscribe(session, check_topics(req.topics, req.id))
+            return encode_reply(req.id, {})
+        if type(req) is Unsubscribe:
+            self._unsubscribe(session, check_topics(req.topics, req.id))
+            return encode_reply(req.id, {})
+        if type(req) is Peers:
+            return encode_reply(req.id, {"peers": self.backend.peers_info()})
+        assert type(req) is Status
+        return encode_reply(req.id, self.backend.status_info())
+
+    def _subscribe(self, session: Session, topics: list[str]) -> None:
+        if not topics:
+            session.all_topics = True
+            self._all.add(session)
+            return
+        for topic in topics:
+            if len(session.topics) >= 4096 and topic not in session.topics:
+                raise ApiError("bad_request", "at most 4096 topics per client")
+            session.topics.add(topic)
+            self._by_topic.setdefault(topic, set()).add(session)
+
+    def _unsubscribe(self, session: Session, topics: list[str]) -> None:
+        if not topics:
+            session.all_topics = False
+            self._all.discard(session)
+            topics = list(session.topics)
+        for topic in topics:
+            session.topics.discard(topic)
+            subs = self._by_topic.get(topic)
+            if subs is not None:
+                subs.discard(session)
+                if not subs:
+                    del self._by_topic[topic]
+
+
+async def bind_unix_socket(path: Path) -> trio.socket.SocketType:
+    """Bind and listen on a Unix socket at ``path`` with mode 0600.
+
+    A stale socket file (nobody listening) is replaced; a live one is not.
+    Raises ``SocketInUse`` or ``OSError``.
+    """
+    if _prepare_parent(path):
+        await _check_stale(path)
+        os.unlink(path)
+    sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        await sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
+    return sock
+
+
+def _prepare_parent(path: Path) -> bool:
+    """Create the socket's directory if needed; return True if ``path`` exists."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path.exists() or path.is_symlink()
+
+
+async def _check_stale(path: Path) -> None:
+    """Raise ``SocketInUse`` unless ``path`` is a socket file nobody listens on."""
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise SocketInUse(f"{path} exists and is not a socket; not replacing it")
+    probe = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    try:
+        with trio.move_on_after(2) as scope:
+            await probe.connect(str(path))
+        if scope.cancelled_caught:
+            raise SocketInUse(f"another node seems to serve {path} (it accepts but is slow)")
+    except (ConnectionRefusedError, FileNotFoundError):
+        log.info("replacing stale socket file %s", path)
+        return
+    finally:
+        probe.close()
+    raise SocketInUse(f"another node is already serving {path}")
+
+
+def _remove_if_ours(path: Path, ident: os.stat_result) -> None:
+    try:
+        now = os.stat(path)
+        if (now.st_dev, now.st_ino) == (ident.st_dev, ident.st_ino):
+            path.unlink()
+    except OSError:
+        pass

@@ -1,0 +1,263 @@
+"""The ``p2pnode`` command: run a node, and talk to a running one through its socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import __version__
+from .client import ApiReplyError, Client, event_payload, open_client, publish_request
+from .config import (
+    DEFAULT_PORT,
+    DEFAULT_TOPIC,
+    NodeConfig,
+    default_data_dir,
+    default_socket_path,
+    parse_hostport,
+)
+from .errors import P2PError
+
+EPILOG = f"""\
+The socket defaults to $P2PNODE_SOCKET, else $XDG_RUNTIME_DIR/p2pnode.sock, else
+/tmp/p2pnode-UID.sock (here: {default_socket_path()}). The default topic is
+"{DEFAULT_TOPIC}". See docs/cli.md for the full reference."""
+
+
+def _add_socket(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", type=Path, default=None, metavar="PATH",
+                   help="the node's local API socket (default: see below)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``p2pnode`` command."""
+    parser = argparse.ArgumentParser(
+        prog="p2pnode", description="A peer-to-peer messaging node for local networks.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"p2pnode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a node", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Run a node until SIGINT or SIGTERM.")
+    run.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_PORT}", metavar="HOST:PORT",
+                     help=f"TCP address to accept links on (default 0.0.0.0:{DEFAULT_PORT}; "
+                          "port 0 picks a free port)")
+    _add_socket(run)
+    run.add_argument("--peer", action="append", default=[], metavar="HOST[:PORT]",
+                     help=f"a node to link to and keep linked (repeatable; "
+                          f"port defaults to {DEFAULT_PORT})")
+    run.add_argument("--name", default=None, help="a human name for this node "
+                     "(default: the host name)")
+    run.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                     help=f"where the node keeps its identity (default {default_data_dir()})")
+    run.add_argument("--no-mdns", action="store_true", help="do not use mDNS discovery")
+    run.add_argument("--mdns-interface", action="append", default=[], metavar="IP",
+                     help="use mDNS only on the interface with this address (repeatable)")
+    run.add_argument("--advertise", default=None, metavar="HOST",
+                     help="the address announced to peers (default: the listen address)")
+    run.add_argument("--max-hops", type=int, default=16, metavar="N",
+                     help="how many links a message travels at most (default 16)")
+    run.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"], help="default info")
+
+    send = sub.add_parser("send", help="publish messages",
+                          description="Publish TEXT as one message; without TEXT, publish "
+                                      "each line of standard input as a message.")
+    _add_socket(send)
+    send.add_argument("--topic", default=DEFAULT_TOPIC, help=f"default {DEFAULT_TOPIC!r}")
+    send.add_argument("--to", default=None, metavar="NODE_ID",
+                      help="deliver only at this node (a direct message)")
+    send.add_argument("text", nargs="*", metavar="TEXT")
+
+    recv = sub.add_parser("recv", help="print messages as they arrive",
+                          description="Subscribe and print messages as they arrive.")
+    _add_socket(recv)
+    recv.add_argument("--topic", action="append", default=[], metavar="T",
+                      help=f"a topic to receive (repeatable; default {DEFAULT_TOPIC!r}; "
+                           "'*' for all topics)")
+    recv.add_argument("--count", type=int, default=None, metavar="N",
+                      help="exit after N messages")
+    recv.add_argument("--json", action="store_true", help="print each event as a JSON line")
+
+    for name, text in (("peers", "list the linked peers"), ("status", "show the node's state")):
+        p = sub.add_parser(name, help=text, description=text.capitalize() + ".")
+        _add_socket(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    """Build the node's configuration from ``run``'s arguments. Raises ``ConfigError``."""
+    host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
+    kwargs: dict[str, Any] = {
+        "listen_host": host, "listen_port": port,
+        "peers": tuple(parse_hostport(p, default_port=DEFAULT_PORT) for p in args.peer),
+        "mdns": not args.no_mdns, "mdns_interfaces": tuple(args.mdns_interface),
+        "advertise": args.advertise, "max_hops": args.max_hops,
+        "name": args.name or (os.uname().nodename or "node")[:64],
+    }
+    if args.socket is not None:
+        kwargs["socket_path"] = args.socket
+    if args.data_dir is not None:
+        kwargs["data_dir"] = args.data_dir
+    return NodeConfig(**kwargs)
+
+
+async def run_node(config: NodeConfig) -> None:
+    """Run a node until SIGINT or SIGTERM, then leave gracefully."""
+    from .node import Node
+
+    node = Node(config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            print(f"p2pnode: node {config.name} ({node.node_hex}) listening on "
+                  f"{node.listen_str}, socket {config.socket_path}", file=sys.stderr, flush=True)
+            async for signum in signals:
+                logging.getLogger("p2pnode").info("signal %d: leaving", signum)
+                break
+            await node.stop()
+
+
+async def cmd_send(args: argparse.Namespace) -> int:
+    client = await open_client(args.socket)
+    async with client:
+        if args.text:
+            msg_id = await client.publish(args.topic, " ".join(args.text), args.to)
+            print(msg_id)
+            return 0
+        return await _send_lines(client, args.topic, args.to)
+
+
+async def _send_lines(client: Client, topic: str, to: str | None) -> int:
+    """Publish each line of stdin, pipelined: requests go out as lines come in."""
+    sent = 0
+    failed = 0
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    done_sending = trio.Event()
+
+    async def read_replies() -> None:
+        nonlocal failed
+        answered = 0
+        while not (done_sending.is_set() and answered == sent):
+            reply = await client.reply()
+            answered += 1
+            if not reply.get("ok"):
+                failed += 1
+                print(f"p2pnode: error: {reply.get('error')}", file=sys.stderr)
+
+    async with stdin, trio.open_nursery() as nursery:
+        nursery.start_soon(read_replies)
+        buf = b""
+        while data := await stdin.receive_some(65536):
+            *lines, buf = (buf + data).split(b"\n")
+            for line in lines:
+                await client.send(publish_request(topic, line.rstrip(b"\r"), to))
+                sent += 1
+        if buf:
+            await client.send(publish_request(topic, buf, to))
+            sent += 1
+        done_sending.set()
+        if sent == 0:
+            nursery.cancel_scope.cancel()
+    return 1 if failed else 0
+
+
+async def cmd_recv(args: argparse.Namespace) -> int:
+    topics = args.topic or [DEFAULT_TOPIC]
+    topics = [] if "*" in topics else topics
+    if args.count is not None and args.count < 1:
+        raise P2PError("--count must be at least 1")
+    client = await open_client(args.socket)
+    async with client:
+        await client.subscribe(topics)
+        print(f"p2pnode: subscribed to {', '.join(topics) or 'all topics'}",
+              file=sys.stderr, flush=True)
+        received = 0
+        async for event in client.events():
+            if args.json:
+                line = json.dumps(event)
+            else:
+                line = event_payload(event).decode("utf-8", "backslashreplace")
+            print(line, flush=True)
+            received += 1
+            if args.count is not None and received >= args.count:
+                break
+    return 0
+
+
+async def cmd_info(args: argparse.Namespace) -> int:
+    client = await open_client(args.socket)
+    async with client:
+        if args.command == "peers":
+            peers = await client.peers()
+            if args.json:
+                print(json.dumps(peers, indent=2))
+            else:
+                print(_peer_table(peers))
+        else:
+            status = await client.status()
+            status.pop("ok", None)
+            print(json.dumps(status, indent=2) if args.json else _status_text(status))
+    return 0
+
+
+def _peer_table(peers: list[dict[str, Any]]) -> str:
+    if not peers:
+        return "no peers"
+    rows = [("NODE ID", "NAME", "ADDRESS", "DIR", "SINCE")]
+    rows += [(p["node_id"], p["name"], p["addr"], p["direction"], f"{p['since_s']:.0f}s")
+             for p in peers]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def _status_text(status: dict[str, Any]) -> str:
+    lines = [f"node     {status['name']} ({status['node_id']})",
+             f"listen   {status['listen']}", f"uptime   {status['uptime_s']:.0f}s",
+             f"peers    {status['peers']}", f"clients  {status['clients']}"]
+    for section in ("messages", "links", "api"):
+        values = status.get(section) or {}
+        lines.append(f"{section:<8} " + " ".join(f"{k}={v}" for k, v in values.items()))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``p2pnode`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            config = config_from_args(args)
+            logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            trio.run(run_node, config)
+            return 0
+        handler = {"send": cmd_send, "recv": cmd_recv}.get(args.command, cmd_info)
+        return trio.run(handler, args)
+    except (P2PError, ApiReplyError) as exc:
+        print(f"p2pnode: error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        print(f"p2pnode: error: no node at the socket ({exc.strerror}: {exc.filename or ''}); "
+              "is `p2pnode run` running, and is --socket right?", file=sys.stderr)
+    except OSError as exc:
+        print(f"p2pnode: error: {exc}", file=sys.stderr)
+    except trio.EndOfChannel as exc:
+        print(f"p2pnode: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Python clients for the local API: an async one (trio) and a small blocking one.
+
+    async with await open_client() as client:
+        await client.subscribe(["chat"])
+        await client.publish("chat", "hello")
+        async for event in client.events():
+            print(event["data"])
+
+    with BlockingClient() as client:
+        client.publish("chat", "hello")
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .config import default_socket_path
+from .errors import P2PError
+
+MAX_LINE = 4 << 20  # a reply or event line longer than this is refused (bytes)
+
+
+class ApiReplyError(P2PError):
+    """The node answered a request with an error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def publish_request(topic: str, data: str | bytes, to: str | None = None,
+                    req_id: Any = None) -> dict[str, Any]:
+    """Build a publish request: text goes as ``data``, other bytes as ``data_b64``."""
+    req: dict[str, Any] = {"op": "publish", "topic": topic}
+    if isinstance(data, str):
+        req["data"] = data
+    else:
+        try:
+            req["data"] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            req["data_b64"] = base64.b64encode(data).decode("ascii")
+    if to is not None:
+        req["to"] = to
+    if req_id is not None:
+        req["id"] = req_id
+    return req
+
+
+def event_payload(event: dict[str, Any]) -> bytes:
+    """The payload of a message event as bytes, whichever way it was encoded."""
+    if "data_b64" in event:
+        return base64.b64decode(event["data_b64"])
+    return str(event.get("data", "")).encode("utf-8")
+
+
+def _check(reply: dict[str, Any]) -> dict[str, Any]:
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        raise ApiReplyError(str(err.get("code", "unknown")), str(err.get("message", "")))
+    return reply
+
+
+class _LineBuffer:
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def pop_lines(self, data: bytes | bytearray) -> list[bytes]:
+        self.buf += data
+        *lines, self.buf = self.buf.split(b"\n")
+        if len(self.buf) > MAX_LINE:
+            raise P2PError("line from the node too long")
+        return lines
+
+
+class Client:
+    """An async client over one connection. Replies come in request order; message
+    events that arrive while a reply is awaited are kept (up to ``max_pending``,
+    then the oldest are dropped and counted in ``events_dropped``)."""
+
+    def __init__(self, stream: trio.abc.Stream, max_pending: int = 100_000) -> None:
+        self.stream = stream
+        self._lines = _LineBuffer()
+        self._ready: collections.deque[dict[str, Any]] = collections.deque()
+        self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_pending)
+        self.events_dropped = 0
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def send(self, request: dict[str, Any]) -> None:
+        """Send a request without waiting for its reply (for pipelining)."""
+        await self.stream.send_all(json.dumps(request).encode() + b"\n")
+
+    async def _next_line(self) -> dict[str, Any]:
+        while not self._ready:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise trio.EndOfChannel("the node closed the connection")
+            for line in self._lines.pop_lines(data):
+                if line.strip():
+                    self._ready.append(json.loads(line))
+        return self._ready.popleft()
+
+    async def reply(self) -> dict[str, Any]:
+        """The next reply (not checked for ``ok``); events met on the way are kept."""
+        while True:
+            obj = await self._next_line()
+            if "event" not in obj:
+                return obj
+            if len(self._events) == self._events.maxlen:
+                self.events_dropped += 1
+            self._events.append(obj)
+
+    async def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send a request and return its reply. Raises ``ApiReplyError`` on an error reply."""
+        await self.send(request)
+        return _check(await self.reply())
+
+    async def publish(self, topic: str, data: str | bytes, to: str | None = None) -> str:
+        """Publish a message; returns its id."""
+        return str((await self.request(publish_request(topic, data, to)))["msg_id"])
+
+    async def subscribe(self, topics: list[str] | None = None) -> None:
+        """Subscribe to ``topics`` (all topics if empty or None)."""
+        await self.request({"op": "subscribe", "topics": list(topics or [])})
+
+    async def unsubscribe(self, topics: list[str] | None = None) -> None:
+        await self.request({"op": "unsubscribe", "topics": list(topics or [])})
+
+    async def peers(self) -> list[dict[str, Any]]:
+        return list((await self.request({"op": "peers"}))["peers"])
+
+    async def status(self) -> dict[str, Any]:
+        return await self.request({"op": "status"})
+
+    async def next_event(self) -> dict[str, Any]:
+        """The next message event. Raises ``trio.EndOfChannel`` when the node goes away."""
+        if self._events:
+            return self._events.popleft()
+        while True:
+            obj = await self._next_line()
+            if "event" in obj:
+                return obj
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Iterate over message events until the node closes the connection."""
+        while True:
+            try:
+                yield await self.next_event()
+            except trio.EndOfChannel:
+                return
+
+
+async def open_client(path: str | os.PathLike[str] | None = None) -> Client:
+    """Connect to the node's socket (default: ``$P2PNODE_SOCKET`` or the per-user path)."""
+    target = Path(path) if path is not None else default_socket_path()
+    return Client(await trio.open_unix_socket(str(target)))
+
+
+class BlockingClient:
+    """A small blocking client (plain sockets), for scripts that do not use trio."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None,
+                 timeout: float | None = 30.0) -> None:
+        target = Path(path) if path is not None else default_socket_path()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(str(target))
+        except OSError:
+            self.sock.close()
+            raise
+        self._lines = _LineBuffer()
+        self._ready: collections.deque[dict[str, Any]] = collections.deque()
+        self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=100_000)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> BlockingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _next_line(self) -> dict[str, Any]:
+        while not self._ready:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the node closed the connection")
+            for line in self._lines.pop_lines(data):
+                if line.strip():
+                    self._ready.append(json.loads(line))
+        return self._ready.popleft()
+
+    def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send a request and return its reply. Raises ``ApiReplyError`` on an error reply."""
+        self.sock.sendall(json.dumps(request).encode() + b"\n")
+        while True:
+            obj = self._next_line()
+            if "event" not in obj:
+                return _check(obj)
+            self._events.append(obj)
+
+    def publish(self, topic: str, data: str | bytes, to: str | None = None) -> str:
+        return str(self.request(publish_request(topic, data, to))["msg_id"])
+
+    def subscribe(self, topics: list[str] | None = None) -> None:
+        self.request({"op": "subscribe", "topics": list(topics or [])})
+
+    def peers(self) -> list[dict[str, Any]]:
+        return list(self.request({"op": "peers"})["peers"])
+
+    def status(self) -> dict[str, Any]:
+        return self.request({"op": "status"})
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Iterate over message events (blocking) until the node closes the connection."""
+        while True:
+            if self._events:
+                yield self._events.popleft()
+                continue
+            try:
+                obj = self._next_line()
+            except ConnectionError:
+                return
+            if "event" in obj:
+                yield obj

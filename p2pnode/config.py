@@ -1,0 +1,142 @@
+"""One frozen object that holds every setting, limit and timeout of a node.
+
+Timeouts are float seconds. Every value is checked in ``NodeConfig.__post_init__``;
+a bad value raises ``ConfigError`` naming the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_PORT = 7420
+DEFAULT_TOPIC = "default"
+#: Largest topic name, in UTF-8 bytes. Part of the wire protocol.
+MAX_TOPIC_BYTES = 256
+
+
+def parse_hostport(text: str, *, default_port: int | None = None) -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``[IPv6]:PORT`` or (with ``default_port``) a bare ``HOST``.
+
+    Raises ``ConfigError`` with a readable message when the text is malformed.
+    """
+    text = text.strip()
+    if not text:
+        raise ConfigError("empty address")
+    host: str
+    port_text: str | None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError(f"bad address {text!r}: missing ']'")
+        host = text[1:end]
+        rest = text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ConfigError(f"bad address {text!r}")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif ":" in text:
+        host, port_text = text, None  # a bare IPv6 address
+    else:
+        host, port_text = text, None
+    if not host:
+        raise ConfigError(f"bad address {text!r}: empty host")
+    if port_text is None:
+        if default_port is None:
+            raise ConfigError(f"bad address {text!r}: expected HOST:PORT")
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"bad address {text!r}: port must be 0-65535")
+    return host, int(port_text)
+
+
+def format_hostport(host: str, port: int) -> str:
+    """Format an address as ``HOST:PORT`` (``[HOST]:PORT`` for IPv6)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def default_socket_path() -> Path:
+    """``$P2PNODE_SOCKET``, else ``$XDG_RUNTIME_DIR/p2pnode.sock``, else a per-user /tmp path."""
+    env = os.environ.get("P2PNODE_SOCKET")
+    if env:
+        return Path(env)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "p2pnode.sock"
+    return Path(f"/tmp/p2pnode-{os.getuid()}.sock")
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/p2pnode``, else ``~/.local/share/p2pnode``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "p2pnode"
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node needs to run. All sizes are bytes, all times float seconds."""
+
+    name: str = "node"
+    listen_host: str = "0.0.0.0"
+    listen_port: int = DEFAULT_PORT
+    socket_path: Path = dataclasses.field(default_factory=default_socket_path)
+    data_dir: Path = dataclasses.field(default_factory=default_data_dir)
+    peers: tuple[tuple[str, int], ...] = ()
+    mdns: bool = True
+    mdns_interfaces: tuple[str, ...] = ()
+    advertise: str | None = None
+
+    # Sizes.
+    max_frame: int = 1 << 20
+    max_payload: int = 512 * 1024
+    link_queue_bytes: int = 8 << 20
+    client_queue_bytes: int = 8 << 20
+    read_size: int = 256 * 1024
+
+    # Gossip.
+    max_hops: int = 16
+    seen_max_entries: int = 200_000
+    seen_ttl: float = 300.0
+
+    # Connections.
+    max_links: int = 64
+    max_clients: int = 256
+    handshake_timeout: float = 5.0
+    dial_timeout: float = 5.0
+    redial_initial: float = 0.25
+    redial_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        name_bytes = len(self.name.encode("utf-8", "surrogatepass"))
+        if not 1 <= name_bytes <= 64 or not self.name.isprintable():
+            raise ConfigError("name must be 1-64 bytes of printable UTF-8")
+        if not 0 <= self.listen_port <= 65535:
+            raise ConfigError("listen port must be 0-65535")
+        positive_ints = (
+            "max_frame", "max_payload", "link_queue_bytes", "client_queue_bytes",
+            "read_size", "max_hops", "seen_max_entries", "max_links", "max_clients",
+        )
+        for field in positive_ints:
+            if getattr(self, field) < 1:
+                raise ConfigError(f"{field} must be at least 1")
+        positive_floats = (
+            "seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
+        )
+        for field in positive_floats:
+            if not getattr(self, field) > 0:
+                raise ConfigError(f"{field} must be greater than 0")
+        if self.max_payload + MAX_TOPIC_BYTES + 128 > self.max_frame:
+            raise ConfigError("max_frame must exceed max_payload by at least 384 bytes")
+        if self.max_hops > 255:
+            raise ConfigError("max_hops must be at most 255")
+        if self.redial_max < self.redial_initial:
+            raise ConfigError("redial_max must be at least redial_initial")
+
+    @property
+    def max_request_line(self) -> int:
+        """Largest local API request line: a base64 payload plus room for the rest."""
+        return (self.max_payload * 4) // 3 + 4 + MAX_TOPIC_BYTES * 6 + 1024

@@ -1,0 +1,49 @@
+"""The error tree. Every error says whose fault it is (see docs/design.md).
+
+- ``LocalError``: misuse of our own API or configuration (our fault).
+- ``RemoteProtocolError``: a peer or a local client broke the protocol (their fault).
+  It carries a short machine-readable ``code`` and a human ``message``.
+
+trio's own meaning is kept: ``trio.ClosedResourceError`` means we closed it,
+``trio.BrokenResourceError`` means the other side broke it. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class P2PError(Exception):
+    """Base class of every error p2pnode raises on purpose."""
+
+
+class LocalError(P2PError):
+    """Our side was misused: a bad argument, an impossible configuration."""
+
+
+class ConfigError(LocalError):
+    """A configuration value (flag, environment, file) is invalid."""
+
+
+class RemoteProtocolError(P2PError):
+    """The other side (a peer or a local client) broke the protocol.
+
+    ``code`` is a short stable identifier (``"too_large"``, ``"bad_frame"``, ...)
+    that is safe to show to the other side; ``message`` explains it to a human.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class HandshakeRefused(P2PError):
+    """The peer refused our handshake (or we refused theirs) with a reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class SocketInUse(LocalError):
+    """Another live node already serves the local API socket path."""

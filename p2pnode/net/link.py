@@ -1,0 +1,259 @@
+"""One link to a peer: the handshake and the read loop over any ``trio.abc.Stream``.
+
+Each connection runs as one task with a child writer task fed by an ``OutQueue``.
+The read loop parses every complete frame of each read and hands the batch of
+gossip to the node synchronously: no await per message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import trio
+
+from ..config import NodeConfig
+from ..errors import RemoteProtocolError
+from ..ids import id_to_hex
+from ..wire.link import LinkOpen, LinkProtocol, LinkState, PeerBye, PeerHello, PeerRefused
+from ..wire.messages import Gossip, Hello
+from .outqueue import OutQueue
+
+log = logging.getLogger("p2pnode.link")
+
+Direction = Literal["in", "out"]
+
+
+@dataclass(eq=False)
+class PeerLink:
+    """An open link to one peer, as the rest of the node sees it."""
+
+    peer: Hello
+    addr: str  # the remote socket address
+    direction: Direction
+    out: OutQueue
+    opened_at: float
+    cancel_scope: trio.CancelScope
+    closed: trio.Event = field(default_factory=trio.Event)
+    close_reason: str = ""
+
+    @property
+    def peer_id(self) -> bytes:
+        return self.peer.node_id
+
+    @property
+    def peer_hex(self) -> str:
+        return id_to_hex(self.peer.node_id)
+
+    def send(self, frame: bytes) -> bool:
+        """Queue a frame without waiting; False if the queue is full (dropped)."""
+        return self.out.put_nowait(frame)
+
+    def close(self, reason: str, bye: bytes | None = None) -> None:
+        """Close the link: send ``bye`` if given, flush, then end the connection."""
+        if not self.close_reason:
+            self.close_reason = reason
+        if bye is not None:
+            self.out.put_force(bye)
+        self.out.close()
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """How a connection ended, for the dialer's retry policy.
+
+    ``code`` is ``"closed"`` if the link was open, ``"refused"`` if the peer
+    refused it, ``"refusing"`` if we did, otherwise ``"eof"``, ``"timeout"``,
+    ``"protocol_error"`` or ``"broken"``. ``detail`` holds the refusal code.
+    """
+
+    code: str
+    peer_id: bytes | None = None
+    detail: str = ""
+
+
+class LinkHost(Protocol):
+    """What a connection needs from its owner (the LinkManager)."""
+
+    config: NodeConfig
+    local_hello: Hello
+
+    def admit(self, hello: Hello, *, decides: bool) -> tuple[str, str] | None: ...
+    def link_open(self, link: PeerLink) -> None: ...
+    def link_closed(self, link: PeerLink) -> None: ...
+    def on_gossip(self, link: PeerLink, msgs: list[Gossip]) -> None: ...
+
+
+async def run_connection(
+    host: LinkHost, stream: trio.abc.Stream, addr: str, direction: Direction
+) -> LinkResult:
+    """Run one connection from handshake to close. Closes ``stream`` before returning.
+
+    Never raises for network or protocol trouble (that is the result); on
+    cancellation the stream is closed and ``Cancelled`` propagates.
+    """
+    conn = _Connection(host, stream, addr, direction)
+    try:
+        async with trio.open_nursery() as nursery:
+            conn.scope = nursery.cancel_scope
+            nursery.start_soon(conn.write)
+            conn.result = await conn.run()
+            # Let the writer flush what is queued (a Refuse, a Bye), within a bound.
+            conn.out.close()
+            nursery.cancel_scope.deadline = trio.current_time() + host.config.handshake_timeout
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        conn.result = LinkResult("broken", conn.peer_id)
+    finally:
+        conn.finish()
+        await trio.aclose_forcefully(stream)
+    return conn.result
+
+
+class _Connection:
+    def __init__(
+        self, host: LinkHost, stream: trio.abc.Stream, addr: str, direction: Direction
+    ) -> None:
+        cfg = host.config
+        self.host = host
+        self.stream = stream
+        self.addr = addr
+        self.direction: Direction = direction
+        self.proto = LinkProtocol(
+            host.local_hello, max_frame=cfg.max_frame, max_payload=cfg.max_payload
+        )
+        self.out = OutQueue(cfg.link_queue_bytes)
+        self.link: PeerLink | None = None
+        self.result = LinkResult("broken")
+        self.scope = trio.CancelScope()
+
+    @property
+    def peer_id(self) -> bytes | None:
+        return self.proto.peer.node_id if self.proto.peer else None
+
+    async def write(self) -> None:
+        """The single writer of this stream; when it ends, the connection ends."""
+        try:
+            await self.out.run_writer(self.stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self.link is not None and not self.link.close_reason:
+                self.link.close_reason = "broken"
+        finally:
+            self.scope.cancel()
+
+    async def run(self) -> LinkResult:
+        self.out.put_force(self.proto.hello_bytes())
+        try:
+            with trio.fail_after(self.host.config.handshake_timeout):
+                leftover = await self._handshake()
+            if self.link is None:
+                return self.result
+            self._dispatch(leftover)
+            await self._read_loop()
+        except trio.TooSlowError:
+            return self._refuse("timeout", "handshake_timeout", "handshake took too long")
+        except RemoteProtocolError as exc:
+            log.info("link %s: protocol error: %s", self.addr, exc)
+            return self._refuse("protocol_error", exc.code, exc.message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._set_reason("broken")
+        return LinkResult("closed" if self.link else "broken", self.peer_id)
+
+    def _refuse(self, result: str, code: str, message: str) -> LinkResult:
+        if self.link is not None:
+            self._set_reason(code)
+            self.out.close()
+        elif self.proto.state is not LinkState.CLOSED:
+            self.out.put_force(self.proto.refuse(code, message))
+            self.out.close()
+        return LinkResult(result, self.peer_id, code)
+
+    def _set_reason(self, reason: str) -> None:
+        if self.link is not None and not self.link.close_reason:
+            self.link.close_reason = reason
+
+    async def _receive(self) -> bytes | bytearray:
+        data = await self.stream.receive_some(self.host.config.read_size)
+        if not data:
+            raise trio.BrokenResourceError("end of stream")
+        return data
+
+    async def _handshake(self) -> list[Gossip]:
+        """Run the handshake; returns gossip that arrived with it. Sets self.link or
+        self.result (when the link did not open)."""
+        data = await self._receive()
+        while True:
+            for event in self.proto.receive_data(data):
+                if isinstance(event, PeerHello):
+                    if not self._on_hello(event.hello):
+                        return []
+                    if self.proto.state is LinkState.OPEN:
+                        return self._open()
+                elif isinstance(event, LinkOpen):
+                    return self._open()
+                elif isinstance(event, PeerRefused):
+                    self.out.close()
+                    self.result = LinkResult("refused", self.peer_id, event.code)
+                    log.info("link %s refused by peer: %s %s", self.addr, event.code,
+                             event.message)
+                    return []
+            if self.proto.state is LinkState.ACCEPT_WAIT and self.proto.has_pending:
+                data = b""
+            else:
+                data = await self._receive()
+
+    def _on_hello(self, hello: Hello) -> bool:
+        problem = self.host.admit(hello, decides=self.proto.decides)
+        if problem is not None:
+            self.out.put_force(self.proto.refuse(*problem))
+            self.out.close()
+            self.result = LinkResult("refusing", hello.node_id, problem[0])
+            log.info("link %s refused: %s", self.addr, problem[1])
+            return False
+        self.out.put_force(self.proto.proceed())
+        return True
+
+    def _open(self) -> list[Gossip]:
+        leftover = self.proto.receive_data(b"")
+        assert self.proto.peer is not None
+        self.link = PeerLink(
+            peer=self.proto.peer, addr=self.addr, direction=self.direction, out=self.out,
+            opened_at=trio.current_time(), cancel_scope=self.scope,
+        )
+        self.result = LinkResult("closed", self.proto.peer.node_id)
+        self.host.link_open(self.link)
+        msgs = [e for e in leftover if type(e) is Gossip]
+        if len(msgs) != len(leftover):
+            self.link.close("peer_left")
+        return msgs
+
+    def _dispatch(self, msgs: list[Gossip]) -> None:
+        if msgs and self.link is not None:
+            self.host.on_gossip(self.link, msgs)
+
+    async def _read_loop(self) -> None:
+        link = self.link
+        assert link is not None
+        proto = self.proto
+        on_gossip = self.host.on_gossip
+        receive_some = self.stream.receive_some
+        size = self.host.config.read_size
+        while not self.out.closing:
+            data = await receive_some(size)
+            if not data:
+                self._set_reason("eof")
+                return
+            events = proto.receive_data(data)
+            if proto.state is LinkState.CLOSED:  # the last event is PeerBye
+                bye = events.pop()
+                assert isinstance(bye, PeerBye)
+                self._set_reason("peer_left")
+                self.out.close()
+            if events:
+                on_gossip(link, events)  # type: ignore[arg-type]
+
+    def finish(self) -> None:
+        if self.link is not None:
+            self._set_reason("closed")
+            self.link.closed.set()
+            self.host.link_closed(self.link)

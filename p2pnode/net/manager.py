@@ -1,0 +1,155 @@
+"""The connection manager: who we are linked to, inbound admission, dialling with backoff.
+
+It keeps exactly one link per peer (the handshake's tie-break makes both sides
+agree which connection survives) and never links a node to itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from ..config import NodeConfig, format_hostport
+from ..wire.link import check_hello
+from ..wire.messages import Gossip, Hello
+from .link import Direction, LinkResult, PeerLink, run_connection
+from .transport import Transport
+
+log = logging.getLogger("p2pnode.links")
+
+
+@dataclass
+class LinkStats:
+    """Counters of the connection manager."""
+
+    opened: int = 0
+    closed: Counter[str] = field(default_factory=Counter)  # by reason
+    dials: int = 0
+    dials_failed: int = 0
+    refused: Counter[str] = field(default_factory=Counter)  # handshakes refused, by code
+    queue_drops: int = 0  # frames dropped because a peer's queue was full
+
+
+class LinkManager:
+    """Owns every link of a node.
+
+    Args:
+        config: the node's configuration.
+        local_hello: the Hello this node sends.
+        transport: how to listen and connect.
+        on_gossip: called synchronously with each batch of gossip from a link.
+        on_link_change: called with (link, up) when a link opens or closes.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        local_hello: Hello,
+        transport: Transport,
+        on_gossip: Callable[[PeerLink, list[Gossip]], None],
+        on_link_change: Callable[[PeerLink, bool], None],
+    ) -> None:
+        self.config = config
+        self.local_hello = local_hello
+        self.transport = transport
+        self._on_gossip = on_gossip
+        self._on_link_change = on_link_change
+        self.links: dict[bytes, PeerLink] = {}
+        self.stats = LinkStats()
+        self._rng = random.Random()
+
+    # -- LinkHost interface (called by connections) --------------------------
+
+    def admit(self, hello: Hello, *, decides: bool) -> tuple[str, str] | None:
+        """Decide whether a handshaking peer may link. Returns (code, message) to refuse."""
+        problem = check_hello(self.local_hello, hello)
+        if problem is not None:
+            return problem
+        if decides and hello.node_id in self.links:
+            return ("duplicate", "already linked to this node")
+        if hello.node_id not in self.links and len(self.links) >= self.config.max_links:
+            return ("too_many_links", f"this node has its maximum of {self.config.max_links}")
+        return None
+
+    def link_open(self, link: PeerLink) -> None:
+        """A connection finished its handshake: it is now the link to its peer."""
+        old = self.links.get(link.peer_id)
+        if old is not None:
+            # The deciding side chose this connection: the old one is stale.
+            old.close("replaced")
+            self._forget(old)
+        self.links[link.peer_id] = link
+        self.stats.opened += 1
+        log.info("link up: %s (%s) %s %s", link.peer.name, link.peer_hex[:8],
+                 link.direction, link.addr)
+        self._on_link_change(link, True)
+
+    def link_closed(self, link: PeerLink) -> None:
+        """A link's connection ended."""
+        if self.links.get(link.peer_id) is link:
+            self._forget(link)
+
+    def _forget(self, link: PeerLink) -> None:
+        del self.links[link.peer_id]
+        self.stats.closed[link.close_reason or "closed"] += 1
+        self.stats.queue_drops += link.out.dropped
+        log.info("link down: %s (%s): %s", link.peer.name, link.peer_hex[:8],
+                 link.close_reason or "closed")
+        self._on_link_change(link, False)
+
+    def on_gossip(self, link: PeerLink, msgs: list[Gossip]) -> None:
+        self._on_gossip(link, msgs)
+
+    # -- connections ------------------------------------------------------------
+
+    async def handle_inbound(self, stream: trio.abc.Stream, addr: str) -> None:
+        """Run an inbound connection (a transport's handler)."""
+        await run_connection(self, stream, addr, "in")
+
+    async def dial(self, host: str, port: int) -> LinkResult:
+        """Connect to ``host:port`` and run the link until it closes."""
+        self.stats.dials += 1
+        addr = format_hostport(host, port)
+        try:
+            with trio.fail_after(self.config.dial_timeout):
+                stream = await self.transport.connect(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            self.stats.dials_failed += 1
+            log.debug("dial %s failed: %s", addr, exc)
+            return LinkResult("unreachable", detail=str(exc) or type(exc).__name__)
+        direction: Direction = "out"
+        return await run_connection(self, stream, addr, direction)
+
+    async def wait_unlinked(self, peer_id: bytes) -> None:
+        """Return once there is no link to ``peer_id``."""
+        while (link := self.links.get(peer_id)) is not None:
+            await link.closed.wait()
+
+    async def keep_dialling(self, host: str, port: int) -> None:
+        """Keep a link to the node at ``host:port``: dial, redial with backoff. Runs forever
+        (or returns if that address turns out to be this node itself)."""
+        delay = self.config.redial_initial
+        while True:
+            result = await self.dial(host, port)
+            if result.detail == "self":
+                log.warning("%s is this node itself; not dialling it", format_hostport(host, port))
+                return
+            if result.code == "closed":
+                delay = self.config.redial_initial
+            elif result.detail == "duplicate" and result.peer_id is not None:
+                await self.wait_unlinked(result.peer_id)
+                delay = self.config.redial_initial
+                continue
+            else:
+                delay = min(delay * 2, self.config.redial_max)
+            await trio.sleep(delay * (0.5 + self._rng.random()))
+
+    def close_all(self, bye: Callable[[PeerLink], bytes]) -> None:
+        """Say goodbye on every link and close it."""
+        for link in list(self.links.values()):
+            link.close("shutdown", bye(link))

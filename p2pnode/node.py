@@ -1,0 +1,231 @@
+"""A node: one nursery that owns the listener, the links, the dialers and the local API.
+
+``Node.run`` is a trio service (``await nursery.start(node.run)``); ``open_node``
+wraps it as an async context manager. ``Node.stop`` leaves gracefully: every
+peer is told (``Bye``), so it drops the link at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from . import PROTOCOL_VERSION, __version__
+from .api.server import ApiServer
+from .config import NodeConfig, format_hostport
+from .gossip.router import Deliver, FloodRouter, Forward
+from .identity import DataDirLock, load_or_create_node_id
+from .ids import MsgIdFactory, id_to_hex
+from .net.link import PeerLink
+from .net.manager import LinkManager
+from .net.transport import TcpTransport, Transport
+from .wire.messages import Bye, Gossip, Hello, encode_message
+
+log = logging.getLogger("p2pnode.node")
+
+
+class Node:
+    """One p2pnode.
+
+    Args:
+        config: settings and limits.
+        transport: how to reach peers (TCP unless given; tests pass a memory one).
+        node_id: use this id instead of the one stored in ``config.data_dir``.
+        api: serve the local API on ``config.socket_path`` (tests may turn it off).
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        transport: Transport | None = None,
+        node_id: bytes | None = None,
+        api: bool = True,
+    ) -> None:
+        self.config = config
+        self.transport: Transport = transport or TcpTransport()
+        self._lock: DataDirLock | None = None
+        if node_id is None:
+            self._lock = DataDirLock(config.data_dir)
+            node_id = load_or_create_node_id(config.data_dir)
+        self.node_id = node_id
+        self.node_hex = id_to_hex(node_id)
+        self.router = FloodRouter(
+            node_id, max_hops=config.max_hops,
+            seen_max_entries=config.seen_max_entries, seen_ttl=config.seen_ttl,
+        )
+        self.api = ApiServer(config, self) if api else None
+        self.on_deliver: list[Callable[[Gossip], None]] = []
+        self.listen_addr: tuple[str, int] | None = None
+        self.links: LinkManager | None = None
+        self._ids = MsgIdFactory()
+        self._ready = trio.Event()
+        self._started_at = 0.0
+        self._scope: trio.CancelScope | None = None
+
+    # -- the service -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the node until cancelled or ``stop()``; ``started`` once it listens and
+        serves its socket. Raises ``SocketInUse``, ``OSError`` (a port in use),
+        ``ConfigError`` (the data directory is in use by another node)."""
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                cfg = self.config
+                self.listen_addr = await nursery.start(
+                    self.transport.listen, cfg.listen_host, cfg.listen_port, self._inbound
+                )
+                self.links = LinkManager(
+                    cfg, self._hello(), self.transport, self._on_gossip, self._on_link_change
+                )
+                self._started_at = trio.current_time()
+                self._ready.set()
+                if self.api is not None:
+                    await nursery.start(self.api.run)
+                for host, port in cfg.peers:
+                    nursery.start_soon(self.links.keep_dialling, host, port)
+                log.info("node %s (%s) listening on %s", cfg.name, self.node_hex,
+                         self.listen_str)
+                task_status.started(self)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _hello(self) -> Hello:
+        assert self.listen_addr is not None
+        host = self.config.advertise or self.listen_addr[0]
+        return Hello(
+            version=PROTOCOL_VERSION, node_id=self.node_id, name=self.config.name,
+            listen=format_hostport(host, self.listen_addr[1]),
+        )
+
+    async def _inbound(self, stream: trio.abc.Stream, addr: str) -> None:
+        await self._ready.wait()
+        assert self.links is not None
+        await self.links.handle_inbound(stream, addr)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Leave: say Bye on every link, wait up to ``grace`` seconds for them to
+        flush, then cancel everything. Safe to call more than once."""
+        if self.links is not None:
+            bye = encode_message(Bye("shutdown"))
+            self.links.close_all(lambda _link: bye)
+            with trio.move_on_after(grace):
+                for link in list(self.links.links.values()):
+                    await link.closed.wait()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    @property
+    def listen_str(self) -> str:
+        """The address the node really listens on, as ``HOST:PORT``."""
+        return format_hostport(*self.listen_addr) if self.listen_addr else ""
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def _on_gossip(self, link: PeerLink, msgs: list[Gossip]) -> None:
+        now = trio.current_time()
+        on_gossip = self.router.on_gossip
+        peer = link.peer_id
+        for msg in msgs:
+            actions = on_gossip(msg, peer, now)
+            if actions:
+                self._apply(actions)
+
+    def _apply(self, actions: list[Deliver | Forward]) -> None:
+        for action in actions:
+            if type(action) is Deliver:
+                if self.api is not None:
+                    self.api.deliver(action.msg)
+                for callback in self.on_deliver:
+                    callback(action.msg)
+            else:
+                assert type(action) is Forward
+                frame = encode_message(action.msg)
+                assert self.links is not None
+                links = self.links.links
+                for peer in action.peers:
+                    link = links.get(peer)
+                    if link is not None and not link.send(frame):
+                        self.links.stats.queue_drops += 1
+
+    def _on_link_change(self, link: PeerLink, up: bool) -> None:
+        if up:
+            self.router.peer_up(link.peer_id)
+        else:
+            self.router.peer_down(link.peer_id)
+
+    # -- the API backend ---------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, to: bytes | None = None) -> tuple[str, int]:
+        """Publish a message from a local app; returns (msg id hex, peers it was sent to)."""
+        msg = Gossip(id=self._ids.next(), origin=self.node_id, topic=topic, data=payload,
+                     hops=0, to=to)
+        actions = self.router.publish(msg, trio.current_time())
+        self._apply(actions)
+        sent = sum(len(a.peers) for a in actions if type(a) is Forward)
+        return id_to_hex(msg.id), sent
+
+    def peers_info(self) -> list[dict[str, Any]]:
+        """The linked peers, for the ``peers`` request."""
+        if self.links is None:
+            return []
+        now = trio.current_time()
+        return [
+            {
+                "node_id": link.peer_hex, "name": link.peer.name, "addr": link.addr,
+                "listen": link.peer.listen, "direction": link.direction,
+                "since_s": round(now - link.opened_at, 3),
+            }
+            for link in self.links.links.values()
+        ]
+
+    def status_info(self) -> dict[str, Any]:
+        """The node's state and counters, for the ``status`` request."""
+        rs = self.router.stats
+        info: dict[str, Any] = {
+            "node_id": self.node_hex, "name": self.config.name, "listen": self.listen_str,
+            "version": __version__, "protocol": PROTOCOL_VERSION,
+            "uptime_s": round(trio.current_time() - self._started_at, 3),
+            "peers": len(self.links.links) if self.links else 0,
+            "socket": str(self.config.socket_path) if self.api else None,
+            "clients": len(self.api.sessions) if self.api else 0,
+            "messages": {
+                "published": rs.published, "received": rs.received,
+                "delivered": rs.delivered, "duplicates": rs.duplicates,
+                "forwarded": rs.forwarded, "hop_limited": rs.hop_limited,
+                "seen_cache": len(self.router.seen),
+            },
+        }
+        if self.links is not None:
+            ls = self.links.stats
+            info["links"] = {
+                "opened": ls.opened, "closed": dict(ls.closed), "dials": ls.dials,
+                "dials_failed": ls.dials_failed, "queue_drops": ls.queue_drops,
+            }
+        if self.api is not None:
+            info["api"] = {
+                "requests": self.api.stats.requests, "errors": self.api.stats.errors,
+                "events_dropped": self.api.stats.events_dropped,
+            }
+        return info
+
+
+@asynccontextmanager
+async def open_node(config: NodeConfig, **kwargs: Any) -> AsyncIterator[Node]:
+    """Run a node for the duration of the ``async with`` block, then stop it gracefully."""
+    async with trio.open_nursery() as nursery:
+        node = Node(config, **kwargs)
+        await nursery.start(node.run)
+        try:
+            yield node
+        finally:
+            with trio.CancelScope(shield=True):
+                await node.stop(grace=0.5)

@@ -1,0 +1,84 @@
+"""The messages two nodes exchange, as typed msgspec structs encoded with msgpack.
+
+Each message is a msgpack array whose first element is an integer tag. Decoding
+checks every type and size; anything else becomes ``RemoteProtocolError``.
+Trailing array elements unknown to this version are ignored, so a later version
+can add fields at the end of a message without breaking ``Hello`` parsing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from ..config import MAX_TOPIC_BYTES
+from ..errors import RemoteProtocolError
+from ..ids import ID_LEN
+from .frames import encode_frame
+
+NodeIdBytes = Annotated[bytes, msgspec.Meta(min_length=ID_LEN, max_length=ID_LEN)]
+ShortText = Annotated[str, msgspec.Meta(max_length=256)]
+Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOPIC_BYTES)]
+Hops = Annotated[int, msgspec.Meta(ge=0, le=255)]
+
+
+class Hello(msgspec.Struct, tag=1, array_like=True, frozen=True):
+    """First message on a link, sent by both sides at once."""
+
+    version: Annotated[int, msgspec.Meta(ge=0, le=65535)]
+    node_id: NodeIdBytes
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    listen: ShortText  # "HOST:PORT" the sender accepts links on ("" if none)
+    network: ShortText = ""  # network tag; the security issue makes it a key hash
+
+
+class Accept(msgspec.Struct, tag=2, array_like=True, frozen=True):
+    """Sent by the side with the lower node id: this connection is the link."""
+
+
+class Refuse(msgspec.Struct, tag=3, array_like=True, frozen=True):
+    """The sender will not link over this connection, and says why."""
+
+    code: ShortText
+    message: ShortText
+
+
+class Gossip(msgspec.Struct, tag=4, array_like=True, frozen=True):
+    """A published message on its way through the mesh.
+
+    ``hops`` is how many links it has crossed when it is received; ``to`` is the
+    target node id of a direct message (delivered only there), or ``None``.
+    """
+
+    id: NodeIdBytes
+    origin: NodeIdBytes
+    topic: Topic
+    data: bytes
+    hops: Hops
+    to: NodeIdBytes | None = None
+
+
+class Bye(msgspec.Struct, tag=5, array_like=True, frozen=True):
+    """The sender is leaving (shutting down) and closes the link."""
+
+    reason: ShortText = ""
+
+
+WireMessage = Hello | Accept | Refuse | Gossip | Bye
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)
+
+
+def encode_message(msg: WireMessage) -> bytes:
+    """Return the framed bytes of ``msg``, ready to send."""
+    return encode_frame(_encoder.encode(msg))
+
+
+def decode_message(body: bytes) -> WireMessage:
+    """Decode one frame body. Raises ``RemoteProtocolError("bad_message")`` if invalid."""
+    try:
+        return _decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise RemoteProtocolError("bad_message", str(exc)) from None
