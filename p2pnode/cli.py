@@ -24,7 +24,7 @@ from .config import (
     default_socket_path,
     parse_hostport,
 )
-from .errors import P2PError
+from .errors import P2PError, single_error
 
 EPILOG = f"""\
 The socket defaults to $P2PNODE_SOCKET, else $XDG_RUNTIME_DIR/p2pnode.sock, else
@@ -233,9 +233,7 @@ def _status_text(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``p2pnode`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             config = config_from_args(args)
@@ -245,6 +243,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         handler = {"send": cmd_send, "recv": cmd_recv}.get(args.command, cmd_info)
         return trio.run(handler, args)
+    except BaseExceptionGroup as group:
+        leaf = single_error(group)
+        if leaf is group:
+            raise
+        raise leaf from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``p2pnode`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
     except (P2PError, ApiReplyError) as exc:
         print(f"p2pnode: error: {exc}", file=sys.stderr)
     except (FileNotFoundError, ConnectionRefusedError) as exc:

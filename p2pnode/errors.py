@@ -11,6 +11,14 @@ trio's own meaning is kept: ``trio.ClosedResourceError`` means we closed it,
 from __future__ import annotations
 
 
+def single_error(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (trio nurseries),
+    or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class P2PError(Exception):
     """Base class of every error p2pnode raises on purpose."""
 

@@ -17,6 +17,7 @@ import trio
 from . import PROTOCOL_VERSION, __version__
 from .api.server import ApiServer
 from .config import NodeConfig, format_hostport
+from .errors import P2PError, single_error
 from .gossip.router import Deliver, FloodRouter, Forward
 from .identity import DataDirLock, load_or_create_node_id
 from .ids import MsgIdFactory, id_to_hex
@@ -94,6 +95,12 @@ class Node:
                 log.info("node %s (%s) listening on %s", cfg.name, self.node_hex,
                          self.listen_str)
                 task_status.started(self)
+        except BaseExceptionGroup as group:
+            # A failure to start (socket in use, port taken) is raised as itself.
+            leaf = single_error(group)
+            if isinstance(leaf, P2PError | OSError):
+                raise leaf from None
+            raise
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -209,6 +216,8 @@ class Node:
             info["links"] = {
                 "opened": ls.opened, "closed": dict(ls.closed), "dials": ls.dials,
                 "dials_failed": ls.dials_failed, "queue_drops": ls.queue_drops,
+                "refused": dict(ls.refused), "refused_by_peer": dict(ls.refused_by_peer),
+                "handshake_failed": dict(ls.handshake_failed),
             }
         if self.api is not None:
             info["api"] = {

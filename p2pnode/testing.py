@@ -8,12 +8,20 @@ so whole meshes run in one process, in virtual time if the caller wants.
 from __future__ import annotations
 
 import itertools
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 import trio.testing
 
+from .config import NodeConfig
 from .net.transport import StreamHandler
+
+if TYPE_CHECKING:
+    from .node import Node
 
 
 @dataclass
@@ -68,3 +76,109 @@ class MemoryTransport:
         self.network.connections += 1
         nursery.start_soon(handler, theirs, f"mem:{self.port or 0}")
         return ours
+
+
+def memory_config(index: int, **overrides: object) -> NodeConfig:
+    """A config for node ``index`` of an in-memory mesh: port ``index + 1``, no mDNS."""
+    base: dict[str, object] = {
+        "name": f"n{index}", "listen_host": "mem", "listen_port": index + 1,
+        "mdns": False, "socket_path": Path(f"/nonexistent/p2pnode-mem-{index}.sock"),
+        "data_dir": Path(f"/nonexistent/p2pnode-mem-{index}"),
+    }
+    base.update(overrides)
+    return NodeConfig(**base)  # type: ignore[arg-type]
+
+
+async def start_memory_mesh(
+    nursery: trio.Nursery,
+    edges: list[tuple[int, int]],
+    n: int,
+    *,
+    seed: int = 0,
+    network: MemoryNetwork | None = None,
+    **overrides: object,
+) -> list[Node]:
+    """Start ``n`` nodes on a memory network; node ``i`` keeps dialling ``j`` for each
+    edge ``(i, j)``. Node ids come from ``seed``. Returns the nodes (links still forming:
+    see ``wait_linked``)."""
+    from .node import Node
+
+    net = network or MemoryNetwork()
+    rng = random.Random(seed)
+    nodes: list[Node] = []
+    for i in range(n):
+        peers = tuple(("mem", j + 1) for a, j in edges if a == i)
+        cfg = memory_config(i, peers=peers, **overrides)
+        node = Node(cfg, transport=net.transport(), node_id=rng.randbytes(16), api=False)
+        await nursery.start(node.run)
+        nodes.append(node)
+    return nodes
+
+
+def link_count(node: Node) -> int:
+    """How many links ``node`` has open."""
+    return len(node.links.links) if node.links is not None else 0
+
+
+async def wait_until(predicate: Callable[[], bool], *, poll: float = 0.01) -> None:
+    """Poll ``predicate`` in trio time until it is true. Meant for tests under trio's
+    autojump clock, where polling costs no real time; callers set a ``fail_after``."""
+    while not predicate():  # noqa: ASYNC110 - virtual-time polling, see docstring
+        await trio.sleep(poll)
+
+
+async def wait_topology(nodes: list[Node], predicate: Callable[[], bool]) -> None:
+    """Wait, without polling, until ``predicate`` holds; it is re-checked each time a
+    link of any of ``nodes`` opens or closes. Callers set a ``fail_after``."""
+    while True:
+        events = [node.links.changed for node in nodes if node.links is not None]
+        if predicate():
+            return
+        async with trio.open_nursery() as nursery:
+
+            async def wake(event: trio.Event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            for event in events:
+                nursery.start_soon(wake, event)
+
+
+async def wait_linked(nodes: list[Node], edges: list[tuple[int, int]]) -> None:
+    """Wait until every edge is a link on both of its ends."""
+
+    def done() -> bool:
+        for a, b in edges:
+            la, lb = nodes[a].links, nodes[b].links
+            if la is None or lb is None:
+                return False
+            if nodes[b].node_id not in la.links or nodes[a].node_id not in lb.links:
+                return False
+        return True
+
+    await wait_topology(nodes, done)
+
+
+def line_edges(n: int) -> list[tuple[int, int]]:
+    return [(i, i + 1) for i in range(n - 1)]
+
+
+def ring_edges(n: int) -> list[tuple[int, int]]:
+    return [*line_edges(n), (n - 1, 0)]
+
+
+def random_connected_edges(n: int, degree: int, seed: int) -> list[tuple[int, int]]:
+    """A random connected graph: a random spanning tree plus random extra edges until the
+    average degree is about ``degree``. No self-loops, no duplicate pairs."""
+    rng = random.Random(seed)
+    order = list(range(n))
+    rng.shuffle(order)
+    pairs: set[tuple[int, int]] = set()
+    for k in range(1, n):
+        a, b = order[k], order[rng.randrange(k)]
+        pairs.add((min(a, b), max(a, b)))
+    want = n * degree // 2
+    while len(pairs) < min(want, n * (n - 1) // 2):
+        a, b = rng.sample(range(n), 2)
+        pairs.add((min(a, b), max(a, b)))
+    return sorted(pairs)

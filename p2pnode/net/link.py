@@ -163,7 +163,8 @@ class _Connection:
         if self.link is not None:
             self._set_reason(code)
             self.out.close()
-        elif self.proto.state is not LinkState.CLOSED:
+            return LinkResult("closed", self.peer_id, code)
+        if self.proto.state is not LinkState.CLOSED:
             self.out.put_force(self.proto.refuse(code, message))
             self.out.close()
         return LinkResult(result, self.peer_id, code)

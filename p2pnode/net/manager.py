@@ -31,7 +31,9 @@ class LinkStats:
     closed: Counter[str] = field(default_factory=Counter)  # by reason
     dials: int = 0
     dials_failed: int = 0
-    refused: Counter[str] = field(default_factory=Counter)  # handshakes refused, by code
+    refused: Counter[str] = field(default_factory=Counter)  # links we refused, by code
+    refused_by_peer: Counter[str] = field(default_factory=Counter)  # links peers refused
+    handshake_failed: Counter[str] = field(default_factory=Counter)  # timeouts, bad input
     queue_drops: int = 0  # frames dropped because a peer's queue was full
 
 
@@ -62,19 +64,30 @@ class LinkManager:
         self.links: dict[bytes, PeerLink] = {}
         self.stats = LinkStats()
         self._rng = random.Random()
+        self._changed = trio.Event()
+
+    @property
+    def changed(self) -> trio.Event:
+        """An event set the next time a link opens or closes (take it before checking)."""
+        return self._changed
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     # -- LinkHost interface (called by connections) --------------------------
 
     def admit(self, hello: Hello, *, decides: bool) -> tuple[str, str] | None:
         """Decide whether a handshaking peer may link. Returns (code, message) to refuse."""
         problem = check_hello(self.local_hello, hello)
+        if problem is None and decides and hello.node_id in self.links:
+            problem = ("duplicate", "already linked to this node")
+        if (problem is None and hello.node_id not in self.links
+                and len(self.links) >= self.config.max_links):
+            problem = ("too_many_links", f"this node has its maximum of {self.config.max_links}")
         if problem is not None:
-            return problem
-        if decides and hello.node_id in self.links:
-            return ("duplicate", "already linked to this node")
-        if hello.node_id not in self.links and len(self.links) >= self.config.max_links:
-            return ("too_many_links", f"this node has its maximum of {self.config.max_links}")
-        return None
+            self.stats.refused[problem[0]] += 1
+        return problem
 
     def link_open(self, link: PeerLink) -> None:
         """A connection finished its handshake: it is now the link to its peer."""
@@ -88,6 +101,7 @@ class LinkManager:
         log.info("link up: %s (%s) %s %s", link.peer.name, link.peer_hex[:8],
                  link.direction, link.addr)
         self._on_link_change(link, True)
+        self._notify()
 
     def link_closed(self, link: PeerLink) -> None:
         """A link's connection ended."""
@@ -101,6 +115,7 @@ class LinkManager:
         log.info("link down: %s (%s): %s", link.peer.name, link.peer_hex[:8],
                  link.close_reason or "closed")
         self._on_link_change(link, False)
+        self._notify()
 
     def on_gossip(self, link: PeerLink, msgs: list[Gossip]) -> None:
         self._on_gossip(link, msgs)
@@ -109,7 +124,14 @@ class LinkManager:
 
     async def handle_inbound(self, stream: trio.abc.Stream, addr: str) -> None:
         """Run an inbound connection (a transport's handler)."""
-        await run_connection(self, stream, addr, "in")
+        self._count(await run_connection(self, stream, addr, "in"))
+
+    def _count(self, result: LinkResult) -> LinkResult:
+        if result.code == "refused":
+            self.stats.refused_by_peer[result.detail] += 1
+        elif result.code in ("timeout", "protocol_error"):
+            self.stats.handshake_failed[result.detail] += 1
+        return result
 
     async def dial(self, host: str, port: int) -> LinkResult:
         """Connect to ``host:port`` and run the link until it closes."""
@@ -123,7 +145,7 @@ class LinkManager:
             log.debug("dial %s failed: %s", addr, exc)
             return LinkResult("unreachable", detail=str(exc) or type(exc).__name__)
         direction: Direction = "out"
-        return await run_connection(self, stream, addr, direction)
+        return self._count(await run_connection(self, stream, addr, direction))
 
     async def wait_unlinked(self, peer_id: bytes) -> None:
         """Return once there is no link to ``peer_id``."""

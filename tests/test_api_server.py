@@ -1,0 +1,198 @@
+"""The local API over a real Unix socket: requests, errors, isolation, the socket file."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from p2pnode.client import BlockingClient, open_client
+from p2pnode.errors import SocketInUse
+from p2pnode.node import Node
+
+from .conftest import loopback_config, running_nodes
+
+
+class LineConn:
+    """A raw client connection that speaks JSON lines."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buf = b""
+
+    @classmethod
+    async def open(cls, node: Node) -> LineConn:
+        return cls(await trio.open_unix_socket(str(node.config.socket_path)))
+
+    async def send_raw(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def line(self) -> dict[str, Any]:
+        while b"\n" not in self.buf:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    async def ask(self, obj: dict[str, Any]) -> dict[str, Any]:
+        await self.send_raw(json.dumps(obj).encode() + b"\n")
+        return await self.line()
+
+
+@pytest.fixture
+async def node(short_tmp: Path) -> Any:
+    async with running_nodes([loopback_config(short_tmp, "a", max_payload=4096,
+                                              max_frame=8192)]) as (n,):
+        yield n
+
+
+async def test_requests_and_pipelined_replies_in_order(node: Node) -> None:
+    with trio.fail_after(10):
+        conn = await LineConn.open(node)
+        await conn.ask({"op": "subscribe", "topics": ["chat"]})
+        batch = b"".join(
+            json.dumps({"op": "publish", "topic": "chat", "data": f"m{i}", "id": i}).encode()
+            + b"\n"
+            for i in range(50)
+        )
+        await conn.send_raw(batch + b'{"op":"status","id":"s"}\n')
+        replies, events = [], []
+        while len(replies) < 51 or len(events) < 50:
+            obj = await conn.line()
+            (events if "event" in obj else replies).append(obj)
+        assert [r["id"] for r in replies] == [*range(50), "s"]
+        assert all(r["ok"] for r in replies)
+        assert [e["data"] for e in events] == [f"m{i}" for i in range(50)]
+        assert {e["hops"] for e in events} == {0}
+        assert events[0]["origin"] == node.node_hex
+        assert replies[-1]["node_id"] == node.node_hex
+        assert replies[-1]["listen"] == node.listen_str
+        await conn.stream.aclose()
+
+
+async def test_binary_payload_round_trips_as_base64(node: Node) -> None:
+    with trio.fail_after(10):
+        async with await open_client(node.config.socket_path) as client:
+            await client.subscribe([])
+            await client.publish("bin", b"\xff\x00\xfe")
+            event = await client.next_event()
+            assert event["data_b64"] == "/wD+"
+            assert "data" not in event
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"this is not json\n", "bad_json"),
+        (b'{"op": "publish", "topic": "t", "data": "x"\n', "bad_json"),
+        (b"[1, 2, 3]\n", "bad_request"),
+        (b'{"op": "dance", "id": 7}\n', "unknown_op"),
+        (b'{"op": "publish", "topic": "", "data": "x"}\n', "bad_request"),
+        (b'{"op": "publish", "topic": "t", "data": "x", "to": "nope"}\n', "bad_request"),
+        (b'{"op": "publish", "topic": "t", "data_b64": "***"}\n', "bad_request"),
+        (b'{"op": "subscribe", "topics": "chat"}\n', "bad_request"),
+        (b'{"op": "publish", "topic": "t", "data": "' + b"x" * 5000 + b'"}\n', "too_large"),
+    ],
+)
+async def test_bad_requests_get_errors_and_the_connection_stays_usable(
+    node: Node, raw: bytes, code: str
+) -> None:
+    with trio.fail_after(10):
+        conn = await LineConn.open(node)
+        other = await LineConn.open(node)
+        await conn.send_raw(raw)
+        reply = await conn.line()
+        assert reply["ok"] is False
+        assert reply["error"]["code"] == code
+        assert reply["error"]["message"]
+        if code == "unknown_op":
+            assert reply["id"] == 7
+        # The same connection still works, and so does another client.
+        assert (await conn.ask({"op": "status", "id": 1}))["ok"] is True
+        assert (await other.ask({"op": "peers"}))["peers"] == []
+        await conn.stream.aclose()
+        await other.stream.aclose()
+
+
+async def test_oversize_line_gets_too_large_and_closes_only_that_client(node: Node) -> None:
+    with trio.fail_after(10):
+        bad = await LineConn.open(node)
+        good = await LineConn.open(node)
+        await good.ask({"op": "subscribe", "topics": ["t"]})
+        await bad.send_raw(b"x" * (node.config.max_request_line + 100))
+        reply = await bad.line()
+        assert reply["error"]["code"] == "too_large"
+        with pytest.raises(EOFError):
+            await bad.line()
+        first = await good.ask({"op": "publish", "topic": "t", "data": "hi"})
+        second = await good.line()
+        reply, event = (first, second) if "ok" in first else (second, first)
+        assert reply["ok"] is True
+        assert event["data"] == "hi"
+        await bad.stream.aclose()
+        await good.stream.aclose()
+
+
+async def test_socket_file_mode_stale_and_live(short_tmp: Path) -> None:
+    cfg = loopback_config(short_tmp, "a")
+    path = cfg.socket_path
+    # A stale socket file from a crashed node: bound, then closed, file left behind.
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    assert path.exists()
+    with trio.fail_after(10):
+        async with running_nodes([cfg]):
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+            def blocking_status() -> dict[str, Any]:
+                with BlockingClient(path, timeout=5) as client:
+                    return client.status()
+
+            assert (await trio.to_thread.run_sync(blocking_status))["name"] == "a"
+            # A live node's socket is not stolen.
+            other = loopback_config(short_tmp, "b", socket_path=path)
+            with pytest.raises(SocketInUse, match="already serving"):
+                await Node(other).run()
+            assert path.exists()
+        assert not path.exists()  # removed on exit
+
+
+async def test_a_regular_file_is_never_replaced(short_tmp: Path) -> None:
+    cfg = loopback_config(short_tmp, "a")
+    cfg.socket_path.write_text("precious")
+    with trio.fail_after(10), pytest.raises(SocketInUse, match="not a socket"):
+        await Node(cfg).run()
+    assert cfg.socket_path.read_text() == "precious"
+
+
+async def test_slow_subscriber_drops_events_but_not_others(short_tmp: Path) -> None:
+    """A subscriber that stops reading loses events (counted); a healthy one gets all."""
+    cfg = loopback_config(short_tmp, "a", client_queue_bytes=64 * 1024)
+    with trio.fail_after(20):
+        async with running_nodes([cfg]) as (node,):
+            stuck = await LineConn.open(node)
+            await stuck.ask({"op": "subscribe", "topics": ["t"]})
+            async with await open_client(cfg.socket_path) as healthy:
+                await healthy.subscribe(["t"])
+                async with await open_client(cfg.socket_path) as pub:
+                    for i in range(3000):
+                        await pub.send({"op": "publish", "topic": "t", "data": f"{i:0100d}"})
+                        if i % 100 == 99:
+                            for _ in range(100):
+                                await pub.reply()
+                            for _ in range(100):
+                                await healthy.next_event()
+            assert node.api is not None
+            assert node.api.stats.events_dropped > 0
+            assert node.status_info()["api"]["events_dropped"] > 0
+            await stuck.stream.aclose()
