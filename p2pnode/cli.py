@@ -25,6 +25,7 @@ from .config import (
     parse_hostport,
 )
 from .errors import P2PError, single_error
+from .sdnotify import notify
 
 EPILOG = f"""\
 The socket defaults to $P2PNODE_SOCKET, else $XDG_RUNTIME_DIR/p2pnode.sock, else
@@ -93,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text.capitalize() + ".")
         _add_socket(p)
         p.add_argument("--json", action="store_true", help="print JSON")
+    peers = sub.choices["peers"]
+    peers.add_argument("--wait-min", type=int, default=None, metavar="N",
+                       help="first wait until the node has at least N peers")
+    peers.add_argument("--wait-max", type=int, default=None, metavar="N",
+                       help="first wait until the node has at most N peers")
+    peers.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="how long --wait-min/--wait-max may wait (default 10; "
+                            "exit 1 when it runs out)")
     return parser
 
 
@@ -123,9 +132,11 @@ async def run_node(config: NodeConfig) -> None:
             await nursery.start(node.run)
             print(f"p2pnode: node {config.name} ({node.node_hex}) listening on "
                   f"{node.listen_str}, socket {config.socket_path}", file=sys.stderr, flush=True)
+            notify(f"READY=1\nSTATUS=listening on {node.listen_str}")
             async for signum in signals:
                 logging.getLogger("p2pnode").info("signal %d: leaving", signum)
                 break
+            notify("STOPPING=1")
             await node.stop()
 
 
@@ -200,7 +211,7 @@ async def cmd_info(args: argparse.Namespace) -> int:
     client = await open_client(args.socket)
     async with client:
         if args.command == "peers":
-            peers = await client.peers()
+            peers = await client.peers(args.wait_min, args.wait_max, args.timeout)
             if args.json:
                 print(json.dumps(peers, indent=2))
             else:

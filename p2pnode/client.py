@@ -56,6 +56,19 @@ def publish_request(topic: str, data: str | bytes, to: str | None = None,
     return req
 
 
+def peers_request(wait_min: int | None = None, wait_max: int | None = None,
+                  timeout: float = 10.0) -> dict[str, Any]:
+    """Build a peers request, with optional waiting bounds."""
+    req: dict[str, Any] = {"op": "peers"}
+    if wait_min is not None:
+        req["wait_min"] = wait_min
+    if wait_max is not None:
+        req["wait_max"] = wait_max
+    if wait_min is not None or wait_max is not None:
+        req["timeout"] = timeout
+    return req
+
+
 def event_payload(event: dict[str, Any]) -> bytes:
     """The payload of a message event as bytes, whichever way it was encoded."""
     if "data_b64" in event:
@@ -143,8 +156,11 @@ class Client:
     async def unsubscribe(self, topics: list[str] | None = None) -> None:
         await self.request({"op": "unsubscribe", "topics": list(topics or [])})
 
-    async def peers(self) -> list[dict[str, Any]]:
-        return list((await self.request({"op": "peers"}))["peers"])
+    async def peers(self, wait_min: int | None = None, wait_max: int | None = None,
+                    wait_timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The linked peers; with ``wait_min``/``wait_max``, once their number is within
+        those bounds (``ApiReplyError`` code ``timeout`` after ``wait_timeout`` seconds)."""
+        return list((await self.request(peers_request(wait_min, wait_max, wait_timeout)))["peers"])
 
     async def status(self) -> dict[str, Any]:
         return await self.request({"op": "status"})
@@ -224,8 +240,10 @@ class BlockingClient:
     def subscribe(self, topics: list[str] | None = None) -> None:
         self.request({"op": "subscribe", "topics": list(topics or [])})
 
-    def peers(self) -> list[dict[str, Any]]:
-        return list(self.request({"op": "peers"})["peers"])
+    def peers(self, wait_min: int | None = None, wait_max: int | None = None,
+              wait_timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Like ``Client.peers``."""
+        return list(self.request(peers_request(wait_min, wait_max, wait_timeout))["peers"])
 
     def status(self) -> dict[str, Any]:
         return self.request({"op": "status"})

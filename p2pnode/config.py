@@ -109,6 +109,8 @@ class NodeConfig:
     dial_timeout: float = 5.0
     redial_initial: float = 0.25
     redial_max: float = 10.0
+    discovery_grace: float = 1.0  # the higher-id node waits this long before dialling
+    max_discovered: int = 1024  # discovered nodes tracked at most
 
     def __post_init__(self) -> None:
         name_bytes = len(self.name.encode("utf-8", "surrogatepass"))
@@ -119,10 +121,13 @@ class NodeConfig:
         positive_ints = (
             "max_frame", "max_payload", "link_queue_bytes", "client_queue_bytes",
             "read_size", "max_hops", "seen_max_entries", "max_links", "max_clients",
+            "max_discovered",
         )
         for field in positive_ints:
             if getattr(self, field) < 1:
                 raise ConfigError(f"{field} must be at least 1")
+        if self.discovery_grace < 0:
+            raise ConfigError("discovery_grace must be at least 0")
         positive_floats = (
             "seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
         )

@@ -10,21 +10,24 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from . import PROTOCOL_VERSION, __version__
 from .api.server import ApiServer
 from .config import NodeConfig, format_hostport
-from .errors import P2PError, single_error
+from .errors import ConfigError, P2PError, single_error
 from .gossip.router import Deliver, FloodRouter, Forward
 from .identity import DataDirLock, load_or_create_node_id
-from .ids import MsgIdFactory, id_to_hex
+from .ids import MsgIdFactory, id_to_hex, parse_id
 from .net.link import PeerLink
 from .net.manager import LinkManager
 from .net.transport import TcpTransport, Transport
 from .wire.messages import Bye, Gossip, Hello, encode_message
+
+if TYPE_CHECKING:
+    from .discovery.mdns import DiscoveredPeer, MdnsDiscovery
 
 log = logging.getLogger("p2pnode.node")
 
@@ -67,6 +70,10 @@ class Node:
         self._ready = trio.Event()
         self._started_at = 0.0
         self._scope: trio.CancelScope | None = None
+        #: The network tag in handshakes and mDNS records ("" = the open network).
+        self.network_tag = ""
+        self.discovery: MdnsDiscovery | None = None
+        self.discovered_ignored = 0  # discovered nodes of another version or network
 
     # -- the service -------------------------------------------------------------
 
@@ -87,11 +94,14 @@ class Node:
                     cfg, self._hello(), self.transport, self._on_gossip, self._on_link_change
                 )
                 self._started_at = trio.current_time()
+                await nursery.start(self.links.run)
                 self._ready.set()
                 if self.api is not None:
                     await nursery.start(self.api.run)
                 for host, port in cfg.peers:
                     nursery.start_soon(self.links.keep_dialling, host, port)
+                if cfg.mdns and self._mdns_possible():
+                    await nursery.start(self._make_discovery().run)
                 log.info("node %s (%s) listening on %s", cfg.name, self.node_hex,
                          self.listen_str)
                 task_status.started(self)
@@ -105,12 +115,49 @@ class Node:
             if self._lock is not None:
                 self._lock.release()
 
+    def _mdns_possible(self) -> bool:
+        """False (with a warning) when no interface suits mDNS and none was named.
+        A named interface that does not exist is an error (``ConfigError``)."""
+        from .discovery.interfaces import choose_interfaces
+
+        try:
+            choose_interfaces(self.config.mdns_interfaces)
+        except ConfigError as exc:
+            if self.config.mdns_interfaces:
+                raise
+            log.warning("mDNS discovery is off: %s; use --peer to link", exc)
+            return False
+        return True
+
+    def _make_discovery(self) -> MdnsDiscovery:
+        from .discovery.mdns import MdnsDiscovery
+
+        assert self.listen_addr is not None
+        self.discovery = MdnsDiscovery(
+            node_id=self.node_hex, name=self.config.name, port=self.listen_addr[1],
+            version=PROTOCOL_VERSION, network=self.network_tag,
+            interfaces=self.config.mdns_interfaces, advertise=self.config.advertise,
+            on_found=self._on_found, on_lost=self._on_lost,
+        )
+        return self.discovery
+
+    def _on_found(self, peer: DiscoveredPeer) -> None:
+        if peer.version != PROTOCOL_VERSION or peer.network != self.network_tag:
+            self.discovered_ignored += 1
+            return
+        assert self.links is not None
+        self.links.peer_discovered(parse_id(peer.node_id), peer.addrs)
+
+    def _on_lost(self, node_hex: str) -> None:
+        assert self.links is not None
+        self.links.peer_lost(parse_id(node_hex))
+
     def _hello(self) -> Hello:
         assert self.listen_addr is not None
         host = self.config.advertise or self.listen_addr[0]
         return Hello(
             version=PROTOCOL_VERSION, node_id=self.node_id, name=self.config.name,
-            listen=format_hostport(host, self.listen_addr[1]),
+            listen=format_hostport(host, self.listen_addr[1]), network=self.network_tag,
         )
 
     async def _inbound(self, stream: trio.abc.Stream, addr: str) -> None:
@@ -180,6 +227,17 @@ class Node:
         sent = sum(len(a.peers) for a in actions if type(a) is Forward)
         return id_to_hex(msg.id), sent
 
+    async def wait_peer_count(self, low: int, high: int) -> None:
+        """Return once the number of linked peers is between ``low`` and ``high``."""
+        while True:
+            if self.links is None:
+                await self._ready.wait()
+                continue
+            changed = self.links.changed
+            if low <= len(self.links.links) <= high:
+                return
+            await changed.wait()
+
     def peers_info(self) -> list[dict[str, Any]]:
         """The linked peers, for the ``peers`` request."""
         if self.links is None:
@@ -218,7 +276,10 @@ class Node:
                 "dials_failed": ls.dials_failed, "queue_drops": ls.queue_drops,
                 "refused": dict(ls.refused), "refused_by_peer": dict(ls.refused_by_peer),
                 "handshake_failed": dict(ls.handshake_failed),
+                "discovered_ignored": ls.discovered_ignored + self.discovered_ignored,
             }
+        if self.discovery is not None:
+            info["mdns"] = dict(self.discovery.stats)
         if self.api is not None:
             info["api"] = {
                 "requests": self.api.stats.requests, "errors": self.api.stats.errors,

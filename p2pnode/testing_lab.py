@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -118,6 +119,33 @@ def _start_time(pid: int) -> int | None:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
     return None if fields[0] == "Z" else int(fields[19])
+
+
+def _wait_exec(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Wait until ``ip netns exec`` has entered the namespace and exec'd the command.
+
+    Until then the pid still runs ``ip`` in the root namespace. Bounded polling of
+    ``/proc/PID/exe``; returns early if the process exits.
+    """
+    ip_binary = shutil.which("ip")
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            exe = os.readlink(f"/proc/{proc.pid}/exe")
+        except OSError:
+            return
+        if ip_binary is None or exe != os.path.realpath(ip_binary):
+            return
+        time.sleep(0.005)
+
+
+def _wait_ready(sock: socket.socket, name: str) -> None:
+    """Block until a ``READY=1`` notification arrives on ``sock`` (its timeout applies)."""
+    try:
+        while b"READY=1" not in sock.recv(4096).split(b"\n"):
+            pass
+    except TimeoutError:
+        raise LabError(f"{name}: the node did not report ready in time") from None
 
 
 @dataclasses.dataclass
@@ -422,19 +450,37 @@ class Lab:
         started = _start_time(node.pid)
         return node.pid if started is not None and started == node.started else None
 
-    def start_node(self, host: str | int) -> int:
-        """Start ``host``'s node (log in ``node.log``); return its pid. ``LabError`` if running."""
+    def start_node(self, host: str | int, *, ready_timeout: float | None = None) -> int:
+        """Start ``host``'s node (log in ``node.log``); return its pid. ``LabError`` if running.
+
+        With ``ready_timeout``, wait until the node reports ``READY=1`` over
+        ``$NOTIFY_SOCKET`` (it listens and serves its socket); ``LabError`` if it does
+        not within that many seconds.
+        """
         name = self.host(host)
         if self.node_pid(name) is not None:
             raise LabError(f"{name}: the node is running already")
         (self.host_dir(name) / "data").mkdir(parents=True, exist_ok=True)
-        with self.log_path(name).open("ab") as log:
-            proc = self.popen(name, self.node_command(name), stdin=subprocess.DEVNULL,
-                              stdout=log, stderr=subprocess.STDOUT, cwd=self.host_dir(name),
-                              start_new_session=True)
-        # `ip netns exec` execs the command in place: this pid is the node's.
-        self._nodes[name] = _Node(proc.pid, _start_time(proc.pid), proc)
-        self.save()
+        with contextlib.ExitStack() as stack:
+            env: dict[str, str] = {}
+            ready: socket.socket | None = None
+            if ready_timeout is not None:
+                ready = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+                notify_path = self.host_dir(name) / "notify.sock"
+                notify_path.unlink(missing_ok=True)
+                ready.bind(str(notify_path))
+                ready.settimeout(ready_timeout)
+                env["NOTIFY_SOCKET"] = str(notify_path)
+            with self.log_path(name).open("ab") as log:
+                proc = self.popen(name, self.node_command(name), stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=subprocess.STDOUT,
+                                  cwd=self.host_dir(name), start_new_session=True, env=env)
+            # `ip netns exec` execs the command in place: this pid is the node's.
+            self._nodes[name] = _Node(proc.pid, _start_time(proc.pid), proc)
+            self.save()
+            _wait_exec(proc)
+            if ready is not None:
+                _wait_ready(ready, name)
         return proc.pid
 
     def signal(self, host: str | int, sig: int) -> None:

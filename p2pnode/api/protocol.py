@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -17,7 +17,9 @@ from ..errors import RemoteProtocolError
 from ..ids import id_to_hex, parse_id
 from ..wire.messages import Gossip
 
-ERROR_CODES = ("bad_json", "bad_request", "unknown_op", "too_large", "rate_limited")
+ERROR_CODES = (
+    "bad_json", "bad_request", "unknown_op", "too_large", "too_many_clients", "timeout",
+)
 MAX_TOPICS_PER_REQUEST = 1024
 Scalar = str | int | float | bool | None
 
@@ -53,7 +55,17 @@ class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="op", kw_only=Tru
 
 class Peers(msgspec.Struct, tag="peers", tag_field="op", kw_only=True,
             forbid_unknown_fields=True):
+    """List the peers; with ``wait_min``/``wait_max``, first wait (up to ``timeout``
+    seconds) until the number of peers is within those bounds."""
+
     id: Scalar = None
+    wait_min: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
+    wait_max: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
+    timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+
+    @property
+    def waits(self) -> bool:
+        return self.wait_min is not None or self.wait_max is not None
 
 
 class Status(msgspec.Struct, tag="status", tag_field="op", kw_only=True,

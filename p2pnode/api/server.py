@@ -47,6 +47,7 @@ class ApiBackend(Protocol):
     """What the API server needs from the node."""
 
     def publish(self, topic: str, payload: bytes, to: bytes | None) -> tuple[str, int]: ...
+    async def wait_peer_count(self, low: int, high: int) -> None: ...
     def peers_info(self) -> list[dict[str, Any]]: ...
     def status_info(self) -> dict[str, Any]: ...
 
@@ -185,7 +186,9 @@ class ApiServer:
                 if len(line) > max_line:
                     self._too_large(session, len(line))
                     return
-                self._handle_line(session, line)
+                waiting = self._handle_line(session, line)
+                if waiting is not None:
+                    await self._wait_peers(session, waiting)
             if len(buf) > max_line:
                 self._too_large(session, len(buf))
                 return
@@ -197,19 +200,38 @@ class ApiServer:
                        f"{self.config.max_request_line}; closing the connection")
         session.out.put_force(encode_error(err))
 
-    def _handle_line(self, session: Session, line: bytes) -> None:
+    def _handle_line(self, session: Session, line: bytes) -> Peers | None:
+        """Answer one request line; returns a ``peers`` request that must wait first."""
         line = line.strip()
         if not line:
-            return
+            return None
         self.stats.requests += 1
         try:
             reply = self._handle(session, line)
         except ApiError as err:
             self.stats.errors += 1
             reply = encode_error(err)
+        if type(reply) is Peers:
+            return reply
+        assert isinstance(reply, bytes)
         session.out.put_force(reply)
+        return None
 
-    def _handle(self, session: Session, line: bytes) -> bytes:
+    async def _wait_peers(self, session: Session, req: Peers) -> None:
+        low = req.wait_min or 0
+        high = req.wait_max if req.wait_max is not None else 1 << 30
+        with trio.move_on_after(req.timeout) as scope:
+            await self.backend.wait_peer_count(low, high)
+        if scope.cancelled_caught:
+            self.stats.errors += 1
+            peers = self.backend.peers_info()
+            err = ApiError("timeout", f"after {req.timeout}s the node has {len(peers)} "
+                           f"peers, not within [{low}, {req.wait_max}]", req.id)
+            session.out.put_force(encode_error(err))
+        else:
+            session.out.put_force(encode_reply(req.id, {"peers": self.backend.peers_info()}))
+
+    def _handle(self, session: Session, line: bytes) -> bytes | Peers:
         req = parse_request(line)
         if type(req) is Publish:
             topic = check_topic(req.topic, req.id)
@@ -224,6 +246,8 @@ class ApiServer:
             self._unsubscribe(session, check_topics(req.topics, req.id))
             return encode_reply(req.id, {})
         if type(req) is Peers:
+            if req.waits:
+                return req
             return encode_reply(req.id, {"peers": self.backend.peers_info()})
         assert type(req) is Status
         return encode_reply(req.id, self.backend.status_info())

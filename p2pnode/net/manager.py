@@ -35,6 +35,13 @@ class LinkStats:
     refused_by_peer: Counter[str] = field(default_factory=Counter)  # links peers refused
     handshake_failed: Counter[str] = field(default_factory=Counter)  # timeouts, bad input
     queue_drops: int = 0  # frames dropped because a peer's queue was full
+    discovered_ignored: int = 0  # discovered nodes over max_discovered
+
+
+@dataclass
+class _Discovered:
+    addrs: tuple[tuple[str, int], ...]
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 class LinkManager:
@@ -65,6 +72,8 @@ class LinkManager:
         self.stats = LinkStats()
         self._rng = random.Random()
         self._changed = trio.Event()
+        self._discovered: dict[bytes, _Discovered] = {}
+        self._nursery: trio.Nursery | None = None
 
     @property
     def changed(self) -> trio.Event:
@@ -170,6 +179,57 @@ class LinkManager:
             else:
                 delay = min(delay * 2, self.config.redial_max)
             await trio.sleep(delay * (0.5 + self._rng.random()))
+
+    # -- discovered peers ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the dialers of discovered peers until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def peer_discovered(self, node_id: bytes, addrs: tuple[tuple[str, int], ...]) -> None:
+        """A discovery service found (or updated) a node: keep it linked while it is seen."""
+        if node_id == self.local_hello.node_id or not addrs:
+            return
+        entry = self._discovered.get(node_id)
+        if entry is not None:
+            entry.addrs = addrs
+            return
+        if len(self._discovered) >= self.config.max_discovered:
+            self.stats.discovered_ignored += 1
+            return
+        entry = _Discovered(addrs)
+        self._discovered[node_id] = entry
+        if self._nursery is not None:
+            self._nursery.start_soon(self._keep_discovered, node_id, entry)
+
+    def peer_lost(self, node_id: bytes) -> None:
+        """A discovered node said goodbye (or expired): stop dialling it."""
+        entry = self._discovered.pop(node_id, None)
+        if entry is not None:
+            entry.scope.cancel()
+
+    async def _keep_discovered(self, node_id: bytes, entry: _Discovered) -> None:
+        """Dial a discovered node whenever it is not linked. The node with the lower id
+        dials at once; the other waits ``discovery_grace`` first, so that usually only one
+        connection is made."""
+        cfg = self.config
+        with entry.scope:
+            if self.local_hello.node_id > node_id:
+                await trio.sleep(cfg.discovery_grace)
+            delay = cfg.redial_initial
+            while True:
+                await self.wait_unlinked(node_id)
+                linked = False
+                for host, port in entry.addrs:
+                    result = await self.dial(host, port)
+                    linked = result.code == "closed" or result.detail == "duplicate"
+                    if linked or result.code in ("refused", "refusing"):
+                        break
+                delay = cfg.redial_initial if linked else min(delay * 2, cfg.redial_max)
+                await trio.sleep(delay * (0.5 + self._rng.random()))
 
     def close_all(self, bye: Callable[[PeerLink], bytes]) -> None:
         """Say goodbye on every link and close it."""
