@@ -49,7 +49,7 @@ def parse_hostport(text: str, *, default_port: int | None = None) -> tuple[str, 
         if default_port is None:
             raise ConfigError(f"bad address {text!r}: expected HOST:PORT")
         return host, default_port
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"bad address {text!r}: port must be 0-65535")
     return host, int(port_text)
 
@@ -117,7 +117,7 @@ class NodeConfig:
         if not 1 <= name_bytes <= 64 or not self.name.isprintable():
             raise ConfigError("name must be 1-64 bytes of printable UTF-8")
         if not 0 <= self.listen_port <= 65535:
-            raise ConfigError("listen port must be 0-65535")
+            raise ConfigError("listen_port must be 0-65535")
         positive_ints = (
             "max_frame", "max_payload", "link_queue_bytes", "client_queue_bytes",
             "read_size", "max_hops", "seen_max_entries", "max_links", "max_clients",

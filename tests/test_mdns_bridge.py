@@ -182,6 +182,7 @@ async def running(harness: Harness) -> Any:
     """Run the discovery service for the body of the ``async with``, then cancel it."""
     async with trio.open_nursery() as nursery:
         await nursery.start(harness.disco.run)
+        await harness.disco.registered.wait()
         yield harness.fake
         nursery.cancel_scope.cancel()
 

@@ -86,16 +86,20 @@ def parse_request(line: bytes) -> Request:
         return _request_decoder.decode(line)
     except msgspec.ValidationError as exc:
         raise _explain(line, str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ApiError("bad_json", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError("bad_json", "JSON nested too deeply") from None
 
 
 def _explain(line: bytes, detail: str) -> ApiError:
     """Work out why a syntactically valid line is not a valid request."""
     try:
         obj = msgspec.json.decode(line)
-    except msgspec.DecodeError as exc:  # pragma: no cover - decoded once already
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # pragma: no cover
         return ApiError("bad_json", str(exc))
+    except RecursionError:
+        return ApiError("bad_request", "JSON nested too deeply")
     if not isinstance(obj, dict):
         return ApiError("bad_request", "a request must be a JSON object")
     raw_id = obj.get("id")

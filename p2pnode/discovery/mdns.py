@@ -33,7 +33,7 @@ from typing import Any, Final
 import trio
 import zeroconf
 
-from ..errors import ConfigError, LocalError
+from ..errors import ConfigError, LocalError, single_error
 from ..ids import parse_id
 from .interfaces import choose_interfaces
 from .records import (
@@ -178,6 +178,8 @@ class MdnsDiscovery:
         self._queue_size = queue_size
         self._stats_lock = threading.Lock()  # for counts made on zeroconf's thread
         self._running = False
+        #: Set once the service is registered (announced) on the network.
+        self.registered = trio.Event()
         self._own_key = ""
         self._known: dict[str, str] = {}  # service name (lower case) -> node id
         self._pending: dict[str, str] = {}  # service name -> newest unhandled kind
@@ -187,14 +189,16 @@ class MdnsDiscovery:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Advertise and browse until cancelled, reporting peers to the callbacks.
 
-        Creates the zeroconf object (in a worker thread), registers the service, starts
-        the browser, then calls ``task_status.started()`` and hands events to
+        Creates the zeroconf object (in a worker thread), starts the browser, calls
+        ``task_status.started()``, then registers the service (name probing takes about
+        a second, during which peers already found are reported) and hands events to
         ``on_found``/``on_lost`` until cancelled. Exceptions raised by the callbacks
         propagate (they are bugs).
 
         Raises ``ConfigError`` (no suitable interface, unresolvable ``advertise``),
-        ``LocalError`` if already running, ``OSError`` if the sockets cannot be opened,
-        ``zeroconf.Error`` if registration fails.
+        ``LocalError`` if already running, ``OSError`` if the sockets cannot be opened
+        (before ``started``), ``zeroconf.Error`` or ``OSError`` if registration fails
+        (after ``started``).
 
         Cancellation: unregisters (peers see the goodbye), removes the browser and closes
         zeroconf in a shielded ``finally``; when this returns, zeroconf's threads have ended.
@@ -208,6 +212,11 @@ class MdnsDiscovery:
             interfaces = choose_interfaces(self.interfaces)
             addresses = await advertised_addresses(self.advertise, interfaces)
             await self._run(interfaces, addresses, task_status)
+        except BaseExceptionGroup as group:
+            leaf = single_error(group)
+            if isinstance(leaf, Exception) and not isinstance(leaf, BaseExceptionGroup):
+                raise leaf from None  # a failure in one task, e.g. registration
+            raise
         finally:
             self._running = False
 
@@ -230,15 +239,21 @@ class MdnsDiscovery:
             zc = await trio.to_thread.run_sync(make)
             registered = False
             try:
-                await trio.to_thread.run_sync(
-                    functools.partial(zc.register_service, info, allow_name_change=True)
-                )
-                registered = True
-                self._own_key = info.name.lower()  # may have been renamed on conflict
+                # Browse first: registering probes the name for about a second (RFC 6762
+                # section 8), and the peers already out there can be found and dialled
+                # meanwhile.
+                self._own_key = info.name.lower()
                 await trio.to_thread.run_sync(zc.add_service_listener, SERVICE_TYPE, listener)
-                log.info("mDNS: advertising %s on %s", info.name, ", ".join(interfaces))
-                task_status.started()
-                await self._consume(zc, recv)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._consume, zc, recv)
+                    task_status.started()
+                    await trio.to_thread.run_sync(
+                        functools.partial(zc.register_service, info, allow_name_change=True)
+                    )
+                    registered = True
+                    self._own_key = info.name.lower()  # may have been renamed on conflict
+                    self.registered.set()
+                    log.info("mDNS: advertising %s on %s", info.name, ", ".join(interfaces))
             finally:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(_close_quietly, zc, listener, info, registered)

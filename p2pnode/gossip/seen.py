@@ -29,9 +29,9 @@ class SeenCache:
     def add(self, key: bytes, now: float) -> bool:
         """Record ``key``; return True if it was not already known (a new id)."""
         expiry = self._expiry
+        self.expire(now)
         if key in expiry:
             return False
-        self.expire(now)
         if len(expiry) >= self._max:
             del expiry[next(iter(expiry))]
             self.evicted += 1

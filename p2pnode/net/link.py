@@ -16,7 +16,7 @@ import trio
 from ..config import NodeConfig
 from ..errors import RemoteProtocolError
 from ..ids import id_to_hex
-from ..wire.link import LinkOpen, LinkProtocol, LinkState, PeerBye, PeerHello, PeerRefused
+from ..wire.link import LinkOpen, LinkProtocol, LinkState, PeerHello, PeerRefused
 from ..wire.messages import Gossip, Hello
 from .outqueue import OutQueue
 
@@ -245,10 +245,13 @@ class _Connection:
                 self._set_reason("eof")
                 return
             events = proto.receive_data(data)
-            if proto.state is LinkState.CLOSED:  # the last event is PeerBye
-                bye = events.pop()
-                assert isinstance(bye, PeerBye)
-                self._set_reason("peer_left")
+            if proto.state is LinkState.CLOSED:  # the last event is PeerBye or PeerRefused
+                last = events.pop()
+                if isinstance(last, PeerRefused):
+                    self._set_reason(f"refused_by_peer:{last.code}")
+                    self.result = LinkResult("refused", self.peer_id, last.code)
+                else:
+                    self._set_reason("peer_left")
                 self.out.close()
             if events:
                 on_gossip(link, events)  # type: ignore[arg-type]

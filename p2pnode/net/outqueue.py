@@ -55,6 +55,7 @@ class OutQueue:
         """Stop taking data; the writer sends what is queued, then returns."""
         self._closing = True
         self._wake.set()
+        self._drained.set()
 
     async def wait_writable(self) -> None:
         """Wait until the queue is at most half full (backpressure for producers)."""

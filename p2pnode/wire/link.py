@@ -24,7 +24,15 @@ from dataclasses import dataclass
 
 from ..errors import LocalError, RemoteProtocolError
 from .frames import FrameDecoder
-from .messages import Accept, Bye, Gossip, Hello, Refuse, decode_message, encode_message
+from .messages import (
+    Accept,
+    Bye,
+    Gossip,
+    Hello,
+    Refuse,
+    decode_message,
+    encode_message,
+)
 
 
 class LinkState(enum.Enum):
@@ -169,6 +177,11 @@ class LinkProtocol:
             elif type(msg) is Bye:
                 self.state = LinkState.CLOSED
                 events.append(PeerBye(msg.reason))
+                break
+            elif type(msg) is Refuse:
+                # The higher-id side may refuse after we (the deciding side) accepted.
+                self.state = LinkState.CLOSED
+                events.append(PeerRefused(msg.code, msg.message))
                 break
             else:
                 raise RemoteProtocolError(

@@ -79,6 +79,24 @@ def encode_message(msg: WireMessage) -> bytes:
 def decode_message(body: bytes) -> WireMessage:
     """Decode one frame body. Raises ``RemoteProtocolError("bad_message")`` if invalid."""
     try:
-        return _decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        msg = _decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise RemoteProtocolError("bad_message", str(exc)) from None
+    except RecursionError:
+        raise RemoteProtocolError("bad_message", "nested too deeply") from None
+    if type(msg) is Gossip:
+        problem = topic_problem(msg.topic)
+        if problem is not None:
+            raise RemoteProtocolError("bad_message", problem)
+    return msg
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why ``topic`` is not a valid topic name (1-256 UTF-8 bytes, printable), or None."""
+    if len(topic) > MAX_TOPIC_BYTES // 4 and len(topic.encode("utf-8", "surrogatepass")) > (
+        MAX_TOPIC_BYTES
+    ):
+        return f"a topic is at most {MAX_TOPIC_BYTES} UTF-8 bytes"
+    if not topic or not topic.isprintable():
+        return "a topic is non-empty and has no control characters"
+    return None

@@ -1,0 +1,373 @@
+"""Property tests: whatever bytes arrive, the parsers raise only the protocol's own errors.
+
+Peers and local clients control these bytes, so any other exception is a bug that can end a
+link, a client session, or (where nobody catches it) the node. Runs are deterministic
+(``derandomize=True``, no example database) and the file stays well under 30 s.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import random
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p2pnode import PROTOCOL_VERSION
+from p2pnode.api.protocol import (
+    OPS,
+    ApiError,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    check_topic,
+    check_topics,
+    encode_error,
+    encode_reply,
+    parse_request,
+    publish_payload,
+    publish_target,
+)
+from p2pnode.errors import RemoteProtocolError
+from p2pnode.wire.frames import FrameDecoder, encode_frame
+from p2pnode.wire.link import LinkEvent, LinkProtocol, LinkState, PeerBye, PeerHello, check_hello
+from p2pnode.wire.messages import (
+    Accept,
+    Bye,
+    Gossip,
+    Hello,
+    Refuse,
+    WireMessage,
+    decode_message,
+    encode_message,
+)
+
+FUZZ = settings(
+    max_examples=3000,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+MAX_FRAME = 512
+MAX_PAYLOAD = 96
+
+
+
+
+# -- Strategies -----------------------------------------------------------------------------
+
+node_ids = st.binary(min_size=16, max_size=16)
+short_text = st.text(max_size=12)
+
+wire_messages: st.SearchStrategy[WireMessage] = st.one_of(
+    st.builds(
+        Hello,
+        st.sampled_from([PROTOCOL_VERSION, PROTOCOL_VERSION + 1, 0]),
+        st.sampled_from([b"\x01" * 16, b"\x02" * 16, b"\x03" * 16]) | node_ids,
+        st.text(min_size=1, max_size=12),
+        short_text,
+        network=st.sampled_from(["", "other"]),
+    ),
+    st.just(Accept()),
+    st.builds(Refuse, short_text, short_text),
+    st.builds(
+        Gossip,
+        node_ids,
+        node_ids,
+        # Valid topics are printable (wire/messages.py topic_problem).
+        st.text(st.characters(categories=["L", "M", "N", "P", "S"]), min_size=1, max_size=12),
+        st.binary(max_size=MAX_PAYLOAD + 4),
+        st.integers(0, 255),
+        to=st.none() | node_ids,
+    ),
+    st.builds(Bye, short_text),
+)
+
+
+# Mutations and chunkings are drawn as plain data and applied in Python: strategies built per
+# example (flatmap, composites with arguments) cost more than the code under test.
+Edit = tuple[str, int, bytes]
+edits = st.lists(
+    st.tuples(
+        st.sampled_from(["flip", "insert", "delete", "set", "truncate"]),
+        st.integers(0, 1 << 16),
+        st.binary(min_size=1, max_size=4),
+    ),
+    max_size=4,
+)
+cut_points = st.lists(st.integers(0, 1 << 16), max_size=8)
+
+
+def mutate(base: bytes, changes: list[Edit]) -> bytes:
+    """Flip, insert, delete, overwrite or truncate a few bytes of ``base``."""
+    data = bytearray(base)
+    for op, where, blob in changes:
+        pos = where % (len(data) + 1)
+        if op == "insert":
+            data[pos:pos] = blob
+        elif op == "truncate":
+            del data[pos:]
+        elif pos < len(data):
+            if op == "flip":
+                data[pos] ^= 1 << (blob[0] % 8)
+            elif op == "delete":
+                del data[pos]
+            else:
+                data[pos] = (0x00, 0x7F, 0x80, 0xC0, 0xC1, 0xFF)[blob[0] % 6]
+    return bytes(data)
+
+
+def chunk(data: bytes, cuts: list[int]) -> list[bytes]:
+    """Split ``data`` at the given points (taken modulo its length)."""
+    bounds = [0, *sorted({c % (len(data) + 1) for c in cuts}), len(data)]
+    return [data[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+
+
+def mutated(base: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    return st.builds(mutate, base, edits)
+
+
+def _frame_pool(seed: int, count: int) -> list[bytes]:
+    """Valid framed messages of every type, with edge values, made once (generating them with
+    hypothesis for every example costs ten times more than the code under test)."""
+    rng = random.Random(seed)
+    ids = [b"\x01" * 16, b"\x02" * 16, b"\x03" * 16]
+    texts = ["", "a", "é✓", "n" * 64, "t" * 256, "\x00", "\U0001f600" * 3]
+
+    def rid() -> bytes:
+        return rng.choice(ids) if rng.random() < 0.5 else rng.randbytes(16)
+
+    def text(lo: int, hi: int) -> str:
+        return rng.choice([t for t in texts if lo <= len(t) <= hi] or ["x" * lo])
+
+    pool: list[WireMessage] = [Accept(), Bye(), Refuse("duplicate", "x")]
+    while len(pool) < count:
+        kind = rng.randrange(5)
+        if kind == 0:
+            version = rng.choice([PROTOCOL_VERSION, PROTOCOL_VERSION + 1, 0])
+            network = rng.choice(["", "other"])
+            pool.append(Hello(version, rid(), text(1, 64), text(0, 256), network=network))
+        elif kind == 1:
+            pool.append(Refuse(text(0, 256), text(0, 256)))
+        elif kind == 2:
+            pool.append(Bye(text(0, 256)))
+        else:
+            size = rng.choice([0, 1, 10, MAX_PAYLOAD, MAX_PAYLOAD + 1])
+            to = rid() if rng.random() < 0.3 else None
+            hops = rng.choice([0, 1, 254, 255])
+            pool.append(Gossip(rid(), rid(), text(1, 256), rng.randbytes(size), hops, to=to))
+    return [encode_message(m) for m in pool]
+
+
+FRAME_POOL = _frame_pool(20240601, 400)
+
+
+_frames = st.sampled_from(FRAME_POOL)
+#: Valid frames, mutated frames and random bytes, one after another.
+wire_streams = st.lists(
+    st.one_of(
+        _frames,
+        mutated(_frames),
+        st.binary(max_size=24),
+        st.binary(max_size=24).map(encode_frame),
+    ),
+    max_size=4,
+).map(b"".join)
+
+
+# -- Frames and messages --------------------------------------------------------------------
+
+
+def decode_stream(chunks: list[bytes]) -> list[WireMessage]:
+    """Frame and decode; returns the messages decoded before any protocol error."""
+    dec = FrameDecoder(MAX_FRAME)
+    out: list[WireMessage] = []
+    fed = 0
+    try:
+        for chunk in chunks:
+            frames = dec.feed(chunk)
+            fed += len(chunk)
+            assert sum(4 + len(f) for f in frames) <= fed
+            for body in frames:
+                assert len(body) <= MAX_FRAME
+                out.append(decode_message(body))
+    except RemoteProtocolError as exc:
+        if exc.code not in ("too_large", "bad_message"):
+            raise
+    return out
+
+
+@FUZZ
+@given(st.binary(max_size=300) | wire_streams, cut_points)
+def test_frames_and_messages_raise_only_protocol_errors(stream: bytes, cuts: list[int]) -> None:
+    decode_stream(chunk(stream, cuts))
+
+
+@settings(FUZZ, max_examples=1500)
+@given(st.lists(wire_messages, max_size=4), cut_points)
+def test_valid_streams_round_trip_in_any_chunking(msgs: list[WireMessage], cuts: list[int]) -> None:
+    stream = b"".join(encode_message(m) for m in msgs)
+    assert decode_stream(chunk(stream, cuts)) == msgs
+    assert decode_stream([stream[i : i + 1] for i in range(len(stream))]) == msgs
+
+
+# -- Local API ------------------------------------------------------------------------------
+
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+field_names = st.sampled_from(["op", "id", "topic", "topics", "data", "data_b64", "to", "x"])
+field_values = st.one_of(
+    json_values,
+    st.sampled_from([*OPS, "nope", "", "t", "a" * 300, "\x00", "AAE=", "!!", "ab" * 16]),
+    st.lists(st.sampled_from(["a", "", "b\n", "é" * 130]), max_size=3),
+    st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()),
+)
+json_requests = st.dictionaries(field_names, field_values, max_size=6)
+
+
+def request_line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj).encode()
+
+
+valid_lines = st.one_of(
+    st.builds(
+        lambda i, t, d: request_line({"op": "publish", "id": i, "topic": t, "data": d}),
+        json_scalars, st.text(max_size=8), st.text(max_size=8),
+    ),
+    st.builds(
+        lambda t, to: request_line({"op": "publish", "topic": t, "data_b64": "AAE=", "to": to}),
+        st.text(max_size=4), st.sampled_from(["00" * 16, "AB" * 16, "zz"]),
+    ),
+    st.builds(
+        lambda op, ts: request_line({"op": op, "topics": ts}),
+        st.sampled_from(["subscribe", "unsubscribe"]), st.lists(st.text(max_size=4), max_size=3),
+    ),
+    st.sampled_from([b'{"op":"peers"}', b'{"op":"status","id":1}']),
+)
+
+api_inputs = st.one_of(
+    st.binary(max_size=200),
+    valid_lines,
+    mutated(valid_lines),
+    json_requests.map(request_line),
+    mutated(json_requests.map(request_line)),
+)
+
+
+def serve(line: bytes) -> bytes:
+    """What the API server does with one line, without I/O; returns the reply line."""
+    try:
+        req = parse_request(line)
+        if isinstance(req, Publish):
+            check_topic(req.topic, req.id)
+            payload = publish_payload(req, 64)
+            assert len(payload) <= 64
+            publish_target(req)
+        elif isinstance(req, Subscribe | Unsubscribe):
+            check_topics(req.topics, req.id)
+        return encode_reply(req.id, {})
+    except ApiError as err:
+        return encode_error(err)
+
+
+@FUZZ
+@given(api_inputs, st.text(max_size=10))
+def test_api_raises_only_api_errors(line: bytes, topic: str) -> None:
+    reply = serve(line)
+    assert reply.endswith(b"\n")
+    assert reply.count(b"\n") == 1
+    obj = json.loads(reply)
+    assert isinstance(obj["ok"], bool)
+    if not obj["ok"]:
+        assert obj["error"]["code"] in ("bad_json", "bad_request", "unknown_op", "too_large")
+    try:
+        checked = check_topic(topic)
+    except ApiError as err:
+        if err.code != "bad_request":
+            raise
+    else:
+        assert checked == topic
+
+
+# -- Link state machine ----------------------------------------------------------------------
+
+
+def drive(proto: LinkProtocol, chunks: list[bytes]) -> tuple[list[LinkEvent], str | None]:
+    """Feed chunks; decide every PeerHello with check_hello. Returns (events, error code)."""
+    events: list[LinkEvent] = []
+    try:
+        for chunk in chunks:
+            new = proto.receive_data(chunk)
+            while new:
+                events.extend(new)
+                if not isinstance(new[-1], PeerHello):
+                    break
+                problem = check_hello(proto.local, new[-1].hello)
+                if problem is not None:
+                    proto.refuse(*problem)
+                    break
+                proto.proceed()
+                new = proto.receive_data(b"")
+    except RemoteProtocolError as exc:
+        return events, exc.code
+    return events, None
+
+
+def check_events(events: list[LinkEvent], proto: LinkProtocol) -> None:
+    for i, ev in enumerate(events):
+        if isinstance(ev, Gossip):
+            assert len(ev.data) <= MAX_PAYLOAD
+        if isinstance(ev, PeerBye):
+            assert i == len(events) - 1
+            assert proto.state is LinkState.CLOSED
+
+
+LINK_PREFIXES = [
+    b"",
+    encode_message(Hello(PROTOCOL_VERSION, b"\x02" * 16, "hi", "")),
+    encode_message(Hello(PROTOCOL_VERSION, b"\x01" * 16, "lo", "")) + encode_message(Accept()),
+]
+link_inputs = st.tuples(
+    st.sampled_from([b"\x01" * 16, b"\x02" * 16]),
+    st.builds(bytes.__add__, st.sampled_from(LINK_PREFIXES), wire_streams),
+)
+
+
+@FUZZ
+@given(link_inputs, cut_points)
+def test_link_raises_only_protocol_errors(inp: tuple[bytes, bytes], cuts: list[int]) -> None:
+    local_id, stream = inp
+
+    def new() -> LinkProtocol:
+        hello = Hello(PROTOCOL_VERSION, local_id, "me", "")
+        return LinkProtocol(hello, max_frame=MAX_FRAME, max_payload=MAX_PAYLOAD)
+
+    chunks = chunk(stream, cuts)
+    split = new()
+    split_events, split_error = drive(split, chunks)
+    whole = new()
+    whole_events, whole_error = drive(whole, [stream])
+    check_events(split_events, split)
+    check_events(whole_events, whole)
+    if split_error is None and whole_error is None:
+        assert split_events == whole_events
+        assert split.state is whole.state
+    elif split_error is None:
+        # Bytes after a Bye or Refuse are ignored once the link is closed, unless they came
+        # in the same read as the goodbye (then the frame decoder still sees them).
+        assert split.state is LinkState.CLOSED
+    if whole_error is None and split_error is not None:
+        pytest.fail(f"only the chunked feed failed: {split_error}")
