@@ -102,8 +102,16 @@ class NodeConfig:
     seen_max_entries: int = 200_000
     seen_ttl: float = 300.0
 
-    # Connections.
-    max_links: int = 64
+    # Connections and link health.
+    max_links: int = 16  # hard cap: inbound links beyond it are refused
+    degree_low: int = 4  # under this many links, dial more known (discovered) peers
+    degree_high: int = 8  # over this many, prune a link to a well-connected peer
+    ping_interval: float = 1.0
+    link_timeout: float = 3.0  # a peer silent this long is dead
+    slow_peer_timeout: float = 3.0  # a peer whose queue stays full this long is dropped
+    publish_wait_max: float = 0.25  # publishers wait at most this long for one slow link
+    prune_cooldown: float = 30.0  # a peer that pruned us is not redialled for this long
+    seed: int | None = None  # seeds the node's random choices (tests, simulations)
     max_clients: int = 256
     handshake_timeout: float = 5.0
     dial_timeout: float = 5.0
@@ -121,7 +129,7 @@ class NodeConfig:
         positive_ints = (
             "max_frame", "max_payload", "link_queue_bytes", "client_queue_bytes",
             "read_size", "max_hops", "seen_max_entries", "max_links", "max_clients",
-            "max_discovered",
+            "max_discovered", "degree_low", "degree_high",
         )
         for field in positive_ints:
             if getattr(self, field) < 1:
@@ -130,6 +138,8 @@ class NodeConfig:
             raise ConfigError("discovery_grace must be at least 0")
         positive_floats = (
             "seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
+            "ping_interval", "link_timeout", "slow_peer_timeout", "publish_wait_max",
+            "prune_cooldown",
         )
         for field in positive_floats:
             if not getattr(self, field) > 0:
@@ -138,6 +148,10 @@ class NodeConfig:
             raise ConfigError("max_frame must exceed max_payload by at least 384 bytes")
         if self.max_hops > 255:
             raise ConfigError("max_hops must be at most 255")
+        if not self.degree_low <= self.degree_high <= self.max_links:
+            raise ConfigError("need degree_low <= degree_high <= max_links")
+        if self.link_timeout <= self.ping_interval:
+            raise ConfigError("link_timeout must be greater than ping_interval")
         if self.redial_max < self.redial_initial:
             raise ConfigError("redial_max must be at least redial_initial")
 

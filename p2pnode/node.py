@@ -177,6 +177,11 @@ class Node:
         if self._scope is not None:
             self._scope.cancel()
 
+    def kill(self) -> None:
+        """Stop at once, without telling peers (as a crash would): for tests and simulations."""
+        if self._scope is not None:
+            self._scope.cancel()
+
     @property
     def listen_str(self) -> str:
         """The address the node really listens on, as ``HOST:PORT``."""
@@ -226,6 +231,34 @@ class Node:
         self._apply(actions)
         sent = sum(len(a.peers) for a in actions if type(a) is Forward)
         return id_to_hex(msg.id), sent
+
+    async def wait_links_writable(self) -> None:
+        """Backpressure for local publishers: wait while a link's queue is over half full,
+        at most ``publish_wait_max`` per link. A link that stays full is marked lagging
+        and not waited for (it drops, and is closed if it stays stuck: docs/failures.md)."""
+        if self.links is None:
+            return
+        for link in list(self.links.links.values()):
+            half = link.out.limit // 2
+            if link.lagging:
+                link.lagging = len(link.out) > half
+            elif len(link.out) > half:
+                link.lagging = not await self._wait_moving(link)
+
+    async def _wait_moving(self, link: PeerLink) -> bool:
+        """Wait until ``link``'s queue is at most half full, while its writer makes progress
+        (at most ``publish_wait_max``). False if it made none for a fifth of that."""
+        total = self.config.publish_wait_max
+        step = total / 5
+        deadline = trio.current_time() + total
+        while trio.current_time() < deadline:
+            sent = link.out.sent_bytes
+            with trio.move_on_after(step):
+                await link.out.wait_writable()
+                return True
+            if link.out.sent_bytes == sent:
+                return False
+        return False
 
     async def wait_peer_count(self, low: int, high: int) -> None:
         """Return once the number of linked peers is between ``low`` and ``high``."""

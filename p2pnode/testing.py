@@ -1,8 +1,9 @@
 """Helpers shared by the tests and the simulator: an in-memory network of nodes.
 
 ``MemoryNetwork`` is a ``Transport`` factory: nodes listen on made-up addresses
-(``"mem"``, port N) and connect to each other through ``trio`` memory streams,
-so whole meshes run in one process, in virtual time if the caller wants.
+(``"mem"``, port N) and connect to each other through ``simnet`` streams (bounded,
+with optional latency, freezing and cut paths), so whole meshes run in one
+process, in virtual time if the caller wants. A node is known by its port.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
-import trio.testing
 
 from .config import NodeConfig
 from .net.transport import StreamHandler
+from .simnet import SimNet
 
 if TYPE_CHECKING:
     from .node import Node
@@ -31,6 +32,7 @@ class MemoryNetwork:
     _listeners: dict[int, tuple[trio.Nursery, StreamHandler]] = field(default_factory=dict)
     _ports: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     connections: int = 0
+    sim: SimNet = field(default_factory=SimNet)
 
     def transport(self) -> MemoryTransport:
         """A transport attached to this network."""
@@ -72,7 +74,7 @@ class MemoryTransport:
         if entry is None:
             raise ConnectionRefusedError(f"nothing listens on mem:{port}")
         nursery, handler = entry
-        ours, theirs = trio.testing.memory_stream_pair()
+        ours, theirs = self.network.sim.stream_pair(self.port or 0, port)
         self.network.connections += 1
         nursery.start_soon(handler, theirs, f"mem:{self.port or 0}")
         return ours
@@ -83,7 +85,7 @@ def memory_config(index: int, **overrides: object) -> NodeConfig:
     base: dict[str, object] = {
         "name": f"n{index}", "listen_host": "mem", "listen_port": index + 1,
         "mdns": False, "socket_path": Path(f"/nonexistent/p2pnode-mem-{index}.sock"),
-        "data_dir": Path(f"/nonexistent/p2pnode-mem-{index}"),
+        "data_dir": Path(f"/nonexistent/p2pnode-mem-{index}"), "seed": index,
     }
     base.update(overrides)
     return NodeConfig(**base)  # type: ignore[arg-type]

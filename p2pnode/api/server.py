@@ -48,6 +48,7 @@ class ApiBackend(Protocol):
 
     def publish(self, topic: str, payload: bytes, to: bytes | None) -> tuple[str, int]: ...
     async def wait_peer_count(self, low: int, high: int) -> None: ...
+    async def wait_links_writable(self) -> None: ...
     def peers_info(self) -> list[dict[str, Any]]: ...
     def status_info(self) -> dict[str, Any]: ...
 
@@ -57,6 +58,7 @@ class ApiStats:
     clients_accepted: int = 0
     clients_refused: int = 0
     requests: int = 0
+    published: int = 0
     errors: int = 0
     events_dropped: int = 0
 
@@ -69,6 +71,7 @@ class Session:
         self.all_topics = False
         self.topics: set[str] = set()
         self.events_dropped = 0
+        self.unreported = 0  # events dropped since the last "dropped" notice
 
 
 class ApiServer:
@@ -98,8 +101,16 @@ class ApiServer:
                     self._send_event(session, line)
 
     def _send_event(self, session: Session, line: bytes) -> None:
-        if not session.out.put_nowait(line):
+        """Queue an event line; when the subscriber's queue is full, drop it and count it.
+        The next event that fits is preceded by ``{"event":"dropped","count":N}``."""
+        out = session.out
+        if session.unreported and out.put_nowait(
+            b'{"event":"dropped","count":%d}\n' % session.unreported
+        ):
+            session.unreported = 0
+        if session.unreported or not out.put_nowait(line):
             session.events_dropped += 1
+            session.unreported += 1
             self.stats.events_dropped += 1
 
     # -- serving -------------------------------------------------------------------
@@ -182,6 +193,7 @@ class ApiServer:
                     return
                 continue
             *lines, buf = buf.split(b"\n")
+            published = self.stats.published
             for line in lines:
                 if len(line) > max_line:
                     self._too_large(session, len(line))
@@ -193,6 +205,9 @@ class ApiServer:
                 self._too_large(session, len(buf))
                 return
             await session.out.wait_writable()
+            if self.stats.published != published:
+                # Backpressure: a fast publisher waits while the links fill up.
+                await self.backend.wait_links_writable()
 
     def _too_large(self, session: Session, size: int) -> None:
         self.stats.errors += 1
@@ -238,6 +253,7 @@ class ApiServer:
             payload = publish_payload(req, self.config.max_payload)
             target = publish_target(req)
             msg_id, sent_to = self.backend.publish(topic, payload, target)
+            self.stats.published += 1
             return encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to})
         if type(req) is Subscribe:
             self._subscribe(session, check_topics(req.topics, req.id))

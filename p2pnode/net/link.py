@@ -16,7 +16,7 @@ import trio
 from ..config import NodeConfig
 from ..errors import RemoteProtocolError
 from ..ids import id_to_hex
-from ..wire.link import LinkOpen, LinkProtocol, LinkState, PeerHello, PeerRefused
+from ..wire.link import LinkOpen, LinkProtocol, LinkState, PeerBye, PeerHello, PeerRefused
 from ..wire.messages import Gossip, Hello
 from .outqueue import OutQueue
 
@@ -37,6 +37,13 @@ class PeerLink:
     cancel_scope: trio.CancelScope
     closed: trio.Event = field(default_factory=trio.Event)
     close_reason: str = ""
+    static: bool = False  # dialled because of --peer: never pruned
+    last_rx: float = 0.0  # trio time of the last bytes received
+    rtt: float | None = None  # seconds, from the last Ping/Pong
+    peer_links: int | None = None  # the peer's link count, from its Pings/Pongs
+    peer_keeps: bool = False  # the peer has us as a static peer: do not prune
+    lagging: bool = False  # its queue stayed over half full: publishers stop waiting for it
+    pings_lost: int = 0
 
     @property
     def peer_id(self) -> bytes:
@@ -49,6 +56,13 @@ class PeerLink:
     def send(self, frame: bytes) -> bool:
         """Queue a frame without waiting; False if the queue is full (dropped)."""
         return self.out.put_nowait(frame)
+
+    def abort(self, reason: str) -> None:
+        """Close the link at once, without flushing (a dead or stuck peer)."""
+        if not self.close_reason:
+            self.close_reason = reason
+        self.out.close()
+        self.cancel_scope.cancel()
 
     def close(self, reason: str, bye: bytes | None = None) -> None:
         """Close the link: send ``bye`` if given, flush, then end the connection."""
@@ -80,13 +94,15 @@ class LinkHost(Protocol):
     local_hello: Hello
 
     def admit(self, hello: Hello, *, decides: bool) -> tuple[str, str] | None: ...
+    def link_count(self) -> int: ...
     def link_open(self, link: PeerLink) -> None: ...
     def link_closed(self, link: PeerLink) -> None: ...
     def on_gossip(self, link: PeerLink, msgs: list[Gossip]) -> None: ...
 
 
 async def run_connection(
-    host: LinkHost, stream: trio.abc.Stream, addr: str, direction: Direction
+    host: LinkHost, stream: trio.abc.Stream, addr: str, direction: Direction,
+    *, static: bool = False,
 ) -> LinkResult:
     """Run one connection from handshake to close. Closes ``stream`` before returning.
 
@@ -94,11 +110,14 @@ async def run_connection(
     cancellation the stream is closed and ``Cancelled`` propagates.
     """
     conn = _Connection(host, stream, addr, direction)
+    conn.proto.local_keep = static
     try:
         async with trio.open_nursery() as nursery:
             conn.scope = nursery.cancel_scope
+            conn.nursery = nursery
             nursery.start_soon(conn.write)
             conn.result = await conn.run()
+            conn.keepalive_scope.cancel()
             # Let the writer flush what is queued (a Refuse, a Bye), within a bound.
             conn.out.close()
             nursery.cancel_scope.deadline = trio.current_time() + host.config.handshake_timeout
@@ -126,6 +145,8 @@ class _Connection:
         self.link: PeerLink | None = None
         self.result = LinkResult("broken")
         self.scope = trio.CancelScope()
+        self.keepalive_scope = trio.CancelScope()
+        self.nursery: trio.Nursery
 
     @property
     def peer_id(self) -> bytes | None:
@@ -149,6 +170,7 @@ class _Connection:
             if self.link is None:
                 return self.result
             self._dispatch(leftover)
+            self.nursery.start_soon(self._keepalive, self.link)
             await self._read_loop()
         except trio.TooSlowError:
             return self._refuse("timeout", "handshake_timeout", "handshake took too long")
@@ -217,9 +239,10 @@ class _Connection:
     def _open(self) -> list[Gossip]:
         leftover = self.proto.receive_data(b"")
         assert self.proto.peer is not None
+        now = trio.current_time()
         self.link = PeerLink(
             peer=self.proto.peer, addr=self.addr, direction=self.direction, out=self.out,
-            opened_at=trio.current_time(), cancel_scope=self.scope,
+            opened_at=now, cancel_scope=self.scope, last_rx=now, static=self.proto.local_keep,
         )
         self.result = LinkResult("closed", self.proto.peer.node_id)
         self.host.link_open(self.link)
@@ -227,6 +250,39 @@ class _Connection:
         if len(msgs) != len(leftover):
             self.link.close("peer_left")
         return msgs
+
+    async def _keepalive(self, link: PeerLink) -> None:
+        """Ping every ``ping_interval``; declare the peer dead after ``link_timeout`` of
+        silence, and stuck after ``slow_peer_timeout`` of a full queue."""
+        with self.keepalive_scope:
+            await self._ping_loop(link)
+
+    async def _ping_loop(self, link: PeerLink) -> None:
+        cfg = self.host.config
+        proto = self.proto
+        awaiting: float | None = None
+        stuck_since: float | None = None
+        while True:
+            await trio.sleep(cfg.ping_interval)
+            now = trio.current_time()
+            if now - link.last_rx > cfg.link_timeout:
+                log.info("link %s: silent for %.1fs, closing", self.addr, now - link.last_rx)
+                link.abort("timeout")
+                return
+            if not self.out.overflowing:
+                stuck_since = None
+            elif stuck_since is None:
+                stuck_since = now
+            elif now - stuck_since > cfg.slow_peer_timeout:
+                log.info("link %s: its queue has been full for %.1fs, closing", self.addr,
+                         now - stuck_since)
+                link.abort("slow_peer")
+                return
+            if awaiting is not None and proto.last_echo != awaiting:
+                link.pings_lost += 1
+            proto.local_links = self.host.link_count()
+            self.out.put_force(proto.ping(now))
+            awaiting = now
 
     def _dispatch(self, msgs: list[Gossip]) -> None:
         if msgs and self.link is not None:
@@ -239,19 +295,31 @@ class _Connection:
         on_gossip = self.host.on_gossip
         receive_some = self.stream.receive_some
         size = self.host.config.read_size
+        current_time = trio.current_time
+        pongs = 0
         while not self.out.closing:
             data = await receive_some(size)
             if not data:
                 self._set_reason("eof")
                 return
+            link.last_rx = now = current_time()
             events = proto.receive_data(data)
+            if proto.has_output:  # Pongs to our peer's Pings
+                self.out.put_force(proto.data_to_send())
+            if proto.pongs_received != pongs:
+                pongs = proto.pongs_received
+                assert proto.last_echo is not None
+                link.rtt = now - proto.last_echo
+            link.peer_links = proto.peer_links
+            link.peer_keeps = proto.peer_keep
             if proto.state is LinkState.CLOSED:  # the last event is PeerBye or PeerRefused
                 last = events.pop()
                 if isinstance(last, PeerRefused):
                     self._set_reason(f"refused_by_peer:{last.code}")
                     self.result = LinkResult("refused", self.peer_id, last.code)
                 else:
-                    self._set_reason("peer_left")
+                    assert isinstance(last, PeerBye)
+                    self._set_reason("pruned_by_peer" if last.reason == "pruned" else "peer_left")
                 self.out.close()
             if events:
                 on_gossip(link, events)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import trio
 
 from ..config import NodeConfig, format_hostport
 from ..wire.link import check_hello
-from ..wire.messages import Gossip, Hello
+from ..wire.messages import Bye, Gossip, Hello, encode_message
 from .link import Direction, LinkResult, PeerLink, run_connection
 from .transport import Transport
 
@@ -36,12 +36,18 @@ class LinkStats:
     handshake_failed: Counter[str] = field(default_factory=Counter)  # timeouts, bad input
     queue_drops: int = 0  # frames dropped because a peer's queue was full
     discovered_ignored: int = 0  # discovered nodes over max_discovered
+    pruned: int = 0  # links we closed because we had more than degree_high
 
 
 @dataclass
 class _Discovered:
+    """A node discovery reported, as a dial candidate."""
+
     addrs: tuple[tuple[str, int], ...]
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    found_at: float
+    next_try: float = 0.0  # not dialled before this trio time (backoff, prune cooldown)
+    delay: float = 0.0  # current backoff
+    dialling: bool = False  # a dial (or the link it made) is running
 
 
 class LinkManager:
@@ -70,10 +76,12 @@ class LinkManager:
         self._on_link_change = on_link_change
         self.links: dict[bytes, PeerLink] = {}
         self.stats = LinkStats()
-        self._rng = random.Random()
+        self._rng = random.Random(config.seed)
         self._changed = trio.Event()
         self._discovered: dict[bytes, _Discovered] = {}
         self._nursery: trio.Nursery | None = None
+        self._wake = trio.Event()
+        self._last_prune = -1e9
 
     @property
     def changed(self) -> trio.Event:
@@ -111,6 +119,7 @@ class LinkManager:
                  link.direction, link.addr)
         self._on_link_change(link, True)
         self._notify()
+        self._poke()
 
     def link_closed(self, link: PeerLink) -> None:
         """A link's connection ended."""
@@ -123,8 +132,13 @@ class LinkManager:
         self.stats.queue_drops += link.out.dropped
         log.info("link down: %s (%s): %s", link.peer.name, link.peer_hex[:8],
                  link.close_reason or "closed")
+        if link.close_reason == "pruned_by_peer":
+            entry = self._discovered.get(link.peer_id)
+            if entry is not None:
+                entry.next_try = trio.current_time() + self.config.prune_cooldown
         self._on_link_change(link, False)
         self._notify()
+        self._poke()
 
     def on_gossip(self, link: PeerLink, msgs: list[Gossip]) -> None:
         self._on_gossip(link, msgs)
@@ -142,8 +156,9 @@ class LinkManager:
             self.stats.handshake_failed[result.detail] += 1
         return result
 
-    async def dial(self, host: str, port: int) -> LinkResult:
-        """Connect to ``host:port`` and run the link until it closes."""
+    async def dial(self, host: str, port: int, *, static: bool = False) -> LinkResult:
+        """Connect to ``host:port`` and run the link until it closes. A ``static`` link
+        (a ``--peer``) is never pruned."""
         self.stats.dials += 1
         addr = format_hostport(host, port)
         try:
@@ -154,7 +169,7 @@ class LinkManager:
             log.debug("dial %s failed: %s", addr, exc)
             return LinkResult("unreachable", detail=str(exc) or type(exc).__name__)
         direction: Direction = "out"
-        return self._count(await run_connection(self, stream, addr, direction))
+        return self._count(await run_connection(self, stream, addr, direction, static=static))
 
     async def wait_unlinked(self, peer_id: bytes) -> None:
         """Return once there is no link to ``peer_id``."""
@@ -166,7 +181,7 @@ class LinkManager:
         (or returns if that address turns out to be this node itself)."""
         delay = self.config.redial_initial
         while True:
-            result = await self.dial(host, port)
+            result = await self.dial(host, port, static=True)
             if result.detail == "self":
                 log.warning("%s is this node itself; not dialling it", format_hostport(host, port))
                 return
@@ -180,17 +195,26 @@ class LinkManager:
                 delay = min(delay * 2, self.config.redial_max)
             await trio.sleep(delay * (0.5 + self._rng.random()))
 
-    # -- discovered peers ---------------------------------------------------------------
+    # -- degree management and discovered peers ----------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the dialers of discovered peers until cancelled."""
+        """Keep the link count in range until cancelled: dial discovered peers while under
+        ``degree_low``, prune while over ``degree_high``."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            await trio.sleep_forever()
+            while True:
+                now = trio.current_time()
+                wake_at = self._maintain(now)
+                with trio.move_on_at(min(wake_at, now + self.config.ping_interval)):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+
+    def _poke(self) -> None:
+        self._wake.set()
 
     def peer_discovered(self, node_id: bytes, addrs: tuple[tuple[str, int], ...]) -> None:
-        """A discovery service found (or updated) a node: keep it linked while it is seen."""
+        """A discovery service found (or updated) a node: a candidate to dial."""
         if node_id == self.local_hello.node_id or not addrs:
             return
         entry = self._discovered.get(node_id)
@@ -200,36 +224,77 @@ class LinkManager:
         if len(self._discovered) >= self.config.max_discovered:
             self.stats.discovered_ignored += 1
             return
-        entry = _Discovered(addrs)
-        self._discovered[node_id] = entry
-        if self._nursery is not None:
-            self._nursery.start_soon(self._keep_discovered, node_id, entry)
+        self._discovered[node_id] = _Discovered(addrs, found_at=trio.current_time())
+        self._poke()
 
     def peer_lost(self, node_id: bytes) -> None:
-        """A discovered node said goodbye (or expired): stop dialling it."""
-        entry = self._discovered.pop(node_id, None)
-        if entry is not None:
-            entry.scope.cancel()
+        """A discovered node said goodbye (or expired): no longer a candidate."""
+        self._discovered.pop(node_id, None)
 
-    async def _keep_discovered(self, node_id: bytes, entry: _Discovered) -> None:
-        """Dial a discovered node whenever it is not linked. The node with the lower id
-        dials at once; the other waits ``discovery_grace`` first, so that usually only one
-        connection is made."""
+    def _maintain(self, now: float) -> float:
+        """Start dials while under ``degree_low``; prune one link while over ``degree_high``.
+        Returns when a candidate that is backing off may be dialled next."""
         cfg = self.config
-        with entry.scope:
-            if self.local_hello.node_id > node_id:
-                await trio.sleep(cfg.discovery_grace)
-            delay = cfg.redial_initial
-            while True:
-                await self.wait_unlinked(node_id)
-                linked = False
-                for host, port in entry.addrs:
-                    result = await self.dial(host, port)
-                    linked = result.code == "closed" or result.detail == "duplicate"
-                    if linked or result.code in ("refused", "refusing"):
-                        break
-                delay = cfg.redial_initial if linked else min(delay * 2, cfg.redial_max)
-                await trio.sleep(delay * (0.5 + self._rng.random()))
+        dialling = sum(1 for pid, e in self._discovered.items()
+                       if e.dialling and pid not in self.links)
+        want = cfg.degree_low - len(self.links) - dialling
+        if want > 0 and self._nursery is not None:
+            own = self.local_hello.node_id
+            candidates = [
+                pid for pid, e in self._discovered.items()
+                if pid not in self.links and not e.dialling and e.next_try <= now
+                and (pid > own or now - e.found_at >= cfg.discovery_grace)
+            ]
+            for pid in self._rng.sample(candidates, min(want, len(candidates))):
+                self._discovered[pid].dialling = True
+                self._nursery.start_soon(self._dial_discovered, pid, self._discovered[pid])
+        if len(self.links) > cfg.degree_high and now - self._last_prune >= 2 * cfg.ping_interval:
+            self._prune_one(now)
+        waiting = [e.next_try for pid, e in self._discovered.items()
+                   if not e.dialling and e.next_try > now and pid not in self.links]
+        return min(waiting, default=now + cfg.ping_interval)
+
+    async def _dial_discovered(self, node_id: bytes, entry: _Discovered) -> None:
+        """Dial a discovered node (each address in turn) and run the link until it closes;
+        then set when it may be dialled again (exponential backoff with jitter)."""
+        cfg = self.config
+        linked = False
+        try:
+            for host, port in entry.addrs:
+                result = await self.dial(host, port)
+                linked = result.code == "closed" or result.detail == "duplicate"
+                if linked or result.code in ("refused", "refusing"):
+                    break
+        finally:
+            entry.dialling = False
+            entry.delay = 0.0 if linked else min(max(entry.delay * 2, cfg.redial_initial),
+                                                  cfg.redial_max)
+            wait = (entry.delay or cfg.redial_initial) * (0.5 + self._rng.random())
+            entry.next_try = max(trio.current_time() + wait, entry.next_try)
+            self._poke()
+
+    def _prune_one(self, now: float) -> None:
+        """Close one link to a peer that has links to spare, so our degree falls back
+        toward ``degree_high``. Static links, and links the peer asked to keep, stay."""
+        low = self.config.degree_low
+        spare = [
+            link for link in self.links.values()
+            if not link.static and not link.peer_keeps
+            and link.peer_links is not None and link.peer_links > low
+        ]
+        if not spare:
+            return
+        most = max(link.peer_links or 0 for link in spare)
+        victim = self._rng.choice([link for link in spare if link.peer_links == most])
+        self._last_prune = now
+        self.stats.pruned += 1
+        log.info("pruning link to %s (%s): %d links here, %d there", victim.peer.name,
+                 victim.peer_hex[:8], len(self.links), most)
+        victim.close("pruned", encode_message(Bye("pruned")))
+
+    def link_count(self) -> int:
+        """How many links are open."""
+        return len(self.links)
 
     def close_all(self, bye: Callable[[PeerLink], bytes]) -> None:
         """Say goodbye on every link and close it."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import trio
 
+SLICE = 16 * 1024  # the most bytes handed to one send_all
+
 
 class OutQueue:
     """Bytes waiting to be written to one stream, at most ``limit`` of them.
@@ -25,6 +27,9 @@ class OutQueue:
         self._closing = False
         self.dropped = 0  # items refused because the queue was full
         self.sent_bytes = 0
+        #: True once the queue refused an item, until the writer next makes progress.
+        #: A queue that stays in this state has a stuck reader on the other end.
+        self.overflowing = False
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -40,6 +45,7 @@ class OutQueue:
             return False
         if len(self._buf) + len(data) > self.limit:
             self.dropped += 1
+            self.overflowing = True
             return False
         self._buf += data
         self._wake.set()
@@ -80,5 +86,10 @@ class OutQueue:
                 continue
             data, self._buf = self._buf, bytearray()
             self._drained.set()
-            await stream.send_all(data)
-            self.sent_bytes += len(data)
+            self.overflowing = False
+            # Send in slices, so that progress (sent_bytes) shows while a large batch
+            # crawls over a slow link; a stuck peer shows none.
+            view = memoryview(data)
+            for start in range(0, len(data), SLICE):
+                await stream.send_all(view[start : start + SLICE])
+                self.sent_bytes += min(SLICE, len(data) - start)

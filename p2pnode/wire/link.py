@@ -29,6 +29,8 @@ from .messages import (
     Bye,
     Gossip,
     Hello,
+    Ping,
+    Pong,
     Refuse,
     decode_message,
     encode_message,
@@ -105,6 +107,18 @@ class LinkProtocol:
         self._frames = FrameDecoder(max_frame)
         self._pending: list[bytes] = []
         self._max_payload = max_payload
+        self._output = bytearray()
+        #: Our link count, sent in Pings and Pongs (the caller keeps it current).
+        self.local_links = 0
+        #: True if we want this link kept (sent in Pings and Pongs).
+        self.local_keep = False
+        #: The peer's link count, from its last Ping or Pong (None before one).
+        self.peer_links: int | None = None
+        #: The peer wants this link kept (from its last Ping or Pong).
+        self.peer_keep = False
+        #: The ``time`` echoed by the peer's last Pong (None before one).
+        self.last_echo: float | None = None
+        self.pongs_received = 0
 
     @property
     def decides(self) -> bool:
@@ -117,6 +131,22 @@ class LinkProtocol:
     def has_pending(self) -> bool:
         """True if complete frames wait to be processed (after a pause)."""
         return bool(self._pending)
+
+    @property
+    def has_output(self) -> bool:
+        """True if ``data_to_send()`` has bytes (Pongs) for the peer."""
+        return bool(self._output)
+
+    def data_to_send(self) -> bytes:
+        """Bytes the machine itself produced while receiving (Pongs); empties the buffer."""
+        out, self._output = bytes(self._output), bytearray()
+        return out
+
+    def ping(self, now: float) -> bytes:
+        """A Ping frame carrying ``now`` and our link count."""
+        if self.state is not LinkState.OPEN:
+            raise LocalError(f"ping() in state {self.state.value}")
+        return encode_message(Ping(now, self.local_links, self.local_keep))
 
     def hello_bytes(self) -> bytes:
         """The framed Hello to send first."""
@@ -174,6 +204,15 @@ class LinkProtocol:
                 if len(msg.data) > max_payload:
                     raise RemoteProtocolError("too_large", "gossip payload over the limit")
                 events.append(msg)
+            elif type(msg) is Ping:
+                self.peer_links = msg.links
+                self.peer_keep = msg.keep
+                self._output += encode_message(Pong(msg.time, self.local_links, self.local_keep))
+            elif type(msg) is Pong:
+                self.peer_links = msg.links
+                self.peer_keep = msg.keep
+                self.last_echo = msg.time
+                self.pongs_received += 1
             elif type(msg) is Bye:
                 self.state = LinkState.CLOSED
                 events.append(PeerBye(msg.reason))

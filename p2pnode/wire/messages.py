@@ -65,7 +65,24 @@ class Bye(msgspec.Struct, tag=5, array_like=True, frozen=True):
     reason: ShortText = ""
 
 
-WireMessage = Hello | Accept | Refuse | Gossip | Bye
+class Ping(msgspec.Struct, tag=6, array_like=True, frozen=True):
+    """Keepalive probe. ``time`` is the sender's clock, echoed in the Pong (for the
+    round-trip time); ``links`` is the sender's link count (for degree management)."""
+
+    time: float
+    links: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    keep: bool = False  # the sender wants this link kept (it is a static peer there)
+
+
+class Pong(msgspec.Struct, tag=7, array_like=True, frozen=True):
+    """Answer to a Ping: its ``time`` echoed, and the sender's own link count."""
+
+    time: float
+    links: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    keep: bool = False  # the sender wants this link kept (it is a static peer there)
+
+
+WireMessage = Hello | Accept | Refuse | Gossip | Bye | Ping | Pong
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)
