@@ -281,6 +281,9 @@ class Node:
                 "node_id": link.peer_hex, "name": link.peer.name, "addr": link.addr,
                 "listen": link.peer.listen, "direction": link.direction,
                 "since_s": round(now - link.opened_at, 3),
+                "rtt_ms": round(link.rtt * 1000, 3) if link.rtt is not None else None,
+                "peer_links": link.peer_links, "static": link.static,
+                "queued_bytes": len(link.out), "dropped": link.out.dropped,
             }
             for link in self.links.links.values()
         ]
@@ -310,6 +313,9 @@ class Node:
                 "refused": dict(ls.refused), "refused_by_peer": dict(ls.refused_by_peer),
                 "handshake_failed": dict(ls.handshake_failed),
                 "discovered_ignored": ls.discovered_ignored + self.discovered_ignored,
+                "pruned": ls.pruned,
+                "pings_lost": ls.pings_lost + sum(
+                    link.pings_lost for link in self.links.links.values()),
             }
         if self.discovery is not None:
             info["mdns"] = dict(self.discovery.stats)

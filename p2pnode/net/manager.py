@@ -37,6 +37,7 @@ class LinkStats:
     queue_drops: int = 0  # frames dropped because a peer's queue was full
     discovered_ignored: int = 0  # discovered nodes over max_discovered
     pruned: int = 0  # links we closed because we had more than degree_high
+    pings_lost: int = 0  # pings not answered before the next one (closed links)
 
 
 @dataclass
@@ -129,7 +130,7 @@ class LinkManager:
     def _forget(self, link: PeerLink) -> None:
         del self.links[link.peer_id]
         self.stats.closed[link.close_reason or "closed"] += 1
-        self.stats.queue_drops += link.out.dropped
+        self.stats.pings_lost += link.pings_lost
         log.info("link down: %s (%s): %s", link.peer.name, link.peer_hex[:8],
                  link.close_reason or "closed")
         if link.close_reason == "pruned_by_peer":
