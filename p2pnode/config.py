@@ -89,6 +89,8 @@ class NodeConfig:
     mdns: bool = True
     mdns_interfaces: tuple[str, ...] = ()
     advertise: str | None = None
+    network_key: Path | None = None  # None: the open network (encrypted, anyone may join)
+    insecure: bool = False  # plaintext links, for debugging only
 
     # Sizes.
     max_frame: int = 1 << 20

@@ -1,8 +1,8 @@
-"""The node's persistent identity and its data directory.
+"""The node's data directory: created with mode 0700, and locked while a node runs.
 
-The node id lives in ``DATA_DIR/node_id`` (32 hex digits, mode 0600), so a
-restarted node is the same peer. A lock file keeps two running nodes from
-sharing one data directory (and so one id).
+The directory holds the node's identity key (``node_key``, see ``keys.py``), so a
+restarted node is the same peer. The lock keeps two running nodes from sharing one
+data directory (and so one identity).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError
-from .ids import id_to_hex, new_node_id, parse_id
 
-ID_FILE = "node_id"
 LOCK_FILE = "lock"
 
 
@@ -26,32 +24,6 @@ def prepare_data_dir(data_dir: Path) -> None:
         raise ConfigError(f"cannot create data directory {data_dir}: {exc}") from None
     if not data_dir.is_dir():
         raise ConfigError(f"data directory {data_dir} is not a directory")
-
-
-def load_or_create_node_id(data_dir: Path) -> bytes:
-    """Return the node id stored in ``data_dir``, creating it on first use.
-
-    Raises ``ConfigError`` if the stored id is unreadable or malformed (it is
-    never silently replaced: that would change the node's identity).
-    """
-    prepare_data_dir(data_dir)
-    path = data_dir / ID_FILE
-    try:
-        return parse_id(path.read_text(encoding="ascii"))
-    except FileNotFoundError:
-        pass
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"bad node id file {path}: {exc}; remove it to make a new id") from None
-    node_id = new_node_id()
-    tmp = data_dir / f".{ID_FILE}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (id_to_hex(node_id) + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return node_id
 
 
 class DataDirLock:

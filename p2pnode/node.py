@@ -19,10 +19,12 @@ from .api.server import ApiServer
 from .config import NodeConfig, format_hostport
 from .errors import ConfigError, P2PError, single_error
 from .gossip.router import Deliver, FloodRouter, Forward
-from .identity import DataDirLock, load_or_create_node_id
+from .identity import DataDirLock, prepare_data_dir
 from .ids import MsgIdFactory, id_to_hex, parse_id
+from .keys import NetworkKey, NodeIdentity, load_or_create_identity
 from .net.link import PeerLink
 from .net.manager import LinkManager
+from .net.tls import TlsTransport
 from .net.transport import TcpTransport, Transport
 from .wire.messages import Bye, Gossip, Hello, encode_message
 
@@ -38,7 +40,8 @@ class Node:
     Args:
         config: settings and limits.
         transport: how to reach peers (TCP unless given; tests pass a memory one).
-        node_id: use this id instead of the one stored in ``config.data_dir``.
+        identity: use this key pair instead of the one stored in ``config.data_dir``
+            (tests and simulations; then the data directory is not touched).
         api: serve the local API on ``config.socket_path`` (tests may turn it off).
     """
 
@@ -47,17 +50,26 @@ class Node:
         config: NodeConfig,
         *,
         transport: Transport | None = None,
-        node_id: bytes | None = None,
+        identity: NodeIdentity | None = None,
         api: bool = True,
     ) -> None:
         self.config = config
-        self.transport: Transport = transport or TcpTransport()
         self._lock: DataDirLock | None = None
-        if node_id is None:
+        if identity is None:
+            prepare_data_dir(config.data_dir)
             self._lock = DataDirLock(config.data_dir)
-            node_id = load_or_create_node_id(config.data_dir)
-        self.node_id = node_id
+            identity = load_or_create_identity(config.data_dir)
+        self.identity = identity
+        self.node_id = node_id = identity.node_id
         self.node_hex = id_to_hex(node_id)
+        self.network = (NetworkKey.load(config.network_key) if config.network_key
+                        else NetworkKey.open())
+        #: The network tag in handshakes and mDNS records (a hash, never the key).
+        self.network_tag = self.network.tag
+        if transport is None:
+            transport = TcpTransport() if config.insecure else TlsTransport(
+                identity, self.network, config.handshake_timeout)
+        self.transport: Transport = transport
         self.router = FloodRouter(
             node_id, max_hops=config.max_hops,
             seen_max_entries=config.seen_max_entries, seen_ttl=config.seen_ttl,
@@ -70,8 +82,6 @@ class Node:
         self._ready = trio.Event()
         self._started_at = 0.0
         self._scope: trio.CancelScope | None = None
-        #: The network tag in handshakes and mDNS records ("" = the open network).
-        self.network_tag = ""
         self.discovery: MdnsDiscovery | None = None
         self.discovered_ignored = 0  # discovered nodes of another version or network
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .config import NodeConfig
+from .keys import NodeIdentity
 from .net.transport import StreamHandler
 from .simnet import SimNet
 
@@ -84,7 +86,8 @@ def memory_config(index: int, **overrides: object) -> NodeConfig:
     """A config for node ``index`` of an in-memory mesh: port ``index + 1``, no mDNS."""
     base: dict[str, object] = {
         "name": f"n{index}", "listen_host": "mem", "listen_port": index + 1,
-        "mdns": False, "socket_path": Path(f"/nonexistent/p2pnode-mem-{index}.sock"),
+        "mdns": False, "insecure": True,
+        "socket_path": Path(f"/nonexistent/p2pnode-mem-{index}.sock"),
         "data_dir": Path(f"/nonexistent/p2pnode-mem-{index}"), "seed": index,
     }
     base.update(overrides)
@@ -111,10 +114,15 @@ async def start_memory_mesh(
     for i in range(n):
         peers = tuple(("mem", j + 1) for a, j in edges if a == i)
         cfg = memory_config(i, peers=peers, **overrides)
-        node = Node(cfg, transport=net.transport(), node_id=rng.randbytes(16), api=False)
+        node = Node(cfg, transport=net.transport(), identity=make_identity(rng), api=False)
         await nursery.start(node.run)
         nodes.append(node)
     return nodes
+
+
+def make_identity(rng: random.Random) -> NodeIdentity:
+    """A node identity from a seeded random source (deterministic tests and simulations)."""
+    return NodeIdentity.from_key(Ed25519PrivateKey.from_private_bytes(rng.randbytes(32)))
 
 
 def link_count(node: Node) -> int:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 import trio
 
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.discovery.mdns import DiscoveredPeer
+from p2pnode.keys import NodeIdentity
 from p2pnode.node import Node
-from p2pnode.testing import MemoryNetwork, link_count, memory_config, wait_until
+from p2pnode.testing import (
+    MemoryNetwork,
+    link_count,
+    make_identity,
+    memory_config,
+    wait_until,
+)
 
 
 class DialLog:
@@ -27,8 +35,13 @@ class DialLog:
         node.transport.connect = connect  # type: ignore[method-assign]
 
 
-async def start(nursery: trio.Nursery, net: MemoryNetwork, index: int, node_id: bytes) -> Node:
-    node = Node(memory_config(index), transport=net.transport(), node_id=node_id, api=False)
+LOW, HIGH = sorted((make_identity(random.Random(1)), make_identity(random.Random(2))),
+                   key=lambda ident: ident.node_id)
+
+
+async def start(nursery: trio.Nursery, net: MemoryNetwork, index: int,
+                identity: NodeIdentity) -> Node:
+    node = Node(memory_config(index), transport=net.transport(), identity=identity, api=False)
     await nursery.start(node.run)
     return node
 
@@ -36,7 +49,7 @@ async def start(nursery: trio.Nursery, net: MemoryNetwork, index: int, node_id: 
 def peer(node_id: bytes, port: int, **kw: object) -> DiscoveredPeer:
     args: dict[str, object] = {
         "node_id": node_id.hex(), "name": "x", "addrs": (("mem", port),),
-        "version": PROTOCOL_VERSION, "network": "",
+        "version": PROTOCOL_VERSION, "network": "open",
     }
     args.update(kw)
     return DiscoveredPeer(**args)  # type: ignore[arg-type]
@@ -48,7 +61,7 @@ async def test_unreachable_discovered_peer_is_dialled_with_growing_backoff(
     net = MemoryNetwork()
     with trio.fail_after(600):
         async with trio.open_nursery() as nursery:
-            node = await start(nursery, net, 0, b"\x01" * 16)
+            node = await start(nursery, net, 0, LOW)
             log = DialLog(node)
             node._on_found(peer(b"\x02" * 16, 50))  # nothing listens on mem:50
             await trio.sleep(60)
@@ -73,12 +86,12 @@ async def test_discovered_peer_is_linked_and_address_updates_are_followed(
     net = MemoryNetwork()
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, net, 0, b"\x01" * 16)
-            b_id = b"\x02" * 16
+            a = await start(nursery, net, 0, LOW)
+            b_id = HIGH.node_id
             a._on_found(peer(b_id, 7))  # wrong port at first: nobody there
             await trio.sleep(2)
             assert link_count(a) == 0
-            b = await start(nursery, net, 1, b_id)  # listens on mem:2
+            b = await start(nursery, net, 1, HIGH)  # listens on mem:2
             a._on_found(peer(b_id, 2))  # an update with the right address
             await wait_until(lambda: link_count(a) == link_count(b) == 1)
             nursery.cancel_scope.cancel()
@@ -93,10 +106,10 @@ async def test_discovered_peer_of_another_version_or_network_is_ignored(
     net = MemoryNetwork()
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, net, 0, b"\x01" * 16)
+            a = await start(nursery, net, 0, LOW)
             log = DialLog(a)
-            await start(nursery, net, 1, b"\x02" * 16)
-            a._on_found(peer(b"\x02" * 16, 2, **change))
+            await start(nursery, net, 1, HIGH)
+            a._on_found(peer(HIGH.node_id, 2, **change))
             await trio.sleep(5)
             assert log.times == {}
             assert a.status_info()["links"]["discovered_ignored"] == 1
@@ -109,8 +122,8 @@ async def test_both_discover_each_other_one_link(autojump_clock: trio.abc.Clock)
     net = MemoryNetwork()
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, net, 0, b"\x01" * 16)
-            b = await start(nursery, net, 1, b"\x02" * 16)
+            a = await start(nursery, net, 0, LOW)
+            b = await start(nursery, net, 1, HIGH)
             a._on_found(peer(b.node_id, 2))
             b._on_found(peer(a.node_id, 1))
             await wait_until(lambda: link_count(a) == link_count(b) == 1)

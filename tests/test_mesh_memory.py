@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
@@ -12,6 +13,7 @@ from p2pnode.testing import (
     MemoryNetwork,
     line_edges,
     link_count,
+    make_identity,
     memory_config,
     random_connected_edges,
     ring_edges,
@@ -141,10 +143,12 @@ async def test_version_mismatch_is_refused_both_ways(
             old = await start_memory_mesh(nursery, [(0, 1)], 1, network=net, seed=1)
             monkeypatch.setattr(node_module, "PROTOCOL_VERSION", 99)
             cfg = memory_config(1, peers=(("mem", 3),))
-            new = Node(cfg, transport=net.transport(), node_id=b"\x01" * 16, api=False)
+            new = Node(cfg, transport=net.transport(), identity=make_identity(random.Random(101)),
+                       api=False)
             await nursery.start(new.run)
             monkeypatch.undo()
-            other = Node(memory_config(2), transport=net.transport(), node_id=b"\x02" * 16,
+            other = Node(memory_config(2), transport=net.transport(),
+                         identity=make_identity(random.Random(102)),
                          api=False)
             await nursery.start(other.run)
             await wait_until(lambda: new.links.stats.refused["version_mismatch"] >= 2)  # type: ignore[union-attr]
@@ -165,7 +169,7 @@ async def test_link_loss_and_redial(autojump_clock: trio.abc.Clock) -> None:
             await nodes[1].stop()
             await wait_until(lambda: link_count(nodes[0]) == 0)
             assert nodes[0].links.stats.closed["peer_left"] == 1  # type: ignore[union-attr]
-            again = Node(memory_config(1), transport=net.transport(), node_id=nodes[1].node_id,
+            again = Node(memory_config(1), transport=net.transport(), identity=nodes[1].identity,
                          api=False)
             await nursery.start(again.run)
             await wait_until(lambda: link_count(again) == 1 and link_count(nodes[0]) == 1)

@@ -14,6 +14,7 @@ from p2pnode.node import Node
 from p2pnode.testing import (
     MemoryNetwork,
     link_count,
+    make_identity,
     memory_config,
     random_connected_edges,
     start_memory_mesh,
@@ -112,7 +113,7 @@ async def test_crash_in_a_10_node_mesh(autojump_clock: trio.abc.Clock) -> None:
             # Restart it with the same id and address; its links come back.
             peers = tuple(("mem", j + 1) for a, j in edges if a == victim)
             again = Node(memory_config(victim, peers=peers), transport=net.transport(),
-                         node_id=nodes[victim].node_id, api=False)
+                         identity=nodes[victim].identity, api=False)
             await nursery.start(again.run)
             nodes[victim] = again
             await wait_linked(nodes, edges)
@@ -133,7 +134,7 @@ async def test_30_nodes_discovering_each_other_keep_degree_in_range(
             nodes = []
             for i in range(n):
                 node = Node(memory_config(i), transport=net.transport(),
-                            node_id=rng.randbytes(16), api=False)
+                            identity=make_identity(rng), api=False)
                 await nursery.start(node.run)
                 nodes.append(node)
             # Everyone discovers everyone (as mDNS would on one LAN).
@@ -142,7 +143,8 @@ async def test_30_nodes_discovering_each_other_keep_degree_in_range(
                     if other is not node:
                         node._on_found(DiscoveredPeer(
                             node_id=other.node_hex, name=other.config.name,
-                            addrs=(("mem", other.config.listen_port),), version=1, network=""))
+                            addrs=(("mem", other.config.listen_port),), version=1,
+                            network=other.network_tag))
             await trio.sleep(60)
             cfg = nodes[0].config
             counts = [link_count(node) for node in nodes]
@@ -209,11 +211,14 @@ async def test_stuck_peer_is_dropped_and_does_not_slow_the_others(
 async def stuck_peer(net: MemoryNetwork, hub: Node) -> trio.abc.Stream:
     """Link to ``hub`` by hand, then never read again (a peer whose reader is stuck)."""
     stream = await net.transport().connect("mem", hub.config.listen_port)
-    hello = Hello(PROTOCOL_VERSION, b"\xff" * 16, "stuck", "")
+    hello = Hello(PROTOCOL_VERSION, b"\xff" * 16, "stuck", "", network=hub.network_tag)
     proto = LinkProtocol(hello, max_frame=1 << 20, max_payload=1 << 19)
     await stream.send_all(proto.hello_bytes())
     while proto.state is not LinkState.OPEN:
-        for event in proto.receive_data(await stream.receive_some()):
+        data = await stream.receive_some()
+        assert data, "the hub closed the connection"
+        assert proto.state is not LinkState.CLOSED, "the hub refused the link"
+        for event in proto.receive_data(data):
             if isinstance(event, PeerHello):
                 await stream.send_all(proto.proceed())
     return stream

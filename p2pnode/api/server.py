@@ -8,6 +8,7 @@ without bound; a client that does not read its replies stops being read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -158,7 +159,9 @@ class ApiServer:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write, session, stream, nursery.cancel_scope)
-                    await self._read(session, stream)
+                    with contextlib.suppress(trio.BrokenResourceError,
+                                             trio.ClosedResourceError):
+                        await self._read(session, stream)  # ends when the client goes
                     session.out.close()
                     nursery.cancel_scope.deadline = trio.current_time() + 5
             finally:
@@ -199,8 +202,8 @@ class ApiServer:
                     self._too_large(session, len(line))
                     return
                 waiting = self._handle_line(session, line)
-                if waiting is not None:
-                    await self._wait_peers(session, waiting)
+                if waiting is not None and not await self._wait_peers(session, waiting, stream):
+                    return
             if len(buf) > max_line:
                 self._too_large(session, len(buf))
                 return
@@ -232,11 +235,27 @@ class ApiServer:
         session.out.put_force(reply)
         return None
 
-    async def _wait_peers(self, session: Session, req: Peers) -> None:
+    async def _wait_peers(self, session: Session, req: Peers,
+                          stream: trio.SocketStream) -> bool:
+        """Hold a ``peers`` request until the peer count is within its bounds or its
+        timeout. Returns False if the client hung up meanwhile (the session ends)."""
         low = req.wait_min or 0
         high = req.wait_max if req.wait_max is not None else 1 << 30
+        gone = False
         with trio.move_on_after(req.timeout) as scope:
-            await self.backend.wait_peer_count(low, high)
+            async with trio.open_nursery() as nursery:
+
+                async def watch_hangup() -> None:
+                    nonlocal gone
+                    gone = await _hung_up(stream)
+                    if gone:
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(watch_hangup)
+                await self.backend.wait_peer_count(low, high)
+                nursery.cancel_scope.cancel()
+        if gone:
+            return False
         if scope.cancelled_caught:
             self.stats.errors += 1
             peers = self.backend.peers_info()
@@ -245,6 +264,7 @@ class ApiServer:
             session.out.put_force(encode_error(err))
         else:
             session.out.put_force(encode_reply(req.id, {"peers": self.backend.peers_info()}))
+        return True
 
     def _handle(self, session: Session, line: bytes) -> bytes | Peers:
         req = parse_request(line)
@@ -314,6 +334,18 @@ async def bind_unix_socket(path: Path) -> trio.socket.SocketType:
     os.chmod(path, 0o600)
     sock.listen(128)
     return sock
+
+
+async def _hung_up(stream: trio.SocketStream) -> bool:
+    """Wait until the client sends more or hangs up, without consuming what it sends.
+    True if it hung up; False (at once) if it sent more requests."""
+    try:
+        data = await stream.socket.recv(1, stdsocket.MSG_PEEK)
+    except OSError:
+        return True
+    if data:
+        await trio.sleep_forever()  # busy client: its requests wait their turn
+    return not data
 
 
 def _prepare_parent(path: Path) -> bool:

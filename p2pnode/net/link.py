@@ -19,6 +19,7 @@ from ..ids import id_to_hex
 from ..wire.link import LinkOpen, LinkProtocol, LinkState, PeerBye, PeerHello, PeerRefused
 from ..wire.messages import Gossip, Hello
 from .outqueue import OutQueue
+from .tls import verified_peer_id
 
 log = logging.getLogger("p2pnode.link")
 
@@ -93,7 +94,8 @@ class LinkHost(Protocol):
     config: NodeConfig
     local_hello: Hello
 
-    def admit(self, hello: Hello, *, decides: bool) -> tuple[str, str] | None: ...
+    def admit(self, hello: Hello, *, decides: bool,
+              verified: bytes | None) -> tuple[str, str] | None: ...
     def link_count(self) -> int: ...
     def link_open(self, link: PeerLink) -> None: ...
     def link_closed(self, link: PeerLink) -> None: ...
@@ -226,7 +228,8 @@ class _Connection:
                 data = await self._receive()
 
     def _on_hello(self, hello: Hello) -> bool:
-        problem = self.host.admit(hello, decides=self.proto.decides)
+        problem = self.host.admit(hello, decides=self.proto.decides,
+                                  verified=verified_peer_id(self.stream))
         if problem is not None:
             self.out.put_force(self.proto.refuse(*problem))
             self.out.close()

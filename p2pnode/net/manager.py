@@ -95,9 +95,13 @@ class LinkManager:
 
     # -- LinkHost interface (called by connections) --------------------------
 
-    def admit(self, hello: Hello, *, decides: bool) -> tuple[str, str] | None:
-        """Decide whether a handshaking peer may link. Returns (code, message) to refuse."""
+    def admit(self, hello: Hello, *, decides: bool,
+              verified: bytes | None = None) -> tuple[str, str] | None:
+        """Decide whether a handshaking peer may link. Returns (code, message) to refuse.
+        ``verified`` is the node id the peer proved with its TLS certificate (if any)."""
         problem = check_hello(self.local_hello, hello)
+        if problem is None and verified is not None and verified != hello.node_id:
+            problem = ("identity_mismatch", "the node id does not match the certificate's key")
         if problem is None and decides and hello.node_id in self.links:
             problem = ("duplicate", "already linked to this node")
         if (problem is None and hello.node_id not in self.links

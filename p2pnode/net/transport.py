@@ -59,7 +59,10 @@ class TcpTransport:
             sockname = listeners[0].socket.getsockname()
 
             async def serve_one(stream: trio.SocketStream) -> None:
-                await handler(stream, _peer_name(stream))
+                try:
+                    await handler(stream, _peer_name(stream))
+                finally:
+                    await trio.aclose_forcefully(stream)
 
             async with trio.open_nursery() as nursery:
                 for listener in listeners:

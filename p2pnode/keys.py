@@ -1,0 +1,203 @@
+"""Keys and certificates: the node's identity key and the network key.
+
+- A node's identity is an Ed25519 key pair kept in ``DATA_DIR/node_key`` (mode
+  0600). Its node id is the first 16 bytes of SHA-256 of the raw public key, so no
+  node can claim another's id without its private key.
+- A network is an Ed25519 key too (``p2pnode keygen --network FILE``). Every
+  member holds it and issues itself a TLS certificate signed by it at start; peers
+  accept only certificates signed by their own network key. The open network
+  (no key given) uses a key everybody knows, so its links are still encrypted and
+  node ids still bound to keys, but anyone may join.
+- The network tag (in handshakes and mDNS records) is a hash of the network's
+  public key, never the key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import NameOID
+
+from .errors import ConfigError
+from .ids import ID_LEN
+
+NODE_KEY_FILE = "node_key"
+OPEN_NETWORK_TAG = "open"
+_OPEN_SEED = hashlib.sha256(b"p2pnode open network v1").digest()
+
+
+def node_id_of(public_raw: bytes) -> bytes:
+    """The node id that belongs to a raw 32-byte Ed25519 public key."""
+    return hashlib.sha256(public_raw).digest()[:ID_LEN]
+
+
+def _raw_public(key: ed25519.Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw,
+                                         serialization.PublicFormat.Raw)
+
+
+def _private_pem(key: ed25519.Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write_secret(path: Path, data: bytes, *, overwrite: bool) -> None:
+    """Write ``data`` to ``path`` with mode 0600, atomically."""
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} exists already; not overwriting a key")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _read_private_key(path: Path, what: str) -> ed25519.Ed25519PrivateKey:
+    """Load an Ed25519 private key PEM that only its owner may read."""
+    try:
+        mode = os.stat(path).st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{what} {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
+                          f"run: chmod 600 {path}")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{what} {path} is not a PEM private key: {exc}") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise ConfigError(f"{what} {path} is not an Ed25519 key")
+    return key
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """A node's key pair and the id derived from it."""
+
+    key: ed25519.Ed25519PrivateKey
+    public: bytes  # raw 32 bytes
+    node_id: bytes
+
+    @classmethod
+    def generate(cls) -> NodeIdentity:
+        return cls.from_key(ed25519.Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_key(cls, key: ed25519.Ed25519PrivateKey) -> NodeIdentity:
+        public = _raw_public(key)
+        return cls(key=key, public=public, node_id=node_id_of(public))
+
+    def sign(self, data: bytes) -> bytes:
+        return self.key.sign(data)
+
+
+def load_or_create_identity(data_dir: Path) -> NodeIdentity:
+    """The identity kept in ``data_dir`` (created on first use, mode 0600).
+
+    Raises ``ConfigError`` if the key file is unreadable, malformed or readable by
+    others (it is never silently replaced: that would change the node's identity).
+    """
+    path = data_dir / NODE_KEY_FILE
+    if path.exists():
+        return NodeIdentity.from_key(_read_private_key(path, "node key"))
+    identity = NodeIdentity.generate()
+    _write_secret(path, _private_pem(identity.key), overwrite=False)
+    return identity
+
+
+@dataclass(frozen=True)
+class NetworkKey:
+    """The key that makes a network: its holders are its members."""
+
+    key: ed25519.Ed25519PrivateKey
+    tag: str  # shown in handshakes and mDNS records; never the key
+
+    @classmethod
+    def open(cls) -> NetworkKey:
+        """The open network: a key everybody knows."""
+        return cls(ed25519.Ed25519PrivateKey.from_private_bytes(_OPEN_SEED), OPEN_NETWORK_TAG)
+
+    @classmethod
+    def load(cls, path: Path) -> NetworkKey:
+        """Load a network key file. Raises ``ConfigError``."""
+        key = _read_private_key(path, "network key")
+        return cls(key, hashlib.sha256(_raw_public(key)).hexdigest()[:16])
+
+    @property
+    def is_open(self) -> bool:
+        return self.tag == OPEN_NETWORK_TAG
+
+
+def generate_network_key(path: Path) -> NetworkKey:
+    """Write a new network key to ``path`` (mode 0600). Refuses to overwrite a file."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    _write_secret(path, _private_pem(key), overwrite=False)
+    return NetworkKey.load(path)
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def network_ca_pem(network: NetworkKey) -> bytes:
+    """The network's CA certificate (self-signed by the network key), PEM."""
+    now = datetime.datetime.now(datetime.UTC)
+    public = network.key.public_key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"p2pnode network {network.tag}"))
+        .issuer_name(_name(f"p2pnode network {network.tag}"))
+        .public_key(public)
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .sign(network.key, None)
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def node_cert_pem(identity: NodeIdentity, network: NetworkKey) -> bytes:
+    """A certificate for ``identity`` issued by the network key, PEM (subject: node id)."""
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(identity.node_id.hex()))
+        .issuer_name(_name(f"p2pnode network {network.tag}"))
+        .public_key(identity.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            network.key.public_key()), critical=False)
+        .sign(network.key, None)
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def private_key_pem(identity: NodeIdentity) -> bytes:
+    return _private_pem(identity.key)
+
+
+def node_id_from_cert_der(der: bytes) -> bytes:
+    """The node id of the Ed25519 key in a DER certificate. Raises ``ValueError``."""
+    cert = x509.load_der_x509_certificate(der)
+    key = cert.public_key()
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise ValueError("the certificate's key is not Ed25519")
+    return node_id_of(key.public_bytes(serialization.Encoding.Raw,
+                                       serialization.PublicFormat.Raw))

@@ -1,0 +1,127 @@
+"""TLS 1.3 on every link, mutually authenticated with certificates from the network key.
+
+Both sides present a certificate issued by the network key and require one from
+the other (``CERT_REQUIRED`` both ways), so only members link. The certificate's
+Ed25519 key gives the peer's node id, which the handshake's ``Hello`` must match.
+TLS 1.3 key exchange is ephemeral (forward secrecy).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from ..keys import (
+    NetworkKey,
+    NodeIdentity,
+    network_ca_pem,
+    node_cert_pem,
+    node_id_from_cert_der,
+    private_key_pem,
+)
+from .transport import StreamHandler, TcpTransport
+
+log = logging.getLogger("p2pnode.tls")
+
+
+@dataclass
+class TlsStats:
+    handshakes: int = 0
+    failed: int = 0  # TLS handshakes that failed or timed out (non-members, scanners)
+
+
+def make_contexts(identity: NodeIdentity, network: NetworkKey) -> tuple[ssl.SSLContext,
+                                                                         ssl.SSLContext]:
+    """(server context, client context) for this node on this network."""
+    ca = network_ca_pem(network).decode()
+    cert = node_cert_pem(identity, network)
+    key = private_key_pem(identity)
+    contexts = []
+    with tempfile.TemporaryDirectory(prefix="p2pnode-tls-") as tmp:
+        cert_path, key_path = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
+        cert_path.write_bytes(cert)
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(key)
+        for purpose in (ssl.PROTOCOL_TLS_SERVER, ssl.PROTOCOL_TLS_CLIENT):
+            ctx = ssl.SSLContext(purpose)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            ctx.check_hostname = False  # peers are named by node id, checked after
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(cadata=ca)
+            ctx.load_cert_chain(str(cert_path), str(key_path))
+            contexts.append(ctx)
+    return contexts[0], contexts[1]
+
+
+def verified_peer_id(stream: trio.abc.Stream) -> bytes | None:
+    """The node id proven by the peer's TLS certificate, or None on a plain stream."""
+    if not isinstance(stream, trio.SSLStream):
+        return None
+    der = stream.getpeercert(binary_form=True)
+    if not der:
+        return None
+    try:
+        return node_id_from_cert_der(der)
+    except ValueError:
+        return None
+
+
+class TlsTransport:
+    """TCP with TLS: every stream handed out has finished a mutual TLS handshake.
+
+    Args:
+        identity, network: whose certificate to present and which network to trust.
+        handshake_timeout: seconds a TLS handshake may take (slow or silent peers
+            are cut off: a defence against connections that stall).
+    """
+
+    def __init__(self, identity: NodeIdentity, network: NetworkKey,
+                 handshake_timeout: float) -> None:
+        self.server_ctx, self.client_ctx = make_contexts(identity, network)
+        self.tcp = TcpTransport()
+        self.timeout = handshake_timeout
+        self.stats = TlsStats()
+
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        handler: StreamHandler,
+        *,
+        task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async def secure(stream: trio.abc.Stream, addr: str) -> None:
+            tls = trio.SSLStream(stream, self.server_ctx, server_side=True)
+            if await self._handshake(tls, addr):
+                await handler(tls, addr)
+
+        await self.tcp.listen(host, port, secure, task_status=task_status)
+
+    async def connect(self, host: str, port: int) -> trio.abc.Stream:
+        stream = await self.tcp.connect(host, port)
+        tls = trio.SSLStream(stream, self.client_ctx, server_side=False)
+        if not await self._handshake(tls, f"{host}:{port}"):
+            raise ConnectionRefusedError(f"TLS handshake with {host}:{port} failed "
+                                         "(not a member of this network?)")
+        return tls
+
+    async def _handshake(self, tls: trio.SSLStream[trio.abc.Stream], addr: str) -> bool:
+        """Run the TLS handshake within the timeout; on failure close and return False."""
+        try:
+            with trio.fail_after(self.timeout):
+                await tls.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError, trio.ClosedResourceError) as exc:
+            self.stats.failed += 1
+            log.info("TLS handshake with %s failed: %s", addr, exc.__cause__ or exc)
+            await trio.aclose_forcefully(tls)
+            return False
+        except BaseException:  # cancelled (the node stops, a dial times out): close too
+            await trio.aclose_forcefully(tls)
+            raise
+        self.stats.handshakes += 1
+        return True
