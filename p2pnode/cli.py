@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -25,7 +25,11 @@ from .config import (
     parse_hostport,
 )
 from .errors import P2PError, single_error
+from .keys import generate_network_key
 from .sdnotify import notify
+
+if TYPE_CHECKING:
+    from .node import Node
 
 EPILOG = f"""\
 The socket defaults to $P2PNODE_SOCKET, else $XDG_RUNTIME_DIR/p2pnode.sock, else
@@ -68,8 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the address announced to peers (default: the listen address)")
     run.add_argument("--max-hops", type=int, default=16, metavar="N",
                      help="how many links a message travels at most (default 16)")
+    run.add_argument("--network-key", type=Path, default=None, metavar="FILE",
+                     help="join the network this key file defines (made by `p2pnode keygen "
+                          "--network FILE`); without it the node is on the open network: "
+                          "links are encrypted, but any node may join")
+    run.add_argument("--insecure", action="store_true",
+                     help="plaintext links without TLS (debugging only; such a node can "
+                          "link only to other --insecure nodes)")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"], help="default info")
+
+    keygen = sub.add_parser("keygen", help="make a network key",
+                            description="Write a new network key to FILE (mode 0600). Copy "
+                                        "it to every machine of the network and run each "
+                                        "node with --network-key FILE.")
+    keygen.add_argument("--network", type=Path, required=True, metavar="FILE",
+                        help="where to write the key (an existing file is not overwritten)")
 
     send = sub.add_parser("send", help="publish messages",
                           description="Publish TEXT as one message; without TEXT, publish "
@@ -113,7 +131,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "peers": tuple(parse_hostport(p, default_port=DEFAULT_PORT) for p in args.peer),
         "mdns": not args.no_mdns, "mdns_interfaces": tuple(args.mdns_interface),
         "advertise": args.advertise, "max_hops": args.max_hops,
-        "name": args.name or (os.uname().nodename or "node")[:64],
+        "name": (os.uname().nodename or "node")[:64] if args.name is None else args.name,
+        "network_key": args.network_key, "insecure": args.insecure,
     }
     if args.socket is not None:
         kwargs["socket_path"] = args.socket
@@ -132,12 +151,24 @@ async def run_node(config: NodeConfig) -> None:
             await nursery.start(node.run)
             print(f"p2pnode: node {config.name} ({node.node_hex}) listening on "
                   f"{node.listen_str}, socket {config.socket_path}", file=sys.stderr, flush=True)
+            print(f"p2pnode: {security_summary(node)}", file=sys.stderr, flush=True)
             notify(f"READY=1\nSTATUS=listening on {node.listen_str}")
             async for signum in signals:
                 logging.getLogger("p2pnode").info("signal %d: leaving", signum)
                 break
             notify("STOPPING=1")
             await node.stop()
+
+
+def security_summary(node: Node) -> str:
+    """One line that says how this node's links are protected."""
+    if node.config.insecure:
+        return ("WARNING: --insecure: links are plaintext and unauthenticated; "
+                "use only for debugging")
+    if node.network.is_open:
+        return ("open network: links are encrypted (TLS 1.3), but any node may join; "
+                "use --network-key to admit only members")
+    return f"network {node.network_tag}: links are encrypted and admit only members"
 
 
 async def cmd_send(args: argparse.Namespace) -> int:
@@ -153,19 +184,22 @@ async def cmd_send(args: argparse.Namespace) -> int:
 async def _send_lines(client: Client, topic: str, to: str | None) -> int:
     """Publish each line of stdin, pipelined: requests go out as lines come in."""
     sent = 0
+    answered = 0
     failed = 0
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-    done_sending = trio.Event()
+    all_answered = trio.Event()
+    done_sending = False
 
     async def read_replies() -> None:
-        nonlocal failed
-        answered = 0
-        while not (done_sending.is_set() and answered == sent):
+        nonlocal failed, answered
+        while True:
             reply = await client.reply()
             answered += 1
             if not reply.get("ok"):
                 failed += 1
                 print(f"p2pnode: error: {reply.get('error')}", file=sys.stderr)
+            if done_sending and answered == sent:
+                all_answered.set()
 
     async with stdin, trio.open_nursery() as nursery:
         nursery.start_soon(read_replies)
@@ -178,9 +212,10 @@ async def _send_lines(client: Client, topic: str, to: str | None) -> int:
         if buf:
             await client.send(publish_request(topic, buf, to))
             sent += 1
-        done_sending.set()
-        if sent == 0:
-            nursery.cancel_scope.cancel()
+        done_sending = True
+        if answered < sent:
+            await all_answered.wait()
+        nursery.cancel_scope.cancel()
     return 1 if failed else 0
 
 
@@ -196,6 +231,10 @@ async def cmd_recv(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         received = 0
         async for event in client.events():
+            if event.get("event") == "dropped":
+                print(f"p2pnode: {event.get('count')} messages were dropped: this receiver "
+                      "did not keep up", file=sys.stderr, flush=True)
+                continue
             if args.json:
                 line = json.dumps(event)
             else:
@@ -246,6 +285,11 @@ def _status_text(status: dict[str, Any]) -> str:
 
 def _dispatch(args: argparse.Namespace) -> int:
     try:
+        if args.command == "keygen":
+            key = generate_network_key(args.network)
+            print(f"p2pnode: wrote network key {args.network} (network {key.tag}); copy it "
+                  "to each machine and run: p2pnode run --network-key FILE")
+            return 0
         if args.command == "run":
             config = config_from_args(args)
             logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
@@ -269,7 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (P2PError, ApiReplyError) as exc:
         print(f"p2pnode: error: {exc}", file=sys.stderr)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
-        print(f"p2pnode: error: no node at the socket ({exc.strerror}: {exc.filename or ''}); "
+        where = exc.filename or getattr(args, "socket", None) or default_socket_path()
+        print(f"p2pnode: error: no node at the socket {where} ({exc.strerror}); "
               "is `p2pnode run` running, and is --socket right?", file=sys.stderr)
     except OSError as exc:
         print(f"p2pnode: error: {exc}", file=sys.stderr)

@@ -118,7 +118,7 @@ class Client:
 
     async def send(self, request: dict[str, Any]) -> None:
         """Send a request without waiting for its reply (for pipelining)."""
-        await self.stream.send_all(json.dumps(request).encode() + b"\n")
+        await self.stream.send_all(json.dumps(request, ensure_ascii=False).encode() + b"\n")
 
     async def _next_line(self) -> dict[str, Any]:
         while not self._ready:
@@ -175,7 +175,9 @@ class Client:
                 return obj
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Iterate over message events until the node closes the connection."""
+        """Iterate over events until the node closes the connection: message events
+        (``"event": "message"``) and, when this client fell behind and the node dropped
+        some, ``{"event": "dropped", "count": N}`` notices."""
         while True:
             try:
                 yield await self.next_event()
@@ -227,7 +229,7 @@ class BlockingClient:
 
     def request(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send a request and return its reply. Raises ``ApiReplyError`` on an error reply."""
-        self.sock.sendall(json.dumps(request).encode() + b"\n")
+        self.sock.sendall(json.dumps(request, ensure_ascii=False).encode() + b"\n")
         while True:
             obj = self._next_line()
             if "event" not in obj:

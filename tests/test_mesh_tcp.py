@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2pnode import PROTOCOL_VERSION
 from p2pnode.client import Client, open_client
 from p2pnode.node import Node
 from p2pnode.testing import (
@@ -101,15 +102,19 @@ async def assert_link_works(a: Node, b: Node) -> None:
     [
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # garbage before the handshake
         b"\xff\xff\xff\xff" + b"x" * 100,  # a frame far over the size limit
-        encode_message(Hello(1, b"\x00" * 16, "x", "")) + b"\x00\x00\x00\x02\xc1\xc1",
+        encode_message(Hello(PROTOCOL_VERSION, b"\x00" * 16, "x", "", network="open"))
+        + b"\x00\x00\x00\x02\xc1\xc1",
     ],
     ids=["garbage", "oversize", "garbage-after-hello"],
 )
+@pytest.mark.parametrize("insecure", [False, True], ids=["tls", "plaintext"])
 async def test_bad_tcp_input_closes_only_that_connection(
-    short_tmp: Path, payload: bytes
+    short_tmp: Path, payload: bytes, insecure: bool
 ) -> None:
+    """Garbage reaches the TLS layer (tls) or the link protocol itself (plaintext)."""
     with trio.fail_after(20):
-        configs = [loopback_config(short_tmp, "a"), loopback_config(short_tmp, "b")]
+        configs = [loopback_config(short_tmp, "a", insecure=insecure),
+                   loopback_config(short_tmp, "b", insecure=insecure)]
         async with running_nodes(configs) as (a, b):
             assert a.links is not None
             async with trio.open_nursery() as nursery:

@@ -143,7 +143,7 @@ async def test_30_nodes_discovering_each_other_keep_degree_in_range(
                     if other is not node:
                         node._on_found(DiscoveredPeer(
                             node_id=other.node_hex, name=other.config.name,
-                            addrs=(("mem", other.config.listen_port),), version=1,
+                            addrs=(("mem", other.config.listen_port),), version=PROTOCOL_VERSION,
                             network=other.network_tag))
             await trio.sleep(60)
             cfg = nodes[0].config

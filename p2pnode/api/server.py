@@ -28,6 +28,7 @@ from .protocol import (
     ApiError,
     Peers,
     Publish,
+    Scalar,
     Status,
     Subscribe,
     Unsubscribe,
@@ -42,6 +43,7 @@ from .protocol import (
 )
 
 log = logging.getLogger("p2pnode.api")
+MAX_TOPICS_PER_CLIENT = 4096
 
 
 class ApiBackend(Protocol):
@@ -259,8 +261,11 @@ class ApiServer:
         if scope.cancelled_caught:
             self.stats.errors += 1
             peers = self.backend.peers_info()
+            bounds = " and ".join(
+                f"{word} {n}" for word, n in (("at least", req.wait_min), ("at most", req.wait_max))
+                if n is not None)
             err = ApiError("timeout", f"after {req.timeout}s the node has {len(peers)} "
-                           f"peers, not within [{low}, {req.wait_max}]", req.id)
+                           f"peers, not {bounds}", req.id)
             session.out.put_force(encode_error(err))
         else:
             session.out.put_force(encode_reply(req.id, {"peers": self.backend.peers_info()}))
@@ -276,7 +281,7 @@ class ApiServer:
             self.stats.published += 1
             return encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to})
         if type(req) is Subscribe:
-            self._subscribe(session, check_topics(req.topics, req.id))
+            self._subscribe(session, check_topics(req.topics, req.id), req.id)
             return encode_reply(req.id, {})
         if type(req) is Unsubscribe:
             self._unsubscribe(session, check_topics(req.topics, req.id))
@@ -288,14 +293,15 @@ class ApiServer:
         assert type(req) is Status
         return encode_reply(req.id, self.backend.status_info())
 
-    def _subscribe(self, session: Session, topics: list[str]) -> None:
+    def _subscribe(self, session: Session, topics: list[str], req_id: Scalar) -> None:
         if not topics:
             session.all_topics = True
             self._all.add(session)
             return
+        if len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
+            raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_CLIENT} topics per client",
+                           req_id)
         for topic in topics:
-            if len(session.topics) >= 4096 and topic not in session.topics:
-                raise ApiError("bad_request", "at most 4096 topics per client")
             session.topics.add(topic)
             self._by_topic.setdefault(topic, set()).add(session)
 

@@ -193,9 +193,10 @@ class LinkManager:
             if result.code == "closed":
                 delay = self.config.redial_initial
             elif result.detail == "duplicate" and result.peer_id is not None:
+                # Linked already (the other way round), or the peer still holds a stale
+                # link to us that it will drop by keepalive: wait, then try again.
                 await self.wait_unlinked(result.peer_id)
                 delay = self.config.redial_initial
-                continue
             else:
                 delay = min(delay * 2, self.config.redial_max)
             await trio.sleep(delay * (0.5 + self._rng.random()))
