@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--insecure", action="store_true",
                      help="plaintext links without TLS (debugging only; such a node can "
                           "link only to other --insecure nodes)")
+    run.add_argument("--api-group", default=None, metavar="GROUP",
+                     help="also admit local apps running as members of GROUP (the socket "
+                          "becomes mode 0660, group GROUP); by default only this user")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"], help="default info")
 
@@ -133,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "advertise": args.advertise, "max_hops": args.max_hops,
         "name": (os.uname().nodename or "node")[:64] if args.name is None else args.name,
         "network_key": args.network_key, "insecure": args.insecure,
+        "api_group": args.api_group,
     }
     if args.socket is not None:
         kwargs["socket_path"] = args.socket
@@ -277,7 +281,7 @@ def _status_text(status: dict[str, Any]) -> str:
     lines = [f"node     {status['name']} ({status['node_id']})",
              f"listen   {status['listen']}", f"uptime   {status['uptime_s']:.0f}s",
              f"peers    {status['peers']}", f"clients  {status['clients']}"]
-    for section in ("messages", "links", "api"):
+    for section in ("messages", "links", "security", "api"):
         values = status.get(section) or {}
         lines.append(f"{section:<8} " + " ".join(f"{k}={v}" for k, v in values.items()))
     return "\n".join(lines)

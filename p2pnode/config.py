@@ -114,6 +114,14 @@ class NodeConfig:
     publish_wait_max: float = 0.25  # publishers wait at most this long for one slow link
     prune_cooldown: float = 30.0  # a peer that pruned us is not redialled for this long
     seed: int | None = None  # seeds the node's random choices (tests, simulations)
+
+    # Limits against floods and abuse (docs/security.md).
+    peer_bytes_per_s: float = 64 << 20  # gossip bytes a peer may send us per second
+    peer_batches_per_s: float = 20_000  # signed batches a peer may send us per second
+    client_publish_per_s: float = 200_000  # messages one local client may publish per second
+    max_pending_handshakes: int = 64  # inbound connections still in TLS or link handshake
+    max_conns_per_ip: int = 32  # open inbound connections from one address
+    api_group: str | None = None  # also admit local clients of this group (socket mode 0660)
     max_clients: int = 256
     handshake_timeout: float = 5.0
     dial_timeout: float = 5.0
@@ -131,7 +139,8 @@ class NodeConfig:
         positive_ints = (
             "max_frame", "max_payload", "link_queue_bytes", "client_queue_bytes",
             "read_size", "max_hops", "seen_max_entries", "max_links", "max_clients",
-            "max_discovered", "degree_low", "degree_high",
+            "max_discovered", "degree_low", "degree_high", "max_pending_handshakes",
+            "max_conns_per_ip",
         )
         for field in positive_ints:
             if getattr(self, field) < 1:
@@ -141,7 +150,7 @@ class NodeConfig:
         positive_floats = (
             "seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
             "ping_interval", "link_timeout", "slow_peer_timeout", "publish_wait_max",
-            "prune_cooldown",
+            "prune_cooldown", "peer_bytes_per_s", "peer_batches_per_s", "client_publish_per_s",
         )
         for field in positive_floats:
             if not getattr(self, field) > 0:

@@ -19,6 +19,7 @@ from .api.server import ApiServer
 from .config import NodeConfig, format_hostport
 from .errors import ConfigError, P2PError, single_error
 from .gossip.router import Deliver, FloodRouter, Forward
+from .gossip.signing import Verifier, sign_batch
 from .identity import DataDirLock, prepare_data_dir
 from .ids import MsgIdFactory, id_to_hex, parse_id
 from .keys import NetworkKey, NodeIdentity, load_or_create_identity
@@ -26,7 +27,7 @@ from .net.link import PeerLink
 from .net.manager import LinkManager
 from .net.tls import TlsTransport
 from .net.transport import TcpTransport, Transport
-from .wire.messages import Bye, Gossip, Hello, encode_message
+from .wire.messages import Batch, Bye, Gossip, Hello, Item, encode_message
 
 if TYPE_CHECKING:
     from .discovery.mdns import DiscoveredPeer, MdnsDiscovery
@@ -67,8 +68,9 @@ class Node:
         #: The network tag in handshakes and mDNS records (a hash, never the key).
         self.network_tag = self.network.tag
         if transport is None:
-            transport = TcpTransport() if config.insecure else TlsTransport(
-                identity, self.network, config.handshake_timeout)
+            transport = TcpTransport(config.max_conns_per_ip) if config.insecure else (
+                TlsTransport(identity, self.network, config.handshake_timeout,
+                             config.max_pending_handshakes, config.max_conns_per_ip))
         self.transport: Transport = transport
         self.router = FloodRouter(
             node_id, max_hops=config.max_hops,
@@ -79,11 +81,16 @@ class Node:
         self.listen_addr: tuple[str, int] | None = None
         self.links: LinkManager | None = None
         self._ids = MsgIdFactory()
+        self.verifier = Verifier(config.max_payload)
+        self._pending: dict[bytes | None, list[Item]] = {}
+        self._pending_bytes = 0
+        self._flush_wake = trio.Event()
         self._ready = trio.Event()
         self._started_at = 0.0
         self._scope: trio.CancelScope | None = None
         self.discovery: MdnsDiscovery | None = None
         self.discovered_ignored = 0  # discovered nodes of another version or network
+        self.rate_limited = 0  # batches dropped because a peer sent too fast
 
     # -- the service -------------------------------------------------------------
 
@@ -105,6 +112,7 @@ class Node:
                 )
                 self._started_at = trio.current_time()
                 await nursery.start(self.links.run)
+                nursery.start_soon(self._run_flusher)
                 self._ready.set()
                 if self.api is not None:
                     await nursery.start(self.api.run)
@@ -199,25 +207,39 @@ class Node:
 
     # -- the hot path ----------------------------------------------------------------
 
-    def _on_gossip(self, link: PeerLink, msgs: list[Gossip]) -> None:
+    def _on_gossip(self, link: PeerLink, batches: list[Batch]) -> None:
         now = trio.current_time()
-        on_gossip = self.router.on_gossip
+        on_batch = self.router.on_batch
+        verify = self.verifier.verify
         peer = link.peer_id
-        for msg in msgs:
-            actions = on_gossip(msg, peer, now)
+        bytes_bucket, batch_bucket = link.bytes_bucket, link.batch_bucket
+        for batch in batches:
+            if batch_bucket is not None and bytes_bucket is not None and not (
+                batch_bucket.take(1, now) and bytes_bucket.take(len(batch.body), now)
+            ):
+                link.rate_limited += 1
+                self.rate_limited += 1
+                continue
+            actions = on_batch(batch, peer, now, verify)
             if actions:
                 self._apply(actions)
+
+    def _deliver(self, msg: Gossip) -> None:
+        if self.api is not None:
+            self.api.deliver(msg)
+        for callback in self.on_deliver:
+            callback(msg)
 
     def _apply(self, actions: list[Deliver | Forward]) -> None:
         for action in actions:
             if type(action) is Deliver:
-                if self.api is not None:
-                    self.api.deliver(action.msg)
-                for callback in self.on_deliver:
-                    callback(action.msg)
+                batch, body = action.batch, action.body
+                for item in body.items:
+                    self._deliver(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
+                                         data=item.data, hops=batch.hops, to=body.to))
             else:
                 assert type(action) is Forward
-                frame = encode_message(action.msg)
+                frame = encode_message(action.batch)
                 assert self.links is not None
                 links = self.links.links
                 for peer in action.peers:
@@ -234,18 +256,47 @@ class Node:
     # -- the API backend ---------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, to: bytes | None = None) -> tuple[str, int]:
-        """Publish a message from a local app; returns (msg id hex, peers it was sent to)."""
-        msg = Gossip(id=self._ids.next(), origin=self.node_id, topic=topic, data=payload,
-                     hops=0, to=to)
-        actions = self.router.publish(msg, trio.current_time())
-        self._apply(actions)
-        sent = sum(len(a.peers) for a in actions if type(a) is Forward)
-        return id_to_hex(msg.id), sent
+        """Publish a message from a local app: deliver it to local subscribers now, and
+        queue it for the next signed batch (sent when the publishing task yields, or
+        when the batch is full). Returns (msg id hex, number of peers it goes to)."""
+        msg_id = self._ids.next()
+        self.router.stats.published += 1
+        if to is None or to == self.node_id:
+            self._deliver(Gossip(id=msg_id, origin=self.node_id, topic=topic, data=payload,
+                                 hops=0, to=to))
+            self.router.stats.delivered += 1
+        if to == self.node_id or self.config.max_hops == 0:
+            return id_to_hex(msg_id), 0
+        size = len(payload) + len(topic) * 4 + 64
+        if self._pending_bytes + size > self.config.max_frame // 2:
+            self.flush()
+        self._pending.setdefault(to, []).append(Item(msg_id, topic, payload))
+        self._pending_bytes += size
+        self._flush_wake.set()
+        return id_to_hex(msg_id), len(self.router.peers)
+
+    def flush(self) -> None:
+        """Sign the queued messages (one batch per target) and send them."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        now = trio.current_time()
+        for to, items in pending.items():
+            batch = sign_batch(self.identity, self._ids.next(), to, items)
+            self._apply(self.router.publish(batch, now))
+
+    async def _run_flusher(self) -> None:
+        """Flush published messages as soon as the tasks that published them yield."""
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake = trio.Event()
+            self.flush()
 
     async def wait_links_writable(self) -> None:
         """Backpressure for local publishers: wait while a link's queue is over half full,
         at most ``publish_wait_max`` per link. A link that stays full is marked lagging
         and not waited for (it drops, and is closed if it stays stuck: docs/failures.md)."""
+        self.flush()
         if self.links is None:
             return
         for link in list(self.links.links.values()):
@@ -312,6 +363,7 @@ class Node:
                 "published": rs.published, "received": rs.received,
                 "delivered": rs.delivered, "duplicates": rs.duplicates,
                 "forwarded": rs.forwarded, "hop_limited": rs.hop_limited,
+                "rejected": rs.rejected, "rate_limited": self.rate_limited,
                 "seen_cache": len(self.router.seen),
             },
         }
@@ -329,10 +381,26 @@ class Node:
             }
         if self.discovery is not None:
             info["mdns"] = dict(self.discovery.stats)
+        transport = self.transport
+        info["security"] = {
+            "links": "plaintext" if self.config.insecure else "tls1.3",
+            "network": self.network_tag,
+            "members_only": not self.network.is_open and not self.config.insecure,
+            "signed_batches": True,
+            "tls_handshakes": transport.stats.handshakes if isinstance(
+                transport, TlsTransport) else 0,
+            "tls_failed": transport.stats.failed if isinstance(transport, TlsTransport) else 0,
+            "busy_refused": transport.stats.busy if isinstance(transport, TlsTransport) else 0,
+            "refused_per_ip": getattr(getattr(transport, "tcp", transport), "refused_per_ip", 0),
+            "rate_limited": self.rate_limited, "rejected_batches": self.router.stats.rejected,
+        }
         if self.api is not None:
             info["api"] = {
                 "requests": self.api.stats.requests, "errors": self.api.stats.errors,
                 "events_dropped": self.api.stats.events_dropped,
+                "clients_refused": self.api.stats.clients_refused,
+                "clients_forbidden": self.api.stats.clients_forbidden,
+                "rate_limited": self.api.stats.rate_limited,
             }
         return info
 

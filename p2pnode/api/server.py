@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import grp
 import logging
 import os
+import pwd
 import socket as stdsocket
 import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,8 +24,9 @@ from typing import Any, Protocol
 import trio
 
 from ..config import NodeConfig
-from ..errors import SocketInUse
+from ..errors import ConfigError, SocketInUse
 from ..net.outqueue import OutQueue
+from ..ratelimit import TokenBucket
 from ..wire.messages import Gossip
 from .protocol import (
     ApiError,
@@ -44,6 +48,7 @@ from .protocol import (
 
 log = logging.getLogger("p2pnode.api")
 MAX_TOPICS_PER_CLIENT = 4096
+_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class ApiBackend(Protocol):
@@ -59,7 +64,9 @@ class ApiBackend(Protocol):
 @dataclass
 class ApiStats:
     clients_accepted: int = 0
-    clients_refused: int = 0
+    clients_refused: int = 0  # over max_clients
+    clients_forbidden: int = 0  # another user, not in the admitted group
+    rate_limited: int = 0  # publishes refused because a client went over its rate
     requests: int = 0
     published: int = 0
     errors: int = 0
@@ -69,7 +76,8 @@ class ApiStats:
 class Session:
     """One connected client."""
 
-    def __init__(self, queue_bytes: int) -> None:
+    def __init__(self, queue_bytes: int, publish_rate: float) -> None:
+        self.bucket = TokenBucket(publish_rate, publish_rate / 4, trio.current_time())
         self.out = OutQueue(queue_bytes)
         self.all_topics = False
         self.topics: set[str] = set()
@@ -87,6 +95,12 @@ class ApiServer:
         self.stats = ApiStats()
         self._all: set[Session] = set()
         self._by_topic: dict[str, set[Session]] = {}
+        self._group: grp.struct_group | None = None
+        if config.api_group is not None:
+            try:
+                self._group = grp.getgrnam(config.api_group)
+            except KeyError:
+                raise ConfigError(f"api group {config.api_group!r} does not exist") from None
 
     # -- delivery (synchronous, on the hot path) --------------------------------
 
@@ -126,6 +140,9 @@ class ApiServer:
         """
         path = self.config.socket_path
         sock = await bind_unix_socket(path)
+        if self._group is not None:
+            os.chown(path, -1, self._group.gr_gid)
+            os.chmod(path, 0o660)
         ident = os.stat(path)
         try:
             listener = trio.SocketListener(sock)
@@ -147,8 +164,34 @@ class ApiServer:
                 raise
             nursery.start_soon(self._serve_client, stream)
 
+    def _admitted(self, stream: trio.SocketStream) -> bool:
+        """Whether the connecting process runs as our user (or in the admitted group)."""
+        try:
+            raw = stream.socket.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED,
+                                           _CREDS.size)
+        except OSError:
+            return False
+        _pid, uid, gid = _CREDS.unpack(raw)
+        if uid == os.geteuid():
+            return True
+        if self._group is None:
+            return False
+        if gid == self._group.gr_gid:
+            return True
+        try:
+            return pwd.getpwuid(uid).pw_name in self._group.gr_mem
+        except KeyError:
+            return False
+
     async def _serve_client(self, stream: trio.SocketStream) -> None:
         try:
+            if not self._admitted(stream):
+                self.stats.clients_forbidden += 1
+                err = ApiError("forbidden", "this node admits only its own user"
+                               + (f" and group {self._group.gr_name}" if self._group else ""))
+                with trio.move_on_after(1):
+                    await stream.send_all(encode_error(err))
+                return
             if len(self.sessions) >= self.config.max_clients:
                 self.stats.clients_refused += 1
                 err = ApiError("too_many_clients", "the node serves its maximum of clients")
@@ -156,7 +199,7 @@ class ApiServer:
                     await stream.send_all(encode_error(err))
                 return
             self.stats.clients_accepted += 1
-            session = Session(self.config.client_queue_bytes)
+            session = Session(self.config.client_queue_bytes, self.config.client_publish_per_s)
             self.sessions.add(session)
             try:
                 async with trio.open_nursery() as nursery:
@@ -274,6 +317,10 @@ class ApiServer:
     def _handle(self, session: Session, line: bytes) -> bytes | Peers:
         req = parse_request(line)
         if type(req) is Publish:
+            if not session.bucket.take(1, trio.current_time()):
+                self.stats.rate_limited += 1
+                raise ApiError("rate_limited", f"over {self.config.client_publish_per_s:g} "
+                               "publishes per second; slow down and retry", req.id)
             topic = check_topic(req.topic, req.id)
             payload = publish_payload(req, self.config.max_payload)
             target = publish_target(req)

@@ -1,49 +1,56 @@
-"""Decides what happens to each message: deliver it here, forward it to which peers.
+"""Decides what happens to each batch: deliver it here, forward it to which peers.
 
-Flooding with a seen-cache: a new message is delivered once and forwarded to
-every linked peer except the one it came from, while it is under the hop limit;
-a copy already seen is dropped. The router knows peers only by node id; the
-caller turns its actions into I/O.
+Flooding with a seen-cache: a new batch is verified, delivered once and forwarded
+to every linked peer except the one it came from, while it is under the hop
+limit; a copy already seen is dropped before any signature is checked. A batch
+that fails verification is dropped and counted, and not remembered as seen (so a
+forged copy cannot shadow the real batch). The router knows peers only by node
+id; the caller turns its actions into I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
 
-from ..wire.messages import Gossip
+from ..errors import RemoteProtocolError
+from ..wire.messages import Batch, BatchBody
 from .seen import SeenCache
 
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """Action: hand ``msg`` to the local subscribers."""
+    """Action: hand the messages of ``body`` (as received in ``batch``) to local apps."""
 
-    msg: Gossip
+    batch: Batch
+    body: BatchBody
 
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Action: send ``msg`` (hops already counted) to each of ``peers``."""
+    """Action: send ``batch`` (hops already counted) to each of ``peers``."""
 
-    msg: Gossip
+    batch: Batch
     peers: tuple[bytes, ...]
 
 
 Action = Deliver | Forward
+Verify = Callable[[Batch], BatchBody]
 
 
 @dataclass
 class RouterStats:
-    """Counters kept by the router."""
+    """Counters kept by the router (in batches, except where it says messages)."""
 
-    received: int = 0  # gossip messages received from peers
+    received: int = 0  # batches received from peers
     duplicates: int = 0  # copies dropped because already seen
     delivered: int = 0  # messages handed to local subscribers
-    forwarded: int = 0  # message copies sent to peers
-    hop_limited: int = 0  # new messages not forwarded because of the hop limit
+    forwarded: int = 0  # batch copies sent to peers
+    hop_limited: int = 0  # new batches not forwarded (or dropped) because of the hop limit
     published: int = 0  # messages published by local apps
+    rejected: int = 0  # batches that failed verification (bad signature or contents)
 
 
 class FloodRouter:
@@ -51,7 +58,7 @@ class FloodRouter:
 
     Args:
         node_id: this node's id.
-        max_hops: a message travels at most this many links from its origin.
+        max_hops: a batch travels at most this many links from its origin.
         seen_max_entries, seen_ttl: bounds of the seen-cache.
     """
 
@@ -77,42 +84,46 @@ class FloodRouter:
         """The link to ``peer`` is gone."""
         self._peers.pop(peer, None)
 
-    def publish(self, msg: Gossip, now: float) -> list[Action]:
-        """A local app published ``msg`` (with hops 0). Returns the actions to take."""
-        self.stats.published += 1
-        self.seen.add(msg.id, now)
-        actions: list[Action] = []
-        if msg.to is None or msg.to == self.node_id:
-            actions.append(Deliver(msg))
-            self.stats.delivered += 1
-        if msg.to != self.node_id and self._peers and self.max_hops > 0:
-            out = msgspec.structs.replace(msg, hops=1)
-            actions.append(Forward(out, tuple(self._peers)))
+    def publish(self, batch: Batch, now: float) -> list[Action]:
+        """This node made ``batch`` (hops 0; its messages were delivered locally already).
+        Returns the actions to take."""
+        self.seen.add(batch.id, now)
+        if self._peers and self.max_hops > 0:
+            out = msgspec.structs.replace(batch, hops=1)
             self.stats.forwarded += len(self._peers)
-        return actions
+            return [Forward(out, tuple(self._peers))]
+        return []
 
-    def on_gossip(self, msg: Gossip, from_peer: bytes, now: float) -> list[Action]:
-        """``msg`` arrived from ``from_peer``. Returns the actions to take."""
+    def on_batch(self, batch: Batch, from_peer: bytes, now: float,
+                 verify: Verify) -> list[Action]:
+        """``batch`` arrived from ``from_peer``; ``verify`` checks it (raising
+        ``RemoteProtocolError``). Returns the actions to take."""
         stats = self.stats
         stats.received += 1
-        if not self.seen.add(msg.id, now) or msg.origin == self.node_id:
+        if self.seen.seen(batch.id, now) or batch.origin == self.node_id:
             stats.duplicates += 1
             return []
-        if msg.hops > self.max_hops:
+        if batch.hops > self.max_hops:
             stats.hop_limited += 1
             return []
+        try:
+            body = verify(batch)
+        except RemoteProtocolError:
+            stats.rejected += 1
+            return []
+        self.seen.add(batch.id, now)
         actions: list[Action] = []
-        to = msg.to
+        to = body.to
         if to is None or to == self.node_id:
-            actions.append(Deliver(msg))
-            stats.delivered += 1
+            actions.append(Deliver(batch, body))
+            stats.delivered += len(body.items)
             if to is not None:
                 return actions
-        if msg.hops >= self.max_hops:
+        if batch.hops >= self.max_hops:
             stats.hop_limited += 1
             return actions
         targets = tuple(p for p in self._peers if p != from_peer)
         if targets:
-            actions.append(Forward(msgspec.structs.replace(msg, hops=msg.hops + 1), targets))
+            actions.append(Forward(msgspec.structs.replace(batch, hops=batch.hops + 1), targets))
             stats.forwarded += len(targets)
         return actions

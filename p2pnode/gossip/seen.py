@@ -26,6 +26,11 @@ class SeenCache:
     def __contains__(self, key: bytes) -> bool:
         return key in self._expiry
 
+    def seen(self, key: bytes, now: float) -> bool:
+        """Whether ``key`` was recorded within the ttl."""
+        self.expire(now)
+        return key in self._expiry
+
     def add(self, key: bytes, now: float) -> bool:
         """Record ``key``; return True if it was not already known (a new id)."""
         expiry = self._expiry

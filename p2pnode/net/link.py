@@ -8,6 +8,7 @@ gossip to the node synchronously: no await per message.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -16,8 +17,9 @@ import trio
 from ..config import NodeConfig
 from ..errors import RemoteProtocolError
 from ..ids import id_to_hex
+from ..ratelimit import TokenBucket
 from ..wire.link import LinkOpen, LinkProtocol, LinkState, PeerBye, PeerHello, PeerRefused
-from ..wire.messages import Gossip, Hello
+from ..wire.messages import Batch, Hello
 from .outqueue import OutQueue
 from .tls import verified_peer_id
 
@@ -45,6 +47,9 @@ class PeerLink:
     peer_keeps: bool = False  # the peer has us as a static peer: do not prune
     lagging: bool = False  # its queue stayed over half full: publishers stop waiting for it
     pings_lost: int = 0
+    bytes_bucket: TokenBucket | None = None  # rate limits on what the peer sends us
+    batch_bucket: TokenBucket | None = None
+    rate_limited: int = 0  # batches dropped because the peer sent too fast
 
     @property
     def peer_id(self) -> bytes:
@@ -99,12 +104,12 @@ class LinkHost(Protocol):
     def link_count(self) -> int: ...
     def link_open(self, link: PeerLink) -> None: ...
     def link_closed(self, link: PeerLink) -> None: ...
-    def on_gossip(self, link: PeerLink, msgs: list[Gossip]) -> None: ...
+    def on_gossip(self, link: PeerLink, msgs: list[Batch]) -> None: ...
 
 
 async def run_connection(
     host: LinkHost, stream: trio.abc.Stream, addr: str, direction: Direction,
-    *, static: bool = False,
+    *, static: bool = False, on_open: Callable[[], None] | None = None,
 ) -> LinkResult:
     """Run one connection from handshake to close. Closes ``stream`` before returning.
 
@@ -113,6 +118,7 @@ async def run_connection(
     """
     conn = _Connection(host, stream, addr, direction)
     conn.proto.local_keep = static
+    conn.on_open = on_open
     try:
         async with trio.open_nursery() as nursery:
             conn.scope = nursery.cancel_scope
@@ -148,6 +154,7 @@ class _Connection:
         self.result = LinkResult("broken")
         self.scope = trio.CancelScope()
         self.keepalive_scope = trio.CancelScope()
+        self.on_open: Callable[[], None] | None = None
         self.nursery: trio.Nursery
 
     @property
@@ -203,7 +210,7 @@ class _Connection:
             raise trio.BrokenResourceError("end of stream")
         return data
 
-    async def _handshake(self) -> list[Gossip]:
+    async def _handshake(self) -> list[Batch]:
         """Run the handshake; returns gossip that arrived with it. Sets self.link or
         self.result (when the link did not open)."""
         data = await self._receive()
@@ -239,7 +246,7 @@ class _Connection:
         self.out.put_force(self.proto.proceed())
         return True
 
-    def _open(self) -> list[Gossip]:
+    def _open(self) -> list[Batch]:
         leftover = self.proto.receive_data(b"")
         assert self.proto.peer is not None
         now = trio.current_time()
@@ -248,8 +255,14 @@ class _Connection:
             opened_at=now, cancel_scope=self.scope, last_rx=now, static=self.proto.local_keep,
         )
         self.result = LinkResult("closed", self.proto.peer.node_id)
+        cfg = self.host.config
+        self.link.bytes_bucket = TokenBucket(cfg.peer_bytes_per_s, cfg.peer_bytes_per_s / 4, now)
+        self.link.batch_bucket = TokenBucket(cfg.peer_batches_per_s, cfg.peer_batches_per_s / 4,
+                                             now)
+        if self.on_open is not None:
+            self.on_open()
         self.host.link_open(self.link)
-        msgs = [e for e in leftover if type(e) is Gossip]
+        msgs = [e for e in leftover if type(e) is Batch]
         if len(msgs) != len(leftover):
             self.link.close("peer_left")
         return msgs
@@ -287,7 +300,7 @@ class _Connection:
             self.out.put_force(proto.ping(now))
             awaiting = now
 
-    def _dispatch(self, msgs: list[Gossip]) -> None:
+    def _dispatch(self, msgs: list[Batch]) -> None:
         if msgs and self.link is not None:
             self.host.on_gossip(self.link, msgs)
 

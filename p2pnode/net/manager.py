@@ -16,7 +16,7 @@ import trio
 
 from ..config import NodeConfig, format_hostport
 from ..wire.link import check_hello
-from ..wire.messages import Bye, Gossip, Hello, encode_message
+from ..wire.messages import Batch, Bye, Hello, encode_message
 from .link import Direction, LinkResult, PeerLink, run_connection
 from .transport import Transport
 
@@ -67,7 +67,7 @@ class LinkManager:
         config: NodeConfig,
         local_hello: Hello,
         transport: Transport,
-        on_gossip: Callable[[PeerLink, list[Gossip]], None],
+        on_gossip: Callable[[PeerLink, list[Batch]], None],
         on_link_change: Callable[[PeerLink, bool], None],
     ) -> None:
         self.config = config
@@ -83,6 +83,7 @@ class LinkManager:
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._last_prune = -1e9
+        self._pending_in = 0  # inbound connections still handshaking
 
     @property
     def changed(self) -> trio.Event:
@@ -145,14 +146,31 @@ class LinkManager:
         self._notify()
         self._poke()
 
-    def on_gossip(self, link: PeerLink, msgs: list[Gossip]) -> None:
+    def on_gossip(self, link: PeerLink, msgs: list[Batch]) -> None:
         self._on_gossip(link, msgs)
 
     # -- connections ------------------------------------------------------------
 
     async def handle_inbound(self, stream: trio.abc.Stream, addr: str) -> None:
-        """Run an inbound connection (a transport's handler)."""
-        self._count(await run_connection(self, stream, addr, "in"))
+        """Run an inbound connection (a transport's handler). At most
+        ``max_pending_handshakes`` may be handshaking at once; more are closed at once."""
+        if self._pending_in >= self.config.max_pending_handshakes:
+            self.stats.refused["busy"] += 1
+            await trio.aclose_forcefully(stream)
+            return
+        self._pending_in += 1
+        counted = True
+
+        def opened() -> None:
+            nonlocal counted
+            if counted:
+                counted = False
+                self._pending_in -= 1
+
+        try:
+            self._count(await run_connection(self, stream, addr, "in", on_open=opened))
+        finally:
+            opened()
 
     def _count(self, result: LinkResult) -> LinkResult:
         if result.code == "refused":

@@ -33,6 +33,7 @@ log = logging.getLogger("p2pnode.tls")
 class TlsStats:
     handshakes: int = 0
     failed: int = 0  # TLS handshakes that failed or timed out (non-members, scanners)
+    busy: int = 0  # connections closed because too many handshakes were under way
 
 
 def make_contexts(identity: NodeIdentity, network: NetworkKey) -> tuple[ssl.SSLContext,
@@ -78,13 +79,19 @@ class TlsTransport:
         identity, network: whose certificate to present and which network to trust.
         handshake_timeout: seconds a TLS handshake may take (slow or silent peers
             are cut off: a defence against connections that stall).
+        max_pending: the most inbound TLS handshakes under way at once; more
+            connections are closed as soon as they arrive.
+        max_per_ip: see ``TcpTransport``.
     """
 
     def __init__(self, identity: NodeIdentity, network: NetworkKey,
-                 handshake_timeout: float) -> None:
+                 handshake_timeout: float, max_pending: int = 64,
+                 max_per_ip: int | None = None) -> None:
         self.server_ctx, self.client_ctx = make_contexts(identity, network)
-        self.tcp = TcpTransport()
+        self.tcp = TcpTransport(max_per_ip)
         self.timeout = handshake_timeout
+        self.max_pending = max_pending
+        self.pending = 0
         self.stats = TlsStats()
 
     async def listen(
@@ -96,8 +103,17 @@ class TlsTransport:
         task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async def secure(stream: trio.abc.Stream, addr: str) -> None:
+            if self.pending >= self.max_pending:
+                self.stats.busy += 1
+                await trio.aclose_forcefully(stream)
+                return
             tls = trio.SSLStream(stream, self.server_ctx, server_side=True)
-            if await self._handshake(tls, addr):
+            self.pending += 1
+            try:
+                done = await self._handshake(tls, addr)
+            finally:
+                self.pending -= 1
+            if done:
                 await handler(tls, addr)
 
         await self.tcp.listen(host, port, secure, task_status=task_status)

@@ -44,7 +44,17 @@ def _peer_name(stream: trio.SocketStream) -> str:
 
 
 class TcpTransport:
-    """Plain TCP through trio."""
+    """Plain TCP through trio.
+
+    Args:
+        max_per_ip: the most inbound connections open at once from one address; more
+            are closed as soon as they are accepted (``refused_per_ip`` counts them).
+    """
+
+    def __init__(self, max_per_ip: int | None = None) -> None:
+        self.max_per_ip = max_per_ip
+        self.per_ip: dict[str, int] = {}
+        self.refused_per_ip = 0
 
     async def listen(
         self,
@@ -59,9 +69,20 @@ class TcpTransport:
             sockname = listeners[0].socket.getsockname()
 
             async def serve_one(stream: trio.SocketStream) -> None:
+                name = _peer_name(stream)
+                ip = name.rsplit(":", 1)[0]
+                count = self.per_ip.get(ip, 0)
+                if self.max_per_ip is not None and count >= self.max_per_ip:
+                    self.refused_per_ip += 1
+                    await trio.aclose_forcefully(stream)
+                    return
+                self.per_ip[ip] = count + 1
                 try:
-                    await handler(stream, _peer_name(stream))
+                    await handler(stream, name)
                 finally:
+                    self.per_ip[ip] -= 1
+                    if not self.per_ip[ip]:
+                        del self.per_ip[ip]
                     await trio.aclose_forcefully(stream)
 
             async with trio.open_nursery() as nursery:

@@ -13,7 +13,7 @@ Handshake (see docs/protocol.md):
    ``Refuse("duplicate")``. The side with the higher node id waits for that word.
    Both sides therefore agree on which connection survives, even when both
    dialled at the same moment.
-4. ``OPEN``: both sides send ``Gossip`` until one sends ``Bye`` or the
+4. ``OPEN``: both sides send ``Batch``es (and Pings) until one sends ``Bye`` or the
    connection ends.
 """
 
@@ -26,8 +26,8 @@ from ..errors import LocalError, RemoteProtocolError
 from .frames import FrameDecoder
 from .messages import (
     Accept,
+    Batch,
     Bye,
-    Gossip,
     Hello,
     Ping,
     Pong,
@@ -74,7 +74,7 @@ class PeerBye:
     reason: str
 
 
-LinkEvent = PeerHello | LinkOpen | PeerRefused | PeerBye | Gossip
+LinkEvent = PeerHello | LinkOpen | PeerRefused | PeerBye | Batch
 
 
 def check_hello(local: Hello, peer: Hello) -> tuple[str, str] | None:
@@ -197,13 +197,10 @@ class LinkProtocol:
     def _receive_open(self) -> list[LinkEvent]:
         frames, self._pending = self._pending, []
         events: list[LinkEvent] = []
-        max_payload = self._max_payload
         for body in frames:
             msg = decode_message(body)
-            if type(msg) is Gossip:
-                if len(msg.data) > max_payload:
-                    raise RemoteProtocolError("too_large", "gossip payload over the limit")
-                events.append(msg)
+            if type(msg) is Batch:
+                events.append(msg)  # its body is checked once it is known to be new
             elif type(msg) is Ping:
                 self.peer_links = msg.links
                 self.peer_keep = msg.keep

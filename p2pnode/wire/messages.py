@@ -44,11 +44,12 @@ class Refuse(msgspec.Struct, tag=3, array_like=True, frozen=True):
     message: ShortText
 
 
-class Gossip(msgspec.Struct, tag=4, array_like=True, frozen=True):
-    """A published message on its way through the mesh.
+class Gossip(msgspec.Struct, frozen=True):
+    """One published message, as delivered to local subscribers (not a wire message:
+    messages travel inside signed ``Batch``es).
 
-    ``hops`` is how many links it has crossed when it is received; ``to`` is the
-    target node id of a direct message (delivered only there), or ``None``.
+    ``hops`` is how many links it crossed; ``to`` is the target node id of a direct
+    message (delivered only there), or ``None``.
     """
 
     id: NodeIdBytes
@@ -57,6 +58,41 @@ class Gossip(msgspec.Struct, tag=4, array_like=True, frozen=True):
     data: bytes
     hops: Hops
     to: NodeIdBytes | None = None
+
+
+class Item(msgspec.Struct, array_like=True, frozen=True):
+    """One message inside a batch."""
+
+    id: NodeIdBytes
+    topic: Topic
+    data: bytes
+
+
+class BatchBody(msgspec.Struct, array_like=True, frozen=True):
+    """What an origin signs: the batch id, itself, the target (or None) and the messages."""
+
+    id: NodeIdBytes
+    origin: NodeIdBytes
+    to: NodeIdBytes | None
+    items: list[Item]
+
+
+class Batch(msgspec.Struct, tag=4, array_like=True, frozen=True):
+    """Messages of one origin travelling together under one signature.
+
+    ``body`` is the msgpack encoding of a ``BatchBody``, signed (Ed25519) by the
+    origin's key ``key``; the node id ``origin`` must be the hash of ``key``. Only
+    ``hops`` changes on the way, so forwarders re-send ``body`` and ``sig`` as they
+    came. ``id`` and ``origin`` are repeated outside the body so that duplicates are
+    dropped before any signature is checked.
+    """
+
+    id: NodeIdBytes
+    origin: NodeIdBytes
+    hops: Hops
+    key: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    body: bytes
+    sig: Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 
 
 class Bye(msgspec.Struct, tag=5, array_like=True, frozen=True):
@@ -82,7 +118,7 @@ class Pong(msgspec.Struct, tag=7, array_like=True, frozen=True):
     keep: bool = False  # the sender wants this link kept (it is a static peer there)
 
 
-WireMessage = Hello | Accept | Refuse | Gossip | Bye | Ping | Pong
+WireMessage = Hello | Accept | Refuse | Batch | Bye | Ping | Pong
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)
@@ -101,11 +137,33 @@ def decode_message(body: bytes) -> WireMessage:
         raise RemoteProtocolError("bad_message", str(exc)) from None
     except RecursionError:
         raise RemoteProtocolError("bad_message", "nested too deeply") from None
-    if type(msg) is Gossip:
-        problem = topic_problem(msg.topic)
+    return msg
+
+
+_body_decoder: msgspec.msgpack.Decoder[BatchBody] = msgspec.msgpack.Decoder(BatchBody)
+
+
+def encode_body(body: BatchBody) -> bytes:
+    """The bytes an origin signs."""
+    return _encoder.encode(body)
+
+
+def decode_body(data: bytes, max_payload: int) -> BatchBody:
+    """Decode and check a batch body (topics, payload sizes).
+    Raises ``RemoteProtocolError("bad_message")`` or ``("too_large")``."""
+    try:
+        body = _body_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise RemoteProtocolError("bad_message", f"batch body: {exc}") from None
+    except RecursionError:
+        raise RemoteProtocolError("bad_message", "nested too deeply") from None
+    for item in body.items:
+        problem = topic_problem(item.topic)
         if problem is not None:
             raise RemoteProtocolError("bad_message", problem)
-    return msg
+        if len(item.data) > max_payload:
+            raise RemoteProtocolError("too_large", "a payload over the limit")
+    return body
 
 
 def topic_problem(topic: str) -> str | None:
