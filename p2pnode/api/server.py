@@ -189,14 +189,12 @@ class ApiServer:
                 self.stats.clients_forbidden += 1
                 err = ApiError("forbidden", "this node admits only its own user"
                                + (f" and group {self._group.gr_name}" if self._group else ""))
-                with trio.move_on_after(1):
-                    await stream.send_all(encode_error(err))
+                await _refuse_client(stream, err)
                 return
             if len(self.sessions) >= self.config.max_clients:
                 self.stats.clients_refused += 1
                 err = ApiError("too_many_clients", "the node serves its maximum of clients")
-                with trio.move_on_after(1):
-                    await stream.send_all(encode_error(err))
+                await _refuse_client(stream, err)
                 return
             self.stats.clients_accepted += 1
             session = Session(self.config.client_queue_bytes, self.config.client_publish_per_s)
@@ -387,6 +385,17 @@ async def bind_unix_socket(path: Path) -> trio.socket.SocketType:
     os.chmod(path, 0o600)
     sock.listen(128)
     return sock
+
+
+async def _refuse_client(stream: trio.SocketStream, err: ApiError) -> None:
+    """Tell a client why it is refused, then let it hang up (within a second): closing
+    with its request unread would reset the connection before it reads the reason."""
+    with trio.move_on_after(1):
+        await stream.send_all(encode_error(err))
+        await stream.send_eof()
+        received = 0
+        while received < 65536 and (data := await stream.receive_some(4096)):
+            received += len(data)
 
 
 async def _hung_up(stream: trio.SocketStream) -> bool:

@@ -18,7 +18,15 @@ from ..config import NodeConfig
 from ..errors import RemoteProtocolError
 from ..ids import id_to_hex
 from ..ratelimit import TokenBucket
-from ..wire.link import LinkOpen, LinkProtocol, LinkState, PeerBye, PeerHello, PeerRefused
+from ..wire.link import (
+    LinkEvent,
+    LinkOpen,
+    LinkProtocol,
+    LinkState,
+    PeerBye,
+    PeerHello,
+    PeerRefused,
+)
 from ..wire.messages import Batch, Hello
 from .outqueue import OutQueue
 from .tls import verified_peer_id
@@ -215,14 +223,16 @@ class _Connection:
         self.result (when the link did not open)."""
         data = await self._receive()
         while True:
-            for event in self.proto.receive_data(data):
+            events = self.proto.receive_data(data)
+            for i, event in enumerate(events):
                 if isinstance(event, PeerHello):
                     if not self._on_hello(event.hello):
                         return []
                     if self.proto.state is LinkState.OPEN:
-                        return self._open()
+                        return self._open([])
                 elif isinstance(event, LinkOpen):
-                    return self._open()
+                    # Frames that came in the same read as the Accept follow it here.
+                    return self._open(events[i + 1 :])
                 elif isinstance(event, PeerRefused):
                     self.out.close()
                     self.result = LinkResult("refused", self.peer_id, event.code)
@@ -246,8 +256,8 @@ class _Connection:
         self.out.put_force(self.proto.proceed())
         return True
 
-    def _open(self) -> list[Batch]:
-        leftover = self.proto.receive_data(b"")
+    def _open(self, early: list[LinkEvent]) -> list[Batch]:
+        leftover = early + self.proto.receive_data(b"")
         assert self.proto.peer is not None
         now = trio.current_time()
         self.link = PeerLink(
