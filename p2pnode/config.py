@@ -155,8 +155,8 @@ class NodeConfig:
         for field in positive_floats:
             if not getattr(self, field) > 0:
                 raise ConfigError(f"{field} must be greater than 0")
-        if self.max_payload + MAX_TOPIC_BYTES + 128 > self.max_frame:
-            raise ConfigError("max_frame must exceed max_payload by at least 384 bytes")
+        if self.max_payload + MAX_TOPIC_BYTES + 256 > self.max_frame:
+            raise ConfigError("max_frame must exceed max_payload by at least 512 bytes")
         if self.max_hops > 255:
             raise ConfigError("max_hops must be at most 255")
         if not self.degree_low <= self.degree_high <= self.max_links:

@@ -220,9 +220,17 @@ class Node:
                 link.rate_limited += 1
                 self.rate_limited += 1
                 continue
+            rejected = self.router.stats.rejected
             actions = on_batch(batch, peer, now, verify)
             if actions:
                 self._apply(actions)
+            elif (self.router.stats.rejected != rejected
+                  and self.router.last_rejection == "bad_signature"):
+                # Honest peers verify before they forward: this one is faulty or hostile.
+                log.warning("link %s (%s) sent a forged batch; closing it", link.peer.name,
+                            link.peer_hex[:8])
+                link.abort("bad_signature")
+                return
 
     def _deliver(self, msg: Gossip) -> None:
         if self.api is not None:

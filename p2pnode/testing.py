@@ -192,3 +192,27 @@ def random_connected_edges(n: int, degree: int, seed: int) -> list[tuple[int, in
         a, b = rng.sample(range(n), 2)
         pairs.add((min(a, b), max(a, b)))
     return sorted(pairs)
+
+
+async def open_raw_link(net: MemoryNetwork, hub: Node, node_id: bytes,
+                        name: str = "raw") -> trio.abc.Stream:
+    """Link to ``hub`` by hand over ``net`` (no TLS) as ``node_id``, and return the open
+    stream: tests then send whatever frames they like (forged batches) or stop reading
+    (a stuck peer). Raises ``AssertionError`` if the hub refuses or hangs up."""
+    from . import PROTOCOL_VERSION
+    from .wire.link import LinkProtocol, LinkState, PeerHello
+    from .wire.messages import Hello
+
+    stream = await net.transport().connect("mem", hub.config.listen_port)
+    hello = Hello(PROTOCOL_VERSION, node_id, name, "", network=hub.network_tag)
+    proto = LinkProtocol(hello, max_frame=hub.config.max_frame,
+                         max_payload=hub.config.max_payload)
+    await stream.send_all(proto.hello_bytes())
+    while proto.state is not LinkState.OPEN:
+        data = await stream.receive_some()
+        assert data, "the hub closed the connection"
+        assert proto.state is not LinkState.CLOSED, "the hub refused the link"
+        for event in proto.receive_data(data):
+            if isinstance(event, PeerHello):
+                await stream.send_all(proto.proceed())
+    return stream

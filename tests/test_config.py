@@ -144,7 +144,7 @@ def config(tmp_path: Path, **over: Any) -> NodeConfig:
 
 def test_defaults_are_valid(tmp_path: Path) -> None:
     cfg = config(tmp_path)
-    assert cfg.max_payload + MAX_TOPIC_BYTES + 128 <= cfg.max_frame
+    assert cfg.max_payload + MAX_TOPIC_BYTES + 256 <= cfg.max_frame
     assert 1 <= cfg.max_hops <= 255
     assert cfg.max_request_line > cfg.max_payload * 4 // 3
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -160,7 +160,7 @@ def test_defaults_are_valid(tmp_path: Path) -> None:
         {"listen_port": 65535},
         {"max_hops": 255},
         {"max_hops": 1},
-        {"max_frame": 1000 + MAX_TOPIC_BYTES + 128, "max_payload": 1000},
+        {"max_frame": 1000 + MAX_TOPIC_BYTES + 256, "max_payload": 1000},
         {"redial_initial": 2.0, "redial_max": 2.0},
         {"seen_ttl": math.inf},
     ],
@@ -189,7 +189,7 @@ INVALID: list[Any] = [
     *(pytest.param({f: 0.0}, f, id=f"{f}-zero") for f in POSITIVE_FLOATS),
     *(pytest.param({f: math.nan}, f, id=f"{f}-nan") for f in POSITIVE_FLOATS),
     pytest.param(
-        {"max_frame": 1000 + MAX_TOPIC_BYTES + 127, "max_payload": 1000}, "max_frame",
+        {"max_frame": 1000 + MAX_TOPIC_BYTES + 255, "max_payload": 1000}, "max_frame",
         id="frame-too-small-for-payload",
     ),
     pytest.param({"max_hops": 256}, "max_hops", id="hops-over-255"),

@@ -1,31 +1,65 @@
-"""SeenCache and FloodRouter, alone and in small pure simulations (no I/O, no own clock)."""
+"""SeenCache and FloodRouter, alone and in small pure simulations (no I/O, no own clock).
+
+Batches are real: signed by seeded identities (``make_identity``) and checked with a
+``Verifier``, as the node does.
+"""
 
 from __future__ import annotations
 
 import random
 from collections import Counter, deque
 
+import msgspec
 import pytest
 
 from p2pnode.errors import LocalError
 from p2pnode.gossip.router import Action, Deliver, FloodRouter, Forward
 from p2pnode.gossip.seen import SeenCache
-from p2pnode.wire.messages import Gossip
+from p2pnode.gossip.signing import Verifier, sign_batch
+from p2pnode.keys import NodeIdentity
+from p2pnode.testing import make_identity
+from p2pnode.wire.messages import Batch, BatchBody, Item
 
-
-def nid(i: int) -> bytes:
-    return (i + 1).to_bytes(16, "big")
+MAX_PAYLOAD = 1024
+IDENTITIES = [make_identity(random.Random(seed)) for seed in range(4)]
+ME, I1, I2, I3 = IDENTITIES
+SELF, P1, P2, P3 = (i.node_id for i in IDENTITIES)
 
 
 def mid(i: int) -> bytes:
     return b"\xee" * 8 + i.to_bytes(8, "big")
 
 
-SELF, P1, P2, P3 = nid(0), nid(1), nid(2), nid(3)
+def items(i: int, count: int = 1) -> list[Item]:
+    return [Item(mid(1000 * i + k), "topic", f"payload {i}.{k}".encode()) for k in range(count)]
 
 
-def msg(i: int, origin: bytes = P1, *, hops: int = 0, to: bytes | None = None) -> Gossip:
-    return Gossip(mid(i), origin, "topic", f"payload {i}".encode(), hops, to=to)
+def signed(
+    i: int, origin: NodeIdentity = I1, *, hops: int = 0, to: bytes | None = None, count: int = 1
+) -> Batch:
+    """Batch ``i`` of ``origin`` (``count`` messages), as it arrives after ``hops`` links."""
+    batch = sign_batch(origin, mid(i), to, items(i, count))
+    return msgspec.structs.replace(batch, hops=hops) if hops else batch
+
+
+def body(batch: Batch) -> BatchBody:
+    return Verifier(MAX_PAYLOAD).verify(batch)
+
+
+def hopped(batch: Batch, hops: int) -> Batch:
+    return msgspec.structs.replace(batch, hops=hops)
+
+
+class CountingVerifier:
+    """``Verifier.verify`` that counts its calls."""
+
+    def __init__(self) -> None:
+        self.verifier = Verifier(MAX_PAYLOAD)
+        self.calls = 0
+
+    def __call__(self, batch: Batch) -> BatchBody:
+        self.calls += 1
+        return self.verifier.verify(batch)
 
 
 def router(
@@ -35,6 +69,9 @@ def router(
     for p in peers:
         r.peer_up(p)
     return r
+
+
+verify = Verifier(MAX_PAYLOAD).verify
 
 
 # -- SeenCache ---------------------------------------------------------------------------
@@ -114,102 +151,159 @@ def test_seen_rejects_bad_bounds(entries: int, ttl: float) -> None:
         SeenCache(entries, ttl)
 
 
+def test_seen_asks_without_recording() -> None:
+    c = SeenCache(10, 10.0)
+    assert c.seen(b"a", 0.0) is False
+    assert b"a" not in c  # asking does not record
+    assert len(c) == 0
+    c.add(b"a", 0.0)
+    assert c.seen(b"a", 9.0) is True
+    assert c.seen(b"a", 10.0) is False  # exactly ttl old: expired
+    assert len(c) == 0
+
+
+
 # -- FloodRouter -------------------------------------------------------------------------
 
 
-def test_publish_delivers_locally_and_forwards_with_hops_1() -> None:
+def test_publish_forwards_with_hops_1_and_delivers_nothing() -> None:
+    # The node delivers its own messages before it signs them; the router only sends.
     r = router(peers=(P1, P2, P3))
-    m = msg(1, SELF)
-    actions = r.publish(m, 0.0)
-    assert actions == [Deliver(m), Forward(Gossip(m.id, SELF, m.topic, m.data, 1), (P1, P2, P3))]
-    assert (r.stats.published, r.stats.delivered, r.stats.forwarded) == (1, 1, 3)
+    b = signed(1, ME, count=3)
+    assert r.publish(b, 0.0) == [Forward(hopped(b, 1), (P1, P2, P3))]
+    assert (r.stats.delivered, r.stats.forwarded) == (0, 3)
+    assert r.on_batch(hopped(b, 2), P1, 0.1, verify) == []  # remembered as seen
+    assert r.stats.duplicates == 1
 
 
-def test_publish_without_peers_only_delivers() -> None:
+def test_publish_without_peers_sends_nothing() -> None:
     r = router()
-    m = msg(1, SELF)
-    assert r.publish(m, 0.0) == [Deliver(m)]
+    assert r.publish(signed(1, ME), 0.0) == []
     assert r.stats.forwarded == 0
 
 
-def test_on_gossip_forwards_to_all_but_the_sender() -> None:
+def test_publish_with_max_hops_0_sends_nothing() -> None:
+    r = router(max_hops=0, peers=(P1,))
+    assert r.publish(signed(1, ME), 0.0) == []
+    assert r.stats.forwarded == 0
+
+
+def test_on_batch_delivers_and_forwards_to_all_but_the_sender() -> None:
     r = router(peers=(P1, P2, P3))
-    m = msg(1, P1, hops=2)
-    actions = r.on_gossip(m, P2, 0.0)
-    assert actions == [Deliver(m), Forward(Gossip(m.id, P1, m.topic, m.data, 3), (P1, P3))]
-    assert (r.stats.received, r.stats.delivered, r.stats.forwarded) == (1, 1, 2)
+    b = signed(1, I1, hops=2, count=3)
+    actions = r.on_batch(b, P2, 0.0, verify)
+    assert actions == [Deliver(b, body(b)), Forward(hopped(b, 3), (P1, P3))]
+    deliver = actions[0]
+    assert isinstance(deliver, Deliver)
+    assert deliver.body == BatchBody(b.id, P1, None, items(1, 3))
+    # delivered counts messages, forwarded counts batch copies
+    assert (r.stats.received, r.stats.delivered, r.stats.forwarded) == (1, 3, 2)
+    assert r.stats.rejected == 0
 
 
-def test_on_gossip_from_the_only_peer_is_not_forwarded() -> None:
+def test_on_batch_from_the_only_peer_is_not_forwarded() -> None:
     r = router(peers=(P1,))
-    m = msg(1)
-    assert r.on_gossip(m, P1, 0.0) == [Deliver(m)]
+    b = signed(1)
+    assert r.on_batch(b, P1, 0.0, verify) == [Deliver(b, body(b))]
     assert r.stats.forwarded == 0
 
 
-def test_duplicates_are_dropped_and_counted() -> None:
+def test_duplicates_are_dropped_and_counted_before_verification() -> None:
     r = router(peers=(P1, P2))
-    assert r.on_gossip(msg(1), P1, 0.0)
-    assert r.on_gossip(msg(1), P2, 0.1) == []
-    assert r.on_gossip(msg(1, hops=5), P1, 0.2) == []
+    v = CountingVerifier()
+    assert r.on_batch(signed(1), P1, 0.0, v)
+    assert v.calls == 1
+    assert r.on_batch(signed(1), P2, 0.1, v) == []
+    assert r.on_batch(signed(1, hops=5), P1, 0.2, v) == []
+    assert v.calls == 1  # a copy already seen costs no signature check
     assert (r.stats.received, r.stats.duplicates, r.stats.delivered) == (3, 2, 1)
+
+
+def test_duplicate_is_new_again_after_the_ttl() -> None:
+    r = FloodRouter(SELF, max_hops=16, seen_max_entries=1000, seen_ttl=10.0)
+    r.peer_up(P1)
+    b = signed(1)
+    assert r.on_batch(b, P1, 0.0, verify)
+    assert r.on_batch(b, P1, 9.9, verify) == []
+    assert r.on_batch(b, P1, 10.0, verify) == [Deliver(b, body(b))]
 
 
 def test_at_max_hops_delivered_but_not_forwarded() -> None:
     r = router(max_hops=3, peers=(P1, P2))
-    m = msg(1, hops=3)
-    assert r.on_gossip(m, P1, 0.0) == [Deliver(m)]
+    b = signed(1, hops=3)
+    assert r.on_batch(b, P1, 0.0, verify) == [Deliver(b, body(b))]
     assert r.stats.hop_limited == 1
     assert r.stats.forwarded == 0
 
 
 def test_below_max_hops_forwarded_up_to_the_limit() -> None:
     r = router(max_hops=3, peers=(P1, P2))
-    actions = r.on_gossip(msg(1, hops=2), P1, 0.0)
+    actions = r.on_batch(signed(1, hops=2), P1, 0.0, verify)
     forwards = [a for a in actions if isinstance(a, Forward)]
-    assert [f.msg.hops for f in forwards] == [3]
+    assert [f.batch.hops for f in forwards] == [3]
 
 
-def test_over_max_hops_not_delivered() -> None:
+def test_over_max_hops_not_delivered_nor_verified() -> None:
     r = router(max_hops=3, peers=(P1, P2))
-    assert r.on_gossip(msg(1, hops=4), P1, 0.0) == []
+    v = CountingVerifier()
+    assert r.on_batch(signed(1, hops=4), P1, 0.0, v) == []
     assert r.stats.hop_limited == 1
     assert r.stats.delivered == 0
+    assert v.calls == 0
+
+
+def test_forwarded_batch_keeps_body_and_signature() -> None:
+    # Only hops changes on the way, so the next node can still verify it.
+    r = router(peers=(P1, P2))
+    b = signed(1, hops=1)
+    forward = r.on_batch(b, P1, 0.0, verify)[-1]
+    assert isinstance(forward, Forward)
+    out = forward.batch
+    assert out == hopped(b, 2)  # id, origin, key, body and sig unchanged
+    assert verify(out) == body(b)
 
 
 def test_direct_message_is_forwarded_but_not_delivered_elsewhere() -> None:
     r = router(peers=(P1, P2))
-    m = msg(1, P1, hops=1, to=P3)
-    actions = r.on_gossip(m, P1, 0.0)
-    assert actions == [Forward(Gossip(m.id, P1, m.topic, m.data, 2, to=P3), (P2,))]
+    b = signed(1, I1, hops=1, to=P3)
+    assert r.on_batch(b, P1, 0.0, verify) == [Forward(hopped(b, 2), (P2,))]
     assert r.stats.delivered == 0
 
 
 def test_direct_message_delivered_at_the_target_which_does_not_forward() -> None:
     r = router(peers=(P1, P2, P3))
-    m = msg(1, P1, hops=1, to=SELF)
-    assert r.on_gossip(m, P1, 0.0) == [Deliver(m)]
+    b = signed(1, I1, hops=1, to=SELF, count=2)
+    assert r.on_batch(b, P1, 0.0, verify) == [Deliver(b, body(b))]
     assert r.stats.forwarded == 0
+    assert r.stats.delivered == 2
+
+
+def test_the_target_is_taken_from_the_signed_body() -> None:
+    # Batch carries no target outside its body, so a forwarder cannot redirect it.
+    b = signed(1, I1, hops=1, to=P3)
+    assert body(b).to == P3
+    r3 = router(P3, peers=(P1, P2))
+    assert r3.on_batch(b, P1, 0.0, verify) == [Deliver(b, body(b))]
 
 
 def test_publish_direct() -> None:
     r = router(peers=(P1, P2))
-    m = msg(1, SELF, to=P2)
-    assert r.publish(m, 0.0) == [Forward(Gossip(m.id, SELF, m.topic, m.data, 1, to=P2), (P1, P2))]
+    b = signed(1, ME, to=P2)
+    assert r.publish(b, 0.0) == [Forward(hopped(b, 1), (P1, P2))]
     assert r.stats.delivered == 0
-    to_self = msg(2, SELF, to=SELF)
-    assert r.publish(to_self, 0.0) == [Deliver(to_self)]
 
 
-def test_own_messages_coming_back_are_duplicates() -> None:
+def test_own_batches_coming_back_are_duplicates() -> None:
     r = router(peers=(P1, P2))
-    m = msg(1, SELF)
-    r.publish(m, 0.0)
-    assert r.on_gossip(Gossip(m.id, SELF, m.topic, m.data, 2), P1, 0.1) == []
+    v = CountingVerifier()
+    b = signed(1, ME)
+    r.publish(b, 0.0)
+    assert r.on_batch(hopped(b, 2), P1, 0.1, v) == []
     # Even an id this run never published: the origin is this node.
-    assert r.on_gossip(msg(2, SELF, hops=1), P1, 0.2) == []
+    assert r.on_batch(signed(2, ME, hops=1), P1, 0.2, v) == []
     assert r.stats.duplicates == 2
-    assert r.stats.delivered == 1
+    assert r.stats.delivered == 0
+    assert v.calls == 0
 
 
 def test_peer_up_and_down() -> None:
@@ -221,11 +315,11 @@ def test_peer_up_and_down() -> None:
     r.peer_down(P2)
     r.peer_down(P3)  # unknown: no error
     assert r.peers == (P1,)
-    actions = r.publish(msg(1, SELF), 0.0)
+    actions = r.publish(signed(1, ME), 0.0)
     assert isinstance(actions[-1], Forward)
     assert actions[-1].peers == (P1,)
     r.peer_down(P1)
-    assert r.publish(msg(2, SELF), 0.0) == [Deliver(msg(2, SELF))]
+    assert r.publish(signed(2, ME), 0.0) == []
 
 
 # -- Simulation ---------------------------------------------------------------------------
@@ -269,35 +363,43 @@ def distances(n: int, edges: Edges, start: int) -> dict[int, int]:
     return dist
 
 
+#: Identities of simulated nodes, made once (seeded: the same ids every run).
+SIM_IDENTITIES = [make_identity(random.Random(1000 + i)) for i in range(20)]
+
+
 class Sim:
-    """N routers joined by ``edges``; links deliver in FIFO order, one step per message."""
+    """N routers joined by ``edges``; links deliver in FIFO order, one step per batch.
+    Each node checks batches with its own ``Verifier``, as a node does."""
 
     def __init__(self, n: int, edges: Edges, *, max_hops: int = 16) -> None:
+        self.identities = SIM_IDENTITIES[:n]
+        self.ids = [i.node_id for i in self.identities]
         self.routers = [
-            FloodRouter(nid(i), max_hops=max_hops, seen_max_entries=10_000, seen_ttl=1e9)
+            FloodRouter(self.ids[i], max_hops=max_hops, seen_max_entries=10_000, seen_ttl=1e9)
             for i in range(n)
         ]
-        self.index = {nid(i): i for i in range(n)}
+        self.verifiers = [CountingVerifier() for _ in range(n)]
+        self.index = {node_id: i for i, node_id in enumerate(self.ids)}
         for a, b in edges:
-            self.routers[a].peer_up(nid(b))
-            self.routers[b].peer_up(nid(a))
-        self.queue: deque[tuple[int, bytes, Gossip]] = deque()
-        self.delivered: dict[int, list[Gossip]] = {i: [] for i in range(n)}
+            self.routers[a].peer_up(self.ids[b])
+            self.routers[b].peer_up(self.ids[a])
+        self.queue: deque[tuple[int, bytes, Batch]] = deque()
+        self.delivered: dict[int, list[Deliver]] = {i: [] for i in range(n)}
         self.sent: Counter[tuple[int, int, bytes]] = Counter()
         self.now = 0.0
 
     def apply(self, node: int, actions: list[Action], hops_in: int) -> None:
         for action in actions:
             if isinstance(action, Deliver):
-                self.delivered[node].append(action.msg)
+                self.delivered[node].append(action)
                 continue
-            assert action.msg.hops == hops_in + 1
+            assert action.batch.hops == hops_in + 1
             for peer in action.peers:
-                self.sent[(node, self.index[peer], action.msg.id)] += 1
-                self.queue.append((self.index[peer], nid(node), action.msg))
+                self.sent[(node, self.index[peer], action.batch.id)] += 1
+                self.queue.append((self.index[peer], self.ids[node], action.batch))
 
-    def publish(self, node: int, m: Gossip) -> None:
-        self.apply(node, self.routers[node].publish(m, self.now), m.hops)
+    def publish(self, node: int, batch: Batch) -> None:
+        self.apply(node, self.routers[node].publish(batch, self.now), batch.hops)
 
     def run(self) -> None:
         steps = 0
@@ -305,18 +407,23 @@ class Sim:
             steps += 1
             assert steps < 100_000, "the flood does not end"
             self.now += 0.001
-            node, sender, m = self.queue.popleft()
-            self.apply(node, self.routers[node].on_gossip(m, sender, self.now), m.hops)
+            node, sender, batch = self.queue.popleft()
+            actions = self.routers[node].on_batch(batch, sender, self.now, self.verifiers[node])
+            self.apply(node, actions, batch.hops)
 
     def delivered_ids(self, node: int) -> list[bytes]:
-        return [m.id for m in self.delivered[node]]
+        """Ids of the messages (not batches) delivered at ``node``."""
+        return [item.id for d in self.delivered[node] for item in d.body.items]
 
-
-def origin_msg(sim: Sim, node: int, k: int, to: int | None = None) -> Gossip:
-    return Gossip(
-        nid(node)[:8] + k.to_bytes(8, "big"), nid(node), "t", b"%d/%d" % (node, k), 0,
-        to=None if to is None else nid(to),
-    )
+    def make(self, node: int, k: int, *, count: int = 1, to: int | None = None) -> Batch:
+        """Batch ``k`` of ``node``, signed by it, with ``count`` messages."""
+        prefix = self.ids[node][:8]
+        msgs = [
+            Item(prefix + (1000 * k + j).to_bytes(8, "big"), "t", b"%d/%d/%d" % (node, k, j))
+            for j in range(count)
+        ]
+        to_id = None if to is None else self.ids[to]
+        return sign_batch(self.identities[node], prefix + k.to_bytes(8, "big"), to_id, msgs)
 
 
 TOPOLOGIES = [
@@ -334,46 +441,76 @@ TOPOLOGIES = [
 def test_flood_delivers_every_message_exactly_once(n: int, edges: Edges) -> None:
     sim = Sim(n, edges)
     rng = random.Random(1234)
-    published: list[tuple[int, Gossip]] = []
+    published: list[tuple[int, Batch]] = []
     for k in range(10):
         node = rng.randrange(n)
-        m = origin_msg(sim, node, k)
-        published.append((node, m))
-        sim.publish(node, m)
+        b = sim.make(node, k, count=rng.randint(1, 3))
+        published.append((node, b))
+        sim.publish(node, b)
         if k % 3 == 0:
             sim.run()  # some floods run alone, others overlap
     sim.run()
-    ids = sorted(m.id for _, m in published)
     for node in range(n):
-        assert sorted(sim.delivered_ids(node)) == ids, f"node {node}"
-    # Each node sends each message at most once over each link.
+        # The origin delivers its own messages itself (before signing), not the router.
+        want = sorted(
+            item.id for origin, b in published if origin != node for item in body(b).items
+        )
+        assert sorted(sim.delivered_ids(node)) == want, f"node {node}"
+        # Each batch is verified once per node, however many copies arrive.
+        from_others = sum(1 for origin, _ in published if origin != node)
+        assert sim.verifiers[node].calls == from_others, f"node {node}"
+    assert sum(r.stats.rejected for r in sim.routers) == 0
+    # Each node sends each batch at most once over each link.
     assert max(sim.sent.values()) == 1
     # FIFO links: the first copy to arrive took a shortest path.
-    for origin, m in published:
+    for origin, b in published:
         dist = distances(n, edges, origin)
         for node in range(n):
-            (got,) = [d for d in sim.delivered[node] if d.id == m.id]
-            assert got.hops == (dist[node] if node != origin else 0)
+            if node == origin:
+                continue
+            (got,) = [d for d in sim.delivered[node] if d.batch.id == b.id]
+            assert got.batch.hops == dist[node]
+            assert got.batch.origin == sim.ids[origin]
 
 
 def test_hop_limit_on_a_line_of_five() -> None:
     sim = Sim(5, line(5), max_hops=2)
-    m = origin_msg(sim, 0, 1)
-    sim.publish(0, m)
+    b = sim.make(0, 1)
+    sim.publish(0, b)
     sim.run()
-    assert [len(sim.delivered_ids(i)) for i in range(5)] == [1, 1, 1, 0, 0]
+    assert [len(sim.delivered_ids(i)) for i in range(5)] == [0, 1, 1, 0, 0]
     assert sum(r.stats.hop_limited for r in sim.routers) == 1  # node 2 stops it
-    # From the middle, every node is within 2 hops.
-    m2 = origin_msg(sim, 2, 2)
-    sim.publish(2, m2)
+    # From the middle, every other node is within 2 hops.
+    b2 = sim.make(2, 2)
+    sim.publish(2, b2)
     sim.run()
-    assert all(m2.id in sim.delivered_ids(i) for i in range(5))
+    (item,) = body(b2).items
+    assert all(item.id in sim.delivered_ids(i) for i in range(5) if i != 2)
 
 
 def test_direct_message_in_a_ring_is_delivered_only_at_the_target() -> None:
     sim = Sim(6, ring(6))
-    m = origin_msg(sim, 0, 1, to=3)
-    sim.publish(0, m)
+    b = sim.make(0, 1, count=2, to=3)
+    sim.publish(0, b)
     sim.run()
-    assert [len(sim.delivered_ids(i)) for i in range(6)] == [0, 0, 0, 1, 0, 0]
+    assert [len(sim.delivered_ids(i)) for i in range(6)] == [0, 0, 0, 2, 0, 0]
     assert sim.routers[3].stats.forwarded == 0
+
+
+def test_a_forged_batch_in_the_flood_is_stopped_at_the_first_node() -> None:
+    # A batch whose body was changed after signing is rejected by the first node that
+    # gets it and goes no further; the genuine batch still floods everywhere.
+    sim = Sim(6, ring(6))
+    genuine = sim.make(0, 1)
+    forged_body = BatchBody(genuine.id, genuine.origin, None, [Item(mid(9), "t", b"evil")])
+    forged = msgspec.structs.replace(
+        genuine, hops=1, body=msgspec.msgpack.encode(forged_body)
+    )
+    sim.queue.append((1, sim.ids[0], forged))
+    sim.run()
+    assert [r.stats.rejected for r in sim.routers] == [0, 1, 0, 0, 0, 0]
+    assert all(not sim.delivered[i] for i in range(6))
+    sim.publish(0, genuine)
+    sim.run()
+    assert all(len(sim.delivered_ids(i)) == 1 for i in range(1, 6))
+

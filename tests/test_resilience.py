@@ -16,13 +16,12 @@ from p2pnode.testing import (
     link_count,
     make_identity,
     memory_config,
+    open_raw_link,
     random_connected_edges,
     start_memory_mesh,
     wait_linked,
     wait_until,
 )
-from p2pnode.wire.link import LinkProtocol, LinkState, PeerHello
-from p2pnode.wire.messages import Hello
 
 
 def counter(node: Node) -> Counter[bytes]:
@@ -177,7 +176,8 @@ async def test_stuck_peer_is_dropped_and_does_not_slow_the_others(
                                             link_queue_bytes=1 << 20)
             await wait_linked(nodes, edges)
             if with_stuck:
-                stuck = await stuck_peer(net, nodes[0])  # kept open, never read
+                # a peer that links, then never reads again
+                stuck = await open_raw_link(net, nodes[0], b"\xff" * 16, "stuck")
                 await wait_until(lambda: link_count(nodes[0]) == 2)
             seen = counter(nodes[1])
             start = trio.current_time()
@@ -206,22 +206,6 @@ async def test_stuck_peer_is_dropped_and_does_not_slow_the_others(
     assert hub.links.stats.closed["slow_peer"] + hub.links.stats.closed["timeout"] == 1, (
         hub.links.stats.closed)
     assert hub.links.stats.queue_drops > 0
-
-
-async def stuck_peer(net: MemoryNetwork, hub: Node) -> trio.abc.Stream:
-    """Link to ``hub`` by hand, then never read again (a peer whose reader is stuck)."""
-    stream = await net.transport().connect("mem", hub.config.listen_port)
-    hello = Hello(PROTOCOL_VERSION, b"\xff" * 16, "stuck", "", network=hub.network_tag)
-    proto = LinkProtocol(hello, max_frame=1 << 20, max_payload=1 << 19)
-    await stream.send_all(proto.hello_bytes())
-    while proto.state is not LinkState.OPEN:
-        data = await stream.receive_some()
-        assert data, "the hub closed the connection"
-        assert proto.state is not LinkState.CLOSED, "the hub refused the link"
-        for event in proto.receive_data(data):
-            if isinstance(event, PeerHello):
-                await stream.send_all(proto.proceed())
-    return stream
 
 
 async def test_publisher_gets_backpressure_not_drops(autojump_clock: trio.abc.Clock) -> None:

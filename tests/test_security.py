@@ -25,11 +25,12 @@ from p2pnode.node import Node
 from p2pnode.testing import (
     MemoryNetwork,
     make_identity,
+    open_raw_link,
     start_memory_mesh,
     wait_linked,
     wait_until,
 )
-from p2pnode.wire.link import LinkProtocol, LinkState, PeerHello, PeerRefused
+from p2pnode.wire.link import LinkProtocol, LinkState, PeerRefused
 from p2pnode.wire.messages import Batch, Hello, Item, encode_message
 
 from .conftest import loopback_config, running_nodes
@@ -145,21 +146,6 @@ def hostile_batches(victim_origin: NodeIdentity, attacker: NodeIdentity) -> list
     ]
 
 
-async def raw_link(net: MemoryNetwork, hub: Node, identity: NodeIdentity) -> Any:
-    """Open a link to ``hub`` by hand (memory transport, no TLS) as ``identity``."""
-    stream = await net.transport().connect("mem", hub.config.listen_port)
-    hello = Hello(PROTOCOL_VERSION, identity.node_id, "attacker", "", network=hub.network_tag)
-    proto = LinkProtocol(hello, max_frame=1 << 20, max_payload=1 << 19)
-    await stream.send_all(proto.hello_bytes())
-    while proto.state is not LinkState.OPEN:
-        data = await stream.receive_some()
-        assert data
-        for event in proto.receive_data(data):
-            if isinstance(event, PeerHello):
-                await stream.send_all(proto.proceed())
-    return stream
-
-
 async def test_forged_and_modified_batches_are_dropped_at_the_first_honest_node(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -172,16 +158,22 @@ async def test_forged_and_modified_batches_are_dropped_at_the_first_honest_node(
             for i, node in enumerate(nodes):
                 node.on_deliver.append(lambda msg, i=i: got.__setitem__(i, got[i] + 1))
             attacker = make_identity(random.Random(666))
-            stream = await raw_link(net, nodes[0], attacker)
             bad = hostile_batches(nodes[1].identity, attacker)
-            await stream.send_all(b"".join(encode_message(msgspec.structs.replace(b, hops=1))
-                                           for b in bad))
-            await wait_until(lambda: nodes[0].router.stats.rejected == len(bad))
+            links = nodes[0].links
+            assert links is not None
+            for k, batch in enumerate(bad, start=1):
+                # Each forged batch is dropped and costs the sender its link.
+                stream = await open_raw_link(net, nodes[0], attacker.node_id, "attacker")
+                await stream.send_all(encode_message(msgspec.structs.replace(batch, hops=1)))
+                await wait_until(lambda k=k: links.stats.closed["bad_signature"] == k)
+                await stream.aclose()
+            assert nodes[0].router.stats.rejected == len(bad)
             await trio.testing.wait_all_tasks_blocked()
             assert got == [0, 0]
             assert nodes[1].router.stats.received == 0  # nothing was forwarded
             assert nodes[0].status_info()["security"]["rejected_batches"] == len(bad)
             # The genuine batch still gets through, even after forged copies of its id.
+            stream = await open_raw_link(net, nodes[0], attacker.node_id, "attacker")
             good = sign_batch(attacker, b"\x10" * 16, None, [Item(b"\x11" * 16, "t", b"hello")])
             await stream.send_all(encode_message(msgspec.structs.replace(good, hops=1)))
             await wait_until(lambda: got == [1, 1])

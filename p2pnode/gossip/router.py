@@ -70,6 +70,7 @@ class FloodRouter:
         self.seen = SeenCache(seen_max_entries, seen_ttl)
         self.stats = RouterStats()
         self._peers: dict[bytes, None] = {}  # insertion-ordered set
+        self.last_rejection = ""  # the error code of the last batch that failed verification
 
     @property
     def peers(self) -> tuple[bytes, ...]:
@@ -87,7 +88,7 @@ class FloodRouter:
     def publish(self, batch: Batch, now: float) -> list[Action]:
         """This node made ``batch`` (hops 0; its messages were delivered locally already).
         Returns the actions to take."""
-        self.seen.add(batch.id, now)
+        self.seen.add(batch.origin + batch.id, now)
         if self._peers and self.max_hops > 0:
             out = msgspec.structs.replace(batch, hops=1)
             self.stats.forwarded += len(self._peers)
@@ -100,7 +101,8 @@ class FloodRouter:
         ``RemoteProtocolError``). Returns the actions to take."""
         stats = self.stats
         stats.received += 1
-        if self.seen.seen(batch.id, now) or batch.origin == self.node_id:
+        key = batch.origin + batch.id  # ids are unique per origin only
+        if self.seen.seen(key, now) or batch.origin == self.node_id:
             stats.duplicates += 1
             return []
         if batch.hops > self.max_hops:
@@ -108,10 +110,11 @@ class FloodRouter:
             return []
         try:
             body = verify(batch)
-        except RemoteProtocolError:
+        except RemoteProtocolError as exc:
             stats.rejected += 1
+            self.last_rejection = exc.code
             return []
-        self.seen.add(batch.id, now)
+        self.seen.add(key, now)
         actions: list[Action] = []
         to = body.to
         if to is None or to == self.node_id:

@@ -97,7 +97,8 @@ class LinkProtocol:
     Args:
         local: the Hello this side sends.
         max_frame: largest frame accepted, in bytes.
-        max_payload: largest gossip payload accepted, in bytes.
+        max_payload: largest message payload accepted, in bytes (the link passes batches
+            through undecoded; their bodies are checked by ``gossip.signing.Verifier``).
     """
 
     def __init__(self, local: Hello, *, max_frame: int, max_payload: int) -> None:
