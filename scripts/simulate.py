@@ -1,0 +1,643 @@
+#!/usr/bin/env python3
+"""Simulate a mesh of p2pnode nodes in one process, in virtual time.
+
+Runs N nodes of the real node code (``p2pnode.node.Node``) over an in-memory
+network (``p2pnode.testing.MemoryNetwork``, plaintext links: no TLS) under
+trio's ``MockClock`` with ``autojump_threshold=0``: time jumps whenever every
+task waits, so a run of many virtual seconds takes only the CPU time the nodes
+really need, and the same ``--seed`` gives the same figures (trio's scheduler
+is seeded too).
+
+Phases (virtual time): start the nodes and wait until the mesh is linked;
+publish ``--messages`` messages from ``--publishers`` nodes, evenly spread over
+``--window`` seconds, one message per signed batch (each publish happens at its
+own virtual instant and the publisher then yields, so the node's flusher signs
+it alone); optionally crash nodes (``--churn``, ``--rejoin``) and split the
+network in two (``--partition``) during the window; then wait until every
+message reached every node that can receive it, or ``--drain`` seconds.
+
+Figures (``--json`` prints them as one object):
+
+- ``delivery_ratio``: deliveries / possible deliveries. A message can be delivered
+  to each node that was running from the moment it was published to the end of
+  the run ("eligible"); that includes its origin, whose local delivery (hops 0)
+  counts. Deliveries to nodes that were not eligible (crashed later, or restarted
+  after the publish) are counted apart in ``deliveries_other``.
+- ``copies_per_delivery``: message copies received from peers by all nodes, plus
+  the origin's own local copy, divided by deliveries: each batch copy a node reads
+  off a link counts as many copies as the batch has messages (whether it was new or
+  a duplicate). 1.0 is perfect; flooding gives about the mean degree.
+- ``hops_*``: links travelled by each delivered copy (0 at the origin).
+- ``latency_*_ms``: virtual time from publish to delivery, over all deliveries
+  (origins included, at 0 ms).
+
+Usage: python scripts/simulate.py [--nodes 50] [--topology random] [--json] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import random
+import resource
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+import trio.lowlevel
+import trio.testing
+
+from p2pnode import PROTOCOL_VERSION
+from p2pnode.config import NodeConfig
+from p2pnode.discovery.records import DiscoveredPeer
+from p2pnode.gossip.router import Action
+from p2pnode.net.link import PeerLink
+from p2pnode.node import Node
+from p2pnode.simnet import SimNet
+from p2pnode.testing import (
+    MemoryNetwork,
+    make_identity,
+    memory_config,
+    random_connected_edges,
+    ring_edges,
+)
+from p2pnode.wire.messages import Batch, BatchBody, Gossip
+
+TOPOLOGIES = ("random", "ring", "grid", "small-world", "discovery")
+TOPIC = "sim"
+
+
+# -- topologies -------------------------------------------------------------------------
+
+
+def grid_edges(n: int) -> list[tuple[int, int]]:
+    """A square-ish grid (the last row may be short): links to the right and below."""
+    side = max(1, math.ceil(math.sqrt(n)))
+    edges = []
+    for i in range(n):
+        if (i + 1) % side and i + 1 < n:
+            edges.append((i, i + 1))
+        if i + side < n:
+            edges.append((i, i + side))
+    return edges
+
+
+def small_world_edges(n: int, degree: int, seed: int, rewire: float = 0.2) -> list[tuple[int, int]]:
+    """Watts-Strogatz: a ring lattice (each node linked to ``degree // 2`` neighbours on
+    each side), then each non-ring edge rewired to a random node with probability
+    ``rewire``. The ring itself stays, so the graph is connected."""
+    rng = random.Random(seed)
+    half = max(1, degree // 2)
+    pairs: set[tuple[int, int]] = set()
+    for i in range(n):
+        for j in range(1, half + 1):
+            a, b = i, (i + j) % n
+            if a == b:
+                continue
+            if j > 1 and rng.random() < rewire:
+                for _ in range(10):
+                    b = rng.randrange(n)
+                    if b != a and (min(a, b), max(a, b)) not in pairs:
+                        break
+            if a != b:
+                pairs.add((min(a, b), max(a, b)))
+    return sorted(pairs)
+
+
+def build_edges(topology: str, n: int, degree: int, seed: int) -> list[tuple[int, int]]:
+    """The static links for ``topology`` (an empty list for ``discovery``)."""
+    if n < 2 or topology == "discovery":
+        return []
+    if topology == "random":
+        return random_connected_edges(n, degree, seed)
+    if topology == "ring":
+        return ring_edges(n) if n > 2 else [(0, 1)]
+    if topology == "grid":
+        return grid_edges(n)
+    if topology == "small-world":
+        return small_world_edges(n, degree, seed)
+    raise ValueError(f"unknown topology {topology!r}")
+
+
+# -- the network ----------------------------------------------------------------------
+
+
+class PartitionNet(SimNet):
+    """A ``SimNet`` that can also split the nodes into two sides: while split, nothing
+    crosses between the sides (as ``cut_path`` for every pair across, in O(1))."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.side: dict[int, int] = {}
+        self.split = False
+
+    def blocked(self, reader: int, writer: int) -> bool:
+        if self.split and self.side.get(reader, 0) != self.side.get(writer, 0):
+            return True
+        return super().blocked(reader, writer)
+
+    def heal(self) -> None:
+        self.split = False
+        self._changed.unpark_all()
+
+
+@dataclass
+class Options:
+    nodes: int = 50
+    topology: str = "random"
+    degree: int = 6
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    messages: int = 20
+    publishers: int = 1
+    window: float = 1.0
+    payload: int = 100
+    churn: float = 0.0
+    rejoin: bool = False
+    rejoin_after: float = 1.0
+    partition: float = 0.0
+    drain: float = 30.0
+    max_hops: int = 16
+    gc_freeze: bool = True
+    ping_interval: float = 5.0
+    link_timeout: float = 15.0
+    seed: int = 0
+    plot: str | None = None
+
+
+@dataclass
+class Stats:
+    """What the run records (all times virtual)."""
+
+    pub_time: dict[bytes, float] = field(default_factory=dict)  # msg key -> publish time
+    pub_order: list[bytes] = field(default_factory=list)
+    deliveries: int = 0
+    deliveries_other: int = 0
+    duplicate_deliveries: int = 0
+    hops: list[int] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+    first_receipt: dict[bytes, dict[int, float]] = field(default_factory=dict)
+    batch_copies: Counter[bytes] = field(default_factory=Counter)  # batch key -> copies read
+    batch_items: dict[bytes, int] = field(default_factory=dict)  # batch key -> messages
+    delivered_keys: set[tuple[int, bytes]] = field(default_factory=set)
+
+
+class Simulation:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.rng = random.Random(opts.seed)
+        lat_rng = random.Random(opts.seed + 1)
+        base, jitter = opts.latency_ms / 1000, opts.jitter_ms / 1000
+        latency = ((lambda: base + lat_rng.uniform(0, jitter)) if jitter
+                   else (lambda: base))
+        self.sim = PartitionNet(latency=latency)
+        self.net = MemoryNetwork(sim=self.sim)
+        self.edges = build_edges(opts.topology, opts.nodes, opts.degree, opts.seed)
+        deg = Counter[int]()
+        for a, b in self.edges:
+            deg[a] += 1
+            deg[b] += 1
+        self.max_static_degree = max(deg.values(), default=0)
+        self.nodes: list[Node] = []
+        self.identities = [make_identity(random.Random(opts.seed + i))
+                           for i in range(opts.nodes)]
+        self.index = {ident.node_id: i for i, ident in enumerate(self.identities)}
+        # Node i is eligible for a message published at t if it was up at t and stays up:
+        # up_since[i] is the start of its current run, None while it is down.
+        self.up_since: list[float | None] = [None] * opts.nodes
+        self.stats = Stats()
+        self.expected = 0  # possible deliveries so far
+        self.snapshot: list[tuple[int, int]] = []  # links when the first message left
+        self.crashed = 0
+        self.rejoined = 0
+        self.wall_linked = 0.0
+
+    # -- nodes ---------------------------------------------------------------------
+
+    def config(self, i: int) -> NodeConfig:
+        o = self.opts
+        over: dict[str, Any] = {
+            "seed": o.seed * 1_000_003 + i,
+            "ping_interval": o.ping_interval, "link_timeout": o.link_timeout,
+            "slow_peer_timeout": max(3.0, o.ping_interval * 3), "max_hops": o.max_hops,
+        }
+        if o.topology == "discovery":
+            low = max(1, min(o.degree, o.nodes - 1))
+            high = max(low, o.degree + o.degree // 2)
+            over.update(degree_low=low, degree_high=high, max_links=max(16, high + 4),
+                        max_discovered=max(1024, o.nodes))
+        else:
+            # Static links: room for every edge, so degree management never refuses or
+            # prunes one (the inbound end of a static edge is not marked static).
+            cap = max(16, self.max_static_degree + 2)
+            over.update(degree_low=1, degree_high=cap, max_links=cap,
+                        peers=tuple(("mem", j + 1) for a, j in self.edges if a == i))
+        return memory_config(i, **over)
+
+    async def start_node(self, nursery: trio.Nursery, i: int) -> Node:
+        node = Node(self.config(i), transport=self.net.transport(),
+                    identity=self.identities[i], api=False)
+        node.on_deliver.append(self._deliver_callback(i))
+        node._on_gossip = self._gossip_wrapper(node)  # type: ignore[method-assign]
+        await nursery.start(node.run)
+        self.up_since[i] = trio.current_time()
+        self.sim.side[i + 1] = 0 if i < self.opts.nodes // 2 else 1
+        if i < len(self.nodes):
+            self.nodes[i] = node
+        else:
+            self.nodes.append(node)
+        return node
+
+    def tell_all(self, i: int) -> None:
+        """As mDNS would: tell node ``i`` about every other node, and them about it."""
+        me = self.nodes[i]
+        for j, other in enumerate(self.nodes):
+            if j == i or self.up_since[j] is None:
+                continue
+            me._on_found(self.found(j))
+            other._on_found(self.found(i))
+
+    def found(self, j: int) -> DiscoveredPeer:
+        node = self.nodes[j]
+        return DiscoveredPeer(node.node_hex, node.config.name, (("mem", j + 1),),
+                              PROTOCOL_VERSION, node.network_tag)
+
+    # -- measurement hooks -----------------------------------------------------------
+
+    def _deliver_callback(self, i: int) -> Any:
+        st = self.stats
+
+        def on_deliver(msg: Gossip) -> None:
+            key = msg.origin + msg.id
+            now = trio.current_time()
+            if msg.hops == 0 and self.index.get(msg.origin) == i:
+                st.pub_time[key] = now
+                st.pub_order.append(key)
+                self.expected += sum(1 for s in self.up_since if s is not None)
+            t0 = st.pub_time.get(key)
+            if t0 is None:  # not one of ours
+                return
+            if (i, key) in st.delivered_keys:
+                st.duplicate_deliveries += 1
+                return
+            st.delivered_keys.add((i, key))
+            since = self.up_since[i]
+            if since is not None and since <= t0:
+                st.deliveries += 1
+                st.hops.append(msg.hops)
+                st.latency.append(now - t0)
+            else:
+                st.deliveries_other += 1
+            if len(st.pub_order) and key == st.pub_order[0]:
+                st.first_receipt.setdefault(key, {})[i] = now - t0
+
+        return on_deliver
+
+    def _gossip_wrapper(self, node: Node) -> Any:
+        inner = node._on_gossip
+        copies = self.stats.batch_copies
+
+        def on_gossip(link: PeerLink, batches: list[Batch]) -> None:
+            for batch in batches:
+                copies[batch.origin + batch.id] += 1
+            inner(link, batches)
+
+        return on_gossip
+
+    def _watch_publisher(self, node: Node) -> None:
+        """Record how many messages each batch ``node`` publishes carries."""
+        router = node.router
+        inner = router.publish
+        items = self.stats.batch_items
+
+        def publish(batch: Batch, now: float) -> list[Action]:
+            body = msgspec.msgpack.decode(batch.body, type=BatchBody)
+            items[batch.origin + batch.id] = len(body.items)
+            return inner(batch, now)
+
+        router.publish = publish  # type: ignore[method-assign]
+
+    # -- phases ------------------------------------------------------------------------
+
+    async def wait_mesh(self) -> None:
+        o = self.opts
+        nodes = self.nodes
+        if o.topology == "discovery":
+            low = nodes[0].config.degree_low
+            high = nodes[0].config.degree_high
+
+            def ready() -> bool:
+                # Every node in [degree_low, degree_high]: dialled up, pruned down.
+                return all(n.links is not None and low <= len(n.links.links) <= high
+                           for n in nodes)
+        else:
+            pairs = [(a, b) for a, b in self.edges]
+
+            def ready() -> bool:
+                for a, b in pairs:
+                    la = nodes[a].links
+                    if la is None or nodes[b].node_id not in la.links:
+                        return False
+                    lb = nodes[b].links
+                    if lb is None or nodes[a].node_id not in lb.links:
+                        return False
+                return True
+
+        with trio.move_on_after(120):
+            while not ready():  # noqa: ASYNC110 - virtual time
+                await trio.sleep(0.1)
+
+    def take_snapshot(self) -> None:
+        seen: set[tuple[int, int]] = set()
+        for i, node in enumerate(self.nodes):
+            if node.links is None or self.up_since[i] is None:
+                continue
+            for pid in node.links.links:
+                j = self.index[pid]
+                seen.add((min(i, j), max(i, j)))
+        self.snapshot = sorted(seen)
+
+    async def publish_all(self, publishers: list[int]) -> None:
+        o = self.opts
+        start = trio.current_time()
+        payload = bytes(o.payload)
+        for k in range(o.messages):
+            await trio.sleep_until(start + o.window * k / max(1, o.messages))
+            i = publishers[k % len(publishers)]
+            if self.up_since[i] is None:
+                continue
+            self.nodes[i].publish(TOPIC, payload)
+            if k == 0:
+                self.take_snapshot()
+            await trio.lowlevel.checkpoint()  # let the flusher sign this message alone
+
+    async def churn(self, nursery: trio.Nursery, victims: list[int]) -> None:
+        o = self.opts
+        start = trio.current_time()
+        for k, i in enumerate(victims):
+            await trio.sleep_until(start + o.window * (k + 0.5) / len(victims))
+            self.nodes[i].kill()
+            self.up_since[i] = None
+            self.crashed += 1
+            if o.rejoin:
+                nursery.start_soon(self.rejoin, nursery, i)
+
+    async def rejoin(self, nursery: trio.Nursery, i: int) -> None:
+        await trio.sleep(self.opts.rejoin_after)
+        await self.start_node(nursery, i)
+        self.rejoined += 1
+        if self.opts.topology == "discovery":
+            self.tell_all(i)
+
+    async def partition(self) -> None:
+        self.sim.split = True
+        await trio.sleep(self.opts.partition)
+        self.sim.heal()
+
+    async def run(self) -> dict[str, Any]:
+        o = self.opts
+        t_start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for i in range(o.nodes):
+                await self.start_node(nursery, i)
+            if o.topology == "discovery":
+                for i, node in enumerate(self.nodes):
+                    for j in range(o.nodes):
+                        if j != i:
+                            node._on_found(self.found(j))
+            await self.wait_mesh()
+            if o.gc_freeze:
+                # Thousands of long-lived objects make each full collection slow (profiled:
+                # a third of the run); keep them out of the collector's way.
+                gc.collect()
+                gc.freeze()
+            t_linked = trio.current_time()
+            self.wall_linked = time.perf_counter()
+            links_at_start = sum(len(n.links.links) for n in self.nodes if n.links) // 2
+            order = list(range(o.nodes))
+            self.rng.shuffle(order)
+            publishers = order[: max(1, min(o.publishers, o.nodes))]
+            for i in publishers:
+                self._watch_publisher(self.nodes[i])
+            others = order[len(publishers):]
+            victims = others[: round(o.churn * o.nodes)]
+            t_pub = trio.current_time()
+            async with trio.open_nursery() as phase:
+                phase.start_soon(self.publish_all, publishers)
+                if victims:
+                    phase.start_soon(self.churn, nursery, victims)
+                if o.partition > 0:
+                    phase.start_soon(self.partition)
+            # Drain: wait until every possible delivery happened, at most --drain seconds.
+            with trio.move_on_after(o.drain):
+                while self.stats.deliveries < self.expected:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            t_end = trio.current_time()
+            nursery.cancel_scope.cancel()
+        return self.summary(links_at_start, t_linked - t_start, t_end - t_pub)
+
+    # -- results -----------------------------------------------------------------------
+
+    def summary(self, links: int, link_time: float, run_time: float) -> dict[str, Any]:
+        o, st = self.opts, self.stats
+        # Copies received from peers, in messages (each batch copy x its message count),
+        # plus each origin's own local copy.
+        received = sum(n * st.batch_items.get(key, 1) for key, n in st.batch_copies.items()
+                       if key in st.batch_items)
+        copies = received + len(st.pub_order)
+        deliveries = st.deliveries
+        ratio = deliveries / self.expected if self.expected else 0.0
+
+        def pct(values: list[float], q: float) -> float:
+            if not values:
+                return 0.0
+            values = sorted(values)
+            return values[min(len(values) - 1, math.ceil(q * len(values)) - 1)]
+
+        hops = [float(h) for h in st.hops]
+        return {
+            "nodes": o.nodes, "topology": o.topology, "degree": o.degree, "seed": o.seed,
+            "links": links, "max_hops": o.max_hops,
+            "mean_degree": round(2 * links / o.nodes, 3) if o.nodes else 0.0,
+            "messages": len(st.pub_order), "messages_requested": o.messages,
+            "publishers": o.publishers,
+            "possible_deliveries": self.expected, "deliveries": deliveries,
+            "deliveries_other": st.deliveries_other,
+            "duplicate_deliveries": st.duplicate_deliveries,
+            "delivery_ratio": round(ratio, 6),
+            "copies_received": copies,
+            "copies_per_delivery": round(copies / deliveries, 4) if deliveries else 0.0,
+            "hops_p50": pct(hops, 0.5), "hops_max": max(hops, default=0.0),
+            "hops_mean": round(statistics.fmean(hops), 3) if hops else 0.0,
+            "latency_p50_ms": round(pct(st.latency, 0.5) * 1000, 3),
+            "latency_p99_ms": round(pct(st.latency, 0.99) * 1000, 3),
+            "latency_max_ms": round(max(st.latency, default=0.0) * 1000, 3),
+            "crashed": self.crashed, "rejoined": self.rejoined,
+            "partition_s": o.partition,
+            "latency_ms": o.latency_ms, "jitter_ms": o.jitter_ms,
+            "ping_interval": o.ping_interval, "link_timeout": o.link_timeout,
+            "virtual_link_s": round(link_time, 3), "virtual_run_s": round(run_time, 3),
+        }
+
+
+# -- entry points -------------------------------------------------------------------------
+
+
+def run_simulation(opts: Options) -> tuple[dict[str, Any], Simulation]:
+    """Run one simulation; returns the figures and the finished simulation."""
+    import trio._core._run as trio_run
+
+    # trio shuffles the order of runnable tasks with its own random source; seed it.
+    trio_run._r.seed(opts.seed)
+    sim = Simulation(opts)
+    t0 = time.perf_counter()
+    try:
+        result = trio.run(sim.run, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        gc.unfreeze()
+    result["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    result["wall_setup_seconds"] = round(sim.wall_linked - t0, 3)  # start and link the mesh
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result, sim
+
+
+def plot(sim: Simulation, result: dict[str, Any], path: str) -> None:
+    """Draw the mesh coloured by first receipt of the first message, and the delivery
+    curve over all messages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    st = sim.stats
+    graph = nx.Graph()
+    graph.add_nodes_from(range(sim.opts.nodes))
+    graph.add_edges_from(sim.snapshot)
+    first = st.first_receipt.get(st.pub_order[0], {}) if st.pub_order else {}
+    n = sim.opts.nodes
+    if n <= 3000:
+        pos = nx.spring_layout(graph, seed=sim.opts.seed, iterations=50 if n > 500 else 100)
+    else:
+        pos = nx.random_layout(graph, seed=sim.opts.seed)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 6.5))
+    colours = [first.get(i, math.nan) * 1000 for i in range(n)]
+    size = max(4, 300 / math.sqrt(max(1, n)))
+    nx.draw_networkx_edges(graph, pos, ax=ax1, alpha=0.15, width=0.5)
+    drawn = nx.draw_networkx_nodes(graph, pos, ax=ax1, node_size=size, node_color=colours,
+                                   cmap="viridis")
+    missed = [i for i in range(n) if i not in first]
+    if missed:
+        nx.draw_networkx_nodes(graph, pos, nodelist=missed, ax=ax1, node_size=size,
+                               node_color="red")
+    fig.colorbar(drawn, ax=ax1, label="first receipt of message 1 (virtual ms)")
+    ax1.set_title(f"{result['topology']}: {n} nodes, {result['links']} links"
+                  + (f", {len(missed)} missed (red)" if missed else ""))
+    ax1.axis("off")
+    lat = sorted(x * 1000 for x in st.latency)
+    if lat:
+        total = max(1, result["possible_deliveries"])
+        ax2.plot(lat, [(k + 1) / total for k in range(len(lat))])
+    ax2.set_xlabel("virtual time since publish (ms)")
+    ax2.set_ylabel("fraction of possible deliveries")
+    ax2.set_ylim(0, 1.02)
+    ax2.grid(alpha=0.3)
+    ax2.set_title(f"delivery curve: {result['messages']} messages, "
+                  f"ratio {result['delivery_ratio']:.4f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
+    doc = __doc__ or ""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--nodes", type=int, default=50)
+    p.add_argument("--topology", choices=TOPOLOGIES, default="random")
+    p.add_argument("--degree", type=int, default=6,
+                   help="mean degree (random, small-world), target degree (discovery)")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="one-way latency per link")
+    p.add_argument("--jitter-ms", type=float, default=0.0,
+                   help="extra latency per chunk, uniform in [0, jitter]")
+    p.add_argument("--messages", type=int, default=20)
+    p.add_argument("--publishers", type=int, default=1)
+    p.add_argument("--window", type=float, default=1.0,
+                   help="virtual seconds over which the messages are published")
+    p.add_argument("--payload", type=int, default=100, help="bytes per message")
+    p.add_argument("--churn", type=float, default=0.0,
+                   help="fraction of nodes (never publishers) that crash during the window")
+    p.add_argument("--rejoin", action="store_true", help="restart crashed nodes")
+    p.add_argument("--rejoin-after", type=float, default=1.0,
+                   help="virtual seconds a crashed node stays down (with --rejoin)")
+    p.add_argument("--partition", type=float, default=0.0,
+                   help="split the nodes into two halves for this many virtual seconds, "
+                        "from the start of the window")
+    p.add_argument("--drain", type=float, default=30.0,
+                   help="wait at most this long (virtual s) after the window for deliveries")
+    p.add_argument("--ping-interval", type=float, default=5.0,
+                   help="keepalive ping interval (node default 1.0)")
+    p.add_argument("--link-timeout", type=float, default=15.0,
+                   help="silence before a link is dead (node default 3.0)")
+    p.add_argument("--max-hops", type=int, default=16,
+                   help="the nodes' hop limit (node default 16; a ring needs n/2)")
+    p.add_argument("--no-gc-freeze", action="store_true",
+                   help="do not gc.freeze() the set-up mesh (slower at scale)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the mesh and delivery curve")
+    a = p.parse_args(argv)
+    if a.nodes < 1 or a.messages < 0 or a.publishers < 1 or a.degree < 1:
+        p.error("--nodes, --publishers, --degree must be at least 1, --messages at least 0")
+    if not 0 <= a.churn < 1:
+        p.error("--churn must be in [0, 1)")
+    if a.link_timeout <= a.ping_interval:
+        p.error("--link-timeout must exceed --ping-interval")
+    opts = Options(
+        nodes=a.nodes, topology=a.topology, degree=a.degree, latency_ms=a.latency_ms,
+        jitter_ms=a.jitter_ms, messages=a.messages, publishers=a.publishers,
+        window=a.window, payload=a.payload, churn=a.churn, rejoin=a.rejoin,
+        rejoin_after=a.rejoin_after, partition=a.partition, drain=a.drain,
+        max_hops=a.max_hops, ping_interval=a.ping_interval, link_timeout=a.link_timeout,
+        seed=a.seed, gc_freeze=not a.no_gc_freeze,
+        plot=a.plot,
+    )
+    return opts, a.json
+
+
+def human(r: dict[str, Any]) -> str:
+    return "\n".join([
+        f"{r['nodes']} nodes, {r['topology']} (degree {r['degree']}), {r['links']} links "
+        f"(mean degree {r['mean_degree']}), seed {r['seed']}",
+        f"{r['messages']} messages from {r['publishers']} publisher(s): "
+        f"{r['deliveries']}/{r['possible_deliveries']} deliveries, "
+        f"ratio {r['delivery_ratio']:.4f}"
+        + (f" (+{r['deliveries_other']} to nodes not up throughout)"
+           if r["deliveries_other"] else ""),
+        f"copies per delivery {r['copies_per_delivery']}, hops p50 {r['hops_p50']:g} "
+        f"max {r['hops_max']:g}, latency p50 {r['latency_p50_ms']} ms "
+        f"p99 {r['latency_p99_ms']} ms (virtual)",
+        f"churn: {r['crashed']} crashed, {r['rejoined']} rejoined; partition "
+        f"{r['partition_s']} s",
+        f"virtual: {r['virtual_link_s']} s to link, {r['virtual_run_s']} s to deliver; "
+        f"wall {r['wall_seconds']} s, peak RSS {r['peak_rss_mb']} MB",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts, as_json = parse_args(argv)
+    result, sim = run_simulation(opts)
+    if opts.plot:
+        plot(sim, result, opts.plot)
+    print(json.dumps(result) if as_json else human(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
