@@ -292,7 +292,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "keygen":
             key = generate_network_key(args.network)
             print(f"p2pnode: wrote network key {args.network} (network {key.tag}); copy it "
-                  "to each machine and run: p2pnode run --network-key FILE")
+                  f"to each machine and run: p2pnode run --network-key {args.network}")
             return 0
         if args.command == "run":
             config = config_from_args(args)

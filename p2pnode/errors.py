@@ -1,4 +1,4 @@
-"""The error tree. Every error says whose fault it is (see docs/design.md).
+"""The error tree. Every error says whose fault it is (see docs/architecture.md).
 
 - ``LocalError``: misuse of our own API or configuration (our fault).
 - ``RemoteProtocolError``: a peer or a local client broke the protocol (their fault).

@@ -71,7 +71,8 @@ def _read_private_key(path: Path, what: str) -> ed25519.Ed25519PrivateKey:
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{what} {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
+        raise ConfigError(f"{what} {path} is open to group or others "
+                          f"(mode {stat.S_IMODE(mode):o}); "
                           f"run: chmod 600 {path}")
     try:
         key = serialization.load_pem_private_key(data, password=None)

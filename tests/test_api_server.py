@@ -196,3 +196,18 @@ async def test_slow_subscriber_drops_events_but_not_others(short_tmp: Path) -> N
             assert node.api.stats.events_dropped > 0
             assert node.status_info()["api"]["events_dropped"] > 0
             await stuck.stream.aclose()
+
+
+async def test_a_waiting_peers_request_is_answered_after_the_client_half_closes(
+    node: Node,
+) -> None:
+    """`echo REQUEST | nc -N` shuts down its sending side and still reads the reply."""
+    with trio.fail_after(10):
+        conn = await LineConn.open(node)
+        await conn.send_raw(b'{"op":"peers","wait_min":1,"timeout":0.3,"id":"w"}\n')
+        await conn.stream.send_eof()
+        reply = await conn.line()
+        assert reply["id"] == "w"
+        assert reply["error"]["code"] == "timeout"
+        assert "at least 1" in reply["error"]["message"]
+        await conn.stream.aclose()

@@ -328,5 +328,5 @@ def test_keygen_refuses_to_overwrite_and_writes_mode_0600(tmp_path: Path) -> Non
     os.chmod(path, 0o644)
     from p2pnode.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="readable by others"):
+    with pytest.raises(ConfigError, match="open to group or others"):
         NetworkKey.load(path)

@@ -14,6 +14,7 @@ import grp
 import logging
 import os
 import pwd
+import select
 import socket as stdsocket
 import stat
 import struct
@@ -399,15 +400,24 @@ async def _refuse_client(stream: trio.SocketStream, err: ApiError) -> None:
 
 
 async def _hung_up(stream: trio.SocketStream) -> bool:
-    """Wait until the client sends more or hangs up, without consuming what it sends.
-    True if it hung up; False (at once) if it sent more requests."""
+    """Wait until the client hangs up, without consuming what it sends; returns True
+    then. A client that sends more, or only shuts down its sending side (it still
+    reads: ``echo REQUEST | nc -N``), never counts as gone: this waits for ever."""
     try:
         data = await stream.socket.recv(1, stdsocket.MSG_PEEK)
     except OSError:
         return True
-    if data:
-        await trio.sleep_forever()  # busy client: its requests wait their turn
-    return not data
+    if not data and _peer_closed(stream.socket.fileno()):
+        return True
+    await trio.sleep_forever()  # busy or half-closed client: its reply will come
+    raise AssertionError("unreachable")
+
+
+def _peer_closed(fd: int) -> bool:
+    """Whether the other end closed the socket entirely (POLLHUP), not just its writes."""
+    poller = select.poll()
+    poller.register(fd, select.POLLHUP)
+    return any(events & select.POLLHUP for _fd, events in poller.poll(0))
 
 
 def _prepare_parent(path: Path) -> bool:

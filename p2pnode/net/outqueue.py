@@ -2,7 +2,7 @@
 
 Producers append bytes synchronously (no await per message); the writer task
 sends everything that has piled up in one ``send_all``. This is what lets a
-link carry hundreds of thousands of frames per second (docs/design.md).
+link carry hundreds of thousands of frames per second (docs/architecture.md).
 """
 
 from __future__ import annotations
