@@ -143,7 +143,7 @@ class Node:
         except ConfigError as exc:
             if self.config.mdns_interfaces:
                 raise
-            log.warning("mDNS discovery is off: %s; use --peer to link", exc)
+            log.warning("mDNS discovery is off: %s", exc)
             return False
         return True
 
