@@ -44,14 +44,5 @@ class RemoteProtocolError(P2PError):
         self.message = message
 
 
-class HandshakeRefused(P2PError):
-    """The peer refused our handshake (or we refused theirs) with a reason."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
 class SocketInUse(LocalError):
     """Another live node already serves the local API socket path."""

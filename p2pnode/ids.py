@@ -1,8 +1,7 @@
 """Node and message identifiers.
 
-A node id is 16 bytes, shown as 32 lowercase hex digits. Today it is random and
-persisted in the data directory; the security issue derives it from the node's
-public key (a hash truncated to 16 bytes), which keeps the format unchanged.
+A node id is 16 bytes, shown as 32 lowercase hex digits: the first 16 bytes of
+SHA-256 of the node's Ed25519 public key (``keys.py``).
 A message id is 16 bytes: 8 bytes of the origin's random per-run prefix and an
 8-byte counter, so ids are unique without a syscall per message.
 """
@@ -14,11 +13,6 @@ import re
 
 ID_LEN = 16
 _HEX_RE = re.compile(r"^[0-9a-f]{32}$")
-
-
-def new_node_id() -> bytes:
-    """Return a fresh random node id."""
-    return os.urandom(ID_LEN)
 
 
 def id_to_hex(raw: bytes) -> str:

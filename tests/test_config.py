@@ -18,7 +18,7 @@ from p2pnode.config import (
     parse_hostport,
 )
 from p2pnode.errors import ConfigError, LocalError
-from p2pnode.ids import ID_LEN, MsgIdFactory, id_to_hex, new_node_id, parse_id
+from p2pnode.ids import ID_LEN, MsgIdFactory, id_to_hex, parse_id
 
 HEX = "00112233445566778899aabbccddeeff"
 
@@ -38,13 +38,6 @@ def test_parse_id(text: str) -> None:
 def test_parse_id_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="not an id"):
         parse_id(text)
-
-
-def test_new_node_id() -> None:
-    a, b = new_node_id(), new_node_id()
-    assert len(a) == len(b) == ID_LEN
-    assert a != b
-    assert parse_id(id_to_hex(a)) == a
 
 
 def test_msg_id_factory_makes_unique_ordered_ids() -> None:

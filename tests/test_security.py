@@ -248,8 +248,9 @@ async def test_a_flood_of_bad_connections_does_not_stop_honest_traffic(short_tmp
                 sock.close()
             await sub.aclose()
             # The node settles: every flood connection is gone, fds and memory are back.
-            await wait_until(lambda: fd_count() <= fds, poll=0.05)
-            assert b.transport.tcp.per_ip == {"127.0.0.1": 1}  # type: ignore[attr-defined]
+            tcp = b.transport.tcp  # type: ignore[attr-defined]
+            await wait_until(lambda: fd_count() <= fds and tcp.per_ip == {"127.0.0.1": 1},
+                             poll=0.05)
             assert rss_mb() < rss + 20
             refused = b.status_info()["security"]
             assert refused["tls_failed"] + refused["refused_per_ip"] + refused["busy_refused"] \

@@ -97,8 +97,8 @@ class LinkProtocol:
     Args:
         local: the Hello this side sends.
         max_frame: largest frame accepted, in bytes.
-        max_payload: largest message payload accepted, in bytes (the link passes batches
-            through undecoded; their bodies are checked by ``gossip.signing.Verifier``).
+        max_payload: accepted for symmetry with the node's limits; the link passes
+            batches through undecoded (``gossip.signing.Verifier`` checks payloads).
     """
 
     def __init__(self, local: Hello, *, max_frame: int, max_payload: int) -> None:
@@ -107,7 +107,6 @@ class LinkProtocol:
         self.state = LinkState.HELLO_WAIT
         self._frames = FrameDecoder(max_frame)
         self._pending: list[bytes] = []
-        self._max_payload = max_payload
         self._output = bytearray()
         #: Our link count, sent in Pings and Pongs (the caller keeps it current).
         self.local_links = 0
