@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 #: Version of the node-to-node wire protocol. Nodes refuse peers of another version.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4

@@ -99,10 +99,17 @@ class NodeConfig:
     client_queue_bytes: int = 8 << 20
     read_size: int = 256 * 1024
 
-    # Gossip.
-    max_hops: int = 16
+    # Gossip (docs/protocol.md, "Broadcast trees").
+    gossip: str = "tree"  # "tree" (Plumtree: about one copy per node) or "flood"
+    max_hops: int = 32
     seen_max_entries: int = 200_000
     seen_ttl: float = 300.0
+    graft_timeout: float = 0.1  # ask for an announced batch that did not come this soon
+    optimize_hops: int = 3  # swap a tree link for one shorter by this many hops (0: never)
+    order_hold: float = 1.0  # hold an origin's later batches this long for a missing one
+    history_batches: int = 20_000  # recent batches kept for repair and replay ...
+    history_bytes: int = 4 << 20  # ... at most this many bytes of them ...
+    history_age: float = 300.0  # ... for at most this long (at most seen_ttl)
 
     # Connections and link health.
     max_links: int = 16  # hard cap: inbound links beyond it are refused
@@ -126,7 +133,7 @@ class NodeConfig:
     handshake_timeout: float = 5.0
     dial_timeout: float = 5.0
     redial_initial: float = 0.25
-    redial_max: float = 10.0
+    redial_max: float = 2.0  # a dead static peer is retried at least this often
     discovery_grace: float = 1.0  # the higher-id node waits this long before dialling
     max_discovered: int = 1024  # discovered nodes tracked at most
 
@@ -163,6 +170,17 @@ class NodeConfig:
             raise ConfigError("need degree_low <= degree_high <= max_links")
         if self.link_timeout <= self.ping_interval:
             raise ConfigError("link_timeout must be greater than ping_interval")
+        if self.gossip not in ("tree", "flood"):
+            raise ConfigError("gossip must be 'tree' or 'flood'")
+        for field in ("graft_timeout", "order_hold", "history_age"):
+            if not getattr(self, field) > 0:
+                raise ConfigError(f"{field} must be greater than 0")
+        if self.history_batches < 0 or self.history_bytes < 0 or self.optimize_hops < 0:
+            raise ConfigError("history_batches, history_bytes and optimize_hops must be >= 0")
+        if self.history_age > self.seen_ttl:
+            # A batch repaired from history must still be in every seen-cache, or a node
+            # that forgot it would deliver it twice.
+            raise ConfigError("history_age must be at most seen_ttl")
         if self.redial_max < self.redial_initial:
             raise ConfigError("redial_max must be at least redial_initial")
 

@@ -8,6 +8,7 @@ peer is told (``Bye``), so it drops the link at once.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,8 @@ from . import PROTOCOL_VERSION, __version__
 from .api.server import ApiServer
 from .config import NodeConfig, format_hostport
 from .errors import ConfigError, P2PError, single_error
-from .gossip.router import Deliver, FloodRouter, Forward
-from .gossip.signing import Verifier, sign_batch
+from .gossip.router import Action, Deliver, Forward, Router, RouterConfig, Send
+from .gossip.signing import Verifier, make_batch
 from .identity import DataDirLock, prepare_data_dir
 from .ids import MsgIdFactory, id_to_hex, parse_id
 from .keys import NetworkKey, NodeIdentity, load_or_create_identity
@@ -27,7 +28,7 @@ from .net.link import PeerLink
 from .net.manager import LinkManager
 from .net.tls import TlsTransport
 from .net.transport import TcpTransport, Transport
-from .wire.messages import Batch, Bye, Gossip, Hello, Item, encode_message
+from .wire.messages import Batch, Bye, Gossip, GossipMessage, Hello, Item, encode_message
 
 if TYPE_CHECKING:
     from .discovery.mdns import DiscoveredPeer, MdnsDiscovery
@@ -72,10 +73,11 @@ class Node:
                 TlsTransport(identity, self.network, config.handshake_timeout,
                              config.max_pending_handshakes, config.max_conns_per_ip))
         self.transport: Transport = transport
-        self.router = FloodRouter(
-            node_id, max_hops=config.max_hops,
-            seen_max_entries=config.seen_max_entries, seen_ttl=config.seen_ttl,
-        )
+        self.router = Router(node_id, router_config(config))
+        #: This run of the node, in the numbering of its batches (docs/protocol.md).
+        self.epoch = time.time_ns() // 1000
+        self._seq = 0
+        self._timer_wake = trio.Event()
         self.api = ApiServer(config, self) if api else None
         self.on_deliver: list[Callable[[Gossip], None]] = []
         self.listen_addr: tuple[str, int] | None = None
@@ -113,6 +115,7 @@ class Node:
                 self._started_at = trio.current_time()
                 await nursery.start(self.links.run)
                 nursery.start_soon(self._run_flusher)
+                nursery.start_soon(self._run_timers)
                 self._ready.set()
                 if self.api is not None:
                     await nursery.start(self.api.run)
@@ -207,30 +210,40 @@ class Node:
 
     # -- the hot path ----------------------------------------------------------------
 
-    def _on_gossip(self, link: PeerLink, batches: list[Batch]) -> None:
+    def _on_gossip(self, link: PeerLink, msgs: list[GossipMessage]) -> None:
         now = trio.current_time()
-        on_batch = self.router.on_batch
+        router = self.router
+        on_message = router.on_message
         verify = self.verifier.verify
         peer = link.peer_id
         bytes_bucket, batch_bucket = link.bytes_bucket, link.batch_bucket
-        for batch in batches:
+        for msg in msgs:
             if batch_bucket is not None and bytes_bucket is not None and not (
-                batch_bucket.take(1, now) and bytes_bucket.take(len(batch.body), now)
+                batch_bucket.take(1, now)
+                and (type(msg) is not Batch or bytes_bucket.take(len(msg.body), now))
             ):
                 link.rate_limited += 1
                 self.rate_limited += 1
                 continue
-            rejected = self.router.stats.rejected
-            actions = on_batch(batch, peer, now, verify)
+            rejected = router.stats.rejected
+            actions = on_message(msg, peer, now, verify)
             if actions:
                 self._apply(actions)
-            elif (self.router.stats.rejected != rejected
-                  and self.router.last_rejection == "bad_signature"):
+            elif (router.stats.rejected != rejected
+                  and router.last_rejection == "bad_signature"):
                 # Honest peers verify before they forward: this one is faulty or hostile.
                 log.warning("link %s (%s) sent a forged batch; closing it", link.peer.name,
                             link.peer_hex[:8])
                 link.abort("bad_signature")
                 return
+        self._after_gossip()
+
+    def _after_gossip(self) -> None:
+        """Announcements go out when this task yields; timers start when needed."""
+        if self.router.has_announcements:
+            self._flush_wake.set()
+        if not self._timer_wake.is_set() and self.router.next_deadline() is not None:
+            self._timer_wake.set()
 
     def _deliver(self, msg: Gossip) -> None:
         if self.api is not None:
@@ -238,28 +251,47 @@ class Node:
         for callback in self.on_deliver:
             callback(msg)
 
-    def _apply(self, actions: list[Deliver | Forward]) -> None:
+    def _apply(self, actions: list[Action]) -> None:
         for action in actions:
             if type(action) is Deliver:
                 batch, body = action.batch, action.body
                 for item in body.items:
                     self._deliver(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
                                          data=item.data, hops=batch.hops, to=body.to))
-            else:
-                assert type(action) is Forward
+                continue
+            assert self.links is not None
+            links = self.links.links
+            if type(action) is Forward:
                 frame = encode_message(action.batch)
-                assert self.links is not None
-                links = self.links.links
                 for peer in action.peers:
                     link = links.get(peer)
                     if link is not None and not link.send(frame):
                         self.links.stats.queue_drops += 1
+            else:
+                assert type(action) is Send
+                link = links.get(action.peer)
+                if link is not None:
+                    for msg in action.msgs:
+                        if not link.send(encode_message(msg)):
+                            self.links.stats.queue_drops += 1
 
     def _on_link_change(self, link: PeerLink, up: bool) -> None:
         if up:
-            self.router.peer_up(link.peer_id)
+            self._apply(self.router.peer_up(link.peer_id, trio.current_time()))
         else:
             self.router.peer_down(link.peer_id)
+
+    async def _run_timers(self) -> None:
+        """Run the router's timers (grafts, held batches) while it has any."""
+        step = min(self.config.graft_timeout, self.config.order_hold) / 4
+        while True:
+            await self._timer_wake.wait()
+            while (deadline := self.router.next_deadline()) is not None:
+                # Wake at least every ``step``: a new, earlier deadline may have come up.
+                await trio.sleep_until(min(deadline, trio.current_time() + step))
+                self._apply(self.router.tick(trio.current_time()))
+                self._after_gossip()
+            self._timer_wake = trio.Event()
 
     # -- the API backend ---------------------------------------------------------------
 
@@ -290,15 +322,19 @@ class Node:
         pending, self._pending, self._pending_bytes = self._pending, {}, 0
         now = trio.current_time()
         for to, items in pending.items():
-            batch = sign_batch(self.identity, self._ids.next(), to, items)
-            self._apply(self.router.publish(batch, now))
+            self._seq += 1
+            batch, body = make_batch(self.identity, self._ids.next(), to, items,
+                                     epoch=self.epoch, seq=self._seq)
+            self._apply(self.router.publish(batch, body, now))
 
     async def _run_flusher(self) -> None:
-        """Flush published messages as soon as the tasks that published them yield."""
+        """Flush published messages and lazy announcements as soon as the tasks that made
+        them yield."""
         while True:
             await self._flush_wake.wait()
             self._flush_wake = trio.Event()
             self.flush()
+            self._apply(self.router.take_announcements())
 
     async def wait_links_writable(self) -> None:
         """Backpressure for local publishers: wait while a link's queue is over half full,
@@ -411,6 +447,17 @@ class Node:
                 "rate_limited": self.api.stats.rate_limited,
             }
         return info
+
+
+def router_config(config: NodeConfig) -> RouterConfig:
+    """The router's settings, from the node's."""
+    return RouterConfig(
+        mode="flood" if config.gossip == "flood" else "tree", max_hops=config.max_hops,
+        seen_max_entries=config.seen_max_entries, seen_ttl=config.seen_ttl,
+        graft_timeout=config.graft_timeout, optimize_hops=config.optimize_hops,
+        order_hold=config.order_hold, history_batches=config.history_batches,
+        history_bytes=config.history_bytes, history_age=config.history_age, seed=config.seed,
+    )
 
 
 @asynccontextmanager

@@ -194,6 +194,55 @@ def random_connected_edges(n: int, degree: int, seed: int) -> list[tuple[int, in
     return sorted(pairs)
 
 
+def random_regular_edges(n: int, degree: int, seed: int) -> list[tuple[int, int]]:
+    """A random connected graph where every node has ``degree`` links (one node one more
+    when ``n * degree`` is odd): random pairing of link ends, redrawn until it has no
+    self-loop, no duplicate pair and is connected."""
+    rng = random.Random(seed)
+    degree = min(degree, n - 1)
+    if n < 2 or degree < 1:
+        return []
+    for _ in range(1000):
+        pairs = _pair_stubs(n, degree, rng)
+        if pairs is not None and _connected(n, pairs):
+            return sorted(pairs)
+    return random_connected_edges(n, degree, seed)  # pragma: no cover - tiny dense graphs
+
+
+def _pair_stubs(n: int, degree: int, rng: random.Random) -> set[tuple[int, int]] | None:
+    stubs = [i for i in range(n) for _ in range(degree)]
+    if len(stubs) % 2:
+        stubs.append(rng.randrange(n))
+    pairs: set[tuple[int, int]] = set()
+    while stubs:
+        for _ in range(100):
+            i, j = rng.randrange(len(stubs)), rng.randrange(len(stubs))
+            a, b = stubs[i], stubs[j]
+            if i != j and a != b and (min(a, b), max(a, b)) not in pairs:
+                break
+        else:
+            return None
+        pairs.add((min(a, b), max(a, b)))
+        for k in sorted((i, j), reverse=True):
+            stubs[k] = stubs[-1]
+            stubs.pop()
+    return pairs
+
+
+def _connected(n: int, pairs: set[tuple[int, int]]) -> bool:
+    adj: dict[int, list[int]] = {}
+    for a, b in pairs:
+        adj.setdefault(a, []).append(b)
+        adj.setdefault(b, []).append(a)
+    seen, todo = {0}, [0]
+    while todo:
+        for nb in adj.get(todo.pop(), ()):
+            if nb not in seen:
+                seen.add(nb)
+                todo.append(nb)
+    return len(seen) == n
+
+
 async def open_raw_link(net: MemoryNetwork, hub: Node, node_id: bytes,
                         name: str = "raw") -> trio.abc.Stream:
     """Link to ``hub`` by hand over ``net`` (no TLS) as ``node_id``, and return the open

@@ -49,7 +49,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import trio
 import trio.lowlevel
 import trio.testing
@@ -65,10 +64,10 @@ from p2pnode.testing import (
     MemoryNetwork,
     make_identity,
     memory_config,
-    random_connected_edges,
+    random_regular_edges,
     ring_edges,
 )
-from p2pnode.wire.messages import Batch, BatchBody, Gossip
+from p2pnode.wire.messages import Batch, BatchBody, Gossip, GossipMessage, IHave
 
 TOPOLOGIES = ("random", "ring", "grid", "small-world", "discovery")
 TOPIC = "sim"
@@ -116,7 +115,7 @@ def build_edges(topology: str, n: int, degree: int, seed: int) -> list[tuple[int
     if n < 2 or topology == "discovery":
         return []
     if topology == "random":
-        return random_connected_edges(n, degree, seed)
+        return random_regular_edges(n, degree, seed)
     if topology == "ring":
         return ring_edges(n) if n > 2 else [(0, 1)]
     if topology == "grid":
@@ -164,7 +163,9 @@ class Options:
     rejoin_after: float = 1.0
     partition: float = 0.0
     drain: float = 30.0
-    max_hops: int = 16
+    max_hops: int = 32
+    gossip: str = "tree"
+    extra: dict[str, Any] = field(default_factory=dict)  # more NodeConfig settings
     gc_freeze: bool = True
     ping_interval: float = 5.0
     link_timeout: float = 15.0
@@ -187,6 +188,8 @@ class Stats:
     batch_copies: Counter[bytes] = field(default_factory=Counter)  # batch key -> copies read
     batch_items: dict[bytes, int] = field(default_factory=dict)  # batch key -> messages
     delivered_keys: set[tuple[int, bytes]] = field(default_factory=set)
+    announcements: int = 0  # batch announcements (IHave entries) received
+    last_delivery: float = 0.0  # time of the last eligible delivery
 
 
 class Simulation:
@@ -214,10 +217,15 @@ class Simulation:
         self.up_since: list[float | None] = [None] * opts.nodes
         self.stats = Stats()
         self.expected = 0  # possible deliveries so far
+        # Per node, while it is up: messages published since it came up, and how many of
+        # them it received. A crash moves its share out of the figures (not eligible).
+        self.node_expected = [0] * opts.nodes
+        self.node_delivered = [0] * opts.nodes
         self.snapshot: list[tuple[int, int]] = []  # links when the first message left
         self.crashed = 0
         self.rejoined = 0
         self.wall_linked = 0.0
+        self.healed_at: float | None = None
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -227,7 +235,9 @@ class Simulation:
             "seed": o.seed * 1_000_003 + i,
             "ping_interval": o.ping_interval, "link_timeout": o.link_timeout,
             "slow_peer_timeout": max(3.0, o.ping_interval * 3), "max_hops": o.max_hops,
+            "gossip": o.gossip,
         }
+        over.update(o.extra)
         if o.topology == "discovery":
             low = max(1, min(o.degree, o.nodes - 1))
             high = max(low, o.degree + o.degree // 2)
@@ -280,7 +290,10 @@ class Simulation:
             if msg.hops == 0 and self.index.get(msg.origin) == i:
                 st.pub_time[key] = now
                 st.pub_order.append(key)
-                self.expected += sum(1 for s in self.up_since if s is not None)
+                for j, s in enumerate(self.up_since):
+                    if s is not None:
+                        self.node_expected[j] += 1
+                        self.expected += 1
             t0 = st.pub_time.get(key)
             if t0 is None:  # not one of ours
                 return
@@ -291,8 +304,10 @@ class Simulation:
             since = self.up_since[i]
             if since is not None and since <= t0:
                 st.deliveries += 1
+                self.node_delivered[i] += 1
                 st.hops.append(msg.hops)
                 st.latency.append(now - t0)
+                st.last_delivery = now
             else:
                 st.deliveries_other += 1
             if len(st.pub_order) and key == st.pub_order[0]:
@@ -304,10 +319,15 @@ class Simulation:
         inner = node._on_gossip
         copies = self.stats.batch_copies
 
-        def on_gossip(link: PeerLink, batches: list[Batch]) -> None:
-            for batch in batches:
-                copies[batch.origin + batch.id] += 1
-            inner(link, batches)
+        st = self.stats
+
+        def on_gossip(link: PeerLink, msgs: list[GossipMessage]) -> None:
+            for msg in msgs:
+                if type(msg) is Batch:
+                    copies[msg.origin + msg.id] += 1
+                elif type(msg) is IHave:
+                    st.announcements += len(msg.batches)
+            inner(link, msgs)
 
         return on_gossip
 
@@ -317,10 +337,9 @@ class Simulation:
         inner = router.publish
         items = self.stats.batch_items
 
-        def publish(batch: Batch, now: float) -> list[Action]:
-            body = msgspec.msgpack.decode(batch.body, type=BatchBody)
+        def publish(batch: Batch, body: BatchBody, now: float) -> list[Action]:
             items[batch.origin + batch.id] = len(body.items)
-            return inner(batch, now)
+            return inner(batch, body, now)
 
         router.publish = publish  # type: ignore[method-assign]
 
@@ -385,6 +404,12 @@ class Simulation:
             await trio.sleep_until(start + o.window * (k + 0.5) / len(victims))
             self.nodes[i].kill()
             self.up_since[i] = None
+            self.expected -= self.node_expected[i]
+            self.stats.deliveries -= self.node_delivered[i]
+            self.stats.deliveries_other += self.node_delivered[i]
+            self.node_expected[i] = self.node_delivered[i] = 0
+            if o.rejoin:  # its next run may receive them again (history): not duplicates
+                self.stats.delivered_keys = {k for k in self.stats.delivered_keys if k[0] != i}
             self.crashed += 1
             if o.rejoin:
                 nursery.start_soon(self.rejoin, nursery, i)
@@ -400,6 +425,7 @@ class Simulation:
         self.sim.split = True
         await trio.sleep(self.opts.partition)
         self.sim.heal()
+        self.healed_at = trio.current_time()
 
     async def run(self) -> dict[str, Any]:
         o = self.opts
@@ -438,7 +464,8 @@ class Simulation:
                     phase.start_soon(self.partition)
             # Drain: wait until every possible delivery happened, at most --drain seconds.
             with trio.move_on_after(o.drain):
-                while self.stats.deliveries < self.expected:  # noqa: ASYNC110
+                while (self.stats.deliveries < self.expected  # noqa: ASYNC110
+                       or (o.rejoin and self.rejoined < self.crashed)):
                     await trio.sleep(0.01)
             t_end = trio.current_time()
             nursery.cancel_scope.cancel()
@@ -475,6 +502,12 @@ class Simulation:
             "delivery_ratio": round(ratio, 6),
             "copies_received": copies,
             "copies_per_delivery": round(copies / deliveries, 4) if deliveries else 0.0,
+            "gossip": o.gossip,
+            "announcements_per_delivery": (round(st.announcements / deliveries, 4)
+                                           if deliveries else 0.0),
+            "heal_to_complete_s": (round(max(0.0, st.last_delivery - self.healed_at), 3)
+                                   if self.healed_at is not None
+                                   and deliveries == self.expected else None),
             "hops_p50": pct(hops, 0.5), "hops_max": max(hops, default=0.0),
             "hops_mean": round(statistics.fmean(hops), 3) if hops else 0.0,
             "latency_p50_ms": round(pct(st.latency, 0.5) * 1000, 3),
@@ -588,8 +621,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
                    help="keepalive ping interval (node default 1.0)")
     p.add_argument("--link-timeout", type=float, default=15.0,
                    help="silence before a link is dead (node default 3.0)")
-    p.add_argument("--max-hops", type=int, default=16,
-                   help="the nodes' hop limit (node default 16; a ring needs n/2)")
+    p.add_argument("--max-hops", type=int, default=32,
+                   help="the nodes' hop limit (node default 32; a ring needs n/2)")
+    p.add_argument("--gossip", choices=("tree", "flood"), default="tree",
+                   help="broadcast trees (the node default) or flooding")
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="do not gc.freeze() the set-up mesh (slower at scale)")
     p.add_argument("--seed", type=int, default=0)
@@ -608,7 +643,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
         window=a.window, payload=a.payload, churn=a.churn, rejoin=a.rejoin,
         rejoin_after=a.rejoin_after, partition=a.partition, drain=a.drain,
         max_hops=a.max_hops, ping_interval=a.ping_interval, link_timeout=a.link_timeout,
-        seed=a.seed, gc_freeze=not a.no_gc_freeze,
+        seed=a.seed, gc_freeze=not a.no_gc_freeze, gossip=a.gossip,
         plot=a.plot,
     )
     return opts, a.json
@@ -623,11 +658,14 @@ def human(r: dict[str, Any]) -> str:
         f"ratio {r['delivery_ratio']:.4f}"
         + (f" (+{r['deliveries_other']} to nodes not up throughout)"
            if r["deliveries_other"] else ""),
-        f"copies per delivery {r['copies_per_delivery']}, hops p50 {r['hops_p50']:g} "
+        f"gossip {r['gossip']}: copies per delivery {r['copies_per_delivery']} "
+        f"(+{r['announcements_per_delivery']} announcements), hops p50 {r['hops_p50']:g} "
         f"max {r['hops_max']:g}, latency p50 {r['latency_p50_ms']} ms "
         f"p99 {r['latency_p99_ms']} ms (virtual)",
         f"churn: {r['crashed']} crashed, {r['rejoined']} rejoined; partition "
-        f"{r['partition_s']} s",
+        f"{r['partition_s']} s"
+        + (f", every message everywhere {r['heal_to_complete_s']} s after the heal"
+           if r["heal_to_complete_s"] is not None else ""),
         f"virtual: {r['virtual_link_s']} s to link, {r['virtual_run_s']} s to deliver; "
         f"wall {r['wall_seconds']} s, peak RSS {r['peak_rss_mb']} MB",
     ])

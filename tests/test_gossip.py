@@ -1,4 +1,5 @@
-"""SeenCache and FloodRouter, alone and in small pure simulations (no I/O, no own clock).
+"""SeenCache and the router in flood mode, alone and in small pure simulations (no I/O,
+no own clock).
 
 Batches are real: signed by seeded identities (``make_identity``) and checked with a
 ``Verifier``, as the node does.
@@ -7,20 +8,30 @@ Batches are real: signed by seeded identities (``make_identity``) and checked wi
 from __future__ import annotations
 
 import random
-from collections import Counter, deque
 
 import msgspec
 import pytest
 
 from p2pnode.errors import LocalError
-from p2pnode.gossip.router import Action, Deliver, FloodRouter, Forward
+from p2pnode.gossip.router import Deliver, Forward, Router, Send
 from p2pnode.gossip.seen import SeenCache
 from p2pnode.gossip.signing import Verifier, sign_batch
 from p2pnode.keys import NodeIdentity
 from p2pnode.testing import make_identity
-from p2pnode.wire.messages import Batch, BatchBody, Item
+from p2pnode.wire.messages import Batch, BatchBody, Digest, Item
 
-MAX_PAYLOAD = 1024
+from .gossip_sim import (
+    MAX_PAYLOAD,
+    CountingVerifier,
+    Edges,
+    Sim,
+    distances,
+    line,
+    make_router,
+    random_connected,
+    ring,
+)
+
 IDENTITIES = [make_identity(random.Random(seed)) for seed in range(4)]
 ME, I1, I2, I3 = IDENTITIES
 SELF, P1, P2, P3 = (i.node_id for i in IDENTITIES)
@@ -46,29 +57,18 @@ def body(batch: Batch) -> BatchBody:
     return Verifier(MAX_PAYLOAD).verify(batch)
 
 
+def with_body(batch: Batch) -> tuple[Batch, BatchBody]:
+    return batch, body(batch)
+
+
 def hopped(batch: Batch, hops: int) -> Batch:
     return msgspec.structs.replace(batch, hops=hops)
 
 
-class CountingVerifier:
-    """``Verifier.verify`` that counts its calls."""
-
-    def __init__(self) -> None:
-        self.verifier = Verifier(MAX_PAYLOAD)
-        self.calls = 0
-
-    def __call__(self, batch: Batch) -> BatchBody:
-        self.calls += 1
-        return self.verifier.verify(batch)
-
-
 def router(
     node_id: bytes = SELF, *, max_hops: int = 16, peers: tuple[bytes, ...] = ()
-) -> FloodRouter:
-    r = FloodRouter(node_id, max_hops=max_hops, seen_max_entries=1000, seen_ttl=60.0)
-    for p in peers:
-        r.peer_up(p)
-    return r
+) -> Router:
+    return make_router(node_id, max_hops=max_hops, peers=peers)
 
 
 verify = Verifier(MAX_PAYLOAD).verify
@@ -163,14 +163,14 @@ def test_seen_asks_without_recording() -> None:
 
 
 
-# -- FloodRouter -------------------------------------------------------------------------
+# -- the router, flood mode -------------------------------------------------------------
 
 
 def test_publish_forwards_with_hops_1_and_delivers_nothing() -> None:
     # The node delivers its own messages before it signs them; the router only sends.
     r = router(peers=(P1, P2, P3))
     b = signed(1, ME, count=3)
-    assert r.publish(b, 0.0) == [Forward(hopped(b, 1), (P1, P2, P3))]
+    assert r.publish(b, body(b), 0.0) == [Forward(hopped(b, 1), (P1, P2, P3))]
     assert (r.stats.delivered, r.stats.forwarded) == (0, 3)
     assert r.on_batch(hopped(b, 2), P1, 0.1, verify) == []  # remembered as seen
     assert r.stats.duplicates == 1
@@ -178,13 +178,13 @@ def test_publish_forwards_with_hops_1_and_delivers_nothing() -> None:
 
 def test_publish_without_peers_sends_nothing() -> None:
     r = router()
-    assert r.publish(signed(1, ME), 0.0) == []
+    assert r.publish(*with_body(signed(1, ME)), 0.0) == []
     assert r.stats.forwarded == 0
 
 
 def test_publish_with_max_hops_0_sends_nothing() -> None:
     r = router(max_hops=0, peers=(P1,))
-    assert r.publish(signed(1, ME), 0.0) == []
+    assert r.publish(*with_body(signed(1, ME)), 0.0) == []
     assert r.stats.forwarded == 0
 
 
@@ -220,8 +220,7 @@ def test_duplicates_are_dropped_and_counted_before_verification() -> None:
 
 
 def test_duplicate_is_new_again_after_the_ttl() -> None:
-    r = FloodRouter(SELF, max_hops=16, seen_max_entries=1000, seen_ttl=10.0)
-    r.peer_up(P1)
+    r = make_router(SELF, seen_ttl=10.0, history_age=10.0, peers=(P1,))
     b = signed(1)
     assert r.on_batch(b, P1, 0.0, verify)
     assert r.on_batch(b, P1, 9.9, verify) == []
@@ -289,7 +288,7 @@ def test_the_target_is_taken_from_the_signed_body() -> None:
 def test_publish_direct() -> None:
     r = router(peers=(P1, P2))
     b = signed(1, ME, to=P2)
-    assert r.publish(b, 0.0) == [Forward(hopped(b, 1), (P1, P2))]
+    assert r.publish(b, body(b), 0.0) == [Forward(hopped(b, 1), (P1, P2))]
     assert r.stats.delivered == 0
 
 
@@ -297,7 +296,7 @@ def test_own_batches_coming_back_are_duplicates() -> None:
     r = router(peers=(P1, P2))
     v = CountingVerifier()
     b = signed(1, ME)
-    r.publish(b, 0.0)
+    r.publish(b, body(b), 0.0)
     assert r.on_batch(hopped(b, 2), P1, 0.1, v) == []
     # Even an id this run never published: the origin is this node.
     assert r.on_batch(signed(2, ME, hops=1), P1, 0.2, v) == []
@@ -308,122 +307,21 @@ def test_own_batches_coming_back_are_duplicates() -> None:
 
 def test_peer_up_and_down() -> None:
     r = router()
-    r.peer_up(P2)
-    r.peer_up(P1)
-    r.peer_up(P2)  # idempotent, keeps its place
+    assert r.peer_up(P2, 0.0) == [Send(P2, [Digest([])])]  # nothing in history yet
+    r.peer_up(P1, 0.0)
+    r.peer_up(P2, 0.0)  # idempotent, keeps its place
     assert r.peers == (P2, P1)
     r.peer_down(P2)
     r.peer_down(P3)  # unknown: no error
     assert r.peers == (P1,)
-    actions = r.publish(signed(1, ME), 0.0)
+    actions = r.publish(*with_body(signed(1, ME)), 0.0)
     assert isinstance(actions[-1], Forward)
     assert actions[-1].peers == (P1,)
     r.peer_down(P1)
-    assert r.publish(signed(2, ME), 0.0) == []
+    assert r.publish(*with_body(signed(2, ME)), 0.0) == []
 
 
 # -- Simulation ---------------------------------------------------------------------------
-
-
-Edges = list[tuple[int, int]]
-
-
-def line(n: int) -> Edges:
-    return [(i, i + 1) for i in range(n - 1)]
-
-
-def ring(n: int) -> Edges:
-    return [*line(n), (n - 1, 0)]
-
-
-def random_connected(n: int, extra: int, seed: int) -> Edges:
-    rng = random.Random(seed)
-    order = list(range(n))
-    rng.shuffle(order)
-    edges = {tuple(sorted((order[i], order[rng.randrange(i)]))) for i in range(1, n)}
-    while len(edges) < n - 1 + extra:
-        a, b = rng.sample(range(n), 2)
-        edges.add(tuple(sorted((a, b))))
-    return sorted((a, b) for a, b in edges)
-
-
-def distances(n: int, edges: Edges, start: int) -> dict[int, int]:
-    adj: dict[int, list[int]] = {i: [] for i in range(n)}
-    for a, b in edges:
-        adj[a].append(b)
-        adj[b].append(a)
-    dist = {start: 0}
-    todo = deque([start])
-    while todo:
-        x = todo.popleft()
-        for y in adj[x]:
-            if y not in dist:
-                dist[y] = dist[x] + 1
-                todo.append(y)
-    return dist
-
-
-#: Identities of simulated nodes, made once (seeded: the same ids every run).
-SIM_IDENTITIES = [make_identity(random.Random(1000 + i)) for i in range(20)]
-
-
-class Sim:
-    """N routers joined by ``edges``; links deliver in FIFO order, one step per batch.
-    Each node checks batches with its own ``Verifier``, as a node does."""
-
-    def __init__(self, n: int, edges: Edges, *, max_hops: int = 16) -> None:
-        self.identities = SIM_IDENTITIES[:n]
-        self.ids = [i.node_id for i in self.identities]
-        self.routers = [
-            FloodRouter(self.ids[i], max_hops=max_hops, seen_max_entries=10_000, seen_ttl=1e9)
-            for i in range(n)
-        ]
-        self.verifiers = [CountingVerifier() for _ in range(n)]
-        self.index = {node_id: i for i, node_id in enumerate(self.ids)}
-        for a, b in edges:
-            self.routers[a].peer_up(self.ids[b])
-            self.routers[b].peer_up(self.ids[a])
-        self.queue: deque[tuple[int, bytes, Batch]] = deque()
-        self.delivered: dict[int, list[Deliver]] = {i: [] for i in range(n)}
-        self.sent: Counter[tuple[int, int, bytes]] = Counter()
-        self.now = 0.0
-
-    def apply(self, node: int, actions: list[Action], hops_in: int) -> None:
-        for action in actions:
-            if isinstance(action, Deliver):
-                self.delivered[node].append(action)
-                continue
-            assert action.batch.hops == hops_in + 1
-            for peer in action.peers:
-                self.sent[(node, self.index[peer], action.batch.id)] += 1
-                self.queue.append((self.index[peer], self.ids[node], action.batch))
-
-    def publish(self, node: int, batch: Batch) -> None:
-        self.apply(node, self.routers[node].publish(batch, self.now), batch.hops)
-
-    def run(self) -> None:
-        steps = 0
-        while self.queue:
-            steps += 1
-            assert steps < 100_000, "the flood does not end"
-            self.now += 0.001
-            node, sender, batch = self.queue.popleft()
-            actions = self.routers[node].on_batch(batch, sender, self.now, self.verifiers[node])
-            self.apply(node, actions, batch.hops)
-
-    def delivered_ids(self, node: int) -> list[bytes]:
-        """Ids of the messages (not batches) delivered at ``node``."""
-        return [item.id for d in self.delivered[node] for item in d.body.items]
-
-    def make(self, node: int, k: int, *, count: int = 1, to: int | None = None) -> Batch:
-        """Batch ``k`` of ``node``, signed by it, with ``count`` messages."""
-        prefix = self.ids[node][:8]
-        msgs = [
-            Item(prefix + (1000 * k + j).to_bytes(8, "big"), "t", b"%d/%d/%d" % (node, k, j))
-            for j in range(count)
-        ]
-        to_id = None if to is None else self.ids[to]
-        return sign_batch(self.identities[node], prefix + k.to_bytes(8, "big"), to_id, msgs)
 
 
 TOPOLOGIES = [
@@ -444,9 +342,9 @@ def test_flood_delivers_every_message_exactly_once(n: int, edges: Edges) -> None
     published: list[tuple[int, Batch]] = []
     for k in range(10):
         node = rng.randrange(n)
-        b = sim.make(node, k, count=rng.randint(1, 3))
+        b, bb = sim.make(node, k, count=rng.randint(1, 3))
         published.append((node, b))
-        sim.publish(node, b)
+        sim.publish(node, b, bb)
         if k % 3 == 0:
             sim.run()  # some floods run alone, others overlap
     sim.run()
@@ -475,14 +373,14 @@ def test_flood_delivers_every_message_exactly_once(n: int, edges: Edges) -> None
 
 def test_hop_limit_on_a_line_of_five() -> None:
     sim = Sim(5, line(5), max_hops=2)
-    b = sim.make(0, 1)
-    sim.publish(0, b)
+    b, bb = sim.make(0, 1)
+    sim.publish(0, b, bb)
     sim.run()
     assert [len(sim.delivered_ids(i)) for i in range(5)] == [0, 1, 1, 0, 0]
     assert sum(r.stats.hop_limited for r in sim.routers) == 1  # node 2 stops it
     # From the middle, every other node is within 2 hops.
-    b2 = sim.make(2, 2)
-    sim.publish(2, b2)
+    b2, bb2 = sim.make(2, 2)
+    sim.publish(2, b2, bb2)
     sim.run()
     (item,) = body(b2).items
     assert all(item.id in sim.delivered_ids(i) for i in range(5) if i != 2)
@@ -490,8 +388,8 @@ def test_hop_limit_on_a_line_of_five() -> None:
 
 def test_direct_message_in_a_ring_is_delivered_only_at_the_target() -> None:
     sim = Sim(6, ring(6))
-    b = sim.make(0, 1, count=2, to=3)
-    sim.publish(0, b)
+    b, bb = sim.make(0, 1, count=2, to=3)
+    sim.publish(0, b, bb)
     sim.run()
     assert [len(sim.delivered_ids(i)) for i in range(6)] == [0, 0, 0, 2, 0, 0]
     assert sim.routers[3].stats.forwarded == 0
@@ -501,16 +399,16 @@ def test_a_forged_batch_in_the_flood_is_stopped_at_the_first_node() -> None:
     # A batch whose body was changed after signing is rejected by the first node that
     # gets it and goes no further; the genuine batch still floods everywhere.
     sim = Sim(6, ring(6))
-    genuine = sim.make(0, 1)
+    genuine, genuine_body = sim.make(0, 1)
     forged_body = BatchBody(genuine.id, genuine.origin, None, [Item(mid(9), "t", b"evil")])
     forged = msgspec.structs.replace(
         genuine, hops=1, body=msgspec.msgpack.encode(forged_body)
     )
-    sim.queue.append((1, sim.ids[0], forged))
+    sim.queue.append((1, 0, forged))
     sim.run()
     assert [r.stats.rejected for r in sim.routers] == [0, 1, 0, 0, 0, 0]
     assert all(not sim.delivered[i] for i in range(6))
-    sim.publish(0, genuine)
+    sim.publish(0, genuine, genuine_body)
     sim.run()
     assert all(len(sim.delivered_ids(i)) == 1 for i in range(1, 6))
 

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from p2pnode.errors import RemoteProtocolError
-from p2pnode.gossip.router import Deliver, FloodRouter, Forward
+from p2pnode.gossip.router import Deliver, Forward, Router
 from p2pnode.gossip.signing import Verifier, sign_batch
 from p2pnode.keys import NodeIdentity, node_id_of
 from p2pnode.testing import make_identity
@@ -24,6 +24,8 @@ from p2pnode.wire.messages import (
     encode_body,
     encode_message,
 )
+
+from .gossip_sim import make_router
 
 MAX_PAYLOAD = 1024
 ALICE, BOB, CAROL, MALLORY, ME = (make_identity(random.Random(seed)) for seed in range(5))
@@ -239,11 +241,8 @@ def test_a_cache_of_zero_keys_still_verifies() -> None:
 # -- the router and forgeries ---------------------------------------------------------------
 
 
-def router() -> FloodRouter:
-    r = FloodRouter(ME.node_id, max_hops=16, seen_max_entries=1000, seen_ttl=60.0)
-    r.peer_up(NEIGHBOUR)
-    r.peer_up(BOB.node_id)
-    return r
+def router() -> Router:
+    return make_router(ME.node_id, peers=(NEIGHBOUR, BOB.node_id))
 
 
 def forgeries(genuine: Batch) -> dict[str, Batch]:

@@ -19,11 +19,19 @@ from ..wire.messages import Batch, BatchBody, Item, decode_body, encode_body
 
 
 def sign_batch(identity: NodeIdentity, batch_id: bytes, to: bytes | None,
-               items: list[Item]) -> Batch:
+               items: list[Item], *, epoch: int = 0, seq: int = 0) -> Batch:
     """Make a batch of ``items`` from ``identity``, signed, with hops 0."""
-    body = encode_body(BatchBody(id=batch_id, origin=identity.node_id, to=to, items=items))
+    return make_batch(identity, batch_id, to, items, epoch=epoch, seq=seq)[0]
+
+
+def make_batch(identity: NodeIdentity, batch_id: bytes, to: bytes | None,
+               items: list[Item], *, epoch: int = 0, seq: int = 0) -> tuple[Batch, BatchBody]:
+    """Like ``sign_batch``, and also return the body that was signed."""
+    body = BatchBody(id=batch_id, origin=identity.node_id, to=to, items=items,
+                     epoch=epoch, seq=seq)
+    data = encode_body(body)
     return Batch(id=batch_id, origin=identity.node_id, hops=0, key=identity.public,
-                 body=body, sig=identity.sign(body))
+                 body=data, sig=identity.sign(data)), body
 
 
 class Verifier:

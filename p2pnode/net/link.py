@@ -27,7 +27,7 @@ from ..wire.link import (
     PeerHello,
     PeerRefused,
 )
-from ..wire.messages import Batch, Hello
+from ..wire.messages import GOSSIP_TYPES, GossipMessage, Hello
 from .outqueue import OutQueue
 from .tls import verified_peer_id
 
@@ -112,7 +112,7 @@ class LinkHost(Protocol):
     def link_count(self) -> int: ...
     def link_open(self, link: PeerLink) -> None: ...
     def link_closed(self, link: PeerLink) -> None: ...
-    def on_gossip(self, link: PeerLink, msgs: list[Batch]) -> None: ...
+    def on_gossip(self, link: PeerLink, msgs: list[GossipMessage]) -> None: ...
 
 
 async def run_connection(
@@ -218,7 +218,7 @@ class _Connection:
             raise trio.BrokenResourceError("end of stream")
         return data
 
-    async def _handshake(self) -> list[Batch]:
+    async def _handshake(self) -> list[GossipMessage]:
         """Run the handshake; returns gossip that arrived with it. Sets self.link or
         self.result (when the link did not open)."""
         data = await self._receive()
@@ -256,7 +256,7 @@ class _Connection:
         self.out.put_force(self.proto.proceed())
         return True
 
-    def _open(self, early: list[LinkEvent]) -> list[Batch]:
+    def _open(self, early: list[LinkEvent]) -> list[GossipMessage]:
         leftover = early + self.proto.receive_data(b"")
         assert self.proto.peer is not None
         now = trio.current_time()
@@ -272,7 +272,7 @@ class _Connection:
         if self.on_open is not None:
             self.on_open()
         self.host.link_open(self.link)
-        msgs = [e for e in leftover if type(e) is Batch]
+        msgs: list[GossipMessage] = [e for e in leftover if type(e) in GOSSIP_TYPES]  # type: ignore[misc]
         if len(msgs) != len(leftover):
             self.link.close("peer_left")
         return msgs
@@ -310,7 +310,7 @@ class _Connection:
             self.out.put_force(proto.ping(now))
             awaiting = now
 
-    def _dispatch(self, msgs: list[Batch]) -> None:
+    def _dispatch(self, msgs: list[GossipMessage]) -> None:
         if msgs and self.link is not None:
             self.host.on_gossip(self.link, msgs)
 

@@ -16,7 +16,7 @@ import trio
 
 from ..config import NodeConfig, format_hostport
 from ..wire.link import check_hello
-from ..wire.messages import Batch, Bye, Hello, encode_message
+from ..wire.messages import Bye, GossipMessage, Hello, encode_message
 from .link import Direction, LinkResult, PeerLink, run_connection
 from .transport import Transport
 
@@ -67,7 +67,7 @@ class LinkManager:
         config: NodeConfig,
         local_hello: Hello,
         transport: Transport,
-        on_gossip: Callable[[PeerLink, list[Batch]], None],
+        on_gossip: Callable[[PeerLink, list[GossipMessage]], None],
         on_link_change: Callable[[PeerLink, bool], None],
     ) -> None:
         self.config = config
@@ -146,7 +146,7 @@ class LinkManager:
         self._notify()
         self._poke()
 
-    def on_gossip(self, link: PeerLink, msgs: list[Batch]) -> None:
+    def on_gossip(self, link: PeerLink, msgs: list[GossipMessage]) -> None:
         self._on_gossip(link, msgs)
 
     # -- connections ------------------------------------------------------------

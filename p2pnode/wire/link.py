@@ -13,8 +13,8 @@ Handshake (see docs/protocol.md):
    ``Refuse("duplicate")``. The side with the higher node id waits for that word.
    Both sides therefore agree on which connection survives, even when both
    dialled at the same moment.
-4. ``OPEN``: both sides send ``Batch``es (and Pings) until one sends ``Bye`` or the
-   connection ends.
+4. ``OPEN``: both sides send gossip (``Batch``, ``IHave``, ``Graft``, ``Prune``,
+   ``Digest``) and Pings until one sends ``Bye`` or the connection ends.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from ..errors import LocalError, RemoteProtocolError
 from .frames import FrameDecoder
 from .messages import (
+    GOSSIP_TYPES,
     Accept,
-    Batch,
     Bye,
+    GossipMessage,
     Hello,
     Ping,
     Pong,
@@ -74,7 +75,7 @@ class PeerBye:
     reason: str
 
 
-LinkEvent = PeerHello | LinkOpen | PeerRefused | PeerBye | Batch
+LinkEvent = PeerHello | LinkOpen | PeerRefused | PeerBye | GossipMessage
 
 
 def check_hello(local: Hello, peer: Hello) -> tuple[str, str] | None:
@@ -199,8 +200,9 @@ class LinkProtocol:
         events: list[LinkEvent] = []
         for body in frames:
             msg = decode_message(body)
-            if type(msg) is Batch:
-                events.append(msg)  # its body is checked once it is known to be new
+            if type(msg) in GOSSIP_TYPES:
+                # A Batch's body is checked once it is known to be new.
+                events.append(msg)  # type: ignore[arg-type]
             elif type(msg) is Ping:
                 self.peer_links = msg.links
                 self.peer_keep = msg.keep

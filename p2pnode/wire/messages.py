@@ -68,13 +68,25 @@ class Item(msgspec.Struct, array_like=True, frozen=True):
     data: bytes
 
 
+Seq = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+
+
 class BatchBody(msgspec.Struct, array_like=True, frozen=True):
-    """What an origin signs: the batch id, itself, the target (or None) and the messages."""
+    """What an origin signs: the batch id, itself, the target (or None), the messages,
+    and where the batch stands in the origin's sequence.
+
+    ``epoch`` identifies one run of the origin (its start time in microseconds) and
+    ``seq`` numbers its batches within that run from 1, with no gap: receivers deliver
+    an origin's batches in that order (``gossip.order``). ``seq`` 0 means unnumbered
+    (delivered as it comes).
+    """
 
     id: NodeIdBytes
     origin: NodeIdBytes
     to: NodeIdBytes | None
     items: list[Item]
+    epoch: Seq = 0
+    seq: Seq = 0
 
 
 class Batch(msgspec.Struct, tag=4, array_like=True, frozen=True):
@@ -118,7 +130,60 @@ class Pong(msgspec.Struct, tag=7, array_like=True, frozen=True):
     keep: bool = False  # the sender wants this link kept (it is a static peer there)
 
 
-WireMessage = Hello | Accept | Refuse | Batch | Bye | Ping | Pong
+BatchKey = Annotated[bytes, msgspec.Meta(min_length=2 * ID_LEN, max_length=2 * ID_LEN)]
+MAX_KEYS = 4096  # entries in one IHave or Graft
+
+
+class Announce(msgspec.Struct, array_like=True, frozen=True):
+    """One entry of an ``IHave``: a batch's key (origin + batch id) and the hops it
+    would have on arrival."""
+
+    key: BatchKey
+    hops: Hops
+
+
+class IHave(msgspec.Struct, tag=8, array_like=True, frozen=True):
+    """Lazy push (broadcast trees): the sender has these batches and did not send them
+    on this link. A receiver that misses one asks with ``Graft`` after a timeout."""
+
+    batches: Annotated[list[Announce], msgspec.Meta(max_length=MAX_KEYS)]
+    repair: bool = False  # the answer to a Digest: the receiver waits longer, at random
+
+
+class Graft(msgspec.Struct, tag=9, array_like=True, frozen=True):
+    """Send these batches (keys from an ``IHave``) from history, and make this link
+    eager (part of the tree) for their origins and for ``origins``."""
+
+    keys: Annotated[list[BatchKey], msgspec.Meta(max_length=MAX_KEYS)]
+    origins: Annotated[list[NodeIdBytes], msgspec.Meta(max_length=MAX_KEYS)] = []
+
+
+class Prune(msgspec.Struct, tag=10, array_like=True, frozen=True):
+    """Make this link lazy for batches of ``origins``: the sender got one of theirs
+    twice and wants only ``IHave``s for them on this link from now on."""
+
+    origins: Annotated[list[NodeIdBytes], msgspec.Meta(max_length=MAX_KEYS)]
+
+
+class DigestEntry(msgspec.Struct, array_like=True, frozen=True):
+    """What the sender's history holds of one origin run: ``ranges`` is a flat list
+    ``[lo1, hi1, lo2, hi2, ...]`` of inclusive ranges of sequence numbers."""
+
+    origin: NodeIdBytes
+    epoch: Seq
+    ranges: list[Seq]
+
+
+class Digest(msgspec.Struct, tag=11, array_like=True, frozen=True):
+    """Anti-entropy, sent once when a link opens: a summary of the sender's history.
+    The receiver sends back every batch of its own history that the digest lacks."""
+
+    entries: list[DigestEntry]
+
+
+WireMessage = Hello | Accept | Refuse | Batch | Bye | Ping | Pong | IHave | Graft | Prune | Digest
+GossipMessage = Batch | IHave | Graft | Prune | Digest
+GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)
