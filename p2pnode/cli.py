@@ -16,16 +16,18 @@ import trio
 
 from . import __version__
 from .client import ApiReplyError, Client, event_payload, open_client, publish_request
-from .config import (
-    DEFAULT_PORT,
-    DEFAULT_TOPIC,
-    NodeConfig,
-    default_data_dir,
-    default_socket_path,
-    parse_hostport,
+from .config import DEFAULT_PORT, DEFAULT_TOPIC, default_data_dir, default_socket_path
+from .configfile import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    RunSettings,
+    SettingsError,
+    build_settings,
+    gather,
 )
 from .errors import P2PError, single_error
 from .keys import generate_network_key
+from .logs import announce, setup_logging
 from .sdnotify import notify
 
 if TYPE_CHECKING:
@@ -35,6 +37,15 @@ EPILOG = f"""\
 The socket defaults to $P2PNODE_SOCKET, else $XDG_RUNTIME_DIR/p2pnode.sock, else
 /tmp/p2pnode-UID.sock (here: {default_socket_path()}). The default topic is
 "{DEFAULT_TOPIC}". See docs/cli.md for the full reference."""
+
+RUN_EPILOG = f"""\
+Every flag can also be set in the --config file (key: the flag's name with
+underscores; --peer is peers = [...], --mdns-interface is mdns_interfaces = [...],
+--no-mdns is mdns = false) or in a P2PNODE_<KEY> variable (P2PNODE_LISTEN,
+P2PNODE_PEERS="a:7420,b", P2PNODE_MDNS=0, ...). A flag wins over a variable, a
+variable over the file, the file over the default. See docs/cli.md.
+
+{EPILOG}"""
 
 
 def _add_socket(p: argparse.ArgumentParser) -> None:
@@ -51,39 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"p2pnode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a node", epilog=EPILOG,
+    run = sub.add_parser("run", help="run a node", epilog=RUN_EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          description="Run a node until SIGINT or SIGTERM.")
-    run.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_PORT}", metavar="HOST:PORT",
-                     help=f"TCP address to accept links on (default 0.0.0.0:{DEFAULT_PORT}; "
-                          "port 0 picks a free port)")
-    _add_socket(run)
-    run.add_argument("--peer", action="append", default=[], metavar="HOST[:PORT]",
-                     help=f"a node to link to and keep linked (repeatable; "
-                          f"port defaults to {DEFAULT_PORT})")
-    run.add_argument("--name", default=None, help="a human name for this node "
-                     "(default: the host name)")
-    run.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                     help=f"where the node keeps its identity (default {default_data_dir()})")
-    run.add_argument("--no-mdns", action="store_true", help="do not use mDNS discovery")
-    run.add_argument("--mdns-interface", action="append", default=[], metavar="IP",
-                     help="use mDNS only on the interface with this address (repeatable)")
-    run.add_argument("--advertise", default=None, metavar="HOST",
-                     help="the address announced to peers (default: the listen address)")
-    run.add_argument("--max-hops", type=int, default=16, metavar="N",
-                     help="how many links a message travels at most (default 16)")
-    run.add_argument("--network-key", type=Path, default=None, metavar="FILE",
-                     help="join the network this key file defines (made by `p2pnode keygen "
-                          "--network FILE`); without it the node is on the open network: "
-                          "links are encrypted, but any node may join")
-    run.add_argument("--insecure", action="store_true",
-                     help="plaintext links without TLS (debugging only; such a node can "
-                          "link only to other --insecure nodes)")
-    run.add_argument("--api-group", default=None, metavar="GROUP",
-                     help="also admit local apps running as members of GROUP (the socket "
-                          "becomes mode 0660, group GROUP); by default only this user")
-    run.add_argument("--log-level", default="info",
-                     choices=["debug", "info", "warning", "error"], help="default info")
+    _add_run_flags(run)
 
     keygen = sub.add_parser("keygen", help="make a network key",
                             description="Write a new network key to FILE (mode 0600). Copy "
@@ -126,36 +108,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> NodeConfig:
-    """Build the node's configuration from ``run``'s arguments. Raises ``ConfigError``."""
-    host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
-    kwargs: dict[str, Any] = {
-        "listen_host": host, "listen_port": port,
-        "peers": tuple(parse_hostport(p, default_port=DEFAULT_PORT) for p in args.peer),
-        "mdns": not args.no_mdns, "mdns_interfaces": tuple(args.mdns_interface),
-        "advertise": args.advertise, "max_hops": args.max_hops,
-        "name": (os.uname().nodename or "node")[:64] if args.name is None else args.name,
-        "network_key": args.network_key, "insecure": args.insecure,
-        "api_group": args.api_group,
-    }
-    if args.socket is not None:
-        kwargs["socket_path"] = args.socket
-    if args.data_dir is not None:
-        kwargs["data_dir"] = args.data_dir
-    return NodeConfig(**kwargs)
+def _add_run_flags(run: argparse.ArgumentParser) -> None:
+    """``run``'s flags. Their defaults are None: a flag not given leaves the value to
+    the environment, the configuration file or the default (``configfile``)."""
+    run.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="read settings from this TOML file (default $P2PNODE_CONFIG; "
+                          "flags and P2PNODE_* variables override it)")
+    run.add_argument("--listen", metavar="HOST:PORT",
+                     help=f"TCP address to accept links on (default 0.0.0.0:{DEFAULT_PORT}; "
+                          "port 0 picks a free port)")
+    _add_socket(run)
+    run.add_argument("--peer", action="append", metavar="HOST[:PORT]",
+                     help=f"a node to link to and keep linked (repeatable; "
+                          f"port defaults to {DEFAULT_PORT})")
+    run.add_argument("--name", help="a human name for this node (default: the host name)")
+    run.add_argument("--data-dir", type=Path, metavar="DIR",
+                     help=f"where the node keeps its identity (default {default_data_dir()})")
+    run.add_argument("--no-mdns", action="store_const", const=True,
+                     help="do not use mDNS discovery")
+    run.add_argument("--mdns-interface", action="append", metavar="IP",
+                     help="use mDNS only on the interface with this address (repeatable)")
+    run.add_argument("--advertise", metavar="HOST",
+                     help="the address announced to peers (default: the listen address)")
+    run.add_argument("--max-hops", type=int, metavar="N",
+                     help="how many links a message travels at most (default 16)")
+    run.add_argument("--network-key", type=Path, metavar="FILE",
+                     help="join the network this key file defines (made by `p2pnode keygen "
+                          "--network FILE`); without it the node is on the open network: "
+                          "links are encrypted, but any node may join")
+    run.add_argument("--insecure", action="store_const", const=True,
+                     help="plaintext links without TLS (debugging only; such a node can "
+                          "link only to other --insecure nodes)")
+    run.add_argument("--api-group", metavar="GROUP",
+                     help="also admit local apps running as members of GROUP (the socket "
+                          "becomes mode 0660, group GROUP); by default only this user")
+    run.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    run.add_argument("--log-format", choices=LOG_FORMATS,
+                     help="text: key=value lines (default); json: one JSON object per line")
+    run.add_argument("--metrics", metavar="HOST:PORT",
+                     help="serve the status counters in Prometheus format at "
+                          "http://HOST:PORT/metrics (default off)")
 
 
-async def run_node(config: NodeConfig) -> None:
+async def run_node(settings: RunSettings) -> None:
     """Run a node until SIGINT or SIGTERM, then leave gracefully."""
     from .node import Node
 
+    config, fmt = settings.node, settings.log_format
     node = Node(config)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            print(f"p2pnode: node {config.name} ({node.node_hex}) listening on "
-                  f"{node.listen_str}, socket {config.socket_path}", file=sys.stderr, flush=True)
-            print(f"p2pnode: {security_summary(node)}", file=sys.stderr, flush=True)
+            announce(fmt, f"node {config.name} ({node.node_hex}) listening on "
+                     f"{node.listen_str}, socket {config.socket_path}", node_id=node.node_hex,
+                     name=config.name, listen=node.listen_str, socket=config.socket_path)
+            announce(fmt, security_summary(node))
             notify(f"READY=1\nSTATUS=listening on {node.listen_str}")
             async for signum in signals:
                 logging.getLogger("p2pnode").info("signal %d: leaving", signum)
@@ -295,10 +302,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                   f"to each machine and run: p2pnode run --network-key {args.network}")
             return 0
         if args.command == "run":
-            config = config_from_args(args)
-            logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-            trio.run(run_node, config)
+            settings = build_settings(gather(args, os.environ))
+            setup_logging(settings.log_level, settings.log_format)
+            trio.run(run_node, settings)
             return 0
         handler = {"send": cmd_send, "recv": cmd_recv}.get(args.command, cmd_info)
         return trio.run(handler, args)
@@ -314,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except SettingsError as exc:
+        print(f"p2pnode: error: {exc}", file=sys.stderr)
+        return 2
     except (P2PError, ApiReplyError) as exc:
         print(f"p2pnode: error: {exc}", file=sys.stderr)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
