@@ -29,6 +29,7 @@ from .errors import P2PError, single_error
 from .keys import generate_network_key
 from .logs import announce, setup_logging
 from .sdnotify import notify
+from .statusview import summary
 
 if TYPE_CHECKING:
     from .node import Node
@@ -93,10 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="exit after N messages")
     recv.add_argument("--json", action="store_true", help="print each event as a JSON line")
 
-    for name, text in (("peers", "list the linked peers"), ("status", "show the node's state")):
+    for name, text in (("peers", "list the linked peers"),
+                       ("status", "summarise the node's state, links, rates and drops")):
         p = sub.add_parser(name, help=text, description=text.capitalize() + ".")
         _add_socket(p)
-        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--json", action="store_true",
+                       help="print the node's reply as JSON" if name == "status" else
+                       "print JSON")
+    sub.choices["status"].add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS",
+        help="measure rates over this many seconds (default 1); 0: average them over "
+             "the node's uptime, and answer at once")
     peers = sub.choices["peers"]
     peers.add_argument("--wait-min", type=int, default=None, metavar="N",
                        help="first wait until the node has at least N peers")
@@ -269,7 +277,16 @@ async def cmd_info(args: argparse.Namespace) -> int:
         else:
             status = await client.status()
             status.pop("ok", None)
-            print(json.dumps(status, indent=2) if args.json else _status_text(status))
+            if args.json:
+                print(json.dumps(status, indent=2))
+                return 0
+            if args.interval < 0:
+                raise P2PError("--interval must be at least 0")
+            before = None
+            if args.interval > 0:
+                await trio.sleep(args.interval)
+                before, status = status, await client.status()
+            print(summary(status, before, await client.peers()))
     return 0
 
 
@@ -282,16 +299,6 @@ def _peer_table(peers: list[dict[str, Any]]) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in rows)
-
-
-def _status_text(status: dict[str, Any]) -> str:
-    lines = [f"node     {status['name']} ({status['node_id']})",
-             f"listen   {status['listen']}", f"uptime   {status['uptime_s']:.0f}s",
-             f"peers    {status['peers']}", f"clients  {status['clients']}"]
-    for section in ("messages", "links", "security", "api"):
-        values = status.get(section) or {}
-        lines.append(f"{section:<8} " + " ".join(f"{k}={v}" for k, v in values.items()))
-    return "\n".join(lines)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
