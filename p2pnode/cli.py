@@ -27,7 +27,7 @@ from .configfile import (
 )
 from .errors import P2PError, single_error
 from .keys import generate_network_key
-from .logs import announce, setup_logging
+from .logs import announce, format_pairs, setup_logging
 from .sdnotify import notify
 from .statusview import summary
 
@@ -105,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=1.0, metavar="SECONDS",
         help="measure rates over this many seconds (default 1); 0: average them over "
              "the node's uptime, and answer at once")
+    monitor = sub.add_parser(
+        "monitor", help="stream the node's logs and events",
+        description="Print the node's log records, link changes and (with --messages) "
+                    "message deliveries as they happen, until Ctrl-C.")
+    _add_socket(monitor)
+    monitor.add_argument("--level", choices=LOG_LEVELS, default="info",
+                         help="the lowest log level to show (default info; the node "
+                              "sends only what passes its own --log-level)")
+    monitor.add_argument("--messages", action="store_true",
+                         help="also show every message the node delivers (no payload)")
+    monitor.add_argument("--json", action="store_true", help="print each event as JSON")
+    monitor.add_argument("--count", type=int, default=None, metavar="N",
+                         help="exit after N events")
     peers = sub.choices["peers"]
     peers.add_argument("--wait-min", type=int, default=None, metavar="N",
                        help="first wait until the node has at least N peers")
@@ -265,6 +278,52 @@ async def cmd_recv(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_monitor(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        raise P2PError("--count must be at least 1")
+    client = await open_client(args.socket)
+    async with client:
+        await client.monitor(args.level, args.messages)
+        print(f"p2pnode: monitoring {client_path(args.socket)} (level {args.level}"
+              f"{', messages' if args.messages else ''})", file=sys.stderr, flush=True)
+        shown = 0
+        async for event in client.events():
+            line = json.dumps(event) if args.json else monitor_line(event, args.level)
+            if line is None:
+                continue
+            print(line, flush=True)
+            shown += 1
+            if args.count is not None and shown >= args.count:
+                break
+    return 0
+
+
+def client_path(socket: Path | None) -> Path:
+    return socket if socket is not None else default_socket_path()
+
+
+def monitor_line(event: dict[str, Any], level: str) -> str | None:
+    """One monitor event as text; None for a ``link`` event that a log line shows too."""
+    kind = event.get("event")
+    if kind == "log":
+        extra = {k: v for k, v in event.items()
+                 if k not in ("event", "time", "level", "logger", "message")}
+        return (f"{event.get('time')} {event.get('level', '?'):<7} {event.get('logger')}: "
+                f"{event.get('message')}" + (" " + format_pairs(extra) if extra else ""))
+    if kind == "link":
+        if level in ("debug", "info"):
+            return None  # the "link up"/"link down" log line says the same
+        detail = event.get("addr") if event.get("state") == "up" else event.get("reason")
+        return f"link {event.get('state')}: {event.get('name')} ({event.get('node_id')}) {detail}"
+    if kind == "delivered":
+        return (f"delivered {event.get('topic')} {event.get('msg_id')} from "
+                f"{str(event.get('origin'))[:8]}, {event.get('hops')} hops, "
+                f"{event.get('size')} bytes")
+    if kind == "dropped":
+        return f"({event.get('count')} events dropped: this monitor did not keep up)"
+    return json.dumps(event)
+
+
 async def cmd_info(args: argparse.Namespace) -> int:
     client = await open_client(args.socket)
     async with client:
@@ -313,7 +372,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             setup_logging(settings.log_level, settings.log_format)
             trio.run(run_node, settings)
             return 0
-        handler = {"send": cmd_send, "recv": cmd_recv}.get(args.command, cmd_info)
+        handler = {"send": cmd_send, "recv": cmd_recv, "monitor": cmd_monitor}.get(
+            args.command, cmd_info)
         return trio.run(handler, args)
     except BaseExceptionGroup as group:
         leaf = single_error(group)
