@@ -16,7 +16,13 @@ import trio
 
 from . import __version__
 from .client import ApiReplyError, Client, event_payload, open_client, publish_request
-from .config import DEFAULT_PORT, DEFAULT_TOPIC, default_data_dir, default_socket_path
+from .config import (
+    DEFAULT_PORT,
+    DEFAULT_TOPIC,
+    default_data_dir,
+    default_socket_path,
+    format_hostport,
+)
 from .configfile import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -28,6 +34,7 @@ from .configfile import (
 from .errors import P2PError, single_error
 from .keys import generate_network_key
 from .logs import announce, format_pairs, setup_logging
+from .metrics import serve_metrics
 from .sdnotify import notify
 from .statusview import summary
 
@@ -184,12 +191,18 @@ async def run_node(settings: RunSettings) -> None:
                      f"{node.listen_str}, socket {config.socket_path}", node_id=node.node_hex,
                      name=config.name, listen=node.listen_str, socket=config.socket_path)
             announce(fmt, security_summary(node))
+            if settings.metrics is not None:
+                host, port = await nursery.start(serve_metrics, *settings.metrics,
+                                                 node.status_info)
+                announce(fmt, f"metrics on http://{format_hostport(host, port)}/metrics",
+                         metrics=format_hostport(host, port))
             notify(f"READY=1\nSTATUS=listening on {node.listen_str}")
             async for signum in signals:
                 logging.getLogger("p2pnode").info("signal %d: leaving", signum)
                 break
             notify("STOPPING=1")
             await node.stop()
+            nursery.cancel_scope.cancel()  # the metrics server
 
 
 def security_summary(node: Node) -> str:
