@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     peers.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                        help="how long --wait-min/--wait-max may wait (default 10; "
                             "exit 1 when it runs out)")
+    for command in sub.choices.values():  # "--socket (default: see below)"
+        command.epilog = command.epilog or EPILOG
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 

@@ -53,7 +53,8 @@ def link_event(record: logging.LogRecord) -> bytes | None:
 
 
 def _line(body: dict[str, object]) -> bytes:
-    return json.dumps(body, default=str, ensure_ascii=False).encode() + b"\n"
+    text = json.dumps(body, default=str, ensure_ascii=False, separators=(",", ":"))
+    return text.encode() + b"\n"
 
 
 class MonitorHub(Generic[S]):
