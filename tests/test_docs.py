@@ -28,8 +28,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 BLOCK = re.compile(r"<!-- tested: (\w+) -->\n```\w+\n(.*?)```", re.S)
 
 
-def blocks(kind: str) -> list[str]:
-    return [body for k, body in BLOCK.findall((DOCS / "api.md").read_text()) if k == kind]
+def blocks(kind: str, doc: Path = DOCS / "api.md") -> list[str]:
+    return [body for k, body in BLOCK.findall(doc.read_text()) if k == kind]
 
 
 def commands(block: str) -> list[tuple[str, list[str]]]:
@@ -153,6 +153,11 @@ async def test_api_shell_examples_run_as_written(short_tmp: Path) -> None:
             async def third_node() -> None:
                 await start_node(stack, short_tmp, "c", f"127.0.0.1:{port_b}")
 
+            # README.md's block is one script (it sets SOCK, then uses it).
+            (script,) = blocks("script", DOCS.parent / "README.md")
+            res = await trio.run_process(["bash", "-c", script], env=env, capture_stdout=True)
+            replies = [json.loads(line) for line in res.stdout.decode().splitlines()]
+            assert [r["ok"] for r in replies] == [True, True]
             for block in blocks("shell"):
                 for cmd, expected in commands(block):
                     argv = ["bash", "-c", cmd]
