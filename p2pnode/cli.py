@@ -19,14 +19,24 @@ from .client import ApiReplyError, Client, event_payload, open_client, publish_r
 from .config import (
     DEFAULT_PORT,
     DEFAULT_TOPIC,
-    NodeConfig,
     default_data_dir,
     default_socket_path,
-    parse_hostport,
+    format_hostport,
+)
+from .configfile import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    RunSettings,
+    SettingsError,
+    build_settings,
+    gather,
 )
 from .errors import P2PError, single_error
 from .keys import generate_network_key
+from .logs import announce, format_pairs, setup_logging
+from .metrics import serve_metrics
 from .sdnotify import notify
+from .statusview import summary
 
 if TYPE_CHECKING:
     from .node import Node
@@ -35,6 +45,15 @@ EPILOG = f"""\
 The socket defaults to $P2PNODE_SOCKET, else $XDG_RUNTIME_DIR/p2pnode.sock, else
 /tmp/p2pnode-UID.sock (here: {default_socket_path()}). The default topic is
 "{DEFAULT_TOPIC}". See docs/cli.md for the full reference."""
+
+RUN_EPILOG = f"""\
+Every flag can also be set in the --config file (key: the flag's name with
+underscores; --peer is peers = [...], --mdns-interface is mdns_interfaces = [...],
+--no-mdns is mdns = false) or in a P2PNODE_<KEY> variable (P2PNODE_LISTEN,
+P2PNODE_PEERS="a:7420,b", P2PNODE_MDNS=0, ...). A flag wins over a variable, a
+variable over the file, the file over the default. See docs/cli.md.
+
+{EPILOG}"""
 
 
 def _add_socket(p: argparse.ArgumentParser) -> None:
@@ -51,39 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"p2pnode {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a node", epilog=EPILOG,
+    run = sub.add_parser("run", help="run a node", epilog=RUN_EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          description="Run a node until SIGINT or SIGTERM.")
-    run.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_PORT}", metavar="HOST:PORT",
-                     help=f"TCP address to accept links on (default 0.0.0.0:{DEFAULT_PORT}; "
-                          "port 0 picks a free port)")
-    _add_socket(run)
-    run.add_argument("--peer", action="append", default=[], metavar="HOST[:PORT]",
-                     help=f"a node to link to and keep linked (repeatable; "
-                          f"port defaults to {DEFAULT_PORT})")
-    run.add_argument("--name", default=None, help="a human name for this node "
-                     "(default: the host name)")
-    run.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
-                     help=f"where the node keeps its identity (default {default_data_dir()})")
-    run.add_argument("--no-mdns", action="store_true", help="do not use mDNS discovery")
-    run.add_argument("--mdns-interface", action="append", default=[], metavar="IP",
-                     help="use mDNS only on the interface with this address (repeatable)")
-    run.add_argument("--advertise", default=None, metavar="HOST",
-                     help="the address announced to peers (default: the listen address)")
-    run.add_argument("--max-hops", type=int, default=16, metavar="N",
-                     help="how many links a message travels at most (default 16)")
-    run.add_argument("--network-key", type=Path, default=None, metavar="FILE",
-                     help="join the network this key file defines (made by `p2pnode keygen "
-                          "--network FILE`); without it the node is on the open network: "
-                          "links are encrypted, but any node may join")
-    run.add_argument("--insecure", action="store_true",
-                     help="plaintext links without TLS (debugging only; such a node can "
-                          "link only to other --insecure nodes)")
-    run.add_argument("--api-group", default=None, metavar="GROUP",
-                     help="also admit local apps running as members of GROUP (the socket "
-                          "becomes mode 0660, group GROUP); by default only this user")
-    run.add_argument("--log-level", default="info",
-                     choices=["debug", "info", "warning", "error"], help="default info")
+    _add_run_flags(run)
 
     keygen = sub.add_parser("keygen", help="make a network key",
                             description="Write a new network key to FILE (mode 0600). Copy "
@@ -111,10 +101,30 @@ def build_parser() -> argparse.ArgumentParser:
                       help="exit after N messages")
     recv.add_argument("--json", action="store_true", help="print each event as a JSON line")
 
-    for name, text in (("peers", "list the linked peers"), ("status", "show the node's state")):
+    for name, text in (("peers", "list the linked peers"),
+                       ("status", "summarise the node's state, links, rates and drops")):
         p = sub.add_parser(name, help=text, description=text.capitalize() + ".")
         _add_socket(p)
-        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--json", action="store_true",
+                       help="print the node's reply as JSON" if name == "status" else
+                       "print JSON")
+    sub.choices["status"].add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS",
+        help="measure rates over this many seconds (default 1); 0: average them over "
+             "the node's uptime, and answer at once")
+    monitor = sub.add_parser(
+        "monitor", help="stream the node's logs and events",
+        description="Print the node's log records, link changes and (with --messages) "
+                    "message deliveries as they happen, until Ctrl-C.")
+    _add_socket(monitor)
+    monitor.add_argument("--level", choices=LOG_LEVELS, default="info",
+                         help="the lowest log level to show (default info; the node "
+                              "sends only what passes its own --log-level)")
+    monitor.add_argument("--messages", action="store_true",
+                         help="also show every message the node delivers (no payload)")
+    monitor.add_argument("--json", action="store_true", help="print each event as JSON")
+    monitor.add_argument("--count", type=int, default=None, metavar="N",
+                         help="exit after N events")
     peers = sub.choices["peers"]
     peers.add_argument("--wait-min", type=int, default=None, metavar="N",
                        help="first wait until the node has at least N peers")
@@ -123,45 +133,79 @@ def build_parser() -> argparse.ArgumentParser:
     peers.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                        help="how long --wait-min/--wait-max may wait (default 10; "
                             "exit 1 when it runs out)")
+    for command in sub.choices.values():  # "--socket (default: see below)"
+        command.epilog = command.epilog or EPILOG
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> NodeConfig:
-    """Build the node's configuration from ``run``'s arguments. Raises ``ConfigError``."""
-    host, port = parse_hostport(args.listen, default_port=DEFAULT_PORT)
-    kwargs: dict[str, Any] = {
-        "listen_host": host, "listen_port": port,
-        "peers": tuple(parse_hostport(p, default_port=DEFAULT_PORT) for p in args.peer),
-        "mdns": not args.no_mdns, "mdns_interfaces": tuple(args.mdns_interface),
-        "advertise": args.advertise, "max_hops": args.max_hops,
-        "name": (os.uname().nodename or "node")[:64] if args.name is None else args.name,
-        "network_key": args.network_key, "insecure": args.insecure,
-        "api_group": args.api_group,
-    }
-    if args.socket is not None:
-        kwargs["socket_path"] = args.socket
-    if args.data_dir is not None:
-        kwargs["data_dir"] = args.data_dir
-    return NodeConfig(**kwargs)
+def _add_run_flags(run: argparse.ArgumentParser) -> None:
+    """``run``'s flags. Their defaults are None: a flag not given leaves the value to
+    the environment, the configuration file or the default (``configfile``)."""
+    run.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="read settings from this TOML file (default $P2PNODE_CONFIG; "
+                          "flags and P2PNODE_* variables override it)")
+    run.add_argument("--listen", metavar="HOST:PORT",
+                     help=f"TCP address to accept links on (default 0.0.0.0:{DEFAULT_PORT}; "
+                          "port 0 picks a free port)")
+    _add_socket(run)
+    run.add_argument("--peer", action="append", metavar="HOST[:PORT]",
+                     help=f"a node to link to and keep linked (repeatable; "
+                          f"port defaults to {DEFAULT_PORT})")
+    run.add_argument("--name", help="a human name for this node (default: the host name)")
+    run.add_argument("--data-dir", type=Path, metavar="DIR",
+                     help=f"where the node keeps its identity (default {default_data_dir()})")
+    run.add_argument("--no-mdns", action="store_const", const=True,
+                     help="do not use mDNS discovery")
+    run.add_argument("--mdns-interface", action="append", metavar="IP",
+                     help="use mDNS only on the interface with this address (repeatable)")
+    run.add_argument("--advertise", metavar="HOST",
+                     help="the address announced to peers (default: the listen address)")
+    run.add_argument("--max-hops", type=int, metavar="N",
+                     help="how many links a message travels at most (default 16)")
+    run.add_argument("--network-key", type=Path, metavar="FILE",
+                     help="join the network this key file defines (made by `p2pnode keygen "
+                          "--network FILE`); without it the node is on the open network: "
+                          "links are encrypted, but any node may join")
+    run.add_argument("--insecure", action="store_const", const=True,
+                     help="plaintext links without TLS (debugging only; such a node can "
+                          "link only to other --insecure nodes)")
+    run.add_argument("--api-group", metavar="GROUP",
+                     help="also admit local apps running as members of GROUP (the socket "
+                          "becomes mode 0660, group GROUP); by default only this user")
+    run.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    run.add_argument("--log-format", choices=LOG_FORMATS,
+                     help="text: key=value lines (default); json: one JSON object per line")
+    run.add_argument("--metrics", metavar="HOST:PORT",
+                     help="serve the status counters in Prometheus format at "
+                          "http://HOST:PORT/metrics (default off)")
 
 
-async def run_node(config: NodeConfig) -> None:
+async def run_node(settings: RunSettings) -> None:
     """Run a node until SIGINT or SIGTERM, then leave gracefully."""
     from .node import Node
 
+    config, fmt = settings.node, settings.log_format
     node = Node(config)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            print(f"p2pnode: node {config.name} ({node.node_hex}) listening on "
-                  f"{node.listen_str}, socket {config.socket_path}", file=sys.stderr, flush=True)
-            print(f"p2pnode: {security_summary(node)}", file=sys.stderr, flush=True)
+            announce(fmt, f"node {config.name} ({node.node_hex}) listening on "
+                     f"{node.listen_str}, socket {config.socket_path}", node_id=node.node_hex,
+                     name=config.name, listen=node.listen_str, socket=config.socket_path)
+            announce(fmt, security_summary(node))
+            if settings.metrics is not None:
+                host, port = await nursery.start(serve_metrics, *settings.metrics,
+                                                 node.status_info)
+                announce(fmt, f"metrics on http://{format_hostport(host, port)}/metrics",
+                         metrics=format_hostport(host, port))
             notify(f"READY=1\nSTATUS=listening on {node.listen_str}")
             async for signum in signals:
                 logging.getLogger("p2pnode").info("signal %d: leaving", signum)
                 break
             notify("STOPPING=1")
             await node.stop()
+            nursery.cancel_scope.cancel()  # the metrics server
 
 
 def security_summary(node: Node) -> str:
@@ -250,6 +294,52 @@ async def cmd_recv(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_monitor(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        raise P2PError("--count must be at least 1")
+    client = await open_client(args.socket)
+    async with client:
+        await client.monitor(args.level, args.messages)
+        print(f"p2pnode: monitoring {client_path(args.socket)} (level {args.level}"
+              f"{', messages' if args.messages else ''})", file=sys.stderr, flush=True)
+        shown = 0
+        async for event in client.events():
+            line = json.dumps(event) if args.json else monitor_line(event, args.level)
+            if line is None:
+                continue
+            print(line, flush=True)
+            shown += 1
+            if args.count is not None and shown >= args.count:
+                break
+    return 0
+
+
+def client_path(socket: Path | None) -> Path:
+    return socket if socket is not None else default_socket_path()
+
+
+def monitor_line(event: dict[str, Any], level: str) -> str | None:
+    """One monitor event as text; None for a ``link`` event that a log line shows too."""
+    kind = event.get("event")
+    if kind == "log":
+        extra = {k: v for k, v in event.items()
+                 if k not in ("event", "time", "level", "logger", "message")}
+        return (f"{event.get('time')} {event.get('level', '?'):<7} {event.get('logger')}: "
+                f"{event.get('message')}" + (" " + format_pairs(extra) if extra else ""))
+    if kind == "link":
+        if level in ("debug", "info"):
+            return None  # the "link up"/"link down" log line says the same
+        detail = event.get("addr") if event.get("state") == "up" else event.get("reason")
+        return f"link {event.get('state')}: {event.get('name')} ({event.get('node_id')}) {detail}"
+    if kind == "delivered":
+        return (f"delivered {event.get('topic')} {event.get('msg_id')} from "
+                f"{str(event.get('origin'))[:8]}, {event.get('hops')} hops, "
+                f"{event.get('size')} bytes")
+    if kind == "dropped":
+        return f"({event.get('count')} events dropped: this monitor did not keep up)"
+    return json.dumps(event)
+
+
 async def cmd_info(args: argparse.Namespace) -> int:
     client = await open_client(args.socket)
     async with client:
@@ -262,7 +352,16 @@ async def cmd_info(args: argparse.Namespace) -> int:
         else:
             status = await client.status()
             status.pop("ok", None)
-            print(json.dumps(status, indent=2) if args.json else _status_text(status))
+            if args.json:
+                print(json.dumps(status, indent=2))
+                return 0
+            if args.interval < 0:
+                raise P2PError("--interval must be at least 0")
+            before = None
+            if args.interval > 0:
+                await trio.sleep(args.interval)
+                before, status = status, await client.status()
+            print(summary(status, before, await client.peers()))
     return 0
 
 
@@ -277,16 +376,6 @@ def _peer_table(peers: list[dict[str, Any]]) -> str:
                      for r in rows)
 
 
-def _status_text(status: dict[str, Any]) -> str:
-    lines = [f"node     {status['name']} ({status['node_id']})",
-             f"listen   {status['listen']}", f"uptime   {status['uptime_s']:.0f}s",
-             f"peers    {status['peers']}", f"clients  {status['clients']}"]
-    for section in ("messages", "links", "security", "api"):
-        values = status.get(section) or {}
-        lines.append(f"{section:<8} " + " ".join(f"{k}={v}" for k, v in values.items()))
-    return "\n".join(lines)
-
-
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "keygen":
@@ -295,12 +384,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                   f"to each machine and run: p2pnode run --network-key {args.network}")
             return 0
         if args.command == "run":
-            config = config_from_args(args)
-            logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-            trio.run(run_node, config)
+            settings = build_settings(gather(args, os.environ))
+            setup_logging(settings.log_level, settings.log_format)
+            trio.run(run_node, settings)
             return 0
-        handler = {"send": cmd_send, "recv": cmd_recv}.get(args.command, cmd_info)
+        handler = {"send": cmd_send, "recv": cmd_recv, "monitor": cmd_monitor}.get(
+            args.command, cmd_info)
         return trio.run(handler, args)
     except BaseExceptionGroup as group:
         leaf = single_error(group)
@@ -314,6 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except SettingsError as exc:
+        print(f"p2pnode: error: {exc}", file=sys.stderr)
+        return 2
     except (P2PError, ApiReplyError) as exc:
         print(f"p2pnode: error: {exc}", file=sys.stderr)
     except (FileNotFoundError, ConnectionRefusedError) as exc:

@@ -165,6 +165,11 @@ class Client:
     async def status(self) -> dict[str, Any]:
         return await self.request({"op": "status"})
 
+    async def monitor(self, level: str = "info", messages: bool = False) -> None:
+        """Start receiving ``log`` and ``link`` events (and ``delivered`` events with
+        ``messages``) from ``events()``; see docs/api.md, "monitor"."""
+        await self.request({"op": "monitor", "level": level, "messages": messages})
+
     async def next_event(self) -> dict[str, Any]:
         """The next message event. Raises ``trio.EndOfChannel`` when the node goes away."""
         if self._events:

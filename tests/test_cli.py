@@ -18,10 +18,12 @@ P2PNODE = [sys.executable, "-m", "p2pnode.cli"]
 
 
 class Proc:
-    """A subprocess whose stderr is read line by line."""
+    """A subprocess whose stderr (or ``stream``: its stdout) is read line by line."""
 
-    def __init__(self, process: trio.Process) -> None:
+    def __init__(self, process: trio.Process,
+                 stream: trio.abc.ReceiveStream | None = None) -> None:
         self.process = process
+        self.stream = stream or process.stderr
         self._buf = b""
         self.seen: list[str] = []
 
@@ -31,7 +33,7 @@ class Proc:
         for line in self.seen:
             if m := regex.search(line):
                 return m
-        assert self.process.stderr is not None
+        assert self.stream is not None
         while True:
             while b"\n" in self._buf:
                 raw, self._buf = self._buf.split(b"\n", 1)
@@ -39,7 +41,7 @@ class Proc:
                 self.seen.append(line)
                 if m := regex.search(line):
                     return m
-            data = await self.process.stderr.receive_some(65536)
+            data = await self.stream.receive_some(65536)
             if not data:
                 raise AssertionError(f"process ended before {pattern!r}: {self.seen}")
             self._buf += data

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -74,8 +74,19 @@ class Status(msgspec.Struct, tag="status", tag_field="op", kw_only=True,
     id: Scalar = None
 
 
-Request = Publish | Subscribe | Unsubscribe | Peers | Status
-OPS = ("publish", "subscribe", "unsubscribe", "peers", "status")
+class Monitor(msgspec.Struct, tag="monitor", tag_field="op", kw_only=True,
+              forbid_unknown_fields=True):
+    """Stream the node's log records at ``level`` or above (``log`` events), link
+    changes (``link`` events) and, with ``messages``, a ``delivered`` event (without
+    the payload) for every message the node delivers."""
+
+    id: Scalar = None
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    messages: bool = False
+
+
+Request = Publish | Subscribe | Unsubscribe | Peers | Status | Monitor
+OPS = ("publish", "subscribe", "unsubscribe", "peers", "status", "monitor")
 
 _request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
 _encoder = msgspec.json.Encoder()
@@ -189,6 +200,17 @@ class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     data: str | None = None
     data_b64: str | None = None
     to: str | None = None
+
+
+def encode_delivered(msg: Gossip) -> bytes:
+    """The ``delivered`` event of a monitoring session: a message's metadata and size."""
+    body: dict[str, Any] = {
+        "event": "delivered", "msg_id": id_to_hex(msg.id), "origin": id_to_hex(msg.origin),
+        "topic": msg.topic, "hops": msg.hops, "size": len(msg.data),
+    }
+    if msg.to is not None:
+        body["to"] = id_to_hex(msg.to)
+    return _encoder.encode(body) + b"\n"
 
 
 def encode_event(msg: Gossip) -> bytes:

@@ -29,8 +29,10 @@ from ..errors import ConfigError, SocketInUse
 from ..net.outqueue import OutQueue
 from ..ratelimit import TokenBucket
 from ..wire.messages import Gossip
+from .monitor import MonitorHub
 from .protocol import (
     ApiError,
+    Monitor,
     Peers,
     Publish,
     Scalar,
@@ -39,6 +41,7 @@ from .protocol import (
     Unsubscribe,
     check_topic,
     check_topics,
+    encode_delivered,
     encode_error,
     encode_event,
     encode_reply,
@@ -96,6 +99,7 @@ class ApiServer:
         self.stats = ApiStats()
         self._all: set[Session] = set()
         self._by_topic: dict[str, set[Session]] = {}
+        self.monitors: MonitorHub[Session] = MonitorHub(self._send_event)
         self._group: grp.struct_group | None = None
         if config.api_group is not None:
             try:
@@ -106,7 +110,10 @@ class ApiServer:
     # -- delivery (synchronous, on the hot path) --------------------------------
 
     def deliver(self, msg: Gossip) -> None:
-        """Hand ``msg`` to every subscriber of its topic."""
+        """Hand ``msg`` to every subscriber of its topic (and a ``delivered`` event to
+        the monitoring sessions that asked for one)."""
+        if self.monitors.message_sessions:
+            self.monitors.deliver(encode_delivered(msg))
         subs = self._by_topic.get(msg.topic)
         if not subs and not self._all:
             return
@@ -151,6 +158,7 @@ class ApiServer:
                 nursery.start_soon(self._accept_loop, listener, nursery)
                 task_status.started(path)
         finally:
+            self.monitors.close()
             sock.close()
             _remove_if_ours(path, ident)
 
@@ -210,6 +218,7 @@ class ApiServer:
                     nursery.cancel_scope.deadline = trio.current_time() + 5
             finally:
                 self._unsubscribe(session, [])
+                self.monitors.remove(session)
                 self.sessions.discard(session)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -336,6 +345,9 @@ class ApiServer:
             if req.waits:
                 return req
             return encode_reply(req.id, {"peers": self.backend.peers_info()})
+        if type(req) is Monitor:
+            self.monitors.add(session, req.level, req.messages)
+            return encode_reply(req.id, {})
         assert type(req) is Status
         return encode_reply(req.id, self.backend.status_info())
 

@@ -1,0 +1,131 @@
+"""Monitoring sessions of the local API: log records, link changes and deliveries,
+fanned out to the connections that sent ``{"op": "monitor"}``.
+
+While at least one connection monitors, a ``logging.Handler`` on the ``p2pnode``
+logger turns each record into a ``log`` event line (and the ``link up``/``link
+down`` records of ``p2pnode.links`` into ``link`` events too) and queues it on
+every monitoring connection, with ``send_nowait`` semantics: a connection that
+reads too slowly loses events and gets a ``dropped`` notice, as subscribers do.
+Records only reach the handler if they pass the loggers' level (``--log-level``).
+
+The handler is installed on the process's ``p2pnode`` logger: when several nodes
+run in one process (tests, simulations), each one's monitors see all their logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from ..logs import record_fields
+
+S = TypeVar("S")
+LOGGER = "p2pnode"
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
+
+
+def log_event(record: logging.LogRecord) -> bytes:
+    """A ``log`` event line: time, level, logger, message and the record's extra fields."""
+    return _line({"event": "log", **record_fields(record)})
+
+
+def link_event(record: logging.LogRecord) -> bytes | None:
+    """A ``link`` event line for the ``link up``/``link down`` records of the link
+    manager, or None for any other record."""
+    args = record.args
+    if record.name != "p2pnode.links" or not isinstance(args, tuple):
+        return None
+    if record.msg == "link up: %s (%s) %s %s" and len(args) == 4:
+        name, node, direction, addr = args
+        return _line({"event": "link", "state": "up", "name": name, "node_id": node,
+                      "direction": direction, "addr": addr})
+    if record.msg == "link down: %s (%s): %s" and len(args) == 3:
+        name, node, reason = args
+        return _line({"event": "link", "state": "down", "name": name, "node_id": node,
+                      "reason": reason})
+    return None
+
+
+def _line(body: dict[str, object]) -> bytes:
+    text = json.dumps(body, default=str, ensure_ascii=False, separators=(",", ":"))
+    return text.encode() + b"\n"
+
+
+class MonitorHub(Generic[S]):
+    """The monitoring sessions of one API server.
+
+    Args:
+        send_event: queues an event line on a session, or drops and counts it.
+    """
+
+    def __init__(self, send_event: Callable[[S, bytes], None]) -> None:
+        self._send_event = send_event
+        self.levels: dict[S, int] = {}
+        self.message_sessions: set[S] = set()
+        self._handler: _Handler | None = None
+
+    def add(self, session: S, level: str, messages: bool) -> None:
+        """Start (or change) monitoring for ``session``. Call from the trio thread."""
+        self.levels[session] = LEVELS[level]
+        if messages:
+            self.message_sessions.add(session)
+        else:
+            self.message_sessions.discard(session)
+        if self._handler is None:
+            self._handler = _Handler(self)
+            logging.getLogger(LOGGER).addHandler(self._handler)
+
+    def remove(self, session: S) -> None:
+        """Stop monitoring for ``session``; the last one removes the log handler."""
+        self.levels.pop(session, None)
+        self.message_sessions.discard(session)
+        if not self.levels:
+            self.close()
+
+    def close(self) -> None:
+        if self._handler is not None:
+            logging.getLogger(LOGGER).removeHandler(self._handler)
+            self._handler = None
+
+    def fan_out(self, record: logging.LogRecord) -> None:
+        """Queue ``record`` on every session whose level it meets (trio thread only)."""
+        line = log_event(record)
+        link = link_event(record)
+        for session, level in list(self.levels.items()):
+            if record.levelno >= level:
+                self._send_event(session, line)
+            if link is not None:
+                self._send_event(session, link)
+
+    def deliver(self, line: bytes) -> None:
+        """Queue a ``delivered`` event line on the sessions that asked for messages."""
+        for session in self.message_sessions:
+            self._send_event(session, line)
+
+
+class _Handler(logging.Handler):
+    """Hands records to the hub in the trio thread (records from other threads, such
+    as zeroconf's, go through the trio token; dropped once the run is over)."""
+
+    def __init__(self, hub: MonitorHub[Any]) -> None:
+        super().__init__()
+        self.hub = hub
+        self.token = trio.lowlevel.current_trio_token()
+        self.thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if threading.get_ident() == self.thread:
+                self.hub.fan_out(record)
+            else:
+                self.token.run_sync_soon(self.hub.fan_out, record)
+        except trio.RunFinishedError:
+            pass
+        except Exception:
+            self.handleError(record)

@@ -1,0 +1,261 @@
+"""The settings of ``p2pnode run``, from its flags, the environment and a TOML file.
+
+Every ``run`` flag has a key in the file and an environment variable
+(docs/cli.md, "Configuration file and environment"):
+
+- the key is the flag's long name with dashes as underscores (``--data-dir`` is
+  ``data_dir``); a repeatable flag takes a list and its key is plural (``--peer``
+  is ``peers``); ``--no-mdns`` is ``mdns = false``;
+- the variable is ``P2PNODE_`` and the key in capitals (``P2PNODE_DATA_DIR``); a
+  list is separated by commas or spaces, a boolean is ``1/0``, ``true/false``,
+  ``yes/no`` or ``on/off``.
+
+A flag wins over the environment, which wins over the file, which wins over the
+default. A list given at a higher level replaces the lower one. Relative paths in
+a file are relative to the file's directory.
+
+Anything wrong in the file or the environment raises ``SettingsError``, which
+names the file and the key (or the variable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import DEFAULT_PORT, NodeConfig, parse_hostport
+from .errors import ConfigError
+
+ENV_PREFIX = "P2PNODE_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class SettingsError(ConfigError):
+    """A configuration file or ``P2PNODE_*`` variable is wrong (exit status 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One setting: its file key, its flag, its argparse destination and its type."""
+
+    name: str
+    flag: str
+    dest: str
+    kind: str  # "str", "path", "int", "bool", "list", "choice"
+    choices: tuple[str, ...] = ()
+    negated: bool = False  # the flag sets the opposite boolean (--no-mdns: mdns = false)
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+KEYS: tuple[Key, ...] = (
+    Key("listen", "--listen", "listen", "str"),
+    Key("socket", "--socket", "socket", "path"),
+    Key("peers", "--peer", "peer", "list"),
+    Key("name", "--name", "name", "str"),
+    Key("data_dir", "--data-dir", "data_dir", "path"),
+    Key("mdns", "--no-mdns", "no_mdns", "bool", negated=True),
+    Key("mdns_interfaces", "--mdns-interface", "mdns_interface", "list"),
+    Key("advertise", "--advertise", "advertise", "str"),
+    Key("max_hops", "--max-hops", "max_hops", "int"),
+    Key("network_key", "--network-key", "network_key", "path"),
+    Key("insecure", "--insecure", "insecure", "bool"),
+    Key("api_group", "--api-group", "api_group", "str"),
+    Key("log_level", "--log-level", "log_level", "choice", LOG_LEVELS),
+    Key("log_format", "--log-format", "log_format", "choice", LOG_FORMATS),
+    Key("metrics", "--metrics", "metrics", "str"),
+)
+KEYS_BY_NAME = {k.name: k for k in KEYS}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What ``p2pnode run`` does, all layers merged. ``sources`` says where each
+    value came from (``--listen``, ``P2PNODE_LISTEN``, ``FILE: listen``)."""
+
+    node: NodeConfig
+    log_level: str = "info"
+    log_format: str = "text"
+    metrics: tuple[str, int] | None = None
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _check_type(key: Key, value: object, where: str) -> object:
+    """Check a value from a TOML file against the key's type; return it."""
+    ok = {
+        "str": isinstance(value, str), "path": isinstance(value, str),
+        "int": type(value) is int, "bool": type(value) is bool,
+        "list": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "choice": isinstance(value, str) and value in key.choices,
+    }[key.kind]
+    if not ok:
+        raise SettingsError(f"{where}: {key.name} must be {_describe(key)}, "
+                            f"not {_toml_repr(value)}")
+    return value
+
+
+def _describe(key: Key) -> str:
+    if key.kind == "choice":
+        return "one of " + ", ".join(f'"{c}"' for c in key.choices)
+    return {"str": "a string", "path": "a path (a string)", "int": "an integer",
+            "bool": "true or false", "list": "a list of strings"}[key.kind]
+
+
+def _toml_repr(value: object) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} ({text if len(text) <= 40 else text[:37] + '...'})"
+
+
+def load_file(path: Path) -> dict[str, tuple[object, str]]:
+    """Read a TOML configuration file: ``{key: (value, source)}``.
+
+    Raises ``SettingsError`` for a missing or unreadable file, bad TOML, an unknown
+    key or a value of the wrong type. Relative paths are made relative to the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    out: dict[str, tuple[object, str]] = {}
+    for name, value in data.items():
+        key = KEYS_BY_NAME.get(name)
+        if key is None:
+            known = ", ".join(k.name for k in KEYS)
+            raise SettingsError(f"{path}: unknown key {name!r} (known keys: {known})")
+        value = _check_type(key, value, str(path))
+        if key.kind == "path" and isinstance(value, str):
+            value = str(path.parent / Path(value).expanduser())
+        out[name] = (value, f"{path}: {name}")
+    return out
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, tuple[object, str]]:
+    """The settings given by ``P2PNODE_*`` variables (empty ones are ignored).
+
+    Raises ``SettingsError`` naming the variable when a value cannot be read.
+    """
+    out: dict[str, tuple[object, str]] = {}
+    for key in KEYS:
+        raw = environ.get(key.env, "").strip()
+        if raw:
+            out[key.name] = (_parse_env(key, raw), key.env)
+    return out
+
+
+def _parse_env(key: Key, raw: str) -> object:
+    if key.kind == "bool":
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise SettingsError(f"{key.env} must be 1/0, true/false, yes/no or on/off, "
+                            f"not {raw!r}")
+    if key.kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{key.env} must be an integer, not {raw!r}") from None
+    if key.kind == "list":
+        return raw.replace(",", " ").split()
+    if key.kind == "choice" and raw not in key.choices:
+        raise SettingsError(f"{key.env} must be {_describe(key)}, not {raw!r}")
+    return raw
+
+
+def from_args(args: argparse.Namespace) -> dict[str, tuple[object, str]]:
+    """The settings given by ``run``'s flags (a flag not given is None in ``args``)."""
+    out: dict[str, tuple[object, str]] = {}
+    for key in KEYS:
+        value = getattr(args, key.dest, None)
+        if value is None:
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        out[key.name] = (not value if key.negated else value, key.flag)
+    return out
+
+
+def merge(*layers: dict[str, tuple[object, str]]) -> dict[str, tuple[object, str]]:
+    """Merge layers, lowest precedence first."""
+    merged: dict[str, tuple[object, str]] = {}
+    for layer in layers:
+        merged.update(layer)
+    return merged
+
+
+def gather(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, tuple[object, str]]:
+    """All layers for ``args``: the file (``--config`` or ``$P2PNODE_CONFIG``), the
+    environment, the flags. Raises ``SettingsError``."""
+    config_path = args.config or environ.get(ENV_PREFIX + "CONFIG", "").strip() or None
+    file_layer = load_file(Path(config_path)) if config_path else {}
+    return merge(file_layer, from_env(environ), from_args(args))
+
+
+def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
+    """Turn merged values into ``RunSettings``.
+
+    Raises ``SettingsError`` for a bad value from a file or the environment and
+    ``ConfigError`` for a bad flag value; both name where the value came from.
+    """
+    def get(name: str, default: Any = None) -> Any:
+        return values[name][0] if name in values else default
+
+    def fail(name: str, exc: ConfigError) -> ConfigError:
+        source = values[name][1]
+        cls = ConfigError if source.startswith("--") else SettingsError
+        return cls(f"{source}: {exc}")
+
+    kwargs: dict[str, Any] = {}
+    try:
+        host, port = parse_hostport(get("listen", f"0.0.0.0:{DEFAULT_PORT}"),
+                                    default_port=DEFAULT_PORT)
+    except ConfigError as exc:
+        raise fail("listen", exc) from None
+    try:
+        peers = tuple(parse_hostport(p, default_port=DEFAULT_PORT) for p in get("peers", []))
+    except ConfigError as exc:
+        raise fail("peers", exc) from None
+    metrics = None
+    if get("metrics"):
+        try:
+            metrics = parse_hostport(get("metrics"))
+        except ConfigError as exc:
+            raise fail("metrics", exc) from None
+    name = get("name") if "name" in values else (os.uname().nodename or "node")[:64]
+    kwargs.update(
+        listen_host=host, listen_port=port, peers=peers, mdns=get("mdns", True),
+        mdns_interfaces=tuple(get("mdns_interfaces", [])), advertise=get("advertise"),
+        max_hops=get("max_hops", 16), name=name, insecure=get("insecure", False),
+        api_group=get("api_group"),
+        network_key=Path(get("network_key")) if get("network_key") else None,
+    )
+    for key in ("socket", "data_dir"):
+        if get(key):
+            kwargs["socket_path" if key == "socket" else key] = Path(get(key))
+    try:
+        node = NodeConfig(**kwargs)
+    except ConfigError as exc:
+        # NodeConfig names its own field; say which flag, variable or file set it.
+        field = str(exc).split()[0]
+        origin = {"listen_port": "listen"}.get(field, field)
+        if origin in values:
+            raise fail(origin, exc) from None
+        raise
+    return RunSettings(node=node, log_level=get("log_level", "info"),
+                       log_format=get("log_format", "text"), metrics=metrics,
+                       sources={k: v[1] for k, v in values.items()})

@@ -1,0 +1,77 @@
+"""`p2pnode monitor` and `p2pnode status` against real nodes (subprocesses on loopback)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pnode.api.monitor import link_event, log_event
+from p2pnode.api.protocol import ApiError, Monitor, parse_request
+from p2pnode.cli import monitor_line
+
+from .test_cli import P2PNODE, Proc, reap, spawn
+
+
+def run_args(tmp: Path, name: str, *extra: str) -> list[str]:
+    return ["run", "--no-mdns", "--listen", "127.0.0.1:0", "--name", name,
+            "--socket", str(tmp / f"{name}.sock"), "--data-dir", str(tmp / name), *extra]
+
+
+async def test_monitor_streams_logs_links_and_deliveries(short_tmp: Path) -> None:
+    sock_a = str(short_tmp / "a.sock")
+    with trio.fail_after(30):
+        async with spawn(run_args(short_tmp, "a")) as a:
+            port = (await a.wait_line(r"listening on 127\.0\.0\.1:(\d+)")).group(1)
+            monitor = await trio.lowlevel.open_process(
+                [*P2PNODE, "monitor", "--socket", sock_a, "--messages", "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                await Proc(monitor).wait_line("monitoring")
+                async with spawn(run_args(short_tmp, "b", "--peer", f"127.0.0.1:{port}")):
+                    out = Proc(monitor, monitor.stdout)
+                    await out.wait_line('"event": "link", "state": "up", "name": "b"')
+                    await out.wait_line('"event": "log", .*"message": "link up: b ')
+                    await trio.run_process([*P2PNODE, "send", "--socket", sock_a, "--topic",
+                                            "t", "hello"], capture_stdout=True)
+                    line = (await out.wait_line('"event": "delivered"')).string
+                    assert json.loads(line)["size"] == 5
+                    assert json.loads(line)["topic"] == "t"
+                    status = await trio.run_process(
+                        [*P2PNODE, "status", "--socket", sock_a, "--interval", "0"],
+                        capture_stdout=True)
+                    text = status.stdout.decode()
+                    assert "links     1 up (1 opened, 0 closed, 0 dials since start)" in text
+                    assert "delivered " in text
+                    assert "\n          b  " in text
+                await out.wait_line('"event": "link", "state": "down", "name": "b"')
+            finally:
+                await reap(monitor)
+
+
+def test_monitor_request_and_event_lines() -> None:
+    assert parse_request(b'{"op":"monitor"}') == Monitor()
+    with pytest.raises(ApiError, match="bad_request"):
+        parse_request(b'{"op":"monitor","level":"loud"}')
+    up = logging.LogRecord("p2pnode.links", logging.INFO, "", 0, "link up: %s (%s) %s %s",
+                           ("b", "0d481229", "in", "127.0.0.1:5"), None)
+    down = logging.LogRecord("p2pnode.links", logging.INFO, "", 0, "link down: %s (%s): %s",
+                             ("b", "0d481229", "timeout"), None)
+    assert json.loads(link_event(up) or b"") == {
+        "event": "link", "state": "up", "name": "b", "node_id": "0d481229",
+        "direction": "in", "addr": "127.0.0.1:5"}
+    assert json.loads(link_event(down) or b"")["reason"] == "timeout"
+    assert link_event(logging.LogRecord("p2pnode.links", logging.INFO, "", 0, "x", (), None)) \
+        is None
+    event = json.loads(log_event(up))
+    assert monitor_line(event, "info") == f"{event['time']} info    p2pnode.links: link up: " \
+        "b (0d481229) in 127.0.0.1:5"
+    assert monitor_line(json.loads(link_event(up) or b""), "info") is None
+    assert monitor_line(json.loads(link_event(down) or b""), "warning") == \
+        "link down: b (0d481229) timeout"
+    assert monitor_line({"event": "dropped", "count": 3}, "info") == \
+        "(3 events dropped: this monitor did not keep up)"
