@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
+import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +22,7 @@ from .client import ApiReplyError, Client, event_payload, open_client, publish_r
 from .config import (
     DEFAULT_PORT,
     DEFAULT_TOPIC,
+    NodeConfig,
     default_data_dir,
     default_socket_path,
     format_hostport,
@@ -100,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     recv.add_argument("--count", type=int, default=None, metavar="N",
                       help="exit after N messages")
     recv.add_argument("--json", action="store_true", help="print each event as a JSON line")
+    recv.add_argument("--since", default=None, metavar="ID|TIME",
+                      help="first replay the messages of the node's history after this "
+                           "message id, or since this time: Unix seconds, ISO 8601 "
+                           "(2026-11-25T10:00:00) or a duration ago (90s, 5m, 2h, 1d)")
 
     for name, text in (("peers", "list the linked peers"),
                        ("status", "summarise the node's state, links, rates and drops")):
@@ -162,7 +170,19 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--advertise", metavar="HOST",
                      help="the address announced to peers (default: the listen address)")
     run.add_argument("--max-hops", type=int, metavar="N",
-                     help="how many links a message travels at most (default 16)")
+                     help="how many links a message travels at most (default 32)")
+    run.add_argument("--gossip", choices=["tree", "flood"],
+                     help="how messages spread: broadcast trees, about one copy per node "
+                          "(default), or flooding, a copy over every link")
+    run.add_argument("--history-bytes", type=int, metavar="N",
+                     help="recent messages kept for repair and replay (recv --since), at "
+                          f"most N bytes (default {NodeConfig.history_bytes}; 0: none)")
+    run.add_argument("--history-age", type=float, metavar="SECONDS",
+                     help="... and for at most this long (default "
+                          f"{NodeConfig.history_age:g}, at most {NodeConfig.seen_ttl:g})")
+    run.add_argument("--order-hold", type=float, metavar="SECONDS",
+                     help="hold an origin's later messages this long while a missing "
+                          f"earlier one is repaired (default {NodeConfig.order_hold:g})")
     run.add_argument("--network-key", type=Path, metavar="FILE",
                      help="join the network this key file defines (made by `p2pnode keygen "
                           "--network FILE`); without it the node is on the open network: "
@@ -267,6 +287,39 @@ async def _send_lines(client: Client, topic: str, to: str | None) -> int:
     return 1 if failed else 0
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since_arg(text: str, now: float | None = None) -> str | float:
+    """``recv --since``: a message id, a Unix time, an ISO 8601 time, or a duration ago
+    (``90s``, ``5m``, ``2h``, ``1d``). Raises ``P2PError``."""
+    text = text.strip()
+    if len(text) == 32 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return text.lower()
+    now = time.time() if now is None else now
+    if text[-1:] in _UNITS:
+        try:
+            amount = float(text[:-1])
+        except ValueError:
+            amount = -1.0
+        if amount >= 0 and math.isfinite(amount):
+            return max(0.0, now - amount * _UNITS[text[-1]])
+    try:
+        value = float(text)
+        if value >= 0 and math.isfinite(value):
+            return value
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise P2PError(f"--since {text!r}: expected a message id (32 hex digits), a Unix "
+                       "time, an ISO 8601 time or a duration such as 5m") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # local time
+    return max(0.0, moment.timestamp())
+
+
 async def cmd_recv(args: argparse.Namespace) -> int:
     topics = args.topic or [DEFAULT_TOPIC]
     topics = [] if "*" in topics else topics
@@ -274,9 +327,14 @@ async def cmd_recv(args: argparse.Namespace) -> int:
         raise P2PError("--count must be at least 1")
     client = await open_client(args.socket)
     async with client:
-        await client.subscribe(topics)
-        print(f"p2pnode: subscribed to {', '.join(topics) or 'all topics'}",
-              file=sys.stderr, flush=True)
+        since = parse_since_arg(args.since) if args.since is not None else None
+        reply = await client.subscribe(topics, since)
+        print(f"p2pnode: subscribed to {', '.join(topics) or 'all topics'}"
+              + (f"; replaying {reply.get('replayed', 0)} messages from history"
+                 if since is not None else ""), file=sys.stderr, flush=True)
+        if reply.get("since_found") is False:
+            print("p2pnode: that message is not in the node's history (any more): "
+                  "replaying all of it", file=sys.stderr, flush=True)
         received = 0
         async for event in client.events():
             if event.get("event") == "dropped":

@@ -149,9 +149,16 @@ class Client:
         """Publish a message; returns its id."""
         return str((await self.request(publish_request(topic, data, to)))["msg_id"])
 
-    async def subscribe(self, topics: list[str] | None = None) -> None:
-        """Subscribe to ``topics`` (all topics if empty or None)."""
-        await self.request({"op": "subscribe", "topics": list(topics or [])})
+    async def subscribe(self, topics: list[str] | None = None,
+                        since: str | float | None = None) -> dict[str, Any]:
+        """Subscribe to ``topics`` (all topics if empty or None). With ``since`` (a message
+        id, or a Unix time), the node first replays the matching messages of its history
+        that came after it (events with ``"replay": true``). Returns the reply (with
+        ``replayed``, the number of replayed events, when ``since`` was given)."""
+        request: dict[str, Any] = {"op": "subscribe", "topics": list(topics or [])}
+        if since is not None:
+            request["since"] = since
+        return await self.request(request)
 
     async def unsubscribe(self, topics: list[str] | None = None) -> None:
         await self.request({"op": "unsubscribe", "topics": list(topics or [])})
@@ -244,8 +251,12 @@ class BlockingClient:
     def publish(self, topic: str, data: str | bytes, to: str | None = None) -> str:
         return str(self.request(publish_request(topic, data, to))["msg_id"])
 
-    def subscribe(self, topics: list[str] | None = None) -> None:
-        self.request({"op": "subscribe", "topics": list(topics or [])})
+    def subscribe(self, topics: list[str] | None = None,
+                  since: str | float | None = None) -> dict[str, Any]:
+        request: dict[str, Any] = {"op": "subscribe", "topics": list(topics or [])}
+        if since is not None:
+            request["since"] = since
+        return self.request(request)
 
     def peers(self, wait_min: int | None = None, wait_max: int | None = None,
               wait_timeout: float = 10.0) -> list[dict[str, Any]]:

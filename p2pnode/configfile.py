@@ -49,7 +49,7 @@ class Key:
     name: str
     flag: str
     dest: str
-    kind: str  # "str", "path", "int", "bool", "list", "choice"
+    kind: str  # "str", "path", "int", "float", "bool", "list", "choice"
     choices: tuple[str, ...] = ()
     negated: bool = False  # the flag sets the opposite boolean (--no-mdns: mdns = false)
 
@@ -68,6 +68,10 @@ KEYS: tuple[Key, ...] = (
     Key("mdns_interfaces", "--mdns-interface", "mdns_interface", "list"),
     Key("advertise", "--advertise", "advertise", "str"),
     Key("max_hops", "--max-hops", "max_hops", "int"),
+    Key("gossip", "--gossip", "gossip", "choice", ("tree", "flood")),
+    Key("history_bytes", "--history-bytes", "history_bytes", "int"),
+    Key("history_age", "--history-age", "history_age", "float"),
+    Key("order_hold", "--order-hold", "order_hold", "float"),
     Key("network_key", "--network-key", "network_key", "path"),
     Key("insecure", "--insecure", "insecure", "bool"),
     Key("api_group", "--api-group", "api_group", "str"),
@@ -95,6 +99,7 @@ def _check_type(key: Key, value: object, where: str) -> object:
     ok = {
         "str": isinstance(value, str), "path": isinstance(value, str),
         "int": type(value) is int, "bool": type(value) is bool,
+        "float": type(value) in (int, float),
         "list": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "choice": isinstance(value, str) and value in key.choices,
     }[key.kind]
@@ -108,6 +113,7 @@ def _describe(key: Key) -> str:
     if key.kind == "choice":
         return "one of " + ", ".join(f'"{c}"' for c in key.choices)
     return {"str": "a string", "path": "a path (a string)", "int": "an integer",
+            "float": "a number",
             "bool": "true or false", "list": "a list of strings"}[key.kind]
 
 
@@ -170,6 +176,11 @@ def _parse_env(key: Key, raw: str) -> object:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{key.env} must be an integer, not {raw!r}") from None
+    if key.kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{key.env} must be a number, not {raw!r}") from None
     if key.kind == "list":
         return raw.replace(",", " ").split()
     if key.kind == "choice" and raw not in key.choices:
@@ -240,10 +251,13 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
     kwargs.update(
         listen_host=host, listen_port=port, peers=peers, mdns=get("mdns", True),
         mdns_interfaces=tuple(get("mdns_interfaces", [])), advertise=get("advertise"),
-        max_hops=get("max_hops", 16), name=name, insecure=get("insecure", False),
+        name=name, insecure=get("insecure", False),
         api_group=get("api_group"),
         network_key=Path(get("network_key")) if get("network_key") else None,
     )
+    for key in ("max_hops", "gossip", "history_bytes", "history_age", "order_hold"):
+        if key in values:
+            kwargs[key] = get(key)
     for key in ("socket", "data_dir"):
         if get(key):
             kwargs["socket_path" if key == "socket" else key] = Path(get(key))

@@ -28,7 +28,16 @@ from .net.link import PeerLink
 from .net.manager import LinkManager
 from .net.tls import TlsTransport
 from .net.transport import TcpTransport, Transport
-from .wire.messages import Batch, Bye, Gossip, GossipMessage, Hello, Item, encode_message
+from .wire.messages import (
+    Batch,
+    Bye,
+    Gossip,
+    GossipMessage,
+    Hello,
+    Item,
+    decode_body,
+    encode_message,
+)
 
 if TYPE_CHECKING:
     from .discovery.mdns import DiscoveredPeer, MdnsDiscovery
@@ -376,6 +385,36 @@ class Node:
                 return
             await changed.wait()
 
+    def replay(self, since: bytes | float) -> tuple[list[Gossip], bool]:
+        """The messages of history that came after message id ``since`` (bytes), or at or
+        after Unix time ``since`` (float), in the order this node received them: broadcast
+        ones and those sent to this node. Also returns whether the id was found (if it was
+        not, all of history is returned)."""
+        self.flush()  # messages published a moment ago belong to history too
+        entries = list(self.router.history)
+        max_payload = self.config.max_payload
+        start, skip, found = 0, 0, False
+        if isinstance(since, bytes):
+            for k in range(len(entries) - 1, -1, -1):  # newest first: catch-up is recent
+                ids = [item.id for item in decode_body(entries[k].batch.body, max_payload).items]
+                if since in ids:
+                    start, skip, found = k, ids.index(since) + 1, True
+                    break
+        else:
+            clock = trio.current_time() - (time.time() - since)
+            while start < len(entries) and entries[start].time < clock:
+                start += 1
+        out: list[Gossip] = []
+        for k in range(start, len(entries)):
+            batch = entries[k].batch
+            body = decode_body(batch.body, max_payload)  # verified when it came
+            if body.to is not None and body.to != self.node_id:
+                continue
+            items = body.items[skip:] if k == start else body.items
+            out += [Gossip(id=item.id, origin=batch.origin, topic=item.topic, data=item.data,
+                           hops=batch.hops, to=body.to) for item in items]
+        return out, found
+
     def peers_info(self) -> list[dict[str, Any]]:
         """The linked peers, for the ``peers`` request."""
         if self.links is None:
@@ -396,6 +435,8 @@ class Node:
     def status_info(self) -> dict[str, Any]:
         """The node's state and counters, for the ``status`` request."""
         rs = self.router.stats
+        order = self.router.order.stats
+        history = self.router.history
         info: dict[str, Any] = {
             "node_id": self.node_hex, "name": self.config.name, "listen": self.listen_str,
             "version": __version__, "protocol": PROTOCOL_VERSION,
@@ -409,8 +450,26 @@ class Node:
                 "forwarded": rs.forwarded, "hop_limited": rs.hop_limited,
                 "rejected": rs.rejected, "rate_limited": self.rate_limited,
                 "seen_cache": len(self.router.seen),
+                "order_held": order.held, "order_gaps": order.gaps, "order_late": order.late,
+                "order_stale": order.stale,
+            },
+            "gossip": {
+                "mode": self.config.gossip, "ihave_sent": rs.ihave_sent,
+                "ihave_received": rs.ihave_received, "grafts_sent": rs.grafts_sent,
+                "grafts_received": rs.grafts_received, "graft_misses": rs.graft_misses,
+                "prunes_sent": rs.prunes_sent, "prunes_received": rs.prunes_received,
+                "swaps": rs.swaps, "repaired": rs.repaired,
+                "missing_given_up": rs.missing_given_up,
+            },
+            "history": {
+                "batches": len(history), "bytes": history.bytes, "evicted": history.evicted,
+                "max_bytes": history.max_bytes, "max_age_s": history.max_age,
             },
         }
+        if order.recent_gaps:
+            info["messages"]["recent_gaps"] = [
+                {"origin": id_to_hex(o), "epoch": e, "from_seq": a, "to_seq": b}
+                for o, e, a, b in order.recent_gaps]
         if self.links is not None:
             ls = self.links.stats
             info["links"] = {
@@ -422,6 +481,10 @@ class Node:
                 "pruned": ls.pruned,
                 "pings_lost": ls.pings_lost + sum(
                     link.pings_lost for link in self.links.links.values()),
+                "bytes_sent": ls.bytes_sent + sum(
+                    link.out.sent_bytes for link in self.links.links.values()),
+                "bytes_received": ls.bytes_received + sum(
+                    link.bytes_received for link in self.links.links.values()),
             }
         if self.discovery is not None:
             info["mdns"] = dict(self.discovery.stats)

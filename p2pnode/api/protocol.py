@@ -44,8 +44,13 @@ class Publish(msgspec.Struct, tag="publish", tag_field="op", kw_only=True,
 
 class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", kw_only=True,
                 forbid_unknown_fields=True):
+    """Subscribe to ``topics`` (all if empty). With ``since`` (a message id, or a Unix
+    time in seconds), first replay the matching messages of the node's history that
+    came after it, then go on live."""
+
     id: Scalar = None
     topics: list[str]
+    since: str | float | None = None
 
 
 class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="op", kw_only=True,
@@ -200,6 +205,7 @@ class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     data: str | None = None
     data_b64: str | None = None
     to: str | None = None
+    replay: bool = False  # from history, in answer to a subscribe with "since"
 
 
 def encode_delivered(msg: Gossip) -> bytes:
@@ -213,7 +219,21 @@ def encode_delivered(msg: Gossip) -> bytes:
     return _encoder.encode(body) + b"\n"
 
 
-def encode_event(msg: Gossip) -> bytes:
+def parse_since(since: str | float, req_id: Scalar = None) -> bytes | float:
+    """A subscribe's ``since``: a message id (bytes) or a Unix time (float).
+    Raises ``ApiError("bad_request")``."""
+    if isinstance(since, str):
+        try:
+            return parse_id(since)
+        except ValueError:
+            raise ApiError("bad_request", "since is a message id (32 hex digits) or a Unix "
+                           "time in seconds", req_id) from None
+    if not since >= 0 or since == float("inf"):
+        raise ApiError("bad_request", "since must be a Unix time >= 0", req_id)
+    return float(since)
+
+
+def encode_event(msg: Gossip, *, replay: bool = False) -> bytes:
     """The event line for a delivered message (``data_b64`` when not UTF-8)."""
     try:
         text: str | None = msg.data.decode("utf-8")
@@ -223,6 +243,6 @@ def encode_event(msg: Gossip) -> bytes:
     ev = MessageEvent(
         event="message", msg_id=id_to_hex(msg.id), origin=id_to_hex(msg.origin), topic=msg.topic,
         hops=msg.hops, data=text, data_b64=b64,
-        to=id_to_hex(msg.to) if msg.to is not None else None,
+        to=id_to_hex(msg.to) if msg.to is not None else None, replay=replay,
     )
     return _encoder.encode(ev) + b"\n"

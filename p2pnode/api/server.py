@@ -46,6 +46,7 @@ from .protocol import (
     encode_event,
     encode_reply,
     parse_request,
+    parse_since,
     publish_payload,
     publish_target,
 )
@@ -63,6 +64,7 @@ class ApiBackend(Protocol):
     async def wait_links_writable(self) -> None: ...
     def peers_info(self) -> list[dict[str, Any]]: ...
     def status_info(self) -> dict[str, Any]: ...
+    def replay(self, since: bytes | float) -> tuple[list[Gossip], bool]: ...
 
 
 @dataclass
@@ -284,6 +286,11 @@ class ApiServer:
             reply = encode_error(err)
         if type(reply) is Peers:
             return reply
+        if type(reply) is list:  # a reply, then replayed events
+            session.out.put_force(reply[0])
+            for event in reply[1:]:
+                self._send_event(session, event)
+            return None
         assert isinstance(reply, bytes)
         session.out.put_force(reply)
         return None
@@ -322,7 +329,7 @@ class ApiServer:
             session.out.put_force(encode_reply(req.id, {"peers": self.backend.peers_info()}))
         return True
 
-    def _handle(self, session: Session, line: bytes) -> bytes | Peers:
+    def _handle(self, session: Session, line: bytes) -> bytes | Peers | list[bytes]:
         req = parse_request(line)
         if type(req) is Publish:
             if not session.bucket.take(1, trio.current_time()):
@@ -336,8 +343,11 @@ class ApiServer:
             self.stats.published += 1
             return encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to})
         if type(req) is Subscribe:
-            self._subscribe(session, check_topics(req.topics, req.id), req.id)
-            return encode_reply(req.id, {})
+            topics = check_topics(req.topics, req.id)
+            if req.since is None:
+                self._subscribe(session, topics, req.id)
+                return encode_reply(req.id, {})
+            return self._subscribe_since(session, topics, req.since, req.id)
         if type(req) is Unsubscribe:
             self._unsubscribe(session, check_topics(req.topics, req.id))
             return encode_reply(req.id, {})
@@ -362,6 +372,21 @@ class ApiServer:
         for topic in topics:
             session.topics.add(topic)
             self._by_topic.setdefault(topic, set()).add(session)
+
+    def _subscribe_since(self, session: Session, topics: list[str], since: str | float,
+                         req_id: Scalar) -> list[bytes]:
+        """Subscribe, and replay history after ``since``: both at once (no await between),
+        so no message is missed or sent twice between the replay and the live events."""
+        start = parse_since(since, req_id)
+        self._subscribe(session, topics, req_id)
+        msgs, found = self.backend.replay(start)
+        wanted = set(topics)
+        events = [encode_event(m, replay=True) for m in msgs if not wanted or m.topic in wanted]
+        fields: dict[str, Any] = {"replayed": len(events)}
+        if isinstance(start, bytes):
+            # False: the id is not (or no longer) in history; everything it holds was replayed.
+            fields["since_found"] = found
+        return [encode_reply(req_id, fields), *events]
 
     def _unsubscribe(self, session: Session, topics: list[str]) -> None:
         if not topics:

@@ -58,6 +58,7 @@ class PeerLink:
     bytes_bucket: TokenBucket | None = None  # rate limits on what the peer sends us
     batch_bucket: TokenBucket | None = None
     rate_limited: int = 0  # batches dropped because the peer sent too fast
+    bytes_received: int = 0  # after the handshake
 
     @property
     def peer_id(self) -> bytes:
@@ -329,6 +330,7 @@ class _Connection:
                 self._set_reason("eof")
                 return
             link.last_rx = now = current_time()
+            link.bytes_received += len(data)
             events = proto.receive_data(data)
             if proto.has_output:  # Pongs to our peer's Pings
                 self.out.put_force(proto.data_to_send())

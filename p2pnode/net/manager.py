@@ -38,6 +38,8 @@ class LinkStats:
     discovered_ignored: int = 0  # discovered nodes over max_discovered
     pruned: int = 0  # links we closed because we had more than degree_high
     pings_lost: int = 0  # pings not answered before the next one (closed links)
+    bytes_sent: int = 0  # bytes written to links that have closed (open ones: on the link)
+    bytes_received: int = 0  # bytes read from links that have closed
 
 
 @dataclass
@@ -136,6 +138,8 @@ class LinkManager:
         del self.links[link.peer_id]
         self.stats.closed[link.close_reason or "closed"] += 1
         self.stats.pings_lost += link.pings_lost
+        self.stats.bytes_sent += link.out.sent_bytes
+        self.stats.bytes_received += link.bytes_received
         log.info("link down: %s (%s): %s", link.peer.name, link.peer_hex[:8],
                  link.close_reason or "closed")
         if link.close_reason == "pruned_by_peer":
