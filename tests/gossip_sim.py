@@ -162,7 +162,7 @@ class Sim:
                 self.announce()
                 continue
             deadlines = [d for r in self.routers if (d := r.next_deadline()) is not None]
-            if not deadlines:
+            if not deadlines or min(deadlines) > end:
                 return
             self.now = max(self.now, min(deadlines))
             for i, r in enumerate(self.routers):

@@ -1,0 +1,374 @@
+"""Broadcast trees, history and per-origin order in the router: pure simulations (no
+I/O) where the test owns the clock. tests/gossip_sim.py has the simulator."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from p2pnode.gossip.history import History
+from p2pnode.gossip.order import OrderBuffer
+from p2pnode.gossip.router import Deliver, Forward, Send
+from p2pnode.wire.messages import (
+    Announce,
+    Batch,
+    BatchBody,
+    Digest,
+    DigestEntry,
+    Graft,
+    IHave,
+    Prune,
+)
+
+from .gossip_sim import Edges, Sim, distances, make_router, random_connected, ring
+
+TOPOLOGIES = [
+    pytest.param(8, ring(8), id="ring8"),
+    *(pytest.param(20, random_connected(20, 25, seed), id=f"random20-seed{seed}")
+      for seed in range(3)),
+]
+
+
+def no_verify(batch: Batch) -> BatchBody:
+    raise AssertionError("nothing to verify here")
+
+
+def publish_all(sim: Sim, node: int, count: int, start: int = 0) -> list[tuple[Batch, BatchBody]]:
+    sim.run()  # links that just opened exchange their digests first
+    out = []
+    for k in range(start, start + count):
+        b, body = sim.make(node, k)
+        sim.publish(node, b, body)
+        sim.run()
+        out.append((b, body))
+    return out
+
+
+def copies_of(sim: Sim, batch: Batch) -> list[int]:
+    return [sim.received[(i, batch.id)] for i in range(len(sim.routers))]
+
+
+# -- tree formation and Prune -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "edges"), TOPOLOGIES)
+def test_first_batch_floods_then_the_tree_carries_one_copy_per_node(n: int, edges: Edges) -> None:
+    sim = Sim(n, edges, mode="tree")
+    sent = publish_all(sim, 0, 5)
+    first, later = sent[0][0], [b for b, _ in sent[1:]]
+    # The first batch goes over every link (more than one copy somewhere) and the
+    # duplicates are answered with Prune ...
+    if len(edges) > n - 1:
+        assert sum(copies_of(sim, first)) > n - 1
+        assert sim.kinds["Prune"] > 0
+    # ... from then on each other node receives exactly one copy, over a spanning tree.
+    for b in later:
+        assert copies_of(sim, b) == [0] + [1] * (n - 1)
+    for i in range(1, n):
+        assert len(sim.delivered_ids(i)) == 5
+        assert sim.routers[i].stats.rejected == 0
+    # The tree is made of first arrivals: on FIFO links, shortest paths.
+    dist = distances(n, edges, 0)
+    for i in range(1, n):
+        assert [d.batch.hops for d in sim.delivered[i]] == [dist[i]] * 5
+    # The links not in the tree carry announcements instead.
+    if len(edges) > n - 1:
+        assert sum(r.stats.ihave_sent for r in sim.routers) > 0
+    assert sum(r.stats.grafts_sent for r in sim.routers) == 0
+
+
+def test_trees_are_per_origin() -> None:
+    # On a ring each origin's tree leaves out a different link: the one opposite it.
+    sim = Sim(6, ring(6), mode="tree")
+    for origin in (0, 3):
+        sent = publish_all(sim, origin, 3, start=10 * origin)
+        for b, _ in sent[1:]:
+            assert copies_of(sim, b) == [0 if i == origin else 1 for i in range(6)]
+    me = sim.routers[1]
+    # Node 1 pushes origin 0's batches on to node 2 but origin 3's back to node 0.
+    assert sim.ids[2] not in me.lazy_peers(sim.ids[0])
+    assert sim.ids[0] not in me.lazy_peers(sim.ids[3])
+
+
+def test_flood_mode_never_prunes() -> None:
+    sim = Sim(8, [*ring(8), (0, 4), (2, 6)], mode="flood")
+    sent = publish_all(sim, 0, 4)
+    assert sim.kinds["Prune"] == 0
+    assert sim.kinds["IHave"] == 0
+    for b, _ in sent:
+        assert sum(copies_of(sim, b)) == sum(copies_of(sim, sent[0][0]))
+
+
+def test_prune_makes_a_link_lazy_for_that_origin_only() -> None:
+    me, a, b = (bytes([i]) * 16 for i in (1, 2, 3))
+    r = make_router(me, mode="tree", peers=(a, b))
+    assert r.on_message(Prune([b"\x09" * 16]), a, 0.0, no_verify) == []
+    assert r.lazy_peers(b"\x09" * 16) == {a}
+    assert r.lazy_peers(b"\x08" * 16) == set()
+    assert r.stats.prunes_received == 1
+
+
+# -- Graft after a lost eager link, and a node that dies ----------------------------------
+
+
+def test_a_batch_lost_on_an_eager_link_is_grafted_from_an_announcer() -> None:
+    sim = Sim(8, [*ring(8), (0, 4), (2, 6), (1, 5)], mode="tree", graft_timeout=0.1)
+    (_, _), (second, _) = publish_all(sim, 0, 2)  # the tree has formed
+    # From now on, everything node 3's tree parent (for origin 0) sends it is lost.
+    parent = next(i for i in range(8) if sim.sent[(i, 3, second.id)])
+    sim.drop.add((parent, 3))
+    (lost, _), = publish_all(sim, 0, 1, start=5)
+    assert (parent, 3, lost.id) in sim.sent  # pushed, and lost
+    assert lost.id in {d.batch.id for d in sim.delivered[3]}  # it came anyway
+    assert sim.routers[3].stats.grafts_sent == 1
+    assert sum(r.stats.grafts_received for r in sim.routers) == 1
+    for i in range(1, 8):
+        assert len(sim.delivered_ids(i)) == 3, i
+    # The graft made the announcer's link eager for origin 0: the next batch needs none.
+    publish_all(sim, 0, 1, start=6)
+    assert sim.routers[3].stats.grafts_sent == 1
+    assert len(sim.delivered_ids(3)) == 4
+
+
+def test_a_crashed_inner_node_is_routed_around() -> None:
+    n = 12
+    edges = random_connected(n, 14, seed=5)
+    sim = Sim(n, edges, mode="tree")
+    (_, _), (second, _) = publish_all(sim, 0, 2)
+    # The node that forwards origin 0's batches to the most others dies silently: its
+    # links lose everything (as they would until a timeout notices).
+    fanout = {i: sum(1 for j in range(n) if sim.sent[(i, j, second.id)]) for i in range(n)}
+    victim = max(range(1, n), key=lambda i: fanout[i])
+    assert fanout[victim] >= 2
+    for j in range(n):
+        sim.drop |= {(victim, j), (j, victim)}
+    publish_all(sim, 0, 3, start=10)
+    reachable = distances(n, [(a, b) for a, b in edges if victim not in (a, b)], 0)
+    assert len(reachable) == n - 1  # the rest of the mesh is still connected
+    for i in range(1, n):
+        if i != victim:
+            assert len(sim.delivered_ids(i)) == 5, i
+    assert sum(r.stats.grafts_sent for r in sim.routers) >= 1
+
+
+# -- repair after a partition, and history -------------------------------------------------
+
+
+def test_partition_heals_and_both_sides_get_what_they_missed() -> None:
+    n = 10
+    left, right = range(0, 5), range(5, 10)
+    inside = [(a, b) for a in left for b in left if a < b and (b - a) in (1, 2)]
+    inside += [(a + 5, b + 5) for a, b in inside]
+    cross = [(0, 5), (2, 7), (4, 9)]
+    sim = Sim(n, inside + cross, mode="tree")
+    publish_all(sim, 0, 2)
+    publish_all(sim, 6, 2, start=100)
+    for a, b in cross:
+        sim.unlink(a, b)
+    during = publish_all(sim, 1, 3, start=200) + publish_all(sim, 8, 3, start=300)
+    for i in right:
+        assert not {b.id for b, _ in during[:3]} & {d.batch.id for d in sim.delivered[i]}
+    heal_at = sim.now
+    for a, b in cross:
+        sim.link(a, b)
+    sim.run()
+    own = {0: 2, 6: 2, 1: 3, 8: 3}  # messages each node published itself
+    for i in range(n):
+        others = 10 - own.get(i, 0)
+        assert len(sim.delivered_ids(i)) == others, i
+        assert len(set(sim.delivered_ids(i))) == others  # exactly once
+    assert sum(r.stats.repaired for r in sim.routers) > 0
+    assert sim.now - heal_at < 5.0
+
+
+def test_digest_lists_history_and_a_peer_is_told_what_it_lacks() -> None:
+    sim = Sim(3, [(0, 1)], mode="tree")
+    sent = publish_all(sim, 0, 4)
+    # Node 2 had no link; when one opens to node 1, node 1 announces all four batches.
+    sim.link(1, 2)
+    sim.run()
+    assert sim.routers[1].stats.repaired == 4  # announced as what node 2 lacked
+    assert [d.batch.id for d in sim.delivered[2]] == [b.id for b, _ in sent]
+    assert sim.routers[2].stats.grafts_sent == 4
+    # A digest that covers everything gets no answer.
+    r1 = sim.routers[1]
+    full = Digest(r1.history.digest(max_ranges=100))
+    assert full.entries == [DigestEntry(sim.ids[0], 1, [1, 4])]
+    assert r1.on_message(full, sim.ids[2], sim.now, no_verify) == []
+
+
+def test_graft_of_a_batch_no_longer_in_history_is_counted() -> None:
+    me, a = b"\x01" * 16, b"\x02" * 16
+    r = make_router(me, mode="tree", peers=(a,))
+    assert r.on_message(Graft([b"\x05" * 32]), a, 0.0, no_verify) == []
+    assert r.stats.graft_misses == 1
+
+
+def test_an_announced_batch_that_never_comes_is_given_up() -> None:
+    me, a, b = (bytes([i]) * 16 for i in (1, 2, 3))
+    r = make_router(me, mode="tree", peers=(a, b), graft_timeout=0.1)
+    key = b"\x07" * 32
+    r.on_message(IHave([Announce(key, 2)]), a, 0.0, no_verify)
+    r.on_message(IHave([Announce(key, 3)]), b, 0.01, no_verify)
+    assert r.next_deadline() == pytest.approx(0.1)
+    assert r.tick(0.1) == [Send(a, [Graft([key])])]
+    assert r.tick(0.2) == [Send(b, [Graft([key])])]  # the next announcer
+    assert r.tick(0.31) == []
+    assert r.stats.missing_given_up == 1
+    assert r.next_deadline() is None
+
+
+# -- per-origin order ---------------------------------------------------------------------
+
+
+def test_order_holds_a_batch_until_the_gap_is_filled() -> None:
+    o: OrderBuffer[str] = OrderBuffer(hold=1.0)
+    o1 = b"\x01" * 16
+    assert o.add(o1, 1, 1, "a", 0.0) == (True, ["a"])
+    assert o.add(o1, 1, 3, "c", 0.1) == (True, [])  # 2 is missing: hold 3
+    assert o.next_deadline() == pytest.approx(1.1)
+    assert o.add(o1, 1, 2, "b", 0.5) == (True, ["b", "c"])
+    assert o.next_deadline() is None
+    assert o.add(o1, 1, 2, "b", 0.6) == (False, [])  # a replay
+    assert o.stats.stale == 1
+
+
+def test_order_gives_up_a_gap_after_the_hold_and_takes_it_late() -> None:
+    o: OrderBuffer[str] = OrderBuffer(hold=1.0)
+    o1 = b"\x01" * 16
+    o.add(o1, 1, 1, "a", 0.0)
+    o.add(o1, 1, 4, "d", 0.0)
+    o.add(o1, 1, 5, "e", 0.2)
+    assert o.tick(0.9) == []
+    assert o.tick(1.0) == ["d", "e"]
+    assert o.stats.gaps == 2
+    assert o.stats.recent_gaps == [(o1, 1, 2, 3)]
+    assert o.add(o1, 1, 3, "c", 2.0) == (True, ["c"])  # late, but not lost
+    assert o.stats.late == 1
+    assert o.add(o1, 1, 3, "c", 2.1) == (False, [])
+
+
+def test_order_new_epoch_and_first_seen_sequence() -> None:
+    o: OrderBuffer[str] = OrderBuffer(hold=1.0)
+    o1 = b"\x01" * 16
+    assert o.add(o1, 5, 10, "j", 0.0) == (True, ["j"])  # a late joiner starts where it is
+    assert o.add(o1, 5, 9, "i", 0.1) == (True, ["i"])  # older history is still delivered
+    assert o.add(o1, 5, 12, "l", 0.2) == (True, [])
+    assert o.add(o1, 6, 1, "A", 0.3) == (True, ["l", "A"])  # a restart releases the old run
+    assert o.add(o1, 5, 11, "k", 0.4) == (True, ["k"])  # a batch of the earlier run
+    assert o.add(o1, 6, 0, "x", 0.5) == (True, ["x"])  # unnumbered
+
+
+def test_order_bounds_what_it_holds() -> None:
+    o: OrderBuffer[int] = OrderBuffer(hold=100.0, max_held=10, max_origins=2)
+    o1, o2, o3 = (bytes([i]) * 16 for i in (1, 2, 3))
+    o.add(o1, 1, 1, 1, 0.0)
+    out = []
+    for seq in range(3, 20):
+        out += o.add(o1, 1, seq, seq, 0.0)[1]
+    assert o.held_count <= 10
+    assert out
+    assert out == sorted(out)
+    o.add(o2, 1, 1, 1, 0.0)
+    o.add(o3, 1, 1, 1, 0.0)  # o1 is forgotten (least recently used): all it held comes out
+    assert o.held_count == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_router_delivers_each_origin_in_order_over_jittery_links(seed: int) -> None:
+    # Links that reorder (random delivery order) and lose nothing: every node delivers
+    # each origin's batches in sequence order.
+    rng = random.Random(seed)
+    sim = Sim(6, [*ring(6), (0, 3)], mode="tree")
+    made = publish_all(sim, 0, 1)  # (the first batch seen of an origin sets the start)
+    made += [sim.make(0, k) for k in range(1, 12)]
+    for b, body in made[1:]:
+        sim.apply(0, sim.routers[0].publish(b, body, sim.now))
+        sim.announce()
+    items = list(sim.queue)
+    rng.shuffle(items)
+    sim.queue.clear()
+    sim.queue.extend(items)
+    sim.run()
+    want = [body.items[0].id for _, body in made]
+    for i in range(1, 6):
+        assert sim.delivered_ids(i) == want, i
+    assert sum(r.order.stats.held for r in sim.routers) > 0  # some did overtake
+    assert sum(r.order.stats.gaps for r in sim.routers) == 0
+
+
+def test_a_gap_filled_by_graft_is_delivered_in_order() -> None:
+    sim = Sim(3, [(0, 1), (0, 2), (1, 2)], mode="tree", order_hold=5.0)
+    made = [sim.make(0, k) for k in range(3)]
+    sim.publish(0, *made[0])
+    sim.run()
+    # Batch 2 is lost on both links from the origin; batch 3 arrives, and is held.
+    sim.drop |= {(0, 1), (0, 2)}
+    sim.publish(0, *made[1])
+    sim.drop.clear()
+    sim.publish(0, *made[2])
+    sim.run(max_time=0.05)
+    assert len(sim.delivered_ids(1)) == 1  # 3 waits for 2
+    # Nobody announced batch 2 (it was lost on every link). When node 1's link to the
+    # origin opens again, the digest exchange repairs it: announced, grafted, then 2 and
+    # 3 go out in order, well within the hold.
+    sim.apply(1, sim.routers[1].peer_up(sim.ids[0], sim.now))
+    sim.run()
+    want = [body.items[0].id for _, body in made]
+    assert sim.delivered_ids(1) == want
+    assert sim.routers[1].order.stats.gaps == 0
+    assert sim.routers[1].stats.grafts_sent == 1
+
+
+# -- history -------------------------------------------------------------------------------
+
+
+def batch_of(origin: bytes, k: int, size: int = 10) -> Batch:
+    return Batch(k.to_bytes(16, "big"), origin, 0, b"\x00" * 32, b"x" * size, b"\x00" * 64)
+
+
+def test_history_bounds_count_bytes_and_age() -> None:
+    o1 = b"\x01" * 16
+    h = History(max_batches=3, max_bytes=10_000, max_age=10.0)
+    for k in range(5):
+        h.add(batch_of(o1, k), 1, k + 1, float(k), None)
+    assert [e.seq for e in h] == [3, 4, 5]
+    assert h.evicted == 2
+    h.expire(13.5)
+    assert [e.seq for e in h] == [5]
+    small = History(max_batches=100, max_bytes=1000, max_age=100.0)
+    for k in range(10):
+        small.add(batch_of(o1, k, size=200), 1, k + 1, 0.0, None)
+    assert small.bytes <= 1000
+    assert len(small) == 2
+    off = History(max_batches=0, max_bytes=0, max_age=1.0)
+    off.add(batch_of(o1, 1), 1, 1, 0.0, None)
+    assert len(off) == 0
+
+
+def test_history_digest_ranges_and_missing_from() -> None:
+    o1, o2 = b"\x01" * 16, b"\x02" * 16
+    h = History(max_batches=100, max_bytes=100_000, max_age=100.0)
+    for seq in (1, 2, 3, 5, 6, 9):
+        h.add(batch_of(o1, seq), 7, seq, 0.0, None)
+    h.add(batch_of(o2, 1), 1, 1, 0.0, None)
+    h.add(batch_of(o2, 99), 0, 0, 0.0, None)  # unnumbered: not in digests
+    digest = {(d.origin, d.epoch): d.ranges for d in h.digest(max_ranges=100)}
+    assert digest == {(o1, 7): [1, 3, 5, 6, 9, 9], (o2, 1): [1, 1]}
+    peer = [DigestEntry(o1, 7, [2, 5])]
+    assert [(e.batch.origin, e.seq) for e in h.missing_from(peer)] == [
+        (o1, 1), (o1, 6), (o1, 9), (o2, 1)]
+    assert h.digest(max_ranges=1) == [DigestEntry(o2, 1, [1, 1])]  # newest runs first
+
+
+def test_forward_and_send_actions_are_the_only_output_of_publish() -> None:
+    me, a = b"\x01" * 16, b"\x02" * 16
+    r = make_router(me, mode="tree", peers=(a,))
+    sim = Sim(1, [])
+    b, body = sim.make(0, 1)
+    actions = r.publish(b, body, 0.0)
+    assert len(actions) == 1
+    assert isinstance(actions[0], Forward)
+    assert not [x for x in actions if isinstance(x, Deliver)]
+    assert len(r.history) == 1
