@@ -405,8 +405,12 @@ class Node:
             while start < len(entries) and entries[start].time < clock:
                 start += 1
         out: list[Gossip] = []
+        is_held = self.router.order.is_held
         for k in range(start, len(entries)):
-            batch = entries[k].batch
+            entry = entries[k]
+            batch = entry.batch
+            if is_held(batch.origin, entry.epoch, entry.seq):
+                continue  # not delivered yet: it will be, live, once its gap is filled
             body = decode_body(batch.body, max_payload)  # verified when it came
             if body.to is not None and body.to != self.node_id:
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +193,13 @@ def random_connected_edges(n: int, degree: int, seed: int) -> list[tuple[int, in
         a, b = rng.sample(range(n), 2)
         pairs.add((min(a, b), max(a, b)))
     return sorted(pairs)
+
+
+def count_deliveries(node: Node) -> Counter[bytes]:
+    """A counter of the deliveries of each message id at ``node``, kept up to date."""
+    counter: Counter[bytes] = Counter()
+    node.on_deliver.append(lambda msg: counter.update([msg.id]))
+    return counter
 
 
 def random_regular_edges(n: int, degree: int, seed: int) -> list[tuple[int, int]]:

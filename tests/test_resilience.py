@@ -4,7 +4,7 @@ degree management and backpressure (issue: link health and resilience)."""
 from __future__ import annotations
 
 import random
-from collections import Counter, deque
+from collections import deque
 
 import trio
 
@@ -13,6 +13,7 @@ from p2pnode.discovery.mdns import DiscoveredPeer
 from p2pnode.node import Node
 from p2pnode.testing import (
     MemoryNetwork,
+    count_deliveries,
     link_count,
     make_identity,
     memory_config,
@@ -22,12 +23,6 @@ from p2pnode.testing import (
     wait_linked,
     wait_until,
 )
-
-
-def counter(node: Node) -> Counter[bytes]:
-    seen: Counter[bytes] = Counter()
-    node.on_deliver.append(lambda msg: seen.update([msg.id]))
-    return seen
 
 
 def connected(nodes: list[Node]) -> bool:
@@ -66,7 +61,7 @@ async def test_frozen_peer_is_detected_and_relinked_after_thaw(
                 assert n.links.stats.closed["timeout"] == 1
             net.sim.thaw(2)
             await wait_linked(nodes, edges)
-            seen = counter(nodes[2])
+            seen = count_deliveries(nodes[2])
             nodes[0].publish("t", b"after the thaw")
             await wait_until(lambda: len(seen) == 1)
             nursery.cancel_scope.cancel()
@@ -104,7 +99,7 @@ async def test_crash_in_a_10_node_mesh(autojump_clock: trio.abc.Clock) -> None:
                 for i in neighbours))
             live = [n for i, n in enumerate(nodes) if i != victim]
             assert connected(live), "the test graph must stay connected without the victim"
-            seen = [counter(n) for n in live]
+            seen = [count_deliveries(n) for n in live]
             for n in live:
                 n.publish("t", b"while one is down")
             await wait_until(lambda: all(len(s) == len(live) for s in seen))
@@ -116,7 +111,7 @@ async def test_crash_in_a_10_node_mesh(autojump_clock: trio.abc.Clock) -> None:
             await nursery.start(again.run)
             nodes[victim] = again
             await wait_linked(nodes, edges)
-            got = counter(again)
+            got = count_deliveries(again)
             nodes[0].publish("t", b"welcome back")
             await wait_until(lambda: len(got) == 1)
             nursery.cancel_scope.cancel()
@@ -179,7 +174,7 @@ async def test_stuck_peer_is_dropped_and_does_not_slow_the_others(
                 # a peer that links, then never reads again
                 stuck = await open_raw_link(net, nodes[0], b"\xff" * 16, "stuck")
                 await wait_until(lambda: link_count(nodes[0]) == 2)
-            seen = counter(nodes[1])
+            seen = count_deliveries(nodes[1])
             start = trio.current_time()
             total = 100_000
             for k in range(total // 100):
@@ -219,7 +214,7 @@ async def test_publisher_gets_backpressure_not_drops(autojump_clock: trio.abc.Cl
             nodes = await start_memory_mesh(nursery, edges, 2, network=net,
                                             link_queue_bytes=64 * 1024)
             await wait_linked(nodes, edges)
-            seen = counter(nodes[1])
+            seen = count_deliveries(nodes[1])
             total = 5_000
             for k in range(total // 50):
                 for j in range(50):

@@ -99,6 +99,15 @@ class OrderBuffer(Generic[T]):
         self.stats.stale += 1
         return False, []
 
+    def knows(self, origin: bytes) -> bool:
+        """Whether a batch of ``origin`` was seen (and is still remembered)."""
+        return origin in self._runs
+
+    def is_held(self, origin: bytes, epoch: int, seq: int) -> bool:
+        """Whether that batch is waiting for an earlier one (not handed out yet)."""
+        run = self._runs.get(origin)
+        return run is not None and run.epoch == epoch and seq in run.held
+
     def next_deadline(self) -> float | None:
         """When ``tick`` will next have something to release (None: nothing held)."""
         best: float | None = None

@@ -119,6 +119,8 @@ class _Missing:
     deadline: float
     hops: int
     announcers: list[bytes] = field(default_factory=list)
+    grafted: bool = False  # we asked an announcer for it
+    repair: bool = False  # announced in answer to our Digest (not by a live push)
 
 
 @dataclass
@@ -254,12 +256,19 @@ class Router:
             return []
         self.seen.add(key, now)
         missing = self._missing.pop(key, None)
+        new_origin = not self.order.knows(batch.origin)
         accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body), now)
         if not accepted:
             return []
         self.history.add(batch, body.epoch, body.seq, now, from_peer)
         actions = self._deliveries(ready)
-        if missing is not None and missing.announcers:
+        if missing is not None and missing.grafted and self.tree and new_origin:
+            # A batch we had to ask for, of an origin we have no tree for: a repair (a
+            # partition healed, a new peer). Such batches come in bursts, faster than
+            # Prunes could come back, so do not flood them: announce them, and let the
+            # peers that lack them graft, which builds the origin's tree link by link.
+            self._lazy_set(batch.origin).update(p for p in self._peers if p != from_peer)
+        elif missing is not None and missing.announcers and not missing.repair:
             # It was announced to us first, by a path shorter than the one it came by?
             actions += self._maybe_swap(batch.origin, missing.announcers[0], missing.hops,
                                         from_peer, batch.hops)
@@ -329,7 +338,10 @@ class Router:
             key = ann.key
             if key in self.seen:
                 entry = self.history.get(key)
-                if entry is not None and entry.from_peer is not None:
+                # Only a fresh batch says anything about the tree: an announcement of one
+                # received long ago comes from a repair, not from a faster path.
+                if (entry is not None and entry.from_peer is not None
+                        and now - entry.time <= self.cfg.graft_timeout):
                     actions += self._maybe_swap(entry.batch.origin, from_peer, ann.hops,
                                                 entry.from_peer, entry.batch.hops)
                 continue
@@ -337,7 +349,8 @@ class Router:
             if missing is None:
                 if len(self._missing) >= self.cfg.max_missing:
                     continue
-                missing = self._missing[key] = _Missing(now + wait, ann.hops)
+                missing = self._missing[key] = _Missing(now + wait, ann.hops,
+                                                        repair=msg.repair)
             if from_peer not in missing.announcers and (
                     len(missing.announcers) < self.cfg.max_announcers):
                 missing.announcers.append(from_peer)
@@ -417,6 +430,7 @@ class Router:
                 self.stats.missing_given_up += 1
                 continue
             peer = missing.announcers.pop(0)
+            missing.grafted = True
             grafts.setdefault(peer, []).append(key)
             missing.deadline = now + self.cfg.graft_timeout
         for peer, keys in grafts.items():
