@@ -38,6 +38,7 @@ from .configfile import (
 from .errors import P2PError, single_error
 from .keys import generate_network_key
 from .logs import announce, format_pairs, setup_logging
+from .mesh import names_of, render_png, to_dot
 from .metrics import serve_metrics
 from .sdnotify import notify
 from .statusview import summary
@@ -133,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--json", action="store_true", help="print each event as JSON")
     monitor.add_argument("--count", type=int, default=None, metavar="N",
                          help="exit after N events")
+    mesh = sub.add_parser(
+        "mesh", help="show the whole mesh as this node sees it",
+        description="Print the nodes of the mesh and their links, as this node knows them "
+                    "from the link lists every node shares (every 30 s, and soon after a "
+                    "link changes), with when each node was last heard of.")
+    _add_socket(mesh)
+    out = mesh.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the node's reply as JSON")
+    out.add_argument("--dot", action="store_true",
+                     help="print a Graphviz graph (render with: dot -Tsvg -o mesh.svg)")
+    out.add_argument("--png", type=Path, metavar="FILE",
+                     help="draw the mesh to FILE (needs matplotlib and networkx: "
+                          "pip install 'p2pnode[sim]')")
     peers = sub.choices["peers"]
     peers.add_argument("--wait-min", type=int, default=None, metavar="N",
                        help="first wait until the node has at least N peers")
@@ -398,6 +412,44 @@ def monitor_line(event: dict[str, Any], level: str) -> str | None:
     return json.dumps(event)
 
 
+async def cmd_mesh(args: argparse.Namespace) -> int:
+    client = await open_client(args.socket)
+    async with client:
+        view = await client.request({"op": "mesh"})
+    view.pop("ok", None)
+    if args.json:
+        print(json.dumps(view, indent=2))
+    elif args.dot:
+        print(to_dot(view), end="")
+    elif args.png is not None:
+        try:
+            render_png(view, args.png)
+        except ImportError as exc:
+            raise P2PError(f"--png needs matplotlib and networkx ({exc.name} is missing): "
+                           "pip install 'p2pnode[sim]'") from None
+        print(f"p2pnode: drew {len(view['nodes'])} nodes and {len(view['links'])} links "
+              f"to {args.png}", file=sys.stderr)
+    else:
+        print(mesh_table(view))
+    return 0
+
+
+def mesh_table(view: dict[str, Any]) -> str:
+    """The readable ``p2pnode mesh``: the nodes, then the links."""
+    labels = names_of(view)
+    rows = [("NODE ID", "NAME", "LISTEN", "LINKS", "LAST SEEN")]
+    for n in view["nodes"]:
+        me = n["node_id"] == view["self"]
+        rows.append((n["node_id"], n["name"] + (" (this node)" if me else ""), n["listen"],
+                     str(len(n["links"])), "now" if me else f"{n['last_seen_s']:.0f}s ago"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    lines.append(f"\n{len(view['nodes'])} nodes, {len(view['links'])} links:")
+    lines += [f"  {labels.get(a, a[:8])} -- {labels.get(b, b[:8])}" for a, b in view["links"]]
+    return "\n".join(lines)
+
+
 async def cmd_info(args: argparse.Namespace) -> int:
     client = await open_client(args.socket)
     async with client:
@@ -446,7 +498,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             setup_logging(settings.log_level, settings.log_format)
             trio.run(run_node, settings)
             return 0
-        handler = {"send": cmd_send, "recv": cmd_recv, "monitor": cmd_monitor}.get(
+        handler = {"send": cmd_send, "recv": cmd_recv, "monitor": cmd_monitor,
+                   "mesh": cmd_mesh}.get(
             args.command, cmd_info)
         return trio.run(handler, args)
     except BaseExceptionGroup as group:

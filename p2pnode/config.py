@@ -110,6 +110,9 @@ class NodeConfig:
     history_batches: int = 20_000  # recent batches kept for repair and replay ...
     history_bytes: int = 4 << 20  # ... at most this many bytes of them ...
     history_age: float = 300.0  # ... for at most this long (at most seen_ttl)
+    mesh_interval: float = 30.0  # share this node's link list this often (0: never)
+    mesh_min_interval: float = 2.0  # ... and after a link change, at most this often
+    mesh_max_nodes: int = 4096  # nodes in the mesh view
 
     # Connections and link health.
     max_links: int = 16  # hard cap: inbound links beyond it are refused
@@ -170,6 +173,9 @@ class NodeConfig:
             raise ConfigError("need degree_low <= degree_high <= max_links")
         if self.link_timeout <= self.ping_interval:
             raise ConfigError("link_timeout must be greater than ping_interval")
+        if self.mesh_interval < 0 or self.mesh_min_interval <= 0 or self.mesh_max_nodes < 1:
+            raise ConfigError("mesh_interval must be >= 0, mesh_min_interval > 0 and "
+                              "mesh_max_nodes >= 1")
         if self.gossip not in ("tree", "flood"):
             raise ConfigError("gossip must be 'tree' or 'flood'")
         for field in ("graft_timeout", "order_hold", "history_age"):

@@ -24,6 +24,7 @@ from .gossip.signing import Verifier, make_batch
 from .identity import DataDirLock, prepare_data_dir
 from .ids import MsgIdFactory, id_to_hex, parse_id
 from .keys import NetworkKey, NodeIdentity, load_or_create_identity
+from .mesh import MESH_TOPIC, MeshView, encode_link_list
 from .net.link import PeerLink
 from .net.manager import LinkManager
 from .net.tls import TlsTransport
@@ -87,6 +88,9 @@ class Node:
         self.epoch = time.time_ns() // 1000
         self._seq = 0
         self._timer_wake = trio.Event()
+        self.mesh = MeshView(config.mesh_max_nodes, 3 * config.mesh_interval)
+        self._mesh_changed = trio.Event()
+        self._mesh_stamp = 0
         self.api = ApiServer(config, self) if api else None
         self.on_deliver: list[Callable[[Gossip], None]] = []
         self.listen_addr: tuple[str, int] | None = None
@@ -125,6 +129,8 @@ class Node:
                 await nursery.start(self.links.run)
                 nursery.start_soon(self._run_flusher)
                 nursery.start_soon(self._run_timers)
+                if cfg.mesh_interval > 0:
+                    nursery.start_soon(self._run_mesh_announcer)
                 self._ready.set()
                 if self.api is not None:
                     await nursery.start(self.api.run)
@@ -255,6 +261,11 @@ class Node:
             self._timer_wake.set()
 
     def _deliver(self, msg: Gossip) -> None:
+        if msg.topic == MESH_TOPIC:  # a node's link list: for the mesh view, not for apps
+            if msg.origin != self.node_id:
+                self.mesh.update(msg.origin, msg.data, trio.current_time())
+            self.router.stats.delivered -= 1  # not a message for apps
+            return
         if self.api is not None:
             self.api.deliver(msg)
         for callback in self.on_deliver:
@@ -285,10 +296,40 @@ class Node:
                             self.links.stats.queue_drops += 1
 
     def _on_link_change(self, link: PeerLink, up: bool) -> None:
+        self._mesh_changed.set()
         if up:
             self._apply(self.router.peer_up(link.peer_id, trio.current_time()))
         else:
             self.router.peer_down(link.peer_id)
+
+    async def _run_mesh_announcer(self) -> None:
+        """Share this node's link list (``$mesh``) every ``mesh_interval``, and after a
+        link change, at most every ``mesh_min_interval``."""
+        cfg = self.config
+        while True:
+            self._mesh_changed = trio.Event()
+            self.announce_links()
+            await trio.sleep(cfg.mesh_min_interval)
+            with trio.move_on_after(cfg.mesh_interval - cfg.mesh_min_interval):
+                await self._mesh_changed.wait()
+
+    def announce_links(self) -> None:
+        """Put this node's link list in the mesh view and publish it to the mesh."""
+        assert self.links is not None
+        now = trio.current_time()
+        links = list(self.links.links)
+        self._mesh_stamp = max(self._mesh_stamp + 1, time.time_ns() // 1000)
+        self.mesh.set(self.node_id, self.config.name, self.listen_str, links, now,
+                      self._mesh_stamp)
+        self.mesh.expire(now, keep=self.node_id)
+        self._queue(None, Item(self._ids.next(), MESH_TOPIC, encode_link_list(
+            self.config.name, self.listen_str, links, self._mesh_stamp)))
+
+    def mesh_info(self) -> dict[str, Any]:
+        """The mesh view, for the ``mesh`` request."""
+        now = trio.current_time()
+        self.mesh.expire(now, keep=self.node_id)
+        return self.mesh.to_dict(now, self.node_id)
 
     async def _run_timers(self) -> None:
         """Run the router's timers (grafts, held batches) while it has any."""
@@ -316,13 +357,17 @@ class Node:
             self.router.stats.delivered += 1
         if to == self.node_id or self.config.max_hops == 0:
             return id_to_hex(msg_id), 0
-        size = len(payload) + len(topic) * 4 + 64
+        self._queue(to, Item(msg_id, topic, payload))
+        return id_to_hex(msg_id), len(self.router.peers)
+
+    def _queue(self, to: bytes | None, item: Item) -> None:
+        """Add ``item`` to the next signed batch for ``to``."""
+        size = len(item.data) + len(item.topic) * 4 + 64
         if self._pending_bytes + size > self.config.max_frame // 2:
             self.flush()
-        self._pending.setdefault(to, []).append(Item(msg_id, topic, payload))
+        self._pending.setdefault(to, []).append(item)
         self._pending_bytes += size
         self._flush_wake.set()
-        return id_to_hex(msg_id), len(self.router.peers)
 
     def flush(self) -> None:
         """Sign the queued messages (one batch per target) and send them."""
@@ -416,7 +461,8 @@ class Node:
                 continue
             items = body.items[skip:] if k == start else body.items
             out += [Gossip(id=item.id, origin=batch.origin, topic=item.topic, data=item.data,
-                           hops=batch.hops, to=body.to) for item in items]
+                           hops=batch.hops, to=body.to)
+                    for item in items if item.topic != MESH_TOPIC]
         return out, found
 
     def peers_info(self) -> list[dict[str, Any]]:
@@ -465,6 +511,8 @@ class Node:
                 "swaps": rs.swaps, "repaired": rs.repaired,
                 "missing_given_up": rs.missing_given_up,
             },
+            "mesh_view": {"nodes": len(self.mesh.nodes), "links": len(self.mesh.edges()),
+                          "bad_lists": self.mesh.bad},
             "history": {
                 "batches": len(history), "bytes": history.bytes, "evicted": history.evicted,
                 "max_bytes": history.max_bytes, "max_age_s": history.max_age,

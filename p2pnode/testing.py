@@ -84,10 +84,12 @@ class MemoryTransport:
 
 
 def memory_config(index: int, **overrides: object) -> NodeConfig:
-    """A config for node ``index`` of an in-memory mesh: port ``index + 1``, no mDNS."""
+    """A config for node ``index`` of an in-memory mesh: port ``index + 1``, no mDNS, no
+    mesh view announcements (``mesh_interval=0``: tests that count messages stay exact;
+    pass ``mesh_interval`` to turn them on)."""
     base: dict[str, object] = {
         "name": f"n{index}", "listen_host": "mem", "listen_port": index + 1,
-        "mdns": False, "insecure": True,
+        "mdns": False, "insecure": True, "mesh_interval": 0.0,
         "socket_path": Path(f"/nonexistent/p2pnode-mem-{index}.sock"),
         "data_dir": Path(f"/nonexistent/p2pnode-mem-{index}"), "seed": index,
     }

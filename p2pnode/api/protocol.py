@@ -15,6 +15,7 @@ import msgspec
 from ..config import MAX_TOPIC_BYTES
 from ..errors import RemoteProtocolError
 from ..ids import id_to_hex, parse_id
+from ..mesh import RESERVED_PREFIX
 from ..wire.messages import Gossip
 
 ERROR_CODES = (
@@ -79,6 +80,13 @@ class Status(msgspec.Struct, tag="status", tag_field="op", kw_only=True,
     id: Scalar = None
 
 
+class Mesh(msgspec.Struct, tag="mesh", tag_field="op", kw_only=True,
+           forbid_unknown_fields=True):
+    """The node's view of the whole mesh: nodes, their links, when each was heard of."""
+
+    id: Scalar = None
+
+
 class Monitor(msgspec.Struct, tag="monitor", tag_field="op", kw_only=True,
               forbid_unknown_fields=True):
     """Stream the node's log records at ``level`` or above (``log`` events), link
@@ -90,7 +98,7 @@ class Monitor(msgspec.Struct, tag="monitor", tag_field="op", kw_only=True,
     messages: bool = False
 
 
-Request = Publish | Subscribe | Unsubscribe | Peers | Status | Monitor
+Request = Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh
 OPS = ("publish", "subscribe", "unsubscribe", "peers", "status", "monitor")
 
 _request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
@@ -136,6 +144,9 @@ def check_topic(topic: str, req_id: Scalar = None) -> str:
         raise ApiError("bad_request", f"a topic is 1-{MAX_TOPIC_BYTES} bytes", req_id)
     if not topic.isprintable():
         raise ApiError("bad_request", "a topic may not contain control characters", req_id)
+    if topic.startswith(RESERVED_PREFIX):
+        raise ApiError("bad_request", f"topics starting with {RESERVED_PREFIX!r} are "
+                       "reserved for the nodes themselves", req_id)
     return topic
 
 

@@ -32,6 +32,7 @@ from ..wire.messages import Gossip
 from .monitor import MonitorHub
 from .protocol import (
     ApiError,
+    Mesh,
     Monitor,
     Peers,
     Publish,
@@ -65,6 +66,7 @@ class ApiBackend(Protocol):
     def peers_info(self) -> list[dict[str, Any]]: ...
     def status_info(self) -> dict[str, Any]: ...
     def replay(self, since: bytes | float) -> tuple[list[Gossip], bool]: ...
+    def mesh_info(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -358,6 +360,8 @@ class ApiServer:
         if type(req) is Monitor:
             self.monitors.add(session, req.level, req.messages)
             return encode_reply(req.id, {})
+        if type(req) is Mesh:
+            return encode_reply(req.id, self.backend.mesh_info())
         assert type(req) is Status
         return encode_reply(req.id, self.backend.status_info())
 
