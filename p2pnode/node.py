@@ -83,6 +83,8 @@ class Node:
                 TlsTransport(identity, self.network, config.handshake_timeout,
                              config.max_pending_handshakes, config.max_conns_per_ip))
         self.transport: Transport = transport
+        #: Links prove who the peer is (TLS with certificates, checked at admission).
+        self.authenticated_links = isinstance(transport, TlsTransport)
         self.router = Router(node_id, router_config(config))
         #: This run of the node, in the numbering of its batches (docs/protocol.md).
         self.epoch = time.time_ns() // 1000
@@ -232,6 +234,7 @@ class Node:
         verify = self.verifier.verify
         peer = link.peer_id
         bytes_bucket, batch_bucket = link.bytes_bucket, link.batch_bucket
+        authenticated = self.authenticated_links
         for msg in msgs:
             if batch_bucket is not None and bytes_bucket is not None and not (
                 batch_bucket.take(1, now)
@@ -241,11 +244,11 @@ class Node:
                 self.rate_limited += 1
                 continue
             rejected = router.stats.rejected
-            actions = on_message(msg, peer, now, verify)
+            actions = on_message(msg, peer, now, verify, authenticated=authenticated)
             if actions:
                 self._apply(actions)
-            elif (router.stats.rejected != rejected
-                  and router.last_rejection == "bad_signature"):
+            if (router.stats.rejected != rejected
+                    and router.last_rejection == "bad_signature"):
                 # Honest peers verify before they forward: this one is faulty or hostile.
                 log.warning("link %s (%s) sent a forged batch; closing it", link.peer.name,
                             link.peer_hex[:8])

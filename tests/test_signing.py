@@ -19,6 +19,7 @@ from p2pnode.testing import make_identity
 from p2pnode.wire.messages import (
     Batch,
     BatchBody,
+    Graft,
     Item,
     decode_message,
     encode_body,
@@ -312,3 +313,66 @@ def test_a_valid_batch_of_another_origin_with_the_same_id_does_not_shadow() -> N
     assert r.on_batch(squatter, NEIGHBOUR, 0.0, verify)  # delivered: it is genuine too
     actions = r.on_batch(genuine, BOB.node_id, 0.1, verify)
     assert Deliver(genuine, verify(genuine)) in actions
+
+
+# -- batches straight from their origin over an authenticated link ---------------------------
+
+
+class SignatureCounter:
+    """A ``Verifier`` that counts full checks and body-only checks apart."""
+
+    def __init__(self) -> None:
+        self.verifier = Verifier(MAX_PAYLOAD)
+        self.full = 0
+        self.body_only = 0
+
+    def __call__(self, batch: Batch, *, check_signature: bool = True) -> BatchBody:
+        if check_signature:
+            self.full += 1
+        else:
+            self.body_only += 1
+        return self.verifier.verify(batch, check_signature=check_signature)
+
+
+def direct(batch: Batch) -> Batch:
+    return msgspec.structs.replace(batch, hops=1)
+
+
+def test_direct_batch_on_an_authenticated_link_is_delivered_before_its_signature_is_checked(
+) -> None:
+    # Only the origin is linked: nobody to pass it on to, so no signature check at all.
+    r = make_router(ME.node_id, peers=(ALICE.node_id,))
+    v = SignatureCounter()
+    b = direct(sign_batch(ALICE, BID, None, msgs()))
+    actions = r.on_batch(b, ALICE.node_id, 0.0, v, authenticated=True)
+    assert actions == [Deliver(b, v.verifier.verify(b))]
+    assert (v.full, v.body_only) == (0, 1)
+    # With a second peer, it is checked once, before it is forwarded.
+    r2 = make_router(ME.node_id, peers=(ALICE.node_id, BOB.node_id))
+    v2 = SignatureCounter()
+    actions = r2.on_batch(b, ALICE.node_id, 0.0, v2, authenticated=True)
+    assert actions[1] == Forward(msgspec.structs.replace(b, hops=2), (BOB.node_id,))
+    assert (v2.full, v2.body_only) == (1, 1)
+    # Not from its origin, or not over an authenticated link: checked first, as always.
+    for peer, auth in ((BOB.node_id, True), (ALICE.node_id, False)):
+        r3 = make_router(ME.node_id, peers=(ALICE.node_id, BOB.node_id))
+        v3 = SignatureCounter()
+        r3.on_batch(b, peer, 0.0, v3, authenticated=auth)
+        assert (v3.full, v3.body_only) == (1, 0)
+
+
+def test_direct_batch_with_a_bad_signature_is_delivered_but_never_passed_on() -> None:
+    # The link proves the origin sent it, so its own messages are delivered; but the next
+    # node could not check that, so it goes no further (and the node closes the link).
+    genuine = direct(sign_batch(ALICE, BID, None, msgs()))
+    sig = bytearray(genuine.sig)
+    sig[3] ^= 1
+    bad = msgspec.structs.replace(genuine, sig=bytes(sig))
+    r = make_router(ME.node_id, peers=(ALICE.node_id, BOB.node_id))
+    v = SignatureCounter()
+    actions = r.on_batch(bad, ALICE.node_id, 0.0, v, authenticated=True)
+    assert [type(a) for a in actions] == [Deliver]
+    assert (r.stats.rejected, r.last_rejection, r.stats.forwarded) == (1, "bad_signature", 0)
+    # Asked for it by Graft, the node does not serve it either.
+    assert r.on_message(Graft([bad.origin + bad.id]), BOB.node_id, 0.1, v) == []
+    assert r.stats.rejected == 2

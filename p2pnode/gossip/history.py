@@ -28,6 +28,7 @@ class Entry:
     time: float  # when it arrived (or was published), caller's clock
     size: int  # bytes counted against the history's limit
     from_peer: bytes | None  # the peer it first came from (None: published here)
+    verified: bool = True  # its signature was checked (see Router.on_batch)
 
 
 class History:
@@ -56,7 +57,7 @@ class History:
         return iter(self._entries.values())
 
     def add(self, batch: Batch, epoch: int, seq: int, now: float,
-            from_peer: bytes | None) -> None:
+            from_peer: bytes | None, *, verified: bool = True) -> None:
         """Keep ``batch`` (a new one: its key is not in history yet)."""
         if self.max_batches <= 0:
             return
@@ -69,7 +70,8 @@ class History:
             _, old = entries.popitem(last=False)
             self.bytes -= old.size
             self.evicted += 1
-        entries[batch.origin + batch.id] = Entry(batch, epoch, seq, now, size, from_peer)
+        entries[batch.origin + batch.id] = Entry(batch, epoch, seq, now, size, from_peer,
+                                                 verified)
         self.bytes += size
         self.expire(now)
 

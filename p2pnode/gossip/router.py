@@ -86,7 +86,7 @@ class Send:
 
 
 Action = Deliver | Forward | Send
-Verify = Callable[[Batch], BatchBody]
+Verify = Callable[..., BatchBody]  # (batch, *, check_signature=True) -> body
 
 
 @dataclass
@@ -110,6 +110,7 @@ class RouterStats:
     repaired: int = 0  # batches announced to a peer whose digest lacked them
     missing_given_up: int = 0  # announced batches that never came (every announcer tried)
     swaps: int = 0  # tree links swapped for a shorter path
+    grafts_postponed: int = 0  # graft timers re-armed because the tree parent was busy
 
 
 @dataclass(slots=True)
@@ -120,6 +121,7 @@ class _Missing:
     hops: int
     announcers: list[bytes] = field(default_factory=list)
     grafted: bool = False  # we asked an announcer for it
+    created: float = 0.0
     repair: bool = False  # announced in answer to our Digest (not by a live push)
 
 
@@ -132,6 +134,7 @@ class RouterConfig:
     seen_max_entries: int = 200_000
     seen_ttl: float = 300.0
     graft_timeout: float = 0.1
+    graft_patience: float = 1.0  # wait at most this long for a busy tree parent
     optimize_hops: int = 3  # 0: never swap links for a shorter path
     order_hold: float = 1.0
     history_batches: int = 20_000
@@ -161,7 +164,10 @@ class Router:
         # least recently used origin first, at most ``max_origins``.
         self._lazy: OrderedDict[bytes, set[bytes]] = OrderedDict()
         self._ihave: dict[bytes, list[Announce]] = {}  # lazy announcements not yet sent
+        self._repair_ihave: dict[bytes, list[Announce]] = {}  # ... of repaired batches
         self._missing: dict[bytes, _Missing] = {}  # key -> announced, not received
+        self._parent: dict[bytes, bytes] = {}  # origin -> the peer its last new batch came by
+        self._last_batch: dict[bytes, float] = {}  # peer -> when it last sent us a batch
         self._rng = random.Random(cfg.seed)
         self.last_rejection = ""  # the error code of the last batch that failed verification
 
@@ -187,19 +193,20 @@ class Router:
         return lazy
 
     def peer_up(self, peer: bytes, now: float) -> list[Action]:
-        """A link to ``peer`` opened: send it our history's digest. It starts lazy for
-        the origins we already have a tree for (they reach us by it; the peer grafts the
-        link where it needs it) and eager for all others."""
+        """A link to ``peer`` opened: it starts eager (for every origin); send it our
+        history's digest."""
         self._peers[peer] = None
         for lazy in self._lazy.values():
-            lazy.add(peer)
+            lazy.discard(peer)
         self.history.expire(now)
         return [Send(peer, [Digest(self.history.digest(max_ranges=20_000))])]
 
     def peer_down(self, peer: bytes) -> None:
         """The link to ``peer`` is gone."""
         self._peers.pop(peer, None)
+        self._last_batch.pop(peer, None)
         self._ihave.pop(peer, None)
+        self._repair_ihave.pop(peer, None)
 
     # -- publishing and receiving ------------------------------------------------------
 
@@ -211,16 +218,17 @@ class Router:
         return self._spread(batch, None)
 
     def on_message(self, msg: GossipMessage, from_peer: bytes, now: float,
-                   verify: Verify) -> list[Action]:
+                   verify: Verify, *, authenticated: bool = False) -> list[Action]:
         """``msg`` arrived from ``from_peer``; ``verify`` checks a batch (raising
         ``RemoteProtocolError``). Returns the actions to take."""
         kind = type(msg)
         if kind is Batch:
-            return self.on_batch(msg, from_peer, now, verify)  # type: ignore[arg-type]
+            return self.on_batch(msg, from_peer, now, verify,  # type: ignore[arg-type]
+                                 authenticated=authenticated)
         if kind is IHave:
             return self._on_ihave(msg, from_peer, now)  # type: ignore[arg-type]
         if kind is Graft:
-            return self._on_graft(msg, from_peer)  # type: ignore[arg-type]
+            return self._on_graft(msg, from_peer, verify)  # type: ignore[arg-type]
         if kind is Prune:
             self.stats.prunes_received += 1
             if from_peer in self._peers and self.tree:
@@ -231,10 +239,19 @@ class Router:
         return self._on_digest(msg, from_peer, now)  # type: ignore[arg-type]
 
     def on_batch(self, batch: Batch, from_peer: bytes, now: float,
-                 verify: Verify) -> list[Action]:
-        """``batch`` arrived from ``from_peer``. Returns the actions to take."""
+                 verify: Verify, *, authenticated: bool = False) -> list[Action]:
+        """``batch`` arrived from ``from_peer``. Returns the actions to take.
+
+        ``authenticated``: the link proves who ``from_peer`` is (TLS with certificates).
+        A batch that comes straight from its origin over such a link is delivered on
+        the strength of the link; its signature is checked only before the batch goes
+        on to anyone else (pushed, or sent in answer to a Graft), since the next node
+        cannot trust our link. That takes the largest cost off the latency of the
+        most common path, origin to neighbour.
+        """
         stats = self.stats
         stats.received += 1
+        self._last_batch[from_peer] = now
         key = batch.origin + batch.id  # ids are unique per origin only
         if self.seen.seen(key, now) or batch.origin == self.node_id:
             stats.duplicates += 1
@@ -248,37 +265,74 @@ class Router:
         if batch.hops > self.max_hops:
             stats.hop_limited += 1
             return []
+        direct = authenticated and batch.origin == from_peer
         try:
-            body = verify(batch)
+            body = verify(batch, check_signature=False) if direct else verify(batch)
         except RemoteProtocolError as exc:
             stats.rejected += 1
             self.last_rejection = exc.code
             return []
         self.seen.add(key, now)
         missing = self._missing.pop(key, None)
-        new_origin = not self.order.knows(batch.origin)
         accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body), now)
         if not accepted:
             return []
-        self.history.add(batch, body.epoch, body.seq, now, from_peer)
+        self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct)
+        parents = self._parent
+        parents.pop(batch.origin, None)
+        parents[batch.origin] = from_peer
+        if len(parents) > self.cfg.max_origins:
+            del parents[next(iter(parents))]
         actions = self._deliveries(ready)
-        if missing is not None and missing.grafted and self.tree and new_origin:
-            # A batch we had to ask for, of an origin we have no tree for: a repair (a
-            # partition healed, a new peer). Such batches come in bursts, faster than
-            # Prunes could come back, so do not flood them: announce them, and let the
-            # peers that lack them graft, which builds the origin's tree link by link.
-            self._lazy_set(batch.origin).update(p for p in self._peers if p != from_peer)
+        announce_only = False
+        if missing is not None and missing.grafted and missing.repair and self.tree:
+            # A batch we asked for after a repair announcement (a partition healed, a
+            # new peer): repairs come in bursts, faster than Prunes could come back, so
+            # they are not pushed along the trees but announced as repairs in turn, and
+            # each node that lacks one asks for it once. Live batches keep the trees.
+            announce_only = True
         elif missing is not None and missing.announcers and not missing.repair:
             # It was announced to us first, by a path shorter than the one it came by?
             actions += self._maybe_swap(batch.origin, missing.announcers[0], missing.hops,
                                         from_peer, batch.hops)
         if body.to == self.node_id:
             return actions
-        return actions + self._spread(batch, from_peer)
+        if direct and self._pushes(batch, from_peer) and not self._check(key, verify):
+            return actions  # delivered (the link vouches for it), but not passed on
+        return actions + self._spread(batch, from_peer, announce_only=announce_only)
 
-    def _spread(self, batch: Batch, from_peer: bytes | None) -> list[Action]:
-        """Push ``batch`` on eager links and announce it on lazy ones (not back to
-        ``from_peer``), while under the hop limit."""
+    def _pushes(self, batch: Batch, from_peer: bytes) -> bool:
+        """Whether ``_spread`` would push ``batch`` whole to some peer."""
+        if batch.hops >= self.max_hops:
+            return False
+        lazy = self._lazy.get(batch.origin) if self.tree else None
+        return any(p != from_peer and (lazy is None or p not in lazy) for p in self._peers)
+
+    def _check(self, key: bytes, verify: Verify) -> bool:
+        """Check the signature of a history entry not checked yet (see ``on_batch``)."""
+        entry = self.history.get(key)
+        if entry is None or entry.verified:
+            return entry is not None
+        try:
+            verify(entry.batch)
+        except RemoteProtocolError as exc:
+            self.stats.rejected += 1
+            self.last_rejection = exc.code
+            return False
+        entry.verified = True
+        return True
+
+    def _busy(self, origin: bytes, now: float) -> bool:
+        """Whether the peer that brought ``origin``'s last batch is linked and sent us a
+        batch within the last ``graft_timeout``."""
+        parent = self._parent.get(origin)
+        return (parent is not None and parent in self._peers
+                and now - self._last_batch.get(parent, -1e18) < self.cfg.graft_timeout)
+
+    def _spread(self, batch: Batch, from_peer: bytes | None, *,
+                announce_only: bool = False) -> list[Action]:
+        """Push ``batch`` on eager links and announce it on lazy ones (on all of them
+        with ``announce_only``; never back to ``from_peer``), under the hop limit."""
         if batch.hops >= self.max_hops:
             if from_peer is not None:
                 self.stats.hop_limited += 1
@@ -289,10 +343,11 @@ class Router:
         for peer in self._peers:
             if peer == from_peer:
                 continue
-            if lazy is None or peer not in lazy:
+            if not announce_only and (lazy is None or peer not in lazy):
                 eager.append(peer)
             else:
-                self._ihave.setdefault(peer, []).append(Announce(batch.origin + batch.id, hops))
+                queue = self._repair_ihave if announce_only else self._ihave
+                queue.setdefault(peer, []).append(Announce(batch.origin + batch.id, hops))
                 self.stats.ihave_sent += 1
         if not eager:
             return []
@@ -313,16 +368,24 @@ class Router:
     @property
     def has_announcements(self) -> bool:
         """Whether ``take_announcements`` has something."""
-        return bool(self._ihave)
+        return bool(self._ihave or self._repair_ihave)
 
     def take_announcements(self) -> list[Action]:
         """The ``IHave``s gathered since the last call, one message per peer (split at
         ``MAX_KEYS``). The caller sends them once its task yields, so they batch."""
-        if not self._ihave:
-            return []
-        pending, self._ihave = self._ihave, {}
-        return [Send(peer, [IHave(anns[i:i + MAX_KEYS]) for i in range(0, len(anns), MAX_KEYS)])
-                for peer, anns in pending.items() if peer in self._peers]
+        out: list[Action] = []
+        for repair in (False, True):
+            pending = self._repair_ihave if repair else self._ihave
+            if not pending:
+                continue
+            if repair:
+                self._repair_ihave = {}
+            else:
+                self._ihave = {}
+            out += [Send(peer, [IHave(anns[i:i + MAX_KEYS], repair=repair)
+                                for i in range(0, len(anns), MAX_KEYS)])
+                    for peer, anns in pending.items() if peer in self._peers]
+        return out
 
     def _on_ihave(self, msg: IHave, from_peer: bytes, now: float) -> list[Action]:
         stats = self.stats
@@ -350,7 +413,7 @@ class Router:
                 if len(self._missing) >= self.cfg.max_missing:
                     continue
                 missing = self._missing[key] = _Missing(now + wait, ann.hops,
-                                                        repair=msg.repair)
+                                                        repair=msg.repair, created=now)
             if from_peer not in missing.announcers and (
                     len(missing.announcers) < self.cfg.max_announcers):
                 missing.announcers.append(from_peer)
@@ -374,7 +437,7 @@ class Router:
         self.stats.swaps += 1
         return [Send(longer, [Prune([origin])]), Send(shorter, [Graft([], [origin])])]
 
-    def _on_graft(self, msg: Graft, from_peer: bytes) -> list[Action]:
+    def _on_graft(self, msg: Graft, from_peer: bytes, verify: Verify) -> list[Action]:
         stats = self.stats
         stats.grafts_received += 1
         if from_peer not in self._peers:
@@ -386,7 +449,7 @@ class Router:
             entry = self.history.get(key)
             if entry is None:
                 stats.graft_misses += 1
-            else:  # asked for: sent even at the hop limit (delivered, not forwarded)
+            elif self._check(key, verify):  # sent even at the hop limit (not forwarded)
                 batches.append(msgspec.structs.replace(
                     entry.batch, hops=min(entry.batch.hops + 1, self.max_hops)))
         return [Send(from_peer, batches)] if batches else []
@@ -421,8 +484,17 @@ class Router:
         gap was waited for long enough."""
         actions = self._deliveries(self.order.tick(now))
         grafts: dict[bytes, list[bytes]] = {}
+        patience = self.cfg.graft_patience
         for key in [k for k, m in self._missing.items() if m.deadline <= now]:
             missing = self._missing[key]
+            if not missing.grafted and now - missing.created < patience and self._busy(
+                    key[:ID_LEN], now):
+                # The origin's tree parent is sending to us right now: the batch is most
+                # likely queued behind others on that link (a node under load), not lost.
+                # Asking for it elsewhere would only bring a second copy; wait a little.
+                missing.deadline = now + self.cfg.graft_timeout
+                self.stats.grafts_postponed += 1
+                continue
             while missing.announcers and missing.announcers[0] not in self._peers:
                 missing.announcers.pop(0)
             if not missing.announcers:

@@ -58,20 +58,26 @@ class Verifier:
             self._keys.move_to_end(raw)
         return key
 
-    def verify(self, batch: Batch) -> BatchBody:
+    def verify(self, batch: Batch, *, check_signature: bool = True) -> BatchBody:
         """The batch's body, if its signature and contents are good.
 
-        Raises ``RemoteProtocolError``: ``bad_signature`` (wrong key for the origin,
+        With ``check_signature=False`` only the body is checked (the caller knows the
+        sender by other means and checks the signature later, before passing the batch
+        on). Raises ``RemoteProtocolError``: ``bad_signature`` (wrong key for the origin,
         signature does not match the body) or ``bad_message``/``too_large`` (a body
         that does not agree with the batch or breaks the limits).
         """
+        if check_signature:
+            self._check_signature(batch)
+        body = decode_body(batch.body, self.max_payload)
+        if body.id != batch.id or body.origin != batch.origin:
+            raise RemoteProtocolError("bad_message", "the batch does not match its body")
+        return body
+
+    def _check_signature(self, batch: Batch) -> None:
         if node_id_of(batch.key) != batch.origin:
             raise RemoteProtocolError("bad_signature", "the key is not the origin's")
         try:
             self._key(batch.key).verify(batch.sig, batch.body)
         except (InvalidSignature, ValueError):
             raise RemoteProtocolError("bad_signature", "the signature does not match") from None
-        body = decode_body(batch.body, self.max_payload)
-        if body.id != batch.id or body.origin != batch.origin:
-            raise RemoteProtocolError("bad_message", "the batch does not match its body")
-        return body
