@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 
-import msgspec
 import pytest
 
 from p2pnode.gossip.history import History
@@ -377,32 +376,3 @@ def test_forward_and_send_actions_are_the_only_output_of_publish() -> None:
     assert isinstance(actions[0], Forward)
     assert not [x for x in actions if isinstance(x, Deliver)]
     assert len(r.history) == 1
-
-
-def test_a_graft_waits_while_the_tree_parent_is_busy_but_not_for_ever() -> None:
-    sim = Sim(3, [(0, 1), (1, 2)], mode="tree")
-    me = sim.routers[1]
-    parent, other = sim.ids[0], sim.ids[2]
-    origin_batches = [sim.make(0, k) for k in range(3)]
-    v = sim.verifiers[1]
-    me.on_message(origin_batches[0][0], parent, 0.0, v)  # node 0 is origin 0's parent here
-    key = origin_batches[1][0].origin + origin_batches[1][0].id
-    me.on_message(IHave([Announce(key, 2)]), other, 0.01, no_verify)
-    # The parent keeps sending (batches of another origin, say): the graft waits ...
-    busy = [sim.make(2, k)[0] for k in range(40)]
-    t = 0.0
-    grafts: list[Send] = []
-    for k, b in enumerate(busy):
-        t = 0.05 * (k + 1)
-        me.on_message(msgspec.structs.replace(b, hops=2), parent, t, v)
-        grafts += [a for a in me.tick(t) if isinstance(a, Send)]
-        if grafts:
-            break
-    # ... but only for graft_patience (1 s): then it asks the announcer anyway.
-    assert me.stats.grafts_postponed >= 5
-    assert grafts == [Send(other, [Graft([key])])]
-    assert 1.0 <= t <= 1.2
-    # A parent that goes quiet gets no such patience.
-    key2 = origin_batches[2][0].origin + origin_batches[2][0].id
-    me.on_message(IHave([Announce(key2, 2)]), other, 5.0, no_verify)
-    assert me.tick(5.1) == [Send(other, [Graft([key2])])]

@@ -110,7 +110,6 @@ class RouterStats:
     repaired: int = 0  # batches announced to a peer whose digest lacked them
     missing_given_up: int = 0  # announced batches that never came (every announcer tried)
     swaps: int = 0  # tree links swapped for a shorter path
-    grafts_postponed: int = 0  # graft timers re-armed because the tree parent was busy
 
 
 @dataclass(slots=True)
@@ -121,7 +120,6 @@ class _Missing:
     hops: int
     announcers: list[bytes] = field(default_factory=list)
     grafted: bool = False  # we asked an announcer for it
-    created: float = 0.0
     repair: bool = False  # announced in answer to our Digest (not by a live push)
 
 
@@ -134,7 +132,6 @@ class RouterConfig:
     seen_max_entries: int = 200_000
     seen_ttl: float = 300.0
     graft_timeout: float = 0.1
-    graft_patience: float = 1.0  # wait at most this long for a busy tree parent
     optimize_hops: int = 3  # 0: never swap links for a shorter path
     order_hold: float = 1.0
     history_batches: int = 20_000
@@ -166,8 +163,6 @@ class Router:
         self._ihave: dict[bytes, list[Announce]] = {}  # lazy announcements not yet sent
         self._repair_ihave: dict[bytes, list[Announce]] = {}  # ... of repaired batches
         self._missing: dict[bytes, _Missing] = {}  # key -> announced, not received
-        self._parent: dict[bytes, bytes] = {}  # origin -> the peer its last new batch came by
-        self._last_batch: dict[bytes, float] = {}  # peer -> when it last sent us a batch
         self._rng = random.Random(cfg.seed)
         self.last_rejection = ""  # the error code of the last batch that failed verification
 
@@ -204,7 +199,6 @@ class Router:
     def peer_down(self, peer: bytes) -> None:
         """The link to ``peer`` is gone."""
         self._peers.pop(peer, None)
-        self._last_batch.pop(peer, None)
         self._ihave.pop(peer, None)
         self._repair_ihave.pop(peer, None)
 
@@ -251,7 +245,6 @@ class Router:
         """
         stats = self.stats
         stats.received += 1
-        self._last_batch[from_peer] = now
         key = batch.origin + batch.id  # ids are unique per origin only
         if self.seen.seen(key, now) or batch.origin == self.node_id:
             stats.duplicates += 1
@@ -278,11 +271,6 @@ class Router:
         if not accepted:
             return []
         self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct)
-        parents = self._parent
-        parents.pop(batch.origin, None)
-        parents[batch.origin] = from_peer
-        if len(parents) > self.cfg.max_origins:
-            del parents[next(iter(parents))]
         actions = self._deliveries(ready)
         announce_only = False
         if missing is not None and missing.grafted and missing.repair and self.tree:
@@ -321,13 +309,6 @@ class Router:
             return False
         entry.verified = True
         return True
-
-    def _busy(self, origin: bytes, now: float) -> bool:
-        """Whether the peer that brought ``origin``'s last batch is linked and sent us a
-        batch within the last ``graft_timeout``."""
-        parent = self._parent.get(origin)
-        return (parent is not None and parent in self._peers
-                and now - self._last_batch.get(parent, -1e18) < self.cfg.graft_timeout)
 
     def _spread(self, batch: Batch, from_peer: bytes | None, *,
                 announce_only: bool = False) -> list[Action]:
@@ -413,7 +394,7 @@ class Router:
                 if len(self._missing) >= self.cfg.max_missing:
                     continue
                 missing = self._missing[key] = _Missing(now + wait, ann.hops,
-                                                        repair=msg.repair, created=now)
+                                                        repair=msg.repair)
             if from_peer not in missing.announcers and (
                     len(missing.announcers) < self.cfg.max_announcers):
                 missing.announcers.append(from_peer)
@@ -484,17 +465,8 @@ class Router:
         gap was waited for long enough."""
         actions = self._deliveries(self.order.tick(now))
         grafts: dict[bytes, list[bytes]] = {}
-        patience = self.cfg.graft_patience
         for key in [k for k, m in self._missing.items() if m.deadline <= now]:
             missing = self._missing[key]
-            if not missing.grafted and now - missing.created < patience and self._busy(
-                    key[:ID_LEN], now):
-                # The origin's tree parent is sending to us right now: the batch is most
-                # likely queued behind others on that link (a node under load), not lost.
-                # Asking for it elsewhere would only bring a second copy; wait a little.
-                missing.deadline = now + self.cfg.graft_timeout
-                self.stats.grafts_postponed += 1
-                continue
             while missing.announcers and missing.announcers[0] not in self._peers:
                 missing.announcers.pop(0)
             if not missing.announcers:
