@@ -28,6 +28,9 @@ DROPS = (
     ("messages", "rate_limited", "batches dropped: a peer sent over its rate limit"),
     ("messages", "rejected", "batches rejected: bad signature, key or contents"),
     ("messages", "hop_limited", "batches stopped by the hop limit"),
+    ("messages", "order_gaps", "messages never came: order gaps skipped after --order-hold"),
+    ("gossip", "missing_given_up", "announced batches never obtained from any announcer"),
+    ("history", "evicted", "batches left history early (its size limits)"),
     ("api", "rate_limited", "publishes refused: a local app went over its rate"),
     ("api", "clients_refused", "API connections refused: too many clients"),
     ("api", "clients_forbidden", "API connections refused: another user"),
@@ -138,6 +141,14 @@ def _rows(st: dict[str, Any], before: dict[str, Any] | None,
         if parts:
             yield _row(label, "  ".join(parts) + suffix)
     yield _row("bytes", _bytes_text(st, before))
+    view, hist, gossip = (section_of(st, k) for k in ("mesh_view", "history", "gossip"))
+    if view:
+        yield _row("mesh view", f"{view.get('nodes', '?')} nodes, {view.get('links', '?')} "
+                   "links (p2pnode mesh)")
+    if hist and gossip:
+        yield _row("gossip", f"{gossip.get('mode', '?')}; history {hist.get('batches', '?')} "
+                   f"batches, {hist.get('bytes', 0) // 1024} KiB; grafts "
+                   f"{gossip.get('grafts_sent', 0)}, repaired {gossip.get('repaired', 0)}")
     drops = list(_drop_lines(st, before))
     yield _row("drops", drops[0] if drops else "none")
     yield from (_row("", line) for line in drops[1:])

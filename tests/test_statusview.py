@@ -57,3 +57,15 @@ def test_summary_survives_missing_and_new_fields() -> None:
     assert "other     links.new_counter=3 extra=[1]" in text
     text = summary({"uptime_s": 4.0, "links": {"bytes_sent": 2048}})
     assert "bytes     bytes_sent 512 B/s" in text
+
+
+def test_summary_shows_the_mesh_view_gossip_and_order_gaps() -> None:
+    st = reply(10.0, 5, 0)
+    st["mesh_view"] = {"nodes": 7, "links": 9, "bad_lists": 0}
+    st["history"] = {"batches": 12, "bytes": 40960, "evicted": 0}
+    st["gossip"] = {"mode": "tree", "grafts_sent": 3, "repaired": 4, "missing_given_up": 0}
+    st["messages"]["order_gaps"] = 2
+    text = summary(st)
+    assert "7 nodes, 9 links" in text
+    assert "tree; history 12 batches, 40 KiB; grafts 3, repaired 4" in text
+    assert "2 messages never came" in text
