@@ -76,6 +76,10 @@ def default_data_dir() -> Path:
     return Path(base) / "p2pnode"
 
 
+#: The smallest ``max_frame``: an IHave or Graft of 4,096 entries takes about 147 KiB.
+MIN_FRAME = 160 * 1024
+
+
 @dataclasses.dataclass(frozen=True)
 class NodeConfig:
     """Everything a node needs to run. All sizes are bytes, all times float seconds."""
@@ -165,6 +169,8 @@ class NodeConfig:
         for field in positive_floats:
             if not getattr(self, field) > 0:
                 raise ConfigError(f"{field} must be greater than 0")
+        if self.max_frame < MIN_FRAME:
+            raise ConfigError(f"max_frame must be at least {MIN_FRAME} (a full IHave or Graft)")
         if self.max_payload + MAX_TOPIC_BYTES + 256 > self.max_frame:
             raise ConfigError("max_frame must exceed max_payload by at least 512 bytes")
         if self.max_hops > 255:

@@ -575,6 +575,8 @@ def router_config(config: NodeConfig) -> RouterConfig:
         graft_timeout=config.graft_timeout, optimize_hops=config.optimize_hops,
         order_hold=config.order_hold, history_batches=config.history_batches,
         history_bytes=config.history_bytes, history_age=config.history_age, seed=config.seed,
+        # A Digest must fit in a frame: an entry takes 16 + 9 bytes, a range up to 18.
+        digest_ranges=min(20_000, (config.max_frame - 4096) // 40),
     )
 
 

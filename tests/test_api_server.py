@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from p2pnode.client import BlockingClient, open_client
+from p2pnode.config import MIN_FRAME
 from p2pnode.errors import SocketInUse
 from p2pnode.node import Node
 
@@ -51,7 +52,7 @@ class LineConn:
 @pytest.fixture
 async def node(short_tmp: Path) -> Any:
     async with running_nodes([loopback_config(short_tmp, "a", max_payload=4096,
-                                              max_frame=8192)]) as (n,):
+                                              max_frame=MIN_FRAME)]) as (n,):
         yield n
 
 

@@ -41,13 +41,19 @@ from p2pnode.wire.frames import FrameDecoder, encode_frame
 from p2pnode.wire.link import LinkEvent, LinkProtocol, LinkState, PeerBye, PeerHello, check_hello
 from p2pnode.wire.messages import (
     Accept,
+    Announce,
     Batch,
     BatchBody,
     Bye,
+    Digest,
+    DigestEntry,
+    Graft,
     Hello,
+    IHave,
     Item,
     Ping,
     Pong,
+    Prune,
     Refuse,
     WireMessage,
     decode_body,
@@ -100,6 +106,14 @@ wire_messages: st.SearchStrategy[WireMessage] = st.one_of(
     st.builds(Bye, short_text),
     st.builds(Ping, st.floats(allow_nan=False), st.integers(0, 1_000_000), st.booleans()),
     st.builds(Pong, st.floats(allow_nan=False), st.integers(0, 1_000_000), st.booleans()),
+    st.builds(IHave, st.lists(st.builds(Announce, st.binary(min_size=32, max_size=32),
+                                        st.integers(0, 255)), max_size=4), st.booleans()),
+    st.builds(Graft, st.lists(st.binary(min_size=32, max_size=32), max_size=3),
+              st.lists(node_ids, max_size=2)),
+    st.builds(Prune, st.lists(node_ids, max_size=3)),
+    st.builds(Digest, st.lists(st.builds(DigestEntry, node_ids, st.integers(0, 1 << 62),
+                                         st.lists(st.integers(0, 1 << 62), max_size=4)),
+                               max_size=3)),
 )
 
 

@@ -17,14 +17,20 @@ from p2pnode.testing import make_identity
 from p2pnode.wire.frames import FrameDecoder
 from p2pnode.wire.messages import (
     Accept,
+    Announce,
     Batch,
     BatchBody,
     Bye,
+    Digest,
+    DigestEntry,
     Gossip,
+    Graft,
     Hello,
+    IHave,
     Item,
     Ping,
     Pong,
+    Prune,
     Refuse,
     WireMessage,
     decode_body,
@@ -70,6 +76,14 @@ MESSAGES: list[WireMessage] = [
     Ping(123456.789, 16, True),
     Pong(-1.5),
     Pong(1e9, 1_000_000, True),
+    IHave([]),
+    IHave([Announce(A + MID, 0), Announce(B + MID, 255)], repair=True),
+    IHave([Announce(A + MID, 3)] * 4096),
+    Graft([]),
+    Graft([A + MID, B + MID], [A]),
+    Prune([A, B]),
+    Digest([]),
+    Digest([DigestEntry(A, 1764100000000000, [1, 5, 7, 7]), DigestEntry(B, 0, [])]),
 ]
 
 
@@ -82,7 +96,7 @@ def test_round_trip(msg: WireMessage) -> None:
 
 def test_round_trip_through_the_frame_decoder() -> None:
     stream = b"".join(encode_message(m) for m in MESSAGES)
-    bodies = FrameDecoder(1 << 16).feed(stream)
+    bodies = FrameDecoder(1 << 20).feed(stream)
     assert [decode_message(b) for b in bodies] == MESSAGES
 
 
@@ -198,6 +212,20 @@ INVALID: list[Any] = [
     pytest.param(pack([6, 1.0, -1]), id="ping-links-negative"),
     pytest.param(pack([7, 1.0, 1_000_001]), id="pong-links-too-big"),
     pytest.param(pack([7, 1.0, 0, "yes"]), id="pong-keep-str"),
+    pytest.param(pack([8]), id="ihave-missing-batches"),
+    pytest.param(pack([8, [[A, 1]]]), id="ihave-key-16"),
+    pytest.param(pack([8, [[A + MID, 256]]]), id="ihave-hops-256"),
+    pytest.param(pack([8, [[A + MID, 1]] * 4097]), id="ihave-too-many"),
+    pytest.param(pack([8, [A + MID]]), id="ihave-entry-not-array"),
+    pytest.param(pack([9, [A]]), id="graft-key-16"),
+    pytest.param(pack([9, [A + MID] * 4097]), id="graft-too-many"),
+    pytest.param(pack([9, [], [A[:15]]]), id="graft-origin-15"),
+    pytest.param(pack([10]), id="prune-missing-origins"),
+    pytest.param(pack([10, [A + MID]]), id="prune-origin-32"),
+    pytest.param(pack([11, [[A, 1, [1, "2"]]]]), id="digest-range-str"),
+    pytest.param(pack([11, [[A, -1, []]]]), id="digest-epoch-negative"),
+    pytest.param(pack([11, [[A, 1]]]), id="digest-entry-missing-ranges"),
+    pytest.param(pack([11, {"a": 1}]), id="digest-entries-map"),
 ]
 
 

@@ -139,6 +139,7 @@ class RouterConfig:
     history_age: float = 300.0
     max_missing: int = 20_000
     max_origins: int = 4096  # origins whose tree (lazy links) is remembered
+    digest_ranges: int = 20_000  # at most this many ranges in a Digest (about 18 bytes each)
     repair_spread: float = 4.0  # repair grafts wait graft_timeout x (1 + this x random)
     seed: int | None = None
     max_announcers: int = 8
@@ -194,7 +195,7 @@ class Router:
         for lazy in self._lazy.values():
             lazy.discard(peer)
         self.history.expire(now)
-        return [Send(peer, [Digest(self.history.digest(max_ranges=20_000))])]
+        return [Send(peer, [Digest(self.history.digest(max_ranges=self.cfg.digest_ranges))])]
 
     def peer_down(self, peer: bytes) -> None:
         """The link to ``peer`` is gone."""
