@@ -348,7 +348,8 @@ class Node:
 
     # -- the API backend ---------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, to: bytes | None = None) -> tuple[str, int]:
+    def publish(self, topic: str, payload: bytes, to: bytes | None = None, *,
+                defer_flush: bool = False) -> tuple[str, int]:
         """Publish a message from a local app: deliver it to local subscribers now, and
         queue it for the next signed batch (sent when the publishing task yields, or
         when the batch is full). Returns (msg id hex, number of peers it goes to)."""
@@ -360,17 +361,20 @@ class Node:
             self.router.stats.delivered += 1
         if to == self.node_id or self.config.max_hops == 0:
             return id_to_hex(msg_id), 0
-        self._queue(to, Item(msg_id, topic, payload))
+        self._queue(to, Item(msg_id, topic, payload), wake=not defer_flush)
         return id_to_hex(msg_id), len(self.router.peers)
 
-    def _queue(self, to: bytes | None, item: Item) -> None:
-        """Add ``item`` to the next signed batch for ``to``."""
+    def _queue(self, to: bytes | None, item: Item, *, wake: bool = True) -> None:
+        """Add ``item`` to the next signed batch for ``to``; ``wake``: have the flusher
+        task send it once this task yields (the API flushes itself, in
+        ``wait_links_writable``, and saves that wake-up)."""
         size = len(item.data) + len(item.topic) * 4 + 64
         if self._pending_bytes + size > self.config.max_frame // 2:
             self.flush()
         self._pending.setdefault(to, []).append(item)
         self._pending_bytes += size
-        self._flush_wake.set()
+        if wake:
+            self._flush_wake.set()
 
     def flush(self) -> None:
         """Sign the queued messages (one batch per target) and send them."""

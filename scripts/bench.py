@@ -16,6 +16,9 @@ with its own socket and data directory in a temporary directory:
 - rss_mb_max: the peak VmHWM of the node processes.
 - raw_trio_msgs_per_s: length-prefixed 100-byte frames over one loopback TCP
   connection between two trio processes, batched; ratio_to_raw = hop1 / raw.
+- raw_relay_latency_p50_ms / _p99_ms: the floor of the latency path without p2pnode:
+  the same four processes (publisher, relay, relay, subscriber; Unix socket, TCP,
+  Unix socket), the relays trio processes that copy bytes as they come.
 
 The measuring apps are separate processes with raw sockets and bulk parsing. Exit
 status 1 if any message was lost or duplicated (or events were dropped).
@@ -470,6 +473,90 @@ def raw_trio(n: int, timeout: float) -> float:
                 p.join(5)
 
 
+# ---------------------------------------------------------------- raw relay latency floor
+
+def raw_relay(listen: str, out: str, ready_w: Any) -> None:
+    """A trio process that accepts one connection (``listen``: a Unix socket path, or
+    "tcp" for 127.0.0.1:0) and copies what it reads to ``out`` (a path or a port)."""
+    import trio
+
+    async def main() -> None:
+        if listen == "tcp":
+            listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+            ready_w.send(listener.socket.getsockname()[1])
+        else:
+            sock = trio.socket.socket(socket.AF_UNIX)
+            await sock.bind(listen)
+            sock.listen()
+            listener = trio.SocketListener(sock)
+            ready_w.send(listen)
+        inp = await listener.accept()
+        dest = (await trio.open_tcp_stream("127.0.0.1", int(out)) if out.isdigit()
+                else await trio.open_unix_socket(out))
+        while data := await inp.receive_some(256 * 1024):
+            await dest.send_all(data)
+        await dest.aclose()
+
+    trio.run(main)
+
+
+def raw_relay_latency(n: int, rate: float, timeout: float) -> tuple[float, float]:
+    """The floor of the hop1 latency path without p2pnode: publisher → relay A (Unix
+    socket in, TCP out) → relay B (TCP in, Unix socket out) → subscriber, each relay a
+    trio process that copies bytes as they come; one 16-byte message per 1/rate s."""
+    tmp = Path(tempfile.mkdtemp(prefix="p2pb-relay-"))
+    sub_path, a_path = str(tmp / "sub.sock"), str(tmp / "a.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sub_path)
+    server.listen(1)
+    procs = []
+    try:
+        b_r, b_w = MP.Pipe(False)
+        a_r, a_w = MP.Pipe(False)
+        procs.append(MP.Process(target=raw_relay, args=("tcp", sub_path, b_w), daemon=True))
+        procs[-1].start()
+        if not b_r.poll(10):
+            raise BenchError("relay B did not start")
+        procs.append(MP.Process(target=raw_relay, args=(a_path, str(b_r.recv()), a_w),
+                                daemon=True))
+        procs[-1].start()
+        if not a_r.poll(10):
+            raise BenchError("relay A did not start")
+        a_r.recv()
+        pub = socket.socket(socket.AF_UNIX)
+        pub.connect(a_path)
+        server.settimeout(timeout)
+        sub, _ = server.accept()
+        sub.settimeout(timeout)
+        lat = []
+        period = 1 / rate
+        start = time.monotonic() + 0.01
+        buf = b""
+        for seq in range(n):
+            due = start + seq * period
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
+            pub.sendall(struct.pack(">QQ", seq, time.monotonic_ns()))
+            while len(buf) < 16:
+                buf += sub.recv(65536)
+            while len(buf) >= 16:
+                _, sent = struct.unpack_from(">QQ", buf)
+                lat.append(time.monotonic_ns() - sent)
+                buf = buf[16:]
+        pub.close()
+        sub.close()
+    finally:
+        server.close()
+        for proc in procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        shutil.rmtree(tmp, ignore_errors=True)
+    lat.sort()
+    return lat[len(lat) // 2] / 1e6, lat[min(len(lat) - 1, int(0.99 * len(lat)))] / 1e6
+
+
 # ---------------------------------------------------------------- scenarios
 
 def mesh_edges(n: int) -> list[tuple[int, int]]:
@@ -554,11 +641,14 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
 
     raw = raw_trio(max(args.messages, 100_000) if not args.quick else 50_000, args.timeout)
+    floor = raw_relay_latency(args.latency_messages, 1000.0, args.timeout)
     modes = {"on": [False], "off": [True], "both": [False, True]}[args.security]
     results: dict[str, Any] = {}
     for insecure in modes:
         r = run_security(insecure, args)
         r["raw_trio_msgs_per_s"] = round(raw)
+        r["raw_relay_latency_p50_ms"] = round(floor[0], 3)
+        r["raw_relay_latency_p99_ms"] = round(floor[1], 3)
         r["ratio_to_raw"] = round(r["hop1_msgs_per_s"] / raw, 4)
         results["off" if insecure else "on"] = r
     first = results["on" if "on" in results else "off"]

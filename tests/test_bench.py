@@ -14,7 +14,8 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
 
 FIELDS = ("hop1_msgs_per_s", "hop1_latency_p50_ms", "hop1_latency_p99_ms",
-          "mesh10_msgs_per_s", "rss_mb_max", "raw_trio_msgs_per_s", "ratio_to_raw")
+          "mesh10_msgs_per_s", "rss_mb_max", "raw_trio_msgs_per_s", "ratio_to_raw",
+          "raw_relay_latency_p50_ms", "raw_relay_latency_p99_ms")
 
 
 def _command() -> list[str]:
@@ -39,6 +40,7 @@ def test_bench_quick_json() -> None:
         assert isinstance(report[field], int | float), field
         assert report[field] > 0, (field, report[field])
     assert report["hop1_latency_p99_ms"] >= report["hop1_latency_p50_ms"]
+    assert report["raw_relay_latency_p99_ms"] >= report["raw_relay_latency_p50_ms"]
     ratio = report["hop1_msgs_per_s"] / report["raw_trio_msgs_per_s"]
     assert report["ratio_to_raw"] == pytest.approx(ratio, rel=1e-2, abs=1e-3)
     assert report["security"] == {"tls": True, "signed": True, "members_only": False}

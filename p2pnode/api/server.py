@@ -60,9 +60,11 @@ _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 class ApiBackend(Protocol):
     """What the API server needs from the node."""
 
-    def publish(self, topic: str, payload: bytes, to: bytes | None) -> tuple[str, int]: ...
+    def publish(self, topic: str, payload: bytes, to: bytes | None, *,
+                defer_flush: bool = False) -> tuple[str, int]: ...
     async def wait_peer_count(self, low: int, high: int) -> None: ...
     async def wait_links_writable(self) -> None: ...
+    def flush(self) -> None: ...
     def peers_info(self) -> list[dict[str, Any]]: ...
     def status_info(self) -> dict[str, Any]: ...
     def replay(self, since: bytes | float) -> tuple[list[Gossip], bool]: ...
@@ -256,11 +258,16 @@ class ApiServer:
             published = self.stats.published
             for line in lines:
                 if len(line) > max_line:
+                    self.backend.flush()
                     self._too_large(session, len(line))
                     return
                 waiting = self._handle_line(session, line)
-                if waiting is not None and not await self._wait_peers(session, waiting, stream):
-                    return
+                if waiting is not None:
+                    self.backend.flush()  # what was published so far goes before any wait
+                    if not await self._wait_peers(session, waiting, stream):
+                        return
+            if self.stats.published != published:
+                self.backend.flush()  # one signed batch per read (publish deferred it)
             if len(buf) > max_line:
                 self._too_large(session, len(buf))
                 return
@@ -341,7 +348,8 @@ class ApiServer:
             topic = check_topic(req.topic, req.id)
             payload = publish_payload(req, self.config.max_payload)
             target = publish_target(req)
-            msg_id, sent_to = self.backend.publish(topic, payload, target)
+            # The read loop flushes (wait_links_writable) once the read is handled.
+            msg_id, sent_to = self.backend.publish(topic, payload, target, defer_flush=True)
             self.stats.published += 1
             return encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to})
         if type(req) is Subscribe:
