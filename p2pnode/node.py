@@ -32,10 +32,14 @@ from .net.transport import TcpTransport, Transport
 from .wire.messages import (
     Batch,
     Bye,
+    Digest,
     Gossip,
     GossipMessage,
+    Graft,
     Hello,
+    IHave,
     Item,
+    Prune,
     decode_body,
     encode_message,
 )
@@ -237,7 +241,7 @@ class Node:
         authenticated = self.authenticated_links
         for msg in msgs:
             if batch_bucket is not None and bytes_bucket is not None and not (
-                batch_bucket.take(1, now)
+                batch_bucket.take(_cost(msg), now)
                 and (type(msg) is not Batch or bytes_bucket.take(len(msg.body), now))
             ):
                 link.rate_limited += 1
@@ -253,7 +257,7 @@ class Node:
                 log.warning("link %s (%s) sent a forged batch; closing it", link.peer.name,
                             link.peer_hex[:8])
                 link.abort("bad_signature")
-                return
+                break
         self._after_gossip()
 
     def _after_gossip(self) -> None:
@@ -387,6 +391,8 @@ class Node:
             batch, body = make_batch(self.identity, self._ids.next(), to, items,
                                      epoch=self.epoch, seq=self._seq)
             self._apply(self.router.publish(batch, body, now))
+        if self.router.has_announcements:
+            self._flush_wake.set()  # the IHaves for lazy peers go out when this task yields
 
     async def _run_flusher(self) -> None:
         """Flush published messages and lazy announcements as soon as the tasks that made
@@ -571,6 +577,22 @@ class Node:
         return info
 
 
+def _cost(msg: GossipMessage) -> int:
+    """What a gossip message costs against its link's batch-rate limit: a batch 1; a
+    Graft 1 plus one per key (each can make this node send a whole batch); IHave,
+    Prune and Digest 1 plus one per 16 entries (small entries, small work)."""
+    if type(msg) is Batch:
+        return 1
+    if type(msg) is Graft:
+        return 1 + len(msg.keys) + len(msg.origins) // 16
+    if type(msg) is IHave:
+        return 1 + len(msg.batches) // 16
+    if type(msg) is Prune:
+        return 1 + len(msg.origins) // 16
+    assert type(msg) is Digest
+    return 1 + len(msg.entries) // 16
+
+
 def router_config(config: NodeConfig) -> RouterConfig:
     """The router's settings, from the node's."""
     return RouterConfig(
@@ -579,8 +601,7 @@ def router_config(config: NodeConfig) -> RouterConfig:
         graft_timeout=config.graft_timeout, optimize_hops=config.optimize_hops,
         order_hold=config.order_hold, history_batches=config.history_batches,
         history_bytes=config.history_bytes, history_age=config.history_age, seed=config.seed,
-        # A Digest must fit in a frame: an entry takes 16 + 9 bytes, a range up to 18.
-        digest_ranges=min(20_000, (config.max_frame - 4096) // 40),
+        digest_bytes=config.max_frame - 4096,  # a Digest must fit in a frame
     )
 
 

@@ -453,3 +453,24 @@ async def test_batch_held_for_a_gap_is_not_replayed_and_then_delivered_again(
             nursery.cancel_scope.cancel()
     # The node delivered s1, s2, s3 in order; its subscriber must see the same.
     assert replayed + live == ["s1", "s2", "s3"], (replayed, live)
+
+
+async def test_announcements_of_an_api_flush_go_out(autojump_clock: trio.testing.MockClock) -> None:
+    # The API flushes its own publishes (wait_links_writable); the IHaves that flush queues
+    # for lazy peers must still go out without waiting for some later publish.
+    net = MemoryNetwork()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            a = await start_node(nursery, net, 0, seed=1)
+            b = await start_node(nursery, net, 1, seed=2, peers=(("mem", 1),))
+            await wait_linked([a, b], [(1, 0)])
+            await settle(1)
+            got = count_deliveries(b)
+            a.router._lazy_set(a.node_id).add(b.node_id)  # as if b had pruned a's batches
+            a.publish("t", b"hello", defer_flush=True)  # as ApiServer._read does ...
+            await a.wait_links_writable()  # ... which flushes
+            await settle(2)
+            assert not a.router.has_announcements
+            assert b.router.stats.ihave_received == 1
+            assert sum(got.values()) == 1  # announced, grafted, delivered
+            nursery.cancel_scope.cancel()

@@ -373,6 +373,28 @@ def test_direct_batch_with_a_bad_signature_is_delivered_but_never_passed_on() ->
     actions = r.on_batch(bad, ALICE.node_id, 0.0, v, authenticated=True)
     assert [type(a) for a in actions] == [Deliver]
     assert (r.stats.rejected, r.last_rejection, r.stats.forwarded) == (1, "bad_signature", 0)
-    # Asked for it by Graft, the node does not serve it either.
+    # It left history: asked for it by Graft, the node has nothing to serve (and does not
+    # blame the asker).
     assert r.on_message(Graft([bad.origin + bad.id]), BOB.node_id, 0.1, v) == []
-    assert r.stats.rejected == 2
+    assert (r.stats.rejected, r.stats.graft_misses, r.last_rejection) == (1, 1, "")
+    assert len(r.history) == 0
+
+
+def test_direct_batches_are_forwarded_with_history_off_and_forgeries_never_announced() -> None:
+    good = direct(sign_batch(ALICE, BID, None, msgs()))
+    r = make_router(ME.node_id, peers=(ALICE.node_id, BOB.node_id), history_batches=0)
+    actions = r.on_batch(good, ALICE.node_id, 0.0, SignatureCounter(), authenticated=True)
+    assert [type(a) for a in actions] == [Deliver, Forward]
+    # A forged one, with the only other peer lazy for Alice: not even announced.
+    other = direct(sign_batch(ALICE, b"\x77" * 16, None, msgs(tag="other")))
+    sig = bytearray(other.sig)
+    sig[0] ^= 1
+    bad = msgspec.structs.replace(other, sig=bytes(sig))
+    r2 = make_router(ME.node_id, mode="tree", peers=(ALICE.node_id, BOB.node_id))
+    r2.on_batch(good, ALICE.node_id, 0.0, SignatureCounter(), authenticated=True)
+    r2._lazy_set(ALICE.node_id).add(BOB.node_id)
+    r2.take_announcements()
+    assert [type(a) for a in r2.on_batch(bad, ALICE.node_id, 0.1, SignatureCounter(),
+                                         authenticated=True)] == [Deliver]
+    assert not r2.has_announcements
+    assert r2.last_rejection == "bad_signature"

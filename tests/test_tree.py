@@ -19,6 +19,7 @@ from p2pnode.wire.messages import (
     Graft,
     IHave,
     Prune,
+    encode_message,
 )
 
 from .gossip_sim import Edges, Sim, distances, make_router, random_connected, ring
@@ -101,12 +102,16 @@ def test_flood_mode_never_prunes() -> None:
 
 
 def test_prune_makes_a_link_lazy_for_that_origin_only() -> None:
-    me, a, b = (bytes([i]) * 16 for i in (1, 2, 3))
-    r = make_router(me, mode="tree", peers=(a, b))
-    assert r.on_message(Prune([b"\x09" * 16]), a, 0.0, no_verify) == []
-    assert r.lazy_peers(b"\x09" * 16) == {a}
-    assert r.lazy_peers(b"\x08" * 16) == set()
+    sim = Sim(3, [(0, 1), (1, 2)], mode="tree")
+    publish_all(sim, 0, 1)
+    r, origin = sim.routers[1], sim.ids[0]
+    assert r.on_message(Prune([origin]), sim.ids[2], 1.0, no_verify) == []
+    assert r.lazy_peers(origin) == {sim.ids[2]}
+    assert r.lazy_peers(sim.ids[2]) == set()
     assert r.stats.prunes_received == 1
+    # Origins it never saw get no tree state (a peer cannot fill the table with them).
+    r.on_message(Prune([b"\x09" * 16]), sim.ids[2], 1.0, no_verify)
+    assert b"\x09" * 16 not in r._lazy
 
 
 # -- Graft after a lost eager link, and a node that dies ----------------------------------
@@ -197,7 +202,7 @@ def test_digest_lists_history_and_a_peer_is_told_what_it_lacks() -> None:
     assert sim.routers[2].stats.grafts_sent == 4
     # A digest that covers everything gets no answer.
     r1 = sim.routers[1]
-    full = Digest(r1.history.digest(max_ranges=100))
+    full = Digest(r1.history.digest(max_bytes=10_000))
     assert full.entries == [DigestEntry(sim.ids[0], 1, [1, 4])]
     assert r1.on_message(full, sim.ids[2], sim.now, no_verify) == []
 
@@ -317,7 +322,8 @@ def test_a_gap_filled_by_graft_is_delivered_in_order() -> None:
     # Nobody announced batch 2 (it was lost on every link). When node 1's link to the
     # origin opens again, the digest exchange repairs it: announced, grafted, then 2 and
     # 3 go out in order, well within the hold.
-    sim.apply(1, sim.routers[1].peer_up(sim.ids[0], sim.now))
+    sim.unlink(0, 1)
+    sim.link(0, 1)
     sim.run()
     want = [body.items[0].id for _, body in made]
     assert sim.delivered_ids(1) == want
@@ -358,12 +364,12 @@ def test_history_digest_ranges_and_missing_from() -> None:
         h.add(batch_of(o1, seq), 7, seq, 0.0, None)
     h.add(batch_of(o2, 1), 1, 1, 0.0, None)
     h.add(batch_of(o2, 99), 0, 0, 0.0, None)  # unnumbered: not in digests
-    digest = {(d.origin, d.epoch): d.ranges for d in h.digest(max_ranges=100)}
+    digest = {(d.origin, d.epoch): d.ranges for d in h.digest(max_bytes=10_000)}
     assert digest == {(o1, 7): [1, 3, 5, 6, 9, 9], (o2, 1): [1, 1]}
     peer = [DigestEntry(o1, 7, [2, 5])]
     assert [(e.batch.origin, e.seq) for e in h.missing_from(peer)] == [
         (o1, 1), (o1, 6), (o1, 9), (o2, 1)]
-    assert h.digest(max_ranges=1) == [DigestEntry(o2, 1, [1, 1])]  # newest runs first
+    assert h.digest(max_bytes=100) == [DigestEntry(o2, 1, [1, 1])]  # newest runs first
 
 
 def test_forward_and_send_actions_are_the_only_output_of_publish() -> None:
@@ -376,3 +382,68 @@ def test_forward_and_send_actions_are_the_only_output_of_publish() -> None:
     assert isinstance(actions[0], Forward)
     assert not [x for x in actions if isinstance(x, Deliver)]
     assert len(r.history) == 1
+
+
+# -- hostile or unlucky inputs (from a review) -----------------------------------------------
+
+
+def test_graft_sends_each_batch_once_and_a_second_digest_gets_no_answer() -> None:
+    sim = Sim(2, [(0, 1)], mode="tree")
+    (b, _), = publish_all(sim, 0, 1)
+    r, peer = sim.routers[0], sim.ids[1]
+    key = b.origin + b.id
+    (send,) = r.on_message(Graft([key] * 4096), peer, 1.0, no_verify)
+    assert isinstance(send, Send)
+    assert len(send.msgs) == 1
+    # The Digest exchanged when the link opened was answered; another one is not.
+    assert r.on_message(Digest([]), peer, 1.0, no_verify) == []
+
+
+def test_one_announcer_cannot_fill_the_missing_table() -> None:
+    me, bad, good = (bytes([i]) * 16 for i in (1, 2, 3))
+    r = make_router(me, mode="tree", peers=(bad, good), max_missing=100)
+    junk = [Announce(bytes([7]) * 16 + k.to_bytes(16, "big"), 1) for k in range(500)]
+    r.on_message(IHave(junk), bad, 0.0, no_verify)
+    assert len(r._missing) == 25  # a quarter of the table per announcer
+    key = b"\x05" * 32
+    r.on_message(IHave([Announce(key, 1)]), good, 0.0, no_verify)
+    assert key in r._missing
+    # Grafting made-up origins creates no tree state for them.
+    r.tick(1.0)
+    assert not r._lazy
+
+
+def test_replays_outside_the_window_are_stale_and_history_keeps_one_copy() -> None:
+    o: OrderBuffer[str] = OrderBuffer(hold=1.0, window=60.0)
+    o1 = b"\x01" * 16
+    assert o.add(o1, 2, 10, "j", 0.0) == (True, ["j"])
+    assert o.add(o1, 2, 5, "e", 30.0) == (True, ["e"])  # older history, soon after: fine
+    assert o.add(o1, 2, 4, "d", 61.0) == (False, [])  # below the start, much later: replay
+    assert o.add(o1, 1, 7, "x", 61.0) == (False, [])  # an earlier run, much later: replay
+    assert o.stats.stale == 2
+    h = History(max_batches=10, max_bytes=10_000, max_age=100.0)
+    h.add(batch_of(o1, 1), 1, 1, 0.0, None)
+    h.add(batch_of(o1, 1), 1, 1, 5.0, None)
+    assert len(h) == 1
+    assert h.bytes == len(batch_of(o1, 1).body) + 200
+
+
+def test_a_busy_origin_cannot_push_out_another_origins_held_batches() -> None:
+    o: OrderBuffer[int] = OrderBuffer(hold=10.0, max_held=20, max_held_per_origin=15)
+    busy, calm = b"\x01" * 16, b"\x02" * 16
+    o.add(calm, 1, 1, 1, 0.0)
+    assert o.add(calm, 1, 3, 3, 0.0) == (True, [])  # held for 2
+    o.add(busy, 1, 1, 1, 0.0)
+    for seq in range(3, 40):
+        o.add(busy, 1, seq, seq, 0.0)
+    assert o.add(calm, 1, 2, 2, 0.5)[1] == [2, 3]  # calm's gap was never given up
+    assert o.stats.late == 0
+
+
+def test_digest_fits_its_byte_budget() -> None:
+    h = History(max_batches=10_000, max_bytes=10 << 20, max_age=100.0)
+    for k in range(4000):  # one batch per run: the worst case per range
+        h.add(batch_of(bytes([k % 251]) * 15 + bytes([k // 251]), k), k, 1, 0.0, None)
+    for budget in (1000, 50_000, 163_840 - 4096):
+        encoded = encode_message(Digest(h.digest(max_bytes=budget)))
+        assert len(encoded) <= budget

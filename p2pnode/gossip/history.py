@@ -62,7 +62,8 @@ class History:
         if self.max_batches <= 0:
             return
         size = len(batch.body) + ENTRY_OVERHEAD
-        if size > self.max_bytes:
+        key = batch.origin + batch.id
+        if size > self.max_bytes or key in self._entries:
             return
         entries = self._entries
         while entries and (len(entries) >= self.max_batches
@@ -70,10 +71,15 @@ class History:
             _, old = entries.popitem(last=False)
             self.bytes -= old.size
             self.evicted += 1
-        entries[batch.origin + batch.id] = Entry(batch, epoch, seq, now, size, from_peer,
-                                                 verified)
+        entries[key] = Entry(batch, epoch, seq, now, size, from_peer, verified)
         self.bytes += size
         self.expire(now)
+
+    def remove(self, key: bytes) -> None:
+        """Forget one batch (one that turned out to be forged)."""
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.size
 
     def expire(self, now: float) -> None:
         """Forget batches older than ``max_age``."""
@@ -86,20 +92,21 @@ class History:
             entries.popitem(last=False)
             self.bytes -= oldest.size
 
-    def digest(self, max_ranges: int) -> list[DigestEntry]:
+    def digest(self, max_bytes: int) -> list[DigestEntry]:
         """What history holds, per origin run, as ranges of sequence numbers. When that
-        takes more than ``max_ranges`` ranges, the newest runs are described first and
-        the rest left out (their batches may then be sent again; receivers drop them)."""
+        takes more than about ``max_bytes`` encoded (at most 50 bytes a run and 18 a
+        range), the newest runs are described first and the rest left out (the peer may
+        then be told of batches it has; it ignores those announcements)."""
         runs: dict[tuple[bytes, int], list[int]] = {}
         for entry in reversed(self._entries.values()):
             if entry.seq:
                 runs.setdefault((entry.batch.origin, entry.epoch), []).append(entry.seq)
         out: list[DigestEntry] = []
-        total = 0
+        total = 16  # the message's own framing
         for (origin, epoch), seqs in runs.items():
             ranges = _ranges(sorted(seqs))
-            total += len(ranges) // 2
-            if total > max_ranges:
+            total += 50 + 18 * (len(ranges) // 2)
+            if total > max_bytes:
                 break
             out.append(DigestEntry(origin, epoch, ranges))
         return out

@@ -9,10 +9,14 @@ out. A batch of a gap that turns up later is still delivered (``late``): order
 gives way before loss does. A batch numbered below everything already handed
 out that is not from a known gap is a replay and is dropped (``stale``). The
 first batch seen of a run sets where the node starts; batches numbered below it
-(older history, arriving later) are delivered as they come.
+(older history, arriving later), and batches of an earlier run of the origin, are
+delivered as they come for ``window`` seconds after the run was first seen (the
+seen-cache's lifetime): such a batch arriving later is a replay, and is dropped.
 
 Bounded: at most ``max_origins`` runs tracked (least recently used out), at most
-``max_held`` batches held in all, at most ``max_gaps`` gap numbers kept per run.
+``max_held`` batches held in all and ``max_held_per_origin`` per origin (past the
+first limit, the origin holding the most gives up its first gap: one busy origin
+cannot push out another's), at most ``max_gaps`` gap numbers kept per run.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class _Run(Generic[T]):
     epoch: int
     base: int  # the first sequence number this node saw of the run
     next: int  # the next number to hand out
+    since: float = 0.0  # when this node first saw the run
     held: dict[int, tuple[T, float]] = field(default_factory=dict)  # seq -> (item, deadline)
     gaps: OrderedDict[int, None] = field(default_factory=OrderedDict)  # given-up numbers
 
@@ -47,14 +52,20 @@ class OrderBuffer(Generic[T]):
     """Puts batches (any ``T``) of each origin run back in sequence order."""
 
     def __init__(self, hold: float, *, max_origins: int = 4096, max_held: int = 10_000,
-                 max_gaps: int = 1024) -> None:
+                 max_held_per_origin: int = 1024, max_gaps: int = 1024,
+                 window: float = 300.0) -> None:
         self.hold = hold
+        self.window = window
+        self.max_held_per_origin = max_held_per_origin
         self.max_origins = max_origins
         self.max_held = max_held
         self.max_gaps = max_gaps
         self._runs: OrderedDict[bytes, _Run[T]] = OrderedDict()
         self._holding: set[bytes] = set()  # origins with held batches
         self.held_count = 0
+        #: Items released early for another origin (room was needed): the caller
+        #: collects them with ``take_overflow``.
+        self.overflow: list[T] = []
         self.stats = OrderStats()
 
     def add(self, origin: bytes, epoch: int, seq: int, item: T,
@@ -67,15 +78,18 @@ class OrderBuffer(Generic[T]):
         run = runs.get(origin)
         if run is None or epoch > run.epoch:
             out = self._release_all(origin, run) if run is not None else []
-            run = runs[origin] = _Run(epoch, seq, seq)
+            run = runs[origin] = _Run(epoch, seq, seq, now)
             if len(runs) > self.max_origins:
                 old_origin, old = runs.popitem(last=False)
                 out += self._release_all(old_origin, old)
         else:
             runs.move_to_end(origin)
             out = []
-            if epoch < run.epoch:
-                return True, [item]  # a batch of an earlier run of the origin
+            if epoch < run.epoch:  # a batch of an earlier run of the origin
+                if now - run.since > self.window:
+                    self.stats.stale += 1
+                    return False, []
+                return True, [item]
         if seq == run.next:
             out.append(item)
             run.next += 1
@@ -87,10 +101,20 @@ class OrderBuffer(Generic[T]):
                 self.held_count += 1
                 self.stats.held += 1
                 self._holding.add(origin)
-                if self.held_count > self.max_held:
+                if len(run.held) > self.max_held_per_origin:
                     self._give_up(origin, run, out)
+                elif self.held_count > self.max_held:
+                    # Full: the origin holding the most gives up its first gap.
+                    most = max(self._holding, key=lambda o: len(self._runs[o].held))
+                    if most == origin:
+                        self._give_up(origin, run, out)
+                    else:
+                        self.overflow += self._release_first(most)
             return True, out
         if seq < run.base:
+            if now - run.since > self.window:
+                self.stats.stale += 1
+                return False, []
             return True, [item]
         if seq in run.gaps:
             del run.gaps[seq]
@@ -126,6 +150,16 @@ class OrderBuffer(Generic[T]):
             run = self._runs[origin]
             while run.held and run.held[min(run.held)][1] <= now:
                 self._give_up(origin, run, out)
+        return out
+
+    def _release_first(self, origin: bytes) -> list[T]:
+        out: list[T] = []
+        self._give_up(origin, self._runs[origin], out)
+        return out
+
+    def take_overflow(self) -> list[T]:
+        """Items another origin's batch forced out early (see ``add``)."""
+        out, self.overflow = self.overflow, []
         return out
 
     def _give_up(self, origin: bytes, run: _Run[T], out: list[T]) -> None:

@@ -121,6 +121,7 @@ class _Missing:
     announcers: list[bytes] = field(default_factory=list)
     grafted: bool = False  # we asked an announcer for it
     repair: bool = False  # announced in answer to our Digest (not by a live push)
+    first: bytes | None = None  # the first announcer (counted in _missing_by)
 
 
 @dataclass
@@ -139,7 +140,7 @@ class RouterConfig:
     history_age: float = 300.0
     max_missing: int = 20_000
     max_origins: int = 4096  # origins whose tree (lazy links) is remembered
-    digest_ranges: int = 20_000  # at most this many ranges in a Digest (about 18 bytes each)
+    digest_bytes: int = 512 * 1024  # a Digest is cut to about this many encoded bytes
     repair_spread: float = 4.0  # repair grafts wait graft_timeout x (1 + this x random)
     seed: int | None = None
     max_announcers: int = 8
@@ -155,7 +156,8 @@ class Router:
         self.tree = cfg.mode == "tree"
         self.seen = SeenCache(cfg.seen_max_entries, cfg.seen_ttl)
         self.history = History(cfg.history_batches, cfg.history_bytes, cfg.history_age)
-        self.order: OrderBuffer[tuple[Batch, BatchBody]] = OrderBuffer(cfg.order_hold)
+        self.order: OrderBuffer[tuple[Batch, BatchBody]] = OrderBuffer(
+            cfg.order_hold, window=cfg.seen_ttl)
         self.stats = RouterStats()
         self._peers: dict[bytes, None] = {}  # insertion-ordered set
         # origin -> the peers that are lazy for its batches (all others are eager);
@@ -164,6 +166,8 @@ class Router:
         self._ihave: dict[bytes, list[Announce]] = {}  # lazy announcements not yet sent
         self._repair_ihave: dict[bytes, list[Announce]] = {}  # ... of repaired batches
         self._missing: dict[bytes, _Missing] = {}  # key -> announced, not received
+        self._missing_by: dict[bytes, int] = {}  # first announcer -> its missing entries
+        self._digested: set[bytes] = set()  # peers whose Digest was answered (this link)
         self._rng = random.Random(cfg.seed)
         self.last_rejection = ""  # the error code of the last batch that failed verification
 
@@ -195,13 +199,14 @@ class Router:
         for lazy in self._lazy.values():
             lazy.discard(peer)
         self.history.expire(now)
-        return [Send(peer, [Digest(self.history.digest(max_ranges=self.cfg.digest_ranges))])]
+        return [Send(peer, [Digest(self.history.digest(max_bytes=self.cfg.digest_bytes))])]
 
     def peer_down(self, peer: bytes) -> None:
         """The link to ``peer`` is gone."""
         self._peers.pop(peer, None)
         self._ihave.pop(peer, None)
         self._repair_ihave.pop(peer, None)
+        self._digested.discard(peer)
 
     # -- publishing and receiving ------------------------------------------------------
 
@@ -217,18 +222,20 @@ class Router:
         """``msg`` arrived from ``from_peer``; ``verify`` checks a batch (raising
         ``RemoteProtocolError``). Returns the actions to take."""
         kind = type(msg)
+        self.last_rejection = ""  # set again if this message is rejected
         if kind is Batch:
             return self.on_batch(msg, from_peer, now, verify,  # type: ignore[arg-type]
                                  authenticated=authenticated)
         if kind is IHave:
             return self._on_ihave(msg, from_peer, now)  # type: ignore[arg-type]
         if kind is Graft:
-            return self._on_graft(msg, from_peer, verify)  # type: ignore[arg-type]
+            return self._on_graft(msg, from_peer, now, verify)  # type: ignore[arg-type]
         if kind is Prune:
             self.stats.prunes_received += 1
             if from_peer in self._peers and self.tree:
                 for origin in msg.origins:  # type: ignore[union-attr]
-                    self._lazy_set(origin).add(from_peer)
+                    if self.order.knows(origin):  # no tree state for made-up origins
+                        self._lazy_set(origin).add(from_peer)
             return []
         assert kind is Digest
         return self._on_digest(msg, from_peer, now)  # type: ignore[arg-type]
@@ -267,10 +274,12 @@ class Router:
             self.last_rejection = exc.code
             return []
         self.seen.add(key, now)
-        missing = self._missing.pop(key, None)
+        missing = self._forget_missing(key)
         accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body), now)
+        if self.order.overflow:
+            ready = self.order.take_overflow() + ready
         if not accepted:
-            return []
+            return self._deliveries(ready)
         self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct)
         actions = self._deliveries(ready)
         announce_only = False
@@ -286,29 +295,29 @@ class Router:
                                         from_peer, batch.hops)
         if body.to == self.node_id:
             return actions
-        if direct and self._pushes(batch, from_peer) and not self._check(key, verify):
-            return actions  # delivered (the link vouches for it), but not passed on
+        if direct and batch.hops < self.max_hops and any(
+                p != from_peer for p in self._peers) and not self._check(batch, verify):
+            # Delivered (the link vouches for it), but not passed on, nor kept.
+            self.last_rejection = "bad_signature"
+            return actions
         return actions + self._spread(batch, from_peer, announce_only=announce_only)
 
-    def _pushes(self, batch: Batch, from_peer: bytes) -> bool:
-        """Whether ``_spread`` would push ``batch`` whole to some peer."""
-        if batch.hops >= self.max_hops:
-            return False
-        lazy = self._lazy.get(batch.origin) if self.tree else None
-        return any(p != from_peer and (lazy is None or p not in lazy) for p in self._peers)
-
-    def _check(self, key: bytes, verify: Verify) -> bool:
-        """Check the signature of a history entry not checked yet (see ``on_batch``)."""
+    def _check(self, batch: Batch, verify: Verify) -> bool:
+        """Check the signature of a batch delivered on the strength of its link (see
+        ``on_batch``) before it goes to anyone else. One that fails leaves history, so
+        that it is never announced or sent."""
+        key = batch.origin + batch.id
         entry = self.history.get(key)
-        if entry is None or entry.verified:
-            return entry is not None
+        if entry is not None and entry.verified:
+            return True
         try:
-            verify(entry.batch)
-        except RemoteProtocolError as exc:
+            verify(batch)
+        except RemoteProtocolError:
             self.stats.rejected += 1
-            self.last_rejection = exc.code
+            self.history.remove(key)
             return False
-        entry.verified = True
+        if entry is not None:
+            entry.verified = True
         return True
 
     def _spread(self, batch: Batch, from_peer: bytes | None, *,
@@ -392,10 +401,14 @@ class Router:
                 continue
             missing = self._missing.get(key)
             if missing is None:
-                if len(self._missing) >= self.cfg.max_missing:
+                # Bounded in all, and per announcer, so that one peer announcing made-up
+                # batches cannot crowd out the others' announcements.
+                if (len(self._missing) >= self.cfg.max_missing
+                        or self._missing_by.get(from_peer, 0) >= self.cfg.max_missing // 4):
                     continue
+                self._missing_by[from_peer] = self._missing_by.get(from_peer, 0) + 1
                 missing = self._missing[key] = _Missing(now + wait, ann.hops,
-                                                        repair=msg.repair)
+                                                        repair=msg.repair, first=from_peer)
             if from_peer not in missing.announcers and (
                     len(missing.announcers) < self.cfg.max_announcers):
                 missing.announcers.append(from_peer)
@@ -419,37 +432,53 @@ class Router:
         self.stats.swaps += 1
         return [Send(longer, [Prune([origin])]), Send(shorter, [Graft([], [origin])])]
 
-    def _on_graft(self, msg: Graft, from_peer: bytes, verify: Verify) -> list[Action]:
+    def _on_graft(self, msg: Graft, from_peer: bytes, now: float,
+                  verify: Verify) -> list[Action]:
         stats = self.stats
         stats.grafts_received += 1
         if from_peer not in self._peers:
             return []
         for origin in {*(key[:ID_LEN] for key in msg.keys), *msg.origins}:
-            self._lazy_set(origin).discard(from_peer)
+            lazy = self._lazy.get(origin)  # no tree state for made-up origins
+            if lazy is not None:
+                lazy.discard(from_peer)
+        self.history.expire(now)
         batches: list[GossipMessage] = []
-        for key in msg.keys:
+        for key in dict.fromkeys(msg.keys):  # each batch once, however often it is asked
             entry = self.history.get(key)
             if entry is None:
                 stats.graft_misses += 1
-            elif self._check(key, verify):  # sent even at the hop limit (not forwarded)
+            elif entry.verified or self._check(entry.batch, verify):
+                # Sent even at the hop limit (delivered there, not forwarded).
                 batches.append(msgspec.structs.replace(
                     entry.batch, hops=min(entry.batch.hops + 1, self.max_hops)))
         return [Send(from_peer, batches)] if batches else []
 
     def _on_digest(self, msg: Digest, from_peer: bytes, now: float) -> list[Action]:
-        if from_peer not in self._peers:
-            return []
+        if from_peer not in self._peers or from_peer in self._digested:
+            return []  # one Digest per link: it is sent once, when the link opens
+        self._digested.add(from_peer)
         self.history.expire(now)
         # Announce what the peer lacks rather than push it: after a partition heals,
         # many links open at once, and each side grafts every batch once (from the
         # first announcer whose copy it asks for), then spreads it along its trees.
         anns = [Announce(entry.batch.origin + entry.batch.id, entry.batch.hops + 1)
-                for entry in self.history.missing_from(msg.entries)]
+                for entry in self.history.missing_from(msg.entries) if entry.verified]
         self.stats.repaired += len(anns)
         if not anns:
             return []
         return [Send(from_peer, [IHave(anns[i:i + MAX_KEYS], repair=True)
                                  for i in range(0, len(anns), MAX_KEYS)])]
+
+    def _forget_missing(self, key: bytes) -> _Missing | None:
+        missing = self._missing.pop(key, None)
+        if missing is not None and missing.first is not None:
+            left = self._missing_by.get(missing.first, 0) - 1
+            if left > 0:
+                self._missing_by[missing.first] = left
+            else:
+                self._missing_by.pop(missing.first, None)
+        return missing
 
     # -- timers ---------------------------------------------------------------------
 
@@ -471,7 +500,7 @@ class Router:
             while missing.announcers and missing.announcers[0] not in self._peers:
                 missing.announcers.pop(0)
             if not missing.announcers:
-                del self._missing[key]
+                self._forget_missing(key)
                 self.stats.missing_given_up += 1
                 continue
             peer = missing.announcers.pop(0)
@@ -480,7 +509,9 @@ class Router:
             missing.deadline = now + self.cfg.graft_timeout
         for peer, keys in grafts.items():
             for key in keys:
-                self._lazy_set(key[:ID_LEN]).discard(peer)
+                lazy = self._lazy.get(key[:ID_LEN])
+                if lazy is not None:
+                    lazy.discard(peer)
             self.stats.grafts_sent += len(keys)
             actions.append(Send(peer, [Graft(keys[i:i + MAX_KEYS])
                                        for i in range(0, len(keys), MAX_KEYS)]))
