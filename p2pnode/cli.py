@@ -442,9 +442,7 @@ def mesh_table(view: dict[str, Any]) -> str:
         me = n["node_id"] == view["self"]
         rows.append((n["node_id"], n["name"] + (" (this node)" if me else ""), n["listen"],
                      str(len(n["links"])), "now" if me else f"{n['last_seen_s']:.0f}s ago"))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = _table(rows)
     lines.append(f"\n{len(view['nodes'])} nodes, {len(view['links'])} links:")
     lines += [f"  {labels.get(a, a[:8])} -- {labels.get(b, b[:8])}" for a, b in view["links"]]
     return "\n".join(lines)
@@ -481,9 +479,14 @@ def _peer_table(peers: list[dict[str, Any]]) -> str:
     rows = [("NODE ID", "NAME", "ADDRESS", "DIR", "SINCE")]
     rows += [(p["node_id"], p["name"], p["addr"], p["direction"], f"{p['since_s']:.0f}s")
              for p in peers]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return "\n".join(_table(rows))
+
+
+def _table(rows: list[tuple[Any, ...]]) -> list[str]:
+    """Rows as lines of left-aligned columns, two spaces apart."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
 
 
 def _dispatch(args: argparse.Namespace) -> int:

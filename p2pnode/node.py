@@ -264,7 +264,7 @@ class Node:
         """Announcements go out when this task yields; timers start when needed."""
         if self.router.has_announcements:
             self._flush_wake.set()
-        if not self._timer_wake.is_set() and self.router.next_deadline() is not None:
+        if not self._timer_wake.is_set() and self.router.has_timers:
             self._timer_wake.set()
 
     def _deliver(self, msg: Gossip) -> None:

@@ -37,7 +37,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -373,8 +373,7 @@ class Router:
                 self._repair_ihave = {}
             else:
                 self._ihave = {}
-            out += [Send(peer, [IHave(anns[i:i + MAX_KEYS], repair=repair)
-                                for i in range(0, len(anns), MAX_KEYS)])
+            out += [Send(peer, [IHave(part, repair=repair) for part in _chunks(anns)])
                     for peer, anns in pending.items() if peer in self._peers]
         return out
 
@@ -467,8 +466,7 @@ class Router:
         self.stats.repaired += len(anns)
         if not anns:
             return []
-        return [Send(from_peer, [IHave(anns[i:i + MAX_KEYS], repair=True)
-                                 for i in range(0, len(anns), MAX_KEYS)])]
+        return [Send(from_peer, [IHave(part, repair=True) for part in _chunks(anns)])]
 
     def _forget_missing(self, key: bytes) -> _Missing | None:
         missing = self._missing.pop(key, None)
@@ -481,6 +479,12 @@ class Router:
         return missing
 
     # -- timers ---------------------------------------------------------------------
+
+    @property
+    def has_timers(self) -> bool:
+        """Whether ``tick`` has anything to do some time (cheap, unlike
+        ``next_deadline``)."""
+        return bool(self._missing) or self.order.held_count > 0
 
     def next_deadline(self) -> float | None:
         """When ``tick`` should next run (None: nothing is waiting)."""
@@ -513,6 +517,13 @@ class Router:
                 if lazy is not None:
                     lazy.discard(peer)
             self.stats.grafts_sent += len(keys)
-            actions.append(Send(peer, [Graft(keys[i:i + MAX_KEYS])
-                                       for i in range(0, len(keys), MAX_KEYS)]))
+            actions.append(Send(peer, [Graft(part) for part in _chunks(keys)]))
         return actions
+
+
+T = TypeVar("T")
+
+
+def _chunks(items: list[T]) -> list[list[T]]:
+    """``items`` in pieces of at most ``MAX_KEYS`` (the most one IHave or Graft holds)."""
+    return [items[i:i + MAX_KEYS] for i in range(0, len(items), MAX_KEYS)]
