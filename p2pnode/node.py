@@ -87,8 +87,6 @@ class Node:
                 TlsTransport(identity, self.network, config.handshake_timeout,
                              config.max_pending_handshakes, config.max_conns_per_ip))
         self.transport: Transport = transport
-        #: Links prove who the peer is (TLS with certificates, checked at admission).
-        self.authenticated_links = isinstance(transport, TlsTransport)
         self.router = Router(node_id, router_config(config))
         #: This run of the node, in the numbering of its batches (docs/protocol.md).
         self.epoch = time.time_ns() // 1000
@@ -238,7 +236,7 @@ class Node:
         verify = self.verifier.verify
         peer = link.peer_id
         bytes_bucket, batch_bucket = link.bytes_bucket, link.batch_bucket
-        authenticated = self.authenticated_links
+        authenticated = link.authenticated
         for msg in msgs:
             if batch_bucket is not None and bytes_bucket is not None and not (
                 batch_bucket.take(_cost(msg), now)

@@ -59,6 +59,10 @@ class PeerLink:
     batch_bucket: TokenBucket | None = None
     rate_limited: int = 0  # batches dropped because the peer sent too fast
     bytes_received: int = 0  # after the handshake
+    #: The peer's node id is proven by its TLS certificate (an Ed25519 key that hashes
+    #: to it): a batch that comes straight from its origin over such a link may be
+    #: delivered before its signature is checked. False on ``--insecure`` links.
+    authenticated: bool = False
 
     @property
     def peer_id(self) -> bytes:
@@ -110,6 +114,7 @@ class LinkHost(Protocol):
 
     def admit(self, hello: Hello, *, decides: bool,
               verified: bytes | None) -> tuple[str, str] | None: ...
+    def refused(self, code: str) -> None: ...
     def link_count(self) -> int: ...
     def link_open(self, link: PeerLink) -> None: ...
     def link_closed(self, link: PeerLink) -> None: ...
@@ -165,6 +170,7 @@ class _Connection:
         self.keepalive_scope = trio.CancelScope()
         self.on_open: Callable[[], None] | None = None
         self.nursery: trio.Nursery
+        self.authenticated = False  # the TLS certificate proved the Hello's node id
 
     @property
     def peer_id(self) -> bytes | None:
@@ -246,8 +252,14 @@ class _Connection:
                 data = await self._receive()
 
     def _on_hello(self, hello: Hello) -> bool:
-        problem = self.host.admit(hello, decides=self.proto.decides,
-                                  verified=verified_peer_id(self.stream))
+        try:
+            verified = verified_peer_id(self.stream)
+        except RemoteProtocolError as exc:
+            problem: tuple[str, str] | None = (exc.code, exc.message)
+            self.host.refused(exc.code)
+        else:
+            problem = self.host.admit(hello, decides=self.proto.decides, verified=verified)
+            self.authenticated = verified is not None
         if problem is not None:
             self.out.put_force(self.proto.refuse(*problem))
             self.out.close()
@@ -264,6 +276,7 @@ class _Connection:
         self.link = PeerLink(
             peer=self.proto.peer, addr=self.addr, direction=self.direction, out=self.out,
             opened_at=now, cancel_scope=self.scope, last_rx=now, static=self.proto.local_keep,
+            authenticated=self.authenticated,
         )
         self.result = LinkResult("closed", self.proto.peer.node_id)
         cfg = self.host.config

@@ -111,8 +111,12 @@ class LinkManager:
                 and len(self.links) >= self.config.max_links):
             problem = ("too_many_links", f"this node has its maximum of {self.config.max_links}")
         if problem is not None:
-            self.stats.refused[problem[0]] += 1
+            self.refused(problem[0])
         return problem
+
+    def refused(self, code: str) -> None:
+        """Count a link this node refused (``code`` is the refusal's code)."""
+        self.stats.refused[code] += 1
 
     def link_open(self, link: PeerLink) -> None:
         """A connection finished its handshake: it is now the link to its peer."""

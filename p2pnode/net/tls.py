@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from ..errors import RemoteProtocolError
 from ..keys import (
     NetworkKey,
     NodeIdentity,
@@ -60,16 +61,23 @@ def make_contexts(identity: NodeIdentity, network: NetworkKey) -> tuple[ssl.SSLC
 
 
 def verified_peer_id(stream: trio.abc.Stream) -> bytes | None:
-    """The node id proven by the peer's TLS certificate, or None on a plain stream."""
+    """The node id proven by the peer's TLS certificate; None on a plain (``--insecure``)
+    stream, where nothing is proven.
+
+    Raises ``RemoteProtocolError`` (``identity_unproven``) when a TLS peer's certificate
+    proves no node id (no certificate, or a key that is not Ed25519): such a peer must
+    not link at all, whatever node id it claims.
+    """
     if not isinstance(stream, trio.SSLStream):
         return None
     der = stream.getpeercert(binary_form=True)
     if not der:
-        return None
+        raise RemoteProtocolError("identity_unproven", "the peer presented no certificate")
     try:
         return node_id_from_cert_der(der)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        raise RemoteProtocolError("identity_unproven",
+                                  f"the peer's certificate proves no node id: {exc}") from None
 
 
 class TlsTransport:
