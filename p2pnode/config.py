@@ -133,6 +133,9 @@ class NodeConfig:
     peer_bytes_per_s: float = 64 << 20  # gossip bytes a peer may send us per second
     peer_batches_per_s: float = 20_000  # signed batches a peer may send us per second
     client_publish_per_s: float = 200_000  # messages one local client may publish per second
+    new_origins_per_s: float = 100.0  # origins not yet known one peer may bring per second
+    max_origins: int = 16_384  # origin runs tracked for order and replay protection ...
+    max_origins_per_peer: int = 4096  # ... at most this many charged to one peer
     max_pending_handshakes: int = 64  # inbound connections still in TLS or link handshake
     max_conns_per_ip: int = 32  # open inbound connections from one address
     api_group: str | None = None  # also admit local clients of this group (socket mode 0660)
@@ -154,7 +157,7 @@ class NodeConfig:
             "max_frame", "max_payload", "link_queue_bytes", "client_queue_bytes",
             "read_size", "max_hops", "seen_max_entries", "max_links", "max_clients",
             "max_discovered", "degree_low", "degree_high", "max_pending_handshakes",
-            "max_conns_per_ip",
+            "max_conns_per_ip", "max_origins", "max_origins_per_peer",
         )
         for field in positive_ints:
             if getattr(self, field) < 1:
@@ -165,6 +168,7 @@ class NodeConfig:
             "seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
             "ping_interval", "link_timeout", "slow_peer_timeout", "publish_wait_max",
             "prune_cooldown", "peer_bytes_per_s", "peer_batches_per_s", "client_publish_per_s",
+            "new_origins_per_s",
         )
         for field in positive_floats:
             if not getattr(self, field) > 0:
@@ -193,6 +197,8 @@ class NodeConfig:
             # A batch repaired from history must still be in every seen-cache, or a node
             # that forgot it would deliver it twice.
             raise ConfigError("history_age must be at most seen_ttl")
+        if self.max_origins_per_peer > self.max_origins:
+            raise ConfigError("max_origins_per_peer must be at most max_origins")
         if self.redial_max < self.redial_initial:
             raise ConfigError("redial_max must be at least redial_initial")
 

@@ -563,6 +563,9 @@ class Node:
             "busy_refused": transport.stats.busy if isinstance(transport, TlsTransport) else 0,
             "refused_per_ip": getattr(getattr(transport, "tcp", transport), "refused_per_ip", 0),
             "rate_limited": self.rate_limited, "rejected_batches": self.router.stats.rejected,
+            "new_origin_limited": self.router.stats.new_origin_limited,
+            "origins_tracked": self.router.order.tracked,
+            "origins_forgotten": self.router.order.stats.forgotten,
         }
         if self.api is not None:
             info["api"] = {
@@ -600,6 +603,9 @@ def router_config(config: NodeConfig) -> RouterConfig:
         order_hold=config.order_hold, history_batches=config.history_batches,
         history_bytes=config.history_bytes, history_age=config.history_age, seed=config.seed,
         digest_bytes=config.max_frame - 4096,  # a Digest must fit in a frame
+        max_runs=config.max_origins, max_runs_per_peer=config.max_origins_per_peer,
+        new_origins_per_s=config.new_origins_per_s,
+        new_origins_burst=min(1024.0, config.max_origins_per_peer),
     )
 
 

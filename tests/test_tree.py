@@ -447,3 +447,46 @@ def test_digest_fits_its_byte_budget() -> None:
     for budget in (1000, 50_000, 163_840 - 4096):
         encoded = encode_message(Digest(h.digest(max_bytes=budget)))
         assert len(encoded) <= budget
+
+
+def test_order_hands_out_older_history_and_the_previous_run_once_each() -> None:
+    # Replay protection without the seen-cache: each number is handed out once.
+    o: OrderBuffer[str] = OrderBuffer(hold=1.0, window=60.0, max_ranges=3)
+    o1 = b"\x01" * 16
+    assert o.add(o1, 5, 10, "j", 0.0) == (True, ["j"])
+    for seq in (7, 8, 3):  # older history, in any order: once each
+        assert o.add(o1, 5, seq, "h", 1.0) == (True, ["h"])
+        assert o.add(o1, 5, seq, "h", 1.0) == (False, [])
+    assert o.add(o1, 5, 9, "i", 1.0) == (True, ["i"])  # joins 7-8 and 10
+    assert o.add(o1, 5, 5, "e", 1.0) == (True, ["e"])
+    assert o.add(o1, 5, 1, "a", 1.0) == (True, ["a"])  # a fourth range: the lowest merge
+    assert o.add(o1, 5, 2, "b", 1.0) == (False, [])  # between merged ranges: counted as out
+    assert o.add(o1, 6, 1, "A", 2.0) == (True, ["A"])  # a restart
+    assert o.add(o1, 5, 11, "k", 3.0) == (True, ["k"])  # the previous run's last batch
+    assert o.add(o1, 5, 11, "k", 3.0) == (False, [])
+    assert o.add(o1, 5, 9, "i", 3.0) == (False, [])
+    assert o.add(o1, 7, 1, "B", 4.0) == (True, ["B"])  # another restart
+    assert o.add(o1, 5, 12, "l", 4.0) == (False, [])  # two runs back: dropped
+    assert o.add(o1, 6, 2, "C", 70.0) == (False, [])  # the previous run, after the window
+
+
+def test_order_charges_runs_to_the_peer_that_brought_them() -> None:
+    o: OrderBuffer[int] = OrderBuffer(hold=1.0, max_origins=10, max_origins_per_owner=4)
+    honest, mallory = b"\xaa" * 16, b"\xbb" * 16
+    origins = [bytes([i]) * 16 for i in range(1, 30)]
+    for origin in origins[:3]:
+        o.add(origin, 1, 1, 1, 0.0, honest)
+    o.add(honest, 1, 1, 1, 0.0, honest)  # straight from its origin: charged to itself
+    o.add(origins[0], 1, 2, 2, 0.0, origins[0])  # now straight: charged to the origin
+    assert o.owned_by(origins[0]) == 1
+    assert o.owned_by(honest) == 3
+    for origin in origins[3:]:  # mallory makes up 26 origins
+        o.add(origin, 1, 1, 1, 0.0, mallory)
+    assert o.owned_by(mallory) == 4  # only its own runs made room
+    assert all(o.knows(x) for x in (honest, *origins[:3]))
+    assert o.tracked == 8
+    assert o.stats.forgotten == 22
+    # Another made-up peer fills the table: the owner with the most runs gives one up.
+    for origin in origins[5:9]:
+        o.add(origin + b"x", 1, 1, 1, 0.0, b"\xcc" * 16)
+    assert o.tracked == 10

@@ -9,18 +9,31 @@ out. A batch of a gap that turns up later is still delivered (``late``): order
 gives way before loss does. A batch numbered below everything already handed
 out that is not from a known gap is a replay and is dropped (``stale``). The
 first batch seen of a run sets where the node starts; batches numbered below it
-(older history, arriving later), and batches of an earlier run of the origin, are
-delivered as they come for ``window`` seconds after the run was first seen (the
-seen-cache's lifetime): such a batch arriving later is a replay, and is dropped.
+(older history, arriving later), and batches of the origin's previous run, are
+delivered as they come, each once, for ``window`` seconds after the run was first
+seen (the seen-cache's lifetime): such a batch arriving later is a replay, and is
+dropped, and so is a batch of any run before the previous one.
 
-Bounded: at most ``max_origins`` runs tracked (least recently used out), at most
-``max_held`` batches held in all and ``max_held_per_origin`` per origin (past the
-first limit, the origin holding the most gives up its first gap: one busy origin
-cannot push out another's), at most ``max_gaps`` gap numbers kept per run.
+Replay protection does not lean on the seen-cache, which a flood can flush: each
+run remembers exactly which numbers it handed out (a contiguous range, the gaps in
+it, and a few ranges outside it), so a replay of a tracked run is dropped however
+long ago its copy left the seen-cache.
+
+Bounded: at most ``max_origins`` runs tracked, each charged to the peer that brought
+it (``owner``: the peer that brought its first batch, or the origin itself once it
+sends one straight): a peer's runs past ``max_origins_per_owner`` make room among
+its own runs (least recently active out), and when the whole table is full the
+owner with the most runs gives one up. A member that makes up origins therefore
+pushes out only the runs it brought. At most ``max_held`` batches held in all and
+``max_held_per_origin`` per origin (past the first limit, the origin holding the
+most gives up its first gap: one busy origin cannot push out another's), at most
+``max_gaps`` gap numbers and ``max_ranges`` ranges outside the contiguous one kept
+per run.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -36,6 +49,38 @@ class _Run(Generic[T]):
     since: float = 0.0  # when this node first saw the run
     held: dict[int, tuple[T, float]] = field(default_factory=dict)  # seq -> (item, deadline)
     gaps: OrderedDict[int, None] = field(default_factory=OrderedDict)  # given-up numbers
+    #: Numbers handed out outside [base, next), as sorted disjoint [low, high] ranges:
+    #: older history that came after the run's first batch.
+    extra: list[list[int]] = field(default_factory=list)
+    owner: bytes | None = None  # the peer this run is charged to
+    prev: _Run[T] | None = None  # the origin's previous run (its batches may still come)
+
+    def take_once(self, seq: int, max_ranges: int) -> bool:
+        """Record ``seq`` as handed out outside the ordered path; False if it was
+        already (a replay). Past ``max_ranges`` ranges, the two lowest merge: the
+        numbers between them count as handed out."""
+        if self.base <= seq < self.next:
+            if seq in self.gaps:
+                del self.gaps[seq]
+                return True
+            return False
+        extra = self.extra
+        i = bisect_right(extra, [seq, 1 << 64])  # the ranges starting at or below seq
+        if i and extra[i - 1][1] >= seq:
+            return False
+        joins_left = bool(i) and extra[i - 1][1] == seq - 1
+        joins_right = i < len(extra) and extra[i][0] == seq + 1
+        if joins_left and joins_right:
+            extra[i - 1][1] = extra.pop(i)[1]
+        elif joins_left:
+            extra[i - 1][1] = seq
+        elif joins_right:
+            extra[i][0] = seq
+        else:
+            extra.insert(i, [seq, seq])
+            if len(extra) > max_ranges:
+                extra[0][1] = extra.pop(1)[1]
+        return True
 
 
 @dataclass
@@ -44,6 +89,7 @@ class OrderStats:
     gaps: int = 0  # sequence numbers given up (never came within the hold time)
     late: int = 0  # batches of a given-up gap that came later (delivered out of order)
     stale: int = 0  # replays of batches already handed out (dropped)
+    forgotten: int = 0  # runs forgotten to make room (their owner brought too many)
     recent_gaps: list[tuple[bytes, int, int, int]] = field(default_factory=list)
     # (origin, epoch, first missing seq, last missing seq) of the last gaps given up
 
@@ -51,16 +97,21 @@ class OrderStats:
 class OrderBuffer(Generic[T]):
     """Puts batches (any ``T``) of each origin run back in sequence order."""
 
-    def __init__(self, hold: float, *, max_origins: int = 4096, max_held: int = 10_000,
-                 max_held_per_origin: int = 1024, max_gaps: int = 1024,
+    def __init__(self, hold: float, *, max_origins: int = 16_384,
+                 max_origins_per_owner: int = 4096, max_held: int = 10_000,
+                 max_held_per_origin: int = 1024, max_gaps: int = 1024, max_ranges: int = 64,
                  window: float = 300.0) -> None:
         self.hold = hold
         self.window = window
         self.max_held_per_origin = max_held_per_origin
         self.max_origins = max_origins
+        self.max_origins_per_owner = max_origins_per_owner
+        self.max_ranges = max_ranges
         self.max_held = max_held
         self.max_gaps = max_gaps
         self._runs: OrderedDict[bytes, _Run[T]] = OrderedDict()
+        # owner -> its runs' origins, least recently active first
+        self._owned: dict[bytes | None, OrderedDict[bytes, None]] = {}
         self._holding: set[bytes] = set()  # origins with held batches
         self.held_count = 0
         #: Items released early for another origin (room was needed): the caller
@@ -68,25 +119,26 @@ class OrderBuffer(Generic[T]):
         self.overflow: list[T] = []
         self.stats = OrderStats()
 
-    def add(self, origin: bytes, epoch: int, seq: int, item: T,
-            now: float) -> tuple[bool, list[T]]:
+    def add(self, origin: bytes, epoch: int, seq: int, item: T, now: float,
+            owner: bytes | None = None) -> tuple[bool, list[T]]:
         """A new batch. Returns (accepted, items now ready in order). ``accepted`` is
-        False for a stale replay (drop it: do not forward it either)."""
+        False for a stale replay (drop it: do not forward it either). ``owner`` is the
+        peer that brought it (None: not charged to a peer)."""
         if seq == 0:
             return True, [item]
-        runs = self._runs
-        run = runs.get(origin)
+        run = self._runs.get(origin)
+        out: list[T] = []
         if run is None or epoch > run.epoch:
-            out = self._release_all(origin, run) if run is not None else []
-            run = runs[origin] = _Run(epoch, seq, seq, now)
-            if len(runs) > self.max_origins:
-                old_origin, old = runs.popitem(last=False)
-                out += self._release_all(old_origin, old)
+            if run is not None:
+                out = self._release_all(origin, run)
+                run.prev = None  # only the previous run is remembered
+            run = self._new_run(origin, _Run(epoch, seq, seq, now, owner=owner, prev=run), out)
         else:
-            runs.move_to_end(origin)
-            out = []
-            if epoch < run.epoch:  # a batch of an earlier run of the origin
-                if now - run.since > self.window:
+            self._touch(origin, run, owner)
+            if epoch < run.epoch:
+                prev = run.prev
+                if (prev is None or prev.epoch != epoch or now - run.since > self.window
+                        or not prev.take_once(seq, self.max_ranges)):
                     self.stats.stale += 1
                     return False, []
                 return True, [item]
@@ -96,32 +148,84 @@ class OrderBuffer(Generic[T]):
             self._drain(origin, run, out)
             return True, out
         if seq > run.next:
-            if seq not in run.held:
-                run.held[seq] = (item, now + self.hold)
-                self.held_count += 1
-                self.stats.held += 1
-                self._holding.add(origin)
-                if len(run.held) > self.max_held_per_origin:
-                    self._give_up(origin, run, out)
-                elif self.held_count > self.max_held:
-                    # Full: the origin holding the most gives up its first gap.
-                    most = max(self._holding, key=lambda o: len(self._runs[o].held))
-                    if most == origin:
-                        self._give_up(origin, run, out)
-                    else:
-                        self.overflow += self._release_first(most)
+            self._hold(origin, run, seq, item, now, out)
             return True, out
-        if seq < run.base:
-            if now - run.since > self.window:
-                self.stats.stale += 1
-                return False, []
-            return True, [item]
-        if seq in run.gaps:
-            del run.gaps[seq]
-            self.stats.late += 1
+        late = seq in run.gaps
+        if (seq >= run.base or now - run.since <= self.window) and run.take_once(
+                seq, self.max_ranges):
+            if late:
+                self.stats.late += 1
             return True, [item]
         self.stats.stale += 1
         return False, []
+
+    def _hold(self, origin: bytes, run: _Run[T], seq: int, item: T, now: float,
+              out: list[T]) -> None:
+        if seq in run.held:
+            return
+        run.held[seq] = (item, now + self.hold)
+        self.held_count += 1
+        self.stats.held += 1
+        self._holding.add(origin)
+        if len(run.held) > self.max_held_per_origin:
+            self._give_up(origin, run, out)
+        elif self.held_count > self.max_held:
+            # Full: the origin holding the most gives up its first gap.
+            most = max(self._holding, key=lambda o: len(self._runs[o].held))
+            if most == origin:
+                self._give_up(origin, run, out)
+            else:
+                self.overflow += self._release_first(most)
+
+    def _new_run(self, origin: bytes, run: _Run[T], out: list[T]) -> _Run[T]:
+        """Track ``run`` (replacing the origin's earlier one); make room if needed."""
+        self._disown(origin)
+        self._runs[origin] = run
+        owned = self._owned.setdefault(run.owner, OrderedDict())
+        owned[origin] = None
+        if len(owned) > self.max_origins_per_owner:
+            self._forget(next(iter(owned)), out)
+        if len(self._runs) > self.max_origins:
+            # The owner with the most runs gives up its least recently active one.
+            most = max(self._owned.values(), key=len)
+            self._forget(next(iter(most)), out)
+        return run
+
+    def _touch(self, origin: bytes, run: _Run[T], owner: bytes | None) -> None:
+        """``run`` is active: most recently used; a batch straight from its origin
+        charges it to the origin itself."""
+        self._runs.move_to_end(origin)
+        if owner == origin and run.owner != origin:
+            self._disown(origin)
+            run.owner = origin
+            self._owned.setdefault(origin, OrderedDict())[origin] = None
+        else:
+            self._owned[run.owner].move_to_end(origin)
+
+    def _disown(self, origin: bytes) -> None:
+        run = self._runs.get(origin)
+        if run is None:
+            return
+        owned = self._owned[run.owner]
+        del owned[origin]
+        if not owned:
+            del self._owned[run.owner]
+
+    def _forget(self, origin: bytes, out: list[T]) -> None:
+        run = self._runs[origin]
+        out += self._release_all(origin, run)
+        self._disown(origin)
+        del self._runs[origin]
+        self.stats.forgotten += 1
+
+    @property
+    def tracked(self) -> int:
+        """How many origin runs are tracked."""
+        return len(self._runs)
+
+    def owned_by(self, owner: bytes | None) -> int:
+        """How many tracked runs are charged to ``owner``."""
+        return len(self._owned.get(owner, ()))
 
     def knows(self, origin: bytes) -> bool:
         """Whether a batch of ``origin`` was seen (and is still remembered)."""

@@ -43,6 +43,7 @@ import msgspec
 
 from ..errors import RemoteProtocolError
 from ..ids import ID_LEN
+from ..ratelimit import TokenBucket
 from ..wire.messages import (
     MAX_KEYS,
     Announce,
@@ -110,6 +111,7 @@ class RouterStats:
     repaired: int = 0  # batches announced to a peer whose digest lacked them
     missing_given_up: int = 0  # announced batches that never came (every announcer tried)
     swaps: int = 0  # tree links swapped for a shorter path
+    new_origin_limited: int = 0  # batches of unknown origins over a peer's new-origin rate
 
 
 @dataclass(slots=True)
@@ -144,6 +146,12 @@ class RouterConfig:
     repair_spread: float = 4.0  # repair grafts wait graft_timeout x (1 + this x random)
     seed: int | None = None
     max_announcers: int = 8
+    # Replay state (gossip.order): origin runs tracked, in all and charged to one peer;
+    # the rate at which one peer may bring batches of origins not tracked yet.
+    max_runs: int = 16_384
+    max_runs_per_peer: int = 4096
+    new_origins_per_s: float = 100.0
+    new_origins_burst: float = 1024.0
 
 
 class Router:
@@ -157,7 +165,9 @@ class Router:
         self.seen = SeenCache(cfg.seen_max_entries, cfg.seen_ttl)
         self.history = History(cfg.history_batches, cfg.history_bytes, cfg.history_age)
         self.order: OrderBuffer[tuple[Batch, BatchBody]] = OrderBuffer(
-            cfg.order_hold, window=cfg.seen_ttl)
+            cfg.order_hold, window=cfg.seen_ttl, max_origins=cfg.max_runs,
+            max_origins_per_owner=cfg.max_runs_per_peer)
+        self._new_origins: dict[bytes, TokenBucket] = {}  # per linked peer
         self.stats = RouterStats()
         self._peers: dict[bytes, None] = {}  # insertion-ordered set
         # origin -> the peers that are lazy for its batches (all others are eager);
@@ -196,6 +206,8 @@ class Router:
         """A link to ``peer`` opened: it starts eager (for every origin); send it our
         history's digest."""
         self._peers[peer] = None
+        self._new_origins[peer] = TokenBucket(self.cfg.new_origins_per_s,
+                                              self.cfg.new_origins_burst, now)
         for lazy in self._lazy.values():
             lazy.discard(peer)
         self.history.expire(now)
@@ -204,6 +216,7 @@ class Router:
     def peer_down(self, peer: bytes) -> None:
         """The link to ``peer`` is gone."""
         self._peers.pop(peer, None)
+        self._new_origins.pop(peer, None)
         self._ihave.pop(peer, None)
         self._repair_ihave.pop(peer, None)
         self._digested.discard(peer)
@@ -267,6 +280,12 @@ class Router:
             stats.hop_limited += 1
             return []
         direct = authenticated and batch.origin == from_peer
+        if batch.origin != from_peer and not self.order.knows(batch.origin):
+            # Each origin tracked costs memory; a peer may bring only so many new ones.
+            bucket = self._new_origins.get(from_peer)
+            if bucket is not None and not bucket.take(1, now):
+                stats.new_origin_limited += 1
+                return []  # not remembered as seen: another path may still bring it
         try:
             body = verify(batch, check_signature=False) if direct else verify(batch)
         except RemoteProtocolError as exc:
@@ -275,7 +294,8 @@ class Router:
             return []
         self.seen.add(key, now)
         missing = self._forget_missing(key)
-        accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body), now)
+        accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body), now,
+                                         from_peer)
         if self.order.overflow:
             ready = self.order.take_overflow() + ready
         if not accepted:
