@@ -32,7 +32,7 @@ MAX_CONNECTIONS = 16
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Status fields inside sections that are gauges, not counters.
 GAUGES = frozenset({"messages.seen_cache", "history.batches", "history.bytes",
-                    "history.max_bytes", "history.max_age_s"})
+                    "history.max_bytes", "history.max_age_s", "security.origins_tracked"})
 #: Top-level fields that become labels of ``p2pnode_info``.
 INFO_KEYS = ("node_id", "name", "version", "protocol", "listen")
 #: The label name for the keys of a dict of counters (default "key").

@@ -28,6 +28,9 @@ DROPS = (
     ("messages", "rate_limited", "batches dropped: a peer sent over its rate limit"),
     ("messages", "rejected", "batches rejected: bad signature, key or contents"),
     ("messages", "hop_limited", "batches stopped by the hop limit"),
+    ("security", "new_origin_limited",
+     "batches dropped: a peer brought new origins over its rate"),
+    ("security", "origins_forgotten", "origin runs forgotten to make room (replay state)"),
     ("messages", "order_gaps", "messages never came: order gaps skipped after --order-hold"),
     ("gossip", "missing_given_up", "announced batches never obtained from any announcer"),
     ("history", "evicted", "batches left history early (its size limits)"),
@@ -55,7 +58,7 @@ SHOWN = {(s, k) for s, k, _ in (*RATES, *BATCH_RATES, *DROPS, *BY_REASON)} | {
     ("security", "rate_limited"),
     ("security", "rejected_batches"), ("security", "links"), ("security", "network"),
     ("security", "members_only"), ("security", "signed_batches"),
-    ("security", "tls_handshakes"), ("api", "requests"),
+    ("security", "tls_handshakes"), ("security", "origins_tracked"), ("api", "requests"),
 }
 TOP_LEVEL = {"ok", "id", "node_id", "name", "listen", "version", "protocol", "uptime_s",
              "peers", "socket", "clients", "messages", "links", "security", "api", "mdns"}
