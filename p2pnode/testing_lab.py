@@ -125,16 +125,20 @@ def _wait_exec(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     """Wait until ``ip netns exec`` has entered the namespace and exec'd the command.
 
     Until then the pid still runs ``ip`` in the root namespace. Bounded polling of
-    ``/proc/PID/exe``; returns early if the process exits.
+    ``/proc/PID/exe`` and ``/proc/PID/cmdline``: during ``execve`` the new ``exe``
+    shows a moment before the new command line does (it reads empty), so both must
+    have changed. Returns early if the process exits.
     """
     ip_binary = shutil.which("ip")
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         try:
             exe = os.readlink(f"/proc/{proc.pid}/exe")
+            argv0 = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0", 1)[0]
         except OSError:
             return
-        if ip_binary is None or exe != os.path.realpath(ip_binary):
+        if (ip_binary is None or exe != os.path.realpath(ip_binary)) and argv0 and (
+                os.path.basename(argv0) != b"ip"):
             return
         time.sleep(0.005)
 
