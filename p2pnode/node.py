@@ -19,7 +19,7 @@ from . import PROTOCOL_VERSION, __version__
 from .api.server import ApiServer
 from .config import NodeConfig, format_hostport
 from .errors import ConfigError, P2PError, single_error
-from .gossip.router import Action, Deliver, Forward, Router, RouterConfig, Send
+from .gossip.router import Action, Deliver, Disconnect, Forward, Router, RouterConfig, Send
 from .gossip.signing import Verifier, make_batch
 from .identity import DataDirLock, prepare_data_dir
 from .ids import MsgIdFactory, id_to_hex, parse_id
@@ -110,6 +110,8 @@ class Node:
         self.discovery: MdnsDiscovery | None = None
         self.discovered_ignored = 0  # discovered nodes of another version or network
         self.rate_limited = 0  # batches dropped because a peer sent too fast
+        self.published = 0  # messages published by local apps
+        self.delivered = 0  # messages handed to local apps (their own included)
 
     # -- the service -------------------------------------------------------------
 
@@ -245,17 +247,11 @@ class Node:
                 link.rate_limited += 1
                 self.rate_limited += 1
                 continue
-            rejected = router.stats.rejected
             actions = on_message(msg, peer, now, verify, authenticated=authenticated)
             if actions:
                 self._apply(actions)
-            if (router.stats.rejected != rejected
-                    and router.last_rejection == "bad_signature"):
-                # Honest peers verify before they forward: this one is faulty or hostile.
-                log.warning("link %s (%s) sent a forged batch; closing it", link.peer.name,
-                            link.peer_hex[:8])
-                link.abort("bad_signature")
-                break
+                if link.close_reason:  # a Disconnect: the rest of its frames are not read
+                    break
         self._after_gossip()
 
     def _after_gossip(self) -> None:
@@ -269,8 +265,8 @@ class Node:
         if msg.topic == MESH_TOPIC:  # a node's link list: for the mesh view, not for apps
             if msg.origin != self.node_id:
                 self.mesh.update(msg.origin, msg.data, trio.current_time())
-            self.router.stats.delivered -= 1  # not a message for apps
             return
+        self.delivered += 1
         if self.api is not None:
             self.api.deliver(msg)
         for callback in self.on_deliver:
@@ -292,13 +288,19 @@ class Node:
                     link = links.get(peer)
                     if link is not None and not link.send(frame):
                         self.links.stats.queue_drops += 1
-            else:
-                assert type(action) is Send
+            elif type(action) is Send:
                 link = links.get(action.peer)
                 if link is not None:
                     for msg in action.msgs:
                         if not link.send(encode_message(msg)):
                             self.links.stats.queue_drops += 1
+            else:
+                assert type(action) is Disconnect
+                link = links.get(action.peer)
+                if link is not None:
+                    log.warning("link %s (%s) sent a forged batch (%s); closing it",
+                                link.peer.name, link.peer_hex[:8], action.reason)
+                    link.abort(action.reason)
 
     def _on_link_change(self, link: PeerLink, up: bool) -> None:
         self._mesh_changed.set()
@@ -356,11 +358,10 @@ class Node:
         queue it for the next signed batch (sent when the publishing task yields, or
         when the batch is full). Returns (msg id hex, number of peers it goes to)."""
         msg_id = self._ids.next()
-        self.router.stats.published += 1
+        self.published += 1
         if to is None or to == self.node_id:
             self._deliver(Gossip(id=msg_id, origin=self.node_id, topic=topic, data=payload,
                                  hops=0, to=to))
-            self.router.stats.delivered += 1
         if to == self.node_id or self.config.max_hops == 0:
             return id_to_hex(msg_id), 0
         self._queue(to, Item(msg_id, topic, payload), wake=not defer_flush)
@@ -506,8 +507,8 @@ class Node:
             "socket": str(self.config.socket_path) if self.api else None,
             "clients": len(self.api.sessions) if self.api else 0,
             "messages": {
-                "published": rs.published, "received": rs.received,
-                "delivered": rs.delivered, "duplicates": rs.duplicates,
+                "published": self.published, "received": rs.received,
+                "delivered": self.delivered, "duplicates": rs.duplicates,
                 "forwarded": rs.forwarded, "hop_limited": rs.hop_limited,
                 "rejected": rs.rejected, "rate_limited": self.rate_limited,
                 "seen_cache": len(self.router.seen),

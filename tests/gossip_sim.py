@@ -7,7 +7,15 @@ import random
 from collections import Counter, deque
 from typing import Any
 
-from p2pnode.gossip.router import Action, Deliver, Forward, GossipMode, Router, RouterConfig
+from p2pnode.gossip.router import (
+    Action,
+    Deliver,
+    Disconnect,
+    Forward,
+    GossipMode,
+    Router,
+    RouterConfig,
+)
 from p2pnode.gossip.signing import Verifier, make_batch
 from p2pnode.testing import make_identity
 from p2pnode.wire.messages import Batch, BatchBody, GossipMessage, Item
@@ -100,6 +108,7 @@ class Sim:
         self.kinds: Counter[str] = Counter()  # messages sent, by type
         self.drop: set[tuple[int, int]] = set()  # (from, to): lost silently
         self.links: set[tuple[int, int]] = set()
+        self.disconnected: list[tuple[int, int, str]] = []  # (node, peer, reason)
         self.seq: Counter[int] = Counter()
         self.now = 0.0
         self.step = step
@@ -126,6 +135,9 @@ class Sim:
             elif isinstance(action, Forward):
                 for peer in action.peers:
                     self.send(node, self.index[peer], action.batch)
+            elif isinstance(action, Disconnect):
+                self.disconnected.append((node, self.index[action.peer], action.reason))
+                self.unlink(node, self.index[action.peer])
             else:
                 for msg in action.msgs:
                     self.send(node, self.index[action.peer], msg)

@@ -407,6 +407,7 @@ def test_a_forged_batch_in_the_flood_is_stopped_at_the_first_node() -> None:
     sim.queue.append((1, 0, forged))
     sim.run()
     assert [r.stats.rejected for r in sim.routers] == [0, 1, 0, 0, 0, 0]
+    assert sim.disconnected == [(1, 0, "bad_signature")]  # the router's verdict
     assert all(not sim.delivered[i] for i in range(6))
     sim.publish(0, genuine, genuine_body)
     sim.run()

@@ -69,7 +69,7 @@ async def test_apps_get_every_message_once(
                 # Nothing more arrives: every node saw each message once, the rest
                 # were counted as duplicates.
                 for node in nodes:
-                    assert node.router.stats.delivered == len(sent)
+                    assert node.delivered == len(sent)
                 for client in clients:
                     await client.aclose()
                 dialers.cancel_scope.cancel()

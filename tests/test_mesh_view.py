@@ -58,7 +58,7 @@ async def test_every_node_sees_the_whole_mesh_and_follows_changes(
             assert info["self"] == nodes[3].node_hex
             assert nodes[3].status_info()["mesh_view"]["nodes"] == 10
             # Link lists are not messages for apps.
-            assert nodes[3].router.stats.delivered == 0
+            assert nodes[3].delivered == 0
             # A node that leaves disappears from the others' links soon after.
             await nodes[9].stop()
             await wait_until(lambda: all(

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from p2pnode.errors import RemoteProtocolError
-from p2pnode.gossip.router import Deliver, Forward, Router
+from p2pnode.gossip.router import Deliver, Disconnect, Forward, Router
 from p2pnode.gossip.signing import Verifier, sign_batch
 from p2pnode.keys import NodeIdentity, node_id_of
 from p2pnode.testing import make_identity
@@ -272,12 +272,15 @@ def test_router_drops_a_forged_copy_first_then_accepts_the_genuine(kind: str) ->
     forged = forgeries(genuine)[kind]
     assert (forged.id, forged.origin) == (genuine.id, genuine.origin)
 
-    assert r.on_batch(forged, NEIGHBOUR, 0.0, verify) == []  # not delivered, not forwarded
+    # Not delivered, not forwarded; a forged signature is the sender's fault: the verdict
+    # is to close its link.
+    verdict = [] if kind == "bad-item" else [Disconnect(NEIGHBOUR, "bad_signature")]
+    assert r.on_batch(forged, NEIGHBOUR, 0.0, verify) == verdict
     assert r.stats.rejected == 1
     assert (r.stats.delivered, r.stats.forwarded, r.stats.duplicates) == (0, 0, 0)
     assert len(r.seen) == 0  # not remembered
     # A second forged copy costs a second check, and is rejected again.
-    assert r.on_batch(forged, NEIGHBOUR, 0.2, verify) == []
+    assert r.on_batch(forged, NEIGHBOUR, 0.2, verify) == verdict
     assert r.stats.rejected == 2
 
     actions = r.on_batch(genuine, BOB.node_id, 0.3, verify)
@@ -371,12 +374,13 @@ def test_direct_batch_with_a_bad_signature_is_delivered_but_never_passed_on() ->
     r = make_router(ME.node_id, peers=(ALICE.node_id, BOB.node_id))
     v = SignatureCounter()
     actions = r.on_batch(bad, ALICE.node_id, 0.0, v, authenticated=True)
-    assert [type(a) for a in actions] == [Deliver]
-    assert (r.stats.rejected, r.last_rejection, r.stats.forwarded) == (1, "bad_signature", 0)
+    assert [type(a) for a in actions] == [Deliver, Disconnect]
+    assert actions[1] == Disconnect(ALICE.node_id, "bad_signature")
+    assert (r.stats.rejected, r.stats.forwarded) == (1, 0)
     # It left history: asked for it by Graft, the node has nothing to serve (and does not
     # blame the asker).
     assert r.on_message(Graft([bad.origin + bad.id]), BOB.node_id, 0.1, v) == []
-    assert (r.stats.rejected, r.stats.graft_misses, r.last_rejection) == (1, 1, "")
+    assert (r.stats.rejected, r.stats.graft_misses) == (1, 1)
     assert len(r.history) == 0
 
 
@@ -394,7 +398,7 @@ def test_direct_batches_are_forwarded_with_history_off_and_forgeries_never_annou
     r2.on_batch(good, ALICE.node_id, 0.0, SignatureCounter(), authenticated=True)
     r2._lazy_set(ALICE.node_id).add(BOB.node_id)
     r2.take_announcements()
-    assert [type(a) for a in r2.on_batch(bad, ALICE.node_id, 0.1, SignatureCounter(),
-                                         authenticated=True)] == [Deliver]
+    actions = r2.on_batch(bad, ALICE.node_id, 0.1, SignatureCounter(), authenticated=True)
+    assert actions[1:] == [Disconnect(ALICE.node_id, "bad_signature")]
+    assert [type(a) for a in actions] == [Deliver, Disconnect]
     assert not r2.has_announcements
-    assert r2.last_rejection == "bad_signature"

@@ -86,7 +86,16 @@ class Send:
     msgs: list[GossipMessage]
 
 
-Action = Deliver | Forward | Send
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Action: close the link to ``peer`` at once. Honest peers verify a batch before
+    they pass it on, so one that sends a forged batch is faulty or hostile."""
+
+    peer: bytes
+    reason: str
+
+
+Action = Deliver | Forward | Send | Disconnect
 Verify = Callable[..., BatchBody]  # (batch, *, check_signature=True) -> body
 
 
@@ -96,10 +105,9 @@ class RouterStats:
 
     received: int = 0  # batches received from peers
     duplicates: int = 0  # copies dropped because already seen
-    delivered: int = 0  # messages handed to local subscribers
+    delivered: int = 0  # messages in Deliver actions (of batches from peers)
     forwarded: int = 0  # batch copies pushed to peers (eager)
     hop_limited: int = 0  # new batches not forwarded (or dropped) because of the hop limit
-    published: int = 0  # messages published by local apps
     rejected: int = 0  # batches that failed verification (bad signature or contents)
     ihave_sent: int = 0  # batch announcements sent (lazy push)
     ihave_received: int = 0
@@ -179,7 +187,6 @@ class Router:
         self._missing_by: dict[bytes, int] = {}  # first announcer -> its missing entries
         self._digested: set[bytes] = set()  # peers whose Digest was answered (this link)
         self._rng = random.Random(cfg.seed)
-        self.last_rejection = ""  # the error code of the last batch that failed verification
 
     # -- peers ------------------------------------------------------------------------
 
@@ -235,7 +242,6 @@ class Router:
         """``msg`` arrived from ``from_peer``; ``verify`` checks a batch (raising
         ``RemoteProtocolError``). Returns the actions to take."""
         kind = type(msg)
-        self.last_rejection = ""  # set again if this message is rejected
         if kind is Batch:
             return self.on_batch(msg, from_peer, now, verify,  # type: ignore[arg-type]
                                  authenticated=authenticated)
@@ -290,8 +296,7 @@ class Router:
             body = verify(batch, check_signature=False) if direct else verify(batch)
         except RemoteProtocolError as exc:
             stats.rejected += 1
-            self.last_rejection = exc.code
-            return []
+            return [Disconnect(from_peer, exc.code)] if exc.code == "bad_signature" else []
         self.seen.add(key, now)
         missing = self._forget_missing(key)
         accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body), now,
@@ -318,8 +323,7 @@ class Router:
         if direct and batch.hops < self.max_hops and any(
                 p != from_peer for p in self._peers) and not self._check(batch, verify):
             # Delivered (the link vouches for it), but not passed on, nor kept.
-            self.last_rejection = "bad_signature"
-            return actions
+            return [*actions, Disconnect(from_peer, "bad_signature")]
         return actions + self._spread(batch, from_peer, announce_only=announce_only)
 
     def _check(self, batch: Batch, verify: Verify) -> bool:
