@@ -59,7 +59,8 @@ async def test_a_hostile_peer_over_tls(short_tmp: Path) -> None:
     network = NetworkKey.open()
     with trio.fail_after(30):
         async with running_nodes([loopback_config(short_tmp, "a")]) as (a,):
-            host, port = a.listen_addr  # type: ignore[misc]
+            assert a.listen_addr is not None
+            host, port = a.listen_addr
             # Claiming an id that is not its certificate's: refused, with the code.
             with pytest.raises(Refused) as refused:
                 await HostilePeer.connect_tls(host, port, network, node_id=b"\x00" * 16)
