@@ -5,6 +5,9 @@ not read is dropped (``slow_peer``) 3-4 s after the node's writes to it stall.""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import trio
@@ -133,3 +136,16 @@ async def test_a_ping_flood_over_tls_is_cut_off(short_tmp: Path) -> None:
                 await link.closed.wait()
             assert link.close_reason == "ping_flood"
             await peer.aclose()
+
+
+def test_the_measuring_script_reports_a_bounded_victim() -> None:
+    """scripts/ping_flood.py (the figures in docs/security.md): a victim process, two
+    hostile members flooding over TLS for a second, then the report."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "ping_flood.py"
+    proc = subprocess.run([sys.executable, str(script), "--peers", "2", "--seconds", "1",
+                           "--json"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["closed"].get("ping_flood", 0) >= report["links_dropped"] > 0
+    assert report["drop_after_s_max"] < 4.0
+    assert report["rss_max_mib"] - report["rss_start_mib"] < 30
