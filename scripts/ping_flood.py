@@ -68,6 +68,18 @@ async def hostile(addr: tuple[str, int], rate: float, until: float,
                 await peer.aclose()
 
 
+async def wait_status(sock: Path, victim: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The victim's status, once its socket answers (it may exist before it listens)."""
+    while True:
+        if victim.poll() is not None:
+            raise RuntimeError(f"the victim node exited with status {victim.returncode}")
+        try:
+            async with await open_client(sock) as client:
+                return await client.status()
+        except OSError:
+            await trio.sleep(0.05)
+
+
 async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     sock = tmp / "victim.sock"
     env = dict(os.environ)
@@ -79,10 +91,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
          "--log-level", "warning"], env=env, cwd=tmp, stderr=subprocess.DEVNULL)
     try:
         with trio.fail_after(20):
-            while not sock.exists():  # noqa: ASYNC110 - another process makes it
-                await trio.sleep(0.05)
-            async with await open_client(sock) as client:
-                listen = (await client.status())["listen"]
+            listen = (await wait_status(sock, victim))["listen"]
         host, port = listen.rsplit(":", 1)
         addr = (host, int(port))
         await trio.sleep(1)
