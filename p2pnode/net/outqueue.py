@@ -54,9 +54,10 @@ class OutQueue:
         return True
 
     def put_force(self, data: bytes) -> None:
-        """Queue ``data`` even over the limit. Only for what is sent at most once per
-        stream (a link's Hello, Accept, Refuse or Bye; an API reply per request line read),
-        never for anything the other side can make us send again and again."""
+        """Queue ``data`` even over the limit. Only for a link's frames sent once (Hello,
+        Accept, Refuse, Bye) and for replies to local API clients (who are not read
+        further while their queue is over half full); never for anything a peer can
+        make us send again and again."""
         if not self._closing:
             self._buf += data
             self._wake.set()
