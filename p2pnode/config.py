@@ -132,6 +132,7 @@ class NodeConfig:
     # Limits against floods and abuse (docs/security.md).
     peer_bytes_per_s: float = 64 << 20  # gossip bytes a peer may send us per second
     peer_batches_per_s: float = 20_000  # signed batches a peer may send us per second
+    peer_pings_per_s: float = 10.0  # Pings a peer may send us per second; more close the link
     client_publish_per_s: float = 200_000  # messages one local client may publish per second
     new_origins_per_s: float = 100.0  # origins not yet known one peer may bring per second
     max_origins: int = 16_384  # origin runs tracked for order and replay protection ...
@@ -169,6 +170,7 @@ class NodeConfig:
             "ping_interval", "link_timeout", "slow_peer_timeout", "publish_wait_max",
             "prune_cooldown", "peer_bytes_per_s", "peer_batches_per_s", "client_publish_per_s",
             "new_origins_per_s",
+            "peer_pings_per_s",
         )
         for field in positive_floats:
             if not getattr(self, field) > 0:
@@ -183,6 +185,10 @@ class NodeConfig:
             raise ConfigError("need degree_low <= degree_high <= max_links")
         if self.link_timeout <= self.ping_interval:
             raise ConfigError("link_timeout must be greater than ping_interval")
+        if self.peer_pings_per_s * self.ping_interval < 2:
+            # Peers with this node's settings must stay well within each other's limit.
+            raise ConfigError("peer_pings_per_s must be at least 2 / ping_interval (twice "
+                              "the rate this node pings at)")
         if self.mesh_interval < 0 or self.mesh_min_interval <= 0 or self.mesh_max_nodes < 1:
             raise ConfigError("mesh_interval must be >= 0, mesh_min_interval > 0 and "
                               "mesh_max_nodes >= 1")

@@ -157,6 +157,8 @@ def test_defaults_are_valid(tmp_path: Path) -> None:
         {"max_frame": MIN_FRAME, "max_payload": MIN_FRAME - MAX_TOPIC_BYTES - 256},
         {"redial_initial": 2.0, "redial_max": 2.0},
         {"seen_ttl": math.inf},
+        {"peer_pings_per_s": 2.0},
+        {"ping_interval": 0.2, "link_timeout": 0.6},
     ],
 )
 def test_boundaries_are_accepted(tmp_path: Path, over: dict[str, Any]) -> None:
@@ -169,7 +171,8 @@ POSITIVE_INTS = [
     "max_frame", "max_payload", "link_queue_bytes", "client_queue_bytes", "read_size",
     "max_hops", "seen_max_entries", "max_links", "max_clients",
 ]
-POSITIVE_FLOATS = ["seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max"]
+POSITIVE_FLOATS = ["seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
+                   "peer_pings_per_s"]
 
 INVALID: list[Any] = [
     pytest.param({"name": ""}, "name", id="name-empty"),
@@ -195,6 +198,9 @@ INVALID: list[Any] = [
     pytest.param({"mesh_interval": -1.0}, "mesh_interval", id="mesh-interval-negative"),
     pytest.param({"max_hops": 256}, "max_hops", id="hops-over-255"),
     pytest.param({"redial_initial": 3.0, "redial_max": 2.0}, "redial_max", id="redial-order"),
+    pytest.param({"peer_pings_per_s": 1.9}, "peer_pings_per_s", id="pings-under-twice-ours"),
+    pytest.param({"ping_interval": 0.1, "link_timeout": 0.3}, "peer_pings_per_s",
+                 id="pinging-faster-than-peers-allow"),
 ]
 
 

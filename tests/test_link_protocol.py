@@ -359,6 +359,23 @@ def test_ping_is_answered_with_pong_and_pong_is_not_an_event() -> None:
     assert (low.proto.last_echo, low.proto.peer_links, low.proto.pongs_received) == (12.5, 3, 1)
 
 
+def test_many_pings_get_one_pong_for_the_newest() -> None:
+    """A peer cannot make the machine produce more than one Pong per read: Pings are
+    counted (the caller rate-limits them) and only the newest is echoed."""
+    _low, high = open_pair()
+    pings = b"".join(encode_message(Ping(float(k), k)) for k in range(1000))
+    assert high.proto.receive_data(pings) == []
+    assert high.proto.pings_received == 1000
+    assert high.proto.peer_links == 999
+    assert decode_all(high.proto.data_to_send()) == [Pong(999.0, 0, False)]
+    assert not high.proto.has_output
+    assert high.proto.data_to_send() == b""
+    high.proto.receive_data(encode_message(Ping(5.0)))
+    assert high.proto.has_output
+    assert high.proto.pings_received == 1001
+    assert decode_all(high.proto.data_to_send()) == [Pong(5.0, 0, False)]
+
+
 def test_frame_over_max_frame_is_too_large() -> None:
     low, _high = open_pair()
     expect_error(low.proto, (MAX_FRAME + 1).to_bytes(4, "big"), "too_large")

@@ -206,6 +206,30 @@ async def test_writer_raises_broken_when_the_peer_is_gone(
         await q.run_writer(send)
 
 
+async def test_stalled_for_counts_the_time_a_send_makes_no_progress(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    q = OutQueue(1 << 20)
+    stream = RecordingStream()
+    stream.gate = trio.Event()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(q.run_writer, stream)
+            await trio.sleep(5)
+            assert q.stalled_for(trio.current_time()) == 0.0  # idle is not stalled
+            start = trio.current_time()
+            q.put_nowait(b"x" * 40_000)  # three slices
+            await trio.sleep(2.5)  # the first slice is blocked
+            assert q.stalled_for(trio.current_time()) == pytest.approx(2.5)
+            stream.gate.set()
+            stream.gate = None
+            await trio.testing.wait_all_tasks_blocked()
+            assert q.sent_bytes == 40_000
+            assert q.stalled_for(trio.current_time()) == 0.0
+            assert trio.current_time() == pytest.approx(start + 2.5)
+            q.close()
+
+
 # -- Backpressure -----------------------------------------------------------------------------
 
 

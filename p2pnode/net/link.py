@@ -57,6 +57,7 @@ class PeerLink:
     pings_lost: int = 0
     bytes_bucket: TokenBucket | None = None  # rate limits on what the peer sends us
     batch_bucket: TokenBucket | None = None
+    ping_bucket: TokenBucket | None = None
     rate_limited: int = 0  # batches dropped because the peer sent too fast
     bytes_received: int = 0  # after the handshake
     #: The peer's node id is proven by its TLS certificate (an Ed25519 key that hashes
@@ -283,6 +284,7 @@ class _Connection:
         self.link.bytes_bucket = TokenBucket(cfg.peer_bytes_per_s, cfg.peer_bytes_per_s / 4, now)
         self.link.batch_bucket = TokenBucket(cfg.peer_batches_per_s, cfg.peer_batches_per_s / 4,
                                              now)
+        self.link.ping_bucket = TokenBucket(cfg.peer_pings_per_s, cfg.peer_pings_per_s, now)
         if self.on_open is not None:
             self.on_open()
         self.host.link_open(self.link)
@@ -293,7 +295,8 @@ class _Connection:
 
     async def _keepalive(self, link: PeerLink) -> None:
         """Ping every ``ping_interval``; declare the peer dead after ``link_timeout`` of
-        silence, and stuck after ``slow_peer_timeout`` of a full queue."""
+        silence, and stuck after ``slow_peer_timeout`` without progress or of a full
+        queue."""
         with self.keepalive_scope:
             await self._ping_loop(link)
 
@@ -301,28 +304,55 @@ class _Connection:
         cfg = self.host.config
         proto = self.proto
         awaiting: float | None = None
-        stuck_since: float | None = None
+        full_since: float | None = None
         while True:
             await trio.sleep(cfg.ping_interval)
             now = trio.current_time()
-            if now - link.last_rx > cfg.link_timeout:
-                log.info("link %s: silent for %.1fs, closing", self.addr, now - link.last_rx)
-                link.abort("timeout")
-                return
             if not self.out.overflowing:
-                stuck_since = None
-            elif stuck_since is None:
-                stuck_since = now
-            elif now - stuck_since > cfg.slow_peer_timeout:
-                log.info("link %s: its queue has been full for %.1fs, closing", self.addr,
-                         now - stuck_since)
-                link.abort("slow_peer")
+                full_since = None
+            elif full_since is None:
+                full_since = now
+            reason = self._unhealthy(link, now, full_since)
+            if reason is not None:
+                link.abort(reason)
                 return
             if awaiting is not None and proto.last_echo != awaiting:
                 link.pings_lost += 1
             proto.local_links = self.host.link_count()
-            self.out.put_force(proto.ping(now))
+            self.out.put_nowait(proto.ping(now))  # dropped (and counted) if the queue is full
             awaiting = now
+
+    def _unhealthy(self, link: PeerLink, now: float, full_since: float | None) -> str | None:
+        """Why the link must close now, or None: ``timeout`` (nothing received for
+        ``link_timeout``), ``slow_peer`` (nothing got through to the peer for
+        ``slow_peer_timeout``, or its queue stayed full that long)."""
+        cfg = self.host.config
+        if now - link.last_rx > cfg.link_timeout:
+            log.info("link %s: silent for %.1fs, closing", self.addr, now - link.last_rx)
+            return "timeout"
+        stalled = self.out.stalled_for(now)
+        if stalled > cfg.slow_peer_timeout:
+            log.info("link %s: nothing got through to it for %.1fs, closing", self.addr,
+                     stalled)
+            return "slow_peer"
+        if full_since is not None and now - full_since > cfg.slow_peer_timeout:
+            log.info("link %s: its queue has been full for %.1fs, closing", self.addr,
+                     now - full_since)
+            return "slow_peer"
+        return None
+
+    def _answer_pings(self, link: PeerLink, count: int, now: float) -> bool:
+        """Charge ``count`` new Pings to the peer's limit and queue one Pong, for the
+        newest (dropped and counted, like any frame, if the queue is full). Returns False
+        if the peer went over the limit: the link is then closed (``ping_flood``)."""
+        assert link.ping_bucket is not None
+        if not link.ping_bucket.take(count, now):
+            log.warning("link %s (%s) sent more than %g Pings/s; closing it", link.peer.name,
+                        link.peer_hex[:8], link.ping_bucket.rate)
+            link.abort("ping_flood")
+            return False
+        self.out.put_nowait(self.proto.data_to_send())
+        return True
 
     def _dispatch(self, msgs: list[GossipMessage]) -> None:
         if msgs and self.link is not None:
@@ -336,7 +366,7 @@ class _Connection:
         receive_some = self.stream.receive_some
         size = self.host.config.read_size
         current_time = trio.current_time
-        pongs = 0
+        pongs = pings = 0
         while not self.out.closing:
             data = await receive_some(size)
             if not data:
@@ -345,8 +375,10 @@ class _Connection:
             link.last_rx = now = current_time()
             link.bytes_received += len(data)
             events = proto.receive_data(data)
-            if proto.has_output:  # Pongs to our peer's Pings
-                self.out.put_force(proto.data_to_send())
+            if proto.pings_received != pings:  # one Pong for the newest Ping, within limits
+                if not self._answer_pings(link, proto.pings_received - pings, now):
+                    return
+                pings = proto.pings_received
             if proto.pongs_received != pongs:
                 pongs = proto.pongs_received
                 assert proto.last_echo is not None

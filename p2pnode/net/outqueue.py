@@ -30,6 +30,8 @@ class OutQueue:
         #: True once the queue refused an item, until the writer next makes progress.
         #: A queue that stays in this state has a stuck reader on the other end.
         self.overflowing = False
+        #: Trio time at which the send under way last made progress (None: not sending).
+        self._progress_at: float | None = None
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -52,10 +54,19 @@ class OutQueue:
         return True
 
     def put_force(self, data: bytes) -> None:
-        """Queue ``data`` even over the limit (for small control frames and replies)."""
+        """Queue ``data`` even over the limit. Only for a link's frames sent once (Hello,
+        Accept, Refuse, Bye) and for replies to local API clients (who are not read
+        further while their queue is over half full); never for anything a peer can
+        make us send again and again."""
         if not self._closing:
             self._buf += data
             self._wake.set()
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds (up to ``now``) that the writer has been sending without getting a
+        slice through; 0 while it is not sending. A reader that stopped reading shows
+        here once the transport's own buffers are full."""
+        return 0.0 if self._progress_at is None else now - self._progress_at
 
     def close(self) -> None:
         """Stop taking data; the writer sends what is queued, then returns."""
@@ -90,6 +101,9 @@ class OutQueue:
             # Send in slices, so that progress (sent_bytes) shows while a large batch
             # crawls over a slow link; a stuck peer shows none.
             view = memoryview(data)
+            self._progress_at = trio.current_time()
             for start in range(0, len(data), SLICE):
                 await stream.send_all(view[start : start + SLICE])
                 self.sent_bytes += min(SLICE, len(data) - start)
+                self._progress_at = trio.current_time()
+            self._progress_at = None

@@ -108,7 +108,8 @@ class LinkProtocol:
         self.state = LinkState.HELLO_WAIT
         self._frames = FrameDecoder(max_frame)
         self._pending: list[bytes] = []
-        self._output = bytearray()
+        #: The ``time`` of the newest Ping not answered yet (one Pong answers them all).
+        self._echo: float | None = None
         #: Our link count, sent in Pings and Pongs (the caller keeps it current).
         self.local_links = 0
         #: True if we want this link kept (sent in Pings and Pongs).
@@ -120,6 +121,8 @@ class LinkProtocol:
         #: The ``time`` echoed by the peer's last Pong (None before one).
         self.last_echo: float | None = None
         self.pongs_received = 0
+        #: Pings received so far (the caller rate-limits them).
+        self.pings_received = 0
 
     @property
     def decides(self) -> bool:
@@ -135,12 +138,17 @@ class LinkProtocol:
 
     @property
     def has_output(self) -> bool:
-        """True if ``data_to_send()`` has bytes (Pongs) for the peer."""
-        return bool(self._output)
+        """True if ``data_to_send()`` has bytes (a Pong) for the peer."""
+        return self._echo is not None
 
     def data_to_send(self) -> bytes:
-        """Bytes the machine itself produced while receiving (Pongs); empties the buffer."""
-        out, self._output = bytes(self._output), bytearray()
+        """Bytes the machine itself produced while receiving: at most one Pong, which
+        echoes the newest Ping received since the last call (only the newest needs an
+        answer: the peer measures its round-trip time with it). Empties the buffer."""
+        if self._echo is None:
+            return b""
+        out = encode_message(Pong(self._echo, self.local_links, self.local_keep))
+        self._echo = None
         return out
 
     def ping(self, now: float) -> bytes:
@@ -206,7 +214,8 @@ class LinkProtocol:
             elif type(msg) is Ping:
                 self.peer_links = msg.links
                 self.peer_keep = msg.keep
-                self._output += encode_message(Pong(msg.time, self.local_links, self.local_keep))
+                self._echo = msg.time
+                self.pings_received += 1
             elif type(msg) is Pong:
                 self.peer_links = msg.links
                 self.peer_keep = msg.keep
