@@ -15,12 +15,13 @@ from p2pnode.keys import NodeIdentity
 from p2pnode.testing import (
     MemoryNetwork,
     make_identity,
-    open_raw_link,
     start_memory_mesh,
     wait_linked,
     wait_until,
 )
-from p2pnode.wire.messages import Batch, Item, encode_message
+from p2pnode.wire.messages import Batch, Item, decode_body, encode_message
+
+from .hostile import HostilePeer
 
 SEEN = 2_000  # a small seen-cache, so that the flood is short; the attack is the same
 
@@ -49,14 +50,18 @@ async def test_flushing_the_seen_cache_and_the_origin_table_does_not_allow_a_rep
             await wait_linked([a, b], [(1, 0)])
             got: list[bytes] = []
             a.on_deliver.append(lambda msg: got.append(msg.id) if msg.topic == "t" else None)
+            mallory = make_identity(random.Random(666))
+            peer = await HostilePeer.connect_memory(net, a, identity=mallory)
+            stream = peer.stream
             msg_hex, _ = b.publish("t", b"pay 100 to mallory")
             b.flush()
             await wait_until(lambda: len(got) == 1)
-            # The attacker, a member linked to A, has B's genuine signed batch (A sent
-            # it along; here it is taken from A's history, where it is the same bytes).
-            genuine = next(e.batch for e in a.router.history if e.batch.origin == b.node_id)
-            mallory = make_identity(random.Random(666))
-            stream = await open_raw_link(net, a, mallory.node_id, "mallory")
+            # The attacker, a member linked to A, gets B's genuine signed batch from A.
+            while True:
+                genuine = await peer.wait_for(Batch)
+                if genuine.origin == b.node_id and bytes.fromhex(msg_hex) in [
+                        item.id for item in decode_body(genuine.body, 1 << 20).items]:
+                    break
             # 1. Flush A's seen-cache with batches of its own.
             await send_paced(stream, [own_batch(mallory, k) for k in range(1, SEEN + 200)],
                              per_send=2_000)
@@ -76,7 +81,7 @@ async def test_flushing_the_seen_cache_and_the_origin_table_does_not_allow_a_rep
             assert a.router.order.knows(b.node_id)  # B's run was not pushed out
             assert a.router.order.owned_by(mallory.node_id) <= 4096
             assert a.router.order.stats.stale >= 1
-            await stream.aclose()
+            await peer.aclose()
             nursery.cancel_scope.cancel()
 
 
@@ -88,7 +93,8 @@ async def test_a_peer_bringing_new_origins_too_fast_is_limited(
         async with trio.open_nursery() as nursery:
             (a,) = await start_memory_mesh(nursery, [], 1, network=net, seed=3)
             mallory = make_identity(random.Random(1))
-            stream = await open_raw_link(net, a, mallory.node_id, "mallory")
+            peer = await HostilePeer.connect_memory(net, a, identity=mallory)
+            stream = peer.stream
             rng = random.Random(2)
             burst = [own_batch(make_identity(rng), 1) for _ in range(1_500)]
             await stream.send_all(b"".join(encode_message(x) for x in burst))
@@ -106,5 +112,5 @@ async def test_a_peer_bringing_new_origins_too_fast_is_limited(
             await wait_until(lambda: a.router.stats.received >= 1_676)
             assert 1_124 <= a.router.order.tracked <= 1_127
             assert a.status_info()["security"]["new_origin_limited"] == stats.new_origin_limited
-            await stream.aclose()
+            await peer.aclose()
             nursery.cancel_scope.cancel()
