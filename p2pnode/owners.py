@@ -152,10 +152,10 @@ def ensure_private_dir(path: Path) -> None:
     mode = stat.S_IMODE(st.st_mode)
     owner = user_label(st.st_uid)
     if stat.S_ISLNK(st.st_mode):
-        problem, fix = (f"is a symbolic link (made by {owner})",
+        problem, fix = (f"is a symbolic link made by {owner}",
                         f"remove it (rm {path}, as its owner or root)")
     elif not stat.S_ISDIR(st.st_mode):
-        problem, fix = (f"is not a directory (a file of {owner})",
+        problem, fix = (f"is a file of {owner}, not a directory",
                         f"remove it (rm {path}, as its owner or root)")
     elif st.st_uid != me:
         problem, fix = (f"is owned by {owner}, not by {_you()}",
