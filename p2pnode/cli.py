@@ -536,6 +536,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = exc.filename or getattr(args, "socket", None) or default_socket_path()
         print(f"p2pnode: error: no node at the socket {where} ({exc.strerror}); "
               "is `p2pnode run` running, and is --socket right?", file=sys.stderr)
+    except PermissionError as exc:
+        where = exc.filename or getattr(args, "socket", None) or default_socket_path()
+        print(f"p2pnode: error: no access to the socket {where} ({exc.strerror}): it or its "
+              "directory belongs to another user; run this as the node's user (or a member "
+              "of its --api-group)", file=sys.stderr)
     except OSError as exc:
         print(f"p2pnode: error: {exc}", file=sys.stderr)
     except trio.EndOfChannel as exc:
