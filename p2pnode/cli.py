@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 
 EPILOG = f"""\
 The socket defaults to $P2PNODE_SOCKET, else $XDG_RUNTIME_DIR/p2pnode.sock, else
-/tmp/p2pnode-UID.sock (here: {default_socket_path()}). The default topic is
+/tmp/p2pnode-UID/p2pnode.sock (here: {default_socket_path()}). Clients talk only
+to a node of their own user or root, or of --server-user. The default topic is
 "{DEFAULT_TOPIC}". See docs/cli.md for the full reference."""
 
 RUN_EPILOG = f"""\
@@ -64,6 +65,15 @@ variable over the file, the file over the default. See docs/cli.md.
 def _add_socket(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", type=Path, default=None, metavar="PATH",
                    help="the node's local API socket (default: see below)")
+
+
+def _add_client_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of every client command: where the node is, and whom to trust."""
+    _add_socket(p)
+    p.add_argument("--server-user", default=None, metavar="USER",
+                   help="also talk to a node run by this user (a name or uid; default "
+                        "$P2PNODE_SERVER_USER). Without it, a socket served by anyone but "
+                        "you or root is refused")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="publish messages",
                           description="Publish TEXT as one message; without TEXT, publish "
                                       "each line of standard input as a message.")
-    _add_socket(send)
+    _add_client_flags(send)
     send.add_argument("--topic", default=DEFAULT_TOPIC, help=f"default {DEFAULT_TOPIC!r}")
     send.add_argument("--to", default=None, metavar="NODE_ID",
                       help="deliver only at this node (a direct message)")
@@ -98,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     recv = sub.add_parser("recv", help="print messages as they arrive",
                           description="Subscribe and print messages as they arrive.")
-    _add_socket(recv)
+    _add_client_flags(recv)
     recv.add_argument("--topic", action="append", default=[], metavar="T",
                       help=f"a topic to receive (repeatable; default {DEFAULT_TOPIC!r}; "
                            "'*' for all topics)")
@@ -113,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("peers", "list the linked peers"),
                        ("status", "summarise the node's state, links, rates and drops")):
         p = sub.add_parser(name, help=text, description=text.capitalize() + ".")
-        _add_socket(p)
+        _add_client_flags(p)
         p.add_argument("--json", action="store_true",
                        help="print the node's reply as JSON" if name == "status" else
                        "print JSON")
@@ -125,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "monitor", help="stream the node's logs and events",
         description="Print the node's log records, link changes and (with --messages) "
                     "message deliveries as they happen, until Ctrl-C.")
-    _add_socket(monitor)
+    _add_client_flags(monitor)
     monitor.add_argument("--level", choices=LOG_LEVELS, default="info",
                          help="the lowest log level to show (default info; the node "
                               "sends only what passes its own --log-level)")
@@ -139,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the nodes of the mesh and their links, as this node knows them "
                     "from the link lists every node shares (every 30 s, and soon after a "
                     "link changes), with when each node was last heard of.")
-    _add_socket(mesh)
+    _add_client_flags(mesh)
     out = mesh.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the node's reply as JSON")
     out.add_argument("--dot", action="store_true",
@@ -254,7 +264,7 @@ def security_summary(node: Node) -> str:
 
 
 async def cmd_send(args: argparse.Namespace) -> int:
-    client = await open_client(args.socket)
+    client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         if args.text:
             msg_id = await client.publish(args.topic, " ".join(args.text), args.to)
@@ -339,7 +349,7 @@ async def cmd_recv(args: argparse.Namespace) -> int:
     topics = [] if "*" in topics else topics
     if args.count is not None and args.count < 1:
         raise P2PError("--count must be at least 1")
-    client = await open_client(args.socket)
+    client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         since = parse_since_arg(args.since) if args.since is not None else None
         reply = await client.subscribe(topics, since)
@@ -369,7 +379,7 @@ async def cmd_recv(args: argparse.Namespace) -> int:
 async def cmd_monitor(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise P2PError("--count must be at least 1")
-    client = await open_client(args.socket)
+    client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         await client.monitor(args.level, args.messages)
         print(f"p2pnode: monitoring {client_path(args.socket)} (level {args.level}"
@@ -413,7 +423,7 @@ def monitor_line(event: dict[str, Any], level: str) -> str | None:
 
 
 async def cmd_mesh(args: argparse.Namespace) -> int:
-    client = await open_client(args.socket)
+    client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         view = await client.request({"op": "mesh"})
     view.pop("ok", None)
@@ -449,7 +459,7 @@ def mesh_table(view: dict[str, Any]) -> str:
 
 
 async def cmd_info(args: argparse.Namespace) -> int:
-    client = await open_client(args.socket)
+    client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         if args.command == "peers":
             peers = await client.peers(args.wait_min, args.wait_max, args.timeout)
@@ -526,6 +536,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = exc.filename or getattr(args, "socket", None) or default_socket_path()
         print(f"p2pnode: error: no node at the socket {where} ({exc.strerror}); "
               "is `p2pnode run` running, and is --socket right?", file=sys.stderr)
+    except PermissionError as exc:
+        where = exc.filename or getattr(args, "socket", None) or default_socket_path()
+        print(f"p2pnode: error: no access to the socket {where} ({exc.strerror}): it or its "
+              "directory belongs to another user; run this as the node's user (or a member "
+              "of its --api-group)", file=sys.stderr)
     except OSError as exc:
         print(f"p2pnode: error: {exc}", file=sys.stderr)
     except trio.EndOfChannel as exc:

@@ -8,6 +8,12 @@
 
     with BlockingClient() as client:
         client.publish("chat", "hello")
+
+Both check, right after connecting and before sending anything, who serves the socket
+(``SO_PEERCRED``): the node must run as this process's user, as root, or as the
+``server_user`` given (else ``$P2PNODE_SERVER_USER``). Any other server raises
+``p2pnode.errors.UntrustedServer``: another user's process at the socket path would
+read what the client sends and could answer with anything.
 """
 
 from __future__ import annotations
@@ -24,7 +30,11 @@ from typing import Any
 import trio
 
 from .config import default_socket_path
-from .errors import P2PError
+from .errors import P2PError, UntrustedServer
+from .owners import check_server
+
+__all__ = ["ApiReplyError", "BlockingClient", "Client", "UntrustedServer", "check_server",
+           "event_payload", "open_client", "peers_request", "publish_request"]
 
 MAX_LINE = 4 << 20  # a reply or event line longer than this is refused (bytes)
 
@@ -197,23 +207,41 @@ class Client:
                 return
 
 
-async def open_client(path: str | os.PathLike[str] | None = None) -> Client:
-    """Connect to the node's socket (default: ``$P2PNODE_SOCKET`` or the per-user path)."""
+async def open_client(path: str | os.PathLike[str] | None = None, *,
+                      server_user: str | int | None = None) -> Client:
+    """Connect to the node's socket (default: ``$P2PNODE_SOCKET`` or the per-user path)
+    and check who serves it (see the module's docstring).
+
+    Raises ``OSError`` (no node there), ``UntrustedServer`` (the server runs as another
+    user than ours, root or ``server_user``: a name or uid), ``ConfigError`` (a
+    ``server_user`` that names no user).
+    """
     target = Path(path) if path is not None else default_socket_path()
-    return Client(await trio.open_unix_socket(str(target)))
+    stream = await trio.open_unix_socket(str(target))
+    try:
+        check_server(stream.socket, target, server_user)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return Client(stream)
 
 
 class BlockingClient:
-    """A small blocking client (plain sockets), for scripts that do not use trio."""
+    """A small blocking client (plain sockets), for scripts that do not use trio.
+
+    Connects in the constructor and checks who serves the socket, like
+    ``open_client`` (same arguments and errors), then ``timeout`` bounds every
+    blocking read (None: wait for ever)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None,
-                 timeout: float | None = 30.0) -> None:
+                 timeout: float | None = 30.0, *, server_user: str | int | None = None) -> None:
         target = Path(path) if path is not None else default_socket_path()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(str(target))
-        except OSError:
+            check_server(self.sock, target, server_user)
+        except BaseException:
             self.sock.close()
             raise
         self._lines = _LineBuffer()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from pathlib import Path
 
 from .errors import ConfigError
@@ -59,15 +60,30 @@ def format_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def private_socket_dir() -> Path:
+    """Where the default socket lives when there is no ``$XDG_RUNTIME_DIR``:
+    ``/tmp/p2pnode-UID``, a directory the node creates with mode 0700 and refuses to
+    use unless it is its user's own and closed to others (``owners.ensure_private_dir``),
+    so that no other user can take the path first."""
+    return Path(f"/tmp/p2pnode-{os.geteuid()}")
+
+
 def default_socket_path() -> Path:
-    """``$P2PNODE_SOCKET``, else ``$XDG_RUNTIME_DIR/p2pnode.sock``, else a per-user /tmp path."""
+    """``$P2PNODE_SOCKET``; else ``$XDG_RUNTIME_DIR/p2pnode.sock`` if that is a directory
+    of this user's; else ``/tmp/p2pnode-UID/p2pnode.sock`` (``private_socket_dir``)."""
     env = os.environ.get("P2PNODE_SOCKET")
     if env:
         return Path(env)
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and Path(runtime).is_dir():
-        return Path(runtime) / "p2pnode.sock"
-    return Path(f"/tmp/p2pnode-{os.getuid()}.sock")
+    if runtime:
+        try:
+            st = os.stat(runtime)
+        except OSError:
+            pass
+        else:
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+                return Path(runtime) / "p2pnode.sock"
+    return private_socket_dir() / "p2pnode.sock"
 
 
 def default_data_dir() -> Path:

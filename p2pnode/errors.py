@@ -31,6 +31,12 @@ class ConfigError(LocalError):
     """A configuration value (flag, environment, file) is invalid."""
 
 
+class UnsafePath(ConfigError):
+    """A directory or file that another local user could control: the socket's
+    private directory, the data directory, a key file. Refused before it is used;
+    the message names the path, what is wrong and what to do."""
+
+
 class RemoteProtocolError(P2PError):
     """The other side (a peer or a local client) broke the protocol.
 
@@ -46,3 +52,16 @@ class RemoteProtocolError(P2PError):
 
 class SocketInUse(LocalError):
     """Another live node already serves the local API socket path."""
+
+
+class UntrustedServer(P2PError):
+    """The process serving the local API socket runs as a user this client does not
+    trust (not the client's own user, not root, not the allowed ``server_user``).
+
+    Nothing was sent to it. ``path`` is the socket, ``uid`` the server's user id.
+    """
+
+    def __init__(self, path: str, uid: int, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.uid = uid

@@ -1,8 +1,9 @@
 """The node's data directory: created with mode 0700, and locked while a node runs.
 
 The directory holds the node's identity key (``node_key``, see ``keys.py``), so a
-restarted node is the same peer. The lock keeps two running nodes from sharing one
-data directory (and so one identity).
+restarted node is the same peer. It must be the node's user's own and not writable by
+group or others, or another user could swap in their own key (``owners.check_data_dir``).
+The lock keeps two running nodes from sharing one data directory (and so one identity).
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError
+from .owners import check_data_dir
 
 LOCK_FILE = "lock"
 
 
 def prepare_data_dir(data_dir: Path) -> None:
-    """Create the data directory (mode 0700) if missing. Raises ``ConfigError``."""
+    """Create the data directory (mode 0700) if missing, and check that no other user
+    can write into it. Raises ``ConfigError`` (``UnsafePath`` for the latter)."""
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create data directory {data_dir}: {exc}") from None
     if not data_dir.is_dir():
         raise ConfigError(f"data directory {data_dir} is not a directory")
+    check_data_dir(data_dir)
 
 
 class DataDirLock:
@@ -38,7 +42,10 @@ class DataDirLock:
 
     def acquire(self) -> None:
         prepare_data_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the lock file {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

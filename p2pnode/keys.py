@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
@@ -28,6 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from .errors import ConfigError
 from .ids import ID_LEN
+from .owners import check_owned_file
 
 NODE_KEY_FILE = "node_key"
 OPEN_NETWORK_TAG = "open"
@@ -49,31 +51,55 @@ def _private_pem(key: ed25519.Ed25519PrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _write_secret(path: Path, data: bytes, *, overwrite: bool) -> None:
-    """Write ``data`` to ``path`` with mode 0600, atomically."""
+def _write_secret(path: Path, data: bytes, what: str, *, overwrite: bool) -> None:
+    """Write ``data`` to ``path`` with mode 0600, atomically (through a temporary file
+    beside it, removed on any failure). Raises ``ConfigError`` naming the file and the
+    step that failed (a full disk: ``No space left on device``)."""
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} exists already; not overwriting a key")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    step = f"create {tmp}"
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            step = f"write {tmp}"
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            step = f"sync {tmp}"
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        step = f"rename {tmp.name} to {path.name}"
+        os.replace(tmp, path)
+    except OSError as exc:
+        if not step.startswith("create"):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise ConfigError(f"cannot write {what} {path}: {exc.strerror} (could not "
+                          f"{step})") from None
 
 
 def _read_private_key(path: Path, what: str) -> ed25519.Ed25519PrivateKey:
-    """Load an Ed25519 private key PEM that only its owner may read."""
+    """Load an Ed25519 private key PEM that only its owner, this user, may read."""
     try:
-        mode = os.stat(path).st_mode
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the start
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{what} {path} is open to group or others "
-                          f"(mode {stat.S_IMODE(mode):o}); "
-                          f"run: chmod 600 {path}")
+    with os.fdopen(fd, "rb") as file:
+        st = os.fstat(file.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} {path} is not a regular file")
+        check_owned_file(st, path, what)
+        mode = st.st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"{what} {path} is open to group or others "
+                              f"(mode {stat.S_IMODE(mode):o}); "
+                              f"run: chmod 600 {path}")
+        try:
+            data = file.read(64 * 1024)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -107,14 +133,16 @@ class NodeIdentity:
 def load_or_create_identity(data_dir: Path) -> NodeIdentity:
     """The identity kept in ``data_dir`` (created on first use, mode 0600).
 
-    Raises ``ConfigError`` if the key file is unreadable, malformed or readable by
-    others (it is never silently replaced: that would change the node's identity).
+    Raises ``ConfigError`` if the key file is unreadable, malformed, readable by
+    others or owned by another user (``UnsafePath``); it is never silently replaced:
+    that would change the node's identity. A key that cannot be written (a full disk)
+    raises ``ConfigError`` naming the file, and leaves no temporary file behind.
     """
     path = data_dir / NODE_KEY_FILE
     if path.exists():
         return NodeIdentity.from_key(_read_private_key(path, "node key"))
     identity = NodeIdentity.generate()
-    _write_secret(path, _private_pem(identity.key), overwrite=False)
+    _write_secret(path, _private_pem(identity.key), "node key", overwrite=False)
     return identity
 
 
@@ -144,7 +172,7 @@ class NetworkKey:
 def generate_network_key(path: Path) -> NetworkKey:
     """Write a new network key to ``path`` (mode 0600). Refuses to overwrite a file."""
     key = ed25519.Ed25519PrivateKey.generate()
-    _write_secret(path, _private_pem(key), overwrite=False)
+    _write_secret(path, _private_pem(key), "network key", overwrite=False)
     return NetworkKey.load(path)
 
 

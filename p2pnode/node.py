@@ -118,7 +118,8 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the node until cancelled or ``stop()``; ``started`` once it listens and
         serves its socket. Raises ``SocketInUse``, ``OSError`` (a port in use),
-        ``ConfigError`` (the data directory is in use by another node)."""
+        ``ConfigError`` (the data directory is in use by another node; ``UnsafePath``:
+        the private socket directory is not safe to use)."""
         if self._lock is not None:
             self._lock.acquire()
         try:

@@ -464,7 +464,7 @@ class Lab:
         name = self.host(host)
         if self.node_pid(name) is not None:
             raise LabError(f"{name}: the node is running already")
-        (self.host_dir(name) / "data").mkdir(parents=True, exist_ok=True)
+        (self.host_dir(name) / "data").mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
             env: dict[str, str] = {}
             ready: socket.socket | None = None

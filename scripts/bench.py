@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from p2pnode.owners import check_server
+
 PAYLOAD_SIZE = 100
 TOPIC = b"bench"
 P2PNODE = str(Path(sys.executable).with_name("p2pnode"))
@@ -105,6 +107,7 @@ class Node:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect(str(self.socket))
+            check_server(s, self.socket)  # the node we started, not another user's
             s.sendall(json.dumps(req).encode() + b"\n")
             buf = b""
             while b"\n" not in buf:
@@ -194,6 +197,7 @@ def subscriber_main(paths: list[str], n: int, deadline: float, latency: bool,
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         s.connect(path)
+        check_server(s, path)
         s.sendall(b'{"op":"subscribe","topics":["' + TOPIC + b'"]}\n')
         buf = b""
         while b"\n" not in buf:
@@ -289,6 +293,7 @@ class Publisher:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.connect(str(path))
+        check_server(self.sock, path)
         self.replies = 0
         self.errors = 0
         self.first_error = b""

@@ -16,8 +16,6 @@ import os
 import pwd
 import select
 import socket as stdsocket
-import stat
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,8 +23,9 @@ from typing import Any, Protocol
 import trio
 
 from ..config import NodeConfig
-from ..errors import ConfigError, SocketInUse
+from ..errors import ConfigError
 from ..net.outqueue import OutQueue
+from ..owners import peer_credentials
 from ..ratelimit import TokenBucket
 from ..wire.messages import Gossip
 from .monitor import MonitorHub
@@ -51,10 +50,10 @@ from .protocol import (
     publish_payload,
     publish_target,
 )
+from .sockfile import bind_unix_socket, remove_if_ours
 
 log = logging.getLogger("p2pnode.api")
 MAX_TOPICS_PER_CLIENT = 4096
-_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class ApiBackend(Protocol):
@@ -150,7 +149,9 @@ class ApiServer:
         """Bind the socket and serve clients until cancelled; removes the socket file on exit.
 
         Raises ``SocketInUse`` if a live node already serves the path, or if the
-        path exists and is not a socket; ``OSError`` if binding fails.
+        path exists and is not a socket; ``UnsafePath`` if the default private
+        directory is not safe (``owners.ensure_private_dir``); ``OSError`` if binding
+        fails.
         """
         path = self.config.socket_path
         sock = await bind_unix_socket(path)
@@ -166,7 +167,7 @@ class ApiServer:
         finally:
             self.monitors.close()
             sock.close()
-            _remove_if_ours(path, ident)
+            remove_if_ours(path, ident)
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
@@ -182,11 +183,10 @@ class ApiServer:
     def _admitted(self, stream: trio.SocketStream) -> bool:
         """Whether the connecting process runs as our user (or in the admitted group)."""
         try:
-            raw = stream.socket.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED,
-                                           _CREDS.size)
+            cred = peer_credentials(stream.socket)
         except OSError:
             return False
-        _pid, uid, gid = _CREDS.unpack(raw)
+        uid, gid = cred.uid, cred.gid
         if uid == os.geteuid():
             return True
         if self._group is None:
@@ -414,29 +414,6 @@ class ApiServer:
                     del self._by_topic[topic]
 
 
-async def bind_unix_socket(path: Path) -> trio.socket.SocketType:
-    """Bind and listen on a Unix socket at ``path`` with mode 0600.
-
-    A stale socket file (nobody listening) is replaced; a live one is not.
-    Raises ``SocketInUse`` or ``OSError``.
-    """
-    if _prepare_parent(path):
-        await _check_stale(path)
-        os.unlink(path)
-    sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        await sock.bind(str(path))
-    except OSError:
-        sock.close()
-        raise
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    sock.listen(128)
-    return sock
-
-
 async def _refuse_client(stream: trio.SocketStream, err: ApiError) -> None:
     """Tell a client why it is refused, then let it hang up (within a second): closing
     with its request unread would reset the connection before it reads the reason."""
@@ -467,36 +444,3 @@ def _peer_closed(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLHUP)
     return any(events & select.POLLHUP for _fd, events in poller.poll(0))
-
-
-def _prepare_parent(path: Path) -> bool:
-    """Create the socket's directory if needed; return True if ``path`` exists."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path.exists() or path.is_symlink()
-
-
-async def _check_stale(path: Path) -> None:
-    """Raise ``SocketInUse`` unless ``path`` is a socket file nobody listens on."""
-    if not stat.S_ISSOCK(os.lstat(path).st_mode):
-        raise SocketInUse(f"{path} exists and is not a socket; not replacing it")
-    probe = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-    try:
-        with trio.move_on_after(2) as scope:
-            await probe.connect(str(path))
-        if scope.cancelled_caught:
-            raise SocketInUse(f"another node seems to serve {path} (it accepts but is slow)")
-    except (ConnectionRefusedError, FileNotFoundError):
-        log.info("replacing stale socket file %s", path)
-        return
-    finally:
-        probe.close()
-    raise SocketInUse(f"another node is already serving {path}")
-
-
-def _remove_if_ours(path: Path, ident: os.stat_result) -> None:
-    try:
-        now = os.stat(path)
-        if (now.st_dev, now.st_ino) == (ident.st_dev, ident.st_ino):
-            path.unlink()
-    except OSError:
-        pass
