@@ -133,6 +133,7 @@ class NodeConfig:
     peer_bytes_per_s: float = 64 << 20  # gossip bytes a peer may send us per second
     peer_batches_per_s: float = 20_000  # signed batches a peer may send us per second
     client_publish_per_s: float = 200_000  # messages one local client may publish per second
+    client_replays_per_s: float = 5.0  # subscribes with since per client per second (bursts: x4)
     max_pending_handshakes: int = 64  # inbound connections still in TLS or link handshake
     max_conns_per_ip: int = 32  # open inbound connections from one address
     api_group: str | None = None  # also admit local clients of this group (socket mode 0660)
@@ -165,6 +166,7 @@ class NodeConfig:
             "seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
             "ping_interval", "link_timeout", "slow_peer_timeout", "publish_wait_max",
             "prune_cooldown", "peer_bytes_per_s", "peer_batches_per_s", "client_publish_per_s",
+            "client_replays_per_s",
         )
         for field in positive_floats:
             if not getattr(self, field) > 0:
