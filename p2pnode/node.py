@@ -553,7 +553,7 @@ class Node:
                 "events_dropped": self.api.stats.events_dropped,
                 "clients_refused": self.api.stats.clients_refused,
                 "clients_forbidden": self.api.stats.clients_forbidden,
-                "rate_limited": self.api.stats.rate_limited,
+                "rate_limited": self.api.stats.rate_limited, "replays": self.api.stats.replays,
             }
         return info
 

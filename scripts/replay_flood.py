@@ -2,7 +2,7 @@
 """Measure what ``subscribe`` with ``since`` costs a node, and what a flood of them does
 (docs/security.md, "Replay floods").
 
-    replay_flood.py [--history-mib 4] [--payload 1000] [--requests 2000]
+    replay_flood.py [--history-mib 4] [--payload 1000] [--requests 2000] [--clients 1]
                     [--flood-since 0|unknown] [--flood-topics none|all] [--json]
 
 Two nodes, A and B, each in its own process (real loopback TCP with TLS, real Unix
@@ -13,8 +13,8 @@ sockets, in a temporary directory), linked to each other. A client fills A's his
   the per-client rate limit), timed from sending the request to receiving its reply and
   all its events. Cases: the whole history (all topics), the whole history filtered to a
   topic it does not hold, an unknown message id, and a recent message id.
-- flood: one client sends ``--requests`` ``subscribe`` lines with ``since`` in one
-  write and reads the answers, while two probes measure the latency of a message
+- flood: ``--clients`` clients send ``--requests`` ``subscribe`` lines with ``since``
+  in all, each its share in one write, and read the answers, while two probes measure the latency of a message
   published every 10 ms, A's app to A's app and B's app to A's app, and a task inside
   node A's process measures the longest time its event loop did not get round to it
   (it asks to wake every millisecond). The link A-B must stay up.
@@ -237,27 +237,44 @@ class Probe:
             t.join(10)
 
 
-def flood(node: NodeProc, requests: int, since: str | float,
+def flood_one(conn: Conn, line: bytes, requests: int, counts: list[int]) -> None:
+    """Send ``requests`` copies of ``line`` in one write; count the replies in
+    ``counts`` (ok, rate_limited, other errors)."""
+    sender = threading.Thread(target=conn.sock.sendall, args=(line * requests,))
+    sender.start()
+    while sum(counts) < requests:
+        got = conn.next_line()
+        if not is_reply(got):
+            continue
+        if b'"ok":true' in got:
+            counts[0] += 1
+        elif b'"rate_limited"' in got:
+            counts[1] += 1
+        else:
+            counts[2] += 1
+    sender.join()
+
+
+def flood(node: NodeProc, requests: int, clients: int, since: str | float,
           topics: list[str]) -> dict[str, Any]:
+    """``clients`` connections send ``requests`` replay requests in all, each its share
+    in one write, at once."""
     line = json.dumps({"op": "subscribe", "topics": topics, "since": since}).encode() + b"\n"
-    ok = limited = other = 0
+    conns = [Conn(node.socket, timeout=FLOOD_TIMEOUT) for _ in range(clients)]
+    counts = [[0, 0, 0] for _ in conns]
+    threads = [threading.Thread(target=flood_one,
+                                args=(c, line, requests // clients, counts[k]))
+               for k, c in enumerate(conns)]
     start = time.perf_counter()
-    with Conn(node.socket, timeout=FLOOD_TIMEOUT) as conn:
-        sender = threading.Thread(target=conn.sock.sendall, args=(line * requests,))
-        sender.start()
-        while ok + limited + other < requests:
-            got = conn.next_line()
-            if not is_reply(got):
-                continue
-            if b'"ok":true' in got:
-                ok += 1
-            elif b'"rate_limited"' in got:
-                limited += 1
-            else:
-                other += 1
-        sender.join()
-    return {"seconds": time.perf_counter() - start, "ok": ok, "rate_limited": limited,
-            "other_errors": other}
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(FLOOD_TIMEOUT)
+    seconds = time.perf_counter() - start
+    for c in conns:
+        c.sock.close()
+    return {"seconds": seconds, "ok": sum(c[0] for c in counts),
+            "rate_limited": sum(c[1] for c in counts), "other_errors": sum(c[2] for c in counts)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -279,7 +296,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         a.gap.value = 0.0
         since: str | float = 0 if args.flood_since == "0" else "00" * 16
         topics = [] if args.flood_topics == "all" else ["nothing"]
-        result["flood"] = flood(a, args.requests, since, topics)
+        result["flood"] = flood(a, args.requests, args.clients, since, topics)
         result["flood"]["max_loop_stall_s"] = a.gap.value
         time.sleep(0.3)
         for p in probes:
@@ -303,6 +320,8 @@ def main() -> int:
     parser.add_argument("--history-mib", type=float, default=4.0)
     parser.add_argument("--payload", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=1,
+                        help="connections the flood is spread over (default 1)")
     parser.add_argument("--flood-since", choices=("0", "unknown"), default="0")
     parser.add_argument("--flood-topics", choices=("none", "all"), default="none")
     parser.add_argument("--json", action="store_true")

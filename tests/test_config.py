@@ -169,7 +169,8 @@ POSITIVE_INTS = [
     "max_frame", "max_payload", "link_queue_bytes", "client_queue_bytes", "read_size",
     "max_hops", "seen_max_entries", "max_links", "max_clients",
 ]
-POSITIVE_FLOATS = ["seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max"]
+POSITIVE_FLOATS = ["seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
+                   "client_replays_per_s"]
 
 INVALID: list[Any] = [
     pytest.param({"name": ""}, "name", id="name-empty"),
