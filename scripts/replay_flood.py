@@ -14,10 +14,11 @@ sockets, in a temporary directory), linked to each other. A client fills A's his
   all its events. Cases: the whole history (all topics), the whole history filtered to a
   topic it does not hold, an unknown message id, and a recent message id.
 - flood: ``--clients`` clients send ``--requests`` ``subscribe`` lines with ``since``
-  in all, each its share in one write, and read the answers, while two probes measure the latency of a message
-  published every 10 ms, A's app to A's app and B's app to A's app, and a task inside
-  node A's process measures the longest time its event loop did not get round to it
-  (it asks to wake every millisecond). The link A-B must stay up.
+  in all, each its share in one write, and read the answers, while two probes
+  measure the latency of a message published every 10 ms (an app on A to an app on
+  A, an app on B to an app on A), and a task inside node A's process measures the
+  longest time its event loop did not get round to it (it asks to wake every
+  millisecond). The link A-B must stay up.
 
 Works against older versions of p2pnode (``PYTHONPATH=OLD_CHECKOUT``): a node without a
 replay rate limit answers every request. Only loopback is used.

@@ -220,7 +220,7 @@ async def test_live_messages_during_a_streamed_replay_come_after_it_once_each(
                     a.publish("t", f"live{k}".encode())
                     live.append(f"live{k}")
                     k += 1
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
 
             async with await open_client(a.config.socket_path) as client, \
                     trio.open_nursery() as nursery:
