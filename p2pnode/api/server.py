@@ -14,7 +14,6 @@ import grp
 import logging
 import os
 import pwd
-import select
 import socket as stdsocket
 import stat
 import struct
@@ -54,6 +53,7 @@ from .protocol import (
     publish_target,
 )
 from .replaying import Backlog, Replayer, ReplayRequest, rate_error, replay_burst
+from .waiting import wait_peers
 
 log = logging.getLogger("p2pnode.api")
 MAX_TOPICS_PER_CLIENT = 4096
@@ -338,36 +338,15 @@ class ApiServer:
 
     async def _wait_peers(self, session: Session, req: Peers,
                           stream: trio.SocketStream) -> bool:
-        """Hold a ``peers`` request until the peer count is within its bounds or its
-        timeout. Returns False if the client hung up meanwhile (the session ends)."""
-        low = req.wait_min or 0
-        high = req.wait_max if req.wait_max is not None else 1 << 30
-        gone = False
-        with trio.move_on_after(req.timeout) as scope:
-            async with trio.open_nursery() as nursery:
-
-                async def watch_hangup() -> None:
-                    nonlocal gone
-                    gone = await _hung_up(stream)
-                    if gone:
-                        nursery.cancel_scope.cancel()
-
-                nursery.start_soon(watch_hangup)
-                await self.backend.wait_peer_count(low, high)
-                nursery.cancel_scope.cancel()
-        if gone:
+        """Answer a ``peers`` request that waits (``wait_peers``). Returns False if the
+        client hung up meanwhile (the session ends)."""
+        reply = await wait_peers(self.backend, req, stream)
+        if reply is None:
             return False
-        if scope.cancelled_caught:
+        if isinstance(reply, ApiError):
             self.stats.errors += 1
-            peers = self.backend.peers_info()
-            bounds = " and ".join(
-                f"{word} {n}" for word, n in (("at least", req.wait_min), ("at most", req.wait_max))
-                if n is not None)
-            err = ApiError("timeout", f"after {req.timeout}s the node has {len(peers)} "
-                           f"peers, not {bounds}", req.id)
-            session.out.put_force(encode_error(err))
-        else:
-            session.out.put_force(encode_reply(req.id, {"peers": self.backend.peers_info()}))
+            reply = encode_error(reply)
+        session.out.put_force(reply)
         return True
 
     def _handle(self, session: Session, line: bytes) -> bytes | Peers | ReplayRequest:
@@ -490,27 +469,6 @@ async def _refuse_client(stream: trio.SocketStream, err: ApiError) -> None:
         received = 0
         while received < 65536 and (data := await stream.receive_some(4096)):
             received += len(data)
-
-
-async def _hung_up(stream: trio.SocketStream) -> bool:
-    """Wait until the client hangs up, without consuming what it sends; returns True
-    then. A client that sends more, or only shuts down its sending side (it still
-    reads: ``echo REQUEST | nc -N``), never counts as gone: this waits for ever."""
-    try:
-        data = await stream.socket.recv(1, stdsocket.MSG_PEEK)
-    except OSError:
-        return True
-    if not data and _peer_closed(stream.socket.fileno()):
-        return True
-    await trio.sleep_forever()  # busy or half-closed client: its reply will come
-    raise AssertionError("unreachable")
-
-
-def _peer_closed(fd: int) -> bool:
-    """Whether the other end closed the socket entirely (POLLHUP), not just its writes."""
-    poller = select.poll()
-    poller.register(fd, select.POLLHUP)
-    return any(events & select.POLLHUP for _fd, events in poller.poll(0))
 
 
 def _prepare_parent(path: Path) -> bool:
