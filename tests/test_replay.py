@@ -89,6 +89,14 @@ def test_history_finds_a_time_by_bisection_through_removal_eviction_and_compacti
     h.expire(3997.0 + 1e9)  # everything up to time 3997 expires, the removed one with it
     assert [e.seq for e in h] == [3999, 4000]
     assert h.bytes == sum(e.size for e in h)
+    # Batches removed as forged leave no unbounded trail in the order list.
+    for k in range(5000, 6000):
+        b, ids = batch(ORIGIN, k, [(k, "t")])
+        h.add(b, 1, k, 3999.0 + 1e9 - 10, None, id_range=item_id_range(ids))
+        h.remove(b.origin + b.id)
+    assert [e.seq for e in h] == [3999, 4000]
+    assert len(h._order) - h._head <= 2 + 65
+    assert [e.seq for e in h.since(0.0) if not e.gone] == [3999, 4000]
 
 
 def test_history_keeps_time_order_when_the_clock_goes_back() -> None:

@@ -60,6 +60,7 @@ class History:
         # the middle); the slots before ``_head`` hold ``_EVICTED`` until compacted.
         self._order: list[Entry] = []
         self._head = 0
+        self._removed = 0  # entries ``remove``d, still in ``_order`` past ``_head``
         self._last_time = float("-inf")
         self.bytes = 0
         self.evicted = 0  # batches dropped before their age because of the limits
@@ -109,6 +110,12 @@ class History:
         if entry is not None:
             entry.gone = True
             self.bytes -= entry.size
+            self._removed += 1
+            if self._removed > 64 and self._removed > len(self._entries):
+                # More holes than entries: compact, so the order list stays within twice
+                # the history's bounds whatever is removed.
+                self._order = [e for e in self._order[self._head:] if not e.gone]
+                self._head = self._removed = 0
 
     def expire(self, now: float) -> None:
         """Forget batches older than ``max_age``."""
@@ -129,6 +136,7 @@ class History:
         while order[self._head].gone:  # removed from the middle earlier
             order[self._head] = _EVICTED
             self._head += 1
+            self._removed -= 1
         return order[self._head]
 
     def _pop_oldest(self) -> None:
