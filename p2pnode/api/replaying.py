@@ -21,8 +21,8 @@ from ..gossip.replay import Replay
 from ..net.outqueue import OutQueue
 from .protocol import ApiError, Scalar, encode_event
 
-#: Work per turn of the event loop, in ``Replay`` budget units (about bytes of body
-#: decoded or of payload encoded): 0.1-0.6 ms here (scripts/replay_flood.py).
+#: Work per turn of the event loop, in ``Replay`` budget units (about a byte of body
+#: decoded, or of payload encoded): 0.2-0.5 ms on the machine of docs/performance.md.
 STEP_BUDGET = 128 * 1024
 #: An event line is at least this long: a queue with less room left takes no more.
 MIN_EVENT = 160
