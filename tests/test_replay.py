@@ -17,6 +17,8 @@ import trio
 import trio.testing
 
 from p2pnode.api import replaying
+from p2pnode.api import server as server_module
+from p2pnode.api.server import ApiServer
 from p2pnode.client import ApiReplyError, open_client
 from p2pnode.gossip import replay as replay_module
 from p2pnode.gossip.history import ANY_ID, History, item_id_range
@@ -274,3 +276,36 @@ async def test_replays_are_rate_limited_per_client(
                     raise AssertionError(await client.next_event())
                 status = a.status_info()["api"]
                 assert (status["rate_limited"], status["replays"]) == (1, 6)
+
+
+async def test_one_read_of_many_requests_lets_other_tasks_run(
+    autojump_clock: trio.testing.MockClock, short_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "TURN_BUDGET", 0.0)  # yield after every line
+    log: list[str] = []
+    real_handle = ApiServer._handle
+
+    def handle(self: ApiServer, session: Any, line: bytes) -> Any:
+        log.append("request")
+        return real_handle(self, session, line)
+
+    monkeypatch.setattr(ApiServer, "_handle", handle)
+    with trio.fail_after(60):
+        async with api_node(autojump_clock, socket_path=short_tmp / "a.sock") as a, \
+                await open_client(a.config.socket_path) as client, \
+                trio.open_nursery() as nursery:
+
+            async def other_task() -> None:
+                while True:  # runnable at every turn (cancelled below)
+                    log.append("other")
+                    await trio.lowlevel.checkpoint()
+
+            await client.stream.send_all(b'{"op":"status"}\n' * 50)
+            nursery.start_soon(other_task)
+            for _ in range(50):
+                assert (await client.reply())["ok"] is True
+            nursery.cancel_scope.cancel()
+    first, last = log.index("request"), len(log) - log[::-1].index("request")
+    between = log[first:last]
+    assert between.count("request") == 50
+    assert between.count("other") >= 45  # the other task ran between the requests
