@@ -163,8 +163,10 @@ class Client:
                         since: str | float | None = None) -> dict[str, Any]:
         """Subscribe to ``topics`` (all topics if empty or None). With ``since`` (a message
         id, or a Unix time), the node first replays the matching messages of its history
-        that came after it (events with ``"replay": true``). Returns the reply (with
-        ``replayed``, the number of replayed events, when ``since`` was given)."""
+        that came after it (events with ``"replay": true``, sent before the reply and
+        kept for ``next_event``). Returns the reply (with ``replayed``, the number of
+        replayed events, when ``since`` was given). ``ApiReplyError`` with code
+        ``rate_limited`` past the node's replay rate (docs/api.md)."""
         request: dict[str, Any] = {"op": "subscribe", "topics": list(topics or [])}
         if since is not None:
             request["since"] = since

@@ -153,6 +153,7 @@ class NodeConfig:
     new_origins_per_s: float = 100.0  # origins not yet known one peer may bring per second
     max_origins: int = 16_384  # origin runs tracked for order and replay protection ...
     max_origins_per_peer: int = 4096  # ... at most this many charged to one peer
+    client_replays_per_s: float = 5.0  # subscribes with since per client per second (bursts: x4)
     max_pending_handshakes: int = 64  # inbound connections still in TLS or link handshake
     max_conns_per_ip: int = 32  # open inbound connections from one address
     api_group: str | None = None  # also admit local clients of this group (socket mode 0660)
@@ -187,6 +188,7 @@ class NodeConfig:
             "prune_cooldown", "peer_bytes_per_s", "peer_batches_per_s", "client_publish_per_s",
             "new_origins_per_s",
             "peer_pings_per_s",
+            "client_replays_per_s",
         )
         for field in positive_floats:
             if not getattr(self, field) > 0:

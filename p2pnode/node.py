@@ -19,6 +19,7 @@ from . import PROTOCOL_VERSION, __version__
 from .api.server import ApiServer
 from .config import NodeConfig, format_hostport
 from .errors import ConfigError, P2PError, single_error
+from .gossip.replay import Replay
 from .gossip.router import Action, Deliver, Disconnect, Forward, Router, RouterConfig, Send
 from .gossip.signing import Verifier, make_batch
 from .identity import DataDirLock, prepare_data_dir
@@ -40,7 +41,6 @@ from .wire.messages import (
     IHave,
     Item,
     Prune,
-    decode_body,
     encode_message,
 )
 
@@ -443,40 +443,21 @@ class Node:
                 return
             await changed.wait()
 
-    def replay(self, since: bytes | float) -> tuple[list[Gossip], bool]:
-        """The messages of history that came after message id ``since`` (bytes), or at or
-        after Unix time ``since`` (float), in the order this node received them: broadcast
-        ones and those sent to this node. Also returns whether the id was found (if it was
-        not, all of history is returned)."""
+    def open_replay(self, since: bytes | float, topics: frozenset[str]) -> Replay:
+        """A replay of the messages of history that came after message id ``since``
+        (bytes), or at or after Unix time ``since`` (float), in the order this node
+        received them: broadcast ones and those sent to this node, of ``topics`` (empty:
+        all). It replays what was delivered up to this call; the caller runs it a step
+        at a time (``Replay.step``). If the id is not in history, all of it is replayed
+        (``Replay.found`` is then False)."""
         self.flush()  # messages published a moment ago belong to history too
-        entries = list(self.router.history)
-        max_payload = self.config.max_payload
-        start, skip, found = 0, 0, False
+        history = self.router.history
         if isinstance(since, bytes):
-            for k in range(len(entries) - 1, -1, -1):  # newest first: catch-up is recent
-                ids = [item.id for item in decode_body(entries[k].batch.body, max_payload).items]
-                if since in ids:
-                    start, skip, found = k, ids.index(since) + 1, True
-                    break
+            entries, after = history.since(float("-inf")), since
         else:
-            clock = trio.current_time() - (time.time() - since)
-            while start < len(entries) and entries[start].time < clock:
-                start += 1
-        out: list[Gossip] = []
-        is_held = self.router.order.is_held
-        for k in range(start, len(entries)):
-            entry = entries[k]
-            batch = entry.batch
-            if is_held(batch.origin, entry.epoch, entry.seq):
-                continue  # not delivered yet: it will be, live, once its gap is filled
-            body = decode_body(batch.body, max_payload)  # verified when it came
-            if body.to is not None and body.to != self.node_id:
-                continue
-            items = body.items[skip:] if k == start else body.items
-            out += [Gossip(id=item.id, origin=batch.origin, topic=item.topic, data=item.data,
-                           hops=batch.hops, to=body.to)
-                    for item in items if item.topic != MESH_TOPIC]
-        return out, found
+            entries, after = history.since(trio.current_time() - (time.time() - since)), None
+        return Replay(entries, after_id=after, topics=topics, node_id=self.node_id,
+                      held=self.router.order.held_now(), hidden_topic=MESH_TOPIC)
 
     def peers_info(self) -> list[dict[str, Any]]:
         """The linked peers, for the ``peers`` request."""
@@ -575,7 +556,7 @@ class Node:
                 "events_dropped": self.api.stats.events_dropped,
                 "clients_refused": self.api.stats.clients_refused,
                 "clients_forbidden": self.api.stats.clients_forbidden,
-                "rate_limited": self.api.stats.rate_limited,
+                "rate_limited": self.api.stats.rate_limited, "replays": self.api.stats.replays,
             }
         return info
 

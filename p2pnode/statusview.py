@@ -34,7 +34,7 @@ DROPS = (
     ("messages", "order_gaps", "messages never came: order gaps skipped after --order-hold"),
     ("gossip", "missing_given_up", "announced batches never obtained from any announcer"),
     ("history", "evicted", "batches left history early (its size limits)"),
-    ("api", "rate_limited", "publishes refused: a local app went over its rate"),
+    ("api", "rate_limited", "publishes or replays refused: a local app went over its rate"),
     ("api", "clients_refused", "API connections refused: too many clients"),
     ("api", "clients_forbidden", "API connections refused: another user"),
     ("api", "errors", "API error replies"),
@@ -59,6 +59,7 @@ SHOWN = {(s, k) for s, k, _ in (*RATES, *BATCH_RATES, *DROPS, *BY_REASON)} | {
     ("security", "rejected_batches"), ("security", "links"), ("security", "network"),
     ("security", "members_only"), ("security", "signed_batches"),
     ("security", "tls_handshakes"), ("security", "origins_tracked"), ("api", "requests"),
+    ("api", "replays"),
 }
 TOP_LEVEL = {"ok", "id", "node_id", "name", "listen", "version", "protocol", "uptime_s",
              "peers", "socket", "clients", "messages", "links", "security", "api", "mdns"}

@@ -172,7 +172,7 @@ POSITIVE_INTS = [
     "max_hops", "seen_max_entries", "max_links", "max_clients",
 ]
 POSITIVE_FLOATS = ["seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
-                   "peer_pings_per_s"]
+                   "peer_pings_per_s", "client_replays_per_s"]
 
 INVALID: list[Any] = [
     pytest.param({"name": ""}, "name", id="name-empty"),

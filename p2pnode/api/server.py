@@ -14,8 +14,7 @@ import grp
 import logging
 import os
 import pwd
-import select
-import socket as stdsocket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,6 +23,7 @@ import trio
 
 from ..config import NodeConfig
 from ..errors import ConfigError
+from ..gossip.replay import Replay
 from ..net.outqueue import OutQueue
 from ..owners import peer_credentials
 from ..ratelimit import TokenBucket
@@ -50,10 +50,15 @@ from .protocol import (
     publish_payload,
     publish_target,
 )
+from .replaying import Backlog, Replayer, ReplayRequest, rate_error, replay_burst
 from .sockfile import bind_unix_socket, remove_if_ours
+from .waiting import wait_peers
 
 log = logging.getLogger("p2pnode.api")
 MAX_TOPICS_PER_CLIENT = 4096
+#: The longest the server handles one client's request lines before it lets other
+#: tasks (links, other clients) run (seconds of real time).
+TURN_BUDGET = 0.002
 
 
 class ApiBackend(Protocol):
@@ -66,7 +71,7 @@ class ApiBackend(Protocol):
     def flush(self) -> None: ...
     def peers_info(self) -> list[dict[str, Any]]: ...
     def status_info(self) -> dict[str, Any]: ...
-    def replay(self, since: bytes | float) -> tuple[list[Gossip], bool]: ...
+    def open_replay(self, since: bytes | float, topics: frozenset[str]) -> Replay: ...
     def mesh_info(self) -> dict[str, Any]: ...
 
 
@@ -75,7 +80,8 @@ class ApiStats:
     clients_accepted: int = 0
     clients_refused: int = 0  # over max_clients
     clients_forbidden: int = 0  # another user, not in the admitted group
-    rate_limited: int = 0  # publishes refused because a client went over its rate
+    rate_limited: int = 0  # publishes and replays refused: a client went over its rate
+    replays: int = 0  # subscribes with since served
     requests: int = 0
     published: int = 0
     errors: int = 0
@@ -85,9 +91,14 @@ class ApiStats:
 class Session:
     """One connected client."""
 
-    def __init__(self, queue_bytes: int, publish_rate: float) -> None:
-        self.bucket = TokenBucket(publish_rate, publish_rate / 4, trio.current_time())
-        self.out = OutQueue(queue_bytes)
+    def __init__(self, config: NodeConfig) -> None:
+        now = trio.current_time()
+        rate = config.client_publish_per_s
+        self.bucket = TokenBucket(rate, rate / 4, now)
+        rate = config.client_replays_per_s
+        self.replay_bucket = TokenBucket(rate, replay_burst(rate), now)
+        self.out = OutQueue(config.client_queue_bytes)
+        self.backlog: Backlog | None = None  # live events held back during a replay
         self.all_topics = False
         self.topics: set[str] = set()
         self.events_dropped = 0
@@ -105,6 +116,7 @@ class ApiServer:
         self._all: set[Session] = set()
         self._by_topic: dict[str, set[Session]] = {}
         self.monitors: MonitorHub[Session] = MonitorHub(self._send_event)
+        self._replayer = Replayer(backend.open_replay, config.client_queue_bytes)
         self._group: grp.struct_group | None = None
         if config.api_group is not None:
             try:
@@ -132,7 +144,11 @@ class ApiServer:
 
     def _send_event(self, session: Session, line: bytes) -> None:
         """Queue an event line; when the subscriber's queue is full, drop it and count it.
-        The next event that fits is preceded by ``{"event":"dropped","count":N}``."""
+        The next event that fits is preceded by ``{"event":"dropped","count":N}``.
+        While the session's replay runs, the line waits in its backlog."""
+        if session.backlog is not None:
+            session.backlog.add(line)
+            return
         out = session.out
         if session.unreported and out.put_nowait(
             b'{"event":"dropped","count":%d}\n' % session.unreported
@@ -212,7 +228,7 @@ class ApiServer:
                 await _refuse_client(stream, err)
                 return
             self.stats.clients_accepted += 1
-            session = Session(self.config.client_queue_bytes, self.config.client_publish_per_s)
+            session = Session(self.config)
             self.sessions.add(session)
             try:
                 async with trio.open_nursery() as nursery:
@@ -256,16 +272,8 @@ class ApiServer:
                 continue
             *lines, buf = buf.split(b"\n")
             published = self.stats.published
-            for line in lines:
-                if len(line) > max_line:
-                    self.backend.flush()
-                    self._too_large(session, len(line))
-                    return
-                waiting = self._handle_line(session, line)
-                if waiting is not None:
-                    self.backend.flush()  # what was published so far goes before any wait
-                    if not await self._wait_peers(session, waiting, stream):
-                        return
+            if not await self._handle_lines(session, lines, stream):
+                return
             if self.stats.published != published:
                 self.backend.flush()  # one signed batch per read (publish deferred it)
             if len(buf) > max_line:
@@ -276,14 +284,42 @@ class ApiServer:
                 # Backpressure: a fast publisher waits while the links fill up.
                 await self.backend.wait_links_writable()
 
+    async def _handle_lines(self, session: Session, lines: list[bytes],
+                            stream: trio.SocketStream) -> bool:
+        """Answer the request lines of one read, in order. Other tasks get a turn at
+        least every ``TURN_BUDGET`` seconds, so that a read full of costly requests
+        cannot hold up links and other clients. Returns False if the session must end
+        (a line too long, or the client hung up)."""
+        max_line = self.config.max_request_line
+        turn = time.perf_counter()
+        for line in lines:
+            if len(line) > max_line:
+                self.backend.flush()
+                self._too_large(session, len(line))
+                return False
+            waiting = self._handle_line(session, line)
+            if waiting is not None:
+                self.backend.flush()  # what was published so far goes before any wait
+                if isinstance(waiting, ReplayRequest):
+                    await self._replay(session, waiting)
+                elif not await self._wait_peers(session, waiting, stream):
+                    return False
+                turn = time.perf_counter()
+            elif time.perf_counter() - turn > TURN_BUDGET:
+                self.backend.flush()
+                await trio.lowlevel.checkpoint()
+                turn = time.perf_counter()
+        return True
+
     def _too_large(self, session: Session, size: int) -> None:
         self.stats.errors += 1
         err = ApiError("too_large", f"request line of {size}+ bytes exceeds "
                        f"{self.config.max_request_line}; closing the connection")
         session.out.put_force(encode_error(err))
 
-    def _handle_line(self, session: Session, line: bytes) -> Peers | None:
-        """Answer one request line; returns a ``peers`` request that must wait first."""
+    def _handle_line(self, session: Session, line: bytes) -> Peers | ReplayRequest | None:
+        """Answer one request line; returns a request that must wait first (``peers``
+        with bounds, ``subscribe`` with ``since``)."""
         line = line.strip()
         if not line:
             return None
@@ -293,52 +329,26 @@ class ApiServer:
         except ApiError as err:
             self.stats.errors += 1
             reply = encode_error(err)
-        if type(reply) is Peers:
+        if type(reply) is Peers or type(reply) is ReplayRequest:
             return reply
-        if type(reply) is list:  # a reply, then replayed events
-            session.out.put_force(reply[0])
-            for event in reply[1:]:
-                self._send_event(session, event)
-            return None
         assert isinstance(reply, bytes)
         session.out.put_force(reply)
         return None
 
     async def _wait_peers(self, session: Session, req: Peers,
                           stream: trio.SocketStream) -> bool:
-        """Hold a ``peers`` request until the peer count is within its bounds or its
-        timeout. Returns False if the client hung up meanwhile (the session ends)."""
-        low = req.wait_min or 0
-        high = req.wait_max if req.wait_max is not None else 1 << 30
-        gone = False
-        with trio.move_on_after(req.timeout) as scope:
-            async with trio.open_nursery() as nursery:
-
-                async def watch_hangup() -> None:
-                    nonlocal gone
-                    gone = await _hung_up(stream)
-                    if gone:
-                        nursery.cancel_scope.cancel()
-
-                nursery.start_soon(watch_hangup)
-                await self.backend.wait_peer_count(low, high)
-                nursery.cancel_scope.cancel()
-        if gone:
+        """Answer a ``peers`` request that waits (``wait_peers``). Returns False if the
+        client hung up meanwhile (the session ends)."""
+        reply = await wait_peers(self.backend, req, stream)
+        if reply is None:
             return False
-        if scope.cancelled_caught:
+        if isinstance(reply, ApiError):
             self.stats.errors += 1
-            peers = self.backend.peers_info()
-            bounds = " and ".join(
-                f"{word} {n}" for word, n in (("at least", req.wait_min), ("at most", req.wait_max))
-                if n is not None)
-            err = ApiError("timeout", f"after {req.timeout}s the node has {len(peers)} "
-                           f"peers, not {bounds}", req.id)
-            session.out.put_force(encode_error(err))
-        else:
-            session.out.put_force(encode_reply(req.id, {"peers": self.backend.peers_info()}))
+            reply = encode_error(reply)
+        session.out.put_force(reply)
         return True
 
-    def _handle(self, session: Session, line: bytes) -> bytes | Peers | list[bytes]:
+    def _handle(self, session: Session, line: bytes) -> bytes | Peers | ReplayRequest:
         req = parse_request(line)
         if type(req) is Publish:
             if not session.bucket.take(1, trio.current_time()):
@@ -357,7 +367,7 @@ class ApiServer:
             if req.since is None:
                 self._subscribe(session, topics, req.id)
                 return encode_reply(req.id, {})
-            return self._subscribe_since(session, topics, req.since, req.id)
+            return self._check_replay(session, topics, req.since, req.id)
         if type(req) is Unsubscribe:
             self._unsubscribe(session, check_topics(req.topics, req.id))
             return encode_reply(req.id, {})
@@ -385,20 +395,32 @@ class ApiServer:
             session.topics.add(topic)
             self._by_topic.setdefault(topic, set()).add(session)
 
-    def _subscribe_since(self, session: Session, topics: list[str], since: str | float,
-                         req_id: Scalar) -> list[bytes]:
-        """Subscribe, and replay history after ``since``: both at once (no await between),
-        so no message is missed or sent twice between the replay and the live events."""
+    def _check_replay(self, session: Session, topics: list[str], since: str | float,
+                      req_id: Scalar) -> ReplayRequest:
+        """Check a ``subscribe`` with ``since`` before it waits for its turn. Raises
+        ``ApiError`` (bad_request, rate_limited): then nothing is subscribed."""
         start = parse_since(since, req_id)
-        self._subscribe(session, topics, req_id)
-        msgs, found = self.backend.replay(start)
-        wanted = set(topics)
-        events = [encode_event(m, replay=True) for m in msgs if not wanted or m.topic in wanted]
-        fields: dict[str, Any] = {"replayed": len(events)}
-        if isinstance(start, bytes):
-            # False: the id is not (or no longer) in history; everything it holds was replayed.
-            fields["since_found"] = found
-        return [encode_reply(req_id, fields), *events]
+        if len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
+            raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_CLIENT} topics per client",
+                           req_id)
+        if not session.replay_bucket.take(1, trio.current_time()):
+            self.stats.rate_limited += 1
+            raise rate_error(self.config.client_replays_per_s, req_id)
+        return ReplayRequest(req_id, topics, start)
+
+    async def _replay(self, session: Session, req: ReplayRequest) -> None:
+        """Subscribe and replay history (``Replayer.run``): the replayed events, the
+        reply, then the live events that came meanwhile."""
+        fields, backlog = await self._replayer.run(
+            session, req, lambda: self._subscribe(session, req.topics, req.req_id))
+        self.stats.replays += 1
+        dropped = fields.get("dropped", 0) + backlog.dropped
+        self.stats.events_dropped += dropped
+        session.events_dropped += dropped
+        session.out.put_force(encode_reply(req.req_id, fields))
+        for line in backlog.lines:
+            self._send_event(session, line)
+        session.unreported += backlog.dropped  # announced before the next event that fits
 
     def _unsubscribe(self, session: Session, topics: list[str]) -> None:
         if not topics:
@@ -425,22 +447,3 @@ async def _refuse_client(stream: trio.SocketStream, err: ApiError) -> None:
             received += len(data)
 
 
-async def _hung_up(stream: trio.SocketStream) -> bool:
-    """Wait until the client hangs up, without consuming what it sends; returns True
-    then. A client that sends more, or only shuts down its sending side (it still
-    reads: ``echo REQUEST | nc -N``), never counts as gone: this waits for ever."""
-    try:
-        data = await stream.socket.recv(1, stdsocket.MSG_PEEK)
-    except OSError:
-        return True
-    if not data and _peer_closed(stream.socket.fileno()):
-        return True
-    await trio.sleep_forever()  # busy or half-closed client: its reply will come
-    raise AssertionError("unreachable")
-
-
-def _peer_closed(fd: int) -> bool:
-    """Whether the other end closed the socket entirely (POLLHUP), not just its writes."""
-    poller = select.poll()
-    poller.register(fd, select.POLLHUP)
-    return any(events & select.POLLHUP for _fd, events in poller.poll(0))

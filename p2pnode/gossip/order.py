@@ -236,6 +236,12 @@ class OrderBuffer(Generic[T]):
         run = self._runs.get(origin)
         return run is not None and run.epoch == epoch and seq in run.held
 
+    def held_now(self) -> dict[bytes, tuple[int, frozenset[int]]]:
+        """What is held at this moment: origin -> (epoch, the held sequence numbers).
+        O(held batches); empty (and free) when nothing is held."""
+        return {origin: (run.epoch, frozenset(run.held))
+                for origin in self._holding if (run := self._runs[origin]).held}
+
     def next_deadline(self) -> float | None:
         """When ``tick`` will next have something to release (None: nothing held)."""
         best: float | None = None

@@ -55,7 +55,7 @@ from ..wire.messages import (
     IHave,
     Prune,
 )
-from .history import History
+from .history import History, item_id_range
 from .order import OrderBuffer
 from .seen import SeenCache
 
@@ -234,7 +234,8 @@ class Router:
         """This node made ``batch`` (hops 0; its messages were delivered locally already).
         Returns the actions to take."""
         self.seen.add(batch.origin + batch.id, now)
-        self.history.add(batch, body.epoch, body.seq, now, None)
+        self.history.add(batch, body.epoch, body.seq, now, None,
+                         id_range=item_id_range([item.id for item in body.items]))
         return self._spread(batch, None)
 
     def on_message(self, msg: GossipMessage, from_peer: bytes, now: float,
@@ -305,7 +306,8 @@ class Router:
             ready = self.order.take_overflow() + ready
         if not accepted:
             return self._deliveries(ready)
-        self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct)
+        self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct,
+                         id_range=item_id_range([item.id for item in body.items]))
         actions = self._deliveries(ready)
         announce_only = False
         if missing is not None and missing.grafted and missing.repair and self.tree:

@@ -231,6 +231,12 @@ def decode_body(data: bytes, max_payload: int) -> BatchBody:
     return body
 
 
+def decode_kept_body(data: bytes) -> BatchBody:
+    """Decode a batch body that ``decode_body`` already checked (one kept in history):
+    the same result without checking every topic and payload again."""
+    return _body_decoder.decode(data)
+
+
 def topic_problem(topic: str) -> str | None:
     """Why ``topic`` is not a valid topic name (1-256 UTF-8 bytes, printable), or None."""
     if len(topic) > MAX_TOPIC_BYTES // 4 and len(topic.encode("utf-8", "surrogatepass")) > (

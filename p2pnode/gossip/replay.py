@@ -1,0 +1,145 @@
+"""Replaying history to a late app (``subscribe`` with ``since``), a slice at a time.
+
+A ``Replay`` works on a snapshot of history taken when the app subscribed (a list
+of entries: references, not copies) and on what the order buffer held at that
+moment, so that it replays exactly the messages delivered before the subscription,
+however long it takes: the caller hands it a budget of work per step and lets other
+tasks run between steps. Its cost is bounded by the snapshot: a message id is found
+by its batch's id range (only batches whose range covers it are decoded), only the
+batches after the start are decoded, and only the messages of the wanted topics are
+made into events. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from ..wire.messages import BatchBody, Gossip, decode_kept_body
+from .history import Entry
+
+# Budget units: about a nanosecond of work on the machine of docs/performance.md,
+# where decoding a body costs about a unit per byte.
+#: Per entry opened or decoded, besides its body's length.
+ENTRY_COST = 512
+#: Per entry skipped in the search for an id by its id range alone.
+SCAN_COST = 128
+#: Per message handed out, besides its payload (making it into an event).
+ITEM_COST = 128
+
+Held = dict[bytes, tuple[int, frozenset[int]]]
+
+
+class Replay:
+    """The messages of ``entries`` after a start point, oldest first.
+
+    Args:
+        entries: a snapshot of history, oldest first (``History.since``).
+        after_id: replay what came after the message with this id (searched newest
+            first; if no entry has it, everything is replayed), or None: all of
+            ``entries``.
+        topics: the topics wanted (empty: all but ``hidden_topic``).
+        node_id: this node (direct messages to other nodes are not replayed).
+        held: what the order buffer held at the snapshot (``OrderBuffer.held_now``):
+            those batches are delivered live later, so they are not replayed.
+        hidden_topic: a topic never replayed (the nodes' own).
+    """
+
+    def __init__(self, entries: list[Entry], *, after_id: bytes | None,
+                 topics: frozenset[str], node_id: bytes, held: Held,
+                 hidden_topic: str) -> None:
+        self._entries = entries
+        self._after = after_id
+        self._topics = topics
+        self._node_id = node_id
+        self._held = held
+        self._hidden = hidden_topic
+        # Whether ``after_id`` was found (known once searched; None without an id).
+        self.found: bool | None = False if after_id is not None and not entries else None
+        # The search goes down from the newest entry; the replay goes up from _next.
+        self._search = len(entries) - 1 if after_id is not None else -1
+        self._next = 0
+        self._body: BatchBody | None = None  # the batch being handed out ...
+        self._entry: Entry | None = None
+        self._item = 0  # ... and its next item
+        self.done = False
+
+    def step(self, budget: int) -> list[Gossip]:
+        """The next messages, for about ``budget`` units of work (at least one entry or
+        message; the list may be empty when nothing there was wanted). Call again
+        until ``done``."""
+        out: list[Gossip] = []
+        while budget > 0 and not self.done:
+            if self._search >= 0:
+                budget -= self._search_one()
+            elif self._body is not None:
+                budget -= self._hand_out(out, budget)
+            elif self._next < len(self._entries):
+                budget -= self._open(self._entries[self._next])
+                self._next += 1
+            else:
+                self.done = True
+        return out
+
+    def _search_one(self) -> int:
+        """Look at one entry for ``after_id``; returns the cost."""
+        k, target = self._search, self._after
+        assert target is not None
+        entry = self._entries[k]
+        self._search -= 1
+        if entry.gone or not entry.first_id <= target <= entry.last_id:
+            if self._search < 0:
+                self.found = False  # not in history: replay all of it
+            return SCAN_COST
+        body = decode_kept_body(entry.batch.body)  # checked when it came
+        for i, item in enumerate(body.items):
+            if item.id == target:
+                self.found = True
+                self._search = -1
+                self._next = k + 1
+                if i + 1 < len(body.items) and self._wanted(entry, body):
+                    self._entry, self._body, self._item = entry, body, i + 1
+                break
+        else:
+            if self._search < 0:
+                self.found = False
+        return ENTRY_COST + len(entry.batch.body)
+
+    def _open(self, entry: Entry) -> int:
+        """Start on the next entry of the replay, unless it is not to be replayed."""
+        if entry.gone or self._held_back(entry):
+            return ENTRY_COST
+        body = decode_kept_body(entry.batch.body)  # checked when it came
+        if self._wanted(entry, body):
+            self._entry, self._body, self._item = entry, body, 0
+        return ENTRY_COST + len(entry.batch.body)
+
+    def _held_back(self, entry: Entry) -> bool:
+        """Whether the order buffer held ``entry`` at the snapshot: not delivered yet,
+        it will be, live, once its gap is filled (or given up)."""
+        held = self._held.get(entry.batch.origin)
+        return held is not None and held[0] == entry.epoch and entry.seq in held[1]
+
+    def _wanted(self, entry: Entry, body: BatchBody) -> bool:
+        """Whether a batch is replayed: delivered here (not held, not a direct message
+        to another node)."""
+        return not self._held_back(entry) and (body.to is None or body.to == self._node_id)
+
+    def _hand_out(self, out: list[Gossip], budget: int) -> int:
+        """Hand out the current batch's wanted messages, up to ``budget``."""
+        body, entry = self._body, self._entry
+        assert body is not None
+        assert entry is not None
+        items, topics, hidden = body.items, self._topics, self._hidden
+        origin, hops, to = entry.batch.origin, entry.batch.hops, body.to
+        spent, k = 0, self._item
+        while k < len(items) and spent < budget:
+            item = items[k]
+            k += 1
+            if (item.topic in topics) if topics else item.topic != hidden:
+                out.append(Gossip(id=item.id, origin=origin, topic=item.topic, data=item.data,
+                                  hops=hops, to=to))
+                spent += ITEM_COST + len(item.data)
+            else:
+                spent += 8
+        self._item = k
+        if k >= len(items):
+            self._body = self._entry = None
+        return max(spent, 1)
