@@ -22,9 +22,13 @@ import statistics
 import sys
 import time
 import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # netlab, beside this script
+
+from netlab import Lab, environment_problem
 
 from p2pnode.client import BlockingClient
-from p2pnode.testing_lab import Lab, environment_problem
 
 
 def main() -> int:

@@ -12,7 +12,7 @@
 
 ``--prefix NAME`` (default p2plab) names the namespaces (NAME-sw, NAME-h1, ...) and the
 lab directory (default /tmp/p2plab-NAME, or ``--lab-dir``). See docs/discovery.md.
-The implementation is ``p2pnode.testing_lab.Lab``.
+The implementation is ``Lab`` in ``scripts/netlab.py``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # p2pnode from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # netlab, beside this script
 
-from p2pnode.testing_lab import (
+from netlab import (
     DEFAULT_PREFIX,
     DEFAULT_SUBNET,
     STATE_FILE,

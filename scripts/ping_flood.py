@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from p2pnode.client import open_client  # noqa: E402
-from p2pnode.keys import NetworkKey  # noqa: E402
+from p2pnode.identity import NetworkKey  # noqa: E402
 from p2pnode.wire.messages import Ping, encode_message  # noqa: E402
 from tests.hostile import HostilePeer, Refused  # noqa: E402
 

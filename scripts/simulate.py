@@ -59,9 +59,9 @@ from p2pnode.discovery.records import DiscoveredPeer
 from p2pnode.gossip.router import Action
 from p2pnode.net.link import PeerLink
 from p2pnode.node import Node
-from p2pnode.simnet import SimNet
 from p2pnode.testing import (
     MemoryNetwork,
+    SimNet,
     make_identity,
     memory_config,
     random_regular_edges,

@@ -70,7 +70,7 @@ from cryptography.x509.oid import NameOID
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.config import NodeConfig
 from p2pnode.gossip.signing import sign_batch
-from p2pnode.keys import NetworkKey, NodeIdentity, network_ca_pem
+from p2pnode.identity.keys import NetworkKey, NodeIdentity, network_ca_pem
 from p2pnode.node import Node
 from p2pnode.testing import MemoryNetwork, make_identity
 from p2pnode.wire.frames import FrameDecoder

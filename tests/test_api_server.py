@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from p2pnode.client import BlockingClient, open_client
-from p2pnode.config import MIN_FRAME
+from p2pnode.config.settings import MIN_FRAME
 from p2pnode.errors import SocketInUse
 from p2pnode.node import Node
 

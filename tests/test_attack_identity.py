@@ -13,7 +13,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from p2pnode.client import open_client
-from p2pnode.keys import NetworkKey
+from p2pnode.identity import NetworkKey
 
 from .conftest import loopback_config, running_nodes
 from .hostile import HostilePeer, Refused

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from p2pnode.gossip.signing import make_batch
-from p2pnode.keys import NodeIdentity
+from p2pnode.identity import NodeIdentity
 from p2pnode.testing import (
     MemoryNetwork,
     make_identity,

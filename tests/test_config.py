@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from p2pnode.config import (
+from p2pnode.config.settings import (
     DEFAULT_PORT,
     MAX_TOPIC_BYTES,
     MIN_FRAME,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pnode.cli import build_parser
+from p2pnode.cli.main import build_parser
 from p2pnode.config import DEFAULT_PORT
-from p2pnode.configfile import KEYS, SettingsError, build_settings, gather, load_file
+from p2pnode.config.file import KEYS, SettingsError, build_settings, gather, load_file
 from p2pnode.errors import ConfigError
 
 from .test_cli import P2PNODE, spawn

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pnode.configfile import load_file
+from p2pnode.config.file import load_file
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib"
 

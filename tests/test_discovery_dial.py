@@ -11,7 +11,7 @@ import trio
 
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.discovery.mdns import DiscoveredPeer
-from p2pnode.keys import NodeIdentity
+from p2pnode.identity import NodeIdentity
 from p2pnode.node import Node
 from p2pnode.testing import (
     MemoryNetwork,

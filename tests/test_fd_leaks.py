@@ -94,7 +94,7 @@ def tls_kit_parts(members: int = 8) -> tuple[list[tuple[bytes, ssl.SSLContext]],
     node ids) and of one node of another network."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from p2pnode.keys import NetworkKey, NodeIdentity
+    from p2pnode.identity import NetworkKey, NodeIdentity
     from p2pnode.net.tls import make_contexts
 
     kit = []

@@ -16,7 +16,7 @@ from p2pnode.errors import LocalError
 from p2pnode.gossip.router import Deliver, Forward, Router, Send
 from p2pnode.gossip.seen import SeenCache
 from p2pnode.gossip.signing import Verifier, sign_batch
-from p2pnode.keys import NodeIdentity
+from p2pnode.identity import NodeIdentity
 from p2pnode.testing import make_identity
 from p2pnode.wire.messages import Batch, BatchBody, Digest, Item
 

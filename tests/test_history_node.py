@@ -23,9 +23,9 @@ from p2pnode.client import ApiReplyError, Client, open_client
 from p2pnode.gossip.history import ENTRY_OVERHEAD
 from p2pnode.gossip.signing import make_batch
 from p2pnode.node import Node
-from p2pnode.simnet import SimNet
 from p2pnode.testing import (
     MemoryNetwork,
+    SimNet,
     count_deliveries,
     link_count,
     make_identity,

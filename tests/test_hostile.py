@@ -12,7 +12,7 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from p2pnode.keys import NetworkKey
+from p2pnode.identity import NetworkKey
 from p2pnode.testing import (
     MemoryNetwork,
     count_deliveries,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from p2pnode.testing_lab import Lab, LabError, environment_problem, list_netns
+from scripts.netlab import Lab, LabError, environment_problem, list_netns
 
 REPO = Path(__file__).resolve().parent.parent
 STAND_IN = [sys.executable, "-c", "import time; time.sleep(60)"]

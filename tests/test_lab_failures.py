@@ -26,7 +26,7 @@ import pytest
 
 from p2pnode.client import ApiReplyError, BlockingClient
 from p2pnode.config import NodeConfig
-from p2pnode.testing_lab import Lab, environment_problem, list_netns
+from scripts.netlab import Lab, environment_problem, list_netns
 
 pytestmark = [
     pytest.mark.netns,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from p2pnode.client import BlockingClient
-from p2pnode.testing_lab import Lab, environment_problem, list_netns
+from scripts.netlab import Lab, environment_problem, list_netns
 
 pytestmark = [
     pytest.mark.netns,

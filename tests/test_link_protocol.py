@@ -11,7 +11,7 @@ import pytest
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.errors import LocalError, RemoteProtocolError
 from p2pnode.gossip.signing import Verifier, sign_batch
-from p2pnode.keys import NodeIdentity
+from p2pnode.identity import NodeIdentity
 from p2pnode.testing import make_identity
 from p2pnode.wire.frames import FrameDecoder
 from p2pnode.wire.link import (

@@ -21,11 +21,11 @@ import pytest
 import trio
 
 from p2pnode.client import BlockingClient, open_client
-from p2pnode.config import default_socket_path, private_socket_dir
+from p2pnode.config.settings import default_socket_path, private_socket_dir
 from p2pnode.errors import ConfigError, UnsafePath, UntrustedServer
-from p2pnode.keys import NodeIdentity, private_key_pem
+from p2pnode.identity.keys import NodeIdentity, private_key_pem
+from p2pnode.identity.owners import ensure_private_dir
 from p2pnode.node import Node
-from p2pnode.owners import ensure_private_dir
 
 from .conftest import loopback_config
 from .test_security import NOBODY, PYTHON_FOR_NOBODY, as_nobody

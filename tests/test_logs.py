@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from p2pnode.logs import JsonFormatter, KeyValueFormatter, format_pairs
+from p2pnode.cli.logs import JsonFormatter, KeyValueFormatter, format_pairs
 
 from .test_cli import spawn
 

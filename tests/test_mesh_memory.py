@@ -134,7 +134,7 @@ async def test_version_mismatch_is_refused_both_ways(
     autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A node of another protocol version cannot link, whoever dials."""
-    import p2pnode.node as node_module
+    import p2pnode.node.node as node_module
 
     net = MemoryNetwork()
     with trio.fail_after(60):

@@ -14,9 +14,16 @@ import trio
 import trio.testing
 
 from p2pnode.ids import id_to_hex
-from p2pnode.mesh import MESH_TOPIC, MeshView, encode_link_list, to_dot
+from p2pnode.mesh.draw import to_dot
+from p2pnode.mesh.linklist import MESH_TOPIC, encode_link_list
+from p2pnode.mesh.view import MeshView
 from p2pnode.node import Node
-from p2pnode.testing import MemoryNetwork, random_connected_edges, start_memory_mesh, wait_until
+from p2pnode.testing import (
+    MemoryNetwork,
+    random_connected_edges,
+    start_memory_mesh,
+    wait_until,
+)
 
 from .conftest import loopback_config, running_nodes
 

@@ -9,7 +9,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from p2pnode.metrics import MAX_CONNECTIONS, MAX_REQUEST, render, serve_metrics
+from p2pnode.cli.metrics import MAX_CONNECTIONS, MAX_REQUEST, render, serve_metrics
 
 from .test_cli import P2PNODE, spawn
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from p2pnode.keys import NetworkKey
+from p2pnode.identity import NetworkKey
 from p2pnode.net.link import PeerLink
 from p2pnode.node import Node
 from p2pnode.testing import MemoryNetwork, start_memory_mesh

@@ -24,7 +24,7 @@ from p2pnode.gossip import replay as replay_module
 from p2pnode.gossip.history import ANY_ID, History, item_id_range
 from p2pnode.gossip.replay import ITEM_COST, Replay
 from p2pnode.gossip.signing import make_batch
-from p2pnode.keys import NodeIdentity
+from p2pnode.identity import NodeIdentity
 from p2pnode.node import Node
 from p2pnode.testing import MemoryNetwork, make_identity, memory_config
 from p2pnode.wire.messages import Batch, Item

@@ -19,7 +19,7 @@ import trio.testing
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.client import open_client
 from p2pnode.gossip.signing import sign_batch
-from p2pnode.keys import NetworkKey, NodeIdentity, generate_network_key
+from p2pnode.identity import NetworkKey, NodeIdentity, generate_network_key
 from p2pnode.net.tls import TlsTransport
 from p2pnode.node import Node
 from p2pnode.testing import (

@@ -14,7 +14,7 @@ import pytest
 from p2pnode.errors import RemoteProtocolError
 from p2pnode.gossip.router import Deliver, Disconnect, Forward, Router
 from p2pnode.gossip.signing import Verifier, sign_batch
-from p2pnode.keys import NodeIdentity, node_id_of
+from p2pnode.identity import NodeIdentity, node_id_of
 from p2pnode.testing import make_identity
 from p2pnode.wire.messages import (
     Batch,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from p2pnode.statusview import format_duration, rate, summary
+from p2pnode.cli.statusview import format_duration, rate, summary
 
 
 def reply(uptime: float, delivered: int, queue_drops: int) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from ..logs import record_fields
+from ..cli.logs import record_fields
 
 S = TypeVar("S")
 LOGGER = "p2pnode"

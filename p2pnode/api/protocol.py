@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ..config import MAX_TOPIC_BYTES
+from ..config.settings import MAX_TOPIC_BYTES
 from ..errors import RemoteProtocolError
 from ..ids import id_to_hex, parse_id
-from ..mesh import RESERVED_PREFIX
+from ..mesh.linklist import RESERVED_PREFIX
 from ..wire.messages import Gossip
 
 ERROR_CODES = (

@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 import trio
 
-from ..config import NodeConfig
+from ..config.settings import NodeConfig
 from ..errors import ConfigError
 from ..gossip.replay import Replay
+from ..identity.owners import peer_credentials
 from ..net.outqueue import OutQueue
-from ..owners import peer_credentials
 from ..ratelimit import TokenBucket
 from ..wire.messages import Gossip
 from .monitor import MonitorHub

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import trio
 
-from ..config import private_socket_dir
+from ..config.settings import private_socket_dir
 from ..errors import SocketInUse
-from ..owners import ensure_private_dir, peer_credentials, user_label
+from ..identity.owners import ensure_private_dir, peer_credentials, user_label
 
 log = logging.getLogger("p2pnode.api")
 

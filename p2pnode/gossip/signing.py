@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import RemoteProtocolError
-from ..keys import NodeIdentity, node_id_of
+from ..identity.keypair import NodeIdentity, node_id_of
 from ..wire.messages import Batch, BatchBody, Item, decode_body, encode_body
 
 

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 import trio
 
-from ..config import NodeConfig
+from ..config.settings import NodeConfig
 from ..errors import RemoteProtocolError
 from ..ids import id_to_hex
 from ..ratelimit import TokenBucket

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..config import NodeConfig, format_hostport
+from ..config.settings import NodeConfig, format_hostport
 from ..wire.link import check_hello
 from ..wire.messages import Bye, GossipMessage, Hello, encode_message
 from .link import Direction, LinkResult, PeerLink, run_connection

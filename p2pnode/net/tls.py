@@ -17,9 +17,9 @@ from pathlib import Path
 import trio
 
 from ..errors import RemoteProtocolError
-from ..keys import (
+from ..identity.keypair import NodeIdentity
+from ..identity.keys import (
     NetworkKey,
-    NodeIdentity,
     network_ca_pem,
     node_cert_pem,
     node_id_from_cert_der,

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import trio
 
-from ..config import format_hostport
+from ..config.settings import format_hostport
 
 StreamHandler = Callable[[trio.abc.Stream, str], Awaitable[None]]
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import msgspec
 
-from ..config import MAX_TOPIC_BYTES
+from ..config.settings import MAX_TOPIC_BYTES
 from ..errors import RemoteProtocolError
 from ..ids import ID_LEN
 from .frames import encode_frame

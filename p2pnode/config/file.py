@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_PORT, NodeConfig, parse_hostport
-from .errors import ConfigError
+from ..errors import ConfigError
+from .settings import DEFAULT_PORT, NodeConfig, parse_hostport
 
 ENV_PREFIX = "P2PNODE_"
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -29,9 +29,9 @@ from typing import Any
 
 import trio
 
-from .config import default_socket_path
-from .errors import P2PError, UntrustedServer
-from .owners import check_server
+from ..config.settings import default_socket_path
+from ..errors import P2PError, UntrustedServer
+from ..identity.owners import check_server
 
 __all__ = ["ApiReplyError", "BlockingClient", "Client", "UntrustedServer", "check_server",
            "event_payload", "open_client", "peers_request", "publish_request"]

@@ -17,17 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import __version__
-from .client import ApiReplyError, Client, event_payload, open_client, publish_request
-from .config import (
-    DEFAULT_PORT,
-    DEFAULT_TOPIC,
-    NodeConfig,
-    default_data_dir,
-    default_socket_path,
-    format_hostport,
-)
-from .configfile import (
+from .. import __version__
+from ..client.core import ApiReplyError, Client, event_payload, open_client, publish_request
+from ..config.file import (
     LOG_FORMATS,
     LOG_LEVELS,
     RunSettings,
@@ -35,16 +27,24 @@ from .configfile import (
     build_settings,
     gather,
 )
-from .errors import P2PError, single_error
-from .keys import generate_network_key
+from ..config.settings import (
+    DEFAULT_PORT,
+    DEFAULT_TOPIC,
+    NodeConfig,
+    default_data_dir,
+    default_socket_path,
+    format_hostport,
+)
+from ..errors import P2PError, single_error
+from ..identity.keys import generate_network_key
+from ..mesh.draw import names_of, render_png, to_dot
 from .logs import announce, format_pairs, setup_logging
-from .mesh import names_of, render_png, to_dot
 from .metrics import serve_metrics
 from .sdnotify import notify
 from .statusview import summary
 
 if TYPE_CHECKING:
-    from .node import Node
+    from ..node.node import Node
 
 EPILOG = f"""\
 The socket defaults to $P2PNODE_SOCKET, else $XDG_RUNTIME_DIR/p2pnode.sock, else
@@ -227,7 +227,7 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
 
 async def run_node(settings: RunSettings) -> None:
     """Run a node until SIGINT or SIGTERM, then leave gracefully."""
-    from .node import Node
+    from ..node.node import Node
 
     config, fmt = settings.node, settings.log_format
     node = Node(config)
@@ -549,6 +549,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

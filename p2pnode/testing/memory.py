@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .config import NodeConfig
-from .keys import NodeIdentity
-from .net.transport import StreamHandler
+from ..config.settings import NodeConfig
+from ..identity.keypair import NodeIdentity
+from ..net.transport import StreamHandler
 from .simnet import SimNet
 
 if TYPE_CHECKING:
-    from .node import Node
+    from ..node.node import Node
 
 
 @dataclass
@@ -109,7 +109,7 @@ async def start_memory_mesh(
     """Start ``n`` nodes on a memory network; node ``i`` keeps dialling ``j`` for each
     edge ``(i, j)``. Node ids come from ``seed``. Returns the nodes (links still forming:
     see ``wait_linked``)."""
-    from .node import Node
+    from ..node.node import Node
 
     net = network or MemoryNetwork()
     rng = random.Random(seed)
@@ -258,9 +258,9 @@ async def open_raw_link(net: MemoryNetwork, hub: Node, node_id: bytes,
     """Link to ``hub`` by hand over ``net`` (no TLS) as ``node_id``, and return the open
     stream: tests then send whatever frames they like (forged batches) or stop reading
     (a stuck peer). Raises ``AssertionError`` if the hub refuses or hangs up."""
-    from . import PROTOCOL_VERSION
-    from .wire.link import LinkProtocol, LinkState, PeerHello
-    from .wire.messages import Hello
+    from .. import PROTOCOL_VERSION
+    from ..wire.link import LinkProtocol, LinkState, PeerHello
+    from ..wire.messages import Hello
 
     stream = await net.transport().connect("mem", hub.config.listen_port)
     hello = Hello(PROTOCOL_VERSION, node_id, name, "", network=hub.network_tag)

@@ -15,22 +15,24 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import PROTOCOL_VERSION, __version__
-from .api.server import ApiServer
-from .config import NodeConfig, format_hostport
-from .errors import ConfigError, P2PError, single_error
-from .gossip.replay import Replay
-from .gossip.router import Action, Deliver, Disconnect, Forward, Router, RouterConfig, Send
-from .gossip.signing import Verifier, make_batch
-from .identity import DataDirLock, prepare_data_dir
-from .ids import MsgIdFactory, id_to_hex, parse_id
-from .keys import NetworkKey, NodeIdentity, load_or_create_identity
-from .mesh import MESH_TOPIC, MeshView, encode_link_list
-from .net.link import PeerLink
-from .net.manager import LinkManager
-from .net.tls import TlsTransport
-from .net.transport import TcpTransport, Transport
-from .wire.messages import (
+from .. import PROTOCOL_VERSION, __version__
+from ..api.server import ApiServer
+from ..config.settings import NodeConfig, format_hostport
+from ..errors import ConfigError, P2PError, single_error
+from ..gossip.replay import Replay
+from ..gossip.router import Action, Deliver, Disconnect, Forward, Router, RouterConfig, Send
+from ..gossip.signing import Verifier, make_batch
+from ..identity.datadir import DataDirLock, prepare_data_dir
+from ..identity.keypair import NodeIdentity
+from ..identity.keys import NetworkKey, load_or_create_identity
+from ..ids import MsgIdFactory, id_to_hex, parse_id
+from ..mesh.linklist import MESH_TOPIC, encode_link_list
+from ..mesh.view import MeshView
+from ..net.link import PeerLink
+from ..net.manager import LinkManager
+from ..net.tls import TlsTransport
+from ..net.transport import TcpTransport, Transport
+from ..wire.messages import (
     Batch,
     Bye,
     Digest,
@@ -45,7 +47,7 @@ from .wire.messages import (
 )
 
 if TYPE_CHECKING:
-    from .discovery.mdns import DiscoveredPeer, MdnsDiscovery
+    from ..discovery.mdns import DiscoveredPeer, MdnsDiscovery
 
 log = logging.getLogger("p2pnode.node")
 
@@ -161,7 +163,7 @@ class Node:
     def _mdns_possible(self) -> bool:
         """False (with a warning) when no interface suits mDNS and none was named.
         A named interface that does not exist is an error (``ConfigError``)."""
-        from .discovery.interfaces import choose_interfaces
+        from ..discovery.interfaces import choose_interfaces
 
         try:
             choose_interfaces(self.config.mdns_interfaces)
@@ -173,7 +175,7 @@ class Node:
         return True
 
     def _make_discovery(self) -> MdnsDiscovery:
-        from .discovery.mdns import MdnsDiscovery
+        from ..discovery.mdns import MdnsDiscovery
 
         assert self.listen_addr is not None
         self.discovery = MdnsDiscovery(

@@ -12,7 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .owners import check_data_dir
 
 LOCK_FILE = "lock"

@@ -1,4 +1,4 @@
-"""Keys and certificates: the node's identity key and the network key.
+"""Key files and certificates: the node's identity key and the network key.
 
 - A node's identity is an Ed25519 key pair kept in ``DATA_DIR/node_key`` (mode
   0600). Its node id is the first 16 bytes of SHA-256 of the raw public key, so no
@@ -27,23 +27,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-from .errors import ConfigError
-from .ids import ID_LEN
+from ..errors import ConfigError
+from .keypair import NodeIdentity, node_id_of, raw_public
 from .owners import check_owned_file
 
 NODE_KEY_FILE = "node_key"
 OPEN_NETWORK_TAG = "open"
 _OPEN_SEED = hashlib.sha256(b"p2pnode open network v1").digest()
-
-
-def node_id_of(public_raw: bytes) -> bytes:
-    """The node id that belongs to a raw 32-byte Ed25519 public key."""
-    return hashlib.sha256(public_raw).digest()[:ID_LEN]
-
-
-def _raw_public(key: ed25519.Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw,
-                                         serialization.PublicFormat.Raw)
 
 
 def _private_pem(key: ed25519.Ed25519PrivateKey) -> bytes:
@@ -109,27 +99,6 @@ def _read_private_key(path: Path, what: str) -> ed25519.Ed25519PrivateKey:
     return key
 
 
-@dataclass(frozen=True)
-class NodeIdentity:
-    """A node's key pair and the id derived from it."""
-
-    key: ed25519.Ed25519PrivateKey
-    public: bytes  # raw 32 bytes
-    node_id: bytes
-
-    @classmethod
-    def generate(cls) -> NodeIdentity:
-        return cls.from_key(ed25519.Ed25519PrivateKey.generate())
-
-    @classmethod
-    def from_key(cls, key: ed25519.Ed25519PrivateKey) -> NodeIdentity:
-        public = _raw_public(key)
-        return cls(key=key, public=public, node_id=node_id_of(public))
-
-    def sign(self, data: bytes) -> bytes:
-        return self.key.sign(data)
-
-
 def load_or_create_identity(data_dir: Path) -> NodeIdentity:
     """The identity kept in ``data_dir`` (created on first use, mode 0600).
 
@@ -162,7 +131,7 @@ class NetworkKey:
     def load(cls, path: Path) -> NetworkKey:
         """Load a network key file. Raises ``ConfigError``."""
         key = _read_private_key(path, "network key")
-        return cls(key, hashlib.sha256(_raw_public(key)).hexdigest()[:16])
+        return cls(key, hashlib.sha256(raw_public(key)).hexdigest()[:16])
 
     @property
     def is_open(self) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .errors import ConfigError, UnsafePath, UntrustedServer
+from ..errors import ConfigError, UnsafePath, UntrustedServer
 
 #: ``struct ucred`` (Linux): pid, uid, gid.
 CREDS = struct.Struct("3i")

@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 DEFAULT_PORT = 7420
 DEFAULT_TOPIC = "default"

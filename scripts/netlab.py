@@ -40,7 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-from .errors import LocalError
+from p2pnode.errors import LocalError
 
 DEFAULT_PREFIX: Final = "p2plab"
 DEFAULT_SUBNET: Final = "10.77.0.0/24"
