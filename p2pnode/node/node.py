@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .. import PROTOCOL_VERSION, __version__
+from .. import PROTOCOL_VERSION
 from ..api.server import ApiServer
 from ..config.settings import NodeConfig, format_hostport
 from ..errors import ConfigError, P2PError, single_error
@@ -45,6 +45,7 @@ from ..wire.messages import (
     Prune,
     encode_message,
 )
+from .status import peers_info, status_info
 
 if TYPE_CHECKING:
     from ..discovery.mdns import DiscoveredPeer, MdnsDiscovery
@@ -463,104 +464,11 @@ class Node:
 
     def peers_info(self) -> list[dict[str, Any]]:
         """The linked peers, for the ``peers`` request."""
-        if self.links is None:
-            return []
-        now = trio.current_time()
-        return [
-            {
-                "node_id": link.peer_hex, "name": link.peer.name, "addr": link.addr,
-                "listen": link.peer.listen, "direction": link.direction,
-                "since_s": round(now - link.opened_at, 3),
-                "rtt_ms": round(link.rtt * 1000, 3) if link.rtt is not None else None,
-                "peer_links": link.peer_links, "static": link.static,
-                "queued_bytes": len(link.out), "dropped": link.out.dropped,
-            }
-            for link in self.links.links.values()
-        ]
+        return peers_info(self)
 
     def status_info(self) -> dict[str, Any]:
         """The node's state and counters, for the ``status`` request."""
-        rs = self.router.stats
-        order = self.router.order.stats
-        history = self.router.history
-        info: dict[str, Any] = {
-            "node_id": self.node_hex, "name": self.config.name, "listen": self.listen_str,
-            "version": __version__, "protocol": PROTOCOL_VERSION,
-            "uptime_s": round(trio.current_time() - self._started_at, 3),
-            "peers": len(self.links.links) if self.links else 0,
-            "socket": str(self.config.socket_path) if self.api else None,
-            "clients": len(self.api.sessions) if self.api else 0,
-            "messages": {
-                "published": self.published, "received": rs.received,
-                "delivered": self.delivered, "duplicates": rs.duplicates,
-                "forwarded": rs.forwarded, "hop_limited": rs.hop_limited,
-                "rejected": rs.rejected, "rate_limited": self.rate_limited,
-                "seen_cache": len(self.router.seen),
-                "order_held": order.held, "order_gaps": order.gaps, "order_late": order.late,
-                "order_stale": order.stale,
-            },
-            "gossip": {
-                "mode": self.config.gossip, "ihave_sent": rs.ihave_sent,
-                "ihave_received": rs.ihave_received, "grafts_sent": rs.grafts_sent,
-                "grafts_received": rs.grafts_received, "graft_misses": rs.graft_misses,
-                "prunes_sent": rs.prunes_sent, "prunes_received": rs.prunes_received,
-                "swaps": rs.swaps, "repaired": rs.repaired,
-                "missing_given_up": rs.missing_given_up,
-            },
-            "mesh_view": {"nodes": len(self.mesh.nodes), "links": len(self.mesh.edges()),
-                          "bad_lists": self.mesh.bad},
-            "history": {
-                "batches": len(history), "bytes": history.bytes, "evicted": history.evicted,
-                "max_bytes": history.max_bytes, "max_age_s": history.max_age,
-            },
-        }
-        if order.recent_gaps:
-            info["messages"]["recent_gaps"] = [
-                {"origin": id_to_hex(o), "epoch": e, "from_seq": a, "to_seq": b}
-                for o, e, a, b in order.recent_gaps]
-        if self.links is not None:
-            ls = self.links.stats
-            info["links"] = {
-                "opened": ls.opened, "closed": dict(ls.closed), "dials": ls.dials,
-                "dials_failed": ls.dials_failed, "queue_drops": ls.queue_drops,
-                "refused": dict(ls.refused), "refused_by_peer": dict(ls.refused_by_peer),
-                "handshake_failed": dict(ls.handshake_failed),
-                "discovered_ignored": ls.discovered_ignored + self.discovered_ignored,
-                "pruned": ls.pruned,
-                "pings_lost": ls.pings_lost + sum(
-                    link.pings_lost for link in self.links.links.values()),
-                "bytes_sent": ls.bytes_sent + sum(
-                    link.out.sent_bytes for link in self.links.links.values()),
-                "bytes_received": ls.bytes_received + sum(
-                    link.bytes_received for link in self.links.links.values()),
-            }
-        if self.discovery is not None:
-            info["mdns"] = dict(self.discovery.stats)
-        transport = self.transport
-        info["security"] = {
-            "links": "plaintext" if self.config.insecure else "tls1.3",
-            "network": self.network_tag,
-            "members_only": not self.network.is_open and not self.config.insecure,
-            "signed_batches": True,
-            "tls_handshakes": transport.stats.handshakes if isinstance(
-                transport, TlsTransport) else 0,
-            "tls_failed": transport.stats.failed if isinstance(transport, TlsTransport) else 0,
-            "busy_refused": transport.stats.busy if isinstance(transport, TlsTransport) else 0,
-            "refused_per_ip": getattr(getattr(transport, "tcp", transport), "refused_per_ip", 0),
-            "rate_limited": self.rate_limited, "rejected_batches": self.router.stats.rejected,
-            "new_origin_limited": self.router.stats.new_origin_limited,
-            "origins_tracked": self.router.order.tracked,
-            "origins_forgotten": self.router.order.stats.forgotten,
-        }
-        if self.api is not None:
-            info["api"] = {
-                "requests": self.api.stats.requests, "errors": self.api.stats.errors,
-                "events_dropped": self.api.stats.events_dropped,
-                "clients_refused": self.api.stats.clients_refused,
-                "clients_forbidden": self.api.stats.clients_forbidden,
-                "rate_limited": self.api.stats.rate_limited, "replays": self.api.stats.replays,
-            }
-        return info
+        return status_info(self)
 
 
 def _cost(msg: GossipMessage) -> int:
