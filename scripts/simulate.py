@@ -271,8 +271,8 @@ class Simulation:
         for j, other in enumerate(self.nodes):
             if j == i or self.up_since[j] is None:
                 continue
-            me._on_found(self.found(j))
-            other._on_found(self.found(i))
+            me.discovering.found(self.found(j))
+            other.discovering.found(self.found(i))
 
     def found(self, j: int) -> DiscoveredPeer:
         node = self.nodes[j]
@@ -437,7 +437,7 @@ class Simulation:
                 for i, node in enumerate(self.nodes):
                     for j in range(o.nodes):
                         if j != i:
-                            node._on_found(self.found(j))
+                            node.discovering.found(self.found(j))
             await self.wait_mesh()
             if o.gc_freeze:
                 # Thousands of long-lived objects make each full collection slow (profiled:

@@ -65,7 +65,7 @@ async def test_unreachable_discovered_peer_is_dialled_with_growing_backoff(
         async with trio.open_nursery() as nursery:
             node = await start(nursery, net, 0, LOW, redial_max=10.0)
             log = DialLog(node)
-            node._on_found(peer(b"\x02" * 16, 50))  # nothing listens on mem:50
+            node.discovering.found(peer(b"\x02" * 16, 50))  # nothing listens on mem:50
             await trio.sleep(60)
             times = log.times[50]
             gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -75,7 +75,7 @@ async def test_unreachable_discovered_peer_is_dialled_with_growing_backoff(
             assert max(gaps) <= node.config.redial_max * 1.5 + 0.01
             assert gaps[-1] > 4 * gaps[0]
             # Once discovery says the peer is gone, the dialling stops.
-            node._on_lost((b"\x02" * 16).hex())
+            node.discovering.lost((b"\x02" * 16).hex())
             before = len(log.times[50])
             await trio.sleep(60)
             assert len(log.times[50]) == before
@@ -90,11 +90,11 @@ async def test_discovered_peer_is_linked_and_address_updates_are_followed(
         async with trio.open_nursery() as nursery:
             a = await start(nursery, net, 0, LOW)
             b_id = HIGH.node_id
-            a._on_found(peer(b_id, 7))  # wrong port at first: nobody there
+            a.discovering.found(peer(b_id, 7))  # wrong port at first: nobody there
             await trio.sleep(2)
             assert link_count(a) == 0
             b = await start(nursery, net, 1, HIGH)  # listens on mem:2
-            a._on_found(peer(b_id, 2))  # an update with the right address
+            a.discovering.found(peer(b_id, 2))  # an update with the right address
             await wait_until(lambda: link_count(a) == link_count(b) == 1)
             nursery.cancel_scope.cancel()
 
@@ -111,7 +111,7 @@ async def test_discovered_peer_of_another_version_or_network_is_ignored(
             a = await start(nursery, net, 0, LOW)
             log = DialLog(a)
             await start(nursery, net, 1, HIGH)
-            a._on_found(peer(HIGH.node_id, 2, **change))
+            a.discovering.found(peer(HIGH.node_id, 2, **change))
             await trio.sleep(5)
             assert log.times == {}
             assert a.status_info()["links"]["discovered_ignored"] == 1
@@ -126,8 +126,8 @@ async def test_both_discover_each_other_one_link(autojump_clock: trio.abc.Clock)
         async with trio.open_nursery() as nursery:
             a = await start(nursery, net, 0, LOW)
             b = await start(nursery, net, 1, HIGH)
-            a._on_found(peer(b.node_id, 2))
-            b._on_found(peer(a.node_id, 1))
+            a.discovering.found(peer(b.node_id, 2))
+            b.discovering.found(peer(a.node_id, 1))
             await wait_until(lambda: link_count(a) == link_count(b) == 1)
             await trio.sleep(10)
             assert link_count(a) == link_count(b) == 1

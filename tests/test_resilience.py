@@ -135,7 +135,7 @@ async def test_30_nodes_discovering_each_other_keep_degree_in_range(
             for node in nodes:
                 for other in nodes:
                     if other is not node:
-                        node._on_found(DiscoveredPeer(
+                        node.discovering.found(DiscoveredPeer(
                             node_id=other.node_hex, name=other.config.name,
                             addrs=(("mem", other.config.listen_port),), version=PROTOCOL_VERSION,
                             network=other.network_tag))

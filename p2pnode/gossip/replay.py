@@ -13,7 +13,7 @@ made into events. No I/O, no clock.
 from __future__ import annotations
 
 from ..wire.messages import BatchBody, Gossip, decode_kept_body
-from .history import Entry
+from .history import Entry, History
 
 # Budget units: about a nanosecond of work on the machine of docs/performance.md,
 # where decoding a body costs about a unit per byte.
@@ -143,3 +143,16 @@ class Replay:
         if k >= len(items):
             self._body = self._entry = None
         return max(spent, 1)
+
+
+def replay_from(history: History, held: Held, since: bytes | float, *, topics: frozenset[str],
+                node_id: bytes, hidden_topic: str) -> Replay:
+    """A replay of ``history``: the messages after message id ``since`` (bytes), or
+    of the batches that arrived at or after ``since`` (float, on history's clock), of
+    ``topics`` (empty: all), broadcast or sent to ``node_id``, but not ``hidden_topic``
+    and not the batches in ``held`` (``OrderBuffer.held_now()``: they come live)."""
+    if isinstance(since, bytes):
+        return Replay(history.since(float("-inf")), after_id=since, topics=topics,
+                      node_id=node_id, held=held, hidden_topic=hidden_topic)
+    return Replay(history.since(since), after_id=None, topics=topics, node_id=node_id,
+                  held=held, hidden_topic=hidden_topic)

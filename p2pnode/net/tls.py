@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from ..config import NodeConfig
 from ..errors import RemoteProtocolError
 from ..identity.keypair import NodeIdentity
 from ..identity.keys import (
@@ -25,7 +26,7 @@ from ..identity.keys import (
     node_id_from_cert_der,
     private_key_pem,
 )
-from .transport import StreamHandler, TcpTransport
+from .transport import StreamHandler, TcpTransport, Transport
 
 log = logging.getLogger("p2pnode.tls")
 
@@ -149,3 +150,12 @@ class TlsTransport:
             raise
         self.stats.handshakes += 1
         return True
+
+
+def default_transport(config: NodeConfig, identity: NodeIdentity,
+                      network: NetworkKey) -> Transport:
+    """TLS over TCP with the node's certificate, or plain TCP with ``insecure``."""
+    if config.insecure:
+        return TcpTransport(config.max_conns_per_ip)
+    return TlsTransport(identity, network, config.handshake_timeout,
+                        config.max_pending_handshakes, config.max_conns_per_ip)

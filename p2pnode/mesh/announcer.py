@@ -1,0 +1,73 @@
+"""The task that shares this node's link list with the mesh (``$mesh``), and this
+node's own entry in its mesh view."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ..config import NodeConfig
+from ..wire.messages import Item
+from .linklist import MESH_TOPIC, encode_link_list
+from .view import MeshView
+
+
+class MeshAnnouncer:
+    """Publishes this node's link list every ``interval`` seconds, and after a link
+    change, at most every ``min_interval``.
+
+    Args:
+        view: the node's mesh view (its own entry is kept fresh here).
+        node_id: who this node is.
+        config: its ``name``, ``mesh_interval`` and ``mesh_min_interval``.
+        links: returns the node ids this node is linked to now.
+        listen: returns the address this node listens on (``HOST:PORT``).
+        send: queues a message (with a fresh id, from ``new_id``) for the mesh.
+    """
+
+    def __init__(self, view: MeshView, node_id: bytes, config: NodeConfig, *,
+                 links: Callable[[], list[bytes]], listen: Callable[[], str],
+                 send: Callable[[Item], None], new_id: Callable[[], bytes]) -> None:
+        self.view = view
+        self.node_id = node_id
+        self.name = config.name
+        self.interval = config.mesh_interval
+        self.min_interval = config.mesh_min_interval
+        self._links = links
+        self._listen = listen
+        self._send = send
+        self._new_id = new_id
+        self._changed = trio.Event()
+        self._stamp = 0
+
+    def links_changed(self) -> None:
+        """A link opened or closed: announce soon."""
+        self._changed.set()
+
+    async def run(self) -> None:
+        """Announce until cancelled."""
+        while True:
+            self._changed = trio.Event()
+            self.announce()
+            await trio.sleep(self.min_interval)
+            with trio.move_on_after(self.interval - self.min_interval):
+                await self._changed.wait()
+
+    def announce(self) -> None:
+        """Put this node's link list in the mesh view and publish it to the mesh."""
+        now = trio.current_time()
+        links, listen = self._links(), self._listen()
+        self._stamp = max(self._stamp + 1, time.time_ns() // 1000)
+        self.view.set(self.node_id, self.name, listen, links, now, self._stamp)
+        self.view.expire(now, keep=self.node_id)
+        self._send(Item(self._new_id(), MESH_TOPIC,
+                        encode_link_list(self.name, listen, links, self._stamp)))
+
+    def info(self) -> dict[str, Any]:
+        """The mesh view, for the ``mesh`` request."""
+        now = trio.current_time()
+        self.view.expire(now, keep=self.node_id)
+        return self.view.to_dict(now, self.node_id)

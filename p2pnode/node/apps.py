@@ -1,0 +1,95 @@
+"""What local apps (through the API server), the status reply and tests ask of a node:
+``Node`` has these methods (this class is its app-facing half; ``ApiBackend`` in
+``api/server.py`` is the contract)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+import trio
+
+from ..gossip.replay import Replay, replay_from
+from ..mesh.linklist import MESH_TOPIC
+from .status import peers_info, status_info
+
+if TYPE_CHECKING:
+    from ..gossip.router import Router
+    from ..mesh.announcer import MeshAnnouncer
+    from ..net.manager import LinkManager
+    from .discovering import Discovering
+    from .engine import Engine
+    from .node import Node
+    from .publisher import Publisher
+
+
+class AppFacing:
+    """The app-facing methods of ``Node`` (a mixin: the attributes below are Node's)."""
+
+    node_id: bytes
+    router: Router
+    links: LinkManager | None
+    engine: Engine
+    publisher: Publisher
+    announcer: MeshAnnouncer
+    discovering: Discovering
+    _ready: trio.Event
+
+    # Counters kept by the parts, for the status reply and tests.
+    published = property(lambda self: self.publisher.published, doc="Messages published here.")
+    delivered = property(lambda self: self.engine.delivered,
+                         doc="Messages handed to local apps (their own included).")
+    rate_limited = property(lambda self: self.engine.rate_limited,
+                            doc="Batches dropped because a peer sent too fast.")
+    discovered_ignored = property(lambda self: self.discovering.ignored,
+                                  doc="Discovered nodes of another version or network.")
+
+    def publish(self, topic: str, payload: bytes, to: bytes | None = None, *,
+                defer_flush: bool = False) -> tuple[str, int]:
+        """See ``Publisher.publish``."""
+        return self.publisher.publish(topic, payload, to, defer_flush=defer_flush)
+
+    def flush(self) -> None:
+        """Sign and send what local apps published (see ``Publisher.flush``)."""
+        self.publisher.flush()
+
+    async def wait_links_writable(self) -> None:
+        """Backpressure for local publishers (see ``Publisher.wait_links_writable``)."""
+        await self.publisher.wait_links_writable(self.links)
+
+    async def wait_peer_count(self, low: int, high: int) -> None:
+        """Return once the number of linked peers is between ``low`` and ``high``."""
+        while True:
+            if self.links is None:
+                await self._ready.wait()
+                continue
+            changed = self.links.changed
+            if low <= len(self.links.links) <= high:
+                return
+            await changed.wait()
+
+    def open_replay(self, since: bytes | float, topics: frozenset[str]) -> Replay:
+        """A replay of the messages of history that came after message id ``since``
+        (bytes), or at or after Unix time ``since`` (float), in the order this node
+        received them: broadcast ones and those sent to this node, of ``topics`` (empty:
+        all). It replays what was delivered up to this call; the caller runs it a step
+        at a time (``Replay.step``). If the id is not in history, all of it is replayed
+        (``Replay.found`` is then False)."""
+        self.flush()  # messages published a moment ago belong to history too
+        if isinstance(since, float):  # Unix time -> the history's (trio) clock
+            since = trio.current_time() - (time.time() - since)
+        return replay_from(self.router.history, self.router.order.held_now(), since,
+                           topics=topics, node_id=self.node_id, hidden_topic=MESH_TOPIC)
+
+    def mesh_info(self) -> dict[str, Any]:
+        """The mesh view, for the ``mesh`` request."""
+        return self.announcer.info()
+
+    def peers_info(self) -> list[dict[str, Any]]:
+        """The linked peers, for the ``peers`` request."""
+        return peers_info(cast("Node", self))
+
+    def status_info(self) -> dict[str, Any]:
+        """The node's state and counters, for the ``status`` request."""
+        return status_info(cast("Node", self))
+

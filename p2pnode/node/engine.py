@@ -1,0 +1,204 @@
+"""The node's gossip path: what links bring goes through the rate limits into the router,
+and the router's actions go out to links, to local apps and to the mesh view.
+
+This is the hot path (docs/architecture.md): ``on_gossip`` handles every message of
+one read synchronously, and whatever it makes the node send is queued on the links
+without an await. Two tasks run beside it: the flusher, which sends what local apps
+published and the router's lazy announcements once the tasks that made them yield,
+and the timers (grafts of announced batches that did not come, held batches).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from ..config import NodeConfig
+from ..gossip.router import Action, Deliver, Disconnect, Forward, Router, RouterConfig, Send
+from ..gossip.signing import Verifier
+from ..mesh.linklist import MESH_TOPIC
+from ..mesh.view import MeshView
+from ..net.link import PeerLink
+from ..net.manager import LinkManager
+from ..wire.messages import (
+    Batch,
+    Digest,
+    Gossip,
+    GossipMessage,
+    Graft,
+    IHave,
+    Prune,
+    encode_message,
+)
+
+log = logging.getLogger("p2pnode.node")
+
+
+class Engine:
+    """Moves gossip between the links, the router and local apps.
+
+    Args:
+        config: the node's settings.
+        router: the node's gossip router (its only caller).
+        mesh: the mesh view, fed with the link lists of other nodes.
+        to_apps: hands a message to local apps (the API server and any callbacks).
+    """
+
+    def __init__(self, config: NodeConfig, router: Router, mesh: MeshView,
+                 to_apps: Callable[[Gossip], None]) -> None:
+        self.config = config
+        self.router = router
+        self.node_id = router.node_id
+        self.mesh = mesh
+        self.to_apps = to_apps
+        self.verifier = Verifier(config.max_payload)
+        self.links: LinkManager | None = None  # set when the node runs
+        self.on_link_change: list[Callable[[PeerLink, bool], None]] = []
+        self._flush_wake = trio.Event()
+        self._timer_wake = trio.Event()
+        self.rate_limited = 0  # batches dropped because a peer sent too fast
+        self.delivered = 0  # messages handed to local apps (their own included)
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def on_gossip(self, link: PeerLink, msgs: list[GossipMessage]) -> None:
+        """The messages of one read from ``link``: charge them to its rate limits, and
+        take the router's actions for each, synchronously."""
+        now = trio.current_time()
+        on_message = self.router.on_message
+        verify = self.verifier.verify
+        peer = link.peer_id
+        bytes_bucket, batch_bucket = link.bytes_bucket, link.batch_bucket
+        authenticated = link.authenticated
+        for msg in msgs:
+            if batch_bucket is not None and bytes_bucket is not None and not (
+                batch_bucket.take(cost(msg), now)
+                and (type(msg) is not Batch or bytes_bucket.take(len(msg.body), now))
+            ):
+                link.rate_limited += 1
+                self.rate_limited += 1
+                continue
+            actions = on_message(msg, peer, now, verify, authenticated=authenticated)
+            if actions:
+                self.apply(actions)
+                if link.close_reason:  # a Disconnect: the rest of its frames are not read
+                    break
+        self.after_gossip()
+
+    def after_gossip(self) -> None:
+        """Announcements go out when this task yields; timers start when needed."""
+        if self.router.has_announcements:
+            self._flush_wake.set()
+        if not self._timer_wake.is_set() and self.router.has_timers:
+            self._timer_wake.set()
+
+    def deliver(self, msg: Gossip) -> None:
+        """Hand ``msg`` to local apps; a link list (``$mesh``) goes to the mesh view."""
+        if msg.topic == MESH_TOPIC:
+            if msg.origin != self.node_id:
+                self.mesh.update(msg.origin, msg.data, trio.current_time())
+            return
+        self.delivered += 1
+        self.to_apps(msg)
+
+    def apply(self, actions: list[Action]) -> None:
+        """Carry out the router's actions."""
+        for action in actions:
+            if type(action) is Deliver:
+                batch, body = action.batch, action.body
+                for item in body.items:
+                    self.deliver(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
+                                        data=item.data, hops=batch.hops, to=body.to))
+            elif type(action) is Forward:
+                self._send(action.peers, encode_message(action.batch))
+            elif type(action) is Send:
+                for msg in action.msgs:
+                    self._send((action.peer,), encode_message(msg))
+            else:
+                assert type(action) is Disconnect
+                self._disconnect(action)
+
+    def _send(self, peers: tuple[bytes, ...], frame: bytes) -> None:
+        assert self.links is not None
+        links = self.links.links
+        for peer in peers:
+            link = links.get(peer)
+            if link is not None and not link.send(frame):
+                self.links.stats.queue_drops += 1
+
+    def _disconnect(self, action: Disconnect) -> None:
+        assert self.links is not None
+        link = self.links.links.get(action.peer)
+        if link is not None:
+            log.warning("link %s (%s) sent a forged batch (%s); closing it",
+                        link.peer.name, link.peer_hex[:8], action.reason)
+            link.abort(action.reason)
+
+    def link_changed(self, link: PeerLink, up: bool) -> None:
+        """A link opened or closed (the link manager's callback)."""
+        if up:
+            self.apply(self.router.peer_up(link.peer_id, trio.current_time()))
+        else:
+            self.router.peer_down(link.peer_id)
+        for callback in self.on_link_change:
+            callback(link, up)
+
+    # -- the tasks --------------------------------------------------------------------
+
+    def wake_flusher(self) -> None:
+        """Have the flusher run once the calling task yields."""
+        self._flush_wake.set()
+
+    async def run_flusher(self, flush: Callable[[], None]) -> None:
+        """Call ``flush`` (sign and send what local apps published) and send the lazy
+        announcements, each time ``wake_flusher`` was called, once its caller yields."""
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake = trio.Event()
+            flush()
+            self.apply(self.router.take_announcements())
+
+    async def run_timers(self) -> None:
+        """Run the router's timers (grafts, held batches) while it has any."""
+        step = min(self.config.graft_timeout, self.config.order_hold) / 4
+        while True:
+            await self._timer_wake.wait()
+            while (deadline := self.router.next_deadline()) is not None:
+                # Wake at least every ``step``: a new, earlier deadline may have come up.
+                await trio.sleep_until(min(deadline, trio.current_time() + step))
+                self.apply(self.router.tick(trio.current_time()))
+                self.after_gossip()
+            self._timer_wake = trio.Event()
+
+
+def cost(msg: GossipMessage) -> int:
+    """What a gossip message costs against its link's batch-rate limit: a batch 1; a
+    Graft 1 plus one per key (each can make this node send a whole batch); IHave,
+    Prune and Digest 1 plus one per 16 entries (small entries, small work)."""
+    if type(msg) is Batch:
+        return 1
+    if type(msg) is Graft:
+        return 1 + len(msg.keys) + len(msg.origins) // 16
+    if type(msg) is IHave:
+        return 1 + len(msg.batches) // 16
+    if type(msg) is Prune:
+        return 1 + len(msg.origins) // 16
+    assert type(msg) is Digest
+    return 1 + len(msg.entries) // 16
+
+
+def router_config(config: NodeConfig) -> RouterConfig:
+    """The router's settings, from the node's."""
+    return RouterConfig(
+        mode="flood" if config.gossip == "flood" else "tree", max_hops=config.max_hops,
+        seen_max_entries=config.seen_max_entries, seen_ttl=config.seen_ttl,
+        graft_timeout=config.graft_timeout, optimize_hops=config.optimize_hops,
+        order_hold=config.order_hold, history_batches=config.history_batches,
+        history_bytes=config.history_bytes, history_age=config.history_age, seed=config.seed,
+        digest_bytes=config.max_frame - 4096,  # a Digest must fit in a frame
+        max_runs=config.max_origins, max_runs_per_peer=config.max_origins_per_peer,
+        new_origins_per_s=config.new_origins_per_s,
+        new_origins_burst=min(1024.0, config.max_origins_per_peer),
+    )

@@ -1,0 +1,118 @@
+"""Publishing: what local apps publish is delivered here at once, collected into signed
+batches (one signature per batch: docs/security.md), numbered in this node's run, and
+handed to the router; publishers wait while a link is slow (backpressure).
+"""
+
+from __future__ import annotations
+
+import time
+
+import trio
+
+from ..config import NodeConfig
+from ..gossip.router import Router
+from ..gossip.signing import make_batch
+from ..identity.keypair import NodeIdentity
+from ..ids import MsgIdFactory, id_to_hex
+from ..net.link import PeerLink
+from ..net.manager import LinkManager
+from ..wire.messages import Gossip, Item
+from .engine import Engine
+
+
+class Publisher:
+    """This node's own messages, on their way into signed batches.
+
+    Args:
+        config: the node's settings (``max_frame``, ``max_hops``, ``publish_wait_max``).
+        identity: the key that signs the batches.
+        router: takes each batch (``Router.publish``).
+        engine: delivers locally, carries out the router's actions, runs the flusher.
+    """
+
+    def __init__(self, config: NodeConfig, identity: NodeIdentity, router: Router,
+                 engine: Engine) -> None:
+        self.config = config
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.router = router
+        self.engine = engine
+        #: This run of the node, in the numbering of its batches (docs/protocol.md).
+        self.epoch = time.time_ns() // 1000
+        self.seq = 0
+        self.ids = MsgIdFactory()
+        self._pending: dict[bytes | None, list[Item]] = {}
+        self._pending_bytes = 0
+        self.published = 0  # messages published by local apps
+
+    def publish(self, topic: str, payload: bytes, to: bytes | None = None, *,
+                defer_flush: bool = False) -> tuple[str, int]:
+        """Publish a message from a local app: deliver it to local subscribers now, and
+        queue it for the next signed batch (sent when the publishing task yields, or
+        when the batch is full; with ``defer_flush`` only when the caller flushes).
+        Returns (msg id hex, number of peers it goes to)."""
+        msg_id = self.ids.next()
+        self.published += 1
+        if to is None or to == self.node_id:
+            self.engine.deliver(Gossip(id=msg_id, origin=self.node_id, topic=topic,
+                                       data=payload, hops=0, to=to))
+        if to == self.node_id or self.config.max_hops == 0:
+            return id_to_hex(msg_id), 0
+        self.queue(to, Item(msg_id, topic, payload), wake=not defer_flush)
+        return id_to_hex(msg_id), len(self.router.peers)
+
+    def queue(self, to: bytes | None, item: Item, *, wake: bool = True) -> None:
+        """Add ``item`` to the next signed batch for ``to``; ``wake``: have the flusher
+        task send it once this task yields (the API flushes itself, in
+        ``wait_links_writable``, and saves that wake-up)."""
+        size = len(item.data) + len(item.topic) * 4 + 64
+        if self._pending_bytes + size > self.config.max_frame // 2:
+            self.flush()
+        self._pending.setdefault(to, []).append(item)
+        self._pending_bytes += size
+        if wake:
+            self.engine.wake_flusher()
+
+    def flush(self) -> None:
+        """Sign the queued messages (one batch per target) and send them."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        now = trio.current_time()
+        for to, items in pending.items():
+            self.seq += 1
+            batch, body = make_batch(self.identity, self.ids.next(), to, items,
+                                     epoch=self.epoch, seq=self.seq)
+            self.engine.apply(self.router.publish(batch, body, now))
+        if self.router.has_announcements:
+            self.engine.wake_flusher()  # the IHaves for lazy peers go once this task yields
+
+    async def wait_links_writable(self, links: LinkManager | None) -> None:
+        """Backpressure for local publishers: flush, then wait while a link's queue is
+        over half full, at most ``publish_wait_max`` per link. A link that stays full is
+        marked lagging and not waited for (it drops, and is closed if it stays stuck:
+        docs/failures.md)."""
+        self.flush()
+        if links is None:
+            return
+        for link in list(links.links.values()):
+            half = link.out.limit // 2
+            if link.lagging:
+                link.lagging = len(link.out) > half
+            elif len(link.out) > half:
+                link.lagging = not await self._wait_moving(link)
+
+    async def _wait_moving(self, link: PeerLink) -> bool:
+        """Wait until ``link``'s queue is at most half full, while its writer makes progress
+        (at most ``publish_wait_max``). False if it made none for a fifth of that."""
+        total = self.config.publish_wait_max
+        step = total / 5
+        deadline = trio.current_time() + total
+        while trio.current_time() < deadline:
+            sent = link.out.sent_bytes
+            with trio.move_on_after(step):
+                await link.out.wait_writable()
+                return True
+            if link.out.sent_bytes == sent:
+                return False
+        return False
