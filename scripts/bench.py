@@ -538,9 +538,9 @@ def raw_relay_latency(n: int, rate: float, timeout: float) -> tuple[float, float
         start = time.monotonic() + 0.01
         buf = b""
         for seq in range(n):
-            due = start + seq * period
-            if due > time.monotonic():
-                time.sleep(due - time.monotonic())
+            wait = start + seq * period - time.monotonic()  # read the clock once
+            if wait > 0:
+                time.sleep(wait)
             pub.sendall(struct.pack(">QQ", seq, time.monotonic_ns()))
             while len(buf) < 16:
                 buf += sub.recv(65536)
