@@ -17,6 +17,7 @@ import trio
 
 from .. import PROTOCOL_VERSION
 from ..api.server import ApiServer
+from ..api.status import NodeStatus
 from ..config.settings import NodeConfig, format_hostport
 from ..errors import ConfigError, P2PError, single_error
 from ..gossip.replay import Replay
@@ -466,7 +467,7 @@ class Node:
         """The linked peers, for the ``peers`` request."""
         return peers_info(self)
 
-    def status_info(self) -> dict[str, Any]:
+    def status_info(self) -> NodeStatus:
         """The node's state and counters, for the ``status`` request."""
         return status_info(self)
 
