@@ -69,7 +69,10 @@ def test_render_exports_the_status() -> None:
     assert "recent_gaps" not in text
     # Markdown links and backticks of the descriptions stay out of HELP.
     assert ("# HELP p2pnode_messages_rejected_total batches dropped because their signature,"
-            " key or contents were bad (protocol.md)") in lines
+            " key or contents were bad") in lines
+    assert ("# HELP p2pnode_links_refused_total connections this node refused, by code; busy"
+            " counts inbound connections closed because max_pending_handshakes were already"
+            " in their link handshake") in lines
     # The names before this schema, for dashboards (docs/operations.md lists them).
     for old in ("p2pnode_mesh_view_nodes_total", "p2pnode_links_bytes_sent_total"):
         assert old not in text
@@ -108,6 +111,24 @@ def test_names_follow_prometheus_naming() -> None:
         assert "_bytes_" not in core, name
     assert metric_name(BY_PATH["links.bytes_received"]) == "p2pnode_links_received_bytes"
     assert metric_name(BY_PATH["history.bytes"]) == "p2pnode_history_bytes"
+
+
+def test_operations_md_names_metrics_that_exist() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    section = text[text.index("### metrics"):text.index("### logs")]
+    renamed = section[section.index("| before | now | why |"):]
+    renamed = renamed[:renamed.index("\n\n")]
+    before = {m for row in renamed.splitlines()[2:]
+              for m in re.findall(r"`(p2pnode_\w+)`", row.split(" | ")[0])}
+    now = {m for row in renamed.splitlines()[2:]
+           for m in re.findall(r"`(p2pnode_\w+)`", row.split(" | ")[1])}
+    assert len(before) == len(now) == 4
+    names = set(re.findall(r"\b(p2pnode_[a-z_]*[a-z])\b", section)) - before
+    exposition = render(full_status())
+    samples = {s.name for f in text_string_to_metric_families(exposition) for s in f.samples}
+    assert now <= names
+    assert names <= samples, names - samples
+    assert not before & samples
 
 
 def test_sections_a_node_does_not_run_are_left_out() -> None:

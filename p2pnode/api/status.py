@@ -326,8 +326,11 @@ class Field:
 
     @property
     def help(self) -> str:
-        """The description without markdown: for ``# HELP``."""
-        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", self.description)
+        """The description without markdown: for ``# HELP``. A link alone in
+        parentheses, or after a comma, goes; another keeps its text."""
+        text = re.sub(r" ?\(\[[^\]]*\]\([^)]*\)\)|, \[[^\]]*\]\([^)]*\)", "",
+                      self.description)
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
         return text.replace("`", "")
 
 
