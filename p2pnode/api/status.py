@@ -301,7 +301,7 @@ class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
     mesh_view: Annotated[MeshViewStatus, _section("this node's view of the whole mesh")]
     history: Annotated[HistoryStatus, _section("the recent batches kept for repair and replay")]
     links: Annotated[LinksStatus | None, _section("links to peers")] = None
-    mdns: Annotated[MdnsStatus | None, _section("only when mDNS discovery runs")] = None
+    mdns: Annotated[MdnsStatus | None, _section("mDNS discovery")] = None
     security: Annotated[SecurityStatus, _section("protection of links and batches")]
     api: Annotated[ApiStatus | None, _section("the local API")] = None
 
@@ -384,7 +384,7 @@ def _walk() -> tuple[tuple[Field, ...], tuple[SectionInfo, ...]]:
     return tuple(top), tuple(sections)
 
 
-#: The top-level fields that are not sections, in reply order.
+#: The top-level fields that are not sections, and the sections, in reply order.
 TOP_FIELDS, SECTIONS = _walk()
 #: Every field of the reply, in reply order (sections' fields after the top level's).
 FIELDS: tuple[Field, ...] = TOP_FIELDS + tuple(f for s in SECTIONS for f in s.fields)
@@ -401,7 +401,8 @@ def kind_text(field: Field) -> str:
 
 
 def markdown_table() -> str:
-    """docs/api.md's table of the status fields, as the schema has it."""
+    """docs/api.md's table of the status fields, as the schema has it (print it to
+    update the docs after a change to the schema)."""
     rows = ["| field | kind | meaning |", "| --- | --- | --- |"]
     rows += [f"| `{f.path}` | {kind_text(f)} | {f.description} |" for f in FIELDS]
     return "\n".join(rows)
@@ -415,9 +416,3 @@ def encode_status_reply(req_id: Scalar, status: NodeStatus) -> bytes:
     head: dict[str, Any] = {"id": req_id} if req_id is not None else {}
     head["ok"] = True
     return _encoder.encode(head)[:-1] + b"," + _encoder.encode(status)[1:] + b"\n"
-
-
-def status_dict(status: NodeStatus) -> dict[str, Any]:
-    """``status`` as plain JSON values (what a client decodes from the reply)."""
-    result: dict[str, Any] = msgspec.to_builtins(status)
-    return result
