@@ -195,7 +195,7 @@ async def test_slow_subscriber_drops_events_but_not_others(short_tmp: Path) -> N
                                 await healthy.next_event()
             assert node.api is not None
             assert node.api.stats.events_dropped > 0
-            assert node.status_info()["api"]["events_dropped"] > 0
+            assert node.status_info().api.events_dropped > 0
             await stuck.stream.aclose()
 
 

@@ -38,7 +38,7 @@ async def test_a_certificate_without_an_ed25519_key_cannot_claim_a_node_id(
             assert b.links is not None
             assert c.node_id not in b.links.links
             assert b.links.stats.refused["identity_unproven"] == 1
-            assert b.status_info()["links"]["refused"]["identity_unproven"] == 1
+            assert b.status_info().links.refused["identity_unproven"] == 1
             # B still links to the real C, and C's messages reach B's apps.
             async with trio.open_nursery() as nursery:
                 assert c.listen_addr is not None

@@ -111,6 +111,6 @@ async def test_a_peer_bringing_new_origins_too_fast_is_limited(
             await stream.send_all(b"".join(encode_message(x) for x in burst[1_024:1_200]))
             await wait_until(lambda: a.router.stats.received >= 1_676)
             assert 1_124 <= a.router.order.tracked <= 1_127
-            assert a.status_info()["security"]["new_origin_limited"] == stats.new_origin_limited
+            assert a.status_info().security.new_origin_limited == stats.new_origin_limited
             await peer.aclose()
             nursery.cancel_scope.cancel()

@@ -114,7 +114,7 @@ async def test_discovered_peer_of_another_version_or_network_is_ignored(
             a.discovering.found(peer(HIGH.node_id, 2, **change))
             await trio.sleep(5)
             assert log.times == {}
-            assert a.status_info()["links"]["discovered_ignored"] == 1
+            assert a.status_info().links.discovered_ignored == 1
             nursery.cancel_scope.cancel()
 
 

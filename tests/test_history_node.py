@@ -89,7 +89,7 @@ async def test_message_published_alone_reaches_the_first_peer_once(
             msg_hex, peers = a.publish("t", b"before anyone")
             assert peers == 0
             await settle(1)  # flushed into a batch with nowhere to go: kept in history
-            assert a.status_info()["history"]["batches"] == 1
+            assert a.status_info().history.batches == 1
             b = Node(memory_config(1, peers=(("mem", 1),)), transport=net.transport(),
                      identity=make_identity(random.Random(2)), api=False)
             got = count_deliveries(b)
@@ -100,8 +100,8 @@ async def test_message_published_alone_reaches_the_first_peer_once(
             await settle(5)
             assert got == Counter({bytes.fromhex(msg_hex): 1}), "delivered again"
             assert mine == Counter({bytes.fromhex(msg_hex): 1}), "came back to its origin"
-            assert a.status_info()["gossip"]["repaired"] == 1
-            assert b.status_info()["gossip"]["grafts_sent"] == 1
+            assert a.status_info().gossip.repaired == 1
+            assert b.status_info().gossip.grafts_sent == 1
             nursery.cancel_scope.cancel()
 
 
@@ -165,9 +165,9 @@ async def test_partition_heals_and_every_node_gets_every_message_once(
             for i, c in enumerate(counters):
                 assert set(c) == set(ids), f"node {i} missed messages"
                 assert set(c.values()) == {1}, f"node {i} got duplicates: {c}"
-            repaired = [n.status_info()["gossip"]["repaired"] for n in nodes]
+            repaired = [n.status_info().gossip.repaired for n in nodes]
             assert sum(repaired) > 0, repaired
-            assert all(n.status_info()["gossip"]["graft_misses"] == 0 for n in nodes)
+            assert all(n.status_info().gossip.graft_misses == 0 for n in nodes)
             nursery.cancel_scope.cancel()
 
 
@@ -212,8 +212,8 @@ async def test_messages_of_one_origin_arrive_in_publish_order(
             assert all(link_count(n) == 3 for n in nodes[1:3]), "the links must not time out"
             for i, order in enumerate(orders, start=1):
                 assert order == sent, f"node {i} delivered out of order"
-            held = [n.status_info()["messages"]["order_held"] for n in nodes]
-            gaps = [n.status_info()["messages"]["order_gaps"] for n in nodes]
+            held = [n.status_info().messages.order_held for n in nodes]
+            gaps = [n.status_info().messages.order_gaps for n in nodes]
             assert held[2] > 0, "the test should make batches overtake each other"
             assert gaps == [0, 0, 0, 0]
             nursery.cancel_scope.cancel()
@@ -386,16 +386,16 @@ async def test_history_stays_within_its_limits(
                 a.publish("t", b"x" * 100 + str(k).encode())
                 await trio.sleep(0.01)  # one batch each
                 for node in (a, b):
-                    h = node.status_info()["history"]
-                    assert h["bytes"] <= h["max_bytes"] == history_bytes
-                    assert h["batches"] <= history_batches
+                    h = node.status_info().history
+                    assert h.bytes <= h.max_bytes == history_bytes
+                    assert h.batches <= history_batches
             await wait_until(lambda: len(got) == 100)
             for node in (a, b):
-                h = node.status_info()["history"]
-                assert h["evicted"] > 0
-                assert 0 < h["batches"] <= history_batches
+                h = node.status_info().history
+                assert h.evicted > 0
+                assert 0 < h.batches <= history_batches
                 entries = list(node.router.history)
-                assert h["bytes"] == sum(e.size for e in entries)
+                assert h.bytes == sum(e.size for e in entries)
                 assert all(e.size >= ENTRY_OVERHEAD for e in entries)
             # A batch larger than the whole history is not kept at all.
             if history_bytes < 10_000:
@@ -403,7 +403,7 @@ async def test_history_stays_within_its_limits(
                 a.publish("t", b"y" * history_bytes)
                 await trio.sleep(0.01)
                 assert len(a.router.history) == before
-                assert a.status_info()["history"]["bytes"] <= history_bytes
+                assert a.status_info().history.bytes <= history_bytes
             nursery.cancel_scope.cancel()
 
 

@@ -1,4 +1,5 @@
-"""The pure core (wire/, gossip/, api/protocol.py) loads neither trio nor zeroconf."""
+"""The pure core (wire/, gossip/, api/protocol.py, api/status.py) loads neither trio nor
+zeroconf."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ PURE = [
     "p2pnode.gossip.seen",
     "p2pnode.gossip.router",
     "p2pnode.api.protocol",
+    "p2pnode.api.status",
 ]
 HEAVY = ["trio", "zeroconf"]
 

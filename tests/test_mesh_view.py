@@ -63,7 +63,7 @@ async def test_every_node_sees_the_whole_mesh_and_follows_changes(
             info = nodes[3].mesh_info()
             assert {n["name"] for n in info["nodes"]} == {f"n{i}" for i in range(10)}
             assert info["self"] == nodes[3].node_hex
-            assert nodes[3].status_info()["mesh_view"]["nodes"] == 10
+            assert nodes[3].status_info().mesh_view.nodes == 10
             # Link lists are not messages for apps.
             assert nodes[3].delivered == 0
             # A node that leaves disappears from the others' links soon after.

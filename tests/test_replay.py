@@ -274,8 +274,9 @@ async def test_replays_are_rate_limited_per_client(
                 assert [(await client.next_event())["data"] for _ in range(2)] == ["old", "live"]
                 with trio.move_on_after(1.0):
                     raise AssertionError(await client.next_event())
-                status = a.status_info()["api"]
-                assert (status["rate_limited"], status["replays"]) == (1, 6)
+                status = a.status_info().api
+                assert status is not None
+                assert (status.rate_limited, status.replays) == (1, 6)
 
 
 async def test_one_read_of_many_requests_lets_other_tasks_run(

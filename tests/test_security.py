@@ -72,7 +72,7 @@ async def test_nodes_of_different_networks_cannot_link_either_way(short_tmp: Pat
                 for sub in subs.values():
                     await sub.aclose()
                 nursery.cancel_scope.cancel()
-            assert a.status_info()["security"]["members_only"] is True
+            assert a.status_info().security.members_only is True
 
 
 async def relay(listener: trio.SocketListener, target: tuple[str, int],
@@ -171,7 +171,7 @@ async def test_forged_and_modified_batches_are_dropped_at_the_first_honest_node(
             await trio.testing.wait_all_tasks_blocked()
             assert got == [0, 0]
             assert nodes[1].router.stats.received == 0  # nothing was forwarded
-            assert nodes[0].status_info()["security"]["rejected_batches"] == len(bad)
+            assert nodes[0].status_info().security.rejected_batches == len(bad)
             # The genuine batch still gets through, even after forged copies of its id.
             stream = await open_raw_link(net, nodes[0], attacker.node_id, "attacker")
             good = sign_batch(attacker, b"\x10" * 16, None, [Item(b"\x11" * 16, "t", b"hello")])
@@ -252,8 +252,8 @@ async def test_a_flood_of_bad_connections_does_not_stop_honest_traffic(short_tmp
             await wait_until(lambda: fd_count() <= fds and tcp.per_ip == {"127.0.0.1": 1},
                              poll=0.05)
             assert rss_mb() < rss + 20
-            refused = b.status_info()["security"]
-            assert refused["tls_failed"] + refused["refused_per_ip"] + refused["busy_refused"] \
+            refused = b.status_info().security
+            assert refused.tls_failed + refused.refused_per_ip + refused.busy_refused \
                 >= 200
             await assert_still_linked(a, b)
             nursery.cancel_scope.cancel()
@@ -307,7 +307,7 @@ async def test_a_client_of_another_user_is_refused(short_tmp: Path) -> None:
             reply = msgspec.json.decode(res.stdout.split(" ", 1)[1])
             assert reply["error"]["code"] == "forbidden", res  # the peer credentials do not
             assert "node_id" not in reply
-            assert a.status_info()["api"]["clients_forbidden"] == 1
+            assert a.status_info().api.clients_forbidden == 1
             # The node's own user is served as usual.
             async with await open_client(path) as me:
                 assert (await me.status())["name"] == "a"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
-from p2pnode.cli.statusview import format_duration, rate, summary
+from p2pnode.api.status import FIELDS, Field
+from p2pnode.cli.statusview import NOT_SHOWN, format_duration, rate, summary
+
+from .test_status_schema import full_reply
 
 
 def reply(uptime: float, delivered: int, queue_drops: int) -> dict[str, Any]:
@@ -53,10 +58,10 @@ def test_summary_survives_missing_and_new_fields() -> None:
     text = summary({"name": "x", "links": {"bytes_sent": 2048, "new_counter": 3},
                     "extra": [1]}, None, None)
     assert "node      x (?), p2pnode ?, protocol ?" in text
-    assert "bytes     bytes_sent ?" in text                 # no uptime: no rate
+    assert "bytes     sent ?" in text                 # no uptime: no rate
     assert "other     links.new_counter=3 extra=[1]" in text
     text = summary({"uptime_s": 4.0, "links": {"bytes_sent": 2048}})
-    assert "bytes     bytes_sent 512 B/s" in text
+    assert "bytes     sent 512 B/s" in text
 
 
 def test_summary_shows_the_mesh_view_gossip_and_order_gaps() -> None:
@@ -69,3 +74,54 @@ def test_summary_shows_the_mesh_view_gossip_and_order_gaps() -> None:
     assert "7 nodes, 9 links" in text
     assert "tree; history 12 batches, 40 KiB; grafts 3, repaired 4" in text
     assert "2 messages never came" in text
+
+
+def other_value(field: Field, value: Any) -> Any:
+    """A value of the field's kind unlike ``value``."""
+    if field.kind in ("counter", "gauge"):
+        return value + 100_000
+    if field.kind == "flag":
+        return not value
+    if field.kind == "info":
+        return value + 1 if isinstance(value, int) else f"{value}-other"
+    if field.kind == "by_reason":
+        return {"other_reason": 100_000}
+    return []
+
+
+def test_every_field_is_shown_or_listed_as_not_shown() -> None:
+    """The summary changes when a field changes, unless the field is in NOT_SHOWN (and
+    then it does not): a field added to the schema must be shown, or said not to be."""
+    base = full_reply()
+    text = summary(base)
+    assert not any(line.startswith("other") for line in text.splitlines())  # all known
+    shown = set()
+    for field in FIELDS:
+        section = base[field.section] if field.section else base
+        changed = full_reply({field.path: other_value(field, section[field.name])})
+        if summary(changed) != text:
+            shown.add(field.path)
+    assert NOT_SHOWN <= {f.path for f in FIELDS}, "NOT_SHOWN names fields the schema lacks"
+    assert not shown & NOT_SHOWN, f"NOT_SHOWN but shown: {sorted(shown & NOT_SHOWN)}"
+    missing = sorted({f.path for f in FIELDS} - shown - NOT_SHOWN)
+    assert not missing, f"neither shown by `p2pnode status` nor in NOT_SHOWN: {missing}"
+
+
+def test_fields_of_a_newer_node_are_listed_under_other() -> None:
+    st = full_reply()
+    st["links"]["bytes_lost"] = 7
+    st["quorum"] = {"size": 3}
+    st["api"].pop("replays")  # an older node: left out, no error
+    lines = summary(st).splitlines()
+    (other,) = (line for line in lines if line.startswith("other"))
+    assert other == "other     links.bytes_lost=7 quorum={'size': 3}"
+
+
+def test_cli_md_explains_every_drop() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    table = text[text.index("The reasons shown under `drops`:"):]
+    table = table[:table.index("\n\n", table.index("| text |"))]
+    named = {path for row in table.splitlines()[3:]
+             for path in re.findall(r"`([a-z_]+\.[a-z_]+)`", row.split(" | ")[1])}
+    drops = {f.path for f in FIELDS if f.drop and f.kind == "counter"}
+    assert drops == named, (sorted(drops - named), sorted(named - drops))

@@ -52,6 +52,7 @@ from .protocol import (
 )
 from .replaying import Backlog, Replayer, ReplayRequest, rate_error, replay_burst
 from .sockfile import bind_unix_socket, remove_if_ours
+from .status import NodeStatus, encode_status_reply
 from .waiting import wait_peers
 
 log = logging.getLogger("p2pnode.api")
@@ -70,7 +71,7 @@ class ApiBackend(Protocol):
     async def wait_links_writable(self) -> None: ...
     def flush(self) -> None: ...
     def peers_info(self) -> list[dict[str, Any]]: ...
-    def status_info(self) -> dict[str, Any]: ...
+    def status_info(self) -> NodeStatus: ...
     def open_replay(self, since: bytes | float, topics: frozenset[str]) -> Replay: ...
     def mesh_info(self) -> dict[str, Any]: ...
 
@@ -381,7 +382,7 @@ class ApiServer:
         if type(req) is Mesh:
             return encode_reply(req.id, self.backend.mesh_info())
         assert type(req) is Status
-        return encode_reply(req.id, self.backend.status_info())
+        return encode_status_reply(req.id, self.backend.status_info())
 
     def _subscribe(self, session: Session, topics: list[str], req_id: Scalar) -> None:
         if not topics:

@@ -1,28 +1,33 @@
-"""Prometheus metrics: the counters of the ``status`` reply over HTTP (``GET /metrics``).
+"""Prometheus metrics: the ``status`` reply over HTTP (``GET /metrics``).
 
 ``serve_metrics`` is a tiny HTTP/1.0-style responder: one request per connection,
 the request head limited to ``MAX_REQUEST`` bytes and ``REQUEST_TIMEOUT`` seconds,
 at most ``MAX_CONNECTIONS`` connections at a time (more are closed at once), only
 ``GET /metrics`` (404 for another path, 405 for another method).
 
-``render`` flattens the status dict (docs/operations.md, "Metrics"):
+``render`` exports every field of the status schema (``p2pnode.api.status``, described
+in docs/operations.md, "Metrics"), with its description as ``# HELP``:
 
-- ``messages.delivered: 7`` becomes ``p2pnode_messages_delivered_total 7`` (a counter);
-- a dict of counters by reason, ``links.closed: {"timeout": 2}``, becomes
+- a counter ``messages.delivered`` is ``p2pnode_messages_delivered_total``, a gauge
+  ``messages.seen_cache`` is ``p2pnode_messages_seen_cache``; units (bytes, seconds)
+  come last, before ``_total``: ``links.bytes_sent`` is ``p2pnode_links_sent_bytes_total``,
+  ``uptime_s`` is ``p2pnode_uptime_seconds``;
+- counters by reason, ``links.closed: {"timeout": 2}``, are
   ``p2pnode_links_closed_total{reason="timeout"} 2``;
-- the numbers that go up and down (``GAUGES``, and every top-level number) are
-  gauges without ``_total``; ``uptime_s`` becomes ``p2pnode_uptime_seconds``;
-- booleans are gauges of 0 or 1; strings become labels of an ``_info`` gauge of 1.
+- flags are gauges of 0 or 1; text fields are labels of an ``_info`` gauge of 1
+  (``p2pnode_info``, ``p2pnode_security_info``...);
+- lists (``messages.recent_gaps``) and ``NOT_EXPORTED`` are left out.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import trio
+
+from ..api.status import SECTIONS, TOP_FIELDS, Field, NodeStatus
 
 log = logging.getLogger("p2pnode.metrics")
 
@@ -30,18 +35,11 @@ MAX_REQUEST = 8192
 REQUEST_TIMEOUT = 5.0
 MAX_CONNECTIONS = 16
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-#: Status fields inside sections that are gauges, not counters.
-GAUGES = frozenset({"messages.seen_cache", "history.batches", "history.bytes",
-                    "history.max_bytes", "history.max_age_s", "security.origins_tracked"})
-#: Top-level fields that become labels of ``p2pnode_info``.
-INFO_KEYS = ("node_id", "name", "version", "protocol", "listen")
-#: The label name for the keys of a dict of counters (default "key").
-LABELS = {"closed": "reason", "refused": "code", "refused_by_peer": "code",
-          "handshake_failed": "code"}
-
+#: Fields /metrics leaves out: the socket path is of no use to a monitoring system.
+NOT_EXPORTED = frozenset({"socket"})
 
 async def serve_metrics(
-    host: str, port: int, get_status: Callable[[], dict[str, Any]], *,
+    host: str, port: int, get_status: Callable[[], NodeStatus], *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``render(get_status())`` at ``http://HOST:PORT/metrics`` until cancelled.
@@ -75,7 +73,7 @@ def _hostport(host: str, port: int) -> str:
 
 
 async def _serve_one(stream: trio.SocketStream,
-                     get_status: Callable[[], dict[str, Any]]) -> None:
+                     get_status: Callable[[], NodeStatus]) -> None:
     try:
         with trio.move_on_after(REQUEST_TIMEOUT):
             head = await _read_head(stream)
@@ -105,7 +103,7 @@ async def _read_head(stream: trio.SocketStream) -> bytes | None:
     return buf
 
 
-def _respond(head: bytes | None, get_status: Callable[[], dict[str, Any]]) -> bytes:
+def _respond(head: bytes | None, get_status: Callable[[], NodeStatus]) -> bytes:
     if head is None:
         return _response("400 Bad Request", "bad or too long request\n")
     parts = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].split()
@@ -126,51 +124,83 @@ def _response(status: str, body: str, content_type: str = "text/plain; charset=u
             f"Content-Length: {len(data)}\r\nConnection: close\r\n{extra}\r\n").encode() + data
 
 
-def render(status: dict[str, Any]) -> str:
-    """The status reply in the Prometheus text exposition format."""
-    lines: list[str] = []
-    info: dict[str, Any] = {k: status[k] for k in INFO_KEYS if k in status}
-    lines += _metric("p2pnode_info", "gauge", [(info, 1)])
-    for key, value in status.items():
-        if key in info or key in ("ok", "id", "socket"):
+def render(status: NodeStatus) -> str:
+    """The status reply in the Prometheus text exposition format, one family per field
+    of the schema (``FIELDS``) but the ones in ``NOT_EXPORTED`` and the lists."""
+    lines = list(_info_family("p2pnode_info", "this node: its id, name, address and versions",
+                              TOP_FIELDS, status))
+    for field in TOP_FIELDS:
+        lines += _family(field, getattr(status, field.name))
+    for section in SECTIONS:
+        values = getattr(status, section.name)
+        if values is None:
             continue
-        if isinstance(value, dict):
-            lines += _section(key, value)
-        elif _is_number(value):
-            lines += _metric(_name("p2pnode", key), "gauge", [({}, value)])
+        lines += _info_family(f"p2pnode_{section.name}_info", section.description,
+                              section.fields, values)
+        for field in section.fields:
+            lines += _family(field, getattr(values, field.name))
     return "\n".join(lines) + "\n"
 
 
-def _section(section: str, values: dict[str, Any]) -> Iterator[str]:
-    strings = {k: v for k, v in values.items() if isinstance(v, str)}
-    if strings:
-        yield from _metric(f"p2pnode_{_clean(section)}_info", "gauge", [(strings, 1)])
-    for key, value in values.items():
-        name = _name(f"p2pnode_{_clean(section)}", key)
-        if isinstance(value, bool) or f"{section}.{key}" in GAUGES:
-            yield from _metric(name, "gauge", [({}, int(value))])
-        elif _is_number(value):
-            yield from _metric(name + "_total", "counter", [({}, value)])
-        elif isinstance(value, dict):
-            label = LABELS.get(key, "key")
-            samples = [({label: k}, v) for k, v in value.items() if _is_number(v)]
-            yield from _metric(name + "_total", "counter", samples)
+def metric_name(field: Field) -> str:
+    """The family name of a field (counters without their ``_total``):
+    ``p2pnode_`` + section + name, the unit last, in base units
+    (``links.bytes_sent``: ``p2pnode_links_sent_bytes``; ``uptime_s``:
+    ``p2pnode_uptime_seconds``)."""
+    base = field.metric or field.name
+    if field.unit == "seconds":
+        base = base.removesuffix("_s")
+    if field.unit and not base.endswith(field.unit):
+        base = f"{base}_{field.unit}"
+    return f"p2pnode_{field.section}_{base}" if field.section else f"p2pnode_{base}"
 
 
-def _metric(name: str, kind: str, samples: list[tuple[dict[str, Any], Any]]) -> Iterator[str]:
+def sample_name(field: Field) -> str:
+    """The name of a field's samples: counters end in ``_total``."""
+    name = metric_name(field)
+    return f"{name}_total" if field.kind in ("counter", "by_reason") else name
+
+
+def exported(field: Field) -> bool:
+    """Whether /metrics shows the field (as a family of its own or as a label)."""
+    return field.kind != "list" and field.path not in NOT_EXPORTED
+
+
+def _family(field: Field, value: Any) -> Iterator[str]:
+    if field.kind in ("info", "list") or not exported(field):
+        return
+    name = sample_name(field)
+    if field.kind == "by_reason":
+        label = field.label or "key"
+        samples = [({label: k}, v) for k, v in value.items() if _is_number(v)]
+        yield from _metric(name, "counter", field.help, samples)
+    else:
+        kind = "counter" if field.kind == "counter" else "gauge"
+        yield from _metric(name, kind, field.help, [({}, int(value) if field.kind == "flag"
+                                                     else value)])
+
+
+def _info_family(name: str, help_text: str, fields: tuple[Field, ...],
+                 values: Any) -> Iterator[str]:
+    """One gauge of 1 whose labels are the ``info`` fields (text) of a section."""
+    labels = {f.name: getattr(values, f.name) for f in fields
+              if f.kind == "info" and exported(f)}
+    if labels:
+        text = f"{help_text} (always 1; labels: {', '.join(labels)})"
+        yield from _metric(name, "gauge", text, [(labels, 1)])
+
+
+def _metric(name: str, kind: str, help_text: str,
+            samples: list[tuple[dict[str, Any], Any]]) -> Iterator[str]:
+    yield f"# HELP {name} {_escape_help(help_text)}"
     yield f"# TYPE {name} {kind}"
     for labels, value in samples:
-        text = ",".join(f'{_clean(k)}="{_escape(v)}"' for k, v in labels.items())
+        text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
         yield f"{name}{{{text}}} {value}" if text else f"{name} {value}"
 
 
-def _name(prefix: str, key: str) -> str:
-    key = _clean(key)
-    return f"{prefix}_{key[:-2]}_seconds" if key.endswith("_s") else f"{prefix}_{key}"
-
-
-def _clean(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9_]", "_", text)
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _escape(value: Any) -> str:

@@ -2,14 +2,19 @@
 
 Rates come from two replies taken ``interval`` seconds apart (their difference
 over the difference of ``uptime_s``), or from one reply averaged over the
-node's uptime. Every field is optional: a field the node does not report is
-left out, and counters this module does not know are listed under ``other``.
+node's uptime. The fields come from the schema (``p2pnode.api.status``), but the
+reply is read as plain JSON: the node may be of another version. A field the node
+does not report is left out (or shown as ``?``), and fields the schema does not know
+are listed under ``other``. Every field of the schema is shown, or listed in
+``NOT_SHOWN``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+from ..api.status import BY_PATH, FIELDS, SECTION_NAMES
 
 MAX_PEER_ROWS = 8
 
@@ -21,48 +26,30 @@ BATCH_RATES = (
     ("messages", "received", "received"), ("messages", "forwarded", "forwarded"),
     ("messages", "duplicates", "duplicates"),
 )
-#: Counters of things lost or refused: (section, key, what and why).
-DROPS = (
-    ("links", "queue_drops", "batch copies dropped: a peer's send queue was full"),
-    ("api", "events_dropped", "events dropped: local subscribers read too slowly"),
-    ("messages", "rate_limited", "batches dropped: a peer sent over its rate limit"),
-    ("messages", "rejected", "batches rejected: bad signature, key or contents"),
-    ("messages", "hop_limited", "batches stopped by the hop limit"),
-    ("security", "new_origin_limited",
-     "batches dropped: a peer brought new origins over its rate"),
-    ("security", "origins_forgotten", "origin runs forgotten to make room (replay state)"),
-    ("messages", "order_gaps", "messages never came: order gaps skipped after --order-hold"),
-    ("gossip", "missing_given_up", "announced batches never obtained from any announcer"),
-    ("history", "evicted", "batches left history early (its size limits)"),
-    ("api", "rate_limited", "publishes or replays refused: a local app went over its rate"),
-    ("api", "clients_refused", "API connections refused: too many clients"),
-    ("api", "clients_forbidden", "API connections refused: another user"),
-    ("api", "errors", "API error replies"),
-    ("links", "dials_failed", "dials failed (peer down or unreachable)"),
-    ("links", "pings_lost", "keepalive pings lost"),
-    ("links", "pruned", "links pruned (more links than wanted)"),
-    ("links", "discovered_ignored", "discovered nodes ignored (other version or network)"),
-    ("security", "tls_failed", "TLS handshakes failed (another network, a scanner?)"),
-    ("security", "busy_refused", "connections refused: too many handshakes at once"),
-    ("security", "refused_per_ip", "connections refused: too many from one address"),
-)
+#: Counters of things lost or refused, in schema order: (section, key, what and why).
+DROPS = tuple((f.section, f.name, f.drop) for f in FIELDS
+              if f.kind == "counter" and f.section and f.drop)
 #: Counters by reason: (section, key, what).
-BY_REASON = (
-    ("links", "closed", "links closed"), ("links", "refused", "links refused here"),
-    ("links", "refused_by_peer", "links refused by peers"),
-    ("links", "handshake_failed", "link handshakes failed"),
-)
-#: Fields shown elsewhere or not counters at all.
-SHOWN = {(s, k) for s, k, _ in (*RATES, *BATCH_RATES, *DROPS, *BY_REASON)} | {
-    ("messages", "seen_cache"), ("links", "opened"), ("links", "dials"),
-    ("security", "rate_limited"),
-    ("security", "rejected_batches"), ("security", "links"), ("security", "network"),
-    ("security", "members_only"), ("security", "signed_batches"),
-    ("security", "tls_handshakes"), ("security", "origins_tracked"), ("api", "requests"),
-    ("api", "replays"),
-}
-TOP_LEVEL = {"ok", "id", "node_id", "name", "listen", "version", "protocol", "uptime_s",
-             "peers", "socket", "clients", "messages", "links", "security", "api", "mdns"}
+BY_REASON = tuple((f.section, f.name, f.drop) for f in FIELDS
+                  if f.kind == "by_reason" and f.section and f.drop)
+#: Byte counters, shown as rates: (section, key).
+BYTE_COUNTERS = tuple((f.section, f.name) for f in FIELDS
+                      if f.kind == "counter" and f.section and f.unit == "bytes")
+#: Fields of the schema the summary leaves out (``--json`` and /metrics show them).
+NOT_SHOWN = frozenset({
+    "messages.seen_cache", "messages.order_held", "messages.order_late",
+    "messages.order_stale", "messages.recent_gaps",
+    "gossip.ihave_sent", "gossip.ihave_received", "gossip.grafts_received",
+    "gossip.graft_misses", "gossip.prunes_sent", "gossip.prunes_received", "gossip.swaps",
+    "history.max_bytes", "history.max_age_s",
+    "mdns.events", "mdns.dropped_closed", "mdns.dropped_finished", "mdns.resolved",
+    "mdns.self", "mdns.found", "mdns.lost",
+    "security.signed_batches", "security.tls_handshakes", "security.rate_limited",
+    "security.rejected_batches", "security.origins_tracked",
+    "api.requests", "api.replays",
+})
+#: Keys of a reply that are not status fields.
+ENVELOPE = frozenset({"ok", "id"})
 
 
 def section_of(status: dict[str, Any], name: str) -> dict[str, Any]:
@@ -182,19 +169,10 @@ def _link_rows(st: dict[str, Any], peers: list[dict[str, Any]] | None) -> Iterat
 
 
 def _bytes_text(st: dict[str, Any], before: dict[str, Any] | None) -> str:
-    """Rates of every byte counter (a key with ``bytes`` in its name, not a queue size)."""
-    parts = []
-    for section in ("links", "messages", "api"):
-        values = st.get(section)
-        if isinstance(values, dict):
-            parts += [f"{key} {format_rate(rate(before, st, section, key), ' B/s')}"
-                      for key in values if _is_byte_counter(key)
-                      and counter(st, section, key) is not None]
+    """Rates of the byte counters."""
+    parts = [f"{key.removeprefix('bytes_')} {format_rate(rate(before, st, section, key), ' B/s')}"
+             for section, key in BYTE_COUNTERS if counter(st, section, key) is not None]
     return "  ".join(parts) or "not reported by this node"
-
-
-def _is_byte_counter(key: str) -> bool:
-    return "bytes" in key and "queue" not in key
 
 
 def _drop_lines(st: dict[str, Any], before: dict[str, Any] | None) -> Iterator[str]:
@@ -212,14 +190,10 @@ def _drop_lines(st: dict[str, Any], before: dict[str, Any] | None) -> Iterator[s
 
 
 def _other(st: dict[str, Any]) -> Iterator[str]:
-    """Fields this view does not know (newer nodes report more), as ``key=value``."""
+    """Fields the schema does not know (a newer node reports more), as ``key=value``."""
     for key, value in st.items():
-        if key not in TOP_LEVEL:
+        if key in SECTION_NAMES and isinstance(value, dict):
+            yield from (f"{key}.{sub}={v}" for sub, v in value.items()
+                        if f"{key}.{sub}" not in BY_PATH)
+        elif key not in BY_PATH and key not in ENVELOPE:
             yield f"{key}={value}"
-        elif isinstance(value, dict) and key not in ("mdns",):
-            for sub, v in value.items():
-                if (key, sub) not in SHOWN and not _is_byte_counter(sub):
-                    yield f"{key}.{sub}={v}"
-    mdns = st.get("mdns")
-    if isinstance(mdns, dict):
-        yield from (f"mdns.{k}={v}" for k, v in mdns.items())

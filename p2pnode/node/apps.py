@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ..api.status import NodeStatus
 from ..gossip.replay import Replay, replay_from
 from ..mesh.linklist import MESH_TOPIC
 from .status import peers_info, status_info
@@ -89,7 +90,7 @@ class AppFacing:
         """The linked peers, for the ``peers`` request."""
         return peers_info(cast("Node", self))
 
-    def status_info(self) -> dict[str, Any]:
+    def status_info(self) -> NodeStatus:
         """The node's state and counters, for the ``status`` request."""
         return status_info(cast("Node", self))
 

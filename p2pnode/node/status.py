@@ -1,4 +1,5 @@
-"""What a node reports about itself: the ``status`` and ``peers`` replies."""
+"""What a node reports about itself: the ``status`` reply (its schema is
+``p2pnode.api.status``) and the ``peers`` reply."""
 
 from __future__ import annotations
 
@@ -7,10 +8,23 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .. import PROTOCOL_VERSION, __version__
+from ..api.status import (
+    ApiStatus,
+    GossipStatus,
+    HistoryStatus,
+    LinksStatus,
+    MdnsStatus,
+    MeshViewStatus,
+    MessagesStatus,
+    NodeStatus,
+    RecentGap,
+    SecurityStatus,
+)
 from ..ids import id_to_hex
 from ..net.tls import TlsTransport
 
 if TYPE_CHECKING:
+    from ..api.server import ApiStats
     from .node import Node
 
 
@@ -32,86 +46,95 @@ def peers_info(node: Node) -> list[dict[str, Any]]:
     ]
 
 
-def status_info(node: Node) -> dict[str, Any]:
-    """The node's state and counters, for the ``status`` request."""
+def status_info(node: Node) -> NodeStatus:
+    """The node's state and counters, for the ``status`` request (schema:
+    ``p2pnode.api.status``)."""
+    return NodeStatus(
+        node_id=node.node_hex, name=node.config.name, listen=node.listen_str,
+        version=__version__, protocol=PROTOCOL_VERSION,
+        uptime_s=round(trio.current_time() - node._started_at, 3),
+        peers=len(node.links.links) if node.links else 0,
+        socket=str(node.config.socket_path) if node.api else None,
+        clients=len(node.api.sessions) if node.api else 0,
+        messages=_messages(node), gossip=_gossip(node),
+        mesh_view=MeshViewStatus(nodes=len(node.mesh.nodes), links=len(node.mesh.edges()),
+                                 bad_lists=node.mesh.bad),
+        history=_history(node),
+        links=_links(node) if node.links is not None else None,
+        mdns=MdnsStatus(**node.discovery.stats) if node.discovery is not None else None,
+        security=_security(node),
+        api=_api(node.api.stats) if node.api is not None else None,
+    )
+
+
+def _messages(node: Node) -> MessagesStatus:
     rs = node.router.stats
     order = node.router.order.stats
+    return MessagesStatus(
+        published=node.published, received=rs.received, delivered=node.delivered,
+        duplicates=rs.duplicates, forwarded=rs.forwarded, hop_limited=rs.hop_limited,
+        rejected=rs.rejected, rate_limited=node.rate_limited,
+        seen_cache=len(node.router.seen), order_held=order.held, order_gaps=order.gaps,
+        order_late=order.late, order_stale=order.stale,
+        recent_gaps=[RecentGap(id_to_hex(o), e, a, b) for o, e, a, b in order.recent_gaps],
+    )
+
+
+def _gossip(node: Node) -> GossipStatus:
+    rs = node.router.stats
+    return GossipStatus(
+        mode=node.config.gossip, ihave_sent=rs.ihave_sent, ihave_received=rs.ihave_received,
+        grafts_sent=rs.grafts_sent, grafts_received=rs.grafts_received,
+        graft_misses=rs.graft_misses, prunes_sent=rs.prunes_sent,
+        prunes_received=rs.prunes_received, swaps=rs.swaps, repaired=rs.repaired,
+        missing_given_up=rs.missing_given_up,
+    )
+
+
+def _history(node: Node) -> HistoryStatus:
     history = node.router.history
-    info: dict[str, Any] = {
-        "node_id": node.node_hex, "name": node.config.name, "listen": node.listen_str,
-        "version": __version__, "protocol": PROTOCOL_VERSION,
-        "uptime_s": round(trio.current_time() - node._started_at, 3),
-        "peers": len(node.links.links) if node.links else 0,
-        "socket": str(node.config.socket_path) if node.api else None,
-        "clients": len(node.api.sessions) if node.api else 0,
-        "messages": {
-            "published": node.published, "received": rs.received,
-            "delivered": node.delivered, "duplicates": rs.duplicates,
-            "forwarded": rs.forwarded, "hop_limited": rs.hop_limited,
-            "rejected": rs.rejected, "rate_limited": node.rate_limited,
-            "seen_cache": len(node.router.seen),
-            "order_held": order.held, "order_gaps": order.gaps, "order_late": order.late,
-            "order_stale": order.stale,
-        },
-        "gossip": {
-            "mode": node.config.gossip, "ihave_sent": rs.ihave_sent,
-            "ihave_received": rs.ihave_received, "grafts_sent": rs.grafts_sent,
-            "grafts_received": rs.grafts_received, "graft_misses": rs.graft_misses,
-            "prunes_sent": rs.prunes_sent, "prunes_received": rs.prunes_received,
-            "swaps": rs.swaps, "repaired": rs.repaired,
-            "missing_given_up": rs.missing_given_up,
-        },
-        "mesh_view": {"nodes": len(node.mesh.nodes), "links": len(node.mesh.edges()),
-                      "bad_lists": node.mesh.bad},
-        "history": {
-            "batches": len(history), "bytes": history.bytes, "evicted": history.evicted,
-            "max_bytes": history.max_bytes, "max_age_s": history.max_age,
-        },
-    }
-    if order.recent_gaps:
-        info["messages"]["recent_gaps"] = [
-            {"origin": id_to_hex(o), "epoch": e, "from_seq": a, "to_seq": b}
-            for o, e, a, b in order.recent_gaps]
-    if node.links is not None:
-        ls = node.links.stats
-        info["links"] = {
-            "opened": ls.opened, "closed": dict(ls.closed), "dials": ls.dials,
-            "dials_failed": ls.dials_failed, "queue_drops": ls.queue_drops,
-            "refused": dict(ls.refused), "refused_by_peer": dict(ls.refused_by_peer),
-            "handshake_failed": dict(ls.handshake_failed),
-            "discovered_ignored": ls.discovered_ignored + node.discovered_ignored,
-            "pruned": ls.pruned,
-            "pings_lost": ls.pings_lost + sum(
-                link.pings_lost for link in node.links.links.values()),
-            "bytes_sent": ls.bytes_sent + sum(
-                link.out.sent_bytes for link in node.links.links.values()),
-            "bytes_received": ls.bytes_received + sum(
-                link.bytes_received for link in node.links.links.values()),
-        }
-    if node.discovery is not None:
-        info["mdns"] = dict(node.discovery.stats)
+    return HistoryStatus(batches=len(history), bytes=history.bytes, evicted=history.evicted,
+                         max_bytes=history.max_bytes, max_age_s=history.max_age)
+
+
+def _links(node: Node) -> LinksStatus:
+    assert node.links is not None
+    ls = node.links.stats
+    open_links = node.links.links.values()
+    return LinksStatus(
+        opened=ls.opened, closed=dict(ls.closed), dials=ls.dials,
+        dials_failed=ls.dials_failed, queue_drops=ls.queue_drops, refused=dict(ls.refused),
+        refused_by_peer=dict(ls.refused_by_peer), handshake_failed=dict(ls.handshake_failed),
+        discovered_ignored=ls.discovered_ignored + node.discovered_ignored,
+        pruned=ls.pruned,
+        pings_lost=ls.pings_lost + sum(link.pings_lost for link in open_links),
+        bytes_sent=ls.bytes_sent + sum(link.out.sent_bytes for link in open_links),
+        bytes_received=ls.bytes_received + sum(link.bytes_received for link in open_links),
+    )
+
+
+def _security(node: Node) -> SecurityStatus:
     transport = node.transport
-    info["security"] = {
-        "links": "plaintext" if node.config.insecure else "tls1.3",
-        "network": node.network_tag,
-        "members_only": not node.network.is_open and not node.config.insecure,
-        "signed_batches": True,
-        "tls_handshakes": transport.stats.handshakes if isinstance(
-            transport, TlsTransport) else 0,
-        "tls_failed": transport.stats.failed if isinstance(transport, TlsTransport) else 0,
-        "busy_refused": transport.stats.busy if isinstance(transport, TlsTransport) else 0,
-        "refused_per_ip": getattr(getattr(transport, "tcp", transport), "refused_per_ip", 0),
-        "rate_limited": node.rate_limited, "rejected_batches": node.router.stats.rejected,
-        "new_origin_limited": node.router.stats.new_origin_limited,
-        "origins_tracked": node.router.order.tracked,
-        "origins_forgotten": node.router.order.stats.forgotten,
-    }
-    if node.api is not None:
-        info["api"] = {
-            "requests": node.api.stats.requests, "errors": node.api.stats.errors,
-            "events_dropped": node.api.stats.events_dropped,
-            "clients_refused": node.api.stats.clients_refused,
-            "clients_forbidden": node.api.stats.clients_forbidden,
-            "rate_limited": node.api.stats.rate_limited, "replays": node.api.stats.replays,
-        }
-    return info
+    tls = transport.stats if isinstance(transport, TlsTransport) else None
+    return SecurityStatus(
+        links="plaintext" if node.config.insecure else "tls1.3",
+        network=node.network_tag,
+        members_only=not node.network.is_open and not node.config.insecure,
+        signed_batches=True,
+        tls_handshakes=tls.handshakes if tls else 0,
+        tls_failed=tls.failed if tls else 0,
+        busy_refused=tls.busy if tls else 0,
+        refused_per_ip=getattr(getattr(transport, "tcp", transport), "refused_per_ip", 0),
+        rate_limited=node.rate_limited, rejected_batches=node.router.stats.rejected,
+        new_origin_limited=node.router.stats.new_origin_limited,
+        origins_tracked=node.router.order.tracked,
+        origins_forgotten=node.router.order.stats.forgotten,
+    )
+
+
+def _api(stats: ApiStats) -> ApiStatus:
+    return ApiStatus(
+        requests=stats.requests, errors=stats.errors, events_dropped=stats.events_dropped,
+        clients_refused=stats.clients_refused, clients_forbidden=stats.clients_forbidden,
+        rate_limited=stats.rate_limited, replays=stats.replays,
+    )

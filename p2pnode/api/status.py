@@ -1,0 +1,418 @@
+"""The ``status`` reply's schema: one msgspec Struct per section, without I/O.
+
+Each field carries its meaning (``description``: one line, the text docs/api.md shows
+in its field table) and, in ``extra``:
+
+- ``kind``: ``counter`` (a number that only goes up), ``gauge`` (goes up and down),
+  ``flag`` (true or false), ``info`` (text, or a version number: a label),
+  ``by_reason`` (counters by reason or code, a JSON object), ``list`` (records, not
+  a number);
+- ``unit``: ``bytes`` or ``seconds``, where the field has one;
+- ``label``: for ``by_reason``, the label name its keys take in /metrics;
+- ``drop``: for a counter of something lost or refused, the short text
+  ``p2pnode status`` shows under ``drops``.
+
+The node builds a ``NodeStatus`` (``p2pnode.node.status``), the API server encodes
+it, ``p2pnode.cli.statusview`` and ``p2pnode.cli.metrics`` walk ``FIELDS``. A client
+may talk to a node of another version: it reads replies as plain JSON objects and
+treats fields missing from ``FIELDS`` as unknown, never as errors.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+
+from .protocol import Scalar
+
+Kind = Literal["counter", "gauge", "flag", "info", "by_reason", "list"]
+Unit = Literal["bytes", "seconds"]
+KINDS: tuple[Kind, ...] = typing.get_args(Kind)
+
+
+def _meta(kind: Kind, description: str, **extra: str) -> msgspec.Meta:
+    return msgspec.Meta(description=description, extra={"kind": kind, **extra})
+
+
+def _counter(description: str, *, unit: Unit | None = None, drop: str | None = None,
+             metric: str | None = None) -> msgspec.Meta:
+    extra = {k: v for k, v in (("unit", unit), ("drop", drop), ("metric", metric)) if v}
+    return _meta("counter", description, **extra)
+
+
+def _gauge(description: str, *, unit: Unit | None = None) -> msgspec.Meta:
+    return _meta("gauge", description, **({"unit": unit} if unit else {}))
+
+
+def _by_reason(description: str, label: str, what: str) -> msgspec.Meta:
+    return _meta("by_reason", description, label=label, drop=what)
+
+
+def _flag(description: str) -> msgspec.Meta:
+    return _meta("flag", description)
+
+
+def _info(description: str) -> msgspec.Meta:
+    return _meta("info", description)
+
+
+def _section(description: str) -> msgspec.Meta:
+    return msgspec.Meta(description=description)
+
+
+class Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A section of the reply (a JSON object)."""
+
+
+class RecentGap(msgspec.Struct, forbid_unknown_fields=True):
+    """Sequence numbers of one origin run given up (never came within ``order_hold``)."""
+
+    origin: str
+    epoch: int
+    from_seq: int
+    to_seq: int
+
+
+_BY_CODE = " by [code](protocol.md#refusal-codes)"
+
+
+class MessagesStatus(Section, omit_defaults=True):
+    published: Annotated[int, _counter("messages published by local apps")]
+    received: Annotated[int, _counter("batches received from peers, copies included")]
+    delivered: Annotated[int, _counter(
+        "messages handed to local delivery: the ones published here (except direct messages"
+        " to other nodes) and the ones received for this node, once each, whether or not an"
+        " app subscribes to their topic")]
+    duplicates: Annotated[int, _counter(
+        "received batch copies dropped because the node had already seen them (or had"
+        " published them itself)")]
+    forwarded: Annotated[int, _counter(
+        "batch copies sent or queued to peers, one per peer (batches published here"
+        " included)")]
+    hop_limited: Annotated[int, _counter(
+        "new batches not forwarded (or, past the limit, not delivered) because of the hop"
+        " limit", drop="batches stopped by the hop limit")]
+    rejected: Annotated[int, _counter(
+        "batches dropped because their signature, key or contents were bad"
+        " ([protocol.md](protocol.md#signed-batches))",
+        drop="batches rejected: bad signature, key or contents")]
+    rate_limited: Annotated[int, _counter(
+        "batches dropped because a peer sent more than its rate limit",
+        drop="batches dropped: a peer sent over its rate limit")]
+    seen_cache: Annotated[int, _gauge("batches in the seen-cache now")]
+    order_held: Annotated[int, _counter(
+        "batches held back until an earlier batch of their origin came"
+        " ([protocol.md](protocol.md#per-origin-order))")]
+    order_gaps: Annotated[int, _counter(
+        "messages given up as gaps: they did not come within `--order-hold` (1 s)",
+        drop="messages never came: order gaps skipped after --order-hold")]
+    order_late: Annotated[int, _counter(
+        "batches of a given-up gap that came later (delivered out of order)")]
+    order_stale: Annotated[int, _counter(
+        "batches dropped as replays of batches already handed out")]
+    recent_gaps: Annotated[list[RecentGap], _meta(
+        "list", "only when there were gaps: the last 16, each `{\"origin\", \"epoch\","
+        " \"from_seq\", \"to_seq\"}`")] = msgspec.field(default_factory=list)
+
+
+class GossipStatus(Section):
+    mode: Annotated[str, _info("`tree` (Plumtree) or `flood` (`--gossip`)")]
+    ihave_sent: Annotated[int, _counter("batch announcements (IHave) sent to lazy peers")]
+    ihave_received: Annotated[int, _counter("batch announcements received")]
+    grafts_sent: Annotated[int, _counter(
+        "batches asked for (Graft) after an announcement alone")]
+    grafts_received: Annotated[int, _counter("Grafts received")]
+    graft_misses: Annotated[int, _counter(
+        "Grafts received for batches no longer in history")]
+    prunes_sent: Annotated[int, _counter("Prunes sent (a link made lazy for an origin)")]
+    prunes_received: Annotated[int, _counter("Prunes received")]
+    swaps: Annotated[int, _counter("tree links swapped for a shorter path")]
+    repaired: Annotated[int, _counter(
+        "batches announced to a peer whose digest lacked them")]
+    missing_given_up: Annotated[int, _counter(
+        "announced batches never obtained: every announcer was asked",
+        drop="announced batches never obtained from any announcer")]
+
+
+class MeshViewStatus(Section):
+    nodes: Annotated[int, _gauge("nodes in this node's view of the mesh (`p2pnode mesh`)")]
+    links: Annotated[int, _gauge("links in the view, each counted once")]
+    bad_lists: Annotated[int, _counter("link lists that did not decode (ignored)",
+                                       drop="mesh link lists ignored: they did not decode")]
+
+
+class HistoryStatus(Section):
+    batches: Annotated[int, _gauge("batches in history now")]
+    bytes: Annotated[int, _gauge(
+        "size of history now (bodies plus 200 bytes per batch)", unit="bytes")]
+    evicted: Annotated[int, _counter(
+        "batches pushed out of history before their age by its size limits",
+        drop="batches left history early (its size limits)")]
+    max_bytes: Annotated[int, _gauge("the size limit of history (`history_bytes`)",
+                                     unit="bytes")]
+    max_age_s: Annotated[float, _gauge("the age limit of history (`history_age`)",
+                                       unit="seconds")]
+
+
+class LinksStatus(Section):
+    opened: Annotated[int, _counter("links opened since start")]
+    closed: Annotated[dict[str, int], _by_reason(
+        "links closed, by reason, e.g. `{\"peer_left\": 1, \"timeout\": 2}` (reasons in"
+        " [protocol.md](protocol.md#link-close-reasons))", "reason", "links closed")]
+    dials: Annotated[int, _counter("outgoing connection attempts")]
+    dials_failed: Annotated[int, _counter(
+        "attempts that did not get a connection: connection refused, unreachable, no answer"
+        " within `dial_timeout` (5 s), or a failed TLS handshake (for example a node of"
+        " another network)", drop="dials failed (peer down or unreachable)")]
+    queue_drops: Annotated[int, _counter(
+        "batch copies dropped because a peer's send queue was full",
+        drop="batch copies dropped: a peer's send queue was full")]
+    refused: Annotated[dict[str, int], _by_reason(
+        "connections this node refused," + _BY_CODE + "; `busy` counts inbound connections"
+        " closed because `max_pending_handshakes` were already in their link handshake",
+        "code", "links refused here")]
+    refused_by_peer: Annotated[dict[str, int], _by_reason(
+        "connections peers refused, by code", "code", "links refused by peers")]
+    handshake_failed: Annotated[dict[str, int], _by_reason(
+        "link handshakes that failed with a timeout or a protocol error, by code", "code",
+        "link handshakes failed")]
+    discovered_ignored: Annotated[int, _counter(
+        "nodes found by mDNS and ignored (another protocol version or network, or over the"
+        " limit of tracked nodes)",
+        drop="discovered nodes ignored (other version or network)")]
+    pruned: Annotated[int, _counter(
+        "links this node closed because it had more than it wanted",
+        drop="links pruned (more links than wanted)")]
+    pings_lost: Annotated[int, _counter(
+        "keepalive pings not answered before the next one was sent",
+        drop="keepalive pings lost")]
+    bytes_sent: Annotated[int, _counter(
+        "bytes of frames sent on links after their handshake (before TLS encryption)",
+        unit="bytes",
+        metric="sent_bytes")]
+    bytes_received: Annotated[int, _counter(
+        "bytes of frames received on links after their handshake (after TLS decryption)",
+        unit="bytes",
+        metric="received_bytes")]
+
+
+class MdnsStatus(Section):
+    events: Annotated[int, _counter(
+        "service events (added, updated, removed) taken from zeroconf's browser")]
+    dropped_full: Annotated[int, _counter(
+        "events dropped because the event channel was full (the name is resolved again"
+        " once it drains)", drop="mDNS events dropped: too many at once (resolved later)")]
+    dropped_closed: Annotated[int, _counter(
+        "events dropped because discovery was stopping")]
+    dropped_finished: Annotated[int, _counter(
+        "events dropped because the node had stopped")]
+    handoff_errors: Annotated[int, _counter(
+        "events lost to an unexpected error on their way from zeroconf's thread",
+        drop="mDNS events lost to an unexpected error (a bug)")]
+    resolved: Annotated[int, _counter("services resolved to a valid record")]
+    resolve_failed: Annotated[int, _counter("services that did not resolve in time",
+                                            drop="mDNS services not resolved in time")]
+    bad_record: Annotated[int, _counter(
+        "services with an invalid record (ignored, [discovery.md](discovery.md))",
+        drop="mDNS records invalid (ignored)")]
+    self: Annotated[int, _counter("events and records of this node's own service")]
+    found: Annotated[int, _counter("nodes reported found")]
+    lost: Annotated[int, _counter("nodes reported lost")]
+    too_many: Annotated[int, _counter(
+        "services ignored because 1,024 were already tracked",
+        drop="mDNS services ignored: too many tracked")]
+
+
+class SecurityStatus(Section):
+    links: Annotated[str, _info("`tls1.3`, or `plaintext` with `--insecure`")]
+    network: Annotated[str, _info(
+        "the network tag: `open`, or 16 hex digits derived from `--network-key`")]
+    members_only: Annotated[bool, _flag(
+        "true when only holders of the network key can link (a `--network-key` and no"
+        " `--insecure`)")]
+    signed_batches: Annotated[bool, _flag("always true: every batch is signed and checked")]
+    tls_handshakes: Annotated[int, _counter("TLS handshakes completed, both directions")]
+    tls_failed: Annotated[int, _counter(
+        "TLS handshakes that failed or timed out, both directions: non-members, scanners,"
+        " `--insecure` nodes", drop="TLS handshakes failed (another network, a scanner?)")]
+    busy_refused: Annotated[int, _counter(
+        "inbound connections closed at once because `max_pending_handshakes` (64) TLS"
+        " handshakes were under way",
+        drop="connections refused: too many handshakes at once")]
+    refused_per_ip: Annotated[int, _counter(
+        "inbound connections closed at once because their address already had"
+        " `max_conns_per_ip` (32) open", drop="connections refused: too many from one address")]
+    rate_limited: Annotated[int, _counter("the same as `messages.rate_limited`")]
+    rejected_batches: Annotated[int, _counter("the same as `messages.rejected`")]
+    new_origin_limited: Annotated[int, _counter(
+        "batches dropped because a peer brought origins this node did not track faster than"
+        " `new_origins_per_s` (100/s, bursts of 1,024)",
+        drop="batches dropped: a peer brought new origins over its rate")]
+    origins_tracked: Annotated[int, _gauge(
+        "origin runs tracked for per-origin order and replay protection (at most"
+        " `max_origins`, 16,384)")]
+    origins_forgotten: Annotated[int, _counter(
+        "origin runs forgotten to make room (a peer went over `max_origins_per_peer`, or the"
+        " table was full)", drop="origin runs forgotten to make room (replay state)")]
+
+
+class ApiStatus(Section):
+    requests: Annotated[int, _counter(
+        "requests received on all connections (blank lines not counted)")]
+    errors: Annotated[int, _counter("error replies sent (`rate_limited` included)",
+                                    drop="API error replies")]
+    events_dropped: Annotated[int, _counter(
+        "events not sent to subscribers that were reading too slowly",
+        drop="events dropped: local subscribers read too slowly")]
+    clients_refused: Annotated[int, _counter(
+        "connections refused with `too_many_clients`",
+        drop="API connections refused: too many clients")]
+    clients_forbidden: Annotated[int, _counter(
+        "connections refused with `forbidden`", drop="API connections refused: another user")]
+    rate_limited: Annotated[int, _counter(
+        "publishes and replays refused with `rate_limited`",
+        drop="publishes or replays refused: a local app went over its rate")]
+    replays: Annotated[int, _counter("replays served (`subscribe` with `since`)")]
+
+
+class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
+                 forbid_unknown_fields=True):
+    """The ``status`` reply (without ``id`` and ``ok``)."""
+
+    node_id: Annotated[str, _info("this node's id, 32 hex digits")]
+    name: Annotated[str, _info("this node's name")]
+    listen: Annotated[str, _info(
+        "the TCP address it really listens on (with the real port when `--listen` asked for"
+        " port 0)")]
+    version: Annotated[str, _info("the p2pnode package version")]
+    protocol: Annotated[int, _info("the wire protocol version ([protocol.md](protocol.md))")]
+    uptime_s: Annotated[float, _gauge("seconds since the node started", unit="seconds")]
+    peers: Annotated[int, _gauge("number of open links")]
+    socket: Annotated[str | None, _info(
+        "the path of this API socket (null for a node without one)")]
+    clients: Annotated[int, _gauge("API connections open now, this one included")]
+    messages: Annotated[MessagesStatus, _section("messages and batches")]
+    gossip: Annotated[GossipStatus, _section("the gossip trees: announcements and repair")]
+    mesh_view: Annotated[MeshViewStatus, _section("this node's view of the whole mesh")]
+    history: Annotated[HistoryStatus, _section("the recent batches kept for repair and replay")]
+    links: Annotated[LinksStatus | None, _section("links to peers")] = None
+    mdns: Annotated[MdnsStatus | None, _section("mDNS discovery")] = None
+    security: Annotated[SecurityStatus, _section("protection of links and batches")]
+    api: Annotated[ApiStatus | None, _section("the local API")] = None
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of the reply, as the schema describes it."""
+
+    section: str | None  # None: at the top level
+    name: str
+    kind: Kind
+    description: str
+    unit: Unit | None = None
+    label: str | None = None  # by_reason: the label name of its keys in /metrics
+    drop: str | None = None  # the text of ``p2pnode status`` under ``drops``
+    metric: str | None = None  # the base of its metric name, when not the field's name
+
+    @property
+    def path(self) -> str:
+        """``messages.delivered``, or ``uptime_s`` at the top level."""
+        return f"{self.section}.{self.name}" if self.section else self.name
+
+    @property
+    def help(self) -> str:
+        """The description without markdown: for ``# HELP``. A link alone in
+        parentheses, or after a comma, goes; another keeps its text."""
+        text = re.sub(r" ?\(\[[^\]]*\]\([^)]*\)\)|, \[[^\]]*\]\([^)]*\)", "",
+                      self.description)
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
+        return text.replace("`", "")
+
+
+@dataclass(frozen=True)
+class SectionInfo:
+    name: str
+    description: str
+    optional: bool  # absent from the reply when the node does not run it
+    fields: tuple[Field, ...]
+
+
+def _annotation(tp: Any) -> tuple[Any, msgspec.Meta | None, bool]:
+    """The type inside ``Annotated``, its Meta, and whether it may be None (then the
+    type returned is the one that is not None)."""
+    meta = None
+    if typing.get_origin(tp) is Annotated:
+        tp, *extras = typing.get_args(tp)
+        meta = next((m for m in extras if isinstance(m, msgspec.Meta)), None)
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args:
+            return next(a for a in args if a is not type(None)), meta, True
+    return tp, meta, False
+
+
+def _field(section: str | None, name: str, meta: msgspec.Meta | None) -> Field:
+    where = f"{section}.{name}" if section else name
+    if meta is None or not meta.description or not meta.extra:
+        raise TypeError(f"status field {where} has no description or kind")
+    extra = dict(meta.extra)
+    kind = extra.pop("kind")
+    if kind not in KINDS:
+        raise TypeError(f"status field {where}: unknown kind {kind!r}")
+    return Field(section, name, kind, meta.description, **extra)
+
+
+def _walk() -> tuple[tuple[Field, ...], tuple[SectionInfo, ...]]:
+    top: list[Field] = []
+    sections: list[SectionInfo] = []
+    hints = typing.get_type_hints(NodeStatus, include_extras=True)
+    for name in NodeStatus.__struct_fields__:
+        tp, meta, optional = _annotation(hints[name])
+        if isinstance(tp, type) and issubclass(tp, Section):
+            inner = typing.get_type_hints(tp, include_extras=True)
+            fields = tuple(_field(name, sub, _annotation(inner[sub])[1])
+                           for sub in tp.__struct_fields__)
+            description = meta.description if meta and meta.description else ""
+            sections.append(SectionInfo(name, description, optional, fields))
+        else:
+            top.append(_field(None, name, meta))
+    return tuple(top), tuple(sections)
+
+
+#: The top-level fields that are not sections, and the sections, in reply order.
+TOP_FIELDS, SECTIONS = _walk()
+#: Every field of the reply, in reply order (sections' fields after the top level's).
+FIELDS: tuple[Field, ...] = TOP_FIELDS + tuple(f for s in SECTIONS for f in s.fields)
+#: Fields by path (``messages.delivered``).
+BY_PATH: dict[str, Field] = {f.path: f for f in FIELDS}
+SECTION_NAMES = frozenset(s.name for s in SECTIONS)
+
+
+def kind_text(field: Field) -> str:
+    """The kind as docs/api.md's table writes it: ``counter``, ``gauge, bytes``,
+    ``counters by code``..."""
+    text = f"counters by {field.label}" if field.kind == "by_reason" else field.kind
+    return f"{text}, {field.unit}" if field.unit else text
+
+
+def markdown_table() -> str:
+    """docs/api.md's table of the status fields, as the schema has it (print it to
+    update the docs after a change to the schema)."""
+    rows = ["| field | kind | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{f.path}` | {kind_text(f)} | {f.description} |" for f in FIELDS]
+    return "\n".join(rows)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_status_reply(req_id: Scalar, status: NodeStatus) -> bytes:
+    """The reply line to a ``status`` request: ``{"id":…, "ok":true, …status…}``."""
+    head: dict[str, Any] = {"id": req_id} if req_id is not None else {}
+    head["ok"] = True
+    return _encoder.encode(head)[:-1] + b"," + _encoder.encode(status)[1:] + b"\n"
