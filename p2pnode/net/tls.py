@@ -26,7 +26,7 @@ from ..identity.keys import (
     node_id_from_cert_der,
     private_key_pem,
 )
-from .transport import StreamHandler, TcpTransport, Transport
+from .transport import StreamHandler, TcpTransport, Transport, TransportCounters
 
 log = logging.getLogger("p2pnode.tls")
 
@@ -102,6 +102,12 @@ class TlsTransport:
         self.max_pending = max_pending
         self.pending = 0
         self.stats = TlsStats()
+
+    def counters(self) -> TransportCounters:
+        """TLS handshakes done, failed and refused as busy; connections refused per
+        address."""
+        st = self.stats
+        return TransportCounters(st.handshakes, st.failed, st.busy, self.tcp.refused_per_ip)
 
     async def listen(
         self,

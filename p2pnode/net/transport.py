@@ -7,6 +7,7 @@ Links run over any ``trio.abc.Stream``, so TLS or memory streams fit the same co
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -16,8 +17,22 @@ from ..config.settings import format_hostport
 StreamHandler = Callable[[trio.abc.Stream, str], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class TransportCounters:
+    """What a transport counts (for the status reply): TLS handshakes done, failed, and
+    refused because too many were under way; connections refused per address."""
+
+    handshakes: int = 0
+    failed: int = 0
+    busy: int = 0
+    refused_per_ip: int = 0
+
+
 class Transport(Protocol):
     """What the node needs from a network."""
+
+    def counters(self) -> TransportCounters:
+        """The transport's counters so far."""
 
     async def listen(
         self,
@@ -55,6 +70,10 @@ class TcpTransport:
         self.max_per_ip = max_per_ip
         self.per_ip: dict[str, int] = {}
         self.refused_per_ip = 0
+
+    def counters(self) -> TransportCounters:
+        """Connections refused per address (no handshakes on plain TCP)."""
+        return TransportCounters(refused_per_ip=self.refused_per_ip)
 
     async def listen(
         self,

@@ -93,7 +93,7 @@ class Node(AppFacing):
         self.listen_addr: tuple[str, int] | None = None
         self.links: LinkManager | None = None
         self._ready = trio.Event()
-        self._started_at = 0.0
+        self.started_at = 0.0  #: trio time when the node began to listen
         self._scope: trio.CancelScope | None = None
 
     def _lock_and_load(self, config: NodeConfig) -> NodeIdentity:
@@ -134,7 +134,7 @@ class Node(AppFacing):
             self.transport.listen, cfg.listen_host, cfg.listen_port, self._inbound)
         self.links = self.engine.links = LinkManager(
             cfg, self._hello(), self.transport, self._on_gossip, self.engine.link_changed)
-        self._started_at = trio.current_time()
+        self.started_at = trio.current_time()
         await nursery.start(self.links.run)
         nursery.start_soon(self.engine.run_flusher, self.publisher.flush)
         nursery.start_soon(self.engine.run_timers)

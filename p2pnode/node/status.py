@@ -21,7 +21,6 @@ from ..api.status import (
     SecurityStatus,
 )
 from ..ids import id_to_hex
-from ..net.tls import TlsTransport
 
 if TYPE_CHECKING:
     from ..api.server import ApiStats
@@ -52,7 +51,7 @@ def status_info(node: Node) -> NodeStatus:
     return NodeStatus(
         node_id=node.node_hex, name=node.config.name, listen=node.listen_str,
         version=__version__, protocol=PROTOCOL_VERSION,
-        uptime_s=round(trio.current_time() - node._started_at, 3),
+        uptime_s=round(trio.current_time() - node.started_at, 3),
         peers=len(node.links.links) if node.links else 0,
         socket=str(node.config.socket_path) if node.api else None,
         clients=len(node.api.sessions) if node.api else 0,
@@ -114,17 +113,14 @@ def _links(node: Node) -> LinksStatus:
 
 
 def _security(node: Node) -> SecurityStatus:
-    transport = node.transport
-    tls = transport.stats if isinstance(transport, TlsTransport) else None
+    counters = node.transport.counters()
     return SecurityStatus(
         links="plaintext" if node.config.insecure else "tls1.3",
         network=node.network_tag,
         members_only=not node.network.is_open and not node.config.insecure,
         signed_batches=True,
-        tls_handshakes=tls.handshakes if tls else 0,
-        tls_failed=tls.failed if tls else 0,
-        busy_refused=tls.busy if tls else 0,
-        refused_per_ip=getattr(getattr(transport, "tcp", transport), "refused_per_ip", 0),
+        tls_handshakes=counters.handshakes, tls_failed=counters.failed,
+        busy_refused=counters.busy, refused_per_ip=counters.refused_per_ip,
         rate_limited=node.rate_limited, rejected_batches=node.router.stats.rejected,
         new_origin_limited=node.router.stats.new_origin_limited,
         origins_tracked=node.router.order.tracked,

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..config.settings import NodeConfig
 from ..identity.keypair import NodeIdentity
-from ..net.transport import StreamHandler
+from ..net.transport import StreamHandler, TransportCounters
 from .simnet import SimNet
 
 if TYPE_CHECKING:
@@ -48,6 +48,10 @@ class MemoryTransport:
     def __init__(self, network: MemoryNetwork) -> None:
         self.network = network
         self.port: int | None = None
+
+    def counters(self) -> TransportCounters:
+        """Nothing to count in memory."""
+        return TransportCounters()
 
     async def listen(
         self,
