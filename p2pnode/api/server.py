@@ -276,7 +276,10 @@ class ApiServer:
             if not await self._handle_lines(session, lines, stream):
                 return
             if self.stats.published != published:
-                self.backend.flush()  # one signed batch per read (publish deferred it)
+                # One signed batch per read (publish deferred it). Let the writer send the
+                # replies first: the app need not wait for the signature (tens of us).
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                self.backend.flush()
             if len(buf) > max_line:
                 self._too_large(session, len(buf))
                 return
