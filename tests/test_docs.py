@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pnode.cli.main import build_parser
+from p2pnode.cli.parser import build_parser
 
 from .test_cli import P2PNODE, reap, spawn
 

@@ -12,7 +12,7 @@ import trio
 
 from p2pnode.api.monitor import link_event, log_event
 from p2pnode.api.protocol import ApiError, Monitor, parse_request
-from p2pnode.cli.main import monitor_line
+from p2pnode.cli.commands import monitor_line
 
 from .test_cli import P2PNODE, Proc, reap, spawn
 
