@@ -8,9 +8,12 @@ or a function over 60 has more than one job; split it rather than raise the limi
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "p2pnode"
@@ -92,3 +95,58 @@ def test_python_m_p2pnode_runs_the_command() -> None:
     assert proc.stdout.startswith("usage: p2pnode")
     for command in ("run", "send", "recv", "peers", "status", "monitor", "mesh", "keygen"):
         assert command in proc.stdout
+
+
+#: The public modules: the package, its packages and its top-level modules.
+PUBLIC = ["p2pnode", *sorted(
+    f"p2pnode.{p.stem if p.is_file() else p.name}" for p in PACKAGE.iterdir()
+    if (p.is_dir() and (p / "__init__.py").exists())
+    or (p.suffix == ".py" and not p.name.startswith("__")))]
+
+
+@pytest.mark.parametrize("module", PUBLIC)
+def test_every_public_module_declares_its_names(module: str) -> None:
+    mod = importlib.import_module(module)
+    names = getattr(mod, "__all__", None)
+    assert names, f"{module} has no __all__"
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert getattr(mod, name) is not None, f"{module}.{name}"
+
+
+def p2pnode_imports(path: Path) -> list[tuple[int, str, str]]:
+    """(line, module, name) of every import from p2pnode in ``path``, at any depth;
+    ``import p2pnode.x.y`` gives the name ``""``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                node.module == "p2pnode" or node.module.startswith("p2pnode.")):
+            found += [(node.lineno, node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, "") for alias in node.names
+                      if alias.name.startswith("p2pnode.")]
+    return found
+
+
+SCRIPTS = sorted([*(ROOT / "scripts").glob("*.py"), *(ROOT / "examples").glob("*.py")])
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_scripts_and_examples_use_only_public_names(path: Path) -> None:
+    wrong = []
+    for line, module, name in p2pnode_imports(path):
+        where = f"{path.name}:{line}: {module}"
+        if module not in PUBLIC:
+            wrong.append(f"{where} is not a public module (import from its package)")
+        elif name not in importlib.import_module(module).__all__:
+            wrong.append(f"{where} has no public name {name!r}")
+    assert wrong == []
+
+
+def test_the_import_check_sees_every_form(tmp_path: Path) -> None:
+    # Control: nested imports and submodules are found.
+    src = tmp_path / "s.py"
+    src.write_text("import p2pnode.net.link\n"
+                   "def f():\n    from p2pnode.wire.messages import Ping\n")
+    assert p2pnode_imports(src) == [(1, "p2pnode.net.link", ""),
+                                    (3, "p2pnode.wire.messages", "Ping")]

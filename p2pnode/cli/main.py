@@ -16,7 +16,6 @@ from ..client.core import ApiReplyError
 from ..config.file import RunSettings, SettingsError, build_settings, gather
 from ..config.settings import default_socket_path, format_hostport
 from ..errors import P2PError, single_error
-from ..identity.keys import generate_network_key
 from .commands import COMMANDS
 from .logs import announce, setup_logging
 from .metrics import serve_metrics
@@ -71,6 +70,8 @@ def security_summary(node: Node) -> str:
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "keygen":
+            from ..identity.keys import generate_network_key  # X.509: only here
+
             key = generate_network_key(args.network)
             print(f"p2pnode: wrote network key {args.network} (network {key.tag}); copy it "
                   f"to each machine and run: p2pnode run --network-key {args.network}")
