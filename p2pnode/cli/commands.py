@@ -10,6 +10,9 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from contextlib import aclosing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +110,7 @@ def parse_since_arg(text: str, now: float | None = None) -> str | float:
 async def cmd_recv(args: argparse.Namespace) -> int:
     topics = args.topic or [DEFAULT_TOPIC]
     topics = [] if "*" in topics else topics
-    if args.count is not None and args.count < 1:
-        raise P2PError("--count must be at least 1")
+    _check_count(args.count)
     client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         since = parse_since_arg(args.since) if args.since is not None else None
@@ -119,40 +121,52 @@ async def cmd_recv(args: argparse.Namespace) -> int:
         if reply.get("since_found") is False:
             print("p2pnode: that message is not in the node's history (any more): "
                   "replaying all of it", file=sys.stderr, flush=True)
-        received = 0
-        async for event in client.events():
-            if event.get("event") == "dropped":
-                print(f"p2pnode: {event.get('count')} messages were dropped: this receiver "
-                      "did not keep up", file=sys.stderr, flush=True)
-                continue
-            if args.json:
-                line = json.dumps(event)
-            else:
-                line = event_payload(event).decode("utf-8", "backslashreplace")
-            print(line, flush=True)
-            received += 1
-            if args.count is not None and received >= args.count:
-                break
+        await _print_events(client, partial(_recv_line, as_json=args.json), args.count)
     return 0
 
 
-async def cmd_monitor(args: argparse.Namespace) -> int:
-    if args.count is not None and args.count < 1:
+def _recv_line(event: dict[str, Any], *, as_json: bool) -> str | None:
+    """A received message as a line (its payload, or the event as JSON); a ``dropped``
+    notice goes to stderr instead (None)."""
+    if event.get("event") == "dropped":
+        print(f"p2pnode: {event.get('count')} messages were dropped: this receiver "
+              "did not keep up", file=sys.stderr, flush=True)
+        return None
+    if as_json:
+        return json.dumps(event)
+    return event_payload(event).decode("utf-8", "backslashreplace")
+
+
+def _check_count(count: int | None) -> None:
+    if count is not None and count < 1:
         raise P2PError("--count must be at least 1")
+
+
+async def _print_events(client: Client, line_of: Callable[[dict[str, Any]], str | None],
+                        count: int | None) -> None:
+    """Print ``line_of(event)`` for each event (None: nothing) until ``count`` lines
+    were printed (None: until the node hangs up)."""
+    printed = 0
+    async with aclosing(client.events()) as events:
+        async for event in events:
+            line = line_of(event)
+            if line is None:
+                continue
+            print(line, flush=True)
+            printed += 1
+            if count is not None and printed >= count:
+                return
+
+
+async def cmd_monitor(args: argparse.Namespace) -> int:
+    _check_count(args.count)
     client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         await client.monitor(args.level, args.messages)
         print(f"p2pnode: monitoring {client_path(args.socket)} (level {args.level}"
               f"{', messages' if args.messages else ''})", file=sys.stderr, flush=True)
-        shown = 0
-        async for event in client.events():
-            line = json.dumps(event) if args.json else monitor_line(event, args.level)
-            if line is None:
-                continue
-            print(line, flush=True)
-            shown += 1
-            if args.count is not None and shown >= args.count:
-                break
+        line_of = json.dumps if args.json else partial(monitor_line, level=args.level)
+        await _print_events(client, line_of, args.count)
     return 0
 
 
