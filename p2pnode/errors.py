@@ -10,6 +10,9 @@ trio's own meaning is kept: ``trio.ClosedResourceError`` means we closed it,
 
 from __future__ import annotations
 
+__all__ = ["ConfigError", "LocalError", "P2PError", "RemoteProtocolError", "SocketInUse",
+           "UnsafePath", "UntrustedServer", "single_error"]
+
 
 def single_error(exc: BaseException) -> BaseException:
     """The one exception inside nested single-member exception groups (trio nurseries),

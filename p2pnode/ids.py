@@ -1,7 +1,7 @@
 """Node and message identifiers.
 
 A node id is 16 bytes, shown as 32 lowercase hex digits: the first 16 bytes of
-SHA-256 of the node's Ed25519 public key (``keys.py``).
+SHA-256 of the node's Ed25519 public key (``identity/keypair.py``).
 A message id is 16 bytes: 8 bytes of the origin's random per-run prefix and an
 8-byte counter, so ids are unique without a syscall per message.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+
+__all__ = ["ID_LEN", "MsgIdFactory", "id_to_hex", "parse_id"]
 
 ID_LEN = 16
 _HEX_RE = re.compile(r"^[0-9a-f]{32}$")

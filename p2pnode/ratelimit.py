@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["TokenBucket"]
+
 
 class TokenBucket:
     """Allows ``rate`` units per second on average, and bursts of up to ``burst``.

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from p2pnode.identity.owners import check_server
+from p2pnode.client import check_server
 
 PAYLOAD_SIZE = 100
 TOPIC = b"bench"

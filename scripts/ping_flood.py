@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from p2pnode.client import open_client  # noqa: E402
 from p2pnode.identity import NetworkKey  # noqa: E402
-from p2pnode.wire.messages import Ping, encode_message  # noqa: E402
+from p2pnode.wire import Ping, encode_message  # noqa: E402
 from tests.hostile import HostilePeer, Refused  # noqa: E402
 
 

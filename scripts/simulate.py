@@ -55,9 +55,9 @@ import trio.testing
 
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.config import NodeConfig
-from p2pnode.discovery.records import DiscoveredPeer
-from p2pnode.gossip.router import Action
-from p2pnode.net.link import PeerLink
+from p2pnode.discovery import DiscoveredPeer
+from p2pnode.gossip import Action
+from p2pnode.net import PeerLink
 from p2pnode.node import Node
 from p2pnode.testing import (
     MemoryNetwork,
@@ -67,7 +67,7 @@ from p2pnode.testing import (
     random_regular_edges,
     ring_edges,
 )
-from p2pnode.wire.messages import Batch, BatchBody, Gossip, GossipMessage, IHave
+from p2pnode.wire import Batch, BatchBody, Gossip, GossipMessage, IHave
 
 TOPOLOGIES = ("random", "ring", "grid", "small-world", "discovery")
 TOPIC = "sim"

@@ -11,6 +11,7 @@ import pytest
 from p2pnode.api.protocol import (
     ERROR_CODES,
     MAX_TOPICS_PER_REQUEST,
+    OPS,
     ApiError,
     Peers,
     Publish,
@@ -126,6 +127,26 @@ def test_bad_request_echoes_the_id(obj: dict[str, Any]) -> None:
     assert err.code == "bad_request"
     assert err.req_id == 1
     assert json.loads(encode_error(err))["id"] == 1
+
+
+#: Every op the API serves (docs/api.md); a new request type must be added here too.
+ALL_OPS = ["publish", "subscribe", "unsubscribe", "peers", "status", "monitor", "mesh"]
+
+
+def test_every_op_is_known() -> None:
+    assert sorted(OPS) == sorted(ALL_OPS)
+    for op in ALL_OPS:  # each one parses (with its required fields) as its own type
+        req = parse_request(line({"op": op, "topic": "t", "data": "x"} if op == "publish"
+                                 else {"op": op, "topics": []} if "subscribe" in op
+                                 else {"op": op}))
+        assert type(req).__name__.lower() == op
+
+
+@pytest.mark.parametrize("op", ALL_OPS)
+def test_unknown_field_of_every_op_is_bad_request(op: str) -> None:
+    err = api_error(line({"op": op, "id": 3, "x": 1}))
+    assert (err.code, err.req_id) == ("bad_request", 3)
+    assert "unknown field `x`" in err.message
 
 
 @pytest.mark.parametrize("op", ["nope", "PUBLISH", "", 5, ["publish"]])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pnode.cli.main import build_parser
+from p2pnode.cli.parser import build_parser
 from p2pnode.config import DEFAULT_PORT
 from p2pnode.config.file import KEYS, SettingsError, build_settings, gather, load_file
 from p2pnode.errors import ConfigError

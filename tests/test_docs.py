@@ -3,6 +3,8 @@
 docs/api.md: every fenced block after `<!-- tested: shell -->` (socat and nc), and the
 Node.js block after `<!-- tested: node -->`, against nodes a and b linked on loopback,
 with only P2PNODE_SOCKET set (to b's socket). docs/cli.md: every flag is described.
+Every Python file the docs name (docs/architecture.md's module table and the others)
+exists.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2pnode.cli.main import build_parser
+from p2pnode.cli.parser import build_parser
 
 from .test_cli import P2PNODE, reap, spawn
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 BLOCK = re.compile(r"<!-- tested: (\w+) -->\n```\w+\n(.*?)```", re.S)
 
 
@@ -195,3 +198,50 @@ async def test_api_nodejs_example_runs(short_tmp: Path) -> None:
                 "published 8345ee8b407ef401000000000000000a to 1 peer(s)",
                 "[chat] 1b884466: hi from a",
             ], publish)
+
+
+#: A Python file named in prose: ``errors.py``, ``gossip/router.py``, ``p2pnode/x/y.py``.
+PY_FILE = re.compile(r"(?<![\w./-])((?:[\w-]+/)*\w+\.py)(?![\w/])")
+SOURCE_DIRS = ("p2pnode", "scripts", "tests", "examples")
+DOCUMENTS = [ROOT / "README.md", ROOT / "examples" / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+def py_files_named(text: str) -> set[str]:
+    return set(PY_FILE.findall(text))
+
+
+def exists(name: str) -> bool:
+    """A path is taken from the repository root or from ``p2pnode/``; a bare file name
+    may be anywhere in the sources, the scripts, the tests or the examples."""
+    if "/" in name:
+        return (ROOT / name).is_file() or (ROOT / "p2pnode" / name).is_file()
+    return any(next((ROOT / d).rglob(name), None) is not None for d in SOURCE_DIRS)
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_python_file_the_docs_name_exists(doc: Path) -> None:
+    missing = sorted(name for name in py_files_named(doc.read_text()) if not exists(name))
+    assert missing == []
+
+
+def test_the_architecture_names_the_modules() -> None:
+    names = py_files_named((DOCS / "architecture.md").read_text())
+    assert {"gossip/router.py", "node/node.py", "errors.py", "scripts/netlab.py"} <= names
+    # Control: names are read whole, and a missing one is caught.
+    assert py_files_named("`p2pnode/config.py`, testing_lab.py, see a/b.py.") == {
+        "p2pnode/config.py", "testing_lab.py", "a/b.py"}
+    assert not exists("p2pnode/config.py")
+    assert not exists("testing_lab.py")
+    assert exists("config/settings.py")
+    assert exists("test_docs.py")
+
+
+def test_the_architecture_names_every_module() -> None:
+    # And the other way round: a new module gets its line in docs/architecture.md.
+    names = py_files_named((DOCS / "architecture.md").read_text())
+    unnamed = [path.relative_to(ROOT / "p2pnode").as_posix()
+               for path in sorted((ROOT / "p2pnode").rglob("*.py"))
+               if path.name not in ("__init__.py", "__main__.py")
+               and path.relative_to(ROOT / "p2pnode").as_posix() not in names
+               and path.name not in names]
+    assert unnamed == []

@@ -466,7 +466,7 @@ async def test_announcements_of_an_api_flush_go_out(autojump_clock: trio.testing
             await wait_linked([a, b], [(1, 0)])
             await settle(1)
             got = count_deliveries(b)
-            a.router._lazy_set(a.node_id).add(b.node_id)  # as if b had pruned a's batches
+            a.router.trees.lazy_for(a.node_id).add(b.node_id)  # as if b had pruned a's batches
             a.publish("t", b"hello", defer_flush=True)  # as ApiServer._read does ...
             await a.wait_links_writable()  # ... which flushes
             await settle(2)

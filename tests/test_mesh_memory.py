@@ -21,6 +21,9 @@ from p2pnode.testing import (
     wait_linked,
     wait_until,
 )
+from p2pnode.wire.messages import Refuse
+
+from .hostile import HostilePeer
 
 
 def record(nodes: list[Node]) -> list[Counter[bytes]]:
@@ -155,6 +158,27 @@ async def test_version_mismatch_is_refused_both_ways(
             assert link_count(old[0]) == link_count(new) == link_count(other) == 0
             assert old[0].links.stats.refused["version_mismatch"] >= 1  # type: ignore[union-attr]
             assert other.links.stats.refused["version_mismatch"] >= 1  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_late_refusal_is_counted(autojump_clock: trio.abc.Clock) -> None:
+    """The node (the lower id) accepts; the peer refuses after that (a late refusal,
+    as when both check at once and the peer is full): the link closes as
+    ``refused_by_peer:CODE``, and the refusal counts in ``refused_by_peer``."""
+    net = MemoryNetwork()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            (node,) = await start_memory_mesh(nursery, [], 1, network=net)
+            links = node.links
+            assert links is not None
+            async with await HostilePeer.connect_memory(net, node, node_id=b"\xff" * 16) as peer:
+                link = links.links[peer.node_id]  # open on the node's side: it accepted
+                await peer.send_message(Refuse("too_many_links", "full"))
+                with trio.fail_after(1):  # well before keepalive (link_timeout) would close it
+                    await link.closed.wait()
+            assert link.close_reason == "refused_by_peer:too_many_links"
+            await wait_until(lambda: sum(links.stats.refused_by_peer.values()) > 0)
+            assert links.stats.refused_by_peer == {"too_many_links": 1}
             nursery.cancel_scope.cancel()
 
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+from collections.abc import AsyncGenerator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from p2pnode.api.monitor import link_event, log_event
 from p2pnode.api.protocol import ApiError, Monitor, parse_request
-from p2pnode.cli.main import monitor_line
+from p2pnode.cli.commands import _check_count, _print_events, _recv_line, monitor_line
+from p2pnode.errors import P2PError
 
 from .test_cli import P2PNODE, Proc, reap, spawn
 
@@ -75,3 +79,34 @@ def test_monitor_request_and_event_lines() -> None:
         "link down: b (0d481229) timeout"
     assert monitor_line({"event": "dropped", "count": 3}, "info") == \
         "(3 events dropped: this monitor did not keep up)"
+
+
+class FakeClient:
+    """Hands out ``events`` as ``Client.events`` would."""
+
+    def __init__(self, events: list[dict[str, object]]) -> None:
+        self._events = events
+
+    async def events(self) -> AsyncGenerator[dict[str, object], None]:
+        for event in self._events:
+            await trio.lowlevel.checkpoint()
+            yield event
+
+
+async def test_recv_and_monitor_print_events_up_to_count(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    events: list[dict[str, object]] = [
+        {"event": "message", "data": "a"}, {"event": "dropped", "count": 7},
+        {"event": "message", "data": "b"}, {"event": "message", "data": "c"}]
+    client: Any = FakeClient(events)
+    for count, printed in ((2, "a\nb\n"), (None, "a\nb\nc\n")):
+        await _print_events(client, partial(_recv_line, as_json=False), count)
+        out, err = capsys.readouterr()
+        assert out == printed  # the dropped notice is no line, and does not count
+        assert err == "p2pnode: 7 messages were dropped: this receiver did not keep up\n"
+    await _print_events(client, json.dumps, 1)
+    assert json.loads(capsys.readouterr().out) == events[0]
+    _check_count(None)
+    _check_count(1)
+    with pytest.raises(P2PError, match="at least 1"):
+        _check_count(0)

@@ -396,7 +396,7 @@ def test_direct_batches_are_forwarded_with_history_off_and_forgeries_never_annou
     bad = msgspec.structs.replace(other, sig=bytes(sig))
     r2 = make_router(ME.node_id, mode="tree", peers=(ALICE.node_id, BOB.node_id))
     r2.on_batch(good, ALICE.node_id, 0.0, SignatureCounter(), authenticated=True)
-    r2._lazy_set(ALICE.node_id).add(BOB.node_id)
+    r2.trees.lazy_for(ALICE.node_id).add(BOB.node_id)
     r2.take_announcements()
     actions = r2.on_batch(bad, ALICE.node_id, 0.1, SignatureCounter(), authenticated=True)
     assert actions[1:] == [Disconnect(ALICE.node_id, "bad_signature")]

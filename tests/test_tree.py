@@ -111,7 +111,7 @@ def test_prune_makes_a_link_lazy_for_that_origin_only() -> None:
     assert r.stats.prunes_received == 1
     # Origins it never saw get no tree state (a peer cannot fill the table with them).
     r.on_message(Prune([b"\x09" * 16]), sim.ids[2], 1.0, no_verify)
-    assert b"\x09" * 16 not in r._lazy
+    assert b"\x09" * 16 not in r.trees
 
 
 # -- Graft after a lost eager link, and a node that dies ----------------------------------
@@ -410,7 +410,7 @@ def test_one_announcer_cannot_fill_the_missing_table() -> None:
     assert key in r._missing
     # Grafting made-up origins creates no tree state for them.
     r.tick(1.0)
-    assert not r._lazy
+    assert not r.trees
 
 
 def test_replays_outside_the_window_are_stale_and_history_keeps_one_copy() -> None:

@@ -10,6 +10,9 @@ Records only reach the handler if they pass the loggers' level (``--log-level``)
 
 The handler is installed on the process's ``p2pnode`` logger: when several nodes
 run in one process (tests, simulations), each one's monitors see all their logs.
+
+A record's fields (``record_fields``) are the same in a ``log`` event and in the log
+lines the command writes (``cli.logs``).
 """
 
 from __future__ import annotations
@@ -17,17 +20,44 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import trio
 
-from ..cli.logs import record_fields
-
 S = TypeVar("S")
 LOGGER = "p2pnode"
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
+
+
+#: Attributes every LogRecord has; anything else on a record came from ``extra``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName",
+}
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """A record as an ordered dict: time, level, logger, message, extra fields, exc."""
+    fields: dict[str, Any] = {
+        "time": format_time(record.created),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "message": record.getMessage(),
+    }
+    for key, value in vars(record).items():
+        if key not in _STANDARD and not key.startswith("_"):
+            fields[key] = value
+    if record.exc_info:
+        fields["exc"] = logging.Formatter().formatException(record.exc_info)
+    return fields
+
+
+def format_time(created: float) -> str:
+    """``created`` (seconds since the epoch) as ``2025-01-01T12:00:00.123Z``."""
+    seconds, millis = divmod(round(created * 1000), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def log_event(record: logging.LogRecord) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 
@@ -99,7 +99,8 @@ class Monitor(msgspec.Struct, tag="monitor", tag_field="op", kw_only=True,
 
 
 Request = Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh
-OPS = ("publish", "subscribe", "unsubscribe", "peers", "status", "monitor")
+#: Every op, taken from the request types themselves so that a new one cannot be left out.
+OPS: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(Request))
 
 _request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
 _encoder = msgspec.json.Encoder()

@@ -16,32 +16,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-#: Attributes every LogRecord has; anything else on a record came from ``extra``.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName",
-}
-
-
-def record_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """A record as an ordered dict: time, level, logger, message, extra fields, exc."""
-    fields: dict[str, Any] = {
-        "time": format_time(record.created),
-        "level": record.levelname.lower(),
-        "logger": record.name,
-        "message": record.getMessage(),
-    }
-    for key, value in vars(record).items():
-        if key not in _STANDARD and not key.startswith("_"):
-            fields[key] = value
-    if record.exc_info:
-        fields["exc"] = logging.Formatter().formatException(record.exc_info)
-    return fields
-
-
-def format_time(created: float) -> str:
-    """``created`` (seconds since the epoch) as ``2025-01-01T12:00:00.123Z``."""
-    seconds, millis = divmod(round(created * 1000), 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+from ..api.monitor import format_time, record_fields
 
 
 class JsonFormatter(logging.Formatter):

@@ -23,7 +23,7 @@ import collections
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,7 @@ class Client:
             if "event" in obj:
                 return obj
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         """Iterate over events until the node closes the connection: message events
         (``"event": "message"``) and, when this client fell behind and the node dropped
         some, ``{"event": "dropped", "count": N}`` notices."""

@@ -1,1 +1,31 @@
-"""Gossip logic without I/O: the seen-cache and the router. Driven by the caller's clock."""
+"""Gossip logic without I/O, driven by the caller's clock: the router (``router``) and
+the actions it returns (``actions``), its broadcast trees (``tree``) and repair
+(``repair``), the seen-cache (``seen``), the history (``history``), per-origin order
+(``order``), replays (``replay``) and batch signatures (``signing``, loaded on first use:
+it needs ``cryptography``).
+
+This package never imports trio or zeroconf (tests/test_layering.py checks it).
+"""
+
+from typing import TYPE_CHECKING
+
+from .. import _lazy
+from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
+from .history import Entry, History, item_id_range
+from .order import OrderBuffer, OrderStats
+from .repair import MissingBatches
+from .replay import Replay
+from .router import GossipMode, Router, RouterConfig, RouterStats
+from .seen import SeenCache
+from .tree import Trees
+
+if TYPE_CHECKING:
+    from .signing import Verifier, make_batch, sign_batch
+
+__all__ = [
+    "Action", "Deliver", "Disconnect", "Entry", "Forward", "GossipMode", "History",
+    "MissingBatches", "OrderBuffer", "OrderStats", "Replay", "Router", "RouterConfig",
+    "RouterStats", "SeenCache", "Send", "Trees", "Verifier", "Verify", "item_id_range",
+    "make_batch", "sign_batch",
+]
+__getattr__ = _lazy(__name__, {"signing": ("Verifier", "make_batch", "sign_batch")})

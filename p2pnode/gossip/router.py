@@ -2,22 +2,15 @@
 
 Two modes share this code:
 
-- ``tree`` (the default): epidemic broadcast trees (Plumtree, Leitão, Pereira and
-  Rodrigues 2007), one tree per origin. Every link starts *eager*: a new batch is
-  pushed whole on eager links and only announced (``IHave``, batched) on *lazy*
-  ones. A node that gets a batch it already has answers ``Prune`` for its origin
-  and the sender makes that link lazy for that origin, so the first batch of an
-  origin floods and its eager links settle into a spanning tree of first arrivals
-  (the fastest paths): from then on each node receives about one copy. A node that
-  hears of a batch by ``IHave`` and does not get it within ``graft_timeout`` sends
-  ``Graft`` to the announcer, which makes that link eager again and sends the batch
-  from history: a dead link or node is routed around. A batch that was announced
-  by a path shorter by ``optimize_hops`` than the one it came by swaps the two links
-  (the paper's optimisation), so repaired trees stay shallow.
-
-  Trees are per origin because one shared tree (the paper's) is a shortest-path
-  tree for one origin only: measured with five publishers, it doubled the hops and
-  the p99 latency, and swapping links for one origin undid them for another.
+- ``tree`` (the default): epidemic broadcast trees (Plumtree), one tree per origin
+  (``tree.Trees`` keeps which links are lazy for which origin). A new batch is pushed
+  on eager links and only announced (``IHave``, batched) on lazy ones; a duplicate
+  answers ``Prune``. A node that hears of a batch by ``IHave`` and does not get it
+  within ``graft_timeout`` (``repair.MissingBatches``) sends ``Graft`` to the
+  announcer, which makes that link eager again and sends the batch from history: a
+  dead link or node is routed around. A batch that was announced by a path shorter by
+  ``optimize_hops`` than the one it came by swaps the two links (the paper's
+  optimisation), so repaired trees stay shallow.
 - ``flood``: every link eager, no announcements: each node receives about as many
   copies as it has links. For comparison (``scripts/simulate.py --gossip flood``).
 
@@ -34,9 +27,7 @@ caller turns its actions into I/O and calls ``tick`` by ``next_deadline``.
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import msgspec
@@ -55,48 +46,18 @@ from ..wire.messages import (
     IHave,
     Prune,
 )
+from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
 from .history import History, item_id_range
 from .order import OrderBuffer
+from .repair import Missing, MissingBatches
 from .seen import SeenCache
+from .tree import Trees
+
+# The actions are part of what this module hands out (``gossip.actions`` defines them).
+__all__ = ["Action", "Deliver", "Disconnect", "Forward", "GossipMode", "Router", "RouterConfig",
+           "RouterStats", "Send", "Verify"]
 
 GossipMode = Literal["tree", "flood"]
-
-
-@dataclass(frozen=True, slots=True)
-class Deliver:
-    """Action: hand the messages of ``body`` (as received in ``batch``) to local apps."""
-
-    batch: Batch
-    body: BatchBody
-
-
-@dataclass(frozen=True, slots=True)
-class Forward:
-    """Action: send ``batch`` (hops already counted) to each of ``peers``."""
-
-    batch: Batch
-    peers: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Action: send ``msgs`` (control messages or repaired batches) to ``peer``."""
-
-    peer: bytes
-    msgs: list[GossipMessage]
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnect:
-    """Action: close the link to ``peer`` at once. Honest peers verify a batch before
-    they pass it on, so one that sends a forged batch is faulty or hostile."""
-
-    peer: bytes
-    reason: str
-
-
-Action = Deliver | Forward | Send | Disconnect
-Verify = Callable[..., BatchBody]  # (batch, *, check_signature=True) -> body
 
 
 @dataclass
@@ -120,18 +81,6 @@ class RouterStats:
     missing_given_up: int = 0  # announced batches that never came (every announcer tried)
     swaps: int = 0  # tree links swapped for a shorter path
     new_origin_limited: int = 0  # batches of unknown origins over a peer's new-origin rate
-
-
-@dataclass(slots=True)
-class _Missing:
-    """A batch announced to us that we do not have yet."""
-
-    deadline: float
-    hops: int
-    announcers: list[bytes] = field(default_factory=list)
-    grafted: bool = False  # we asked an announcer for it
-    repair: bool = False  # announced in answer to our Digest (not by a live push)
-    first: bytes | None = None  # the first announcer (counted in _missing_by)
 
 
 @dataclass
@@ -178,13 +127,11 @@ class Router:
         self._new_origins: dict[bytes, TokenBucket] = {}  # per linked peer
         self.stats = RouterStats()
         self._peers: dict[bytes, None] = {}  # insertion-ordered set
-        # origin -> the peers that are lazy for its batches (all others are eager);
-        # least recently used origin first, at most ``max_origins``.
-        self._lazy: OrderedDict[bytes, set[bytes]] = OrderedDict()
+        self.trees = Trees(cfg.max_origins)
+        self._lazy = self.trees.lazy  # origin -> its lazy peers (read on the hot path)
         self._ihave: dict[bytes, list[Announce]] = {}  # lazy announcements not yet sent
         self._repair_ihave: dict[bytes, list[Announce]] = {}  # ... of repaired batches
-        self._missing: dict[bytes, _Missing] = {}  # key -> announced, not received
-        self._missing_by: dict[bytes, int] = {}  # first announcer -> its missing entries
+        self._missing = MissingBatches(cfg.max_missing, cfg.max_announcers)
         self._digested: set[bytes] = set()  # peers whose Digest was answered (this link)
         self._rng = random.Random(cfg.seed)
 
@@ -199,24 +146,13 @@ class Router:
         """The linked peers that get only announcements of ``origin``'s batches."""
         return self._lazy.get(origin, set()) & set(self._peers)
 
-    def _lazy_set(self, origin: bytes) -> set[bytes]:
-        lazy = self._lazy.get(origin)
-        if lazy is None:
-            lazy = self._lazy[origin] = set()
-            if len(self._lazy) > self.cfg.max_origins:
-                self._lazy.popitem(last=False)  # that origin's next batch floods once
-        else:
-            self._lazy.move_to_end(origin)
-        return lazy
-
     def peer_up(self, peer: bytes, now: float) -> list[Action]:
         """A link to ``peer`` opened: it starts eager (for every origin); send it our
         history's digest."""
         self._peers[peer] = None
         self._new_origins[peer] = TokenBucket(self.cfg.new_origins_per_s,
                                               self.cfg.new_origins_burst, now)
-        for lazy in self._lazy.values():
-            lazy.discard(peer)
+        self.trees.peer_up(peer)
         self.history.expire(now)
         return [Send(peer, [Digest(self.history.digest(max_bytes=self.cfg.digest_bytes))])]
 
@@ -255,7 +191,7 @@ class Router:
             if from_peer in self._peers and self.tree:
                 for origin in msg.origins:  # type: ignore[union-attr]
                     if self.order.knows(origin):  # no tree state for made-up origins
-                        self._lazy_set(origin).add(from_peer)
+                        self.trees.prune(origin, from_peer)
             return []
         assert kind is Digest
         return self._on_digest(msg, from_peer, now)  # type: ignore[arg-type]
@@ -276,12 +212,10 @@ class Router:
         key = batch.origin + batch.id  # ids are unique per origin only
         if self.seen.seen(key, now) or batch.origin == self.node_id:
             stats.duplicates += 1
-            if self.tree and from_peer in self._peers:
-                lazy = self._lazy_set(batch.origin)
-                if from_peer not in lazy:
-                    lazy.add(from_peer)
-                    stats.prunes_sent += 1
-                    return [Send(from_peer, [Prune([batch.origin])])]
+            if self.tree and from_peer in self._peers and self.trees.prune(batch.origin,
+                                                                           from_peer):
+                stats.prunes_sent += 1  # the sender is to stop pushing this origin to us
+                return [Send(from_peer, [Prune([batch.origin])])]
             return []
         if batch.hops > self.max_hops:
             stats.hop_limited += 1
@@ -299,7 +233,7 @@ class Router:
             stats.rejected += 1
             return [Disconnect(from_peer, exc.code)] if exc.code == "bad_signature" else []
         self.seen.add(key, now)
-        missing = self._forget_missing(key)
+        missing = self._missing.forget(key)
         accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body), now,
                                          from_peer)
         if self.order.overflow:
@@ -310,16 +244,8 @@ class Router:
                          id_range=item_id_range([item.id for item in body.items]))
         actions = self._deliveries(ready)
         announce_only = False
-        if missing is not None and missing.grafted and missing.repair and self.tree:
-            # A batch we asked for after a repair announcement (a partition healed, a
-            # new peer): repairs come in bursts, faster than Prunes could come back, so
-            # they are not pushed along the trees but announced as repairs in turn, and
-            # each node that lacks one asks for it once. Live batches keep the trees.
-            announce_only = True
-        elif missing is not None and missing.announcers and not missing.repair:
-            # It was announced to us first, by a path shorter than the one it came by?
-            actions += self._maybe_swap(batch.origin, missing.announcers[0], missing.hops,
-                                        from_peer, batch.hops)
+        if missing is not None:
+            announce_only = self._was_announced(missing, batch, from_peer, actions)
         if body.to == self.node_id:
             return actions
         if direct and batch.hops < self.max_hops and any(
@@ -327,6 +253,22 @@ class Router:
             # Delivered (the link vouches for it), but not passed on, nor kept.
             return [*actions, Disconnect(from_peer, "bad_signature")]
         return actions + self._spread(batch, from_peer, announce_only=announce_only)
+
+    def _was_announced(self, missing: Missing, batch: Batch, from_peer: bytes,
+                       actions: list[Action]) -> bool:
+        """``batch`` came after an announcement of it: whether to only announce it on
+        (not push it); appends a swap to ``actions`` if it came the longer way."""
+        if missing.grafted and missing.repair and self.tree:
+            # A batch we asked for after a repair announcement (a partition healed, a
+            # new peer): repairs come in bursts, faster than Prunes could come back, so
+            # they are not pushed along the trees but announced as repairs in turn, and
+            # each node that lacks one asks for it once. Live batches keep the trees.
+            return True
+        if missing.announcers and not missing.repair:
+            # It was announced to us first, by a path shorter than the one it came by?
+            actions += self._maybe_swap(batch.origin, missing.announcers[0], missing.hops,
+                                        from_peer, batch.hops)
+        return False
 
     def _check(self, batch: Batch, verify: Verify) -> bool:
         """Check the signature of a batch delivered on the strength of its link (see
@@ -424,19 +366,7 @@ class Router:
                     actions += self._maybe_swap(entry.batch.origin, from_peer, ann.hops,
                                                 entry.from_peer, entry.batch.hops)
                 continue
-            missing = self._missing.get(key)
-            if missing is None:
-                # Bounded in all, and per announcer, so that one peer announcing made-up
-                # batches cannot crowd out the others' announcements.
-                if (len(self._missing) >= self.cfg.max_missing
-                        or self._missing_by.get(from_peer, 0) >= self.cfg.max_missing // 4):
-                    continue
-                self._missing_by[from_peer] = self._missing_by.get(from_peer, 0) + 1
-                missing = self._missing[key] = _Missing(now + wait, ann.hops,
-                                                        repair=msg.repair, first=from_peer)
-            if from_peer not in missing.announcers and (
-                    len(missing.announcers) < self.cfg.max_announcers):
-                missing.announcers.append(from_peer)
+            self._missing.note(key, from_peer, ann.hops, now + wait, repair=msg.repair)
         return actions
 
     def _maybe_swap(self, origin: bytes, shorter: bytes, short_hops: int, longer: bytes,
@@ -446,13 +376,9 @@ class Router:
         ``optimize_hops``, make ``shorter`` eager and ``longer`` lazy for ``origin``."""
         k = self.cfg.optimize_hops
         if (not self.tree or not k or short_hops + k > long_hops or shorter == longer
-                or shorter not in self._peers or longer not in self._peers):
+                or shorter not in self._peers or longer not in self._peers
+                or not self.trees.swap(origin, shorter, longer)):
             return []
-        lazy = self._lazy_set(origin)
-        if longer in lazy:
-            return []
-        lazy.add(longer)
-        lazy.discard(shorter)
         self.stats.prunes_sent += 1
         self.stats.swaps += 1
         return [Send(longer, [Prune([origin])]), Send(shorter, [Graft([], [origin])])]
@@ -463,10 +389,7 @@ class Router:
         stats.grafts_received += 1
         if from_peer not in self._peers:
             return []
-        for origin in {*(key[:ID_LEN] for key in msg.keys), *msg.origins}:
-            lazy = self._lazy.get(origin)  # no tree state for made-up origins
-            if lazy is not None:
-                lazy.discard(from_peer)
+        self.trees.graft({*(key[:ID_LEN] for key in msg.keys), *msg.origins}, from_peer)
         self.history.expire(now)
         batches: list[GossipMessage] = []
         for key in dict.fromkeys(msg.keys):  # each batch once, however often it is asked
@@ -494,29 +417,19 @@ class Router:
             return []
         return [Send(from_peer, [IHave(part, repair=True) for part in _chunks(anns)])]
 
-    def _forget_missing(self, key: bytes) -> _Missing | None:
-        missing = self._missing.pop(key, None)
-        if missing is not None and missing.first is not None:
-            left = self._missing_by.get(missing.first, 0) - 1
-            if left > 0:
-                self._missing_by[missing.first] = left
-            else:
-                self._missing_by.pop(missing.first, None)
-        return missing
-
     # -- timers ---------------------------------------------------------------------
 
     @property
     def has_timers(self) -> bool:
         """Whether ``tick`` has anything to do some time (cheap, unlike
         ``next_deadline``)."""
-        return bool(self._missing) or self.order.held_count > 0
+        return len(self._missing) > 0 or self.order.held_count > 0
 
     def next_deadline(self) -> float | None:
         """When ``tick`` should next run (None: nothing is waiting)."""
         deadline = self.order.next_deadline()
-        if self._missing:
-            first = min(m.deadline for m in self._missing.values())
+        first = self._missing.next_deadline()
+        if first is not None:
             deadline = first if deadline is None else min(deadline, first)
         return deadline
 
@@ -524,24 +437,10 @@ class Router:
         """Graft announced batches that did not come in time; release held batches whose
         gap was waited for long enough."""
         actions = self._deliveries(self.order.tick(now))
-        grafts: dict[bytes, list[bytes]] = {}
-        for key in [k for k, m in self._missing.items() if m.deadline <= now]:
-            missing = self._missing[key]
-            while missing.announcers and missing.announcers[0] not in self._peers:
-                missing.announcers.pop(0)
-            if not missing.announcers:
-                self._forget_missing(key)
-                self.stats.missing_given_up += 1
-                continue
-            peer = missing.announcers.pop(0)
-            missing.grafted = True
-            grafts.setdefault(peer, []).append(key)
-            missing.deadline = now + self.cfg.graft_timeout
+        grafts, given_up = self._missing.due(now, self._peers, self.cfg.graft_timeout)
+        self.stats.missing_given_up += given_up
         for peer, keys in grafts.items():
-            for key in keys:
-                lazy = self._lazy.get(key[:ID_LEN])
-                if lazy is not None:
-                    lazy.discard(peer)
+            self.trees.graft((key[:ID_LEN] for key in keys), peer)
             self.stats.grafts_sent += len(keys)
             actions.append(Send(peer, [Graft(part) for part in _chunks(keys)]))
         return actions

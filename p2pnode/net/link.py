@@ -204,7 +204,8 @@ class _Connection:
             return self._refuse("protocol_error", exc.code, exc.message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._set_reason("broken")
-        return LinkResult("closed" if self.link else "broken", self.peer_id)
+        # An open link's result: "closed", or "refused" if the peer refused it late.
+        return self.result if self.link is not None else LinkResult("broken", self.peer_id)
 
     def _refuse(self, result: str, code: str, message: str) -> LinkResult:
         if self.link is not None:

@@ -16,8 +16,8 @@ from .status import peers_info, status_info
 
 if TYPE_CHECKING:
     from ..gossip.router import Router
-    from ..mesh.announcer import MeshAnnouncer
     from ..net.manager import LinkManager
+    from .announcer import MeshAnnouncer
     from .discovering import Discovering
     from .engine import Engine
     from .node import Node

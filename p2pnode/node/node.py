@@ -28,13 +28,13 @@ from ..identity.datadir import DataDirLock
 from ..identity.keypair import NodeIdentity
 from ..identity.keys import NetworkKey, load_or_create_identity
 from ..ids import id_to_hex
-from ..mesh.announcer import MeshAnnouncer
 from ..mesh.view import MeshView
 from ..net.link import PeerLink
 from ..net.manager import LinkManager
 from ..net.tls import default_transport
 from ..net.transport import Transport
 from ..wire.messages import Bye, Gossip, GossipMessage, Hello, encode_message
+from .announcer import MeshAnnouncer
 from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config

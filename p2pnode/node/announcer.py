@@ -10,9 +10,9 @@ from typing import Any
 import trio
 
 from ..config import NodeConfig
+from ..mesh.linklist import MESH_TOPIC, encode_link_list
+from ..mesh.view import MeshView
 from ..wire.messages import Item
-from .linklist import MESH_TOPIC, encode_link_list
-from .view import MeshView
 
 
 class MeshAnnouncer:

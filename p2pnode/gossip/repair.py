@@ -1,0 +1,94 @@
+"""Batches announced to this node that it has not received: whom to graft them from, when.
+
+An ``IHave`` names batches (by key) that a peer has. A batch this node lacks is noted
+with a deadline (``graft_timeout``, or later for repairs, see ``Router``); if it has not
+come by then, the router sends ``Graft`` to the first announcer still linked, and the
+next one after another timeout, until it comes or no announcer is left (given up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Missing:
+    """A batch announced to us that we do not have yet."""
+
+    deadline: float
+    hops: int
+    announcers: list[bytes] = field(default_factory=list)
+    grafted: bool = False  # we asked an announcer for it
+    repair: bool = False  # announced in answer to our Digest (not by a live push)
+    first: bytes | None = None  # the first announcer (counted per announcer)
+
+
+class MissingBatches:
+    """The announced batches not received yet, by key.
+
+    Bounded: at most ``max_entries`` in all and a quarter of that per first announcer,
+    so that one peer announcing made-up batches cannot crowd out the others'
+    announcements; at most ``max_announcers`` announcers kept per batch.
+    """
+
+    def __init__(self, max_entries: int, max_announcers: int) -> None:
+        self.max_entries = max_entries
+        self.max_announcers = max_announcers
+        self._entries: dict[bytes, Missing] = {}
+        self._by_first: dict[bytes, int] = {}  # first announcer -> its entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._entries
+
+    def note(self, key: bytes, peer: bytes, hops: int, deadline: float, *,
+             repair: bool) -> None:
+        """``peer`` announced the batch ``key``, ``hops`` away from its origin. A new
+        entry waits until ``deadline``; one over the bounds is not kept."""
+        missing = self._entries.get(key)
+        if missing is None:
+            taken = self._by_first.get(peer, 0)
+            if len(self._entries) >= self.max_entries or taken >= self.max_entries // 4:
+                return
+            self._by_first[peer] = taken + 1
+            missing = self._entries[key] = Missing(deadline, hops, repair=repair, first=peer)
+        if peer not in missing.announcers and len(missing.announcers) < self.max_announcers:
+            missing.announcers.append(peer)
+
+    def forget(self, key: bytes) -> Missing | None:
+        """Drop ``key`` (it came, or it is given up); returns its entry, if any."""
+        missing = self._entries.pop(key, None)
+        if missing is not None and missing.first is not None:
+            left = self._by_first.get(missing.first, 0) - 1
+            if left > 0:
+                self._by_first[missing.first] = left
+            else:
+                self._by_first.pop(missing.first, None)
+        return missing
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline (None: nothing is missing)."""
+        return min((m.deadline for m in self._entries.values()), default=None)
+
+    def due(self, now: float, linked: Container[bytes],
+            retry: float) -> tuple[dict[bytes, list[bytes]], int]:
+        """The batches whose deadline passed: per announcer to graft from (the first one
+        still ``linked``), their keys, each given a new deadline ``now + retry``; and how
+        many were given up because no announcer is left (those are forgotten)."""
+        grafts: dict[bytes, list[bytes]] = {}
+        given_up = 0
+        for key in [k for k, m in self._entries.items() if m.deadline <= now]:
+            missing = self._entries[key]
+            while missing.announcers and missing.announcers[0] not in linked:
+                missing.announcers.pop(0)
+            if not missing.announcers:
+                self.forget(key)
+                given_up += 1
+                continue
+            grafts.setdefault(missing.announcers.pop(0), []).append(key)
+            missing.grafted = True
+            missing.deadline = now + retry
+        return grafts, given_up
