@@ -1,4 +1,4 @@
-"""Tests of the namespace lab (p2pnode.testing_lab and scripts/lab.py), with a stand-in node.
+"""Tests of the namespace lab (scripts/netlab.py and scripts/lab.py), with a stand-in node.
 
 They need root and iproute2, and only touch namespaces they create (prefix ``p2pt-``).
 """
