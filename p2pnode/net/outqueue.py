@@ -89,21 +89,36 @@ class OutQueue:
         caller must close the stream.
         """
         while True:
-            if not self._buf:
-                if self._closing:
+            if not self._buf or self._progress_at is not None:  # nothing, or send_now's turn
+                if self._closing and not self._buf:
                     return
                 self._wake = trio.Event()
                 await self._wake.wait()
                 continue
-            data, self._buf = self._buf, bytearray()
-            self._drained.set()
-            self.overflowing = False
-            # Send in slices, so that progress (sent_bytes) shows while a large batch
-            # crawls over a slow link; a stuck peer shows none.
-            view = memoryview(data)
-            self._progress_at = trio.current_time()
+            await self._send(stream)
+
+    async def send_now(self, stream: trio.abc.SendStream) -> None:
+        """Send what is queued from the calling task, unless a send is under way (then
+        the writer sends it): a reply that should go at once is spared the wake-up of
+        the writer task. Never two sends at once. Raises and leaves the framing as
+        ``run_writer`` does (the caller must then close the stream)."""
+        if self._buf and self._progress_at is None and not self._closing:
+            await self._send(stream)
+
+    async def _send(self, stream: trio.abc.SendStream) -> None:
+        data, self._buf = self._buf, bytearray()
+        self._drained.set()
+        self.overflowing = False
+        # Send in slices, so that progress (sent_bytes) shows while a large batch
+        # crawls over a slow link; a stuck peer shows none.
+        view = memoryview(data)
+        self._progress_at = trio.current_time()
+        try:
             for start in range(0, len(data), SLICE):
                 await stream.send_all(view[start : start + SLICE])
                 self.sent_bytes += min(SLICE, len(data) - start)
                 self._progress_at = trio.current_time()
+        finally:
             self._progress_at = None
+            if self._buf:
+                self._wake.set()  # what came meanwhile: the writer's turn
