@@ -267,7 +267,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
     client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         if args.text:
-            msg_id = await client.publish(args.topic, " ".join(args.text), args.to)
+            msg_id = await client.publish(args.topic, " ".join(args.text), args.to, wait=True)
             print(msg_id)
             return 0
         return await _send_lines(client, args.topic, args.to)
