@@ -20,6 +20,7 @@ from .protocol import (
     ConnectionClosed,
     ProtocolViolation,
     PublishError,
+    Refusal,
     event_payload,
     peers_request,
     publish_request,
@@ -27,6 +28,6 @@ from .protocol import (
 from .trio_client import Client, open_client
 
 __all__ = ["ApiReplyError", "AsyncioClient", "BlockingClient", "Client", "ConnectionClosed",
-           "ProtocolViolation", "PublishError", "UntrustedServer", "check_server",
+           "ProtocolViolation", "PublishError", "Refusal", "UntrustedServer", "check_server",
            "event_payload", "open_asyncio_client", "open_client", "peers_request",
            "publish_request"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import collections
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -32,6 +32,8 @@ DEFAULT_WINDOW_BYTES: Final = 1 << 20
 DEFAULT_MAX_EVENTS: Final = 100_000
 #: Seconds that closing a client waits for the replies to what it published.
 DEFAULT_CLOSE_TIMEOUT: Final = 10.0
+#: Refusals listed in one ``PublishError`` (later ones are only counted).
+MAX_REFUSALS: Final = 1000
 #: Bytes of buffered requests past which the async clients write without waiting
 #: for their loop's next turn.
 WRITE_BATCH: Final = 64 << 10
@@ -50,17 +52,28 @@ class ApiReplyError(P2PError):
         self.message = message
 
 
+class Refusal(NamedTuple):
+    """One pipelined publish that the node refused."""
+
+    seq: int  # its number on the connection (what ``publish`` returned)
+    topic: str
+    code: str
+    message: str
+
+
 class PublishError(ApiReplyError):
-    """The node refused a pipelined publish. ``seq`` is the message's number on its
-    connection (what ``publish`` returned), ``topic`` its topic; ``later_errors``
-    counts the refusals of later publishes that came before this error was raised
-    (they are not raised separately)."""
+    """The node refused a pipelined publish: ``seq`` (the message's number on its
+    connection, what ``publish`` returned), ``topic``, ``code`` and ``message`` say
+    which and why. Refusals of later publishes that came before this error was raised
+    are not raised separately: ``refusals`` lists them all, this one first (up to
+    ``MAX_REFUSALS``), ``later_errors`` counts the later ones."""
 
     def __init__(self, code: str, message: str, seq: int, topic: str) -> None:
         super().__init__(code, message)
         self.seq = seq
         self.topic = topic
         self.later_errors = 0
+        self.refusals = [Refusal(seq, topic, code, message)]
 
     def __str__(self) -> str:
         more = f" (and {self.later_errors} later publishes)" if self.later_errors else ""
@@ -302,6 +315,8 @@ class ClientProtocol:
             self.error = PublishError(code, message, self.acked, topic)
         else:
             self.error.later_errors += 1
+            if len(self.error.refusals) < MAX_REFUSALS:
+                self.error.refusals.append(Refusal(self.acked, topic, code, message))
 
     def feed_eof(self) -> None:
         """The node closed the connection: the requests still waiting get None, and the
