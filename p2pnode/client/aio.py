@@ -152,6 +152,8 @@ class AsyncioClient(AsyncRequests):
     async def send(self, request: dict[str, Any]) -> None:
         """Send a request without waiting for its reply; ``reply()`` returns it."""
         self._check()
+        if not self._proto.has_room():
+            await self._make_room()
         self._proto.queue(encode_request(request), None)
         self._write_now()
 

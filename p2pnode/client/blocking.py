@@ -146,6 +146,8 @@ class BlockingClient:
     def send(self, request: dict[str, Any]) -> None:
         """Send a request without waiting for its reply; ``reply()`` returns it."""
         self._check()
+        if not self._proto.has_room():
+            self._wait(self._proto.below_half)
         self._proto.queue(encode_request(request), None)
         self._send_some()
 

@@ -96,7 +96,8 @@ class Client(AsyncRequests):
         connection (1, 2, ...) without waiting for the node's reply; requests go out
         in batches. If the node refuses it, a later call (``publish``, ``flush``,
         ``request`` and the calls built on it, or closing) raises ``PublishError``
-        naming that number. Waits only when ``window`` requests are unanswered.
+        naming that number; the call that raises queued nothing (call it again).
+        Waits only while ``window`` requests are unanswered.
         With ``wait=True``: waits for this message's reply and returns its id
         (``ApiReplyError`` if refused).
 
@@ -150,8 +151,11 @@ class Client(AsyncRequests):
 
     async def send(self, request: dict[str, Any]) -> None:
         """Send a request without waiting for its reply; ``reply()`` returns it (the
-        replies of such requests, in order, not checked for ``ok``)."""
+        replies of such requests, in order, not checked for ``ok``). Waits while
+        ``window`` requests are unanswered: read the replies."""
         self._check()
+        if not self._proto.has_room():
+            await self._make_room()
         self._proto.queue(encode_request(request), None)
         await self._write_upto(self._proto.queued_bytes)
 
