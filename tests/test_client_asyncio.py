@@ -112,6 +112,25 @@ async def test_asyncio_refusals_in_a_pipeline_and_close_in_flight(short_tmp: Pat
             assert in_flight > 0
 
 
+async def test_asyncio_publisher_that_never_waits_learns_of_a_refusal(short_tmp: Path) -> None:
+    with trio.fail_after(10):
+        async with running_nodes([loopback_config(short_tmp, "a")]) as (a,):
+
+            async def app() -> tuple[int, PublishError, int]:
+                async with open_client(a.config.socket_path) as client:
+                    bad = await client.publish("$x", "reserved")
+                    while True:
+                        try:
+                            await client.publish("t", "more")
+                        except PublishError as err:
+                            return bad, err, client.unacknowledged
+                        await asyncio.sleep(0)
+
+            bad, err, unacked = await in_asyncio(app)
+            assert (err.seq, err.topic) == (bad, "$x")
+            assert unacked < 1000  # not the window's doing
+
+
 async def test_asyncio_close_raises_a_refusal_not_yet_seen(short_tmp: Path) -> None:
     with trio.fail_after(10):
         async with running_nodes([loopback_config(short_tmp, "a")]) as (a,):

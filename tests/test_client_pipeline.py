@@ -98,6 +98,26 @@ async def test_a_refusal_is_raised_by_the_next_call(short_tmp: Path) -> None:
             assert not isinstance(refused.value, PublishError)
 
 
+async def test_a_publisher_that_never_waits_learns_of_a_refusal(short_tmp: Path) -> None:
+    """Nothing waits for a reply here (no flush, the window never fills): publish
+    itself looks for replies now and then, and a later publish raises the refusal."""
+    cfg = loopback_config(short_tmp, "a")
+    with trio.fail_after(10):
+        async with running_nodes([cfg]) as (a,), open_client(cfg.socket_path) as client:
+            bad = await client.publish("$x", "reserved")
+            while True:
+                try:
+                    await client.publish("t", "more")
+                except PublishError as err:
+                    refusal = err
+                    break
+                await trio.lowlevel.checkpoint()  # the node runs here too
+            assert client.unacknowledged < 1000  # not the window's doing
+            assert (refusal.seq, refusal.topic) == (bad, "$x")
+            await client.flush()
+            assert a.status_info()["api"]["errors"] == 1
+
+
 async def test_the_window_bounds_requests_in_flight(short_tmp: Path) -> None:
     """A ``peers`` request that waits holds the node's answers on that connection: the
     client sends ``window`` requests, then ``publish`` waits, until the node answers."""
