@@ -99,8 +99,8 @@ async def test_a_refusal_is_raised_by_the_next_call(short_tmp: Path) -> None:
 
 
 async def test_a_publisher_that_never_waits_learns_of_a_refusal(short_tmp: Path) -> None:
-    """Nothing waits for a reply here (no flush, the window never fills): publish
-    itself looks for replies now and then, and a later publish raises the refusal."""
+    """Nothing waits for a reply here (no flush, the window never fills): the client
+    reads the replies by itself, and a later publish raises the refusal."""
     cfg = loopback_config(short_tmp, "a")
     with trio.fail_after(10):
         async with running_nodes([cfg]) as (a,), open_client(cfg.socket_path) as client:

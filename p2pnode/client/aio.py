@@ -10,10 +10,7 @@
 
 It is an ``asyncio.Protocol``: the event loop hands it what the node sends, parsed
 per read in one go; the requests queued during one turn of the loop go out in one
-write at the start of the next (or at once past 64 KiB). Until the client subscribes
-(or monitors), the transport reads only while a call waits for a reply, and
-``publish`` looks for replies at most a millisecond after the last look: a client
-that only publishes is not woken up by every reply.
+write at the start of the next (or at once past 64 KiB).
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 from types import TracebackType
@@ -47,11 +43,6 @@ from .protocol import (
 
 __all__ = ["AsyncioClient", "open_client"]
 
-READ_SIZE = 256 << 10
-LOOK_EVERY = 0.001  # seconds between looks for replies while publishing
-#: Requests after which events may come (the transport then reads all the time).
-LISTENING_OPS = frozenset({"subscribe", "monitor"})
-
 
 class _Adapter(asyncio.Protocol):
     def __init__(self, client: AsyncioClient) -> None:
@@ -60,8 +51,6 @@ class _Adapter(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.client._transport = transport
-        self.client._fd = transport.get_extra_info("socket").fileno()
-        transport.pause_reading()  # until someone waits, or events may come
 
     def data_received(self, data: bytes) -> None:
         self.client._received(data)
@@ -93,9 +82,6 @@ class AsyncioClient(AsyncRequests):
         self._transport: asyncio.Transport | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._write_soon = False
-        self._fd = -1
-        self._listening = False  # once events may come, the transport reads all the time
-        self._looked = time.monotonic()
         self._broken: BaseException | None = None
         self._closed = False
         self._gone = self._loop.create_future()  # set by connection_lost
@@ -138,8 +124,6 @@ class AsyncioClient(AsyncRequests):
         elif not self._write_soon:
             self._write_soon = True
             self._loop.call_soon(self._write_now)
-        if not self._listening and time.monotonic() - self._looked >= LOOK_EVERY:
-            self._look()
         return seq
 
     async def flush(self) -> None:
@@ -162,8 +146,6 @@ class AsyncioClient(AsyncRequests):
             await self._make_room()
         box: list[dict[str, Any] | None] = []
         self._proto.queue(encode_request(request), box.append)
-        if request.get("op") in LISTENING_OPS:
-            self._listen()
         self._write_now()
         return await self._reply_in(box)
 
@@ -173,7 +155,6 @@ class AsyncioClient(AsyncRequests):
         if not self._proto.has_room():
             await self._make_room()
         self._proto.queue(encode_request(request), None)
-        self._listen()  # whatever it asks, events may follow
         self._write_now()
 
     async def reply(self) -> dict[str, Any]:
@@ -294,7 +275,6 @@ class AsyncioClient(AsyncRequests):
             self._check_alive()
             waiter = self._loop.create_future()
             self._waiters.append(waiter)
-            self._reading(True)
             try:
                 await waiter
             finally:
@@ -307,34 +287,6 @@ class AsyncioClient(AsyncRequests):
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _listen(self) -> None:
-        self._listening = True
-        self._reading(True)
-
-    def _reading(self, on: bool) -> None:
-        """Let the transport read (or not: while nobody waits and no events may come,
-        replies wait in the socket, read by ``_look`` and by the calls that wait, so
-        that a client that only publishes is not woken up by every reply)."""
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        if on and not transport.is_reading():
-            transport.resume_reading()
-        elif not on and transport.is_reading():
-            transport.pause_reading()
-
-    def _look(self) -> None:
-        """Read what the socket has now, without waiting (nothing if it has nothing)."""
-        self._looked = time.monotonic()
-        transport = self._transport
-        if transport is None or transport.is_reading() or transport.is_closing():
-            return
-        try:
-            data = os.read(self._fd, READ_SIZE)
-        except OSError:
-            return  # nothing there, or an error that a read that waits reports
-        self._received(data)
-
     def _write_now(self) -> None:
         self._write_soon = False
         if self._proto.out and self._transport is not None and not self._closed:
@@ -345,7 +297,6 @@ class AsyncioClient(AsyncRequests):
         await self._wait(self._proto.below_half)
 
     def _received(self, data: bytes) -> None:
-        self._looked = time.monotonic()
         try:
             self._proto.feed(data)
         except ProtocolViolation as exc:
@@ -354,8 +305,6 @@ class AsyncioClient(AsyncRequests):
             if self._transport is not None:
                 self._transport.abort()
         self._wake()
-        if not self._listening:
-            self._reading(False)  # a waiter that needs more lets it read again
 
     def _lost(self, exc: Exception | None) -> None:
         if exc is not None and self._broken is None and not self._closed:

@@ -7,21 +7,17 @@
             print(event["data"])
 
 Inside ``async with``, the client runs two tasks of its own: one writes the requests
-that piled up since the loop's last turn in one ``send_all``; the other, once the
-client has subscribed (or monitors), reads the node's replies and events in large
-reads and parses each read in one go. Until then, replies are read by the calls that
-wait for one (``flush``, a full window, ``request``...) and, while publishing, at most
-a millisecond after the last look, so that a client that only publishes is not woken
-up by every reply. A client used without ``async with`` (``client = await
-open_client()``) has no tasks: it writes each request at once and reads when a call
-needs a reply or an event.
+that piled up since the loop's last turn in one ``send_all``, the other reads the
+node's replies and events in large reads and parses each read in one go. A client
+used without ``async with`` (``client = await open_client()``) has no tasks: it
+writes each request at once and reads when a call needs a reply or an event (and
+two tasks must not wait for replies on it at the same time).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 from types import TracebackType
@@ -46,9 +42,6 @@ from .protocol import (
 )
 
 READ_SIZE = 256 << 10
-LOOK_EVERY = 0.001  # seconds between looks for replies while publishing
-#: Requests after which events may come (the reader task then reads all the time).
-LISTENING_OPS = frozenset({"subscribe", "monitor"})
 
 
 class Client(AsyncRequests):
@@ -74,9 +67,6 @@ class Client(AsyncRequests):
         self._write_done = trio.Event()
         self._written = 0  # bytes that completed send_all calls wrote
         self._wake_writer = trio.Event()
-        self._listening = trio.Event()  # set once events may come: the reader task reads
-        self._looked = time.monotonic()
-        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._stack: contextlib.AsyncExitStack | None = None
         self._tasks: trio.CancelScope | None = None
         self._broken: BaseException | None = None
@@ -129,8 +119,6 @@ class Client(AsyncRequests):
                 self._wake_writer.set()  # the writer task sends it at the loop's next turn
         else:
             await self._write_upto(proto.queued_bytes)
-        if not self._reading and time.monotonic() - self._looked >= LOOK_EVERY:
-            self._look()
         return seq
 
     async def flush(self) -> None:
@@ -158,8 +146,6 @@ class Client(AsyncRequests):
             await self._make_room()
         box: list[dict[str, Any] | None] = []
         self._proto.queue(encode_request(request), box.append)
-        if request.get("op") in LISTENING_OPS:
-            self._listening.set()
         await self._write_upto(self._proto.queued_bytes)
         return await self._reply_in(box)
 
@@ -171,7 +157,6 @@ class Client(AsyncRequests):
         if not self._proto.has_room():
             await self._make_room()
         self._proto.queue(encode_request(request), None)
-        self._listening.set()  # whatever it asks, events may follow
         await self._write_upto(self._proto.queued_bytes)
 
     async def reply(self) -> dict[str, Any]:
@@ -255,7 +240,6 @@ class Client(AsyncRequests):
             # would cancel the rest of the ``async with`` body too.)
             self._closed = True
             self._wake_writer.set()
-            self._listening.set()
             await trio.aclose_forcefully(self.stream)
 
     def _check_closed(self) -> None:
@@ -314,7 +298,6 @@ class Client(AsyncRequests):
         self._reading = True
         try:
             data = await self.stream.receive_some(READ_SIZE)
-            self._looked = time.monotonic()
             self._proto.feed(data)
         except (trio.BrokenResourceError, ProtocolViolation) as exc:
             self._fail(exc)
@@ -344,22 +327,6 @@ class Client(AsyncRequests):
                 done, self._write_done = self._write_done, trio.Event()
                 done.set()
 
-    def _look(self) -> None:
-        """Read what the socket has now, without waiting (nothing if it has nothing):
-        replies are read this way while nobody waits for one, so that a refusal is
-        raised soon."""
-        self._looked = time.monotonic()
-        try:
-            data = os.read(self._fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:
-            return  # a read that waits meets the error and reports it
-        try:
-            self._proto.feed(data)
-        except ProtocolViolation as exc:
-            self._fail(exc)
-
     def _fail(self, exc: BaseException) -> None:
         if self._broken is None:
             self._broken = exc
@@ -370,12 +337,8 @@ class Client(AsyncRequests):
         await self._wait(self._proto.below_half)
 
     async def _reader_task(self) -> None:
-        """Reads all the time once events may come (``_listening``). Before that, the
-        replies are read by the calls that wait for them and by ``_look``: a client
-        that only publishes is not woken up by every reply."""
         with contextlib.suppress(Exception):
-            await self._listening.wait()
-            while self._broken is None and not self._proto.eof and not self._closed:
+            while self._broken is None and not self._proto.eof:
                 await self._read_once()
 
     async def _writer_task(self) -> None:
