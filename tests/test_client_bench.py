@@ -32,6 +32,6 @@ def test_client_bench_small_json() -> None:
         assert row["msgs_per_s"] > 0, kind
         assert len(row["runs"]) == 1
         assert row["ratio_to_reference"] == pytest.approx(
-            row["msgs_per_s"] / report["reference"]["msgs_per_s"], rel=1e-2)
+            row["msgs_per_s"] / report["reference"]["msgs_per_s"], rel=1e-2, abs=1e-3)
     # pipelining is what the clients are for: far above a round trip per message
     assert report["trio"]["msgs_per_s"] > 3 * report["trio-wait"]["msgs_per_s"]
