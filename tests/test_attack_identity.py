@@ -48,7 +48,7 @@ async def test_a_certificate_without_an_ed25519_key_cannot_claim_a_node_id(
                     while c.node_id not in b.links.links:
                         await b.links.changed.wait()
                     async with await open_client(c.config.socket_path) as pub:
-                        msg_id = await pub.publish("t", "the real c")
+                        msg_id = await pub.publish("t", "the real c", wait=True)
                     event = await sub.next_event()
                     assert (event["msg_id"], event["data"]) == (msg_id, "the real c")
                 nursery.cancel_scope.cancel()

@@ -354,7 +354,7 @@ async def round_trip(target: Node, helper: Node) -> None:
         async with await open_client(target.config.socket_path) as sub:
             await sub.subscribe(["round-trip"])
             async with await open_client(helper.config.socket_path) as pub:
-                msg_id = await pub.publish("round-trip", "still works")
+                msg_id = await pub.publish("round-trip", "still works", wait=True)
             event = await sub.next_event()
             assert (event["msg_id"], event["data"]) == (msg_id, "still works")
         nursery.cancel_scope.cancel()

@@ -177,7 +177,7 @@ def check_delivery(lab: Lab, hosts: list[str], topic: str, within: float = 10.0)
         sent: dict[str, str] = {}
         for host in hosts:
             with client(lab, host) as pub:
-                sent[pub.publish(topic, f"{topic} from {host}")] = host
+                sent[pub.publish(topic, f"{topic} from {host}", wait=True)] = host
 
         def receive(host: str) -> set[str]:
             got: set[str] = set()
@@ -274,7 +274,7 @@ def test_killed_node_in_a_10_node_mesh_is_dropped_and_rejoins(lab10: Lab) -> Non
         sub.subscribe(["after-restart"])
         publisher = next(h for h in live if h not in {p["name"] for p in relinked})
         with client(lab10, publisher) as pub:
-            msg_id = pub.publish("after-restart", f"hello from {publisher}")
+            msg_id = pub.publish("after-restart", f"hello from {publisher}", wait=True)
         event = next(sub.events())
         assert event["msg_id"] == msg_id
         assert event["data"] == f"hello from {publisher}"

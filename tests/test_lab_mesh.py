@@ -60,7 +60,7 @@ def test_mdns_mesh_forms_delivers_and_follows_joins_and_leaves(lab: Lab) -> None
         sent = {}
         for host in first:
             with client(lab, host) as pub:
-                sent[pub.publish("lab", f"from {host}")] = host
+                sent[pub.publish("lab", f"from {host}", wait=True)] = host
         for host, sub in subs.items():
             got = {}
             events = sub.events()

@@ -57,7 +57,7 @@ async def test_apps_get_every_message_once(
                 sent = set()
                 for i, client in enumerate(clients):
                     for k in range(per_node):
-                        sent.add(await client.publish("t", f"n{i}-{k}"))
+                        sent.add(await client.publish("t", f"n{i}-{k}", wait=True))
                 got: list[list[dict[str, object]]] = [[] for _ in clients]
                 async with trio.open_nursery() as readers:
                     for client, into in zip(clients, got, strict=True):
@@ -92,7 +92,7 @@ async def assert_link_works(a: Node, b: Node) -> None:
     async with await open_client(b.config.socket_path) as sub:
         await sub.subscribe(["check"])
         async with await open_client(a.config.socket_path) as pub:
-            msg_id = await pub.publish("check", "still alive")
+            msg_id = await pub.publish("check", "still alive", wait=True)
         event = await sub.next_event()
         assert event["msg_id"] == msg_id
 

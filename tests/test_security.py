@@ -63,7 +63,7 @@ async def test_nodes_of_different_networks_cannot_link_either_way(short_tmp: Pat
                 for sub in subs.values():
                     await sub.subscribe([])
                 async with await open_client(a.config.socket_path) as pub:
-                    msg_id = await pub.publish("t", "members only")
+                    msg_id = await pub.publish("t", "members only", wait=True)
                 assert (await subs["d"].next_event())["msg_id"] == msg_id
                 for name in ("b", "c"):
                     with trio.move_on_after(0.5):  # a bounded check that nothing arrives
@@ -239,7 +239,7 @@ async def test_a_flood_of_bad_connections_does_not_stop_honest_traffic(short_tmp
                 await sock.send(os.urandom(300) if k % 2 else b"\x16\x03\x01\x02\x00\x01")
                 flood.append(sock)
             async with await open_client(a.config.socket_path) as pub:
-                sent = {await pub.publish("t", f"m{k}") for k in range(200)}
+                sent = {await pub.publish("t", f"m{k}", wait=True) for k in range(200)}
             got = set()
             while len(got) < len(sent):
                 got.add((await sub.next_event())["msg_id"])

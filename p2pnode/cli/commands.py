@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from ..client.core import Client, event_payload, open_client, publish_request
+from ..client import Client, event_payload, open_client, publish_request
 from ..config.settings import DEFAULT_TOPIC, default_socket_path
 from ..errors import P2PError
 from ..mesh.draw import names_of, render_png, to_dot
@@ -30,7 +30,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
     client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         if args.text:
-            msg_id = await client.publish(args.topic, " ".join(args.text), args.to)
+            msg_id = await client.publish(args.topic, " ".join(args.text), args.to, wait=True)
             print(msg_id)
             return 0
         return await _send_lines(client, args.topic, args.to)

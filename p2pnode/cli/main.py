@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..client.core import ApiReplyError
+from ..client import ApiReplyError
 from ..config.file import RunSettings, SettingsError, build_settings, gather
 from ..config.settings import default_socket_path, format_hostport
 from ..errors import P2PError, single_error

@@ -1,0 +1,323 @@
+"""The blocking client of the local API (plain sockets, no event loop).
+
+    with BlockingClient() as node:
+        node.subscribe(["chat"])
+        node.publish("chat", "hello")             # pipelined: returns at once
+        for event in node.events():
+            print(event["data"])
+
+``publish`` writes its request at once (one non-blocking ``send``) and returns
+without waiting for the reply; replies are read in bulk when the window fills, when
+a call needs one, and at most a millisecond after the last look, so that errors
+reach the caller soon. The socket is non-blocking: while a call waits, the client
+both reads (replies and events) and writes, so a full socket in one direction cannot
+block the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, overload
+
+from ..config.settings import default_socket_path
+from ..identity.owners import check_server
+from .protocol import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_MAX_EVENTS,
+    DEFAULT_WINDOW,
+    DEFAULT_WINDOW_BYTES,
+    ClientProtocol,
+    ConnectionClosed,
+    ProtocolViolation,
+    check_reply,
+    encode_publish,
+    encode_request,
+    peers_request,
+    subscribe_request,
+)
+
+READ_SIZE = 256 << 10
+LOOK_EVERY = 0.001  # seconds between reads for replies while publishing
+
+
+class BlockingClient:
+    """A blocking client over one connection, for scripts that use no event loop.
+
+    Connects in the constructor and checks who serves the socket before sending
+    anything, like ``open_client`` (same arguments and errors). ``timeout`` bounds
+    every wait for the node (None: wait for ever): ``TimeoutError`` when nothing
+    came for that long. The other arguments are the trio ``Client``'s. The end of
+    the connection raises ``ConnectionClosed`` (a ``ConnectionError``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None,
+                 timeout: float | None = 30.0, *, server_user: str | int | None = None,
+                 max_pending: int = DEFAULT_MAX_EVENTS, window: int = DEFAULT_WINDOW,
+                 window_bytes: int = DEFAULT_WINDOW_BYTES,
+                 close_timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+        target = Path(path) if path is not None else default_socket_path()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(str(target))
+            check_server(self.sock, target, server_user)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.sock.setblocking(False)
+        self.timeout = timeout
+        self.close_timeout = close_timeout
+        self._proto = ClientProtocol(window=window, window_bytes=window_bytes,
+                                     max_events=max_pending)
+        self._poll = select.poll()
+        self._looked = time.monotonic()
+        self._broken: BaseException | None = None
+        self._closed = False
+
+    @property
+    def events_dropped(self) -> int:
+        """Events dropped because more than ``max_pending`` waited for ``events()``."""
+        return self._proto.events_dropped
+
+    @property
+    def unacknowledged(self) -> int:
+        """Requests sent (or queued) that the node has not answered yet."""
+        return self._proto.unacked
+
+    # -- publishing ---------------------------------------------------------------
+
+    @overload
+    def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
+                wait: Literal[False] = False) -> int: ...
+    @overload
+    def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
+                wait: Literal[True]) -> str: ...
+
+    def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
+                wait: bool = False) -> int | str:
+        """Like the trio ``Client.publish``: pipelined, returns the message's number on
+        this connection (a later call raises ``PublishError`` naming it if the node
+        refused it); ``wait=True`` waits for the reply and returns the message id.
+        Blocks only while ``window`` requests are unanswered."""
+        self._check()
+        proto = self._proto
+        if not proto.has_room():
+            self._wait(proto.below_half)
+        if wait:
+            box: list[dict[str, Any] | None] = []
+            proto.queue(encode_publish(topic, data, to), box.append)
+            return str(self._reply_in(box)["msg_id"])
+        seq = proto.publish(topic, data, to)
+        self._send_some()
+        now = time.monotonic()
+        if now - self._looked >= LOOK_EVERY:
+            self._looked = now
+            self._read_some()
+        return seq
+
+    def flush(self) -> None:
+        """Block until the node has answered every request sent so far. Raises
+        ``PublishError`` if it refused a pipelined publish, ``ConnectionClosed`` if the
+        connection ended before every publish was answered."""
+        self._check()
+        target = self._proto.sent
+        self._wait(lambda: self._proto.acked >= target)
+        self._check()
+
+    # -- requests -----------------------------------------------------------------
+
+    def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send a request and return its reply. Raises ``ApiReplyError`` on an error
+        reply, ``PublishError`` for an earlier pipelined publish that was refused."""
+        self._check()
+        if not self._proto.has_room():
+            self._wait(self._proto.below_half)
+        box: list[dict[str, Any] | None] = []
+        self._proto.queue(encode_request(request), box.append)
+        return self._reply_in(box)
+
+    def send(self, request: dict[str, Any]) -> None:
+        """Send a request without waiting for its reply; ``reply()`` returns it."""
+        self._check()
+        if not self._proto.has_room():
+            self._wait(self._proto.below_half)
+        self._proto.queue(encode_request(request), None)
+        self._send_some()
+
+    def reply(self) -> dict[str, Any]:
+        """The next reply to a request made with ``send`` (not checked for ``ok``)."""
+        replies = self._proto.replies
+        self._wait(lambda: bool(replies))
+        return replies.popleft()
+
+    def subscribe(self, topics: list[str] | None = None,
+                  since: str | float | None = None) -> dict[str, Any]:
+        """Like the trio ``Client.subscribe``."""
+        return self.request(subscribe_request(topics, since))
+
+    def unsubscribe(self, topics: list[str] | None = None) -> None:
+        self.request({"op": "unsubscribe", "topics": list(topics or [])})
+
+    def peers(self, wait_min: int | None = None, wait_max: int | None = None,
+              wait_timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Like ``Client.peers``."""
+        return list(self.request(peers_request(wait_min, wait_max, wait_timeout))["peers"])
+
+    def status(self) -> dict[str, Any]:
+        return self.request({"op": "status"})
+
+    def monitor(self, level: str = "info", messages: bool = False) -> None:
+        """Like ``Client.monitor``."""
+        self.request({"op": "monitor", "level": level, "messages": messages})
+
+    # -- events -------------------------------------------------------------------
+
+    def next_event(self) -> dict[str, Any]:
+        """The next event (blocking). Raises ``ConnectionClosed`` when the node goes away."""
+        events = self._proto.events
+        if not events:
+            self._wait(lambda: bool(events))
+        return events.popleft()
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Iterate over events (blocking) until the node closes the connection."""
+        events = self._proto.events
+        while True:
+            if not events:
+                try:
+                    self._wait(lambda: bool(events))
+                except ConnectionClosed:
+                    return
+            yield events.popleft()
+
+    # -- closing ------------------------------------------------------------------
+
+    def __enter__(self) -> BlockingClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            self.close()
+        elif isinstance(exc, KeyboardInterrupt):
+            self._shut(flush=False)
+        else:
+            with contextlib.suppress(Exception):  # the body's exception goes on
+                self.close()
+
+    def close(self) -> None:
+        """Wait (up to ``close_timeout``) until the node has answered everything sent,
+        then close the connection. Raises ``PublishError`` for a refused pipelined
+        publish, ``TimeoutError`` if replies were still missing at the timeout (the
+        connection is closed in any case)."""
+        if self._closed:
+            return
+        self._shut(flush=True)
+        err = self._proto.pop_error()
+        if err is not None:
+            raise err
+        if self._proto.lost:
+            raise ConnectionClosed(f"the node closed the connection before it answered "
+                                   f"{self._proto.lost} publishes")
+        if self._broken is None and not self._proto.eof and self._proto.unacked:
+            raise TimeoutError(f"{self._proto.unacked} requests were not answered "
+                               f"within {self.close_timeout}s; closed anyway")
+
+    def _shut(self, flush: bool) -> None:
+        try:
+            if flush and self._broken is None and not self._proto.eof:
+                target = self._proto.sent
+                deadline = time.monotonic() + self.close_timeout
+                with contextlib.suppress(TimeoutError):
+                    self._wait(lambda: self._proto.acked >= target, deadline)
+        finally:
+            self._closed = True
+            self.sock.close()
+
+    # -- the machinery ------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ConnectionClosed("this client is closed")
+        err = self._proto.pop_error()
+        if err is not None:
+            raise err
+        self._check_alive()
+
+    def _check_alive(self) -> None:
+        if self._broken is not None:
+            raise ConnectionError(f"the connection to the node broke: {self._broken}") \
+                from self._broken
+        if self._proto.eof:
+            lost = self._proto.lost
+            raise ConnectionClosed("the node closed the connection" + (
+                f" before it answered {lost} publishes" if lost else ""))
+
+    def _reply_in(self, box: list[dict[str, Any] | None]) -> dict[str, Any]:
+        self._wait(lambda: bool(box))
+        reply = box[0]
+        if reply is None:
+            self._check_alive()
+            raise ConnectionClosed("the node closed the connection")
+        return check_reply(reply)
+
+    def _wait(self, ready: Callable[[], bool], deadline: float | None = None) -> None:
+        """Read and write until ``ready()``. ``TimeoutError`` after ``timeout`` seconds
+        without anything from the node, or at ``deadline`` (``time.monotonic``)."""
+        while not ready():
+            if self._closed:
+                raise ConnectionClosed("this client is closed")
+            self._check_alive()
+            self._send_some()
+            wait = self.timeout
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                wait = left if wait is None else min(wait, left)
+            flags = select.POLLIN | (select.POLLOUT if self._proto.out else 0)
+            self._poll.register(self.sock, flags)
+            ready_fds = self._poll.poll(None if wait is None else wait * 1000)
+            if not ready_fds:
+                raise TimeoutError(f"the node sent nothing for {wait:.3g}s")
+            if ready_fds[0][1] & ~select.POLLOUT:
+                self._looked = time.monotonic()
+                self._read_some()
+
+    def _send_some(self) -> None:
+        """Write what the socket takes now."""
+        out = self._proto.out
+        if not out or self._broken is not None:
+            return
+        try:
+            sent = self.sock.send(out)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._fail(exc)
+            return
+        del out[:sent]
+
+    def _read_some(self) -> None:
+        """Read what the socket has now (nothing if it has nothing)."""
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._fail(exc)
+            return
+        try:
+            self._proto.feed(data)
+        except ProtocolViolation as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._broken is None:
+            self._broken = exc
+        self._proto.feed_eof()

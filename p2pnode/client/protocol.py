@@ -1,0 +1,333 @@
+"""The client side of the local API without I/O, shared by the three clients.
+
+``ClientProtocol`` encodes requests into an output buffer, matches the node's replies
+to the requests in order (the node answers the requests of a connection in the order
+it read them), and collects the events that arrive in between. The trio, asyncio and
+blocking clients only move bytes: they write ``take_out()`` to the socket and hand
+what they read to ``feed()``.
+
+Each request gets a number on its connection (1, 2, ...). A publish that nobody
+waits for (a *pipelined* publish) is remembered only by that number, its topic and
+its size until its reply comes; an error reply for it is kept as a ``PublishError``
+naming the message, for the client to raise from its next call.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple
+
+import msgspec
+
+from ..errors import P2PError
+
+MAX_LINE: Final = 4 << 20  # a reply or event line longer than this is refused (bytes)
+#: Requests sent and not yet answered before ``publish`` waits (the window).
+DEFAULT_WINDOW: Final = 1000
+#: The same bound in bytes of request lines (one larger request may go alone).
+DEFAULT_WINDOW_BYTES: Final = 1 << 20
+#: Events kept for ``next_event`` before the oldest are dropped (``events_dropped``).
+DEFAULT_MAX_EVENTS: Final = 100_000
+#: Seconds that closing a client waits for the replies to what it published.
+DEFAULT_CLOSE_TIMEOUT: Final = 10.0
+#: Refusals listed in one ``PublishError`` (later ones are only counted).
+MAX_REFUSALS: Final = 1000
+#: Bytes of buffered requests past which the async clients write without waiting
+#: for their loop's next turn.
+WRITE_BATCH: Final = 64 << 10
+
+#: A waiting request's sink: called with its reply, or with None if the connection
+#: ended first.
+Sink = Callable[[dict[str, Any] | None], None]
+
+
+class ApiReplyError(P2PError):
+    """The node answered a request with an error (``code``, ``message``: docs/api.md)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Refusal(NamedTuple):
+    """One pipelined publish that the node refused."""
+
+    seq: int  # its number on the connection (what ``publish`` returned)
+    topic: str
+    code: str
+    message: str
+
+
+class PublishError(ApiReplyError):
+    """The node refused a pipelined publish: ``seq`` (the message's number on its
+    connection, what ``publish`` returned), ``topic``, ``code`` and ``message`` say
+    which and why. Refusals of later publishes that came before this error was raised
+    are not raised separately: ``refusals`` lists them all, this one first (up to
+    ``MAX_REFUSALS``), ``later_errors`` counts the later ones."""
+
+    def __init__(self, code: str, message: str, seq: int, topic: str) -> None:
+        super().__init__(code, message)
+        self.seq = seq
+        self.topic = topic
+        self.later_errors = 0
+        self.refusals = [Refusal(seq, topic, code, message)]
+
+    def __str__(self) -> str:
+        more = f" (and {self.later_errors} later publishes)" if self.later_errors else ""
+        return (f"publish #{self.seq} to {self.topic!r} refused{more}: "
+                f"{self.code}: {self.message}")
+
+
+class ConnectionClosed(P2PError, ConnectionError):
+    """The node closed the connection (asyncio and blocking clients; the trio client
+    raises ``trio.EndOfChannel``). ``events()`` ends on it."""
+
+
+class ProtocolViolation(P2PError):
+    """The node sent something that is not the local API: the connection is unusable."""
+
+
+class _Publish(msgspec.Struct, tag="publish", tag_field="op", omit_defaults=True):
+    topic: str
+    data: str | None = None
+    data_b64: bytes | None = None  # msgspec writes bytes as base64
+    to: str | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_lines = msgspec.json.Decoder().decode_lines
+
+
+def publish_request(topic: str, data: str | bytes, to: str | None = None,
+                    req_id: Any = None) -> dict[str, Any]:
+    """Build a publish request: text goes as ``data``, other bytes as ``data_b64``."""
+    req: dict[str, Any] = {"op": "publish", "topic": topic}
+    if isinstance(data, str):
+        req["data"] = data
+    else:
+        try:
+            req["data"] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            req["data_b64"] = base64.b64encode(data).decode("ascii")
+    if to is not None:
+        req["to"] = to
+    if req_id is not None:
+        req["id"] = req_id
+    return req
+
+
+def peers_request(wait_min: int | None = None, wait_max: int | None = None,
+                  timeout: float = 10.0) -> dict[str, Any]:
+    """Build a peers request, with optional waiting bounds."""
+    req: dict[str, Any] = {"op": "peers"}
+    if wait_min is not None:
+        req["wait_min"] = wait_min
+    if wait_max is not None:
+        req["wait_max"] = wait_max
+    if wait_min is not None or wait_max is not None:
+        req["timeout"] = timeout
+    return req
+
+
+def subscribe_request(topics: list[str] | None, since: str | float | None) -> dict[str, Any]:
+    request: dict[str, Any] = {"op": "subscribe", "topics": list(topics or [])}
+    if since is not None:
+        request["since"] = since
+    return request
+
+
+def event_payload(event: dict[str, Any]) -> bytes:
+    """The payload of a message event as bytes, whichever way it was encoded."""
+    if "data_b64" in event:
+        return base64.b64decode(event["data_b64"])
+    return str(event.get("data", "")).encode("utf-8")
+
+
+def check_reply(reply: dict[str, Any]) -> dict[str, Any]:
+    """``reply`` if it says ``ok``; else raises ``ApiReplyError``."""
+    if reply.get("ok") is not True:
+        err = reply.get("error")
+        err = err if isinstance(err, dict) else {}
+        raise ApiReplyError(str(err.get("code", "unknown")), str(err.get("message", "")))
+    return reply
+
+
+def encode_publish(topic: str, data: str | bytes, to: str | None = None) -> bytes:
+    """One publish request line. Raises ``TypeError`` or ``ValueError`` (text that is
+    not encodable, such as a lone surrogate) before anything is queued."""
+    if isinstance(data, str):
+        msg = _Publish(topic, data, None, to)
+    else:
+        try:
+            msg = _Publish(topic, bytes(data).decode("utf-8"), None, to)
+        except UnicodeDecodeError:
+            msg = _Publish(topic, None, bytes(data), to)
+    return _encode(msg) + b"\n"
+
+
+def encode_request(request: dict[str, Any]) -> bytes:
+    """One request line (UTF-8 JSON, non-ASCII text as it is). Raises ``TypeError`` or
+    ``ValueError`` for what JSON cannot carry."""
+    if not isinstance(request, dict):
+        raise TypeError(f"a request is a dict, not {type(request).__name__}")
+    return _encode(request) + b"\n"
+
+
+class ClientProtocol:
+    """One connection's requests, replies and events (no I/O).
+
+    ``window``/``window_bytes``: the requests (and their bytes) sent but not yet
+    answered past which ``has_room`` says no. ``max_events``: events kept for the
+    application; past it the oldest are dropped and counted in ``events_dropped``.
+    """
+
+    def __init__(self, *, window: int = DEFAULT_WINDOW,
+                 window_bytes: int = DEFAULT_WINDOW_BYTES,
+                 max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        if window < 1 or window_bytes < 1 or max_events < 1:
+            raise ValueError("window, window_bytes and max_events must be at least 1")
+        self.window = window
+        self.window_bytes = window_bytes
+        self.max_events = max_events
+        self.out = bytearray()  # request lines not yet handed to the socket
+        self.queued_bytes = 0  # every byte ever put in ``out``
+        self.sent = 0  # requests queued so far (the number of the last one)
+        self.acked = 0  # requests answered so far
+        self.unacked_bytes = 0
+        # per request not yet answered: (its size, its topic if it is a pipelined
+        # publish, its sink if someone waits for it, None if ``replies`` gets it)
+        self._pending: collections.deque[tuple[int, str | Sink | None]] = collections.deque()
+        self.events: collections.deque[dict[str, Any]] = collections.deque()
+        self.events_dropped = 0
+        self.replies: collections.deque[dict[str, Any]] = collections.deque()
+        self.error: PublishError | None = None  # the first refusal not yet raised
+        self.lost = 0  # pipelined publishes that the connection's end left unanswered
+        self.eof = False
+        self._rest = b""
+
+    # -- requests ---------------------------------------------------------------
+
+    @property
+    def unacked(self) -> int:
+        return self.sent - self.acked
+
+    def has_room(self) -> bool:
+        """Whether another request fits in the window."""
+        return self.sent - self.acked < self.window and (
+            self.unacked_bytes < self.window_bytes or self.sent == self.acked)
+
+    def below_half(self) -> bool:
+        """Whether the window is at most half full (where a full window waits for)."""
+        return (self.sent - self.acked <= self.window // 2
+                and self.unacked_bytes <= self.window_bytes // 2)
+
+    def publish(self, topic: str, data: str | bytes, to: str | None = None) -> int:
+        """Queue a pipelined publish; returns its number."""
+        line = encode_publish(topic, data, to)
+        return self._queue(line, topic)
+
+    def queue(self, line: bytes, sink: Sink | None) -> int:
+        """Queue an encoded request line whose reply goes to ``sink`` (or, with None,
+        to ``replies``); returns its number."""
+        return self._queue(line, sink)
+
+    def _queue(self, line: bytes, what: str | Sink | None) -> int:
+        if self.eof:
+            raise ProtocolViolation("the node closed the connection")
+        self.out += line
+        n = len(line)
+        self.queued_bytes += n
+        self.unacked_bytes += n
+        self._pending.append((n, what))
+        self.sent += 1
+        return self.sent
+
+    def take_out(self) -> bytearray:
+        """The bytes to write now (``out`` starts again empty)."""
+        data = self.out
+        self.out = bytearray()
+        return data
+
+    def pop_error(self) -> PublishError | None:
+        """The refusal to raise now, if any (then forgotten)."""
+        err, self.error = self.error, None
+        return err
+
+    # -- what the node sends ----------------------------------------------------
+
+    def feed(self, data: bytes | bytearray) -> None:
+        """Take bytes from the node: replies go to their requests, events to
+        ``events``. Raises ``ProtocolViolation`` (a line that is not JSON, not an
+        object, longer than ``MAX_LINE``, or a reply to no request)."""
+        if not data:
+            self.feed_eof()
+            return
+        buf = self._rest + data if self._rest else data
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            self._rest = bytes(buf)
+        else:
+            self._rest = bytes(buf[cut:])
+            try:
+                objs = _decode_lines(memoryview(buf)[:cut])
+            except msgspec.DecodeError as exc:
+                raise ProtocolViolation(f"the node sent a line that is not JSON: {exc}") from None
+            self._dispatch(objs)
+        if len(self._rest) > MAX_LINE:
+            raise ProtocolViolation(f"a line from the node is longer than {MAX_LINE} bytes")
+
+    def _dispatch(self, objs: list[Any]) -> None:
+        events = self.events
+        for obj in objs:
+            if type(obj) is not dict:
+                raise ProtocolViolation(f"the node sent a line that is not an object: {obj!r:.80}")
+            if "event" in obj:
+                if len(events) >= self.max_events:
+                    events.popleft()
+                    self.events_dropped += 1
+                events.append(obj)
+            elif self._pending:
+                size, what = self._pending.popleft()
+                self.acked += 1
+                self.unacked_bytes -= size
+                if type(what) is str:
+                    if obj.get("ok") is not True:
+                        self._refused(obj, what)
+                elif what is None:
+                    self.replies.append(obj)
+                else:
+                    what(obj)  # type: ignore[operator]
+            elif len(self.replies) < self.max_events:
+                # a reply to bytes written on the socket directly: as for ``send``
+                self.replies.append(obj)
+            else:
+                raise ProtocolViolation(f"the node sent too many replies to no request: "
+                                        f"{obj!r:.80}")
+
+    def _refused(self, reply: dict[str, Any], topic: str) -> None:
+        err = reply.get("error")
+        err = err if isinstance(err, dict) else {}
+        code, message = str(err.get("code", "unknown")), str(err.get("message", ""))
+        if self.error is None:
+            self.error = PublishError(code, message, self.acked, topic)
+        else:
+            self.error.later_errors += 1
+            if len(self.error.refusals) < MAX_REFUSALS:
+                self.error.refusals.append(Refusal(self.acked, topic, code, message))
+
+    def feed_eof(self) -> None:
+        """The node closed the connection: the requests still waiting get None, and the
+        pipelined publishes left unanswered are counted in ``lost``."""
+        if self.eof:
+            return
+        self.eof = True
+        self.out.clear()
+        while self._pending:
+            _, what = self._pending.popleft()
+            if type(what) is str:
+                self.lost += 1
+            elif what is not None:
+                what(None)  # type: ignore[operator]

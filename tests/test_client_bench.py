@@ -1,0 +1,37 @@
+"""scripts/client_bench.py runs real nodes on loopback and reports a figure per client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "scripts" / "client_bench.py"
+KINDS = ("reference", "trio", "asyncio", "blocking", "trio-wait")
+
+
+def test_client_bench_small_json() -> None:
+    cmd = [sys.executable, str(BENCH), "--messages", "3000", "--wait-messages", "200",
+           "--repeat", "1", "--kinds", ",".join(KINDS), "--timeout", "20", "--json"]
+    if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
+        inner = " ".join(f"'{c}'" for c in cmd)  # a private network namespace
+        cmd = ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {inner}"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as exc:  # pragma: no cover - a hang is a failure
+        pytest.fail(f"client_bench.py did not finish: {exc.stderr!r}")
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    report = json.loads(proc.stdout)
+    for kind in KINDS:
+        row = report[kind]
+        assert row["msgs_per_s"] > 0, kind
+        assert len(row["runs"]) == 1
+        assert row["ratio_to_reference"] == pytest.approx(
+            row["msgs_per_s"] / report["reference"]["msgs_per_s"], rel=1e-2, abs=1e-3)
+    # pipelining is what the clients are for: far above a round trip per message
+    assert report["trio"]["msgs_per_s"] > 3 * report["trio-wait"]["msgs_per_s"]
