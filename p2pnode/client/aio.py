@@ -33,6 +33,7 @@ from .protocol import (
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_BYTES,
     WRITE_BATCH,
+    CallChecks,
     ClientProtocol,
     ConnectionClosed,
     ProtocolViolation,
@@ -63,7 +64,7 @@ class _Adapter(asyncio.Protocol):
         self.client._lost(exc)
 
 
-class AsyncioClient(AsyncRequests):
+class AsyncioClient(AsyncRequests, CallChecks):
     """An asyncio client over one connection to the node; made by ``open_client``.
 
     The arguments and methods are those of the trio ``p2pnode.client.Client``, except
@@ -242,22 +243,6 @@ class AsyncioClient(AsyncRequests):
 
     # -- the machinery ------------------------------------------------------------
 
-    def _check(self) -> None:
-        if self._closed:
-            raise ConnectionClosed("this client is closed")
-        err = self._proto.pop_error()
-        if err is not None:
-            raise err
-        self._check_alive()
-
-    def _check_alive(self) -> None:
-        if self._broken is not None:
-            raise ConnectionError(f"the connection to the node broke: {self._broken}") \
-                from self._broken
-        if self._proto.eof:
-            lost = self._proto.lost
-            raise ConnectionClosed("the node closed the connection" + (
-                f" before it answered {lost} publishes" if lost else ""))
 
     async def _reply_in(self, box: list[dict[str, Any] | None]) -> dict[str, Any]:
         await self._wait(lambda: bool(box))

@@ -33,6 +33,7 @@ from .protocol import (
     DEFAULT_MAX_EVENTS,
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_BYTES,
+    CallChecks,
     ClientProtocol,
     ConnectionClosed,
     ProtocolViolation,
@@ -47,7 +48,7 @@ READ_SIZE = 256 << 10
 LOOK_EVERY = 0.001  # seconds between reads for replies while publishing
 
 
-class BlockingClient:
+class BlockingClient(CallChecks):
     """A blocking client over one connection, for scripts that use no event loop.
 
     Connects in the constructor and checks who serves the socket before sending
@@ -243,22 +244,6 @@ class BlockingClient:
 
     # -- the machinery ------------------------------------------------------------
 
-    def _check(self) -> None:
-        if self._closed:
-            raise ConnectionClosed("this client is closed")
-        err = self._proto.pop_error()
-        if err is not None:
-            raise err
-        self._check_alive()
-
-    def _check_alive(self) -> None:
-        if self._broken is not None:
-            raise ConnectionError(f"the connection to the node broke: {self._broken}") \
-                from self._broken
-        if self._proto.eof:
-            lost = self._proto.lost
-            raise ConnectionClosed("the node closed the connection" + (
-                f" before it answered {lost} publishes" if lost else ""))
 
     def _reply_in(self, box: list[dict[str, Any] | None]) -> dict[str, Any]:
         self._wait(lambda: bool(box))

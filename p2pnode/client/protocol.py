@@ -251,6 +251,12 @@ class ClientProtocol:
         self.out = bytearray()
         return data
 
+    def eof_message(self) -> str:
+        """What to say once the node closed the connection."""
+        lost = self.lost
+        return "the node closed the connection" + (
+            f" before it answered {lost} publishes" if lost else "")
+
     def pop_error(self) -> PublishError | None:
         """The refusal to raise now, if any (then forgotten)."""
         err, self.error = self.error, None
@@ -331,3 +337,28 @@ class ClientProtocol:
                 self.lost += 1
             elif what is not None:
                 what(None)  # type: ignore[operator]
+
+
+class CallChecks:
+    """What the asyncio and blocking clients check before each call (a mixin: the
+    attributes are the client's): closed here, a refusal not raised yet, a broken
+    connection, the node's end of it."""
+
+    _proto: ClientProtocol
+    _closed: bool
+    _broken: BaseException | None
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ConnectionClosed("this client is closed")
+        err = self._proto.pop_error()
+        if err is not None:
+            raise err
+        self._check_alive()
+
+    def _check_alive(self) -> None:
+        if self._broken is not None:
+            raise ConnectionError(f"the connection to the node broke: {self._broken}") \
+                from self._broken
+        if self._proto.eof:
+            raise ConnectionClosed(self._proto.eof_message())

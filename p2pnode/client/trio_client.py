@@ -269,9 +269,7 @@ class Client(AsyncRequests):
             raise trio.BrokenResourceError(f"the connection to the node broke: "
                                            f"{self._broken}") from self._broken
         if self._proto.eof:
-            lost = self._proto.lost
-            raise trio.EndOfChannel("the node closed the connection" + (
-                f" before it answered {lost} publishes" if lost else ""))
+            raise trio.EndOfChannel(self._proto.eof_message())
 
     async def _reply_in(self, box: list[dict[str, Any] | None]) -> dict[str, Any]:
         await self._wait(lambda: bool(box))
