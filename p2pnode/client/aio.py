@@ -33,7 +33,7 @@ from .protocol import (
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_BYTES,
     WRITE_BATCH,
-    CallChecks,
+    ClientBase,
     ClientProtocol,
     ConnectionClosed,
     ProtocolViolation,
@@ -64,7 +64,7 @@ class _Adapter(asyncio.Protocol):
         self.client._lost(exc)
 
 
-class AsyncioClient(AsyncRequests, CallChecks):
+class AsyncioClient(AsyncRequests, ClientBase):
     """An asyncio client over one connection to the node; made by ``open_client``.
 
     The arguments and methods are those of the trio ``p2pnode.client.Client``, except
@@ -86,16 +86,6 @@ class AsyncioClient(AsyncRequests, CallChecks):
         self._broken: BaseException | None = None
         self._closed = False
         self._gone = self._loop.create_future()  # set by connection_lost
-
-    @property
-    def events_dropped(self) -> int:
-        """Events dropped because more than ``max_pending`` waited for ``next_event``."""
-        return self._proto.events_dropped
-
-    @property
-    def unacknowledged(self) -> int:
-        """Requests sent (or queued) that the node has not answered yet."""
-        return self._proto.unacked
 
     # -- publishing ---------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from .protocol import (
     DEFAULT_MAX_EVENTS,
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_BYTES,
-    CallChecks,
+    ClientBase,
     ClientProtocol,
     ConnectionClosed,
     ProtocolViolation,
@@ -48,7 +48,7 @@ READ_SIZE = 256 << 10
 LOOK_EVERY = 0.001  # seconds between reads for replies while publishing
 
 
-class BlockingClient(CallChecks):
+class BlockingClient(ClientBase):
     """A blocking client over one connection, for scripts that use no event loop.
 
     Connects in the constructor and checks who serves the socket before sending
@@ -81,16 +81,6 @@ class BlockingClient(CallChecks):
         self._looked = time.monotonic()
         self._broken: BaseException | None = None
         self._closed = False
-
-    @property
-    def events_dropped(self) -> int:
-        """Events dropped because more than ``max_pending`` waited for ``events()``."""
-        return self._proto.events_dropped
-
-    @property
-    def unacknowledged(self) -> int:
-        """Requests sent (or queued) that the node has not answered yet."""
-        return self._proto.unacked
 
     # -- publishing ---------------------------------------------------------------
 

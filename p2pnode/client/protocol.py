@@ -339,14 +339,25 @@ class ClientProtocol:
                 what(None)  # type: ignore[operator]
 
 
-class CallChecks:
-    """What the asyncio and blocking clients check before each call (a mixin: the
-    attributes are the client's): closed here, a refusal not raised yet, a broken
-    connection, the node's end of it."""
+class ClientBase:
+    """What the three clients share (a mixin: the attributes are the client's): their
+    counters, and the checks before each call (closed here, a refusal not raised yet, a
+    broken connection, the node's end of it; the trio client raises trio's exceptions
+    instead)."""
 
     _proto: ClientProtocol
     _closed: bool
     _broken: BaseException | None
+
+    @property
+    def events_dropped(self) -> int:
+        """Events dropped because more than ``max_pending`` waited to be read."""
+        return self._proto.events_dropped
+
+    @property
+    def unacknowledged(self) -> int:
+        """Requests sent (or queued) that the node has not answered yet."""
+        return self._proto.unacked
 
     def _check(self) -> None:
         if self._closed:

@@ -34,6 +34,7 @@ from .protocol import (
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_BYTES,
     WRITE_BATCH,
+    ClientBase,
     ClientProtocol,
     ProtocolViolation,
     check_reply,
@@ -44,7 +45,7 @@ from .protocol import (
 READ_SIZE = 256 << 10
 
 
-class Client(AsyncRequests):
+class Client(AsyncRequests, ClientBase):
     """An async client over one connection to the node (see the module's docstring).
 
     ``max_pending``: events kept until ``next_event`` takes them (then the oldest are
@@ -71,11 +72,6 @@ class Client(AsyncRequests):
         self._tasks: trio.CancelScope | None = None
         self._broken: BaseException | None = None
         self._closed = False
-
-    @property
-    def events_dropped(self) -> int:
-        """Events dropped because more than ``max_pending`` waited for ``next_event``."""
-        return self._proto.events_dropped
 
     # -- publishing ---------------------------------------------------------------
 
@@ -130,11 +126,6 @@ class Client(AsyncRequests):
         await self._write_upto(self._proto.queued_bytes)
         await self._wait(lambda: self._proto.acked >= target)
         self._check()
-
-    @property
-    def unacknowledged(self) -> int:
-        """Requests sent (or queued) that the node has not answered yet."""
-        return self._proto.unacked
 
     # -- requests -----------------------------------------------------------------
 
