@@ -212,3 +212,52 @@ async def test_a_waiting_peers_request_is_answered_after_the_client_half_closes(
         assert reply["error"]["code"] == "timeout"
         assert "at least 1" in reply["error"]["message"]
         await conn.stream.aclose()
+
+
+async def test_quiet_publishes_are_answered_only_when_refused(node: Node) -> None:
+    """``"ack": false``: no reply for a publish taken, an error naming the request's
+    number (``req``) for one refused; ``sync``'s reply comes after both."""
+    with trio.fail_after(10):
+        conn = await LineConn.open(node)
+        await conn.ask({"op": "subscribe", "topics": ["q"]})  # request 1
+        await conn.send_raw(
+            b'{"op":"publish","topic":"q","data":"a","ack":false}\n'  # 2: taken
+            b'{"op":"publish","topic":"","data":"b","ack":false}\n'  # 3: no topic
+            b'{"op":"publish","topic":"q","data":"' + b"x" * 5000 + b'","ack":false}\n'  # 4
+            b'{"op":"publish","topic":"q","data":"c","ack":false}\n'  # 5: taken
+            b'{"op":"sync","id":"s"}\n')  # 6
+        got = [await conn.line() for _ in range(5)]
+        replies = [g for g in got if "event" not in g]
+        assert [e["data"] for e in got if "event" in e] == ["a", "c"]
+        assert [(r["ok"], r.get("req"), r.get("id")) for r in replies] == [
+            (False, 3, None), (False, 4, None), (True, None, "s")]
+        assert replies[1]["error"]["code"] == "too_large"
+        await conn.stream.aclose()
+
+
+async def test_a_stopping_node_tells_its_clients_and_confirms_quiet_publishes(
+        short_tmp: Path) -> None:
+    """``Node.stop``: each client gets a ``closing`` event with the number of its
+    requests handled, so the pipelined client's close confirms its quiet publishes."""
+    cfg = loopback_config(short_tmp, "a")
+    with trio.fail_after(15):
+        async with running_nodes([cfg]) as (n,):
+            conn = await LineConn.open(n)
+            await conn.send_raw(b'{"op":"publish","topic":"q","data":"a","ack":false}\n'
+                                b'{"op":"sync"}\n')
+            assert await conn.line() == {"ok": True}
+            async with open_client(cfg.socket_path) as client:
+                await client.publish("q", "b")
+                await client.publish("q", "c")
+                await client.request({"op": "peers"})  # both sent and handled
+                await client.publish("q", "d")  # quiet, handled once the node reads it
+                await client.flush()
+                await client.publish("q", "e")
+                await trio.testing.wait_all_tasks_blocked()
+                await n.stop()
+                assert await conn.line() == {"event": "closing",
+                                             "reason": "the node is stopping", "handled": 2}
+                with pytest.raises(trio.EndOfChannel, match="the node is stopping"):
+                    await client.next_event()
+            await conn.stream.aclose()
+            assert client.unacknowledged == 0  # "e" was confirmed by the closing event

@@ -277,6 +277,7 @@ def test_blocking_events_end_when_the_node_goes(short_tmp: Path) -> None:
         with BlockingClient(cfg.socket_path, timeout=20) as client:
             client.subscribe(["t"])
             client.publish("t", "one")
+            client.flush()  # confirmed: the node's abrupt end below loses nothing of ours
             events = client.events()
             assert next(events)["data"] == "one"
             stop.set()

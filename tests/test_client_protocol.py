@@ -25,8 +25,12 @@ def ok(msg_id: str) -> bytes:
     return line({"ok": True, "msg_id": msg_id, "peers": 1})
 
 
-def refused(code: str) -> bytes:
-    return line({"ok": False, "error": {"code": code, "message": "no"}})
+def refused(code: str, req: int | None = None) -> bytes:
+    """An error reply; ``req``: the refused request's number, as the node names it."""
+    body: dict[str, Any] = {"ok": False, "error": {"code": code, "message": "no"}}
+    if req is not None:
+        body["req"] = req
+    return line(body)
 
 
 def event(data: str) -> bytes:
@@ -53,6 +57,8 @@ def test_encoding_text_bytes_and_direct() -> None:
 
 @pytest.mark.parametrize("split", ["whole", "bytewise", "cut"])
 def test_replies_match_requests_in_order_with_events_between(split: str) -> None:
+    """Pipelined publishes go quiet: the node answers them only when it refuses one
+    (naming it with ``req``); any later reply acknowledges the quiet ones before it."""
     proto = ClientProtocol()
     waited: list[dict[str, Any] | None] = []
     assert proto.publish("a", "1") == 1
@@ -60,11 +66,12 @@ def test_replies_match_requests_in_order_with_events_between(split: str) -> None
     assert proto.publish("$x", "2") == 3
     assert proto.publish("a", "3") == 4
     proto.queue(b'{"op":"peers"}\n', None)  # raw: its reply goes to ``replies``
-    assert [r["op"] for r in sent_lines(proto)] == ["publish", "status", "publish", "publish",
-                                                     "peers"]
+    sent = sent_lines(proto)
+    assert [r["op"] for r in sent] == ["publish", "status", "publish", "publish", "peers"]
+    assert [r.get("ack") for r in sent] == [False, None, False, False, None]
     assert proto.unacked == 5
-    wire = (ok("m1") + event("e1") + line({"ok": True, "name": "n"}) + refused("bad_request")
-            + event("e2") + ok("m4") + line({"ok": True, "peers": []}))
+    wire = (event("e1") + line({"ok": True, "name": "n"}) + refused("bad_request", 3)
+            + event("e2") + line({"ok": True, "peers": []}))
     if split == "whole":
         proto.feed(wire)
     elif split == "bytewise":
@@ -88,14 +95,52 @@ def test_replies_match_requests_in_order_with_events_between(split: str) -> None
 
 def test_later_refusals_are_counted_on_the_first() -> None:
     proto = ClientProtocol()
-    for k in range(4):
+    for k in range(5):
         proto.publish("t", str(k))
-    proto.feed(refused("too_large") + ok("m") + refused("rate_limited") + refused("x"))
+    # #2 and #5 were taken (no reply); #1, #3 and #4 refused
+    proto.feed(refused("too_large", 1) + refused("rate_limited", 3) + refused("x", 4))
     err = proto.pop_error()
     assert err is not None
     assert err.seq == 1
     assert err.later_errors == 2
+    assert [r.seq for r in err.refusals] == [1, 3, 4]
     assert "and 2 later publishes" in str(err)
+    assert proto.unacked == 1  # #5: nothing said about it yet
+    assert proto.flush_target() == 6  # a sync, so that a reply confirms #5
+    assert sent_lines(proto)[-1] == {"op": "sync"}
+    proto.feed(line({"ok": True}))
+    assert proto.unacked == 0
+    assert proto.pop_error() is None
+
+
+def test_a_reply_is_asked_for_every_quarter_window_and_when_the_window_fills() -> None:
+    proto = ClientProtocol(window=8, window_bytes=1 << 20)
+    for k in range(8):
+        proto.publish("t", str(k))
+    assert [r.get("ack") for r in sent_lines(proto)] == [False, None] * 4
+    assert not proto.has_room()
+    assert proto.flush_target() == 8  # the last one asks for a reply already: no sync
+    assert proto.take_out() == b""
+    by_bytes = ClientProtocol(window=1000, window_bytes=1000)
+    for _ in range(9):
+        by_bytes.publish("t", "x" * 100)  # lines of ~140 bytes: a reply every 250 bytes
+    acks = [r.get("ack") for r in sent_lines(by_bytes)]
+    assert acks[:2] == [False, None]
+    assert None in acks[2:]
+    assert not by_bytes.has_room() or acks[-1] is None
+
+
+def test_a_closing_event_confirms_the_quiet_publishes_it_counts() -> None:
+    proto = ClientProtocol()
+    for k in range(3):
+        proto.publish("t", str(k))
+    proto.feed(line({"event": "closing", "reason": "the node is stopping", "handled": 2})
+               + b"")
+    assert not proto.events  # not an application event
+    assert proto.unacked == 1
+    proto.feed(b"")
+    assert proto.lost == 1
+    assert "(the node is stopping) before it confirmed 1 publish " in proto.eof_message()
 
 
 def test_the_window_and_its_half() -> None:
@@ -136,7 +181,10 @@ def test_the_end_of_the_connection_fails_waiters_and_counts_lost_publishes() -> 
     proto.publish("t", "1")
     proto.queue(b'{"op":"status"}\n', waited.append)
     proto.publish("t", "2")
-    proto.feed(ok("m1"))
+    proto.feed(line({"ok": True, "name": "n"}))  # the status reply: #1 was taken too
+    assert waited == [{"ok": True, "name": "n"}]
+    waited.clear()
+    proto.queue(b'{"op":"peers"}\n', waited.append)
     proto.feed(b"")
     assert proto.eof
     assert waited == [None]

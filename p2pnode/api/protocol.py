@@ -1,7 +1,10 @@
 """The local API's messages, without I/O: request parsing and validation, replies, events.
 
 One UTF-8 JSON object per line. Any request may carry ``"id"`` (a JSON scalar),
-echoed in its reply. Errors are ``ApiError`` with a code from ``ERROR_CODES``.
+echoed in its reply. Errors are ``ApiError`` with a code from ``ERROR_CODES``; an error
+reply also carries ``"req"``, the number of the request on its connection (1 for the
+first), so that a client that sent publishes with ``"ack": false`` (answered only when
+refused) knows which one was refused.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class ApiError(RemoteProtocolError):
     def __init__(self, code: str, message: str, req_id: Scalar = None) -> None:
         super().__init__(code, message)
         self.req_id = req_id
+        self.req = 0  # the request's number on its connection (0: not known)
 
 
 class Publish(msgspec.Struct, tag="publish", tag_field="op", kw_only=True,
@@ -41,6 +45,9 @@ class Publish(msgspec.Struct, tag="publish", tag_field="op", kw_only=True,
     data: str | None = None
     data_b64: str | None = None
     to: str | None = None
+    #: False: answer only if the message is refused (a pipelining client's publishes;
+    #: a later reply, such as to ``sync``, says that they were all taken).
+    ack: bool = True
 
 
 class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", kw_only=True,
@@ -98,7 +105,16 @@ class Monitor(msgspec.Struct, tag="monitor", tag_field="op", kw_only=True,
     messages: bool = False
 
 
-Request = Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh
+class Sync(msgspec.Struct, tag="sync", tag_field="op", kw_only=True,
+           forbid_unknown_fields=True):
+    """Answered at once. The node answers a connection's requests in order, so its
+    reply says that every request sent before it was handled (and any refusal of a
+    publish sent with ``"ack": false`` already came)."""
+
+    id: Scalar = None
+
+
+Request = Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh | Sync
 #: Every op, taken from the request types themselves so that a new one cannot be left out.
 OPS: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(Request))
 
@@ -203,6 +219,8 @@ def encode_error(err: ApiError) -> bytes:
     body: dict[str, Any] = {"id": err.req_id} if err.req_id is not None else {}
     body["ok"] = False
     body["error"] = {"code": err.code, "message": err.message}
+    if err.req:
+        body["req"] = err.req
     return _encoder.encode(body) + b"\n"
 
 
@@ -229,6 +247,13 @@ def encode_delivered(msg: Gossip) -> bytes:
     if msg.to is not None:
         body["to"] = id_to_hex(msg.to)
     return _encoder.encode(body) + b"\n"
+
+
+def encode_closing(reason: str, handled: int) -> bytes:
+    """The last line a client gets when the node closes its connection on purpose:
+    why, and how many of the connection's requests it handled (those with ``"ack":
+    false`` included), so that the client knows its quiet publishes were taken."""
+    return _encoder.encode({"event": "closing", "reason": reason, "handled": handled}) + b"\n"
 
 
 def parse_since(since: str | float, req_id: Scalar = None) -> bytes | float:

@@ -38,9 +38,11 @@ from .protocol import (
     Scalar,
     Status,
     Subscribe,
+    Sync,
     Unsubscribe,
     check_topic,
     check_topics,
+    encode_closing,
     encode_delivered,
     encode_error,
     encode_event,
@@ -104,6 +106,7 @@ class Session:
         self.topics: set[str] = set()
         self.events_dropped = 0
         self.unreported = 0  # events dropped since the last "dropped" notice
+        self.requests = 0  # request lines read (an error reply names its number)
 
 
 class ApiServer:
@@ -113,6 +116,7 @@ class ApiServer:
         self.config = config
         self.backend = backend
         self.sessions: set[Session] = set()
+        self._sessions_changed = trio.Event()
         self.stats = ApiStats()
         self._all: set[Session] = set()
         self._by_topic: dict[str, set[Session]] = {}
@@ -186,6 +190,18 @@ class ApiServer:
             sock.close()
             remove_if_ours(path, ident)
 
+    async def close_clients(self, reason: str, grace: float) -> None:
+        """Tell every client why its connection ends (a ``closing`` event naming how
+        many of its requests were handled), and wait up to ``grace`` seconds for what
+        is queued to them to go out. New requests are no longer read."""
+        for session in list(self.sessions):
+            session.out.put_force(encode_closing(reason, session.requests))
+            session.out.close()  # the writer sends what is queued, then ends the session
+        with trio.move_on_after(grace):
+            while self.sessions:
+                self._sessions_changed = trio.Event()
+                await self._sessions_changed.wait()
+
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
             try:
@@ -243,6 +259,7 @@ class ApiServer:
                 self._unsubscribe(session, [])
                 self.monitors.remove(session)
                 self.sessions.discard(session)
+                self._sessions_changed.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -297,6 +314,8 @@ class ApiServer:
         max_line = self.config.max_request_line
         turn = time.perf_counter()
         for line in lines:
+            if session.out.closing:  # the node is leaving (close_clients)
+                return False
             if len(line) > max_line:
                 self.backend.flush()
                 self._too_large(session, len(line))
@@ -319,6 +338,7 @@ class ApiServer:
         self.stats.errors += 1
         err = ApiError("too_large", f"request line of {size}+ bytes exceeds "
                        f"{self.config.max_request_line}; closing the connection")
+        err.req = session.requests + 1
         session.out.put_force(encode_error(err))
 
     def _handle_line(self, session: Session, line: bytes) -> Peers | ReplayRequest | None:
@@ -328,16 +348,17 @@ class ApiServer:
         if not line:
             return None
         self.stats.requests += 1
+        session.requests += 1
         try:
             reply = self._handle(session, line)
         except ApiError as err:
             self.stats.errors += 1
+            err.req = session.requests
             reply = encode_error(err)
-        if type(reply) is Peers or type(reply) is ReplayRequest:
-            return reply
-        assert isinstance(reply, bytes)
-        session.out.put_force(reply)
-        return None
+        if isinstance(reply, bytes):
+            session.out.put_force(reply)
+            return None
+        return reply  # None (a publish taken with "ack": false), or a request that waits
 
     async def _wait_peers(self, session: Session, req: Peers,
                           stream: trio.SocketStream) -> bool:
@@ -348,11 +369,12 @@ class ApiServer:
             return False
         if isinstance(reply, ApiError):
             self.stats.errors += 1
+            reply.req = session.requests
             reply = encode_error(reply)
         session.out.put_force(reply)
         return True
 
-    def _handle(self, session: Session, line: bytes) -> bytes | Peers | ReplayRequest:
+    def _handle(self, session: Session, line: bytes) -> bytes | Peers | ReplayRequest | None:
         req = parse_request(line)
         if type(req) is Publish:
             if not session.bucket.take(1, trio.current_time()):
@@ -365,6 +387,8 @@ class ApiServer:
             # The read loop flushes (wait_links_writable) once the read is handled.
             msg_id, sent_to = self.backend.publish(topic, payload, target, defer_flush=True)
             self.stats.published += 1
+            if not req.ack:
+                return None
             return encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to})
         if type(req) is Subscribe:
             topics = check_topics(req.topics, req.id)
@@ -384,6 +408,8 @@ class ApiServer:
             return encode_reply(req.id, {})
         if type(req) is Mesh:
             return encode_reply(req.id, self.backend.mesh_info())
+        if type(req) is Sync:
+            return encode_reply(req.id, {})
         assert type(req) is Status
         return encode_status_reply(req.id, self.backend.status_info())
 

@@ -110,7 +110,7 @@ class AsyncioClient(AsyncRequests, ClientBase):
             self._write_now()
             return str((await self._reply_in(box))["msg_id"])
         seq = proto.publish(topic, data, to)
-        if len(proto.out) >= WRITE_BATCH:
+        if len(proto.out) >= WRITE_BATCH or proto.lone:
             self._write_now()
         elif not self._write_soon:
             self._write_soon = True
@@ -122,7 +122,7 @@ class AsyncioClient(AsyncRequests, ClientBase):
         ``PublishError`` if it refused a pipelined publish, ``ConnectionClosed`` if the
         connection ended before every publish was answered."""
         self._check()
-        target = self._proto.sent
+        target = self._proto.flush_target()
         self._write_now()
         await self._wait(lambda: self._proto.acked >= target)
         self._check()
@@ -200,8 +200,7 @@ class AsyncioClient(AsyncRequests, ClientBase):
         if err is not None:
             raise err
         if self._proto.lost:
-            raise ConnectionClosed(f"the node closed the connection before it answered "
-                                   f"{self._proto.lost} publishes")
+            raise ConnectionClosed(self._proto.eof_message())
         if self._broken is None and not self._proto.eof and self._proto.unacked:
             raise TimeoutError(f"{self._proto.unacked} requests were not answered "
                                f"within {self.close_timeout}s; closed anyway")
@@ -210,7 +209,7 @@ class AsyncioClient(AsyncRequests, ClientBase):
         answered = False
         try:
             if flush and self._broken is None and not self._proto.eof:
-                target = self._proto.sent
+                target = self._proto.flush_target()
                 self._write_now()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.close_timeout):

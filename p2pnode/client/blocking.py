@@ -118,7 +118,7 @@ class BlockingClient(ClientBase):
         ``PublishError`` if it refused a pipelined publish, ``ConnectionClosed`` if the
         connection ended before every publish was answered."""
         self._check()
-        target = self._proto.sent
+        target = self._proto.flush_target()
         self._wait(lambda: self._proto.acked >= target)
         self._check()
 
@@ -215,8 +215,7 @@ class BlockingClient(ClientBase):
         if err is not None:
             raise err
         if self._proto.lost:
-            raise ConnectionClosed(f"the node closed the connection before it answered "
-                                   f"{self._proto.lost} publishes")
+            raise ConnectionClosed(self._proto.eof_message())
         if self._broken is None and not self._proto.eof and self._proto.unacked:
             raise TimeoutError(f"{self._proto.unacked} requests were not answered "
                                f"within {self.close_timeout}s; closed anyway")
@@ -224,7 +223,7 @@ class BlockingClient(ClientBase):
     def _shut(self, flush: bool) -> None:
         try:
             if flush and self._broken is None and not self._proto.eof:
-                target = self._proto.sent
+                target = self._proto.flush_target()
                 deadline = time.monotonic() + self.close_timeout
                 with contextlib.suppress(TimeoutError):
                     self._wait(lambda: self._proto.acked >= target, deadline)

@@ -10,12 +10,20 @@ Each request gets a number on its connection (1, 2, ...). A publish that nobody
 waits for (a *pipelined* publish) is remembered only by that number, its topic and
 its size until its reply comes; an error reply for it is kept as a ``PublishError``
 naming the message, for the client to raise from its next call.
+
+Most pipelined publishes go with ``"ack": false``: the node answers them only if it
+refuses them (the error reply names the request's number, ``"req"``), which spares
+the node a reply and this client a parse per message. One publish in ``window // 4``
+(and the one that fills the window) asks for a reply; as the node answers in order,
+that reply acknowledges every quiet publish before it. ``flush_target`` adds a
+``sync`` request when the last request was quiet, so that there is a reply to wait for.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
+import time
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
@@ -37,6 +45,11 @@ MAX_REFUSALS: Final = 1000
 #: Bytes of buffered requests past which the async clients write without waiting
 #: for their loop's next turn.
 WRITE_BATCH: Final = 64 << 10
+
+#: A publish that comes this long (seconds) after the one before is written at once by
+#: the async clients, not at their loop's next turn: an app that publishes now and then
+#: gets the lowest latency, one that publishes in a burst gets batched writes.
+LONE_GAP: Final = 0.0002
 
 #: A waiting request's sink: called with its reply, or with None if the connection
 #: ended first.
@@ -95,9 +108,13 @@ class _Publish(msgspec.Struct, tag="publish", tag_field="op", omit_defaults=True
     data: str | None = None
     data_b64: bytes | None = None  # msgspec writes bytes as base64
     to: str | None = None
+    ack: bool = True  # False: the node answers only if it refuses it
 
 
 _encode = msgspec.json.Encoder().encode
+#: How a quiet publish line ends (``ack`` is _Publish's last field); cut to ask for a reply.
+_QUIET_TAIL: Final = b',"ack":false}\n'
+_SYNC: Final = b'{"op":"sync"}\n'
 _decode_lines = msgspec.json.Decoder().decode_lines
 
 
@@ -155,17 +172,23 @@ def check_reply(reply: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def encode_publish(topic: str, data: str | bytes, to: str | None = None) -> bytes:
-    """One publish request line. Raises ``TypeError`` or ``ValueError`` (text that is
-    not encodable, such as a lone surrogate) before anything is queued."""
+def encode_publish(topic: str, data: str | bytes, to: str | None = None, *,
+                   ack: bool = True) -> bytes:
+    """One publish request line (``ack=False``: answered only if refused). Raises
+    ``TypeError`` or ``ValueError`` (text that is not encodable, such as a lone
+    surrogate) before anything is queued."""
     if isinstance(data, str):
-        msg = _Publish(topic, data, None, to)
+        msg = _Publish(topic, data, None, to, ack)
     else:
         try:
-            msg = _Publish(topic, bytes(data).decode("utf-8"), None, to)
+            msg = _Publish(topic, bytes(data).decode("utf-8"), None, to, ack)
         except UnicodeDecodeError:
-            msg = _Publish(topic, None, bytes(data), to)
+            msg = _Publish(topic, None, bytes(data), to, ack)
     return _encode(msg) + b"\n"
+
+
+def _ignore(reply: dict[str, Any] | None) -> None:
+    """The sink of a ``sync`` request: its reply only moves ``acked``."""
 
 
 def encode_request(request: dict[str, Any]) -> bytes:
@@ -198,14 +221,24 @@ class ClientProtocol:
         self.acked = 0  # requests answered so far
         self.unacked_bytes = 0
         # per request not yet answered: (its size, its topic if it is a pipelined
-        # publish, its sink if someone waits for it, None if ``replies`` gets it)
-        self._pending: collections.deque[tuple[int, str | Sink | None]] = collections.deque()
+        # publish, its sink if someone waits for it, None if ``replies`` gets it;
+        # whether it went with "ack": false)
+        self._pending: collections.deque[tuple[int, str | Sink | None, bool]] = (
+            collections.deque())
+        # a reply is asked for at least every ``_ack_every`` requests / bytes
+        self._ack_every = max(1, window // 4)
+        self._ack_bytes = max(1, window_bytes // 4)
+        self._since_ack = self._since_ack_bytes = 0  # quiet requests since the last other
+        self._last_publish = 0.0
+        #: Whether the last publish came more than ``LONE_GAP`` after the one before.
+        self.lone = False
         self.events: collections.deque[dict[str, Any]] = collections.deque()
         self.events_dropped = 0
         self.replies: collections.deque[dict[str, Any]] = collections.deque()
         self.error: PublishError | None = None  # the first refusal not yet raised
         self.lost = 0  # pipelined publishes that the connection's end left unanswered
         self.eof = False
+        self.closing_reason = ""  # what the node's ``closing`` event said
         self._rest = b""
 
     # -- requests ---------------------------------------------------------------
@@ -225,24 +258,48 @@ class ClientProtocol:
                 and self.unacked_bytes <= self.window_bytes // 2)
 
     def publish(self, topic: str, data: str | bytes, to: str | None = None) -> int:
-        """Queue a pipelined publish; returns its number."""
-        line = encode_publish(topic, data, to)
-        return self._queue(line, topic)
+        """Queue a pipelined publish; returns its number. It goes quiet (``"ack":
+        false``) unless a reply is due: after ``window // 4`` quiet requests (or their
+        bytes), or when it fills the window."""
+        line = encode_publish(topic, data, to, ack=False)
+        n = len(line)
+        unacked = self.sent - self.acked
+        quiet = (self._since_ack + 1 < self._ack_every and unacked + 1 < self.window
+                 and self._since_ack_bytes + n < self._ack_bytes
+                 and self.unacked_bytes + n < self.window_bytes)
+        if not quiet:
+            line = line[: -len(_QUIET_TAIL)] + b"}\n"
+        now = time.perf_counter()
+        self.lone = now - self._last_publish > LONE_GAP
+        self._last_publish = now
+        return self._queue(line, topic, quiet)
 
     def queue(self, line: bytes, sink: Sink | None) -> int:
         """Queue an encoded request line whose reply goes to ``sink`` (or, with None,
         to ``replies``); returns its number."""
-        return self._queue(line, sink)
+        return self._queue(line, sink, False)
 
-    def _queue(self, line: bytes, what: str | Sink | None) -> int:
+    def flush_target(self) -> int:
+        """The number of the request whose reply means that everything queued so far
+        was handled; queues a ``sync`` first if the last request was quiet."""
+        if self._since_ack:
+            self._queue(_SYNC, _ignore, False)
+        return self.sent
+
+    def _queue(self, line: bytes, what: str | Sink | None, quiet: bool) -> int:
         if self.eof:
             raise ProtocolViolation("the node closed the connection")
         self.out += line
         n = len(line)
         self.queued_bytes += n
         self.unacked_bytes += n
-        self._pending.append((n, what))
+        self._pending.append((n, what, quiet))
         self.sent += 1
+        if quiet:
+            self._since_ack += 1
+            self._since_ack_bytes += n
+        else:
+            self._since_ack = self._since_ack_bytes = 0
         return self.sent
 
     def take_out(self) -> bytearray:
@@ -254,8 +311,10 @@ class ClientProtocol:
     def eof_message(self) -> str:
         """What to say once the node closed the connection."""
         lost = self.lost
-        return "the node closed the connection" + (
-            f" before it answered {lost} publishes" if lost else "")
+        why = f" ({self.closing_reason})" if self.closing_reason else ""
+        return f"the node closed the connection{why}" + (
+            f" before it confirmed {lost} publish{'es' if lost != 1 else ''} (each may or "
+            "may not have gone out)" if lost else "")
 
     def pop_error(self) -> PublishError | None:
         """The refusal to raise now, if any (then forgotten)."""
@@ -291,12 +350,16 @@ class ClientProtocol:
             if type(obj) is not dict:
                 raise ProtocolViolation(f"the node sent a line that is not an object: {obj!r:.80}")
             if "event" in obj:
+                if obj["event"] == "closing":
+                    self._closing(obj)
+                    continue
                 if len(events) >= self.max_events:
                     events.popleft()
                     self.events_dropped += 1
                 events.append(obj)
             elif self._pending:
-                size, what = self._pending.popleft()
+                self._skip_quiet(obj)
+                size, what, _ = self._pending.popleft()
                 self.acked += 1
                 self.unacked_bytes -= size
                 if type(what) is str:
@@ -312,6 +375,30 @@ class ClientProtocol:
             else:
                 raise ProtocolViolation(f"the node sent too many replies to no request: "
                                         f"{obj!r:.80}")
+
+    def _closing(self, event: dict[str, Any]) -> None:
+        """The node's last line before it closes the connection on purpose: the quiet
+        publishes it counts as handled were taken; its reason goes in ``eof_message``."""
+        self.closing_reason = str(event.get("reason", ""))[:200]
+        handled = event.get("handled")
+        pending = self._pending
+        if type(handled) is int:
+            while pending and pending[0][2] and self.acked < handled:
+                size = pending.popleft()[0]
+                self.acked += 1
+                self.unacked_bytes -= size
+
+    def _skip_quiet(self, reply: dict[str, Any]) -> None:
+        """Before ``reply``: the quiet publishes that it shows were taken (the node
+        answers in order, and a quiet one only when it refuses it: then ``req`` names
+        it). Leaves at least one request pending."""
+        pending = self._pending
+        req = reply.get("req") if reply.get("ok") is False else None
+        last = req - 1 if type(req) is int and req > self.acked else None
+        while len(pending) > 1 and pending[0][2] and (last is None or self.acked < last):
+            size = pending.popleft()[0]
+            self.acked += 1
+            self.unacked_bytes -= size
 
     def _refused(self, reply: dict[str, Any], topic: str) -> None:
         err = reply.get("error")
@@ -332,7 +419,7 @@ class ClientProtocol:
         self.eof = True
         self.out.clear()
         while self._pending:
-            _, what = self._pending.popleft()
+            _, what, _ = self._pending.popleft()
             if type(what) is str:
                 self.lost += 1
             elif what is not None:

@@ -90,10 +90,11 @@ class Client(AsyncRequests, ClientBase):
 
         Pipelined by default: queues the request and returns its number on this
         connection (1, 2, ...) without waiting for the node's reply; requests go out
-        in batches. If the node refuses it, a later call (``publish``, ``flush``,
-        ``request`` and the calls built on it, or closing) raises ``PublishError``
-        naming that number; the call that raises queued nothing (call it again).
-        Waits only while ``window`` requests are unanswered.
+        in batches (a publish that comes alone, after a pause, goes out at once). If
+        the node refuses it, a later call (``publish``, ``flush``, ``request`` and the
+        calls built on it, or closing) raises ``PublishError`` naming that number;
+        the call that raises queued nothing (call it again). Waits only while
+        ``window`` requests are unconfirmed.
         With ``wait=True``: waits for this message's reply and returns its id
         (``ApiReplyError`` if refused).
 
@@ -110,7 +111,7 @@ class Client(AsyncRequests, ClientBase):
             await self._write_upto(proto.queued_bytes)
             return str((await self._reply_in(box))["msg_id"])
         seq = proto.publish(topic, data, to)
-        if self._tasks is not None and len(proto.out) < WRITE_BATCH:
+        if self._tasks is not None and len(proto.out) < WRITE_BATCH and not proto.lone:
             if not self._wake_writer.is_set():
                 self._wake_writer.set()  # the writer task sends it at the loop's next turn
         else:
@@ -122,7 +123,7 @@ class Client(AsyncRequests, ClientBase):
         ``PublishError`` if it refused a pipelined publish, ``trio.EndOfChannel`` if
         the connection ended before every publish was answered."""
         self._check()
-        target = self._proto.sent
+        target = self._proto.flush_target()
         await self._write_upto(self._proto.queued_bytes)
         await self._wait(lambda: self._proto.acked >= target)
         self._check()
@@ -222,7 +223,7 @@ class Client(AsyncRequests, ClientBase):
         try:
             if flush and self._broken is None and not self._proto.eof:
                 with trio.move_on_after(self.close_timeout):
-                    target = self._proto.sent
+                    target = self._proto.flush_target()
                     await self._write_upto(self._proto.queued_bytes)
                     await self._wait(lambda: self._proto.acked >= target)
         finally:
@@ -239,8 +240,7 @@ class Client(AsyncRequests, ClientBase):
         if err is not None:
             raise err
         if self._proto.lost:
-            raise trio.EndOfChannel(f"the node closed the connection before it answered "
-                                    f"{self._proto.lost} publishes")
+            raise trio.EndOfChannel(self._proto.eof_message())
         if self._broken is None and not self._proto.eof and self._proto.unacked:
             raise trio.TooSlowError(f"{self._proto.unacked} requests were not answered "
                                     f"within {self.close_timeout}s; closed anyway")

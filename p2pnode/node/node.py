@@ -163,7 +163,10 @@ class Node(AppFacing):
 
     async def stop(self, grace: float = 1.0) -> None:
         """Leave: say Bye on every link, wait up to ``grace`` seconds for them to
-        flush, then cancel everything. Safe to call more than once."""
+        flush, then cancel everything. Local apps get a ``closing`` event first. Safe
+        to call more than once."""
+        if self.api is not None:
+            await self.api.close_clients("the node is stopping", grace)
         if self.links is not None:
             bye = encode_message(Bye("shutdown"))
             self.links.close_all(lambda _link: bye)
