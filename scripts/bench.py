@@ -20,6 +20,12 @@ with its own socket and data directory in a temporary directory:
   the same four processes (publisher, relay, relay, subscriber; Unix socket, TCP,
   Unix socket), the relays trio processes that copy bytes as they come.
 
+- clients: what apps get through the shipped clients (``scripts/client_bench.py``:
+  trio, asyncio, blocking; throughput, and p50/p99 at 1,000 msgs/s), beside the
+  hand-tuned path (``reference``) and nats-server + nats-py where installed, on a
+  pair of nodes of their own; ``request_rtt_us``, a lone publish's round trip on
+  the socket, beside ``echo_rtt_us``, a trio echo server's.
+
 The measuring apps are separate processes with raw sockets and bulk parsing. Exit
 status 1 if any message was lost or duplicated (or events were dropped).
 """
@@ -611,6 +617,22 @@ def run_security(insecure: bool, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def clients_report(args: argparse.Namespace) -> dict[str, Any]:
+    """What apps get through the shipped clients, beside the hand-tuned path, the lone
+    request round trip beside a trio echo server, and NATS where installed
+    (``scripts/client_bench.py`` on its own pair of nodes, TLS on)."""
+    import client_bench  # scripts/client_bench.py, which imports this module
+
+    kinds = ["reference"] + [k for k in args.clients.split(",") if k]
+    if "nats" in kinds and not client_bench.nats_available():
+        kinds.remove("nats")
+    opts = argparse.Namespace(messages=max(1000, args.messages // 2), wait_messages=0,
+                              repeat=args.repeat, latency=True, timeout=args.timeout,
+                              latency_messages=args.latency_messages,
+                              rtt_requests=200 if args.quick else 2000)
+    return dict(client_bench.measure(kinds, opts))
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -627,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds of the 1,000 msgs/s latency run (default 5)")
     ap.add_argument("--repeat", type=int, default=3, help="hop1 runs; the median is kept")
     ap.add_argument("--timeout", type=float, default=60.0, help="bound on each wait")
+    ap.add_argument("--clients", default="trio,asyncio,blocking,nats",
+                    help="shipped clients to measure in the same run (scripts/client_bench.py;"
+                         " nats: the NATS reference, if installed); empty: none")
     ap.add_argument("--quick", action="store_true", help="small sizes, for tests")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
@@ -658,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         results["off" if insecure else "on"] = r
     first = results["on" if "on" in results else "off"]
     report: dict[str, Any] = dict(first)
+    report["clients"] = clients_report(args)
     if "on" in results and "off" in results:
         report["insecure"] = results["off"]
     report["params"] = {"messages": args.messages, "mesh_messages": args.mesh_messages,
@@ -671,6 +697,12 @@ def main(argv: list[str] | None = None) -> int:
         for key, r in results.items():
             print(f"security {key}: " + ", ".join(
                 f"{k}={v}" for k, v in r.items() if k not in ("security_detail", "problems")))
+        for kind, row in report["clients"].items():
+            if isinstance(row, dict):
+                print(f"client {kind}: " + ", ".join(f"{k}={v}" for k, v in row.items()))
+        c = report["clients"]
+        print(f"lone publish round trip {c['request_rtt_us']} us, trio echo "
+              f"{c['echo_rtt_us']} us ({c['request_to_echo']}x)")
         for p in problems:
             print("PROBLEM:", p)
     return 0 if not problems else 1

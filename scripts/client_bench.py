@@ -344,6 +344,82 @@ def nats_server() -> Any:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- a lone request
+
+ECHO_SERVER = r"""
+import sys, trio
+async def handle(stream):
+    async for data in stream:
+        await stream.send_all(data)
+async def main():
+    sock = trio.socket.socket(trio.socket.AF_UNIX)
+    await sock.bind(sys.argv[1])
+    sock.listen()
+    print("ready", flush=True)
+    await trio.serve_listeners(handle, [trio.SocketListener(sock)])
+trio.run(main)
+"""
+LONE_PUBLISH = b'{"op":"publish","topic":"rtt","data":"x"}\n'
+
+
+def lone_rtt_us(path: str, line: bytes, n: int, timeout: float) -> float:
+    """Median microseconds from sending ``line`` alone (0.5 ms after the previous
+    answer) to reading the whole answer line, over ``n`` tries, with a blocking socket."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        times = []
+        for _ in range(n):
+            time.sleep(0.0005)  # the server is idle when the request comes
+            t = time.perf_counter_ns()
+            s.sendall(line)
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise bench.BenchError(f"{path}: connection closed during the RTT run")
+                buf += chunk
+            times.append(time.perf_counter_ns() - t)
+    return sorted(times)[n // 2] / 1000
+
+
+@contextlib.contextmanager
+def echo_server() -> Any:
+    """A trivial trio echo server on a Unix socket: the floor of a lone round trip."""
+    tmp = Path(tempfile.mkdtemp(prefix="p2pecho-"))
+    path = str(tmp / "echo.sock")
+    proc = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, path],
+                            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise bench.BenchError("the echo server did not start")
+        yield path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure_rtt(node_socket: str, n: int, repeat: int, timeout: float) -> dict[str, Any]:
+    """``request_rtt_us``: a lone publish (that waits for its reply) on a node with a
+    peer; ``echo_rtt_us``: the same bytes through the echo server, interleaved;
+    medians of ``repeat`` runs of ``n``."""
+    req, echo = [], []
+    with echo_server() as echo_path:
+        for _ in range(repeat):
+            echo.append(lone_rtt_us(echo_path, LONE_PUBLISH, n, timeout))
+            req.append(lone_rtt_us(node_socket, LONE_PUBLISH, n, timeout))
+    r, e = sorted(req)[repeat // 2], sorted(echo)[repeat // 2]
+    return {"request_rtt_us": round(r, 1), "echo_rtt_us": round(e, 1),
+            "request_to_echo": round(r / e, 2), "request_rtt_runs": [round(x) for x in req],
+            "echo_rtt_runs": [round(x) for x in echo]}
+
+
 # ---------------------------------------------------------------- main
 
 def measure(kinds: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -369,6 +445,8 @@ def measure(kinds: list[str], args: argparse.Namespace) -> dict[str, Any]:
             for kind in kinds:
                 if kind not in ("reference", "trio-wait"):
                     lat[kind] = one(kind, 1000.0, args.latency_messages)
+        rtt = measure_rtt(a, args.rtt_requests, args.repeat, args.timeout) \
+            if args.rtt_requests else {}
     med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
     ref = med.get("reference")
     out: dict[str, Any] = {}
@@ -380,6 +458,7 @@ def measure(kinds: list[str], args: argparse.Namespace) -> dict[str, Any]:
         if kind in lat:
             row.update({k: round(v, 3) for k, v in lat[kind].items()})
         out[kind] = row
+    out.update(rtt)
     return out
 
 
@@ -393,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated, of {', '.join(KINDS)} (nats only if installed)")
     ap.add_argument("--latency", action="store_true", help="also p50/p99 at 1,000 msgs/s")
     ap.add_argument("--latency-messages", type=int, default=3000)
+    ap.add_argument("--rtt-requests", type=int, default=2000,
+                    help="lone requests per RTT run (request_rtt_us, echo_rtt_us; 0: none)")
     ap.add_argument("--timeout", type=float, default=60.0, help="bound on each run (s)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
@@ -406,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("messages", "wait_messages", "repeat", "latency_messages"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.rtt_requests < 0:
+        ap.error("--rtt-requests must be at least 0")
     signal.signal(signal.SIGTERM, bench._terminate)
     try:
         out = measure(kinds, args)
@@ -420,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for kind in kinds:
             print(f"{kind:10} " + ", ".join(f"{k}={v}" for k, v in out[kind].items()))
+        if "request_rtt_us" in out:
+            print(f"lone publish round trip {out['request_rtt_us']} us, trio echo "
+                  f"{out['echo_rtt_us']} us ({out['request_to_echo']}x)")
     return 0
 
 

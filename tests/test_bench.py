@@ -46,3 +46,10 @@ def test_bench_quick_json() -> None:
     assert report["security"] == {"tls": True, "signed": True, "members_only": False}
     assert report["ok"] is True
     assert report["problems"] == []
+    clients = report["clients"]  # the shipped clients beside the hand-tuned path
+    for kind in ("reference", "trio", "asyncio", "blocking"):
+        assert clients[kind]["msgs_per_s"] > 0, kind
+    for kind in ("trio", "asyncio", "blocking"):
+        assert clients[kind]["p99_ms"] >= clients[kind]["p50_ms"] > 0, kind
+    assert clients["request_rtt_us"] > 0
+    assert clients["echo_rtt_us"] > 0

@@ -17,7 +17,8 @@ KINDS = ("reference", "trio", "asyncio", "blocking", "trio-wait")
 
 def test_client_bench_small_json() -> None:
     cmd = [sys.executable, str(BENCH), "--messages", "3000", "--wait-messages", "200",
-           "--repeat", "1", "--kinds", ",".join(KINDS), "--timeout", "20", "--json"]
+           "--repeat", "1", "--kinds", ",".join(KINDS), "--timeout", "20", "--rtt-requests",
+           "50", "--json"]
     if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
         inner = " ".join(f"'{c}'" for c in cmd)  # a private network namespace
         cmd = ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {inner}"]
@@ -35,3 +36,7 @@ def test_client_bench_small_json() -> None:
             row["msgs_per_s"] / report["reference"]["msgs_per_s"], rel=1e-2, abs=1e-3)
     # pipelining is what the clients are for: far above a round trip per message
     assert report["trio"]["msgs_per_s"] > 3 * report["trio-wait"]["msgs_per_s"]
+    assert report["request_rtt_us"] > 0
+    assert report["echo_rtt_us"] > 0
+    assert report["request_to_echo"] == pytest.approx(
+        report["request_rtt_us"] / report["echo_rtt_us"], rel=1e-2, abs=1e-2)
