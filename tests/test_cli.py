@@ -108,7 +108,8 @@ async def test_three_nodes_in_a_line(short_tmp: Path) -> None:
                         assert await recv.wait() == 0
                     finally:
                         await reap(recv)
-                    assert out.decode().splitlines() == ["first", "second", "third"]
+                    assert out.decode().splitlines() == [
+                        "news\ta\tfirst", "news\ta\tsecond", "news\ta\tthird"]
                     # Graceful shutdown: SIGTERM exits 0 and removes the socket.
                     for proc, name in ((c, "c"), (b, "b"), (a, "a")):
                         proc.process.send_signal(signal.SIGTERM)
