@@ -29,6 +29,8 @@ def test_plural_table_and_one_line() -> None:
     assert plural(3, "copy", "copies") == "3 copies"
     assert table([("A", "BB"), ("long", "x")]) == ["A     BB", "long  x"]
     assert one_line("a\tb\nc\r\\d\x00é") == "a\\tb\\nc\\r\\\\d\\x00é"
+    assert one_line("\ud800x") == "\\ud800x"  # printable: no UnicodeEncodeError
+    assert one_line(b"caf\xc3\xa9 \xff".decode("utf-8", "surrogateescape")) == "café \\xff"
 
 
 def test_recv_lines_in_each_mode() -> None:
@@ -39,7 +41,9 @@ def test_recv_lines_in_each_mode() -> None:
     assert json.loads(message_line(EVENT, "json", "a")) == EVENT
     binary = {**EVENT, "data_b64": "/wA="}
     del binary["data"]
-    assert message_line(binary, "text", "96f10c64") == "chat\t96f10c64\t\\\\xff\\x00"
+    assert message_line(binary, "text", "96f10c64") == "chat\t96f10c64\t\\xff\\x00"
+    literal = {**EVENT, "data": "\\xff"}  # the text \xff, not the byte: told apart
+    assert message_line(literal, "text", "a") == "chat\ta\t\\\\xff"
     assert message_line(binary, "data", "") == "\\xff\x00"
 
 

@@ -52,7 +52,10 @@ async def _send_lines(client: Client, topic: str, to: str | None) -> int:
             answered += 1
             if not reply.get("ok"):
                 failed += 1
-                print(f"p2pnode: error: {reply.get('error')}", file=sys.stderr)
+                err = reply.get("error")
+                err = err if isinstance(err, dict) else {}
+                print(f"p2pnode: error: line {answered} not sent: {err.get('code')}: "
+                      f"{err.get('message')}", file=sys.stderr)
             if done_sending and answered == sent:
                 all_answered.set()
 

@@ -103,9 +103,10 @@ def message_line(event: dict[str, Any], mode: str, label: str) -> str:
     """A message event as ``recv`` prints it in ``mode`` (text, data or json)."""
     if mode == "json":
         return json.dumps(event)
-    text = event_payload(event).decode("utf-8", "backslashreplace")
+    payload = event_payload(event)
     if mode == "data":
-        return text
+        return payload.decode("utf-8", "backslashreplace")
+    text = payload.decode("utf-8", "surrogateescape")  # bad bytes: \xNN in one_line
     return f"{one_line(str(event.get('topic', '')))}\t{one_line(label)}\t{one_line(text)}"
 
 

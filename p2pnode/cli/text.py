@@ -26,15 +26,21 @@ def table(rows: Sequence[Sequence[Any]]) -> list[str]:
 
 
 #: Characters a one-line field shows escaped: backslash, tab, newline, carriage
-#: return and the other control characters.
+#: return and the other control characters, and the bytes that were not UTF-8
+#: (decoded with ``surrogateescape``, as U+DC80-U+DCFF).
 _ESCAPES = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
 _ESCAPES.update({c: f"\\x{c:02x}" for c in (*range(32), 127) if c not in _ESCAPES})
+_ESCAPES.update({0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)})
 
 
 def one_line(text: str) -> str:
     """``text`` on one line without tabs: ``\\`` as ``\\\\``, tab as ``\\t``, newline
-    as ``\\n``, carriage return as ``\\r``, other control characters as ``\\xNN``."""
-    return text.translate(_ESCAPES)
+    as ``\\n``, carriage return as ``\\r``, other control characters, and bytes that
+    were not UTF-8 (``surrogateescape``), as ``\\xNN``."""
+    out = text.translate(_ESCAPES)
+    if out.isascii():
+        return out
+    return out.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates
 
 
 def check_count(count: int | None) -> None:
