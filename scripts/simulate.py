@@ -583,7 +583,7 @@ def plot(sim: Simulation, result: dict[str, Any], path: str) -> None:
         nx.draw_networkx_nodes(graph, pos, nodelist=missed, ax=ax1, node_size=size,
                                node_color="red")
     fig.colorbar(drawn, ax=ax1, label="first receipt of message 1 (virtual ms)")
-    ax1.set_title(f"{result['topology']}: {n} nodes, {result['links']} links"
+    ax1.set_title(f"{result['topology']}: {_n(n, 'node')}, {_n(result['links'], 'link')}"
                   + (f", {len(missed)} missed (red)" if missed else ""))
     ax1.axis("off")
     lat = sorted(x * 1000 for x in st.latency)
@@ -594,7 +594,7 @@ def plot(sim: Simulation, result: dict[str, Any], path: str) -> None:
     ax2.set_ylabel("fraction of possible deliveries")
     ax2.set_ylim(0, 1.02)
     ax2.grid(alpha=0.3)
-    ax2.set_title(f"delivery curve: {result['messages']} messages, "
+    ax2.set_title(f"delivery curve: {_n(result['messages'], 'message')}, "
                   f"ratio {result['delivery_ratio']:.4f}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -698,7 +698,7 @@ def problems(a: argparse.Namespace) -> list[str]:
     if not 0 <= a.churn < 1:
         out.append(f"--churn {a.churn:g}: a fraction of the nodes, at least 0 and below 1")
     elif round(a.churn * a.nodes) > a.nodes - min(a.publishers, a.nodes):
-        out.append(f"--churn {a.churn:g} crashes {round(a.churn * a.nodes)} nodes, but only "
+        out.append(f"--churn {a.churn:g} crashes {_n(round(a.churn * a.nodes), 'node')}, but only "
                    f"{a.nodes - a.publishers} are not publishers")
     if a.rejoin and round(a.churn * a.nodes) == 0:
         out.append("--rejoin restarts the nodes that --churn crashes: give --churn too")
@@ -762,12 +762,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
     return opts, a.json
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 node``, ``2 nodes``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def human(r: dict[str, Any]) -> str:
     return "\n".join([
-        f"{r['nodes']} nodes, {r['topology']} (degree {r['degree']}), {r['links']} links "
+        f"{_n(r['nodes'], 'node')}, {r['topology']} (degree {r['degree']}), "
+        f"{_n(r['links'], 'link')} "
         f"(mean degree {r['mean_degree']}), seed {r['seed']}",
-        f"{r['messages']} messages from {r['publishers']} "
-        f"publisher{'s' if r['publishers'] != 1 else ''}: "
+        f"{_n(r['messages'], 'message')} from {_n(r['publishers'], 'publisher')}: "
         f"{r['deliveries']}/{r['possible_deliveries']} deliveries, "
         f"ratio {r['delivery_ratio']:.4f}"
         + (f" (+{r['deliveries_other']} to nodes not up throughout)"
@@ -786,11 +791,25 @@ def human(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run and print; the exit status: 0, 1 if the plot could not be written after all,
+    2 for refused settings (``parse_args``), 130 on Ctrl-C. No traceback for any."""
     opts, as_json = parse_args(argv)
-    result, sim = run_simulation(opts)
+    try:
+        result, sim = run_simulation(opts)
+    except KeyboardInterrupt:
+        print("simulate.py: interrupted", file=sys.stderr)
+        return 130
     if opts.plot:
-        plot(sim, result, opts.plot)
-    print(json.dumps(result) if as_json else human(result))
+        try:
+            plot(sim, result, opts.plot)
+        except OSError as exc:  # checked before the run, but the disk may fill up
+            print(f"simulate.py: error: --plot {opts.plot}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
+    try:
+        print(json.dumps(result) if as_json else human(result), flush=True)
+    except BrokenPipeError:  # `| head`: the reader has gone; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

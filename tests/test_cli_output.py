@@ -115,3 +115,32 @@ async def test_a_linked_peer_is_live_in_mesh_and_send_says_what_it_sent(
                 assert await recv.wait() == 0
             finally:
                 await reap(recv)
+
+
+async def test_recv_into_a_closed_pipe_ends_quietly(short_tmp: Path) -> None:
+    # `p2pnode recv | head -1`: once head has gone, recv ends with 141 (128 + SIGPIPE,
+    # what the shell reports for tools that SIGPIPE ends), without an error message.
+    with trio.fail_after(20):
+        async with two_nodes(short_tmp) as (a, b):
+            recv = await trio.lowlevel.open_process(
+                [*P2PNODE, "recv", "--socket", str(b.config.socket_path), "--data"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                err = Proc(recv)
+                await err.wait_line("subscribed to default")
+                await trio.run_process([*P2PNODE, "send", "--socket",
+                                        str(a.config.socket_path), "one"], capture_stdout=True)
+                assert (await Proc(recv, recv.stdout).wait_line("^one$")).string == "one"
+                assert recv.stdout is not None
+                await recv.stdout.aclose()  # the reader goes
+                await trio.run_process([*P2PNODE, "send", "--socket",
+                                        str(a.config.socket_path), "two"], capture_stdout=True)
+                assert await recv.wait() == 141
+                assert recv.stderr is not None
+                rest = b""
+                while chunk := await recv.stderr.receive_some(65536):
+                    rest += chunk
+                assert rest == b""
+                assert err.seen == ["p2pnode: subscribed to default"]
+            finally:
+                await reap(recv)

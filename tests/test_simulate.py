@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,12 @@ def test_the_plot_is_drawn(tmp_path: Path) -> None:
     assert max(first.values()) > min(first.values())  # the colours show something
     sim.plot(done, result, opts.plot)
     assert (tmp_path / "mesh.svg").read_text().startswith("<?xml")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `simulate.py | head -1` once head has gone: no BrokenPipeError traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "w") as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        assert sim.main(["--nodes", "2", "--messages", "1"]) == 0

@@ -14,6 +14,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,13 @@ from .text import check_count, one_line, plural
 
 #: Seconds between two asks for the mesh view (to name an origin not known yet).
 NAMES_REFRESH = 10.0
+#: The exit status once the reader of the output has gone (``| head``): 128 + SIGPIPE,
+#: as the shell reports a tool that SIGPIPE ended.
+READER_GONE = 141
+
+
+class _ReaderGone(Exception):
+    """Standard output was closed by its reader."""
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -137,6 +145,15 @@ async def cmd_recv(args: argparse.Namespace) -> int:
     since = parse_since_arg(args.since) if args.since is not None else None
     where = args.socket if args.socket is not None else default_socket_path()
     mode = "json" if args.json else "data" if args.data else "text"
+    try:
+        await _receive(args, topics, since, mode, where)
+    except _ReaderGone:
+        return READER_GONE
+    return 0
+
+
+async def _receive(args: argparse.Namespace, topics: list[str], since: str | float | None,
+                   mode: str, where: Path) -> None:
     if args.reconnect:
         async with open_subscription(topics, since, args.socket,
                                      server_user=args.server_user,
@@ -144,13 +161,12 @@ async def cmd_recv(args: argparse.Namespace) -> int:
             reply = sub.reply
             _say_subscribed(topics, since, reply)
             await _print(sub.next_event, sub.request, mode, args.count, where)
-        return 0
+        return
     client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         reply = await client.subscribe(topics, since)
         _say_subscribed(topics, since, reply)
         await _print_until_stopped(client, mode, args.count, where)
-    return 0
 
 
 def _say_subscribed(topics: list[str], since: str | float | None,
@@ -187,9 +203,19 @@ async def _print(next_event: Callable[[], Awaitable[dict[str, Any]]],
             if text is not None:
                 print(text, file=sys.stderr, flush=True)
             elif mode == "json":
-                print(json.dumps(event), flush=True)
+                _out(json.dumps(event))
             continue
         label = await names.label(str(event.get("origin", ""))) if mode == "text" else ""
-        print(message_line(event, mode, label), flush=True)
+        _out(message_line(event, mode, label))
         printed += 1
+
+
+def _out(line: str) -> None:
+    """Print a line now; ``_ReaderGone`` if the reader closed standard output (later
+    writes, Python's own at exit too, then go nowhere)."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise _ReaderGone from None
 
