@@ -106,7 +106,7 @@ async def test_a_linked_peer_is_live_in_mesh_and_send_says_what_it_sent(
                     capture_stdout=True, capture_stderr=True)
                 assert sent.stderr == b""
                 (msg_id,) = sent.stdout.decode().split()[2:3]
-                assert sent.stdout.decode() == f"sent message {msg_id} to chat\n"
+                assert sent.stdout.decode() == f"sent message {msg_id} to topic chat\n"
                 await trio.run_process([*P2PNODE, "send", "--socket", sock_b, "--topic",
                                         "x"], stdin=b"two\tcolumns\n", capture_stdout=True)
                 out = Proc(recv, recv.stdout)

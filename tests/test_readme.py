@@ -137,7 +137,7 @@ async def test_quickstart_runs_as_it_stands(short_tmp: Path) -> None:
             out = Proc(proc, proc.stdout)
             await out.wait_line(r"\sa\s+127\.0\.0\.1:7001\s")  # peers: b linked to a
             await out.wait_line("^p2pnode: subscribed to chat$")
-            sent = await out.wait_line(r"^sent message ([0-9a-f]{32}) to chat$")
+            sent = await out.wait_line(r"^sent message ([0-9a-f]{32}) to topic chat$")
             await out.wait_line("^chat\ta\thello from a$")
             assert proc.stdin is not None
             await proc.stdin.send_all(b"\n")

@@ -30,7 +30,7 @@ async def cmd_send(args: argparse.Namespace) -> int:
     async with client:
         if args.text:
             msg_id = await client.publish(args.topic, " ".join(args.text), args.to, wait=True)
-            print(f"sent message {msg_id} to {args.topic}"
+            print(f"sent message {msg_id} to topic {args.topic}"
                   + (f" (for node {args.to})" if args.to else ""))
             return 0
         return await _send_lines(client, args.topic, args.to)
