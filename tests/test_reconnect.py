@@ -324,6 +324,18 @@ def test_resume_state_hands_out_each_message_once_and_resubscribes_from_it() -> 
     assert state.request()["since"] == f"{3:032x}"
     assert state.accept({"event": "dropped", "count": 1})
     assert state.accept({"event": "message", "msg_id": f"{1:032x}"})  # forgotten: max_ids 2
+    # After a reconnect, a message of a known origin older than the first one handed
+    # out for it came from before the subscription (a restarted node's new history).
+    older = ResumeState([], None)
+    older.request()
+    run = "ab" * 8
+    assert older.accept({"event": "message", "msg_id": f"{run}{7:016x}"})
+    assert older.accept({"event": "message", "msg_id": f"{run}{5:016x}"})  # before: kept
+    older.reconnects = 1
+    assert not older.accept({"event": "message", "msg_id": f"{run}{3:016x}"})
+    assert older.older == 1
+    assert older.accept({"event": "message", "msg_id": f"{run}{6:016x}"})  # missed: kept
+    assert older.accept({"event": "message", "msg_id": f"{'cd' * 8}{1:016x}"})  # new run
     with pytest.raises(ValueError, match="initial"):
         Reconnect(initial=0)
     assert list(zip(range(5), Reconnect(initial=0.5, max_delay=2).delays(), strict=False)) \

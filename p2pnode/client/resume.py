@@ -9,6 +9,13 @@ that id: it then replays all of it, which can hold messages handed out before (a
 restarted node fetches its peers' recent messages again). ``ResumeState`` therefore
 also remembers the ids of the last ``max_ids`` messages handed out and hands out no
 message twice.
+
+That history can also hold messages published before the subscription started. A
+message id is the origin's per-run prefix and a counter that goes up (``ids.py``),
+and an origin's messages arrive in order: so after a reconnect, a message whose
+prefix is known and whose counter is below the first one handed out for it is older
+than the subscription, and is skipped too (counted in ``older``). Older messages of
+an origin not heard from before the restart cannot be told apart, and are handed out.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from .protocol import ConnectionClosed, subscribe_request
 #: Message ids remembered to hand out no message twice across reconnects (about
 #: 100 bytes each).
 DEFAULT_MAX_IDS: Final = 100_000
+#: Origins (message id prefixes) whose first message is remembered.
+MAX_ORIGINS: Final = 4096
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,9 @@ class ResumeState:
         self.last_id: str | None = None  # the last message handed out
         self.started: float | None = None  # Unix time of the first subscription
         self.duplicates = 0  # messages that came again after a reconnect, not handed out
+        self.older = 0  # messages older than the subscription after a reconnect, skipped
         self.reconnects = 0
+        self._first: dict[str, int] = {}  # id prefix -> the lowest counter handed out
         self._max_ids = max_ids
         self._ids: set[str] = set()
         self._order: collections.deque[str] = collections.deque()
@@ -119,11 +130,36 @@ class ResumeState:
         if msg_id in self._ids:
             self.duplicates += 1
             return False
+        if not self._first_of_origin(msg_id):
+            self.older += 1
+            return False
         self._ids.add(msg_id)
         self._order.append(msg_id)
         if len(self._order) > self._max_ids:
             self._ids.discard(self._order.popleft())
         self.last_id = msg_id
+        return True
+
+
+    def _first_of_origin(self, msg_id: str) -> bool:
+        """Note the lowest counter handed out per origin run; False for a message older
+        than that after a reconnect (see the module)."""
+        if len(msg_id) != 32:
+            return True
+        prefix = msg_id[:16]
+        try:
+            counter = int(msg_id[16:], 16)
+        except ValueError:
+            return True
+        first = self._first.get(prefix)
+        if first is not None and counter < first:
+            if self.reconnects:
+                return False
+        elif first is not None:
+            return True
+        if first is None and len(self._first) >= MAX_ORIGINS:
+            del self._first[next(iter(self._first))]  # the longest known
+        self._first[prefix] = counter
         return True
 
 
