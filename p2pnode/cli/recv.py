@@ -36,7 +36,7 @@ from ..errors import P2PError
 from .text import check_count, one_line, plural
 
 #: Seconds between two asks for the mesh view (to name an origin not known yet).
-NAMES_REFRESH = 10.0
+NAMES_REFRESH = 2.0
 #: The exit status once the reader of the output has gone (``| head``): 128 + SIGPIPE,
 #: as the shell reports a tool that SIGPIPE ended.
 READER_GONE = 141
@@ -79,8 +79,10 @@ def parse_since_arg(text: str, now: float | None = None) -> str | float:
 
 
 class OriginNames:
-    """Node names by node id, from the node's mesh view (``mesh`` request), asked again
-    for an id it does not know, at most every ``NAMES_REFRESH`` seconds."""
+    """Node names by node id, from the node's peers (named in their handshake: known
+    as soon as they are linked) and its mesh view (every node, once its link list has
+    come), asked again for an id they do not know, at most every ``NAMES_REFRESH``
+    seconds."""
 
     def __init__(self, request: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> None:
         self._request = request
@@ -97,14 +99,15 @@ class OriginNames:
         return self._names.get(origin) or origin[:8]
 
     async def _refresh(self) -> None:
-        try:
-            view = await self._request({"op": "mesh"})
-        except (P2PError, trio.EndOfChannel, trio.BrokenResourceError):
-            return  # an older node, or the connection ended: short ids will do
-        nodes = view.get("nodes")
-        for node in nodes if isinstance(nodes, list) else []:
-            if isinstance(node, dict) and isinstance(node.get("node_id"), str):
-                self._names[node["node_id"]] = str(node.get("name") or "")
+        for op, key in (("mesh", "nodes"), ("peers", "peers")):
+            try:
+                reply = await self._request({"op": op})
+            except (P2PError, trio.EndOfChannel, trio.BrokenResourceError):
+                return  # an older node, or the connection ended: short ids will do
+            nodes = reply.get(key)
+            for node in nodes if isinstance(nodes, list) else []:
+                if isinstance(node, dict) and isinstance(node.get("node_id"), str):
+                    self._names[node["node_id"]] = str(node.get("name") or "")
 
 
 def message_line(event: dict[str, Any], mode: str, label: str) -> str:
