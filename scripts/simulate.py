@@ -40,6 +40,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import random
 import resource
 import statistics
@@ -47,6 +48,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -71,6 +73,13 @@ from p2pnode.wire import Batch, BatchBody, Gossip, GossipMessage, IHave
 
 TOPOLOGIES = ("random", "ring", "grid", "small-world", "discovery")
 TOPIC = "sim"
+DEFAULT_DEGREE = 6
+#: Per link, one way: 1 ms plus up to 1 ms of jitter, a LAN of switches and Wi-Fi.
+#: (0 would make every delivery instantaneous in virtual time: no latency figures, and
+#: a plot whose colours and delivery curve show nothing.)
+DEFAULT_LATENCY_MS = 1.0
+DEFAULT_JITTER_MS = 1.0
+MAX_PAYLOAD = NodeConfig.max_payload
 
 
 # -- topologies -------------------------------------------------------------------------
@@ -152,8 +161,8 @@ class Options:
     nodes: int = 50
     topology: str = "random"
     degree: int = 6
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
+    latency_ms: float = 1.0  # DEFAULT_LATENCY_MS
+    jitter_ms: float = 1.0  # DEFAULT_JITTER_MS
     messages: int = 20
     publishers: int = 1
     window: float = 1.0
@@ -574,7 +583,7 @@ def plot(sim: Simulation, result: dict[str, Any], path: str) -> None:
         nx.draw_networkx_nodes(graph, pos, nodelist=missed, ax=ax1, node_size=size,
                                node_color="red")
     fig.colorbar(drawn, ax=ax1, label="first receipt of message 1 (virtual ms)")
-    ax1.set_title(f"{result['topology']}: {n} nodes, {result['links']} links"
+    ax1.set_title(f"{result['topology']}: {_n(n, 'node')}, {_n(result['links'], 'link')}"
                   + (f", {len(missed)} missed (red)" if missed else ""))
     ax1.axis("off")
     lat = sorted(x * 1000 for x in st.latency)
@@ -585,58 +594,162 @@ def plot(sim: Simulation, result: dict[str, Any], path: str) -> None:
     ax2.set_ylabel("fraction of possible deliveries")
     ax2.set_ylim(0, 1.02)
     ax2.grid(alpha=0.3)
-    ax2.set_title(f"delivery curve: {result['messages']} messages, "
+    ax2.set_title(f"delivery curve: {_n(result['messages'], 'message')}, "
                   f"ratio {result['delivery_ratio']:.4f}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, but not the None and False of flags that have none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
     doc = __doc__ or ""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    p.add_argument("--nodes", type=int, default=50)
-    p.add_argument("--topology", choices=TOPOLOGIES, default="random")
-    p.add_argument("--degree", type=int, default=6,
-                   help="mean degree (random, small-world), target degree (discovery)")
-    p.add_argument("--latency-ms", type=float, default=0.0, help="one-way latency per link")
-    p.add_argument("--jitter-ms", type=float, default=0.0,
-                   help="extra latency per chunk, uniform in [0, jitter]")
-    p.add_argument("--messages", type=int, default=20)
-    p.add_argument("--publishers", type=int, default=1)
-    p.add_argument("--window", type=float, default=1.0,
+    p = argparse.ArgumentParser(prog="simulate.py", description=doc.split("\n\n")[0],
+                                formatter_class=_HelpFormatter)
+    p.add_argument("--nodes", type=int, default=50, metavar="N", help="nodes in the mesh")
+    p.add_argument("--topology", choices=TOPOLOGIES, default="random",
+                   help="how the nodes are linked (discovery: as mDNS would, each node "
+                        "finds every other and keeps --degree links)")
+    p.add_argument("--degree", type=int, default=None, metavar="N",
+                   help="mean degree (random, small-world), target degree (discovery); "
+                        f"default {DEFAULT_DEGREE}, or --nodes - 1 if that is less")
+    p.add_argument("--latency-ms", type=float, default=DEFAULT_LATENCY_MS, metavar="MS",
+                   help="one-way latency per link, ms (a LAN: switches, Wi-Fi)")
+    p.add_argument("--jitter-ms", type=float, default=DEFAULT_JITTER_MS, metavar="MS",
+                   help="extra latency per chunk, uniform in [0, jitter], ms")
+    p.add_argument("--messages", type=int, default=20, metavar="N",
+                   help="messages published in all")
+    p.add_argument("--publishers", type=int, default=1, metavar="N",
+                   help="nodes that publish (each a different node)")
+    p.add_argument("--window", type=float, default=1.0, metavar="S",
                    help="virtual seconds over which the messages are published")
-    p.add_argument("--payload", type=int, default=100, help="bytes per message")
-    p.add_argument("--churn", type=float, default=0.0,
+    p.add_argument("--payload", type=int, default=100, metavar="BYTES",
+                   help="bytes per message")
+    p.add_argument("--churn", type=float, default=0.0, metavar="FRACTION",
                    help="fraction of nodes (never publishers) that crash during the window")
     p.add_argument("--rejoin", action="store_true", help="restart crashed nodes")
-    p.add_argument("--rejoin-after", type=float, default=1.0,
+    p.add_argument("--rejoin-after", type=float, default=1.0, metavar="S",
                    help="virtual seconds a crashed node stays down (with --rejoin)")
-    p.add_argument("--partition", type=float, default=0.0,
+    p.add_argument("--partition", type=float, default=0.0, metavar="S",
                    help="split the nodes into two halves for this many virtual seconds, "
                         "from the start of the window")
-    p.add_argument("--drain", type=float, default=30.0,
+    p.add_argument("--drain", type=float, default=30.0, metavar="S",
                    help="wait at most this long (virtual s) after the window for deliveries")
-    p.add_argument("--ping-interval", type=float, default=5.0,
-                   help="keepalive ping interval (node default 1.0)")
-    p.add_argument("--link-timeout", type=float, default=15.0,
-                   help="silence before a link is dead (node default 3.0)")
-    p.add_argument("--max-hops", type=int, default=32,
-                   help="the nodes' hop limit (node default 32; a ring needs n/2)")
+    p.add_argument("--ping-interval", type=float, default=5.0, metavar="S",
+                   help="keepalive ping interval, s (node default 1.0)")
+    p.add_argument("--link-timeout", type=float, default=15.0, metavar="S",
+                   help="silence before a link is dead, s (node default 3.0)")
+    p.add_argument("--max-hops", type=int, default=32, metavar="N",
+                   help="the nodes' hop limit, 1-255 (node default 32; a ring needs n/2)")
     p.add_argument("--gossip", choices=("tree", "flood"), default="tree",
                    help="broadcast trees (the node default) or flooding")
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="do not gc.freeze() the set-up mesh (slower at scale)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the same seed gives the same figures")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", metavar="FILE.png", help="draw the mesh and delivery curve")
-    a = p.parse_args(argv)
-    if a.nodes < 1 or a.messages < 0 or a.publishers < 1 or a.degree < 1:
-        p.error("--nodes, --publishers, --degree must be at least 1, --messages at least 0")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the mesh and the delivery curve to this file (png, svg, pdf, "
+                        "...; needs matplotlib and networkx: pip install '.[sim]')")
+    return p
+
+
+def problems(a: argparse.Namespace) -> list[str]:
+    """What is impossible about these settings (nothing: an empty list)."""
+    out: list[str] = []
+    if a.nodes < 1:
+        out.append(f"--nodes {a.nodes}: a mesh needs at least 1 node")
+        return out
+    if not 1 <= a.publishers <= a.nodes:
+        out.append(f"--publishers {a.publishers}: each publisher is a different node, so "
+                   f"it must be 1-{a.nodes} (--nodes {a.nodes})")
+    if a.topology in ("random", "small-world", "discovery") and not (
+            1 <= a.degree <= max(1, a.nodes - 1)):
+        out.append(f"--degree {a.degree} with {a.nodes} nodes: a node links to 1-"
+                   f"{max(1, a.nodes - 1)} others; use a smaller --degree or more --nodes")
+    for flag, value in (("--latency-ms", a.latency_ms), ("--jitter-ms", a.jitter_ms),
+                        ("--window", a.window), ("--rejoin-after", a.rejoin_after),
+                        ("--partition", a.partition), ("--drain", a.drain)):
+        if not (math.isfinite(value) and value >= 0):
+            out.append(f"{flag} {value:g}: must be a number of at least 0")
+    if not (math.isfinite(a.ping_interval) and a.ping_interval > 0):
+        out.append(f"--ping-interval {a.ping_interval:g}: must be more than 0")
+    elif not (math.isfinite(a.link_timeout) and a.link_timeout > a.ping_interval):
+        out.append(f"--link-timeout {a.link_timeout:g}: must exceed --ping-interval "
+                   f"({a.ping_interval:g})")
+    elif 2 * (a.latency_ms + a.jitter_ms) / 1000 >= a.link_timeout:
+        out.append(f"--latency-ms {a.latency_ms:g} + --jitter-ms {a.jitter_ms:g}: a round "
+                   f"trip must take less than --link-timeout ({a.link_timeout:g} s), or "
+                   "every link times out")
+    if a.messages < 0:
+        out.append(f"--messages {a.messages}: must be at least 0")
+    if not 0 <= a.payload <= MAX_PAYLOAD:
+        out.append(f"--payload {a.payload}: a message is 0-{MAX_PAYLOAD} bytes")
+    if not 1 <= a.max_hops <= 255:
+        out.append(f"--max-hops {a.max_hops}: must be 1-255")
     if not 0 <= a.churn < 1:
-        p.error("--churn must be in [0, 1)")
-    if a.link_timeout <= a.ping_interval:
-        p.error("--link-timeout must exceed --ping-interval")
+        out.append(f"--churn {a.churn:g}: a fraction of the nodes, at least 0 and below 1")
+    elif round(a.churn * a.nodes) > a.nodes - min(a.publishers, a.nodes):
+        out.append(f"--churn {a.churn:g} crashes {_n(round(a.churn * a.nodes), 'node')}, but only "
+                   f"{a.nodes - a.publishers} are not publishers")
+    if a.rejoin and round(a.churn * a.nodes) == 0:
+        out.append("--rejoin restarts the nodes that --churn crashes: give --churn too")
+    if a.partition > 0 and a.nodes < 2:
+        out.append("--partition splits the nodes in two halves: it needs at least 2 nodes")
+    return out
+
+
+def check_plot(path: str) -> str | None:
+    """Why ``--plot path`` cannot be written (None: it can), checked before the run:
+    matplotlib and networkx importable, a format matplotlib writes, a directory that
+    exists and is writable."""
+    try:
+        import matplotlib
+        import networkx  # noqa: F401
+    except ImportError as exc:
+        return (f"--plot needs matplotlib and networkx ({exc.name} is not installed): "
+                "pip install 'p2pnode[sim]' (from a clone: pip install '.[sim]')")
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    formats = sorted(Figure().canvas.get_supported_filetypes())
+    target = Path(path)
+    if target.is_dir():
+        return f"--plot {path}: that is a directory; name a file in it"
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt not in formats:
+        return (f"--plot {path}: the file name must end in a format matplotlib writes: "
+                f"{', '.join('.' + f for f in formats)}")
+    folder = target.parent
+    if not folder.is_dir():
+        return f"--plot {path}: the directory {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK) or (
+            target.exists() and not os.access(target, os.W_OK)):
+        return f"--plot {path}: cannot write there (permission denied)"
+    return None
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
+    """The options, checked: an impossible setting exits 2 with a message that names
+    it (argparse's ``error``), before anything runs."""
+    p = build_parser()
+    a = p.parse_args(argv)
+    if a.degree is None:
+        a.degree = max(1, min(DEFAULT_DEGREE, a.nodes - 1))
+    found = problems(a)
+    if a.plot is not None and not found:
+        plot_problem = check_plot(a.plot)
+        found += [plot_problem] if plot_problem else []
+    if found:
+        p.error("\n  ".join(found))
     opts = Options(
         nodes=a.nodes, topology=a.topology, degree=a.degree, latency_ms=a.latency_ms,
         jitter_ms=a.jitter_ms, messages=a.messages, publishers=a.publishers,
@@ -649,11 +762,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
     return opts, a.json
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 node``, ``2 nodes``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def human(r: dict[str, Any]) -> str:
     return "\n".join([
-        f"{r['nodes']} nodes, {r['topology']} (degree {r['degree']}), {r['links']} links "
+        f"{_n(r['nodes'], 'node')}, {r['topology']} (degree {r['degree']}), "
+        f"{_n(r['links'], 'link')} "
         f"(mean degree {r['mean_degree']}), seed {r['seed']}",
-        f"{r['messages']} messages from {r['publishers']} publisher(s): "
+        f"{_n(r['messages'], 'message')} from {_n(r['publishers'], 'publisher')}: "
         f"{r['deliveries']}/{r['possible_deliveries']} deliveries, "
         f"ratio {r['delivery_ratio']:.4f}"
         + (f" (+{r['deliveries_other']} to nodes not up throughout)"
@@ -672,11 +791,25 @@ def human(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run and print; the exit status: 0, 1 if the plot could not be written after all,
+    2 for refused settings (``parse_args``), 130 on Ctrl-C. No traceback for any."""
     opts, as_json = parse_args(argv)
-    result, sim = run_simulation(opts)
+    try:
+        result, sim = run_simulation(opts)
+    except KeyboardInterrupt:
+        print("simulate.py: interrupted", file=sys.stderr)
+        return 130
     if opts.plot:
-        plot(sim, result, opts.plot)
-    print(json.dumps(result) if as_json else human(result))
+        try:
+            plot(sim, result, opts.plot)
+        except OSError as exc:  # checked before the run, but the disk may fill up
+            print(f"simulate.py: error: --plot {opts.plot}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
+    try:
+        print(json.dumps(result) if as_json else human(result), flush=True)
+    except BrokenPipeError:  # `| head`: the reader has gone; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -108,7 +108,13 @@ async def test_three_nodes_in_a_line(short_tmp: Path) -> None:
                         assert await recv.wait() == 0
                     finally:
                         await reap(recv)
-                    assert out.decode().splitlines() == ["first", "second", "third"]
+                    # topic, origin (its name, or the start of its id while c's mesh
+                    # view does not have a's link list yet), text
+                    lines = out.decode().splitlines()
+                    assert [line.split("\t")[::2] for line in lines] == [
+                        ["news", "first"], ["news", "second"], ["news", "third"]]
+                    assert all(re.fullmatch(r"news\t(a|[0-9a-f]{8})\t\w+", line)
+                               for line in lines), lines
                     # Graceful shutdown: SIGTERM exits 0 and removes the socket.
                     for proc, name in ((c, "c"), (b, "b"), (a, "a")):
                         proc.process.send_signal(signal.SIGTERM)

@@ -98,7 +98,8 @@ async def test_shell_relay(short_tmp: Path) -> None:
                     [sys.executable, "-m", "p2pnode.cli", "send", "--socket",
                      str(a.config.socket_path), "--topic", "logs"],
                     stdin=b"all good\nERROR disk full\nstill good\n")
-                await Proc(alerts, alerts.stdout).wait_line("^ERROR disk full$")
+                # topic, origin (the relay's node, b) and the text, tab-separated
+                await Proc(alerts, alerts.stdout).wait_line("^alerts\tb\tERROR disk full$")
                 assert await alerts.wait() == 0
             finally:
                 if relay.returncode is None:

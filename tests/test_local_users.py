@@ -212,7 +212,7 @@ def test_another_users_live_socket_gets_nothing_from_clients() -> None:
     assert "nobody (uid 65534)" in one_error_line(out["node"]["stderr"])
     # Trusting that user explicitly is the way to talk to a node run by another user.
     assert out["send_trusting"]["rc"] == 0, out["send_trusting"]
-    assert out["send_trusting"]["stdout"].strip() == "f" * 32
+    assert out["send_trusting"]["stdout"].strip() == f"sent message {'f' * 32} to topic default"
 
 
 # -- the clients' check, in process ---------------------------------------------------

@@ -15,7 +15,8 @@ import trio
 
 from p2pnode.api.monitor import link_event, log_event
 from p2pnode.api.protocol import ApiError, Monitor, parse_request
-from p2pnode.cli.commands import _check_count, _print_events, _recv_line, monitor_line
+from p2pnode.cli.commands import _print_events, monitor_line
+from p2pnode.cli.text import check_count
 from p2pnode.errors import P2PError
 
 from .test_cli import P2PNODE, Proc, reap, spawn
@@ -93,20 +94,20 @@ class FakeClient:
             yield event
 
 
-async def test_recv_and_monitor_print_events_up_to_count(
-        capsys: pytest.CaptureFixture[str]) -> None:
+async def test_monitor_prints_events_up_to_count(capsys: pytest.CaptureFixture[str]) -> None:
     events: list[dict[str, object]] = [
-        {"event": "message", "data": "a"}, {"event": "dropped", "count": 7},
-        {"event": "message", "data": "b"}, {"event": "message", "data": "c"}]
+        {"event": "log", "message": "a"}, {"event": "link", "state": "up"},
+        {"event": "log", "message": "b"}]
     client: Any = FakeClient(events)
-    for count, printed in ((2, "a\nb\n"), (None, "a\nb\nc\n")):
-        await _print_events(client, partial(_recv_line, as_json=False), count)
-        out, err = capsys.readouterr()
-        assert out == printed  # the dropped notice is no line, and does not count
-        assert err == "p2pnode: 7 messages were dropped: this receiver did not keep up\n"
+    line_of = partial(monitor_line, level="info")  # the link event is no line
+    for count, printed in ((2, 2), (None, 2)):
+        await _print_events(client, line_of, count)
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == printed
+        assert lines[-1].endswith("None: b")
     await _print_events(client, json.dumps, 1)
     assert json.loads(capsys.readouterr().out) == events[0]
-    _check_count(None)
-    _check_count(1)
+    check_count(None)
+    check_count(1)
     with pytest.raises(P2PError, match="at least 1"):
-        _check_count(0)
+        check_count(0)

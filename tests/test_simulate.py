@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,12 +82,14 @@ def test_partition_and_churn_figures_stay_consistent() -> None:
 
 
 def test_ring_needs_hops() -> None:
+    # Without jitter the first copy to arrive came the shortest way.
     short = run("--nodes", "40", "--topology", "ring", "--messages", "5", "--drain", "2",
-                "--max-hops", "16")
+                "--max-hops", "16", "--jitter-ms", "0")
     check_consistent(short)
     assert short["delivery_ratio"] < 1.0  # a hop limit of 16 cannot span 20 hops
     assert short["hops_max"] == 16
-    full = run("--nodes", "40", "--topology", "ring", "--messages", "5")  # default 32
+    full = run("--nodes", "40", "--topology", "ring", "--messages", "5",  # default 32
+               "--jitter-ms", "0")
     assert full["delivery_ratio"] == 1.0
     assert full["hops_max"] == 20
 
@@ -101,3 +104,114 @@ def test_json_output() -> None:
     check_consistent(r)
     assert r["topology"] == "grid"
     assert r["delivery_ratio"] == 1.0
+
+
+def test_defaults_are_a_lan_and_help_shows_them() -> None:
+    # Virtual time with 0 ms links made every delivery instantaneous: a plot with
+    # nothing to show. The default is LAN-like: latencies spread over a few ms.
+    r = run("--nodes", "30", "--messages", "5")
+    check_consistent(r)
+    assert (r["latency_ms"], r["jitter_ms"]) == (1.0, 1.0)
+    assert 1.0 <= r["latency_p50_ms"] < r["latency_max_ms"] < 20.0
+    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    flat = " ".join(out.split())
+    for text in ("--latency-ms MS one-way latency per link, ms (a LAN: switches, Wi-Fi) "
+                 "(default: 1.0)", "--nodes N nodes in the mesh (default: 50)",
+                 "default 6, or --nodes - 1 if that is less"):
+        assert text in flat, text
+    assert "(default: None)" not in flat
+    assert "(default: False)" not in flat
+    opts, _ = sim.parse_args(["--nodes", "4"])  # the default degree fits small meshes
+    assert opts.degree == 3
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--nodes", "10", "--publishers", "20"],
+     "--publishers 20: each publisher is a different node, so it must be 1-10"),
+    (["--latency-ms", "-1"], "--latency-ms -1: must be a number of at least 0"),
+    (["--jitter-ms", "nan"], "--jitter-ms nan: must be a number of at least 0"),
+    (["--nodes", "5", "--degree", "10"],
+     "--degree 10 with 5 nodes: a node links to 1-4 others"),
+    (["--nodes", "0"], "--nodes 0: a mesh needs at least 1 node"),
+    (["--messages", "-3"], "--messages -3: must be at least 0"),
+    (["--payload", "600000"], "--payload 600000: a message is 0-524288 bytes"),
+    (["--max-hops", "0"], "--max-hops 0: must be 1-255"),
+    (["--churn", "1"], "--churn 1: a fraction of the nodes"),
+    (["--nodes", "10", "--publishers", "5", "--churn", "0.9"],
+     "--churn 0.9 crashes 9 nodes, but only 5 are not publishers"),
+    (["--rejoin"], "--rejoin restarts the nodes that --churn crashes"),
+    (["--nodes", "1", "--partition", "5"], "--partition splits the nodes in two halves"),
+    (["--window", "-1"], "--window -1: must be a number of at least 0"),
+    (["--ping-interval", "5", "--link-timeout", "5"], "--link-timeout 5: must exceed"),
+    (["--latency-ms", "9000"],
+     "--latency-ms 9000 + --jitter-ms 1: a round trip must take less than --link-timeout"),
+])
+def test_impossible_settings_are_refused(argv: list[str], message: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        sim.parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"simulate.py: error: {message}" in err
+
+
+def test_a_refusal_from_the_command_line_has_no_traceback() -> None:
+    res = subprocess.run([sys.executable, str(SCRIPT), "--nodes", "10", "--publishers", "20",
+                          "--latency-ms", "-5"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stdout == ""
+    assert "Traceback" not in res.stderr
+    # Every problem is named, not only the first.
+    assert "--publishers 20" in res.stderr
+    assert "--latency-ms -5" in res.stderr
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("nodir/x.png", "the directory {tmp}/nodir does not exist"),
+    ("m.jpgx", "the file name must end in a format matplotlib writes: "),
+    ("noext", "the file name must end in a format matplotlib writes: "),
+    (".", "that is a directory"),
+])
+def test_the_plot_path_is_checked_before_the_run(
+        name: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sim, "run_simulation", lambda *a: pytest.fail("the run started"))
+    path = tmp_path / name if name != "." else tmp_path
+    with pytest.raises(SystemExit) as exit_info:
+        sim.main(["--nodes", "5", "--plot", str(path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--plot {path}: " + message.format(tmp=tmp_path) in err
+    assert "Traceback" not in err
+
+
+def test_a_plot_without_matplotlib_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sim, "run_simulation", lambda *a: pytest.fail("the run started"))
+    monkeypatch.setitem(sys.modules, "networkx", None)  # as if not installed
+    with pytest.raises(SystemExit) as exit_info:
+        sim.main(["--nodes", "5", "--plot", str(tmp_path / "mesh.png")])
+    assert exit_info.value.code == 2
+    assert ("--plot needs matplotlib and networkx (networkx is not installed): "
+            "pip install 'p2pnode[sim]'") in capsys.readouterr().err
+
+
+def test_the_plot_is_drawn(tmp_path: Path) -> None:
+    opts, _ = sim.parse_args(["--nodes", "20", "--messages", "3", "--plot",
+                              str(tmp_path / "mesh.svg")])
+    result, done = sim.run_simulation(opts)
+    first = done.stats.first_receipt[done.stats.pub_order[0]]
+    assert max(first.values()) > min(first.values())  # the colours show something
+    sim.plot(done, result, opts.plot)
+    assert (tmp_path / "mesh.svg").read_text().startswith("<?xml")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `simulate.py | head -1` once head has gone: no BrokenPipeError traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "w") as closed_pipe:
+        monkeypatch.setattr(sys, "stdout", closed_pipe)
+        assert sim.main(["--nodes", "2", "--messages", "1"]) == 0

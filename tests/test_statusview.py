@@ -44,8 +44,10 @@ def test_summary_shows_links_rates_and_drops_with_reasons() -> None:
     text = summary(reply(12.0, 300, 5), reply(10.0, 100, 0), peers)
     lines = text.splitlines()
     assert lines[0] == "node      b (17aaacfe000f567446b9741628498f0e), p2pnode 0.1.0, protocol 3"
-    assert "links     1 up (2 opened, 1 closed, 1 dials since start)" in lines
-    assert "          a  96f10c64  out  127.0.0.1:7001  up 1m 5s  rtt 0.4 ms" in lines
+    assert "listen    127.0.0.1:7002, socket /tmp/b.sock, 1 API client" in lines
+    assert "links     1 up (2 opened, 1 closed, 1 dial since start)" in lines
+    assert "          NAME  NODE      DIR  ADDRESS         UP     RTT" in lines
+    assert "          a     96f10c64  out  127.0.0.1:7001  1m 5s  0.4 ms" in lines
     assert ("messages  published 0.0/s  delivered 100/s  (over the last 2.0s)") in lines
     assert "bytes     not reported by this node" in lines
     assert ("drops     5 batch copies dropped: a peer's send queue was full (+5 just now)"
@@ -54,12 +56,37 @@ def test_summary_shows_links_rates_and_drops_with_reasons() -> None:
     assert not any(line.startswith("other") for line in lines)
 
 
+def test_peer_rows_are_a_table_whatever_the_lengths() -> None:
+    peers = [{"node_id": "96f10c649eca5b14f09dce126bf02e49", "name": "a", "direction": "out",
+              "addr": "127.0.0.1:7001", "since_s": 65.2, "rtt_ms": 0.42},
+             {"node_id": "4e6f1d2a0c3b5e7f9a8b7c6d5e4f3a2b", "name": "kitchen-sensor",
+              "direction": "in", "addr": "[fe80::1%eth0]:40522", "since_s": 7200.0},
+             {"name": "old"}]  # a node that reports less
+    st = reply(12.0, 300, 0)
+    st["links"]["dials"] = 2
+    st["clients"] = 3
+    lines = summary(st, None, peers).splitlines()
+    assert "links     1 up (2 opened, 1 closed, 2 dials since start)" in lines
+    assert "listen    127.0.0.1:7002, socket /tmp/b.sock, 3 API clients" in lines
+    start = lines.index(next(line for line in lines if "NAME" in line))
+    rows = lines[start:start + 4]
+    assert rows == [
+        "          NAME            NODE      DIR  ADDRESS               UP     RTT",
+        "          a               96f10c64  out  127.0.0.1:7001        1m 5s  0.4 ms",
+        "          kitchen-sensor  4e6f1d2a  in   [fe80::1%eth0]:40522  2h 0s  -",
+        "          old             ?         ?    ?                     ?      -"]
+    # Each column starts at the same place on every row.
+    for header in ("NODE", "DIR", "ADDRESS", "UP", "RTT"):
+        col = rows[0].index(header)
+        assert all(row[col - 2:col] == "  " and row[col] != " " for row in rows), header
+
+
 def test_summary_survives_missing_and_new_fields() -> None:
     text = summary({"name": "x", "links": {"bytes_sent": 2048, "new_counter": 3},
                     "extra": [1]}, None, None)
     assert "node      x (?), p2pnode ?, protocol ?" in text
     assert "bytes     sent ?" in text                 # no uptime: no rate
-    assert "other     links.new_counter=3 extra=[1]" in text
+    assert "other     links.new_counter=3 extra=1" in text
     text = summary({"uptime_s": 4.0, "links": {"bytes_sent": 2048}})
     assert "bytes     sent 512 B/s" in text
 
@@ -72,6 +99,8 @@ def test_summary_shows_the_mesh_view_gossip_and_order_gaps() -> None:
     st["messages"]["order_gaps"] = 2
     text = summary(st)
     assert "7 nodes, 9 links" in text
+    st["mesh_view"] = {"nodes": 1, "links": 1, "bad_lists": 0}
+    assert "mesh view 1 node, 1 link (p2pnode mesh)" in summary(st).splitlines()
     assert "tree; history 12 batches, 40 KiB; grafts 3, repaired 4" in text
     assert "2 messages never came" in text
 
@@ -114,7 +143,16 @@ def test_fields_of_a_newer_node_are_listed_under_other() -> None:
     st["api"].pop("replays")  # an older node: left out, no error
     lines = summary(st).splitlines()
     (other,) = (line for line in lines if line.startswith("other"))
-    assert other == "other     links.bytes_lost=7 quorum={'size': 3}"
+    assert other == "other     links.bytes_lost=7 quorum.size=3"
+    # Nested and listed values of any kind: no Python reprs ({'...': ...}, [...], None).
+    st["gossip"]["new"] = {"mode": "tree", "lazy": {"n": 1}, "x": None, "ok": True}
+    st["zones"] = ["a", 1, {"b": 2}]
+    (other,) = (line for line in summary(st).splitlines() if line.startswith("other"))
+    assert other == ('other     gossip.new.mode=tree gossip.new.lazy.n=1 gossip.new.x=null '
+                     'gossip.new.ok=true links.bytes_lost=7 quorum.size=3 '
+                     'zones=a,1,{"b": 2}')
+    assert "{'" not in other
+    assert "None" not in other
 
 
 def test_cli_md_explains_every_drop() -> None:

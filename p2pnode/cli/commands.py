@@ -4,12 +4,9 @@ to a running node through its socket and print what it says."""
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import math
 import os
 import sys
-import time
 from collections.abc import Callable
 from contextlib import aclosing
 from functools import partial
@@ -18,12 +15,14 @@ from typing import Any
 
 import trio
 
-from ..client import Client, event_payload, open_client, publish_request
-from ..config.settings import DEFAULT_TOPIC, default_socket_path
+from ..client import Client, open_client, publish_request
+from ..config.settings import default_socket_path
 from ..errors import P2PError
 from ..mesh.draw import names_of, render_png, to_dot
 from .logs import format_pairs
+from .recv import cmd_recv
 from .statusview import summary
+from .text import check_count, plural, table
 
 
 async def cmd_send(args: argparse.Namespace) -> int:
@@ -31,7 +30,8 @@ async def cmd_send(args: argparse.Namespace) -> int:
     async with client:
         if args.text:
             msg_id = await client.publish(args.topic, " ".join(args.text), args.to, wait=True)
-            print(msg_id)
+            print(f"sent message {msg_id} to topic {args.topic}"
+                  + (f" (for node {args.to})" if args.to else ""))
             return 0
         return await _send_lines(client, args.topic, args.to)
 
@@ -52,7 +52,10 @@ async def _send_lines(client: Client, topic: str, to: str | None) -> int:
             answered += 1
             if not reply.get("ok"):
                 failed += 1
-                print(f"p2pnode: error: {reply.get('error')}", file=sys.stderr)
+                err = reply.get("error")
+                err = err if isinstance(err, dict) else {}
+                print(f"p2pnode: error: line {answered} not sent: {err.get('code')}: "
+                      f"{err.get('message')}", file=sys.stderr)
             if done_sending and answered == sent:
                 all_answered.set()
 
@@ -74,74 +77,6 @@ async def _send_lines(client: Client, topic: str, to: str | None) -> int:
     return 1 if failed else 0
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_since_arg(text: str, now: float | None = None) -> str | float:
-    """``recv --since``: a message id, a Unix time, an ISO 8601 time, or a duration ago
-    (``90s``, ``5m``, ``2h``, ``1d``). Raises ``P2PError``."""
-    text = text.strip()
-    if len(text) == 32 and all(c in "0123456789abcdefABCDEF" for c in text):
-        return text.lower()
-    now = time.time() if now is None else now
-    if text[-1:] in _UNITS:
-        try:
-            amount = float(text[:-1])
-        except ValueError:
-            amount = -1.0
-        if amount >= 0 and math.isfinite(amount):
-            return max(0.0, now - amount * _UNITS[text[-1]])
-    try:
-        value = float(text)
-        if value >= 0 and math.isfinite(value):
-            return value
-    except ValueError:
-        pass
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise P2PError(f"--since {text!r}: expected a message id (32 hex digits), a Unix "
-                       "time, an ISO 8601 time or a duration such as 5m") from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # local time
-    return max(0.0, moment.timestamp())
-
-
-async def cmd_recv(args: argparse.Namespace) -> int:
-    topics = args.topic or [DEFAULT_TOPIC]
-    topics = [] if "*" in topics else topics
-    _check_count(args.count)
-    client = await open_client(args.socket, server_user=args.server_user)
-    async with client:
-        since = parse_since_arg(args.since) if args.since is not None else None
-        reply = await client.subscribe(topics, since)
-        print(f"p2pnode: subscribed to {', '.join(topics) or 'all topics'}"
-              + (f"; replaying {reply.get('replayed', 0)} messages from history"
-                 if since is not None else ""), file=sys.stderr, flush=True)
-        if reply.get("since_found") is False:
-            print("p2pnode: that message is not in the node's history (any more): "
-                  "replaying all of it", file=sys.stderr, flush=True)
-        await _print_events(client, partial(_recv_line, as_json=args.json), args.count)
-    return 0
-
-
-def _recv_line(event: dict[str, Any], *, as_json: bool) -> str | None:
-    """A received message as a line (its payload, or the event as JSON); a ``dropped``
-    notice goes to stderr instead (None)."""
-    if event.get("event") == "dropped":
-        print(f"p2pnode: {event.get('count')} messages were dropped: this receiver "
-              "did not keep up", file=sys.stderr, flush=True)
-        return None
-    if as_json:
-        return json.dumps(event)
-    return event_payload(event).decode("utf-8", "backslashreplace")
-
-
-def _check_count(count: int | None) -> None:
-    if count is not None and count < 1:
-        raise P2PError("--count must be at least 1")
-
-
 async def _print_events(client: Client, line_of: Callable[[dict[str, Any]], str | None],
                         count: int | None) -> None:
     """Print ``line_of(event)`` for each event (None: nothing) until ``count`` lines
@@ -159,7 +94,7 @@ async def _print_events(client: Client, line_of: Callable[[dict[str, Any]], str 
 
 
 async def cmd_monitor(args: argparse.Namespace) -> int:
-    _check_count(args.count)
+    check_count(args.count)
     client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         await client.monitor(args.level, args.messages)
@@ -188,11 +123,15 @@ def monitor_line(event: dict[str, Any], level: str) -> str | None:
         detail = event.get("addr") if event.get("state") == "up" else event.get("reason")
         return f"link {event.get('state')}: {event.get('name')} ({event.get('node_id')}) {detail}"
     if kind == "delivered":
+        hops, size = event.get("hops"), event.get("size")
         return (f"delivered {event.get('topic')} {event.get('msg_id')} from "
-                f"{str(event.get('origin'))[:8]}, {event.get('hops')} hops, "
-                f"{event.get('size')} bytes")
+                f"{str(event.get('origin'))[:8]}, "
+                f"{plural(hops, 'hop') if isinstance(hops, int) else f'{hops} hops'}, "
+                f"{plural(size, 'byte') if isinstance(size, int) else f'{size} bytes'}")
     if kind == "dropped":
-        return f"({event.get('count')} events dropped: this monitor did not keep up)"
+        count = event.get("count")
+        what = plural(count, "event") if isinstance(count, int) else f"{count} events"
+        return f"({what} dropped: this monitor did not keep up)"
     return json.dumps(event)
 
 
@@ -211,8 +150,8 @@ async def cmd_mesh(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise P2PError(f"--png needs matplotlib and networkx ({exc.name} is missing): "
                            "pip install 'p2pnode[sim]'") from None
-        print(f"p2pnode: drew {len(view['nodes'])} nodes and {len(view['links'])} links "
-              f"to {args.png}", file=sys.stderr)
+        print(f"p2pnode: drew {plural(len(view['nodes']), 'node')} and "
+              f"{plural(len(view['links']), 'link')} to {args.png}", file=sys.stderr)
     else:
         print(mesh_table(view))
     return 0
@@ -221,15 +160,27 @@ async def cmd_mesh(args: argparse.Namespace) -> int:
 def mesh_table(view: dict[str, Any]) -> str:
     """The readable ``p2pnode mesh``: the nodes, then the links."""
     labels = names_of(view)
-    rows = [("NODE ID", "NAME", "LISTEN", "LINKS", "LAST SEEN")]
+    rows = [("NODE ID", "NAME", "LISTEN", "LINKS", "STATE")]
     for n in view["nodes"]:
         me = n["node_id"] == view["self"]
         rows.append((n["node_id"], n["name"] + (" (this node)" if me else ""), n["listen"],
-                     str(len(n["links"])), "now" if me else f"{n['last_seen_s']:.0f}s ago"))
+                     str(len(n["links"])), _mesh_state(n, me)))
     lines = _table(rows)
-    lines.append(f"\n{len(view['nodes'])} nodes, {len(view['links'])} links:")
+    lines.append(f"\n{plural(len(view['nodes']), 'node')}, "
+                 f"{plural(len(view['links']), 'link')}:")
     lines += [f"  {labels.get(a, a[:8])} -- {labels.get(b, b[:8])}" for a, b in view["links"]]
     return "\n".join(lines)
+
+
+def _mesh_state(node: dict[str, Any], me: bool) -> str:
+    """``this node``, ``linked`` (a live link to this node: it is up now), or when the
+    node's link list was last heard of (it may be up, further away)."""
+    if me:
+        return "this node"
+    if node.get("linked"):
+        return "linked"
+    seen = node.get("last_seen_s")
+    return f"heard {seen:.0f}s ago" if isinstance(seen, int | float) else "?"
 
 
 async def cmd_info(args: argparse.Namespace) -> int:
@@ -268,9 +219,7 @@ def _peer_table(peers: list[dict[str, Any]]) -> str:
 
 def _table(rows: list[tuple[Any, ...]]) -> list[str]:
     """Rows as lines of left-aligned columns, two spaces apart."""
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows]
+    return table(rows)
 
 
 

@@ -83,14 +83,24 @@ def _add_send_recv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     send.add_argument("--to", default=None, metavar="NODE_ID",
                       help="deliver only at this node (a direct message)")
     send.add_argument("text", nargs="*", metavar="TEXT")
-    recv = _client_command(sub, "recv", help="print messages as they arrive",
-                           description="Subscribe and print messages as they arrive.")
+    recv = _client_command(
+        sub, "recv", help="print messages as they arrive",
+        description="Subscribe and print messages as they arrive, one line each: the\n"
+                    "topic, the origin (the publishing node's name, or the start of its\n"
+                    "id) and the payload, separated by tabs; newlines, tabs and\n"
+                    "backslashes in them are escaped as \\n, \\t and \\\\.")
     recv.add_argument("--topic", action="append", default=[], metavar="T",
                       help=f"a topic to receive (repeatable; default {DEFAULT_TOPIC!r}; "
                            "'*' for all topics)")
     recv.add_argument("--count", type=int, default=None, metavar="N",
                       help="exit after N messages")
-    recv.add_argument("--json", action="store_true", help="print each event as a JSON line")
+    mode = recv.add_mutually_exclusive_group()
+    mode.add_argument("--data", action="store_true",
+                      help="print only each message's payload, as it is (for pipelines)")
+    mode.add_argument("--json", action="store_true", help="print each event as a JSON line")
+    recv.add_argument("--reconnect", action="store_true",
+                      help="when the node stops, wait for it (retrying for up to 5 "
+                           "minutes) and go on where it was, nothing missed or repeated")
     recv.add_argument("--since", default=None, metavar="ID|TIME",
                       help="first replay the messages of the node's history after this "
                            "message id, or since this time: Unix seconds, ISO 8601 "

@@ -11,10 +11,12 @@ are listed under ``other``. Every field of the schema is shown, or listed in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 from ..api.status import BY_PATH, FIELDS, SECTION_NAMES
+from .text import plural, table
 
 MAX_PEER_ROWS = 8
 
@@ -111,8 +113,10 @@ def _rows(st: dict[str, Any], before: dict[str, Any] | None,
     g = st.get
     yield _row("node", f"{g('name', '?')} ({g('node_id', '?')}), p2pnode {g('version', '?')}, "
                f"protocol {g('protocol', '?')}")
+    clients = g("clients")
     yield _row("listen", f"{g('listen', '?')}, socket {g('socket', '?')}, "
-               f"{g('clients', '?')} API client(s)")
+               + (plural(clients, "API client") if isinstance(clients, int)
+                  else "? API clients"))
     uptime = g("uptime_s")
     if isinstance(uptime, int | float):
         yield _row("uptime", format_duration(uptime))
@@ -134,8 +138,8 @@ def _rows(st: dict[str, Any], before: dict[str, Any] | None,
     yield _row("bytes", _bytes_text(st, before))
     view, hist, gossip = (section_of(st, k) for k in ("mesh_view", "history", "gossip"))
     if view:
-        yield _row("mesh view", f"{view.get('nodes', '?')} nodes, {view.get('links', '?')} "
-                   "links (p2pnode mesh)")
+        yield _row("mesh view", f"{_count(view.get('nodes'), 'node')}, "
+                   f"{_count(view.get('links'), 'link')} (p2pnode mesh)")
     if hist and gossip:
         yield _row("gossip", f"{gossip.get('mode', '?')}; history {hist.get('batches', '?')} "
                    f"batches, {hist.get('bytes', 0) // 1024} KiB; grafts "
@@ -152,20 +156,27 @@ def _row(label: str, text: str) -> str:
     return f"{label:<9} {text}".rstrip()
 
 
+def _count(value: Any, noun: str) -> str:
+    """``plural`` for a number from the reply, ``? nouns`` for anything else."""
+    return plural(value, noun) if isinstance(value, int) else f"? {noun}s"
+
+
 def _link_rows(st: dict[str, Any], peers: list[dict[str, Any]] | None) -> Iterator[str]:
     links = section_of(st, "links")
     closed = links.get("closed")
     n_closed = sum(closed.values()) if isinstance(closed, dict) else "?"
     yield _row("links", f"{st.get('peers', '?')} up ({links.get('opened', '?')} opened, "
-               f"{n_closed} closed, {links.get('dials', '?')} dials since start)")
-    if peers is None or len(peers) > MAX_PEER_ROWS:
+               f"{n_closed} closed, {_count(links.get('dials'), 'dial')} since start)")
+    if not peers or len(peers) > MAX_PEER_ROWS:
         return
+    rows: list[tuple[str, ...]] = [("NAME", "NODE", "DIR", "ADDRESS", "UP", "RTT")]
     for p in peers:
-        rtt = p.get("rtt_ms")
-        yield _row("", f"{p.get('name', '?')}  {str(p.get('node_id', '?'))[:8]}  "
-                   f"{p.get('direction', '?')}  {p.get('addr', '?')}  "
-                   f"up {format_duration(p.get('since_s') or 0)}"
-                   + (f"  rtt {rtt:.1f} ms" if isinstance(rtt, int | float) else ""))
+        rtt, since = p.get("rtt_ms"), p.get("since_s")
+        rows.append((str(p.get("name", "?")), str(p.get("node_id", "?"))[:8],
+                     str(p.get("direction", "?")), str(p.get("addr", "?")),
+                     format_duration(since) if isinstance(since, int | float) else "?",
+                     f"{rtt:.1f} ms" if isinstance(rtt, int | float) else "-"))
+    yield from (_row("", line) for line in table(rows))
 
 
 def _bytes_text(st: dict[str, Any], before: dict[str, Any] | None) -> str:
@@ -193,7 +204,20 @@ def _other(st: dict[str, Any]) -> Iterator[str]:
     """Fields the schema does not know (a newer node reports more), as ``key=value``."""
     for key, value in st.items():
         if key in SECTION_NAMES and isinstance(value, dict):
-            yield from (f"{key}.{sub}={v}" for sub, v in value.items()
-                        if f"{key}.{sub}" not in BY_PATH)
+            for sub, v in value.items():
+                if f"{key}.{sub}" not in BY_PATH:
+                    yield from _pairs(f"{key}.{sub}", v)
         elif key not in BY_PATH and key not in ENVELOPE:
-            yield f"{key}={value}"
+            yield from _pairs(key, value)
+
+
+def _pairs(key: str, value: Any) -> Iterator[str]:
+    """``key=value`` items: a dict as one item per member (``key.member=...``), a list
+    as its items joined by commas, text as it is, anything else as JSON."""
+    if isinstance(value, dict):
+        for sub, v in value.items():
+            yield from _pairs(f"{key}.{sub}", v)
+    elif isinstance(value, list):
+        yield f"{key}=" + ",".join(v if isinstance(v, str) else json.dumps(v) for v in value)
+    else:
+        yield f"{key}={value if isinstance(value, str) else json.dumps(value)}"

@@ -4,6 +4,9 @@
 - ``open_asyncio_client`` / ``AsyncioClient``: asyncio (also ``p2pnode.client.aio``,
   as ``open_client`` there).
 - ``BlockingClient``: plain sockets, for scripts.
+- ``open_subscription``, ``open_asyncio_subscription``, ``BlockingSubscription``: a
+  subscription that reconnects when the node restarts and resumes where it was
+  (``subscription``).
 
 All three pipeline ``publish`` (it returns without waiting for the node's reply;
 ``flush()`` waits for the replies), read events in bulk, and check who serves the
@@ -25,9 +28,18 @@ from .protocol import (
     peers_request,
     publish_request,
 )
+from .resume import PublishesLost, Reconnect, ReconnectFailed
+from .subscription import (
+    AsyncSubscription,
+    BlockingSubscription,
+    open_asyncio_subscription,
+    open_subscription,
+)
 from .trio_client import Client, open_client
 
-__all__ = ["ApiReplyError", "AsyncioClient", "BlockingClient", "Client", "ConnectionClosed",
-           "ProtocolViolation", "PublishError", "Refusal", "UntrustedServer", "check_server",
-           "event_payload", "open_asyncio_client", "open_client", "peers_request",
+__all__ = ["ApiReplyError", "AsyncSubscription", "AsyncioClient", "BlockingClient",
+           "BlockingSubscription", "Client", "ConnectionClosed", "ProtocolViolation",
+           "PublishError", "PublishesLost", "Reconnect", "ReconnectFailed", "Refusal",
+           "UntrustedServer", "check_server", "event_payload", "open_asyncio_client",
+           "open_asyncio_subscription", "open_client", "open_subscription", "peers_request",
            "publish_request"]

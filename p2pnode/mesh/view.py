@@ -13,6 +13,7 @@ lists in and asks for the view; ``draw`` draws it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,11 +80,13 @@ class MeshView:
                     out.add((min(origin, peer), max(origin, peer)))
         return sorted(out)
 
-    def to_dict(self, now: float, me: bytes) -> dict[str, Any]:
-        """The view for the API's ``mesh`` reply."""
+    def to_dict(self, now: float, me: bytes,
+                linked: Collection[bytes] = ()) -> dict[str, Any]:
+        """The view for the API's ``mesh`` reply; ``linked``: the nodes ``me`` has a
+        link to now (``"linked": true``: up now, whenever their list was heard)."""
         nodes = [{"node_id": id_to_hex(o), "name": n.name, "listen": n.listen,
                   "links": sorted(id_to_hex(p) for p in n.links),
-                  "last_seen_s": round(now - n.seen_at, 3)}
+                  "last_seen_s": round(now - n.seen_at, 3), "linked": o in linked}
                  for o, n in sorted(self.nodes.items(), key=lambda kv: kv[1].name)]
         return {"self": id_to_hex(me), "nodes": nodes,
                 "links": [[id_to_hex(a), id_to_hex(b)] for a, b in self.edges()]}

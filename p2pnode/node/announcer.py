@@ -70,4 +70,4 @@ class MeshAnnouncer:
         """The mesh view, for the ``mesh`` request."""
         now = trio.current_time()
         self.view.expire(now, keep=self.node_id)
-        return self.view.to_dict(now, self.node_id)
+        return self.view.to_dict(now, self.node_id, frozenset(self._links()))
