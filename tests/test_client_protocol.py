@@ -140,7 +140,8 @@ def test_a_closing_event_confirms_the_quiet_publishes_it_counts() -> None:
     assert proto.unacked == 1
     proto.feed(b"")
     assert proto.lost == 1
-    assert "(the node is stopping) before it confirmed 1 publish " in proto.eof_message()
+    assert proto.eof_message().startswith(
+        "the node closed the connection: the node is stopping, before it confirmed 1 publish ")
 
 
 def test_the_window_and_its_half() -> None:

@@ -90,9 +90,51 @@ def shell_after_setup(clone: Path) -> str:
         f"cd {shlex.quote(str(clone))}",
         'python3() { if [ "$1 $2" = "-m venv" ]; then return 0; fi; command python3 "$@"; }',
         "pip() { return 0; }",
-        sh_blocks()["setup"].strip(),
+        setup_without_run(),
         "unset -f python3 pip",
     ])
+
+
+RUN = " && p2pnode run"
+
+
+def setup_without_run() -> str:
+    """README's set-up command without its last step, running a node (which
+    ``test_setup_runs_a_node`` checks)."""
+    setup = sh_blocks()["setup"].strip()
+    assert setup.endswith(RUN), f"README's set-up should end by running a node: {setup}"
+    return setup[: -len(RUN)]
+
+
+@needs_namespaces
+async def test_setup_runs_a_node(short_tmp: Path) -> None:
+    """The whole set-up command, as printed, runs a node with the defaults (mDNS on):
+    in private network (only loopback), mount (/tmp, the home) and pid namespaces."""
+    home = short_tmp / "home"  # under /tmp: the node writes in the namespace's tmpfs
+    home.mkdir()
+    clone = short_tmp / "clone"
+    script = "\n".join([shell_after_setup(clone).replace(f"cd {shlex.quote(str(clone))}", ""),
+                        "p2pnode run"])  # what ``setup_without_run`` left out
+    # The clone is the working directory, opened before the tmpfs covers /tmp.
+    inner = "ip link set lo up && mount -t tmpfs tmpfs /tmp && exec bash -c \"$0\""
+    argv = ["unshare", "--net", "--mount", "--propagation", "private", "--pid", "--fork",
+            "--mount-proc", "sh", "-c", f"cd {shlex.quote(str(clone))} && {inner}", script]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "P2PNODE_SOCKET", "XDG_DATA_HOME", "XDG_RUNTIME_DIR")}
+    env.update(PATH="/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin", HOME=str(home))
+    proc = await trio.lowlevel.open_process(argv, env=env, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+    try:
+        with trio.fail_after(30):
+            out = Proc(proc, proc.stdout)
+            await out.wait_line(r"listening on .*, socket /tmp/p2pnode-\d+/p2pnode\.sock")
+            await out.wait_line(r"open network: links are encrypted \(TLS 1\.3\)")
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: to the terminal's foreground group
+            assert await proc.wait() == 0
+        assert "Traceback" not in "\n".join(out.seen)
+    finally:
+        await reap(proc)
 
 
 @needs_namespaces

@@ -118,7 +118,8 @@ async def test_recv_says_the_node_stopped_and_exits_1(short_tmp: Path) -> None:
                 await m.stop_b()
                 assert await recv.wait() == 1
                 await err.wait_line(rf"^p2pnode: error: node at {m.sock_b} stopped \(the node "
-                                    r"closed the connection\); recv --reconnect waits")
+                                    r"closed the connection: the node is stopping\); "
+                                    r"recv --reconnect waits")
                 assert not any("Traceback" in line for line in err.seen)
             finally:
                 await reap(recv)

@@ -311,10 +311,13 @@ class ClientProtocol:
     def eof_message(self) -> str:
         """What to say once the node closed the connection."""
         lost = self.lost
-        why = f" ({self.closing_reason})" if self.closing_reason else ""
-        return f"the node closed the connection{why}" + (
-            f" before it confirmed {lost} publish{'es' if lost != 1 else ''} (each may or "
-            "may not have gone out)" if lost else "")
+        text = "the node closed the connection"
+        if self.closing_reason:
+            text += f": {self.closing_reason},"
+        if lost:
+            text += (f" before it confirmed {lost} publish{'es' if lost != 1 else ''} "
+                     "(each may or may not have gone out)")
+        return text.rstrip(",")
 
     def pop_error(self) -> PublishError | None:
         """The refusal to raise now, if any (then forgotten)."""
