@@ -158,14 +158,18 @@ def _link_rows(st: dict[str, Any], peers: list[dict[str, Any]] | None) -> Iterat
     n_closed = sum(closed.values()) if isinstance(closed, dict) else "?"
     yield _row("links", f"{st.get('peers', '?')} up ({links.get('opened', '?')} opened, "
                f"{n_closed} closed, {links.get('dials', '?')} dials since start)")
-    if peers is None or len(peers) > MAX_PEER_ROWS:
-        return
-    for p in peers:
+    for p in peers if peers is not None and len(peers) <= MAX_PEER_ROWS else []:
         rtt = p.get("rtt_ms")
         yield _row("", f"{p.get('name', '?')}  {str(p.get('node_id', '?'))[:8]}  "
                    f"{p.get('direction', '?')}  {p.get('addr', '?')}  "
                    f"up {format_duration(p.get('since_s') or 0)}"
                    + (f"  rtt {rtt:.1f} ms" if isinstance(rtt, int | float) else ""))
+    failures = links.get("failures")
+    failures = [f for f in failures if isinstance(f, dict)] if isinstance(failures, list) else []
+    for i, f in enumerate(failures[:MAX_PEER_ROWS]):
+        yield _row("" if i else "failures",
+                   f"{f.get('message', '?')} ({f.get('count', '?')}x, last "
+                   f"{format_duration(f.get('ago_s') or 0)} ago)")
 
 
 def _bytes_text(st: dict[str, Any], before: dict[str, Any] | None) -> str:
