@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -113,7 +114,7 @@ async def test_an_unreachable_peer_is_warned_once_then_rate_limited(
                           redial_max=0.02)
     with trio.fail_after(20):
         async with running_nodes([cfg]) as (a,):
-            a.failures.interval = 1.0  # 60 s in a real node
+            a.failures.interval = 10.0  # 60 s in a real node
 
             def count() -> int:
                 record = a.failures.records.get(addr)
@@ -121,9 +122,9 @@ async def test_an_unreachable_peer_is_warned_once_then_rate_limited(
 
             await wait_until(lambda: count() >= 10, poll=0.01)
             warned = failures(caplog, "connection_refused")
-            assert count() < 10 + 50  # far less than a second went by
             assert len(warned) == 1
             (first,) = warned
+            a.failures.interval = 0.2  # the next line comes after this long, with a count
             await wait_until(lambda: len(failures(caplog, "connection_refused")) == 2, poll=0.02)
     assert first.levelno == logging.WARNING
     assert first.getMessage().startswith(
@@ -132,7 +133,8 @@ async def test_an_unreachable_peer_is_warned_once_then_rate_limited(
     assert first.addr == addr
     assert first.direction == "out"
     second = failures(caplog, "connection_refused")[1]
-    assert "failures in the last 1 s)" in second.getMessage()
+    assert re.search(r"; retrying in [\d.]+ s \(\d+ failures in the last \d+ s\)$",
+                     second.getMessage())
     assert second.failures > 10  # type: ignore[attr-defined]
 
 
@@ -210,7 +212,8 @@ async def test_link_records_carry_structured_fields(
         async with running_nodes([loopback_config(short_tmp, "a")]) as (a,):
             b_cfg = loopback_config(short_tmp, "b", peers=(a.listen_addr,))  # type: ignore[arg-type]
             async with running_nodes([b_cfg]) as (b,):
-                await wait_until(lambda: len(a.peers_info()) == 1, poll=0.01)
+                await wait_until(lambda: len(a.peers_info()) == len(b.peers_info()) == 1,
+                                 poll=0.01)
                 await b.stop()
             await wait_until(lambda: any(getattr(r, "link", None) == "down"
                                          and getattr(r, "peer_name", None) == "b"
