@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from p2pnode.cli.commands import _peer_table
 from p2pnode.cli.logs import JsonFormatter, KeyValueFormatter
@@ -22,7 +23,7 @@ from p2pnode.config import format_hostport
 from p2pnode.identity import generate_network_key
 from p2pnode.net.failures import Failure, FailureLog
 from p2pnode.node import Node
-from p2pnode.testing import wait_until
+from p2pnode.testing import start_memory_mesh, wait_linked, wait_until
 
 from .conftest import loopback_config, running_nodes
 
@@ -270,3 +271,24 @@ async def test_peers_show_listen_address_rtt_and_last_failure(short_tmp: Path) -
     assert status.links is not None
     (recent,) = status.links.failures
     assert (recent.addr, recent.reason) == (addr, "connection_refused")
+
+
+async def test_a_peer_over_its_rate_limit_is_logged_with_its_fields(
+        caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock) -> None:
+    # b takes at most 4 batches a second (bursts of 1) from a peer: a sends 20 at once.
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a, b = await start_memory_mesh(nursery, [(0, 1)], 2, peer_batches_per_s=4.0)
+            await wait_linked([a, b], [(0, 1)])
+            for i in range(20):
+                a.publish("t", b"x%d" % i)
+                a.flush()
+            await wait_until(lambda: b.rate_limited >= 10)
+            nursery.cancel_scope.cancel()
+    (record,) = failures(caplog, "rate_limited")  # once, not once per dropped batch
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith(
+        f"link n0 ({a.node_hex[:8]}) sends over its rate limit (4 batches/s, ")
+    assert (record.peer_id, record.peer_name, record.direction) == (  # type: ignore[attr-defined]
+        a.node_hex, "n0", "in")
+    assert record.dropped >= 1  # type: ignore[attr-defined]

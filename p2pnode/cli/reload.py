@@ -51,7 +51,7 @@ def reload_settings(node: Node, current: RunSettings,
     try:
         new = read()
         done = node.reconfigure(new.node)
-    except ConfigError as exc:
+    except (ConfigError, OSError, ValueError) as exc:
         announce(fmt, f"reload failed, the settings stay as they were: {exc}",
                  level="error", reason=str(exc))
         return current
