@@ -437,4 +437,3 @@ class _Connection:
             self._set_reason("closed")
             self.link.closed.set()
             self.host.link_closed(self.link)
-
