@@ -215,7 +215,8 @@ class TlsTransport:
                 await trio.aclose_forcefully(stream)
                 return
             sniffed = _Sniffed(stream)
-            tls = trio.SSLStream(sniffed, self.server_ctx, server_side=True)
+            tls: trio.SSLStream[trio.abc.Stream] = trio.SSLStream(
+                sniffed, self.server_ctx, server_side=True)
             self.pending += 1
             try:
                 failure = await self._handshake(tls, sniffed, addr)
@@ -235,8 +236,8 @@ class TlsTransport:
     async def connect(self, host: str, port: int) -> trio.abc.Stream:
         stream = await self.tcp.connect(host, port)
         sniffed = _Sniffed(stream)
-        tls = trio.SSLStream(sniffed, self.client_ctx, server_side=False,
-                             server_hostname=self.server_name)
+        tls: trio.SSLStream[trio.abc.Stream] = trio.SSLStream(
+            sniffed, self.client_ctx, server_side=False, server_hostname=self.server_name)
         addr = format_hostport(host, port)
         failure = await self._handshake(tls, sniffed, addr)
         if failure is None:
@@ -247,10 +248,12 @@ class TlsTransport:
             failure = network_mismatch(addr, tag, self.network).with_detail(failure.detail)
         raise LinkFailureError(failure)
 
-    async def _handshake(self, tls: trio.SSLStream[_Sniffed], sniffed: _Sniffed,
+    async def _handshake(self, tls: trio.SSLStream[trio.abc.Stream], sniffed: _Sniffed,
                          addr: str) -> Failure | None:
         """Run the TLS handshake within the timeout; on failure return why (the caller
-        closes the stream). Closes it if cancelled."""
+        closes the stream). Closes it if cancelled. Once the handshake is done, the
+        sniffer leaves the data path: ``tls`` then reads and writes the TCP stream
+        itself (``transport_stream``, which SSLStream looks up at every call)."""
         seen = _Seen()
         token = _SEEN.set(seen)
         try:
@@ -258,7 +261,7 @@ class TlsTransport:
                 await tls.do_handshake()
         except (trio.BrokenResourceError, trio.TooSlowError, trio.ClosedResourceError) as exc:
             self.stats.failed += 1
-            failure = self._explain(exc, tls.server_side, sniffed, seen, addr)
+            failure = self._explain(exc, sniffed, seen, addr)
             log.debug("TLS handshake with %s failed: %s", addr, failure.detail)
             return failure
         except BaseException:  # cancelled (the node stops, a dial times out): close too
@@ -267,10 +270,12 @@ class TlsTransport:
         finally:
             _SEEN.reset(token)
         self.stats.handshakes += 1
+        tls.transport_stream = sniffed.inner
         return None
 
-    def _explain(self, exc: BaseException, server_side: bool, sniffed: _Sniffed, seen: _Seen,
+    def _explain(self, exc: BaseException, sniffed: _Sniffed, seen: _Seen,
                  addr: str) -> Failure:
+        """Why the handshake with ``addr`` failed, in an operator's terms."""
         cause = exc.__cause__ or exc
         detail = str(cause) or type(cause).__name__
         if sniffed.plaintext_peer:
