@@ -66,6 +66,11 @@ def test_monitor_request_and_event_lines() -> None:
                            ("b", "0d481229", "in", "127.0.0.1:5"), None)
     down = logging.LogRecord("p2pnode.links", logging.INFO, "", 0, "link down: %s (%s): %s",
                              ("b", "0d481229", "timeout"), None)
+    # The link manager's records carry their fields (extra=...): the events come from them.
+    peer = {"peer_id": "0d481229" + "0" * 24, "peer_name": "b"}
+    up.__dict__.update(peer, link="up", direction="in", addr="127.0.0.1:5")
+    down.__dict__.update(peer, link="down", direction="in", addr="127.0.0.1:5",
+                         reason="timeout")
     assert json.loads(link_event(up) or b"") == {
         "event": "link", "state": "up", "name": "b", "node_id": "0d481229",
         "direction": "in", "addr": "127.0.0.1:5"}
@@ -74,7 +79,8 @@ def test_monitor_request_and_event_lines() -> None:
         is None
     event = json.loads(log_event(up))
     assert monitor_line(event, "info") == f"{event['time']} info    p2pnode.links: link up: " \
-        "b (0d481229) in 127.0.0.1:5"
+        f"b (0d481229) in 127.0.0.1:5 peer_id={peer['peer_id']} peer_name=b link=up " \
+        "direction=in addr=127.0.0.1:5"
     assert monitor_line(json.loads(link_event(up) or b""), "info") is None
     assert monitor_line(json.loads(link_event(down) or b""), "warning") == \
         "link down: b (0d481229) timeout"

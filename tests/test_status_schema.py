@@ -37,6 +37,10 @@ def value_for(field: Field, n: int) -> Any:
     if field.kind == "by_reason":
         return {"why": n}
     assert field.kind == "list"
+    if field.path == "links.failures":
+        return [{"addr": "127.0.0.1:7001", "direction": "out", "reason": "connection_refused",
+                 "message": "cannot link", "time": "2025-01-01T12:00:00.000Z", "ago_s": n,
+                 "count": 2}]
     return [{"origin": "ab" * 16, "epoch": n, "from_seq": 2, "to_seq": 3}]
 
 

@@ -67,19 +67,18 @@ def log_event(record: logging.LogRecord) -> bytes:
 
 def link_event(record: logging.LogRecord) -> bytes | None:
     """A ``link`` event line for the ``link up``/``link down`` records of the link
-    manager, or None for any other record."""
-    args = record.args
-    if record.name != "p2pnode.links" or not isinstance(args, tuple):
+    manager (their ``link`` field), or None for any other record."""
+    fields = vars(record)
+    state = fields.get("link")
+    if record.name != "p2pnode.links" or state not in ("up", "down"):
         return None
-    if record.msg == "link up: %s (%s) %s %s" and len(args) == 4:
-        name, node, direction, addr = args
-        return _line({"event": "link", "state": "up", "name": name, "node_id": node,
-                      "direction": direction, "addr": addr})
-    if record.msg == "link down: %s (%s): %s" and len(args) == 3:
-        name, node, reason = args
-        return _line({"event": "link", "state": "down", "name": name, "node_id": node,
-                      "reason": reason})
-    return None
+    body = {"event": "link", "state": state, "name": fields.get("peer_name"),
+            "node_id": str(fields.get("peer_id", ""))[:8]}
+    if state == "up":
+        body.update(direction=fields.get("direction"), addr=fields.get("addr"))
+    else:
+        body["reason"] = fields.get("reason")
+    return _line(body)
 
 
 def _line(body: dict[str, object]) -> bytes:

@@ -123,6 +123,7 @@ class ApiServer:
         self.monitors: MonitorHub[Session] = MonitorHub(self._send_event)
         self._replayer = Replayer(backend.open_replay, config.client_queue_bytes)
         self._group: grp.struct_group | None = None
+        self._serving: os.stat_result | None = None  # the socket file, while it serves
         if config.api_group is not None:
             try:
                 self._group = grp.getgrnam(config.api_group)
@@ -184,8 +185,10 @@ class ApiServer:
             listener = trio.SocketListener(sock)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._accept_loop, listener, nursery)
+                self._serving = ident
                 task_status.started(path)
         finally:
+            self._serving = None
             self.monitors.close()
             sock.close()
             remove_if_ours(path, ident)
@@ -201,6 +204,20 @@ class ApiServer:
             while self.sessions:
                 self._sessions_changed = trio.Event()
                 await self._sessions_changed.wait()
+
+    def serving_problem(self) -> str | None:
+        """Why clients cannot reach this server now (not serving, or its socket file
+        removed or replaced), or None when it serves its socket."""
+        path = self.config.socket_path
+        if self._serving is None:
+            return f"not serving the socket {path}"
+        try:
+            now = os.stat(path)
+        except OSError as exc:
+            return f"the socket {path} is gone ({exc.strerror})"
+        if (now.st_dev, now.st_ino) != (self._serving.st_dev, self._serving.st_ino):
+            return f"the socket {path} was replaced by another file"
+        return None
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:

@@ -78,6 +78,22 @@ class RecentGap(msgspec.Struct, forbid_unknown_fields=True):
     to_seq: int
 
 
+class LinkFailure(msgspec.Struct, kw_only=True, omit_defaults=True,
+                  forbid_unknown_fields=True):
+    """The last failure to link with one address (a dialled ``HOST:PORT``, or the host
+    of inbound connections)."""
+
+    addr: str
+    direction: str  # "out": this node dialled; "in": the peer did
+    reason: str  # a short code (docs/operations.md, "Link failures")
+    message: str  # what happened and what to do
+    time: str  # when, UTC, ISO 8601
+    ago_s: float  # how long ago, in seconds
+    count: int  # failures in a row (since the last link with that address)
+    peer_id: str | None = None
+    detail: str = ""  # the library's own text (OpenSSL's, the system's)
+
+
 _BY_CODE = " by [code](protocol.md#refusal-codes)"
 
 
@@ -199,6 +215,12 @@ class LinksStatus(Section):
         "bytes of frames received on links after their handshake (after TLS decryption)",
         unit="bytes",
         metric="received_bytes")]
+    failures: Annotated[list[LinkFailure], _meta(
+        "list", "the last failure to link per address, newest first (at most 16), each"
+        " `{\"addr\", \"direction\", \"reason\", \"message\", \"time\", \"ago_s\","
+        " \"count\", \"peer_id\", \"detail\"}`"
+        " ([operations.md](operations.md#link-failures))")] = msgspec.field(
+        default_factory=list)
 
 
 class MdnsStatus(Section):

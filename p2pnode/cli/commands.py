@@ -211,9 +211,12 @@ async def cmd_info(args: argparse.Namespace) -> int:
 def _peer_table(peers: list[dict[str, Any]]) -> str:
     if not peers:
         return "no peers"
-    rows = [("NODE ID", "NAME", "ADDRESS", "DIR", "SINCE")]
-    rows += [(p["node_id"], p["name"], p["addr"], p["direction"], f"{p['since_s']:.0f}s")
-             for p in peers]
+    rows = [("NODE ID", "NAME", "LISTEN", "DIR", "SINCE", "RTT", "LAST FAILURE")]
+    for p in peers:
+        rtt, failed = p.get("rtt_ms"), p.get("last_failure")
+        rows.append((p["node_id"], p["name"], p.get("listen") or p["addr"], p["direction"],
+                     f"{p['since_s']:.0f}s", f"{rtt:.1f} ms" if rtt is not None else "-",
+                     f"{failed['reason']}, {failed['ago_s']:.0f}s ago" if failed else "-"))
     return "\n".join(_table(rows))
 
 

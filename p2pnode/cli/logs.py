@@ -66,12 +66,13 @@ def setup_logging(level: str, log_format: str, stream: TextIO | None = None) -> 
     root.setLevel(level.upper())
 
 
-def announce(log_format: str, message: str, **fields: Any) -> None:
+def announce(log_format: str, message: str, *, level: str = "notice", **fields: Any) -> None:
     """Print a line the operator must see whatever the log level (where the node
-    listens, how it is secured): ``p2pnode: MESSAGE`` on stderr, or with the JSON
-    format a JSON object with level ``notice`` and ``fields``."""
+    listens, how it is secured, what a reload changed): ``p2pnode: MESSAGE`` on stderr,
+    or with the JSON format a JSON object with ``level`` (``notice``) and ``fields``.
+    The node logs none of these itself at the default level: each is printed once."""
     if log_format == "json":
-        line = json.dumps({"time": format_time(time.time()), "level": "notice",
+        line = json.dumps({"time": format_time(time.time()), "level": level,
                            "logger": "p2pnode", "message": message, **fields},
                           default=str, ensure_ascii=False)
     else:

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -20,6 +20,7 @@ from .commands import COMMANDS
 from .logs import announce, setup_logging
 from .metrics import serve_metrics
 from .parser import build_parser
+from .reload import reload_settings
 from .sdnotify import notify
 
 if TYPE_CHECKING:
@@ -28,13 +29,16 @@ if TYPE_CHECKING:
     from ..node.node import Node
 
 
-async def run_node(settings: RunSettings) -> None:
-    """Run a node until SIGINT or SIGTERM, then leave gracefully."""
+async def run_node(settings: RunSettings,
+                   reread: Callable[[], RunSettings] | None = None) -> None:
+    """Run a node until SIGINT or SIGTERM, then leave gracefully. On SIGHUP, read the
+    settings again with ``reread`` and apply what can change (``reload``)."""
     from ..node.node import Node
 
     config, fmt = settings.node, settings.log_format
     node = Node(config)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    current = [settings]  # the settings in effect (a SIGHUP changes them)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             announce(fmt, f"node {config.name} ({node.node_hex}) listening on "
@@ -42,12 +46,17 @@ async def run_node(settings: RunSettings) -> None:
                      name=config.name, listen=node.listen_str, socket=config.socket_path)
             announce(fmt, security_summary(node))
             if settings.metrics is not None:
-                host, port = await nursery.start(serve_metrics, *settings.metrics,
-                                                 node.status_info)
+                host, port = await nursery.start(
+                    serve_metrics, *settings.metrics, node.status_info,
+                    lambda: node.health(current[0].health_min_links))
                 announce(fmt, f"metrics on http://{format_hostport(host, port)}/metrics",
                          metrics=format_hostport(host, port))
             notify(f"READY=1\nSTATUS=listening on {node.listen_str}")
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if reread is not None:
+                        current[0] = reload_settings(node, current[0], reread)
+                    continue
                 logging.getLogger("p2pnode").info("signal %d: leaving", signum)
                 break
             notify("STOPPING=1")
@@ -77,9 +86,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                   f"to each machine and run: p2pnode run --network-key {args.network}")
             return 0
         if args.command == "run":
-            settings = build_settings(gather(args, os.environ))
+            def read() -> RunSettings:
+                return build_settings(gather(args, os.environ))
+
+            settings = read()
             setup_logging(settings.log_level, settings.log_format)
-            trio.run(run_node, settings)
+            trio.run(run_node, settings, read)
             return 0
         return trio.run(COMMANDS[args.command], args)
     except BaseExceptionGroup as group:

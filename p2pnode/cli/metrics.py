@@ -3,7 +3,11 @@
 ``serve_metrics`` is a tiny HTTP/1.0-style responder: one request per connection,
 the request head limited to ``MAX_REQUEST`` bytes and ``REQUEST_TIMEOUT`` seconds,
 at most ``MAX_CONNECTIONS`` connections at a time (more are closed at once), only
-``GET /metrics`` (404 for another path, 405 for another method).
+``GET /metrics`` and ``GET /healthz`` (404 for another path, 405 for another method).
+
+``GET /healthz`` answers 200 with a short JSON object when the node is healthy (it
+serves its socket and has at least ``--health-min-links`` links), else 503 with the
+``reason``: ``{"status": "ok", "node_id": "...", "links": 2, "min_links": 1}``.
 
 ``render`` exports every field of the status schema (``p2pnode.api.status``, described
 in docs/operations.md, "Metrics"), with its description as ``# HELP``:
@@ -21,6 +25,7 @@ in docs/operations.md, "Metrics"), with its description as ``# HELP``:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,12 +42,16 @@ MAX_CONNECTIONS = 16
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Fields /metrics leaves out: the socket path is of no use to a monitoring system.
 NOT_EXPORTED = frozenset({"socket"})
+#: What ``/healthz`` asks: (healthy, a JSON-able body).
+Health = Callable[[], tuple[bool, dict[str, Any]]]
+
 
 async def serve_metrics(
-    host: str, port: int, get_status: Callable[[], NodeStatus], *,
-    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    host: str, port: int, get_status: Callable[[], NodeStatus], health: Health | None = None,
+    *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``render(get_status())`` at ``http://HOST:PORT/metrics`` until cancelled.
+    """Serve ``render(get_status())`` at ``http://HOST:PORT/metrics``, and ``health()``
+    at ``/healthz`` (when given), until cancelled.
 
     ``started`` with the address really bound (port 0 picks one). Raises ``OSError``
     if the address cannot be bound.
@@ -57,14 +66,14 @@ async def serve_metrics(
             return
         active += 1
         try:
-            await _serve_one(stream, get_status)
+            await _serve_one(stream, get_status, health)
         finally:
             active -= 1
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, listeners)
         bound = listeners[0].socket.getsockname()
-        log.info("metrics on http://%s/metrics", _hostport(bound[0], bound[1]))
+        log.debug("metrics on http://%s/metrics", _hostport(bound[0], bound[1]))
         task_status.started((bound[0], bound[1]))
 
 
@@ -72,12 +81,12 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _serve_one(stream: trio.SocketStream,
-                     get_status: Callable[[], NodeStatus]) -> None:
+async def _serve_one(stream: trio.SocketStream, get_status: Callable[[], NodeStatus],
+                     health: Health | None) -> None:
     try:
         with trio.move_on_after(REQUEST_TIMEOUT):
             head = await _read_head(stream)
-            await stream.send_all(_respond(head, get_status))
+            await stream.send_all(_respond(head, get_status, health))
             # Let the client read the response before the connection closes: closing
             # with its request unread would reset the connection instead.
             await stream.send_eof()
@@ -103,17 +112,23 @@ async def _read_head(stream: trio.SocketStream) -> bytes | None:
     return buf
 
 
-def _respond(head: bytes | None, get_status: Callable[[], NodeStatus]) -> bytes:
+def _respond(head: bytes | None, get_status: Callable[[], NodeStatus],
+             health: Health | None = None) -> bytes:
     if head is None:
         return _response("400 Bad Request", "bad or too long request\n")
     parts = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].split()
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
         return _response("400 Bad Request", "bad request line\n")
     method, target = parts[0], parts[1].split(b"?", 1)[0]
-    if target != b"/metrics":
-        return _response("404 Not Found", "only /metrics is here\n")
+    if target not in (b"/metrics", b"/healthz") or (target == b"/healthz" and health is None):
+        return _response("404 Not Found", "only /metrics and /healthz are here\n")
     if method != b"GET":
         return _response("405 Method Not Allowed", "only GET\n", extra="Allow: GET\r\n")
+    if target == b"/healthz":
+        assert health is not None
+        ok, body = health()
+        return _response("200 OK" if ok else "503 Service Unavailable",
+                         json.dumps(body) + "\n", "application/json")
     return _response("200 OK", render(get_status()), CONTENT_TYPE)
 
 

@@ -205,5 +205,8 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
                      help="text: key=value lines (default); json: one JSON object per line")
     run.add_argument("--metrics", metavar="HOST:PORT",
                      help="serve the status counters in Prometheus format at "
-                          "http://HOST:PORT/metrics (default off)")
+                          "http://HOST:PORT/metrics, and health at /healthz (default off)")
+    run.add_argument("--health-min-links", type=int, metavar="N",
+                     help="GET /healthz answers 503 while the node has fewer than N links "
+                          "(default 0: healthy whenever it serves its socket)")
 

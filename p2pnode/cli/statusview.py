@@ -167,16 +167,22 @@ def _link_rows(st: dict[str, Any], peers: list[dict[str, Any]] | None) -> Iterat
     n_closed = sum(closed.values()) if isinstance(closed, dict) else "?"
     yield _row("links", f"{st.get('peers', '?')} up ({links.get('opened', '?')} opened, "
                f"{n_closed} closed, {_count(links.get('dials'), 'dial')} since start)")
-    if not peers or len(peers) > MAX_PEER_ROWS:
-        return
-    rows: list[tuple[str, ...]] = [("NAME", "NODE", "DIR", "ADDRESS", "UP", "RTT")]
-    for p in peers:
-        rtt, since = p.get("rtt_ms"), p.get("since_s")
-        rows.append((str(p.get("name", "?")), str(p.get("node_id", "?"))[:8],
-                     str(p.get("direction", "?")), str(p.get("addr", "?")),
-                     format_duration(since) if isinstance(since, int | float) else "?",
-                     f"{rtt:.1f} ms" if isinstance(rtt, int | float) else "-"))
-    yield from (_row("", line) for line in table(rows))
+    if peers and len(peers) <= MAX_PEER_ROWS:
+        rows: list[tuple[str, ...]] = [("NAME", "NODE", "DIR", "LISTEN", "UP", "RTT")]
+        for p in peers:
+            rtt, since = p.get("rtt_ms"), p.get("since_s")
+            rows.append((str(p.get("name", "?")), str(p.get("node_id", "?"))[:8],
+                         str(p.get("direction", "?")), str(p.get("listen") or p.get("addr", "?")),
+                         format_duration(since) if isinstance(since, int | float) else "?",
+                         f"{rtt:.1f} ms" if isinstance(rtt, int | float) else "-"))
+        yield from (_row("", line) for line in table(rows))
+    failures = links.get("failures")
+    failures = [f for f in failures if isinstance(f, dict)] if isinstance(failures, list) else []
+    for i, f in enumerate(failures[:MAX_PEER_ROWS]):
+        count = f.get("count")
+        yield _row("" if i else "failures",
+                   f"{f.get('message', '?')} ({_count(count, 'time') if count else '?'}, "
+                   f"last {format_duration(f.get('ago_s') or 0)} ago)")
 
 
 def _bytes_text(st: dict[str, Any], before: dict[str, Any] | None) -> str:

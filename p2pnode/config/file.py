@@ -78,6 +78,7 @@ KEYS: tuple[Key, ...] = (
     Key("log_level", "--log-level", "log_level", "choice", LOG_LEVELS),
     Key("log_format", "--log-format", "log_format", "choice", LOG_FORMATS),
     Key("metrics", "--metrics", "metrics", "str"),
+    Key("health_min_links", "--health-min-links", "health_min_links", "int"),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
@@ -91,6 +92,7 @@ class RunSettings:
     log_level: str = "info"
     log_format: str = "text"
     metrics: tuple[str, int] | None = None
+    health_min_links: int = 0  # /healthz: unhealthy with fewer links
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -247,6 +249,9 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
             metrics = parse_hostport(get("metrics"))
         except ConfigError as exc:
             raise fail("metrics", exc) from None
+    health_min_links = get("health_min_links", 0)
+    if health_min_links < 0:
+        raise fail("health_min_links", ConfigError("health_min_links must be at least 0"))
     name = get("name") if "name" in values else (os.uname().nodename or "node")[:64]
     kwargs.update(
         listen_host=host, listen_port=port, peers=peers, mdns=get("mdns", True),
@@ -272,4 +277,5 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
         raise
     return RunSettings(node=node, log_level=get("log_level", "info"),
                        log_format=get("log_format", "text"), metrics=metrics,
+                       health_min_links=health_min_links,
                        sources={k: v[1] for k, v in values.items()})

@@ -146,6 +146,17 @@ class Router:
         """The linked peers that get only announcements of ``origin``'s batches."""
         return self._lazy.get(origin, set()) & set(self._peers)
 
+    def set_limits(self, cfg: RouterConfig) -> None:
+        """Take ``cfg``'s limits from now on: the hop limit, history's sizes and age
+        (smaller ones apply as batches come), the order hold, the timers and rates. The
+        mode and the sizes of the seen-cache and the tables stay as they were built."""
+        self.cfg = cfg
+        self.max_hops = cfg.max_hops
+        self.history.max_batches = cfg.history_batches
+        self.history.max_bytes = cfg.history_bytes
+        self.history.max_age = cfg.history_age
+        self.order.hold = cfg.order_hold
+
     def peer_up(self, peer: bytes, now: float) -> list[Action]:
         """A link to ``peer`` opened: it starts eager (for every origin); send it our
         history's digest."""

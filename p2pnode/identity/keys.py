@@ -18,6 +18,7 @@ import contextlib
 import datetime
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,3 +200,27 @@ def node_id_from_cert_der(der: bytes) -> bytes:
         raise ValueError("the certificate's key is not Ed25519")
     return node_id_of(key.public_bytes(serialization.Encoding.Raw,
                                        serialization.PublicFormat.Raw))
+
+
+_TAG_RE = re.compile(r"open|[0-9a-f]{16}")
+
+
+def is_network_tag(text: str) -> bool:
+    """True if ``text`` has the form of a network tag (``open`` or 16 hex digits)."""
+    return _TAG_RE.fullmatch(text) is not None
+
+
+def network_tag_from_cert_der(der: bytes) -> str | None:
+    """The network tag a DER certificate names as its issuer (``CN=p2pnode network
+    TAG``), unverified; None if it names none. For messages only: it proves nothing."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        names = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    for attr in names:
+        value = attr.value if isinstance(attr.value, str) else ""
+        tag = value.removeprefix("p2pnode network ")
+        if tag != value and is_network_tag(tag):
+            return tag
+    return None

@@ -14,8 +14,8 @@ from typing import Literal, Protocol
 
 import trio
 
-from ..config.settings import NodeConfig
-from ..errors import RemoteProtocolError
+from ..config.settings import NodeConfig, format_hostport, parse_hostport
+from ..errors import ConfigError, RemoteProtocolError
 from ..ids import id_to_hex
 from ..ratelimit import TokenBucket
 from ..wire.link import (
@@ -28,6 +28,7 @@ from ..wire.link import (
     PeerRefused,
 )
 from ..wire.messages import GOSSIP_TYPES, GossipMessage, Hello
+from .failures import Failure, explain_refusal, tls_mismatch
 from .outqueue import OutQueue
 from .tls import verified_peer_id
 
@@ -59,6 +60,7 @@ class PeerLink:
     batch_bucket: TokenBucket | None = None
     ping_bucket: TokenBucket | None = None
     rate_limited: int = 0  # batches dropped because the peer sent too fast
+    limit_logged_at: float = float("-inf")  # trio time rate limiting was last logged
     bytes_received: int = 0  # after the handshake
     #: The peer's node id is proven by its TLS certificate (an Ed25519 key that hashes
     #: to it): a batch that comes straight from its origin over such a link may be
@@ -72,6 +74,23 @@ class PeerLink:
     @property
     def peer_hex(self) -> str:
         return id_to_hex(self.peer.node_id)
+
+    @property
+    def listen(self) -> str:
+        """The address the peer accepts links on: its Hello's ``listen``, with the host
+        it connected from when it listens on every address (``0.0.0.0``, ``::``)."""
+        try:
+            host, port = parse_hostport(self.peer.listen)
+            if host in ("0.0.0.0", "::"):
+                host = parse_hostport(self.addr, default_port=0)[0]
+        except ConfigError:
+            return self.peer.listen
+        return format_hostport(host, port)
+
+    def log_fields(self, **more: object) -> dict[str, object]:
+        """The structured fields of a log record about this link."""
+        return {"peer_id": self.peer_hex, "peer_name": self.peer.name, "addr": self.addr,
+                "direction": self.direction, **more}
 
     def send(self, frame: bytes) -> bool:
         """Queue a frame without waiting; False if the queue is full (dropped)."""
@@ -99,12 +118,14 @@ class LinkResult:
 
     ``code`` is ``"closed"`` if the link was open, ``"refused"`` if the peer
     refused it, ``"refusing"`` if we did, otherwise ``"eof"``, ``"timeout"``,
-    ``"protocol_error"`` or ``"broken"``. ``detail`` holds the refusal code.
+    ``"protocol_error"`` or ``"broken"``. ``detail`` holds the refusal code;
+    ``failure`` explains a link that did not open (``failures``).
     """
 
     code: str
     peer_id: bytes | None = None
     detail: str = ""
+    failure: Failure | None = None
 
 
 class LinkHost(Protocol):
@@ -200,7 +221,7 @@ class _Connection:
         except trio.TooSlowError:
             return self._refuse("timeout", "handshake_timeout", "handshake took too long")
         except RemoteProtocolError as exc:
-            log.info("link %s: protocol error: %s", self.addr, exc)
+            log.debug("link %s: protocol error: %s", self.addr, exc)
             return self._refuse("protocol_error", exc.code, exc.message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._set_reason("broken")
@@ -215,7 +236,9 @@ class _Connection:
         if self.proto.state is not LinkState.CLOSED:
             self.out.put_force(self.proto.refuse(code, message))
             self.out.close()
-        return LinkResult(result, self.peer_id, code)
+        what = "did not finish in time" if code == "handshake_timeout" else f"failed: {code}"
+        failure = Failure(code, f"link handshake with {self.addr} {what}", message)
+        return LinkResult(result, self.peer_id, code, failure)
 
     def _set_reason(self, reason: str) -> None:
         if self.link is not None and not self.link.close_reason:
@@ -231,6 +254,13 @@ class _Connection:
         """Run the handshake; returns gossip that arrived with it. Sets self.link or
         self.result (when the link did not open)."""
         data = await self._receive()
+        if data[:1] in (b"\x15", b"\x16") and not isinstance(self.stream, trio.SSLStream):
+            # A TLS record (a ClientHello, an alert) where a frame should be: the peer
+            # runs TLS and this node --insecure. No Refuse: it could not read one.
+            self.out.close()
+            self.result = LinkResult("protocol_error", None, "peer_tls",
+                                     tls_mismatch(self.addr, peer_speaks_tls=True))
+            return []
         while True:
             events = self.proto.receive_data(data)
             for i, event in enumerate(events):
@@ -244,9 +274,10 @@ class _Connection:
                     return self._open(events[i + 1 :])
                 elif isinstance(event, PeerRefused):
                     self.out.close()
-                    self.result = LinkResult("refused", self.peer_id, event.code)
-                    log.info("link %s refused by peer: %s %s", self.addr, event.code,
-                             event.message)
+                    failure = explain_refusal(self.addr, event.code, by_peer=True,
+                                              local=self.proto.local, peer=self.proto.peer)
+                    self.result = LinkResult("refused", self.peer_id, event.code,
+                                             failure.with_detail(event.message))
                     return []
             if self.proto.state is LinkState.ACCEPT_WAIT and self.proto.has_pending:
                 data = b""
@@ -265,8 +296,10 @@ class _Connection:
         if problem is not None:
             self.out.put_force(self.proto.refuse(*problem))
             self.out.close()
-            self.result = LinkResult("refusing", hello.node_id, problem[0])
-            log.info("link %s refused: %s", self.addr, problem[1])
+            failure = explain_refusal(self.addr, problem[0], by_peer=False,
+                                      local=self.proto.local, peer=hello)
+            self.result = LinkResult("refusing", hello.node_id, problem[0],
+                                     failure.with_detail(problem[1]))
             return False
         self.out.put_force(self.proto.proceed())
         return True
@@ -349,7 +382,8 @@ class _Connection:
         assert link.ping_bucket is not None
         if not link.ping_bucket.take(count, now):
             log.warning("link %s (%s) sent more than %g Pings/s; closing it", link.peer.name,
-                        link.peer_hex[:8], link.ping_bucket.rate)
+                        link.peer_hex[:8], link.ping_bucket.rate,
+                        extra=link.log_fields(reason="ping_flood"))
             link.abort("ping_flood")
             return False
         self.out.put_nowait(self.proto.data_to_send())

@@ -17,6 +17,7 @@ import trio
 from ..config.settings import NodeConfig, format_hostport
 from ..wire.link import check_hello
 from ..wire.messages import Bye, GossipMessage, Hello, encode_message
+from .failures import Failure, FailureLog, explain_connect_error
 from .link import Direction, LinkResult, PeerLink, run_connection
 from .transport import Transport
 
@@ -53,6 +54,21 @@ class _Discovered:
     dialling: bool = False  # a dial (or the link it made) is running
 
 
+@dataclass
+class _Static:
+    """A static peer (``--peer``): whether it is still wanted, and the scope of its
+    backoff sleep (cancelled when it is removed)."""
+
+    removed: bool = False
+    sleeping: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+def _failure_key(addr: str, direction: Direction) -> str:
+    """Failures are kept per dialled address, and per host for inbound connections
+    (whose port changes with every connection)."""
+    return addr.rsplit(":", 1)[0] if direction == "in" and ":" in addr else addr
+
+
 class LinkManager:
     """Owns every link of a node.
 
@@ -62,6 +78,7 @@ class LinkManager:
         transport: how to listen and connect.
         on_gossip: called synchronously with each batch of gossip from a link.
         on_link_change: called with (link, up) when a link opens or closes.
+        failures: where failures to link are logged and kept (a new one if not given).
     """
 
     def __init__(
@@ -71,6 +88,7 @@ class LinkManager:
         transport: Transport,
         on_gossip: Callable[[PeerLink, list[GossipMessage]], None],
         on_link_change: Callable[[PeerLink, bool], None],
+        failures: FailureLog | None = None,
     ) -> None:
         self.config = config
         self.local_hello = local_hello
@@ -86,6 +104,9 @@ class LinkManager:
         self._wake = trio.Event()
         self._last_prune = -1e9
         self._pending_in = 0  # inbound connections still handshaking
+        self.failures = failures or FailureLog(clock=trio.current_time)
+        #: The static peers (``--peer``) and whether each is still wanted.
+        self.statics: dict[tuple[str, int], _Static] = {}
 
     @property
     def changed(self) -> trio.Event:
@@ -127,11 +148,13 @@ class LinkManager:
             self._forget(old)
         self.links[link.peer_id] = link
         self.stats.opened += 1
+        self.failures.linked(_failure_key(link.addr, link.direction))
         log.info("link up: %s (%s) %s %s", link.peer.name, link.peer_hex[:8],
-                 link.direction, link.addr)
+                 link.direction, link.addr,
+                 extra=link.log_fields(link="up", listen=link.listen, static=link.static))
         self._on_link_change(link, True)
         self._notify()
-        self._poke()
+        self.poke()
 
     def link_closed(self, link: PeerLink) -> None:
         """A link's connection ended."""
@@ -144,15 +167,16 @@ class LinkManager:
         self.stats.pings_lost += link.pings_lost
         self.stats.bytes_sent += link.out.sent_bytes
         self.stats.bytes_received += link.bytes_received
-        log.info("link down: %s (%s): %s", link.peer.name, link.peer_hex[:8],
-                 link.close_reason or "closed")
+        reason = link.close_reason or "closed"
+        log.info("link down: %s (%s): %s", link.peer.name, link.peer_hex[:8], reason,
+                 extra=link.log_fields(link="down", reason=reason))
         if link.close_reason == "pruned_by_peer":
             entry = self._discovered.get(link.peer_id)
             if entry is not None:
                 entry.next_try = trio.current_time() + self.config.prune_cooldown
         self._on_link_change(link, False)
         self._notify()
-        self._poke()
+        self.poke()
 
     def on_gossip(self, link: PeerLink, msgs: list[GossipMessage]) -> None:
         self._on_gossip(link, msgs)
@@ -176,9 +200,22 @@ class LinkManager:
                 self._pending_in -= 1
 
         try:
-            self._count(await run_connection(self, stream, addr, "in", on_open=opened))
+            result = self._count(await run_connection(self, stream, addr, "in", on_open=opened))
         finally:
             opened()
+        self.report(addr, result, "in")
+
+    def report(self, addr: str, result: LinkResult, direction: Direction,
+               retry_in: float | None = None) -> None:
+        """Log and keep the failure of a connection with ``addr``, if it failed."""
+        if result.failure is not None:
+            self.failures.report(_failure_key(addr, direction), result.failure,
+                                 direction=direction, peer_id=result.peer_id,
+                                 retry_in=retry_in)
+
+    def report_inbound(self, addr: str, failure: Failure) -> None:
+        """An inbound connection from ``addr`` failed before its link handshake (TLS)."""
+        self.failures.report(_failure_key(addr, "in"), failure, direction="in")
 
     def _count(self, result: LinkResult) -> LinkResult:
         if result.code == "refused":
@@ -197,8 +234,10 @@ class LinkManager:
                 stream = await self.transport.connect(host, port)
         except (OSError, trio.TooSlowError) as exc:
             self.stats.dials_failed += 1
-            log.debug("dial %s failed: %s", addr, exc)
-            return LinkResult("unreachable", detail=str(exc) or type(exc).__name__)
+            failure = explain_connect_error(exc, host, addr, self.config.dial_timeout)
+            log.debug("dial %s failed: %s", addr, failure.detail)
+            return LinkResult("unreachable", detail=failure.detail or failure.reason,
+                              failure=failure)
         direction: Direction = "out"
         return self._count(await run_connection(self, stream, addr, direction, static=static))
 
@@ -208,13 +247,17 @@ class LinkManager:
             await link.closed.wait()
 
     async def keep_dialling(self, host: str, port: int) -> None:
-        """Keep a link to the node at ``host:port``: dial, redial with backoff. Runs forever
-        (or returns if that address turns out to be this node itself)."""
+        """Keep a link to the node at ``host:port``: dial, redial with backoff. Runs until
+        cancelled, until ``set_static_peers`` removes the address, or until that address
+        turns out to be this node itself."""
+        addr = format_hostport(host, port)
+        static = self.statics.setdefault((host, port), _Static())
         delay = self.config.redial_initial
-        while True:
+        while not static.removed:
             result = await self.dial(host, port, static=True)
             if result.detail == "self":
-                log.warning("%s is this node itself; not dialling it", format_hostport(host, port))
+                log.warning("%s is this node itself; not dialling it", addr,
+                            extra={"addr": addr, "reason": "self"})
                 return
             if result.code == "closed":
                 delay = self.config.redial_initial
@@ -225,7 +268,30 @@ class LinkManager:
                 delay = self.config.redial_initial
             else:
                 delay = min(delay * 2, self.config.redial_max)
-            await trio.sleep(delay * (0.5 + self._rng.random()))
+            wait = delay * (0.5 + self._rng.random())
+            if not static.removed:
+                self.report(addr, result, "out", retry_in=wait)
+            with static.sleeping:
+                await trio.sleep(wait)
+            static.sleeping = trio.CancelScope()
+
+    def set_static_peers(self, peers: tuple[tuple[str, int], ...]) -> tuple[list[str], list[str]]:
+        """Keep links to ``peers`` from now on: dial the new ones (in the manager's
+        nursery, so after ``run`` has started), and stop redialling the ones no longer
+        listed (their open links stay, and may be pruned). Returns (added, removed)."""
+        assert self._nursery is not None
+        added = [p for p in peers if p not in self.statics or self.statics[p].removed]
+        removed = [p for p, s in self.statics.items() if p not in peers and not s.removed]
+        for key in removed:
+            self.statics[key].removed = True
+            self.statics[key].sleeping.cancel()
+            for link in self.links.values():
+                if link.static and link.addr == format_hostport(*key):
+                    link.static = False
+        for key in added:
+            self.statics.pop(key, None)
+            self._nursery.start_soon(self.keep_dialling, *key)
+        return ([format_hostport(*p) for p in added], [format_hostport(*p) for p in removed])
 
     # -- degree management and discovered peers ----------------------------------------
 
@@ -242,7 +308,8 @@ class LinkManager:
                     await self._wake.wait()
                 self._wake = trio.Event()
 
-    def _poke(self) -> None:
+    def poke(self) -> None:
+        """Look at the link count again now (after a change of the limits)."""
         self._wake.set()
 
     def peer_discovered(self, node_id: bytes, addrs: tuple[tuple[str, int], ...]) -> None:
@@ -257,7 +324,7 @@ class LinkManager:
             self.stats.discovered_ignored += 1
             return
         self._discovered[node_id] = _Discovered(addrs, found_at=trio.current_time())
-        self._poke()
+        self.poke()
 
     def peer_lost(self, node_id: bytes) -> None:
         """A discovered node said goodbye (or expired): no longer a candidate."""
@@ -291,10 +358,12 @@ class LinkManager:
         then set when it may be dialled again (exponential backoff with jitter)."""
         cfg = self.config
         linked = False
+        failed: list[tuple[str, LinkResult]] = []
         try:
             for host, port in entry.addrs:
                 result = await self.dial(host, port)
                 linked = result.code == "closed" or result.detail == "duplicate"
+                failed.append((format_hostport(host, port), result))
                 if linked or result.code in ("refused", "refusing"):
                     break
         finally:
@@ -303,7 +372,9 @@ class LinkManager:
                                                   cfg.redial_max)
             wait = (entry.delay or cfg.redial_initial) * (0.5 + self._rng.random())
             entry.next_try = max(trio.current_time() + wait, entry.next_try)
-            self._poke()
+            self.poke()
+        for addr, result in failed:
+            self.report(addr, result, "out", retry_in=entry.next_try - trio.current_time())
 
     def _prune_one(self, now: float) -> None:
         """Close one link to a peer that has links to spare, so our degree falls back
@@ -321,7 +392,8 @@ class LinkManager:
         self._last_prune = now
         self.stats.pruned += 1
         log.info("pruning link to %s (%s): %d links here, %d there", victim.peer.name,
-                 victim.peer_hex[:8], len(self.links), most)
+                 victim.peer_hex[:8], len(self.links), most,
+                 extra=victim.log_fields(reason="pruned"))
         victim.close("pruned", encode_message(Bye("pruned")))
 
     def link_count(self) -> int:

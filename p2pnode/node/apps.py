@@ -12,7 +12,7 @@ import trio
 from ..api.status import NodeStatus
 from ..gossip.replay import Replay, replay_from
 from ..mesh.linklist import MESH_TOPIC
-from .status import peers_info, status_info
+from .status import health_info, peers_info, status_info
 
 if TYPE_CHECKING:
     from ..gossip.router import Router
@@ -89,6 +89,11 @@ class AppFacing:
     def peers_info(self) -> list[dict[str, Any]]:
         """The linked peers, for the ``peers`` request."""
         return peers_info(cast("Node", self))
+
+    def health(self, min_links: int = 0) -> tuple[bool, dict[str, Any]]:
+        """(healthy, why): the node serves its socket and has at least ``min_links``
+        links (``GET /healthz``)."""
+        return health_info(cast("Node", self), min_links)
 
     def status_info(self) -> NodeStatus:
         """The node's state and counters, for the ``status`` request."""

@@ -34,6 +34,8 @@ from ..wire.messages import (
 )
 
 log = logging.getLogger("p2pnode.node")
+#: Seconds between two warnings that one link sends over its rate limit.
+RATE_LOG_INTERVAL = 60.0
 
 
 class Engine:
@@ -79,6 +81,8 @@ class Engine:
             ):
                 link.rate_limited += 1
                 self.rate_limited += 1
+                if now - link.limit_logged_at >= RATE_LOG_INTERVAL:
+                    self._log_rate_limited(link, now)
                 continue
             actions = on_message(msg, peer, now, verify, authenticated=authenticated)
             if actions:
@@ -86,6 +90,15 @@ class Engine:
                 if link.close_reason:  # a Disconnect: the rest of its frames are not read
                     break
         self.after_gossip()
+
+    def _log_rate_limited(self, link: PeerLink, now: float) -> None:
+        """Say (at most every ``RATE_LOG_INTERVAL`` per link) that a peer sends too fast."""
+        link.limit_logged_at = now
+        log.warning("link %s (%s) sends over its rate limit (%g batches/s, %g bytes/s): "
+                    "dropping what is over it (%d batches so far)", link.peer.name,
+                    link.peer_hex[:8], link.batch_bucket.rate if link.batch_bucket else 0,
+                    link.bytes_bucket.rate if link.bytes_bucket else 0, link.rate_limited,
+                    extra=link.log_fields(reason="rate_limited", dropped=link.rate_limited))
 
     def after_gossip(self) -> None:
         """Announcements go out when this task yields; timers start when needed."""
@@ -133,7 +146,8 @@ class Engine:
         link = self.links.links.get(action.peer)
         if link is not None:
             log.warning("link %s (%s) sent a forged batch (%s); closing it",
-                        link.peer.name, link.peer_hex[:8], action.reason)
+                        link.peer.name, link.peer_hex[:8], action.reason,
+                        extra=link.log_fields(reason=action.reason))
             link.abort(action.reason)
 
     def link_changed(self, link: PeerLink, up: bool) -> None:

@@ -29,9 +29,10 @@ from ..identity.keypair import NodeIdentity
 from ..identity.keys import NetworkKey, load_or_create_identity
 from ..ids import id_to_hex
 from ..mesh.view import MeshView
+from ..net.failures import FailureLog
 from ..net.link import PeerLink
 from ..net.manager import LinkManager
-from ..net.tls import default_transport
+from ..net.tls import TlsTransport, default_transport
 from ..net.transport import Transport
 from ..wire.messages import Bye, Gossip, GossipMessage, Hello, encode_message
 from .announcer import MeshAnnouncer
@@ -39,6 +40,7 @@ from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config
 from .publisher import Publisher
+from .reload import Reconfigured, reconfigure
 
 if TYPE_CHECKING:
     from ..discovery.mdns import MdnsDiscovery
@@ -75,6 +77,8 @@ class Node(AppFacing):
         #: The network tag in handshakes and mDNS records (a hash, never the key).
         self.network_tag = self.network.tag
         self.transport = transport or default_transport(config, identity, self.network)
+        #: Failures to link: logged (rate-limited per address) and kept for status.
+        self.failures = FailureLog(clock=trio.current_time)
         self.router = Router(self.node_id, router_config(config))
         self.mesh = MeshView(config.mesh_max_nodes, 3 * config.mesh_interval)
         self.api = ApiServer(config, self) if api else None
@@ -115,8 +119,9 @@ class Node(AppFacing):
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 await self._start(nursery)
-                log.info("node %s (%s) listening on %s", self.config.name, self.node_hex,
-                         self.listen_str)
+                # The command line announces it (cli.main); a library user may want it.
+                log.debug("node %s (%s) listening on %s", self.config.name, self.node_hex,
+                          self.listen_str)
                 task_status.started(self)
         except BaseExceptionGroup as group:
             # A failure to start (socket in use, port taken) is raised as itself.
@@ -133,7 +138,10 @@ class Node(AppFacing):
         self.listen_addr = await nursery.start(
             self.transport.listen, cfg.listen_host, cfg.listen_port, self._inbound)
         self.links = self.engine.links = LinkManager(
-            cfg, self._hello(), self.transport, self._on_gossip, self.engine.link_changed)
+            cfg, self._hello(), self.transport, self._on_gossip, self.engine.link_changed,
+            self.failures)
+        if isinstance(self.transport, TlsTransport):
+            self.transport.on_failure = self.links.report_inbound
         self.started_at = trio.current_time()
         await nursery.start(self.links.run)
         nursery.start_soon(self.engine.run_flusher, self.publisher.flush)
@@ -143,8 +151,7 @@ class Node(AppFacing):
         self._ready.set()
         if self.api is not None:
             await nursery.start(self.api.run)
-        for host, port in cfg.peers:
-            nursery.start_soon(self.links.keep_dialling, host, port)
+        self.links.set_static_peers(cfg.peers)
         if cfg.mdns and self.discovering.possible():
             await nursery.start(self.discovering.make().run)
 
@@ -175,6 +182,12 @@ class Node(AppFacing):
                     await link.closed.wait()
         if self._scope is not None:
             self._scope.cancel()
+
+    def reconfigure(self, config: NodeConfig) -> Reconfigured:
+        """Take the settings of ``config`` that can change while the node runs (the
+        static peers, limits: ``reload.LIVE_FIELDS``); report the others, which need a
+        restart. Raises ``ConfigError`` and changes nothing if they do not fit."""
+        return reconfigure(self, config)
 
     def kill(self) -> None:
         """Stop at once, without telling peers (as a crash would): for tests and simulations."""

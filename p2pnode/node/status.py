@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from .. import PROTOCOL_VERSION, __version__
+from ..api.monitor import format_time
 from ..api.status import (
     ApiStatus,
     GossipStatus,
     HistoryStatus,
+    LinkFailure,
     LinksStatus,
     MdnsStatus,
     MeshViewStatus,
@@ -24,6 +28,7 @@ from ..ids import id_to_hex
 
 if TYPE_CHECKING:
     from ..api.server import ApiStats
+    from ..net.failures import FailureRecord
     from .node import Node
 
 
@@ -32,17 +37,42 @@ def peers_info(node: Node) -> list[dict[str, Any]]:
     if node.links is None:
         return []
     now = trio.current_time()
-    return [
-        {
+    peers = []
+    for link in node.links.links.values():
+        failed = node.failures.last(addrs=(link.addr, link.listen), peer_id=link.peer_id)
+        peers.append({
             "node_id": link.peer_hex, "name": link.peer.name, "addr": link.addr,
-            "listen": link.peer.listen, "direction": link.direction,
+            "listen": link.listen, "direction": link.direction,
             "since_s": round(now - link.opened_at, 3),
             "rtt_ms": round(link.rtt * 1000, 3) if link.rtt is not None else None,
             "peer_links": link.peer_links, "static": link.static,
             "queued_bytes": len(link.out), "dropped": link.out.dropped,
-        }
-        for link in node.links.links.values()
-    ]
+            "last_failure": msgspec.to_builtins(_failure(failed)) if failed else None,
+        })
+    return peers
+
+
+def _failure(rec: FailureRecord) -> LinkFailure:
+    f = rec.failure
+    return LinkFailure(
+        addr=rec.addr, direction=rec.direction, reason=f.reason, message=f.message,
+        time=format_time(rec.at), ago_s=round(max(0.0, time.time() - rec.at), 3),
+        count=rec.count, peer_id=id_to_hex(rec.peer_id) if rec.peer_id else None,
+        detail=f.detail)
+
+
+def health_info(node: Node, min_links: int) -> tuple[bool, dict[str, Any]]:
+    """Whether the node is healthy: it serves its socket (when it has one) and has at
+    least ``min_links`` links. Returns (healthy, a JSON-able body that says why)."""
+    links = len(node.links.links) if node.links is not None else 0
+    problem = node.api.serving_problem() if node.api is not None else None
+    if problem is None and links < min_links:
+        problem = f"{links} links, fewer than --health-min-links {min_links}"
+    body: dict[str, Any] = {"status": "ok" if problem is None else "unhealthy",
+                            "node_id": node.node_hex, "links": links, "min_links": min_links}
+    if problem is not None:
+        body["reason"] = problem
+    return problem is None, body
 
 
 def status_info(node: Node) -> NodeStatus:
@@ -109,6 +139,7 @@ def _links(node: Node) -> LinksStatus:
         pings_lost=ls.pings_lost + sum(link.pings_lost for link in open_links),
         bytes_sent=ls.bytes_sent + sum(link.out.sent_bytes for link in open_links),
         bytes_received=ls.bytes_received + sum(link.bytes_received for link in open_links),
+        failures=[_failure(rec) for rec in node.failures.recent(16)],
     )
 
 
