@@ -46,7 +46,7 @@ def test_summary_shows_links_rates_and_drops_with_reasons() -> None:
     assert lines[0] == "node      b (17aaacfe000f567446b9741628498f0e), p2pnode 0.1.0, protocol 3"
     assert "listen    127.0.0.1:7002, socket /tmp/b.sock, 1 API client" in lines
     assert "links     1 up (2 opened, 1 closed, 1 dial since start)" in lines
-    assert "          NAME  NODE      DIR  ADDRESS         UP     RTT" in lines
+    assert "          NAME  NODE      DIR  LISTEN          UP     RTT" in lines
     assert "          a     96f10c64  out  127.0.0.1:7001  1m 5s  0.4 ms" in lines
     assert ("messages  published 0.0/s  delivered 100/s  (over the last 2.0s)") in lines
     assert "bytes     not reported by this node" in lines
@@ -71,12 +71,12 @@ def test_peer_rows_are_a_table_whatever_the_lengths() -> None:
     start = lines.index(next(line for line in lines if "NAME" in line))
     rows = lines[start:start + 4]
     assert rows == [
-        "          NAME            NODE      DIR  ADDRESS               UP     RTT",
+        "          NAME            NODE      DIR  LISTEN                UP     RTT",
         "          a               96f10c64  out  127.0.0.1:7001        1m 5s  0.4 ms",
         "          kitchen-sensor  4e6f1d2a  in   [fe80::1%eth0]:40522  2h 0s  -",
         "          old             ?         ?    ?                     ?      -"]
     # Each column starts at the same place on every row.
-    for header in ("NODE", "DIR", "ADDRESS", "UP", "RTT"):
+    for header in ("NODE", "DIR", "LISTEN", "UP", "RTT"):
         col = rows[0].index(header)
         assert all(row[col - 2:col] == "  " and row[col] != " " for row in rows), header
 
