@@ -18,10 +18,11 @@ from typing import Any
 
 import trio
 
-from ..client import Client, event_payload, open_client, publish_request
+from ..client import Client, event_payload, publish_request
 from ..config.settings import DEFAULT_TOPIC, default_socket_path
 from ..errors import P2PError
 from ..mesh.draw import names_of, render_png, to_dot
+from .explain import open_client
 from .logs import format_pairs
 from .statusview import summary
 
@@ -52,7 +53,9 @@ async def _send_lines(client: Client, topic: str, to: str | None) -> int:
             answered += 1
             if not reply.get("ok"):
                 failed += 1
-                print(f"p2pnode: error: {reply.get('error')}", file=sys.stderr)
+                error = reply.get("error") or {}
+                print(f"p2pnode: error: {error.get('code')}: {error.get('message')}",
+                      file=sys.stderr)
             if done_sending and answered == sent:
                 all_answered.set()
 
@@ -79,14 +82,15 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def parse_since_arg(text: str, now: float | None = None) -> str | float:
     """``recv --since``: a message id, a Unix time, an ISO 8601 time, or a duration ago
-    (``90s``, ``5m``, ``2h``, ``1d``). Raises ``P2PError``."""
+    (``90s``, ``5m``, ``2h``, ``1d``; ``-5m`` means the same as ``5m``). Raises
+    ``P2PError``."""
     text = text.strip()
     if len(text) == 32 and all(c in "0123456789abcdefABCDEF" for c in text):
         return text.lower()
     now = time.time() if now is None else now
     if text[-1:] in _UNITS:
         try:
-            amount = float(text[:-1])
+            amount = float(text[:-1].removeprefix("-"))
         except ValueError:
             amount = -1.0
         if amount >= 0 and math.isfinite(amount):
@@ -101,7 +105,8 @@ def parse_since_arg(text: str, now: float | None = None) -> str | float:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise P2PError(f"--since {text!r}: expected a message id (32 hex digits), a Unix "
-                       "time, an ISO 8601 time or a duration such as 5m") from None
+                       "time, an ISO 8601 time (2026-11-25T10:00:00) or a duration ago "
+                       "such as 90s, 5m, 2h or 1d") from None
     if moment.tzinfo is None:
         moment = moment.astimezone()  # local time
     return max(0.0, moment.timestamp())
