@@ -28,9 +28,12 @@ from p2pnode.cli.commands import parse_since_arg
 from p2pnode.cli.parser import parse_command_line
 from p2pnode.client import ApiReplyError, open_client
 from p2pnode.config.file import build_settings, gather
+from p2pnode.errors import ConfigError
+from p2pnode.node import Node
 from p2pnode.testing import start_memory_mesh, wait_until
 
 from .conftest import loopback_config, running_nodes
+from .test_cli import Proc, reap
 
 P2PNODE = [sys.executable, "-m", "p2pnode"]
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
@@ -373,3 +376,39 @@ async def test_a_node_knows_its_mesh(autojump_clock: trio.testing.MockClock) -> 
             assert all(a.knows_node(n.node_id) for n in (a, b, c))
             assert not a.knows_node(bytes.fromhex(UNKNOWN_ID))
             nursery.cancel_scope.cancel()
+
+
+async def test_recv_into_a_closed_pipe_ends_quietly(short_tmp: Path) -> None:
+    """``p2pnode recv | head -1``: when the reader leaves, recv exits 141 (as a shell
+    reports a command ended by SIGPIPE) without a word."""
+    sock = str(short_tmp / "a.sock")
+    with trio.fail_after(30):
+        async with running_nodes([loopback_config(short_tmp, "a")]):
+            recv = Proc(await trio.lowlevel.open_process(
+                [*P2PNODE, "recv", "--socket", sock, "--topic", "t"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            try:
+                await recv.wait_line("subscribed to t")
+                out = Proc(recv.process, recv.process.stdout)
+                async with open_client(sock) as client:
+                    await client.publish("t", "first", wait=True)
+                    await out.wait_line("first")
+                    assert recv.process.stdout is not None
+                    await recv.process.stdout.aclose()  # the reader leaves
+                    await client.publish("t", "second", wait=True)
+                    assert await recv.process.wait() == 141
+                assert recv.process.stderr is not None
+                rest = await recv.process.stderr.receive_some(65536)
+                assert b"error" not in rest
+                assert b"Traceback" not in rest
+            finally:
+                await reap(recv.process)
+
+
+async def test_node_refuses_a_socket_in_a_missing_directory(short_tmp: Path) -> None:
+    """Embedded in Python too, the node creates no directory for its socket but its
+    private default one."""
+    cfg = loopback_config(short_tmp, "a", socket_path=short_tmp / "nodir" / "a.sock")
+    with trio.fail_after(20), pytest.raises(ConfigError, match="does not exist"):
+        await Node(cfg).run()
+    assert not (short_tmp / "nodir").exists()

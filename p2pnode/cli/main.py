@@ -129,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (P2PError, ApiReplyError, trio.EndOfChannel) as exc:
         print(f"p2pnode: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # the reader of our output left (`p2pnode recv | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # as a shell reports a command that SIGPIPE ended
     except OSError as exc:
         print(f"p2pnode: error: {os_error(exc)}", file=sys.stderr)
     except KeyboardInterrupt:
