@@ -163,7 +163,15 @@ def cases(e: Env) -> dict[str, Case]:
                                   ["Connection refused: the socket file is left from a node"]),
         "send-server-user": Case(["send", *nosock, "--server-user", "no-such-user-p2p", "x"], 1,
                                  ["--server-user: no user named 'no-such-user-p2p'"]),
+        "send-topic-not-utf8": Case(["send", *nosock, "--topic", "a\udcff", "hi"], 1,
+                                    ["--topic 'a\\xff': a topic is UTF-8 text"]),
+        "send-text-not-utf8": Case(["send", *nosock, "\udcff"], 1,
+                                   ["TEXT is not UTF-8 text", "standard input"]),
         # recv
+        "recv-since-year-1": Case(["recv", *nosock, "--since", "0001-01-01T00:00:00"], 1,
+                                  ["no node at the socket"]),
+        "recv-topic-not-utf8": Case(["recv", *nosock, "--topic", "\udcff"], 1,
+                                    ["a topic is UTF-8 text"]),
         "recv-since-dash": Case(["recv", *nosock, "--since", "-5m"], 1, ["no node at the socket"]),
         "recv-since-bad": Case(["recv", *nosock, "--since", "soon"], 1,
                                ["--since 'soon': expected a message id", "5m"]),
@@ -412,3 +420,12 @@ async def test_node_refuses_a_socket_in_a_missing_directory(short_tmp: Path) -> 
     with trio.fail_after(20), pytest.raises(ConfigError, match="does not exist"):
         await Node(cfg).run()
     assert not (short_tmp / "nodir").exists()
+
+
+def test_send_with_stdin_closed(short_tmp: Path) -> None:
+    proc = subprocess.run(["sh", "-c", 'exec "$@" <&-', "sh", *P2PNODE, "send", "--socket",
+                           str(short_tmp / "none.sock")],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == ("p2pnode: error: standard input is closed: give the message as "
+                           "TEXT, or the messages on standard input\n")

@@ -11,6 +11,7 @@ import argparse
 import grp
 import importlib
 import os
+import sys
 from pathlib import Path
 
 from ..config.file import RunSettings, where
@@ -54,6 +55,8 @@ def check_client_args(args: argparse.Namespace) -> None:
     if args.command == "send" and args.topic == "*":
         raise ConfigError("--topic '*': '*' is the all-topics subscription of `p2pnode recv`, "
                           "not a topic; publish on a named topic")
+    if args.command in ("send", "recv"):
+        _check_text(args)
     if args.command == "mesh" and args.png is not None:
         check_png(args.png)
     if args.command == "recv" and args.since is not None:
@@ -66,6 +69,31 @@ def check_client_args(args: argparse.Namespace) -> None:
                           f"{args.wait_max}: no number of peers is both")
     if args.server_user:
         resolve_user(args.server_user, "--server-user")
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Topics and TEXT arguments are UTF-8 (the shell can pass any bytes); ``send``
+    without TEXT needs a standard input."""
+    topics = args.topic if isinstance(args.topic, list) else [args.topic]
+    for topic in topics:
+        if not _is_utf8(topic):
+            shown = os.fsencode(topic).decode("utf-8", "backslashreplace")
+            raise ConfigError(f"--topic '{shown}': a topic is UTF-8 text, and this is not")
+    if args.command == "send":
+        if not all(_is_utf8(word) for word in args.text):
+            raise ConfigError("TEXT is not UTF-8 text; to send any bytes, give them on "
+                              "standard input (one message per line)")
+        if not args.text and sys.stdin is None:
+            raise ConfigError("standard input is closed: give the message as TEXT, or the "
+                              "messages on standard input")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes from the command line (surrogates)
+        return False
+    return True
 
 
 def preflight(settings: RunSettings) -> list[str]:

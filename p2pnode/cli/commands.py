@@ -107,9 +107,14 @@ def parse_since_arg(text: str, now: float | None = None) -> str | float:
         raise P2PError(f"--since {text!r}: expected a message id (32 hex digits), a Unix "
                        "time, an ISO 8601 time (2026-11-25T10:00:00) or a duration ago "
                        "such as 90s, 5m, 2h or 1d") from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # local time
-    return max(0.0, moment.timestamp())
+    try:
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # local time
+        return max(0.0, moment.timestamp())
+    except (ValueError, OverflowError, OSError):  # out of the platform's range
+        if moment.year <= 1970:
+            return 0.0  # all of history
+        raise P2PError(f"--since {text!r}: that time is out of range") from None
 
 
 async def cmd_recv(args: argparse.Namespace) -> int:
