@@ -92,6 +92,13 @@ def cases(e: Env) -> dict[str, Case]:
         "run-peer-bare-port": Case([*run, "--peer", "7001"], 1,
                                    ["--peer: bad address '7001': a bare number is not a host",
                                     "127.0.0.1:7001"]),
+        "run-peer-not-a-host": Case([*run, "--peer", "\udcff:7001"], 1,
+                                    ["--peer: bad address", "is neither an IP address nor a "
+                                     "host name"]),
+        "run-advertise-not-a-host": Case([*run, "--advertise", "a b"], 1,
+                                         ["--advertise 'a b': 'a b' is neither an IP address"]),
+        "run-config-not-utf8": Case(["run", "--config", e["latin1.toml"]], 2,
+                                    ["not valid TOML: not UTF-8 text"]),
         "run-metrics-bare-port": Case([*run, "--metrics", "9464"], 1,
                                       ["a bare number is not a host"]),
         "run-metrics-in-use": Case(["run", "--listen", "127.0.0.1:0", *node("m"),
@@ -222,6 +229,7 @@ def make_files(tmp: Path) -> None:
     (tmp / "garbage.key").chmod(0o600)
     (tmp / "bad.toml").write_text(
         f'foo = 1\nhistory_age = 9999\nmdns_interfaces = ["{NOT_HERE}"]\n')
+    (tmp / "latin1.toml").write_bytes(b'name = "caf\xe9"\n')
     (tmp / "good.toml").write_text('listen = "127.0.0.1:7001"\nmdns = false\n'
                                    'socket = "g.sock"\ndata_dir = "g"\n')
     fake = tmp / "fake"

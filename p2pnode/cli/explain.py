@@ -56,7 +56,9 @@ async def open_client(path: Path | None, *, server_user: str | None = None) -> C
     a path, no access)."""
     target = path if path is not None else default_socket_path()
     if problem := socket_path_problem(target):
-        raise NoNode(f"--socket {target}: {problem}")
+        source = ("--socket" if path is not None else
+                  "P2PNODE_SOCKET=" if os.environ.get("P2PNODE_SOCKET") else "the default socket")
+        raise NoNode(f"{source}{'' if source.endswith('=') else ' '}{target}: {problem}")
     try:
         return await _open_client(target, server_user=server_user)
     except OSError as exc:

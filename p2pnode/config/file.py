@@ -34,6 +34,7 @@ from .settings import (
     DEFAULT_PORT,
     INSECURE_WITH_KEY,
     NodeConfig,
+    host_problem,
     parse_hostport,
     socket_path_problem,
 )
@@ -145,6 +146,8 @@ def load_file(path: Path, problems: list[str] | None = None) -> dict[str, tuple[
         raise SettingsError(f"cannot read configuration file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
     out: dict[str, tuple[object, str]] = {}
     for name, value in data.items():
         try:
@@ -296,6 +299,10 @@ def _check_combinations(values: Mapping[str, tuple[object, str]]) -> None:
         both = (f"{file}: {key} and {other.rpartition(': ')[2]}"
                 if file and other.startswith(f"{file}: ") else f"{one} and {other}")
         raise _error(values, "insecure", f"{both} cannot be used together: {INSECURE_WITH_KEY}")
+    if values.get("advertise", ("", ""))[0]:
+        problem = host_problem(str(values["advertise"][0]))
+        if problem:
+            raise _error(values, "advertise", f"{where(values, 'advertise')}: {problem}")
     if values.get("socket", ("", ""))[0]:
         problem = socket_path_problem(str(values["socket"][0]))
         if problem:

@@ -7,7 +7,9 @@ a bad value raises ``ConfigError`` naming the setting.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -46,6 +48,8 @@ def parse_hostport(text: str, *, default_port: int | None = None) -> tuple[str, 
         host, port_text = text, None  # a bare IPv6 address
     else:
         host, port_text = text, None
+    if host and (problem := host_problem(host)):
+        raise ConfigError(f"bad address {text!r}: {problem}")
     if not host:
         port = port_text or str(DEFAULT_PORT)
         raise ConfigError(f"bad address {text!r}: empty host (expected HOST:PORT, such as "
@@ -61,6 +65,26 @@ def parse_hostport(text: str, *, default_port: int | None = None) -> tuple[str, 
     if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"bad address {text!r}: port must be 0-65535")
     return host, int(port_text)
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` is neither an IP address nor a host name (letters, digits, ``-``,
+    ``_`` and dots; international names as IDNA), or None."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    try:
+        encoded = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        encoded = ""
+    if _HOST_NAME.fullmatch(encoded) and ".." not in encoded:
+        return None
+    return f"{host!r} is neither an IP address nor a host name"
 
 
 def socket_path_problem(path: str | os.PathLike[str]) -> str | None:
