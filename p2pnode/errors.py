@@ -33,6 +33,9 @@ class LocalError(P2PError):
 class ConfigError(LocalError):
     """A configuration value (flag, environment, file) is invalid."""
 
+    #: The setting at fault (its configuration file key), when known.
+    key: str | None = None
+
 
 class UnsafePath(ConfigError):
     """A directory or file that another local user could control: the socket's

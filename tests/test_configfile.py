@@ -58,12 +58,12 @@ def test_flag_beats_env_beats_file_beats_default(tmp_path: Path) -> None:
 
 def test_env_values_and_config_variable(tmp_path: Path) -> None:
     cfg = write(tmp_path / "p.toml", 'data_dir = "state"\nnetwork_key = "/k/net.key"\n')
-    s = settings([], {"P2PNODE_CONFIG": str(cfg), "P2PNODE_INSECURE": "yes",
+    s = settings([], {"P2PNODE_CONFIG": str(cfg), "P2PNODE_MDNS": "no",
                       "P2PNODE_MDNS_INTERFACES": "10.0.0.1, 10.0.0.2",
                       "P2PNODE_METRICS": "127.0.0.1:9100", "P2PNODE_SOCKET": "/tmp/x.sock"})
     assert s.node.data_dir == tmp_path / "state"          # relative to the file
     assert s.node.network_key == Path("/k/net.key")
-    assert s.node.insecure
+    assert not s.node.mdns
     assert s.node.mdns_interfaces == ("10.0.0.1", "10.0.0.2")
     assert s.metrics == ("127.0.0.1", 9100)
     assert s.node.socket_path == Path("/tmp/x.sock")
@@ -85,8 +85,8 @@ def test_every_run_flag_has_a_key() -> None:
     ('[run]\nlisten = "x"\n', "unknown key 'run'"),
     ('listen = \n', "not valid TOML"),
     ('listen = "h:99999"\n', "listen: bad address 'h:99999': port must be 0-65535"),
-    ('max_hops = 300\n', "max_hops: max_hops must be at most 255"),
-    ('name = ""\n', "name: name must be 1-64 bytes"),
+    ('max_hops = 300\n', "max_hops = 300: must be at most 255"),
+    ('name = ""\n', "name = '': must be 1-64 bytes"),
 ])
 def test_file_errors_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     cfg = write(tmp_path / "bad.toml", text)

@@ -23,7 +23,7 @@ from ..wire.messages import Gossip
 
 ERROR_CODES = (
     "bad_json", "bad_request", "unknown_op", "too_large", "too_many_clients", "timeout",
-    "rate_limited", "forbidden",
+    "rate_limited", "forbidden", "unknown_node",
 )
 MAX_TOPICS_PER_REQUEST = 1024
 Scalar = str | int | float | bool | None

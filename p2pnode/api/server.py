@@ -69,6 +69,7 @@ class ApiBackend(Protocol):
 
     def publish(self, topic: str, payload: bytes, to: bytes | None, *,
                 defer_flush: bool = False) -> tuple[str, int]: ...
+    def knows_node(self, node_id: bytes) -> bool: ...
     async def wait_peer_count(self, low: int, high: int) -> None: ...
     async def wait_links_writable(self) -> None: ...
     def flush(self) -> None: ...
@@ -401,6 +402,10 @@ class ApiServer:
             topic = check_topic(req.topic, req.id)
             payload = publish_payload(req, self.config.max_payload)
             target = publish_target(req)
+            if target is not None and not self.backend.knows_node(target):
+                raise ApiError("unknown_node", f"no node {target.hex()} is known here: it is "
+                               "not this node, not linked to it and not in its mesh view "
+                               "(p2pnode mesh lists them); nothing was sent", req.id)
             # The read loop flushes (wait_links_writable) once the read is handled.
             msg_id, sent_to = self.backend.publish(topic, payload, target, defer_flush=True)
             self.stats.published += 1

@@ -1,8 +1,9 @@
 """The local API socket's file: bind it safely, and remove it only if it is still ours.
 
 The default path's directory (``config.private_socket_dir()``) is made private and
-checked before use; at any path, a stale socket file is replaced only when nothing
-listens on it, and anything else there is left alone (docs/security.md, "Local clients").
+checked before use (no other directory is ever created); at any path, a stale socket
+file is replaced only when nothing listens on it, and anything else there is left
+alone (docs/security.md, "Local clients").
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import trio
 
 from ..config.settings import private_socket_dir
-from ..errors import SocketInUse
+from ..errors import ConfigError, SocketInUse
 from ..identity.owners import ensure_private_dir, peer_credentials, user_label
 
 log = logging.getLogger("p2pnode.api")
@@ -26,8 +27,9 @@ async def bind_unix_socket(path: Path) -> trio.socket.SocketType:
     """Bind and listen on a Unix socket at ``path`` with mode 0600.
 
     A stale socket file (nobody listening) is replaced; a live one is not. The
-    private default directory is created (mode 0700) and checked first.
-    Raises ``SocketInUse``, ``UnsafePath`` or ``OSError``.
+    private default directory is created (mode 0700) and checked first; any other
+    directory must exist. Raises ``SocketInUse``, ``UnsafePath``, ``ConfigError`` or
+    ``OSError``.
     """
     if _prepare_parent(path):
         await _check_stale(path)
@@ -47,12 +49,15 @@ async def bind_unix_socket(path: Path) -> trio.socket.SocketType:
 
 
 def _prepare_parent(path: Path) -> bool:
-    """Create the socket's directory if needed (the private default one: checked, see
-    ``owners.ensure_private_dir``); return True if ``path`` exists."""
+    """Create the private default directory if needed (and check it, see
+    ``owners.ensure_private_dir``); any other directory must exist already (a mistyped
+    path is refused, not created). Return True if ``path`` exists. Raises
+    ``ConfigError``."""
     if path.parent == private_socket_dir():
         ensure_private_dir(path.parent)
-    else:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise ConfigError(f"the socket's directory {path.parent} does not exist (or is not a "
+                          "directory); create it first, or choose another --socket")
     return path.exists() or path.is_symlink()
 
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import trio
 
-from ..client import Client, open_client, publish_request
+from ..client import Client, publish_request
 from ..config.settings import default_socket_path
 from ..errors import P2PError
 from ..mesh.draw import names_of, render_png, to_dot
+from .explain import open_client
 from .logs import format_pairs
 from .recv import cmd_recv
 from .statusview import summary

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn, cast
 
 from .. import __version__
 from ..config.file import LOG_FORMATS, LOG_LEVELS
@@ -14,6 +20,7 @@ from ..config.settings import (
     default_data_dir,
     default_socket_path,
 )
+from ..ids import parse_id
 
 EPILOG = f"""\
 The socket defaults to $P2PNODE_SOCKET, else $XDG_RUNTIME_DIR/p2pnode.sock, else
@@ -30,14 +37,101 @@ variable over the file, the file over the default. See docs/cli.md.
 
 {EPILOG}"""
 
-def build_parser() -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors say more: ``--wait-min must be >= 0, not -1``,
+    how to give a value that begins with ``-``, and (``parse_command_line``) a
+    mistyped flag reported with its command's usage and the nearest flag."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        if m := re.fullmatch(r"argument (\S+?)(?:/\S+)?: (must .*)", message):
+            message = f"{m[1]} {m[2]}"
+        elif m := re.fullmatch(r"argument (\S+?)(?:/\S+)?: expected one argument", message):
+            message += (f" (a value that begins with '-' must be attached with '=': "
+                        f"{m[1]}=VALUE)")
+        super().error(message)
+
+
+def parse_command_line(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``p2pnode``'s arguments (exit status 2 and a usage message on a mistake).
+    ``recv --since -5m`` is read as ``--since=-5m``; an unknown flag is reported with the
+    usage of its command, and the flag it is nearest to."""
+    parser = build_parser()
+    args = _attach_dash_values(list(sys.argv[1:] if argv is None else argv))
+    namespace, extras = parser.parse_known_args(args)
+    if extras:
+        command = parser.commands.get(getattr(namespace, "command", ""), parser)
+        known = [o for action in command._actions for o in action.option_strings]
+        hints = [close[0] for e in extras
+                 if (close := difflib.get_close_matches(e.split("=")[0], known, 1))]
+        command.error(f"unrecognized arguments: {' '.join(extras)}"
+                      + (f" (did you mean {', '.join(hints)}?)" if hints else ""))
+    return namespace
+
+
+#: A relative time such as ``-5m`` or ``-90s``, which argparse would take for a flag.
+_DASH_DURATION = re.compile(r"-\d+(\.\d+)?[smhd]?")
+
+
+def _attach_dash_values(argv: list[str]) -> list[str]:
+    """``--since -5m`` as ``--since=-5m`` (before ``--``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--":
+            return out + argv[i:]
+        if argv[i] == "--since" and i + 1 < len(argv) and _DASH_DURATION.fullmatch(argv[i + 1]):
+            out.append(f"--since={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def number(kind: Callable[[str], float], low: float, high: float | None = None
+           ) -> Callable[[str], float]:
+    """An argparse type: an int or float (``kind``) from ``low`` to ``high``."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {noun}, not {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low:g}, not {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:g}, not {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+def node_id(text: str) -> str:
+    """An argparse type: a node id (32 hex digits)."""
+    try:
+        parse_id(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a node id: 32 hex digits, as `p2pnode peers` shows, not {text!r}"
+        ) from None
+    return text.lower()
+
+
+def build_parser() -> Parser:
     """The argument parser of the ``p2pnode`` command."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="p2pnode", description="A peer-to-peer messaging node for local networks.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"p2pnode {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The commands' parsers are ``Parser``s too (argparse makes them of the parent's class).
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+               parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    parser.commands = sub.choices
     run = sub.add_parser("run", help="run a node", epilog=RUN_EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          description="Run a node until SIGINT or SIGTERM.")
@@ -48,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
                                         "node with --network-key FILE.")
     keygen.add_argument("--network", type=Path, required=True, metavar="FILE",
                         help="where to write the key (an existing file is not overwritten)")
+    check = sub.add_parser("check-config", help="check a configuration file",
+                           description="Check a configuration file as `p2pnode run --config "
+                                       "FILE` would (with the P2PNODE_* variables), without "
+                                       "starting a node; print the settings it gives, or "
+                                       "every problem (exit status 1).")
+    check.add_argument("file", type=Path, metavar="FILE", help="the TOML file to check")
     _add_send_recv(sub)
     _add_peers_status(sub)
     _add_monitor_mesh(sub)
@@ -80,7 +180,7 @@ def _add_send_recv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                            description="Publish TEXT as one message; without TEXT, publish "
                                        "each line of standard input as a message.")
     send.add_argument("--topic", default=DEFAULT_TOPIC, help=f"default {DEFAULT_TOPIC!r}")
-    send.add_argument("--to", default=None, metavar="NODE_ID",
+    send.add_argument("--to", type=node_id, default=None, metavar="NODE_ID",
                       help="deliver only at this node (a direct message)")
     send.add_argument("text", nargs="*", metavar="TEXT")
     recv = _client_command(
@@ -92,7 +192,7 @@ def _add_send_recv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     recv.add_argument("--topic", action="append", default=[], metavar="T",
                       help=f"a topic to receive (repeatable; default {DEFAULT_TOPIC!r}; "
                            "'*' for all topics)")
-    recv.add_argument("--count", type=int, default=None, metavar="N",
+    recv.add_argument("--count", type=number(int, 1), default=None, metavar="N",
                       help="exit after N messages")
     mode = recv.add_mutually_exclusive_group()
     mode.add_argument("--data", action="store_true",
@@ -104,25 +204,27 @@ def _add_send_recv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     recv.add_argument("--since", default=None, metavar="ID|TIME",
                       help="first replay the messages of the node's history after this "
                            "message id, or since this time: Unix seconds, ISO 8601 "
-                           "(2026-11-25T10:00:00) or a duration ago (90s, 5m, 2h, 1d)")
+                           "(2026-11-25T10:00:00) or a duration ago (90s, 5m, 2h, 1d; "
+                           "-5m too)")
 
 
 def _add_peers_status(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     text = "list the linked peers"
     peers = _client_command(sub, "peers", help=text, description=text.capitalize() + ".")
     peers.add_argument("--json", action="store_true", help="print JSON")
-    peers.add_argument("--wait-min", type=int, default=None, metavar="N",
+    peers.add_argument("--wait-min", type=number(int, 0), default=None, metavar="N",
                        help="first wait until the node has at least N peers")
-    peers.add_argument("--wait-max", type=int, default=None, metavar="N",
+    peers.add_argument("--wait-max", type=number(int, 0), default=None, metavar="N",
                        help="first wait until the node has at most N peers")
-    peers.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+    peers.add_argument("--timeout", type=number(float, 0, 3600), default=10.0,
+                       metavar="SECONDS",
                        help="how long --wait-min/--wait-max may wait (default 10; "
                             "exit 1 when it runs out)")
     text = "summarise the node's state, links, rates and drops"
     status = _client_command(sub, "status", help=text, description=text.capitalize() + ".")
     status.add_argument("--json", action="store_true", help="print the node's reply as JSON")
     status.add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS",
+        "--interval", type=number(float, 0, 3600), default=1.0, metavar="SECONDS",
         help="measure rates over this many seconds (default 1); 0: average them over "
              "the node's uptime, and answer at once")
 
@@ -138,7 +240,7 @@ def _add_monitor_mesh(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     monitor.add_argument("--messages", action="store_true",
                          help="also show every message the node delivers (no payload)")
     monitor.add_argument("--json", action="store_true", help="print each event as JSON")
-    monitor.add_argument("--count", type=int, default=None, metavar="N",
+    monitor.add_argument("--count", type=number(int, 1), default=None, metavar="N",
                          help="exit after N events")
     mesh = _client_command(
         sub, "mesh", help="show the whole mesh as this node sees it",

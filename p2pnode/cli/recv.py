@@ -28,11 +28,11 @@ from ..client import (
     ConnectionClosed,
     Reconnect,
     event_payload,
-    open_client,
     open_subscription,
 )
 from ..config.settings import DEFAULT_TOPIC, default_socket_path
 from ..errors import P2PError
+from .explain import open_client
 from .text import check_count, one_line, plural
 
 #: Seconds between two asks for the mesh view (to name an origin not known yet).
@@ -50,14 +50,15 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def parse_since_arg(text: str, now: float | None = None) -> str | float:
     """``recv --since``: a message id, a Unix time, an ISO 8601 time, or a duration ago
-    (``90s``, ``5m``, ``2h``, ``1d``). Raises ``P2PError``."""
+    (``90s``, ``5m``, ``2h``, ``1d``; ``-5m`` means the same as ``5m``). Raises
+    ``P2PError``."""
     text = text.strip()
     if len(text) == 32 and all(c in "0123456789abcdefABCDEF" for c in text):
         return text.lower()
     now = time.time() if now is None else now
     if text[-1:] in _UNITS:
         try:
-            amount = float(text[:-1])
+            amount = float(text[:-1].removeprefix("-"))
         except ValueError:
             amount = -1.0
         if amount >= 0 and math.isfinite(amount):
@@ -72,10 +73,16 @@ def parse_since_arg(text: str, now: float | None = None) -> str | float:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise P2PError(f"--since {text!r}: expected a message id (32 hex digits), a Unix "
-                       "time, an ISO 8601 time or a duration such as 5m") from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # local time
-    return max(0.0, moment.timestamp())
+                       "time, an ISO 8601 time (2026-11-25T10:00:00) or a duration ago "
+                       "such as 90s, 5m, 2h or 1d") from None
+    try:
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # local time
+        return max(0.0, moment.timestamp())
+    except (ValueError, OverflowError, OSError):  # out of the platform's range
+        if moment.year <= 1970:
+            return 0.0  # all of history
+        raise P2PError(f"--since {text!r}: that time is out of range") from None
 
 
 class OriginNames:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -29,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .settings import DEFAULT_PORT, NodeConfig, parse_hostport
+from .settings import (
+    DEFAULT_PORT,
+    INSECURE_WITH_KEY,
+    NodeConfig,
+    host_problem,
+    parse_hostport,
+    socket_path_problem,
+)
 
 ENV_PREFIX = "P2PNODE_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -126,11 +134,12 @@ def _toml_repr(value: object) -> str:
     return f"{kind} ({text if len(text) <= 40 else text[:37] + '...'})"
 
 
-def load_file(path: Path) -> dict[str, tuple[object, str]]:
+def load_file(path: Path, problems: list[str] | None = None) -> dict[str, tuple[object, str]]:
     """Read a TOML configuration file: ``{key: (value, source)}``.
 
     Raises ``SettingsError`` for a missing or unreadable file, bad TOML, an unknown
-    key or a value of the wrong type. Relative paths are made relative to the file.
+    key or a value of the wrong type. With ``problems``, the last two are appended to
+    it instead (and the key left out). Relative paths are made relative to the file.
     """
     try:
         with open(path, "rb") as f:
@@ -139,29 +148,44 @@ def load_file(path: Path) -> dict[str, tuple[object, str]]:
         raise SettingsError(f"cannot read configuration file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
     out: dict[str, tuple[object, str]] = {}
     for name, value in data.items():
-        key = KEYS_BY_NAME.get(name)
-        if key is None:
-            known = ", ".join(k.name for k in KEYS)
-            raise SettingsError(f"{path}: unknown key {name!r} (known keys: {known})")
-        value = _check_type(key, value, str(path))
+        try:
+            key = KEYS_BY_NAME.get(name)
+            if key is None:
+                known = ", ".join(k.name for k in KEYS)
+                raise SettingsError(f"{path}: unknown key {name!r} (known keys: {known})")
+            value = _check_type(key, value, str(path))
+        except SettingsError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            continue
         if key.kind == "path" and isinstance(value, str):
             value = str(path.parent / Path(value).expanduser())
         out[name] = (value, f"{path}: {name}")
     return out
 
 
-def from_env(environ: Mapping[str, str]) -> dict[str, tuple[object, str]]:
+def from_env(environ: Mapping[str, str],
+             problems: list[str] | None = None) -> dict[str, tuple[object, str]]:
     """The settings given by ``P2PNODE_*`` variables (empty ones are ignored).
 
-    Raises ``SettingsError`` naming the variable when a value cannot be read.
+    Raises ``SettingsError`` naming the variable when a value cannot be read (with
+    ``problems``: appends it there, and leaves the variable out).
     """
     out: dict[str, tuple[object, str]] = {}
     for key in KEYS:
         raw = environ.get(key.env, "").strip()
         if raw:
-            out[key.name] = (_parse_env(key, raw), key.env)
+            try:
+                out[key.name] = (_parse_env(key, raw), key.env)
+            except SettingsError as exc:
+                if problems is None:
+                    raise
+                problems.append(str(exc))
     return out
 
 
@@ -219,6 +243,82 @@ def gather(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, tu
     return merge(file_layer, from_env(environ), from_args(args))
 
 
+#: The numeric settings of ``run``: (lowest, whether the lowest itself is allowed, highest
+#: or None, what the highest is). Checked here, so that a message speaks of the flag, the
+#: variable or the key that set the value; ``NodeConfig`` checks them again in its terms.
+RANGES: dict[str, tuple[float, bool, float | None, str]] = {
+    "max_hops": (1, True, 255, "the protocol's limit"),
+    "history_bytes": (0, True, None, ""),
+    "history_age": (0, False, NodeConfig.seen_ttl,
+                    "seconds: how long a node remembers the ids of the messages it saw"),
+    "order_hold": (0, False, None, ""),
+}
+
+
+def where(values: Mapping[str, tuple[object, str]], name: str) -> str:
+    """Where a value came from, with the value: ``--max-hops 0``,
+    ``P2PNODE_MAX_HOPS=0`` or ``FILE: max_hops = 0``."""
+    value, source = values[name]
+    if isinstance(value, bool):
+        return source
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    if source.startswith("--"):
+        return f"{source} {text if text and ' ' not in text else repr(text)}"
+    if source.startswith(ENV_PREFIX):
+        return f"{source}={text}"
+    return f"{source} = {text if isinstance(value, int | float) else repr(text)}"
+
+
+def _check_ranges(values: Mapping[str, tuple[object, str]]) -> None:
+    for name, (low, inclusive, high, why) in RANGES.items():
+        if name not in values:
+            continue
+        value = values[name][0]
+        assert isinstance(value, int | float)
+        problem = None
+        if not math.isfinite(value):
+            problem = "must be a finite number"
+        elif value < low or (value == low and not inclusive):
+            problem = f"must be {'at least' if inclusive else 'greater than'} {low:g}"
+        elif high is not None and value > high:
+            problem = f"must be at most {high:g} ({why})"
+        if problem:
+            raise _error(values, name, f"{where(values, name)}: {problem}")
+
+
+def _error(values: Mapping[str, tuple[object, str]], name: str, message: str) -> ConfigError:
+    """``ConfigError`` for a value a flag gave (exit status 1), ``SettingsError`` for
+    one from the file or the environment (exit status 2)."""
+    error = (ConfigError if values[name][1].startswith("--") else SettingsError)(message)
+    error.key = name
+    return error
+
+
+def _check_combinations(values: Mapping[str, tuple[object, str]]) -> None:
+    if values.get("insecure", (False, ""))[0] and values.get("network_key", ("", ""))[0]:
+        one, other = values["insecure"][1], values["network_key"][1]
+        file, _, key = one.rpartition(": ")
+        both = (f"{file}: {key} and {other.rpartition(': ')[2]}"
+                if file and other.startswith(f"{file}: ") else f"{one} and {other}")
+        raise _error(values, "insecure", f"{both} cannot be used together: {INSECURE_WITH_KEY}")
+    if values.get("advertise", ("", ""))[0]:
+        problem = host_problem(str(values["advertise"][0]))
+        if problem:
+            raise _error(values, "advertise", f"{where(values, 'advertise')}: {problem}")
+    if values.get("socket", ("", ""))[0]:
+        problem = socket_path_problem(str(values["socket"][0]))
+        if problem:
+            raise _error(values, "socket", f"{where(values, 'socket')}: {problem}")
+
+
+def _listen_text(values: Mapping[str, tuple[object, str]]) -> str:
+    """``listen``, where a bare port means every interface (``7001``: ``0.0.0.0:7001``)."""
+    text = str(values["listen"][0]).strip() if "listen" in values else ""
+    if not text:
+        return f"0.0.0.0:{DEFAULT_PORT}" if "listen" not in values else text
+    return f"0.0.0.0:{text}" if text.isascii() and text.isdigit() else text
+
+
 def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
     """Turn merged values into ``RunSettings``.
 
@@ -229,14 +329,13 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
         return values[name][0] if name in values else default
 
     def fail(name: str, exc: ConfigError) -> ConfigError:
-        source = values[name][1]
-        cls = ConfigError if source.startswith("--") else SettingsError
-        return cls(f"{source}: {exc}")
+        return _error(values, name, f"{values[name][1]}: {exc}")
 
+    _check_ranges(values)
+    _check_combinations(values)
     kwargs: dict[str, Any] = {}
     try:
-        host, port = parse_hostport(get("listen", f"0.0.0.0:{DEFAULT_PORT}"),
-                                    default_port=DEFAULT_PORT)
+        host, port = parse_hostport(_listen_text(values), default_port=DEFAULT_PORT)
     except ConfigError as exc:
         raise fail("listen", exc) from None
     try:
@@ -269,13 +368,38 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
     try:
         node = NodeConfig(**kwargs)
     except ConfigError as exc:
-        # NodeConfig names its own field; say which flag, variable or file set it.
-        field = str(exc).split()[0]
-        origin = {"listen_port": "listen"}.get(field, field)
-        if origin in values:
-            raise fail(origin, exc) from None
-        raise
+        raise _config_error(values, exc) from None
     return RunSettings(node=node, log_level=get("log_level", "info"),
                        log_format=get("log_format", "text"), metrics=metrics,
                        health_min_links=health_min_links,
                        sources={k: v[1] for k, v in values.items()})
+
+
+def _config_error(values: Mapping[str, tuple[object, str]], exc: ConfigError) -> ConfigError:
+    """``NodeConfig``'s error, which begins with its field's name, told in terms of the
+    flag, variable or key that set the field (``--name '': must be ...``)."""
+    text = str(exc)
+    field = text.split()[0]
+    name = {"listen_port": "listen", "socket_path": "socket"}.get(field, field)
+    if name not in values:
+        return exc
+    return _error(values, name, f"{where(values, name)}: {text[len(field):].lstrip()}")
+
+
+def check_settings(values: Mapping[str, tuple[object, str]]) -> tuple[RunSettings | None,
+                                                                       list[str]]:
+    """``build_settings`` that finds every problem, not only the first (for
+    ``p2pnode check-config``): each bad value is reported and left out, and the rest
+    built again. Returns the settings without the bad values (None if even that
+    failed) and the problems."""
+    remaining = dict(values)
+    problems: list[str] = []
+    for _ in range(len(KEYS) + 1):
+        try:
+            return build_settings(remaining), problems
+        except ConfigError as exc:
+            problems.append(str(exc))
+            if exc.key is None or exc.key not in remaining:
+                break
+            del remaining[exc.key]
+    return None, problems

@@ -7,7 +7,9 @@ a bad value raises ``ConfigError`` naming the setting.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -17,6 +19,8 @@ DEFAULT_PORT = 7420
 DEFAULT_TOPIC = "default"
 #: Largest topic name, in UTF-8 bytes. Part of the wire protocol.
 MAX_TOPIC_BYTES = 256
+#: Longest Unix socket path, in bytes (``sun_path`` is 108 bytes with the final NUL).
+MAX_SOCKET_PATH = 107
 
 
 def parse_hostport(text: str, *, default_port: int | None = None) -> tuple[str, int]:
@@ -44,15 +48,53 @@ def parse_hostport(text: str, *, default_port: int | None = None) -> tuple[str, 
         host, port_text = text, None  # a bare IPv6 address
     else:
         host, port_text = text, None
+    if host and (problem := host_problem(host)):
+        raise ConfigError(f"bad address {text!r}: {problem}")
     if not host:
-        raise ConfigError(f"bad address {text!r}: empty host")
+        port = port_text or str(DEFAULT_PORT)
+        raise ConfigError(f"bad address {text!r}: empty host (expected HOST:PORT, such as "
+                          f"0.0.0.0:{port} or 127.0.0.1:{port})")
     if port_text is None:
+        if host.isascii() and host.isdigit():
+            raise ConfigError(f"bad address {text!r}: a bare number is not a host; expected "
+                              f"HOST:PORT, such as 127.0.0.1:{host}")
         if default_port is None:
-            raise ConfigError(f"bad address {text!r}: expected HOST:PORT")
+            raise ConfigError(f"bad address {text!r}: expected HOST:PORT, such as "
+                              f"127.0.0.1:{DEFAULT_PORT}")
         return host, default_port
     if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"bad address {text!r}: port must be 0-65535")
     return host, int(port_text)
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` is neither an IP address nor a host name (letters, digits, ``-``,
+    ``_`` and dots; international names as IDNA), or None."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    try:
+        encoded = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        encoded = ""
+    if _HOST_NAME.fullmatch(encoded) and ".." not in encoded:
+        return None
+    return f"{host!r} is neither an IP address nor a host name"
+
+
+def socket_path_problem(path: str | os.PathLike[str]) -> str | None:
+    """What makes ``path`` unusable as a Unix socket path (too long: over
+    ``MAX_SOCKET_PATH`` bytes), or None."""
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        return (f"{size} bytes, over the limit of {MAX_SOCKET_PATH} bytes for a Unix socket "
+                "path; choose a shorter path")
+    return None
 
 
 def format_hostport(host: str, port: int) -> str:
@@ -91,6 +133,12 @@ def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "p2pnode"
 
+
+#: Why ``insecure`` and ``network_key`` are refused together.
+INSECURE_WITH_KEY = (
+    "insecure links are plaintext and unauthenticated, so the network key would keep no "
+    "one out. Drop the one or the other: the key alone gives encrypted links between "
+    "members only")
 
 #: The smallest ``max_frame``: an IHave or Graft of 4,096 entries takes about 147 KiB.
 MIN_FRAME = 160 * 1024
@@ -221,10 +269,18 @@ class NodeConfig:
             # A batch repaired from history must still be in every seen-cache, or a node
             # that forgot it would deliver it twice.
             raise ConfigError("history_age must be at most seen_ttl")
+        self._check_pairs_and_paths()
+
+    def _check_pairs_and_paths(self) -> None:
         if self.max_origins_per_peer > self.max_origins:
             raise ConfigError("max_origins_per_peer must be at most max_origins")
         if self.redial_max < self.redial_initial:
             raise ConfigError("redial_max must be at least redial_initial")
+        if self.insecure and self.network_key is not None:
+            raise ConfigError("insecure and network_key cannot be used together: "
+                              + INSECURE_WITH_KEY)
+        if problem := socket_path_problem(self.socket_path):
+            raise ConfigError(f"socket_path {self.socket_path}: {problem}")
 
     @property
     def max_request_line(self) -> int:

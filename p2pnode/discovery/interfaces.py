@@ -6,6 +6,7 @@ it sends nothing. See ``docs/discovery.md`` (interface choice).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import socket
@@ -22,25 +23,53 @@ _IFF_LOOPBACK: Final = 0x8
 _IFF_MULTICAST: Final = 0x1000
 
 
+def _ipv4_interfaces(*, suitable_only: bool) -> list[tuple[str, str]]:
+    """(interface name, primary IPv4 address) of every interface that is up (and, with
+    ``suitable_only``, multicast-capable and not loopback)."""
+    found: list[tuple[str, str]] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _index, ifname in socket.if_nameindex():
+            request = struct.pack("16s24x", ifname.encode()[:15])
+            try:
+                flags = struct.unpack_from("H", fcntl.ioctl(sock, _SIOCGIFFLAGS, request), 16)[0]
+                if not flags & _IFF_UP:
+                    continue
+                if suitable_only and (flags & _IFF_LOOPBACK or not flags & _IFF_MULTICAST):
+                    continue
+                reply = fcntl.ioctl(sock, _SIOCGIFADDR, request)
+            except OSError:  # vanished meanwhile, or no IPv4 address
+                continue
+            found.append((ifname, socket.inet_ntoa(reply[20:24])))
+    return found
+
+
 def suitable_ipv4_addresses() -> tuple[str, ...]:
     """Return the primary IPv4 address of every up, multicast-capable, non-loopback interface.
 
     Linux only (``SIOCGIFFLAGS``/``SIOCGIFADDR``); reads the calling thread's network
     namespace and sends nothing. Secondary addresses of an interface are not listed.
     """
-    found: list[str] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for _index, ifname in socket.if_nameindex():
-            request = struct.pack("16s24x", ifname.encode()[:15])
-            try:
-                flags = struct.unpack_from("H", fcntl.ioctl(sock, _SIOCGIFFLAGS, request), 16)[0]
-                if not flags & _IFF_UP or flags & _IFF_LOOPBACK or not flags & _IFF_MULTICAST:
-                    continue
-                reply = fcntl.ioctl(sock, _SIOCGIFADDR, request)
-            except OSError:  # vanished meanwhile, or no IPv4 address
-                continue
-            found.append(socket.inet_ntoa(reply[20:24]))
-    return tuple(found)
+    return tuple(addr for _name, addr in _ipv4_interfaces(suitable_only=True))
+
+
+def interface_summary() -> str:
+    """The interfaces that are up, with their primary IPv4 addresses, for messages:
+    ``"lo 127.0.0.1, eth0 192.168.1.20"`` (``"none"`` without any)."""
+    return ", ".join(f"{name} {addr}" for name, addr in
+                     _ipv4_interfaces(suitable_only=False)) or "none"
+
+
+def is_local_address(text: str) -> bool:
+    """Whether ``text``, an IP address, belongs to an interface of this machine (in the
+    calling thread's network namespace). Binds a UDP socket to it and sends nothing;
+    only "cannot assign requested address" counts as not local."""
+    family = socket.AF_INET6 if ":" in text else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((text, 0))
+        except OSError as exc:
+            return exc.errno != errno.EADDRNOTAVAIL
+    return True
 
 
 def choose_interfaces(interfaces: tuple[str, ...]) -> tuple[str, ...]:

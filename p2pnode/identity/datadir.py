@@ -21,10 +21,16 @@ LOCK_FILE = "lock"
 def prepare_data_dir(data_dir: Path) -> None:
     """Create the data directory (mode 0700) if missing, and check that no other user
     can write into it. Raises ``ConfigError`` (``UnsafePath`` for the latter)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"data directory {data_dir} exists and is not a directory; "
+                          "choose another --data-dir")
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create data directory {data_dir}: {exc}") from None
+        reason = exc.strerror or str(exc)
+        if exc.filename is not None and os.fsdecode(exc.filename) != str(data_dir):
+            reason = f"{os.fsdecode(exc.filename)}: {reason}"
+        raise ConfigError(f"cannot create data directory {data_dir}: {reason}") from None
     if not data_dir.is_dir():
         raise ConfigError(f"data directory {data_dir} is not a directory")
     check_data_dir(data_dir)

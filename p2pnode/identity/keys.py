@@ -77,10 +77,12 @@ def _read_private_key(path: Path, what: str) -> ed25519.Ed25519PrivateKey:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the start
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(f"{what} {path} is {kind}; give the key file")
     with os.fdopen(fd, "rb") as file:
-        st = os.fstat(file.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"{what} {path} is not a regular file")
         check_owned_file(st, path, what)
         mode = st.st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -93,11 +95,23 @@ def _read_private_key(path: Path, what: str) -> ed25519.Ed25519PrivateKey:
             raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{what} {path} is not a PEM private key: {exc}") from None
+    except (ValueError, TypeError):
+        kind = ("a PEM file, but not an unencrypted private key" if b"-----BEGIN" in data
+                else "not PEM")
+        raise ConfigError(f"{what} {path} is not a p2pnode key ({kind}); "
+                          f"{_KEY_FIX[what]}") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise ConfigError(f"{what} {path} is not an Ed25519 key")
+        raise ConfigError(f"{what} {path} is not a p2pnode key (not an Ed25519 key); "
+                          f"{_KEY_FIX[what]}")
     return key
+
+
+#: What to do about a key file that holds no p2pnode key.
+_KEY_FIX = {
+    "network key": "make a network key with: p2pnode keygen --network FILE",
+    "node key": "it holds the node's identity: restore it, or move it away and the node "
+                "makes a new identity",
+}
 
 
 def load_or_create_identity(data_dir: Path) -> NodeIdentity:

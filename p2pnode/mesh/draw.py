@@ -51,5 +51,5 @@ def render_png(view: dict[str, Any], path: Path) -> None:
     nx.draw_networkx(graph, pos, ax=ax, labels=labels, node_color=colours, font_size=8)
     ax.set_title(f"{graph.number_of_nodes()} nodes, {graph.number_of_edges()} links")
     ax.axis("off")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight", format="png")
     plt.close(fig)

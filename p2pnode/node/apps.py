@@ -15,7 +15,9 @@ from ..mesh.linklist import MESH_TOPIC
 from .status import health_info, peers_info, status_info
 
 if TYPE_CHECKING:
+    from ..config import NodeConfig
     from ..gossip.router import Router
+    from ..mesh.view import MeshView
     from ..net.manager import LinkManager
     from .announcer import MeshAnnouncer
     from .discovering import Discovering
@@ -28,6 +30,8 @@ class AppFacing:
     """The app-facing methods of ``Node`` (a mixin: the attributes below are Node's)."""
 
     node_id: bytes
+    config: NodeConfig
+    mesh: MeshView
     router: Router
     links: LinkManager | None
     engine: Engine
@@ -49,6 +53,17 @@ class AppFacing:
                 defer_flush: bool = False) -> tuple[str, int]:
         """See ``Publisher.publish``."""
         return self.publisher.publish(topic, payload, to, defer_flush=defer_flush)
+
+    def knows_node(self, node_id: bytes) -> bool:
+        """Whether a direct message to ``node_id`` has somewhere to go: it is this node,
+        a linked peer, or in the mesh view (a node there, or a link one lists). With the
+        mesh view off (``mesh_interval`` 0) every id is taken."""
+        if node_id == self.node_id or self.config.mesh_interval == 0:
+            return True
+        if self.links is not None and node_id in self.links.links:
+            return True
+        nodes = self.mesh.nodes
+        return node_id in nodes or any(node_id in n.links for n in nodes.values())
 
     def flush(self) -> None:
         """Sign and send what local apps published (see ``Publisher.flush``)."""
