@@ -65,6 +65,7 @@ def settings_summary(settings: RunSettings) -> list[str]:
         "log_level": settings.log_level,
         "log_format": settings.log_format,
         "metrics": format_hostport(*settings.metrics) if settings.metrics else "off",
+        "health_min_links": str(settings.health_min_links),
     }
     width = max(len(v) for v in shown.values())
     return [f"  {key.name:<16} {shown[key.name]:<{width}}  "
