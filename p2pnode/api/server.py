@@ -195,9 +195,8 @@ class ApiServer:
             remove_if_ours(path, ident)
 
     async def close_clients(self, reason: str, grace: float) -> None:
-        """Tell every client why its connection ends (a ``closing`` event naming how
-        many of its requests were handled), and wait up to ``grace`` seconds for what
-        is queued to them to go out. New requests are no longer read."""
+        """Tell every client why its connection ends (a ``closing`` event naming how many
+        of its requests were handled); wait up to ``grace`` s for what is queued to go."""
         for session in list(self.sessions):
             session.out.put_force(encode_closing(reason, session.requests))
             session.out.close()  # the writer sends what is queued, then ends the session
