@@ -30,13 +30,14 @@ async def cmd_send(args: argparse.Namespace) -> int:
     client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         if args.text:
-            msg_id = await client.publish(args.topic, " ".join(args.text), args.to, wait=True)
+            msg_id = await client.publish(args.topic, " ".join(args.text), args.to, wait=True,
+                                          retain=args.retain)
             print(msg_id)
             return 0
-        return await _send_lines(client, args.topic, args.to)
+        return await _send_lines(client, args.topic, args.to, args.retain)
 
 
-async def _send_lines(client: Client, topic: str, to: str | None) -> int:
+async def _send_lines(client: Client, topic: str, to: str | None, retain: bool = False) -> int:
     """Publish each line of stdin, pipelined: requests go out as lines come in."""
     sent = 0
     answered = 0
@@ -62,10 +63,11 @@ async def _send_lines(client: Client, topic: str, to: str | None) -> int:
         while data := await stdin.receive_some(65536):
             *lines, buf = (buf + data).split(b"\n")
             for line in lines:
-                await client.send(publish_request(topic, line.rstrip(b"\r"), to))
+                await client.send(publish_request(topic, line.rstrip(b"\r"), to,
+                                                  retain=retain))
                 sent += 1
         if buf:
-            await client.send(publish_request(topic, buf, to))
+            await client.send(publish_request(topic, buf, to, retain=retain))
             sent += 1
         done_sending = True
         if answered < sent:
@@ -114,8 +116,10 @@ async def cmd_recv(args: argparse.Namespace) -> int:
     client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         since = parse_since_arg(args.since) if args.since is not None else None
-        reply = await client.subscribe(topics, since)
+        reply = await client.subscribe(topics, since, retained=args.retained)
         print(f"p2pnode: subscribed to {', '.join(topics) or 'all topics'}"
+              + (f"; {reply['retained']} retained messages first" if reply.get("retained")
+                 else "")
               + (f"; replaying {reply.get('replayed', 0)} messages from history"
                  if since is not None else ""), file=sys.stderr, flush=True)
         if reply.get("since_found") is False:

@@ -7,7 +7,10 @@
 
 All three pipeline ``publish`` (it returns without waiting for the node's reply;
 ``flush()`` waits for the replies), read events in bulk, and check who serves the
-socket before they send anything (``check_server``).
+socket before they send anything (``check_server``). Closed normally, they send
+``bye``: the node then publishes no last will for the connection (``set_will``), which
+it does only when an app ends without closing its client (a crash, ``kill -9``, an
+exception out of the ``with`` block).
 """
 
 from ..errors import UntrustedServer
@@ -24,10 +27,11 @@ from .protocol import (
     event_payload,
     peers_request,
     publish_request,
+    will_request,
 )
 from .trio_client import Client, open_client
 
 __all__ = ["ApiReplyError", "AsyncioClient", "BlockingClient", "Client", "ConnectionClosed",
            "ProtocolViolation", "PublishError", "Refusal", "UntrustedServer", "check_server",
            "event_payload", "open_asyncio_client", "open_client", "peers_request",
-           "publish_request"]
+           "publish_request", "will_request"]

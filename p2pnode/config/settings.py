@@ -134,6 +134,13 @@ class NodeConfig:
     mesh_min_interval: float = 2.0  # ... and after a link change, at most this often
     mesh_max_nodes: int = 4096  # nodes in the mesh view
 
+    # Retained messages and last wills (docs/api.md, "Retained messages", "will").
+    retained_max_topics: int = 10_000  # topics with a retained message (tombstones too)
+    retained_max_bytes: int = 16 << 20  # ... and their batches' bytes (0: keep none)
+    retained_tombstone_age: float = 86_400.0  # a cleared topic is remembered this long
+    retained_max_skew: float = 60.0  # refuse retained messages stamped this far ahead
+    will_max_bytes: int = 64 << 10  # the largest payload of a last will (and max_payload)
+
     # Connections and link health.
     max_links: int = 16  # hard cap: inbound links beyond it are refused
     degree_low: int = 4  # under this many links, dial more known (discovered) peers
@@ -221,10 +228,19 @@ class NodeConfig:
             # A batch repaired from history must still be in every seen-cache, or a node
             # that forgot it would deliver it twice.
             raise ConfigError("history_age must be at most seen_ttl")
+        self._check_retained()
         if self.max_origins_per_peer > self.max_origins:
             raise ConfigError("max_origins_per_peer must be at most max_origins")
         if self.redial_max < self.redial_initial:
             raise ConfigError("redial_max must be at least redial_initial")
+
+    def _check_retained(self) -> None:
+        if self.retained_max_topics < 0 or self.retained_max_bytes < 0:
+            raise ConfigError("retained_max_topics and retained_max_bytes must be >= 0")
+        if not self.retained_tombstone_age > 0 or not self.retained_max_skew >= 0:
+            raise ConfigError("retained_tombstone_age must be > 0 and retained_max_skew >= 0")
+        if self.will_max_bytes < 0:
+            raise ConfigError("will_max_bytes must be >= 0")
 
     @property
     def max_request_line(self) -> int:
