@@ -125,9 +125,9 @@ class RetainedStore:
     # -- what subscribers get ----------------------------------------------------------
 
     def matching(self, topics: Collection[str]) -> list[RetainedEntry]:
-        """The retained messages a subscription to ``topics`` gets first (empty: every
-        topic), tombstones left out, in the order they were set here. This is the one
-        place that decides which topics a subscription covers."""
+        """The retained messages a subscription to ``topics`` gets first, tombstones left
+        out: in the order of ``topics``; empty: every topic, in the order they were set
+        here. This is the one place that decides which topics a subscription covers."""
         if not topics:
             return [e for e in self._entries.values() if not e.tombstone]
         found = (self._entries.get(t) for t in topics)
@@ -158,7 +158,9 @@ class RetainedStore:
         extra = size + len(topic.encode("utf-8", "surrogatepass")) + ENTRY_OVERHEAD \
             + BATCH_OVERHEAD + 128  # about what its batch adds, if it travels alone
         if current is not None:
-            extra -= ENTRY_OVERHEAD + len(current.batch.body) + BATCH_OVERHEAD
+            extra -= ENTRY_OVERHEAD + len(topic.encode("utf-8", "surrogatepass"))
+            if self._batches[current.batch_key].refs == 1:
+                extra -= len(current.batch.body) + BATCH_OVERHEAD
         if self.bytes + extra > self.max_bytes:
             return (f"this node keeps at most {self.max_bytes} bytes of retained messages, "
                     f"and holds {self.bytes}")

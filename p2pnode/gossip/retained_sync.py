@@ -5,8 +5,9 @@ When a link opens, each side sends a ``RetainedDigest`` of everything it holds
 (topic key, stamp, origin and batch size per topic, in pieces). Each side then *pulls*
 what is newer than its own: ``RetainedWant`` names topics, the peer answers with the
 original signed batches (``Retained``, the last part marked ``last``). A node asks one
-peer at a time for a given topic (the first that announced the newest version; others
-that announced it are asked if that one fails or goes away), at most ``want_keys``
+peer at a time for a given topic (the one that announced the newest version; the next
+best is asked if that one fails or goes away, for as long as it announced something
+newer than what the node got meanwhile), at most ``want_keys``
 topics and about ``want_bytes`` per ``RetainedWant`` and ``outstanding`` of them per
 peer: a node that links to several peers at once gets each value once, and the work
 per message it receives stays small (each batch is verified). A node that learned
@@ -60,12 +61,22 @@ class SyncStats:
     wants_dropped: int = 0  # announced topics not asked for: too many wanted already
 
 
+Version = tuple[int, bytes]  # (stamp, origin), as digests compare them
+
+
 @dataclass(slots=True)
 class _Want:
-    version: tuple[int, bytes]  # (stamp, origin) announced: the newest known
-    size: int
-    announcers: list[bytes]  # peers that announced that version, first asked first
+    # Peers that announced something newer than what is held: their version and the
+    # size of its batch (at most MAX_ANNOUNCERS, the newest kept).
+    announcers: dict[bytes, tuple[Version, int]]
+    claimed: Version  # the newest version announced
     asked: bytes | None = None  # the peer it is asked of now
+
+    def best(self) -> bytes | None:
+        """The announcer of the newest version."""
+        if not self.announcers:
+            return None
+        return max(self.announcers, key=lambda p: self.announcers[p][0])
 
 
 @dataclass(slots=True)
@@ -126,14 +137,18 @@ class RetainedSync:
         """A link closed: what was asked of it is asked of the next announcer."""
         if self._peers.pop(peer, None) is None:
             return []
+        return self._pump_all(self._forget(peer), now)
+
+    def _forget(self, peer: bytes) -> set[bytes]:
+        """Ask nothing more of ``peer``: what was asked of it (or was to be) goes to the
+        next best announcers. Returns the peers given something to ask."""
         touched: set[bytes] = set()
         for key, want in list(self._wants.items()):
-            if peer in want.announcers:
-                want.announcers.remove(peer)
-            if want.asked == peer:
-                want.asked = None
-                self._requeue(key, want, touched)
-        return self._pump_all(touched, now)
+            if want.announcers.pop(peer, None) is not None or want.asked == peer:
+                if want.asked in (None, peer):
+                    want.asked = None
+                    self._requeue(key, want, touched)
+        return touched
 
     def announce(self, keys: list[RetainedKey], to: tuple[bytes, ...]) -> list[Action]:
         """``RetainedDigest``s of ``keys`` to each of ``to`` (in pieces)."""
@@ -173,16 +188,19 @@ class RetainedSync:
                 if len(self._wants) >= self.max_wants:
                     self.stats.wants_dropped += 1
                     continue
-                self._wants[k.topic] = _Want(version, k.size, [peer])
+                want = self._wants[k.topic] = _Want({}, version)
+            announcers = want.announcers
+            if peer not in announcers and len(announcers) >= MAX_ANNOUNCERS:
+                worst = min(announcers, key=lambda p: announcers[p][0])
+                if announcers[worst][0] >= version:
+                    continue
+                del announcers[worst]
+            if not state.stalled:
+                announcers[peer] = (version, k.size)
+                want.claimed = max(want.claimed, version)
+            if want.asked is None and want.best() == peer:
                 queue[k.topic] = None
-            elif version > want.version:
-                want.version, want.size, want.announcers = version, k.size, [peer]
-                if want.asked is None:
-                    queue[k.topic] = None
-            elif version == want.version and peer not in want.announcers:
-                if len(want.announcers) < MAX_ANNOUNCERS:
-                    want.announcers.append(peer)
-        return self._pump(peer, now)
+        return self._pump_all({peer}, now)
 
     def _on_want(self, msg: RetainedWant, peer: bytes) -> list[Action]:
         """Answer with the batches of the topics asked for that are held, in parts of
@@ -250,35 +268,46 @@ class RetainedSync:
             if want is None or want.asked != peer:
                 continue
             want.asked = None
-            if peer in want.announcers:
-                want.announcers.remove(peer)
+            want.announcers.pop(peer, None)
             self._requeue(key, want, touched)
         return self._pump_all(touched, now)
 
     # -- asking ----------------------------------------------------------------------
 
     def _requeue(self, key: bytes, want: _Want, touched: set[bytes]) -> None:
-        """Ask ``key`` of its next announcer; forget it if it is held by now, or if no
-        announcer is left (``given_up``)."""
+        """Ask ``key`` of the announcer of the newest version still newer than what is
+        held; forget it when none is left (``given_up`` if what is held is older than
+        the newest version announced)."""
         mine = self.store.version_of(key)
-        if mine is not None and mine >= want.version:
-            del self._wants[key]
-            return
-        for peer in want.announcers:
+        announcers = want.announcers
+        for peer in list(announcers):
             state = self._peers.get(peer)
-            if state is not None and not state.stalled:
-                state.queue[key] = None
-                touched.add(peer)
-                return
-        del self._wants[key]
-        self.stats.given_up += 1
+            if (state is None or state.stalled
+                    or (mine is not None and mine >= announcers[peer][0])):
+                del announcers[peer]
+        best = want.best()
+        if best is None:
+            del self._wants[key]
+            if mine is None or mine < want.claimed:
+                self.stats.given_up += 1
+            return
+        self._peers[best].queue[key] = None
+        touched.add(best)
 
     def _pump_all(self, peers: set[bytes], now: float) -> list[Action]:
-        return [a for peer in peers if peer in self._peers for a in self._pump(peer, now)]
+        """``_pump`` each of ``peers``, and each peer that gets something to ask meanwhile."""
+        actions: list[Action] = []
+        pending = set(peers)
+        while pending:
+            peer = pending.pop()
+            if peer in self._peers:
+                actions += self._pump(peer, now, pending)
+        return actions
 
-    def _pump(self, peer: bytes, now: float) -> list[Action]:
+    def _pump(self, peer: bytes, now: float, touched: set[bytes]) -> list[Action]:
         """Send ``peer`` the next ``RetainedWant``s its queue holds, while fewer than
-        ``outstanding`` are unanswered."""
+        ``outstanding`` are unanswered (topics passed on to another peer are added to
+        ``touched``)."""
         state = self._peers[peer]
         out: list[GossipMessage] = []
         while len(state.asked) < self.outstanding and state.queue and not state.stalled:
@@ -288,13 +317,15 @@ class RetainedSync:
                 key = next(iter(state.queue))
                 del state.queue[key]
                 want = self._wants.get(key)
+                if want is None or want.asked is not None or want.best() != peer:
+                    continue  # asked elsewhere, or announced newer elsewhere
                 mine = self.store.version_of(key)
-                if (want is None or want.asked is not None or peer not in want.announcers
-                        or (mine is not None and mine >= want.version)):
-                    continue  # asked elsewhere, announced newer elsewhere, or here by now
+                if mine is not None and mine >= want.announcers[peer][0]:
+                    self._requeue(key, want, touched)  # here by now (maybe newer elsewhere)
+                    continue
                 want.asked = peer
                 topics.append(key)
-                size += want.size
+                size += want.announcers[peer][1]
             if topics:
                 state.asked.append(_Asked(now + self.timeout, topics))
                 out.append(RetainedWant(topics))
@@ -313,16 +344,9 @@ class RetainedSync:
         again; what was asked of it goes to the next announcers."""
         touched: set[bytes] = set()
         for peer, state in self._peers.items():
-            if not state.asked or state.asked[0].deadline > now:
-                continue
-            state.stalled = True
-            state.queue.clear()
-            while state.asked:
-                for key in state.asked.popleft().topics:
-                    want = self._wants.get(key)
-                    if want is not None and want.asked == peer:
-                        want.asked = None
-                        if peer in want.announcers:
-                            want.announcers.remove(peer)
-                        self._requeue(key, want, touched)
+            if state.asked and state.asked[0].deadline <= now:
+                state.stalled = True
+                state.queue.clear()
+                state.asked.clear()
+                touched |= self._forget(peer)
         return self._pump_all(touched, now)
