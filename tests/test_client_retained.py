@@ -61,10 +61,14 @@ async def test_the_three_clients_retain_and_leave_wills_only_when_they_fail(
                 await node.set_will("trio", "will")
                 await node.publish("trio", "1", retain=True)
                 assert len(await node.publish("trio", "2", retain=True, wait=True)) == 32
-            with pytest.raises(RuntimeError), trio.fail_after(5):
+
+            async def failing_app() -> None:
                 async with open_client(path) as node:
                     await node.set_will("trio", "will after an exception")
                     raise RuntimeError("the app fails")
+
+            with pytest.raises(RuntimeError, match="the app fails"):
+                await failing_app()
 
             async def in_asyncio() -> None:
                 async with open_asyncio_client(path) as node:
@@ -82,9 +86,10 @@ async def test_the_three_clients_retain_and_leave_wills_only_when_they_fail(
                     node.set_will("blocking", "will")
                     node.publish("blocking", "1", retain=True)
                     node.flush()
-                with BlockingClient(path, timeout=5) as node, pytest.raises(PublishError):
+                with BlockingClient(path, timeout=5) as node:
                     node.publish("blocking", "2", to="ab" * 16, retain=True)  # refused
-                    node.flush()
+                    with pytest.raises(PublishError, match="goes to everyone"):
+                        node.flush()
 
             await trio.to_thread.run_sync(blocking)
             a.publish("trio", b"end")

@@ -290,7 +290,7 @@ class ApiServer:
         """Read request lines and answer them in order, until EOF or a too-large line."""
         max_line = self.config.max_request_line
         buf = b""
-        while not session.out.closing:
+        while not (session.out.closing or session.said_bye):  # bye: nothing more is read
             data = await stream.receive_some(65536)
             if not data:
                 return
@@ -326,16 +326,14 @@ class ApiServer:
         max_line = self.config.max_request_line
         turn = time.perf_counter()
         for line in lines:
-            if session.out.closing:  # the node is leaving (close_clients)
+            if session.out.closing or session.said_bye:  # the node is leaving, or the app
+                self.backend.flush()
                 return False
             if len(line) > max_line:
                 self.backend.flush()
                 self._too_large(session, len(line))
                 return False
             waiting = self._handle_line(session, line)
-            if session.said_bye:  # answered; nothing after it is read
-                self.backend.flush()
-                return False
             if waiting is not None:
                 self.backend.flush()  # what was published so far goes before any wait
                 if isinstance(waiting, ReplayRequest):

@@ -193,9 +193,7 @@ class NodeConfig:
             "seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
             "ping_interval", "link_timeout", "slow_peer_timeout", "publish_wait_max",
             "prune_cooldown", "peer_bytes_per_s", "peer_batches_per_s", "client_publish_per_s",
-            "new_origins_per_s",
-            "peer_pings_per_s",
-            "client_replays_per_s",
+            "new_origins_per_s", "peer_pings_per_s", "client_replays_per_s",
         )
         for field in positive_floats:
             if not getattr(self, field) > 0:
