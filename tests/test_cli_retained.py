@@ -42,7 +42,7 @@ async def test_send_retain_and_recv_shows_the_retained_messages_first(short_tmp:
                     stderr=subprocess.PIPE)
                 try:
                     await Proc(recv).wait_line("subscribed to temp, mode; 1 retained "
-                                               "messages first")
+                                               "message first")
                     await cli("send", "--socket", sock_a, "--topic", "temp", "live")
                     out = Proc(recv, recv.stdout)
                     await out.wait_line("^live$")

@@ -118,8 +118,7 @@ async def cmd_recv(args: argparse.Namespace) -> int:
         since = parse_since_arg(args.since) if args.since is not None else None
         reply = await client.subscribe(topics, since, retained=args.retained)
         print(f"p2pnode: subscribed to {', '.join(topics) or 'all topics'}"
-              + (f"; {reply['retained']} retained messages first" if reply.get("retained")
-                 else "")
+              + (f"; {_retained_first(reply)}" if reply.get("retained") else "")
               + (f"; replaying {reply.get('replayed', 0)} messages from history"
                  if since is not None else ""), file=sys.stderr, flush=True)
         if reply.get("since_found") is False:
@@ -127,6 +126,11 @@ async def cmd_recv(args: argparse.Namespace) -> int:
                   "replaying all of it", file=sys.stderr, flush=True)
         await _print_events(client, partial(_recv_line, as_json=args.json), args.count)
     return 0
+
+
+def _retained_first(reply: dict[str, Any]) -> str:
+    n = reply.get("retained")
+    return f"{n} retained message{'' if n == 1 else 's'} first"
 
 
 def _recv_line(event: dict[str, Any], *, as_json: bool) -> str | None:
