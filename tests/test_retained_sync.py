@@ -249,3 +249,17 @@ def test_what_a_node_wants_is_bounded() -> None:
     mesh.run()
     assert mesh.syncs[0].wanting == 50
     assert mesh.syncs[0].stats.wants_dropped == 150
+
+
+def test_a_batch_that_carries_many_topics_is_fetched_once() -> None:
+    mesh = Mesh(2)
+    mesh.publish(0, NOW - 10, *((f"t{k}", b"v") for k in range(300)))  # one batch
+    mesh.publish(0, NOW - 5, *((f"u{k}", b"v") for k in range(3)))  # and another
+    mesh.link(0, 1)
+    mesh.run()
+    assert mesh.values(1) == mesh.values(0)
+    assert mesh.syncs[1].stats.wanted == 2  # one topic of each batch
+    assert mesh.sent[(1, "RetainedWant")] == 1
+    assert mesh.sent[(0, "Retained")] == 1  # both batches, once each
+    assert mesh.syncs[1].stats.received == 303
+    assert mesh.syncs[1].wanting == 0

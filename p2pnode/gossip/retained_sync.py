@@ -27,7 +27,7 @@ for the store (the Unix time, in seconds).
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from ..errors import RemoteProtocolError
@@ -83,11 +83,16 @@ class _Want:
 class _Asked:
     deadline: float
     topics: list[bytes]
+    batches: set[Version]  # the (stamp, origin) of the batches they come in
+    # Topics not asked because they come in one of those batches too (looked at when
+    # the answer is complete).
+    riders: list[bytes] = field(default_factory=list)
 
 
 @dataclass
 class _Peer:
-    queue: dict[bytes, None] = field(default_factory=dict)  # topics to ask of it, in order
+    # Topics to ask of it, in order (an OrderedDict: taking the first is O(1)).
+    queue: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     asked: deque[_Asked] = field(default_factory=deque)  # RetainedWants sent, not answered
     stalled: bool = False  # did not answer in time: asked nothing more until it relinks
 
@@ -253,7 +258,8 @@ class RetainedSync:
         self.stats.received += len(kept)
         actions: list[Action] = []
         if msg.last:
-            actions += self._answered(peer, state.asked.popleft().topics, now)
+            done = state.asked.popleft()
+            actions += self._answered(peer, done.topics + done.riders, now)
         others = tuple(p for p in self._peers if p != peer)
         if kept and others:
             actions += self.announce([self.store.digest_key(e) for e in kept], others)
@@ -265,8 +271,8 @@ class RetainedSync:
         touched: set[bytes] = {peer}
         for key in topics:
             want = self._wants.get(key)
-            if want is None or want.asked != peer:
-                continue
+            if want is None or want.asked not in (peer, None):
+                continue  # (None: a rider, not asked of anyone)
             want.asked = None
             want.announcers.pop(peer, None)
             self._requeue(key, want, touched)
@@ -307,29 +313,41 @@ class RetainedSync:
     def _pump(self, peer: bytes, now: float, touched: set[bytes]) -> list[Action]:
         """Send ``peer`` the next ``RetainedWant``s its queue holds, while fewer than
         ``outstanding`` are unanswered (topics passed on to another peer are added to
-        ``touched``)."""
+        ``touched``). A batch is asked for once: of the topics announced with one
+        ``(stamp, origin)`` (one batch carries them all), one is asked, the others ride
+        on it and are looked at when its answer is complete."""
         state = self._peers[peer]
         out: list[GossipMessage] = []
+        asked_batches = {v for a in state.asked for v in a.batches}
         while len(state.asked) < self.outstanding and state.queue and not state.stalled:
-            topics: list[bytes] = []
+            asked = _Asked(now + self.timeout, [], set())
+            topics, batches = asked.topics, asked.batches
             size = 0
             while state.queue and len(topics) < self.want_keys and size < self.want_bytes:
-                key = next(iter(state.queue))
-                del state.queue[key]
+                key = state.queue.popitem(last=False)[0]
                 want = self._wants.get(key)
                 if want is None or want.asked is not None or want.best() != peer:
                     continue  # asked elsewhere, or announced newer elsewhere
+                version, batch_size = want.announcers[peer]
                 mine = self.store.version_of(key)
-                if mine is not None and mine >= want.announcers[peer][0]:
+                if mine is not None and mine >= version:
                     self._requeue(key, want, touched)  # here by now (maybe newer elsewhere)
+                    continue
+                if version in asked_batches or version in batches:
+                    # It comes with a batch asked for already: looked at with its answer.
+                    rider_of = next((a for a in state.asked if version in a.batches), asked)
+                    rider_of.riders.append(key)
                     continue
                 want.asked = peer
                 topics.append(key)
-                size += want.announcers[peer][1]
-            if topics:
-                state.asked.append(_Asked(now + self.timeout, topics))
-                out.append(RetainedWant(topics))
-                self.stats.wanted += len(topics)
+                batches.add(version)
+                size += batch_size
+            if not topics:
+                break  # the rest ride on earlier requests
+            state.asked.append(asked)
+            asked_batches |= batches
+            out.append(RetainedWant(topics))
+            self.stats.wanted += len(topics)
         return [Send(peer, out)] if out else []
 
     # -- timers ----------------------------------------------------------------------
