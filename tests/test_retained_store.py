@@ -79,12 +79,16 @@ def test_equal_stamps_are_ordered_by_origin_then_message_id() -> None:
     assert (value(store, "t"), value(store, "u")) == (b"two", b"x")
 
 
-def test_ordinary_and_direct_batches_are_not_retained() -> None:
+def test_ordinary_direct_and_reserved_messages_are_not_retained() -> None:
     store = RetainedStore()
     ordinary = make_batch(A, new_id(A), None, [Item(new_id(A), "t", b"x")])
     assert store.offer(*ordinary, now=NOW) == []
     assert store.offer(*retained(A, NOW, ("t", b"x"), to=B.node_id), now=NOW) == []
-    assert len(store) == 0
+    # The nodes' own topics ($mesh) are never retained, even from a member that tries.
+    reserved = retained(A, NOW, ("$mesh", b"x"), ("t", b"y"))
+    assert not store.newer_in(*retained(A, NOW, ("$mesh", b"x")))
+    assert [e.topic for e in store.offer(*reserved, now=NOW)] == ["t"]
+    assert [e.topic for e in store] == ["t"]
 
 
 def test_an_empty_payload_clears_and_its_tombstone_keeps_older_values_out() -> None:

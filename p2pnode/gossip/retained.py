@@ -15,7 +15,8 @@ overhead per batch and per topic). What does not fit is refused (``refused_full`
 a new topic, or a value larger than the one it replaces; only tombstones give way,
 the one with the oldest stamp first. A message stamped more than ``max_skew`` seconds
 ahead of this node's clock is refused too (``refused_future``): it would otherwise
-win over every later publish until then.
+win over every later publish until then. Topics reserved for the nodes (``$...``) are
+never retained.
 
 No I/O: times are the caller's Unix clock (seconds, float).
 """
@@ -27,6 +28,7 @@ import heapq
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
+from ..mesh.linklist import RESERVED_PREFIX
 from ..wire.messages import Batch, BatchBody, Gossip, RetainedKey, decode_kept_body
 
 #: Bytes counted per topic, on top of its topic name.
@@ -175,6 +177,8 @@ class RetainedStore:
         if not body.retain or body.to is not None:
             return False
         for item in body.items:
+            if item.topic.startswith(RESERVED_PREFIX):
+                continue
             entry = self._entries.get(item.topic)
             if entry is None or entry.version < (body.retain, batch.origin, item.id):
                 return True
@@ -191,6 +195,8 @@ class RetainedStore:
             return []
         newest: dict[str, tuple[int, bytes]] = {}  # topic -> (index, id): the last one wins
         for index, item in enumerate(body.items):
+            if item.topic.startswith(RESERVED_PREFIX):
+                continue  # the nodes' own: never retained
             if item.topic not in newest or newest[item.topic][1] < item.id:
                 newest[item.topic] = (index, item.id)
         kept = []
