@@ -12,6 +12,7 @@ import random
 
 import pytest
 
+from p2pnode.gossip import retained as retained_module
 from p2pnode.gossip.retained import (
     BATCH_OVERHEAD,
     ENTRY_OVERHEAD,
@@ -192,7 +193,7 @@ def test_digest_keys_and_lookup_by_topic_key() -> None:
     assert store.version_of(topic_key("u")) is None
 
 
-def test_a_subscription_gets_its_topics_in_slices() -> None:
+def test_a_subscription_gets_its_topics_in_slices(monkeypatch: pytest.MonkeyPatch) -> None:
     store = RetainedStore()
     batch, body = retained(A, NOW, *((f"t{k}", b"v" * 1000) for k in range(20)))
     store.offer(batch, body, NOW)
@@ -210,6 +211,17 @@ def test_a_subscription_gets_its_topics_in_slices() -> None:
     assert [m.topic for m in RetainedReplay(store.matching([])).step(1 << 30)][-2:] == [
         "t19", "t3"]  # all topics: in the order they were set here
     assert RetainedReplay([]).done
+    # Topics asked in an order that goes back and forth between two batches: each batch
+    # is decoded once (the budget a step uses shows it).
+    asked = store.matching(["t0", "t3", "t1", "t4"])
+    replay = RetainedReplay(asked)
+    assert [m.topic for m in replay.step(1 << 30)] == ["t0", "t1", "t4", "t3"]
+    decoded: list[bytes] = []
+    real = retained_module.decode_kept_body
+    monkeypatch.setattr(retained_module, "decode_kept_body",
+                        lambda data: decoded.append(data) or real(data))
+    RetainedReplay(asked).step(1 << 30)
+    assert len(decoded) == 2
 
 
 @pytest.mark.parametrize("seed", range(5))

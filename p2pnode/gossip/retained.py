@@ -315,11 +315,16 @@ class RetainedStore:
 
 class RetainedReplay:
     """The messages of a snapshot of retained entries, a slice at a time (as
-    ``gossip.replay.Replay``, whose interface it shares): a subscription's first events.
-    Each batch is decoded when its first entry comes up."""
+    ``gossip.replay.Replay``, whose interface it shares): a subscription's first events,
+    the entries of one batch together. Each batch is decoded once."""
 
     def __init__(self, entries: list[RetainedEntry]) -> None:
-        self._entries = entries
+        # The entries of one batch together (in the order of their first), so that
+        # each batch is decoded once.
+        groups: dict[bytes, list[RetainedEntry]] = {}
+        for entry in entries:
+            groups.setdefault(entry.batch_key, []).append(entry)
+        self._entries = [e for group in groups.values() for e in group]
         self._next = 0
         self._batch: Batch | None = None
         self._body: BatchBody | None = None
