@@ -263,3 +263,20 @@ def test_a_batch_that_carries_many_topics_is_fetched_once() -> None:
     assert mesh.sent[(0, "Retained")] == 1  # both batches, once each
     assert mesh.syncs[1].stats.received == 303
     assert mesh.syncs[1].wanting == 0
+
+
+def test_an_answer_with_more_batches_than_topics_asked_is_cut_short() -> None:
+    mesh = Mesh(2)
+    mesh.link(0, 1)
+    mesh.run()
+    mesh.muted.add(1)
+    real = retained_batch(IDS[1], NOW, ("t", b"x"))
+    claim = RetainedKey(topic_key("t"), VERIFY(real).retain, IDS[1].node_id, 100)
+    mesh.wire.append((1, 0, RetainedDigest([claim])))
+    mesh.run()
+    junk = [retained_batch(IDS[1], NOW, ("t", b"junk %d" % k)) for k in range(50)]
+    mesh.wire.append((1, 0, Retained([real, *junk])))
+    mesh.run()
+    assert mesh.values(0) == {"t": (VERIFY(real).retain, IDS[1].node_id,
+                                    VERIFY(real).items[0].id)}
+    assert mesh.syncs[0].stats.unsolicited == 50  # not decoded, not checked

@@ -14,12 +14,12 @@ per message it receives stays small (each batch is verified). A node that learne
 values this way announces them to its other peers in a ``RetainedDigest`` of their
 keys, and those pull what they lack, so values spread across a healed partition.
 
-Batches in an answer are checked in this order: one that carries no topic asked of
-that peer is dropped (``unsolicited``); one whose body does not decode is dropped
-(``rejected``); one with nothing newer than what is held is dropped unchecked
-(``stale``); the rest must be signed by their origin (``bad_signature`` closes the
-link, as for a gossiped batch). So a member can send only what it was asked for, and
-cannot forge anyone's retained message but its own.
+Batches in an answer are checked in this order: past one per topic asked, or one
+that carries no topic asked of that peer, it is dropped (``unsolicited``); one whose
+body does not decode is dropped (``rejected``); one with nothing newer than what is
+held is dropped unchecked (``stale``); the rest must be signed by their origin
+(``bad_signature`` closes the link, as for a gossiped batch). So a member can send
+only what it was asked for, and cannot forge anyone's retained message but its own.
 
 No I/O, the caller's clocks: ``now`` for the deadlines (any monotonic clock), ``wall``
 for the store (the Unix time, in seconds).
@@ -87,6 +87,7 @@ class _Asked:
     # Topics not asked because they come in one of those batches too (looked at when
     # the answer is complete).
     riders: list[bytes] = field(default_factory=list)
+    received: int = 0  # batches of the answer so far (at most one per topic asked)
 
 
 @dataclass
@@ -233,9 +234,14 @@ class RetainedSync:
         if not state.asked:
             self.stats.unsolicited += len(msg.batches)
             return [], []
-        asked = set(state.asked[0].topics)
+        current = state.asked[0]
+        asked = set(current.topics)
         kept: list[RetainedEntry] = []
         for batch in msg.batches:
+            current.received += 1
+            if current.received > len(current.topics):  # more than asked: not even read
+                self.stats.unsolicited += 1
+                continue
             try:
                 body = verify(batch, check_signature=False)
             except RemoteProtocolError:
