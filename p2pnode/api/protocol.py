@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
 
 import msgspec
@@ -23,7 +24,7 @@ from ..wire.messages import Gossip
 
 ERROR_CODES = (
     "bad_json", "bad_request", "unknown_op", "too_large", "too_many_clients", "timeout",
-    "rate_limited", "forbidden", "unknown_node",
+    "rate_limited", "forbidden", "unknown_node", "retained_full",
 )
 MAX_TOPICS_PER_REQUEST = 1024
 Scalar = str | int | float | bool | None
@@ -48,6 +49,8 @@ class Publish(msgspec.Struct, tag="publish", tag_field="op", kw_only=True,
     #: False: answer only if the message is refused (a pipelining client's publishes;
     #: a later reply, such as to ``sync``, says that they were all taken).
     ack: bool = True
+    #: True: it becomes the retained message of its topic (an empty payload clears it).
+    retain: bool = False
 
 
 class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", kw_only=True,
@@ -59,6 +62,8 @@ class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", kw_only=True,
     id: Scalar = None
     topics: list[str]
     since: str | float | None = None
+    #: False: do not send the topics' retained messages first.
+    retained: bool = True
 
 
 class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="op", kw_only=True,
@@ -114,7 +119,29 @@ class Sync(msgspec.Struct, tag="sync", tag_field="op", kw_only=True,
     id: Scalar = None
 
 
-Request = Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh | Sync
+class Will(msgspec.Struct, tag="will", tag_field="op", kw_only=True,
+           forbid_unknown_fields=True):
+    """This connection's last will: published by the node (``retain`` as in
+    ``publish``) if the connection ends without ``bye``. Replaces an earlier will; without
+    ``topic`` (and data), clears it (``api.wills``)."""
+
+    id: Scalar = None
+    topic: str | None = None
+    data: str | None = None
+    data_b64: str | None = None
+    retain: bool = False
+
+
+class Bye(msgspec.Struct, tag="bye", tag_field="op", kw_only=True,
+          forbid_unknown_fields=True):
+    """The app is leaving on purpose: no will is published. Answered, then the node
+    closes the connection (it reads no further request)."""
+
+    id: Scalar = None
+
+
+Request = (Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh | Sync | Will
+           | Bye)
 #: Every op, taken from the request types themselves so that a new one cannot be left out.
 OPS: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(Request))
 
@@ -174,7 +201,7 @@ def check_topics(topics: list[str], req_id: Scalar = None) -> list[str]:
     return [check_topic(t, req_id) for t in topics]
 
 
-def publish_payload(req: Publish, max_payload: int) -> bytes:
+def publish_payload(req: Publish | Will, max_payload: int) -> bytes:
     """Return the payload of a publish request, validated. Raises ``ApiError``."""
     if (req.data is None) == (req.data_b64 is None):
         raise ApiError("bad_request", 'give exactly one of "data" or "data_b64"', req.id)
@@ -194,6 +221,19 @@ def publish_payload(req: Publish, max_payload: int) -> bytes:
             "too_large", f"payload of {len(payload)} bytes exceeds {max_payload}", req.id
         )
     return payload
+
+
+def check_retain(req: Publish, topic: str, size: int,
+                 refusal: Callable[[str, int], str | None]) -> None:
+    """Check a publish with ``retain`` of ``size`` payload bytes on ``topic``; ``refusal``
+    says why the node could not keep it (None: it could). Raises ``ApiError``:
+    ``bad_request`` (with ``to``), ``retained_full``."""
+    if req.to is not None:
+        raise ApiError("bad_request", 'a retained message goes to everyone: give no "to" '
+                       'with "retain"', req.id)
+    why = refusal(topic, size)
+    if why is not None:
+        raise ApiError("retained_full", why, req.id)
 
 
 def publish_target(req: Publish) -> bytes | None:
@@ -236,6 +276,7 @@ class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     data_b64: str | None = None
     to: str | None = None
     replay: bool = False  # from history, in answer to a subscribe with "since"
+    retained: bool = False  # the topic's retained message, not a new publish
 
 
 def encode_delivered(msg: Gossip) -> bytes:
@@ -270,8 +311,9 @@ def parse_since(since: str | float, req_id: Scalar = None) -> bytes | float:
     return float(since)
 
 
-def encode_event(msg: Gossip, *, replay: bool = False) -> bytes:
-    """The event line for a delivered message (``data_b64`` when not UTF-8)."""
+def encode_event(msg: Gossip, *, replay: bool = False, retained: bool = False) -> bytes:
+    """The event line for a delivered message (``data_b64`` when not UTF-8); marked
+    ``retained`` with ``retained`` or when ``msg.retained``."""
     try:
         text: str | None = msg.data.decode("utf-8")
         b64 = None
@@ -281,5 +323,6 @@ def encode_event(msg: Gossip, *, replay: bool = False) -> bytes:
         event="message", msg_id=id_to_hex(msg.id), origin=id_to_hex(msg.origin), topic=msg.topic,
         hops=msg.hops, data=text, data_b64=b64,
         to=id_to_hex(msg.to) if msg.to is not None else None, replay=replay,
+        retained=retained or msg.retained,
     )
     return _encoder.encode(ev) + b"\n"

@@ -1,4 +1,5 @@
-"""Serving ``subscribe`` with ``since``: a history replay streamed a step at a time.
+"""Serving ``subscribe`` with ``since``: a history replay streamed a step at a time;
+and the retained messages a subscription gets first, the same way.
 
 A replay can cover the whole history (4 MiB by default: tens of milliseconds of
 decoding and encoding). Run in one go, a flood of such requests would keep the event
@@ -6,7 +7,9 @@ loop from links and other clients (issue 12). So the API server runs one replay 
 a time in the node (``ApiServer._replay_lock``), a step of about ``STEP_BUDGET``
 units of work per turn of the event loop, and meanwhile holds back the session's
 live events in a ``Backlog``: replayed messages, then the reply, then the live
-events, with nothing missed or doubled, as when the replay was instantaneous.
+events, with nothing missed or doubled, as when the replay was instantaneous. A
+subscription whose topics have retained messages goes the same way: the retained
+messages (``"retained": true``) come first, then the replay if ``since`` asked for one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Protocol
 import trio
 
 from ..gossip.replay import Replay
+from ..gossip.retained import RetainedReplay
 from ..net.outqueue import OutQueue
 from .protocol import ApiError, Scalar, encode_event
 
@@ -47,17 +51,18 @@ class Backlog:
         self.bytes += len(line)
 
 
-async def stream_replay(replay: Replay, out: OutQueue) -> tuple[int, int]:
+async def stream_replay(replay: Replay | RetainedReplay, out: OutQueue) -> tuple[int, int]:
     """Queue the events of ``replay`` on ``out``, a step per turn of the event loop.
     Events that do not fit (the client reads more slowly than the node replays) are
     dropped and counted, without being encoded. Returns (events queued, dropped).
     Cancellation leaves ``out`` with a prefix of the events."""
     sent = dropped = 0
+    history = isinstance(replay, Replay)
     while True:
         for msg in replay.step(STEP_BUDGET):
             if len(out) + MIN_EVENT > out.limit or out.closing:
                 dropped += 1
-            elif out.put_nowait(encode_event(msg, replay=True)):
+            elif out.put_nowait(encode_event(msg, replay=history)):
                 sent += 1
             else:
                 dropped += 1
@@ -68,11 +73,13 @@ async def stream_replay(replay: Replay, out: OutQueue) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class ReplayRequest:
-    """A ``subscribe`` with ``since``, checked, waiting for its turn."""
+    """A ``subscribe`` with ``since`` or with retained messages, checked, waiting for its
+    turn."""
 
     req_id: Scalar
     topics: list[str]
-    start: bytes | float  # a message id, or a Unix time (``parse_since``)
+    start: bytes | float | None  # a message id, or a Unix time (``parse_since``); or None
+    retained: bool = False  # the topics' retained messages first
 
 
 class ReplayTarget(Protocol):
@@ -100,8 +107,10 @@ class Replayer:
     (``Node.open_replay``)."""
 
     def __init__(self, open_replay: Callable[[bytes | float, frozenset[str]], Replay],
-                 queue_bytes: int) -> None:
+                 queue_bytes: int, *,
+                 open_retained: Callable[[list[str]], RetainedReplay] | None = None) -> None:
         self._open = open_replay
+        self._open_retained = open_retained
         self._queue_bytes = queue_bytes
         self._lock = trio.Lock()  # trio's locks are fair: FIFO
 
@@ -112,18 +121,27 @@ class Replayer:
         replayed events on ``session.out`` while its live events wait in a backlog.
         Returns the reply's fields and the backlog, for the caller to queue in that
         order. On cancellation the session's backlog is dropped."""
+        fields: dict[str, Any] = {}
+        dropped = 0
         async with self._lock:
-            replay = self._open(req.start, frozenset(req.topics))
+            retained = (self._open_retained(req.topics)
+                        if req.retained and self._open_retained is not None else None)
+            replay = self._open(req.start, frozenset(req.topics)) if req.start is not None \
+                else None
             subscribe()
             backlog = session.backlog = Backlog(self._queue_bytes)
             try:
-                sent, dropped = await stream_replay(replay, session.out)
+                if retained is not None:
+                    fields["retained"], dropped = await stream_replay(retained, session.out)
+                if replay is not None:
+                    sent, more = await stream_replay(replay, session.out)
+                    fields["replayed"] = sent
+                    dropped += more
             finally:
                 session.backlog = None
-        fields: dict[str, Any] = {"replayed": sent}
         if dropped:
             fields["dropped"] = dropped
-        if isinstance(req.start, bytes):
+        if isinstance(req.start, bytes) and replay is not None:
             # False: the id is not (or no longer) in history; all of it was replayed.
             fields["since_found"] = bool(replay.found)
         return fields, backlog

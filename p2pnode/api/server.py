@@ -24,6 +24,7 @@ import trio
 from ..config.settings import NodeConfig
 from ..errors import ConfigError
 from ..gossip.replay import Replay
+from ..gossip.retained import RetainedReplay
 from ..identity.owners import peer_credentials
 from ..net.outqueue import OutQueue
 from ..ratelimit import TokenBucket
@@ -40,6 +41,7 @@ from .protocol import (
     Subscribe,
     Sync,
     Unsubscribe,
+    check_retain,
     check_topic,
     check_topics,
     encode_closing,
@@ -56,6 +58,7 @@ from .replaying import Backlog, Replayer, ReplayRequest, rate_error, replay_burs
 from .sockfile import bind_unix_socket, remove_if_ours
 from .status import NodeStatus, encode_status_reply
 from .waiting import wait_peers
+from .wills import WILL_OPS, LastWill, publish_will, will_request
 
 log = logging.getLogger("p2pnode.api")
 MAX_TOPICS_PER_CLIENT = 4096
@@ -68,7 +71,7 @@ class ApiBackend(Protocol):
     """What the API server needs from the node."""
 
     def publish(self, topic: str, payload: bytes, to: bytes | None, *,
-                defer_flush: bool = False) -> tuple[str, int]: ...
+                defer_flush: bool = False, retain: bool = False) -> tuple[str, int]: ...
     def knows_node(self, node_id: bytes) -> bool: ...
     async def wait_peer_count(self, low: int, high: int) -> None: ...
     async def wait_links_writable(self) -> None: ...
@@ -77,6 +80,9 @@ class ApiBackend(Protocol):
     def status_info(self) -> NodeStatus: ...
     def open_replay(self, since: bytes | float, topics: frozenset[str]) -> Replay: ...
     def mesh_info(self) -> dict[str, Any]: ...
+    def retained_replay(self, topics: list[str]) -> RetainedReplay: ...
+    def has_retained(self, topics: list[str]) -> bool: ...
+    def retained_refusal(self, topic: str, size: int) -> str | None: ...
 
 
 @dataclass
@@ -90,6 +96,7 @@ class ApiStats:
     published: int = 0
     errors: int = 0
     events_dropped: int = 0
+    wills: int = 0  # last wills published: connections that ended without bye
 
 
 class Session:
@@ -108,6 +115,8 @@ class Session:
         self.events_dropped = 0
         self.unreported = 0  # events dropped since the last "dropped" notice
         self.requests = 0  # request lines read (an error reply names its number)
+        self.will: LastWill | None = None  # published if the connection ends without bye
+        self.said_bye = False
 
 
 class ApiServer:
@@ -122,7 +131,8 @@ class ApiServer:
         self._all: set[Session] = set()
         self._by_topic: dict[str, set[Session]] = {}
         self.monitors: MonitorHub[Session] = MonitorHub(self._send_event)
-        self._replayer = Replayer(backend.open_replay, config.client_queue_bytes)
+        self._replayer = Replayer(backend.open_replay, config.client_queue_bytes,
+                                  open_retained=backend.retained_replay)
         self._group: grp.struct_group | None = None
         self._serving: os.stat_result | None = None  # the socket file, while it serves
         if config.api_group is not None:
@@ -273,6 +283,8 @@ class ApiServer:
                     session.out.close()
                     nursery.cancel_scope.deadline = trio.current_time() + 5
             finally:
+                if publish_will(session, self.backend):  # no bye: the app crashed
+                    self.stats.wills += 1
                 self._unsubscribe(session, [])
                 self.monitors.remove(session)
                 self.sessions.discard(session)
@@ -295,7 +307,7 @@ class ApiServer:
         """Read request lines and answer them in order, until EOF or a too-large line."""
         max_line = self.config.max_request_line
         buf = b""
-        while not session.out.closing:
+        while not (session.out.closing or session.said_bye):  # bye: nothing more is read
             data = await stream.receive_some(65536)
             if not data:
                 return
@@ -331,7 +343,8 @@ class ApiServer:
         max_line = self.config.max_request_line
         turn = time.perf_counter()
         for line in lines:
-            if session.out.closing:  # the node is leaving (close_clients)
+            if session.out.closing or session.said_bye:  # the node is leaving, or the app
+                self.backend.flush()
                 return False
             if len(line) > max_line:
                 self.backend.flush()
@@ -406,17 +419,21 @@ class ApiServer:
                                "not this node, not linked to it and not in its mesh view "
                                "(p2pnode mesh lists them); nothing was sent", req.id)
             # The read loop flushes (wait_links_writable) once the read is handled.
-            msg_id, sent_to = self.backend.publish(topic, payload, target, defer_flush=True)
+            if req.retain:
+                check_retain(req, topic, len(payload), self.backend.retained_refusal)
+            msg_id, sent_to = self.backend.publish(topic, payload, target, defer_flush=True,
+                                                   retain=req.retain)
             self.stats.published += 1
             if not req.ack:
                 return None
             return encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to})
         if type(req) is Subscribe:
             topics = check_topics(req.topics, req.id)
-            if req.since is None:
+            retained = req.retained and self.backend.has_retained(topics)
+            if req.since is None and not retained:
                 self._subscribe(session, topics, req.id)
                 return encode_reply(req.id, {})
-            return self._check_replay(session, topics, req.since, req.id)
+            return self._check_replay(session, topics, req.since, req.id, retained)
         if type(req) is Unsubscribe:
             self._unsubscribe(session, check_topics(req.topics, req.id))
             return encode_reply(req.id, {})
@@ -431,6 +448,9 @@ class ApiServer:
             return encode_reply(req.id, self.backend.mesh_info())
         if type(req) is Sync:
             return encode_reply(req.id, {})
+        if isinstance(req, WILL_OPS):
+            return will_request(session, req, min(self.config.will_max_bytes,
+                                                  self.config.max_payload), self.backend)
         assert type(req) is Status
         return encode_status_reply(req.id, self.backend.status_info())
 
@@ -446,25 +466,25 @@ class ApiServer:
             session.topics.add(topic)
             self._by_topic.setdefault(topic, set()).add(session)
 
-    def _check_replay(self, session: Session, topics: list[str], since: str | float,
-                      req_id: Scalar) -> ReplayRequest:
-        """Check a ``subscribe`` with ``since`` before it waits for its turn. Raises
-        ``ApiError`` (bad_request, rate_limited): then nothing is subscribed."""
-        start = parse_since(since, req_id)
+    def _check_replay(self, session: Session, topics: list[str], since: str | float | None,
+                      req_id: Scalar, retained: bool) -> ReplayRequest:
+        """Check a ``subscribe`` with ``since`` or retained messages before it waits for its
+        turn. Raises ``ApiError`` (bad_request, rate_limited): then nothing is subscribed."""
+        start = parse_since(since, req_id) if since is not None else None
         if len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
             raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_CLIENT} topics per client",
                            req_id)
-        if not session.replay_bucket.take(1, trio.current_time()):
+        if start is not None and not session.replay_bucket.take(1, trio.current_time()):
             self.stats.rate_limited += 1
             raise rate_error(self.config.client_replays_per_s, req_id)
-        return ReplayRequest(req_id, topics, start)
+        return ReplayRequest(req_id, topics, start, retained)
 
     async def _replay(self, session: Session, req: ReplayRequest) -> None:
         """Subscribe and replay history (``Replayer.run``): the replayed events, the
         reply, then the live events that came meanwhile."""
         fields, backlog = await self._replayer.run(
             session, req, lambda: self._subscribe(session, req.topics, req.req_id))
-        self.stats.replays += 1
+        self.stats.replays += req.start is not None
         dropped = fields.get("dropped", 0) + backlog.dropped
         self.stats.events_dropped += dropped
         session.events_dropped += dropped

@@ -175,6 +175,41 @@ class HistoryStatus(Section):
                                        unit="seconds")]
 
 
+class RetainedStatus(Section):
+    topics: Annotated[int, _gauge("topics with a retained message now")]
+    tombstones: Annotated[int, _gauge(
+        "cleared topics remembered now (for `retained_tombstone_age`, a day)")]
+    bytes: Annotated[int, _gauge(
+        "size of the retained set now: the batches that carry it, plus 200 bytes per batch"
+        " and per topic", unit="bytes")]
+    max_topics: Annotated[int, _gauge(
+        "the most topics kept, tombstones included (`--retained-max-topics`)")]
+    max_bytes: Annotated[int, _gauge("the size limit (`--retained-max-bytes`)", unit="bytes")]
+    accepted: Annotated[int, _counter(
+        "retained messages kept: a new topic, or newer than the one held")]
+    refused_full: Annotated[int, _counter(
+        "retained messages not kept: no room within the limits (tombstones give way first)",
+        drop="retained messages not kept: the retained set is full")]
+    refused_future: Annotated[int, _counter(
+        "retained messages not kept: stamped more than `retained_max_skew` (60 s) ahead of"
+        " this node's clock", drop="retained messages not kept: stamped in the future")]
+    rejected: Annotated[int, _counter(
+        "retained batches not kept: a bad signature or body",
+        drop="retained batches rejected: bad signature or body")]
+    synced: Annotated[int, _counter(
+        "retained messages kept from peers' answers in the sync when links open")]
+    sync_wanted: Annotated[int, _counter("topics asked of peers in the sync")]
+    sync_given_up: Annotated[int, _counter(
+        "topics asked of every peer that had them, in vain",
+        drop="retained topics never obtained from any peer")]
+    sync_unsolicited: Annotated[int, _counter(
+        "batches a peer sent in the sync that it was not asked for (dropped)",
+        drop="retained batches dropped: not asked for")]
+    sync_busy: Annotated[int, _counter(
+        "peers' requests in the sync not answered: that link's queue was over half full",
+        drop="retained sync requests not answered: a busy link")]
+
+
 class LinksStatus(Section):
     opened: Annotated[int, _counter("links opened since start")]
     closed: Annotated[dict[str, int], _by_reason(
@@ -300,6 +335,8 @@ class ApiStatus(Section):
         "publishes and replays refused with `rate_limited`",
         drop="publishes or replays refused: a local app went over its rate")]
     replays: Annotated[int, _counter("replays served (`subscribe` with `since`)")]
+    wills: Annotated[int, _counter(
+        "last wills published: connections that ended without `bye`")]
 
 
 class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
@@ -322,6 +359,8 @@ class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
     gossip: Annotated[GossipStatus, _section("the gossip trees: announcements and repair")]
     mesh_view: Annotated[MeshViewStatus, _section("this node's view of the whole mesh")]
     history: Annotated[HistoryStatus, _section("the recent batches kept for repair and replay")]
+    retained: Annotated[RetainedStatus, _section(
+        "the retained messages, one per topic ([api.md](api.md#retained-messages))")]
     links: Annotated[LinksStatus | None, _section("links to peers")] = None
     mdns: Annotated[MdnsStatus | None, _section("mDNS discovery")] = None
     security: Annotated[SecurityStatus, _section("protection of links and batches")]

@@ -30,14 +30,15 @@ async def cmd_send(args: argparse.Namespace) -> int:
     client = await open_client(args.socket, server_user=args.server_user)
     async with client:
         if args.text:
-            msg_id = await client.publish(args.topic, " ".join(args.text), args.to, wait=True)
+            msg_id = await client.publish(args.topic, " ".join(args.text), args.to, wait=True,
+                                          retain=args.retain)
             print(f"sent message {msg_id} to topic {args.topic}"
                   + (f" (for node {args.to})" if args.to else ""))
             return 0
-        return await _send_lines(client, args.topic, args.to)
+        return await _send_lines(client, args.topic, args.to, args.retain)
 
 
-async def _send_lines(client: Client, topic: str, to: str | None) -> int:
+async def _send_lines(client: Client, topic: str, to: str | None, retain: bool = False) -> int:
     """Publish each line of stdin, pipelined: requests go out as lines come in."""
     sent = 0
     answered = 0
@@ -66,10 +67,11 @@ async def _send_lines(client: Client, topic: str, to: str | None) -> int:
         while data := await stdin.receive_some(65536):
             *lines, buf = (buf + data).split(b"\n")
             for line in lines:
-                await client.send(publish_request(topic, line.rstrip(b"\r"), to))
+                await client.send(publish_request(topic, line.rstrip(b"\r"), to,
+                                                  retain=retain))
                 sent += 1
         if buf:
-            await client.send(publish_request(topic, buf, to))
+            await client.send(publish_request(topic, buf, to, retain=retain))
             sent += 1
         done_sending = True
         if answered < sent:

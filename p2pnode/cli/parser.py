@@ -182,6 +182,9 @@ def _add_send_recv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     send.add_argument("--topic", default=DEFAULT_TOPIC, help=f"default {DEFAULT_TOPIC!r}")
     send.add_argument("--to", type=node_id, default=None, metavar="NODE_ID",
                       help="deliver only at this node (a direct message)")
+    send.add_argument("--retain", action="store_true",
+                      help="make it the topic's retained message, which subscribers get "
+                           "first (an empty TEXT, '', clears it)")
     send.add_argument("text", nargs="*", metavar="TEXT")
     recv = _client_command(
         sub, "recv", help="print messages as they arrive",
@@ -201,6 +204,8 @@ def _add_send_recv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     recv.add_argument("--reconnect", action="store_true",
                       help="when the node stops, wait for it (retrying for up to 5 "
                            "minutes) and go on where it was, nothing missed or repeated")
+    recv.add_argument("--no-retained", dest="retained", action="store_false",
+                      help="do not print the topics' retained messages first")
     recv.add_argument("--since", default=None, metavar="ID|TIME",
                       help="first replay the messages of the node's history after this "
                            "message id, or since this time: Unix seconds, ISO 8601 "
@@ -292,6 +297,12 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--order-hold", type=float, metavar="SECONDS",
                      help="hold an origin's later messages this long while a missing "
                           f"earlier one is repaired (default {NodeConfig.order_hold:g})")
+    run.add_argument("--retained-max-topics", type=int, metavar="N",
+                     help="keep retained messages on at most N topics (default "
+                          f"{NodeConfig.retained_max_topics}; 0: none)")
+    run.add_argument("--retained-max-bytes", type=int, metavar="N",
+                     help="... and at most N bytes of them (default "
+                          f"{NodeConfig.retained_max_bytes})")
     run.add_argument("--network-key", type=Path, metavar="FILE",
                      help="join the network this key file defines (made by `p2pnode keygen "
                           "--network FILE`); without it the node is on the open network: "

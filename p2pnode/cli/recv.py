@@ -174,7 +174,7 @@ async def _receive(args: argparse.Namespace, topics: list[str], since: str | flo
         return
     client = await open_client(args.socket, server_user=args.server_user)
     async with client:
-        reply = await client.subscribe(topics, since)
+        reply = await client.subscribe(topics, since, retained=args.retained)
         _say_subscribed(topics, since, reply)
         await _print_until_stopped(client, mode, args.count, where)
 
@@ -183,7 +183,9 @@ def _say_subscribed(topics: list[str], since: str | float | None,
                     reply: dict[str, Any]) -> None:
     replayed = ("; replaying " + plural(reply.get("replayed", 0), "message") + " from history"
                 if since is not None else "")
-    print(f"p2pnode: subscribed to {', '.join(topics) or 'all topics'}{replayed}",
+    retained = (f"; {plural(reply['retained'], 'retained message')} first"
+                if reply.get("retained") else "")
+    print(f"p2pnode: subscribed to {', '.join(topics) or 'all topics'}{retained}{replayed}",
           file=sys.stderr, flush=True)
     if reply.get("since_found") is False:
         print("p2pnode: that message is not in the node's history (any more): "

@@ -49,6 +49,7 @@ NOT_SHOWN = frozenset({
     "security.signed_batches", "security.tls_handshakes", "security.rate_limited",
     "security.rejected_batches", "security.origins_tracked",
     "api.requests", "api.replays",
+    "retained.max_bytes", "retained.accepted", "retained.synced", "retained.sync_wanted",
 })
 #: Keys of a reply that are not status fields.
 ENVELOPE = frozenset({"ok", "id"})
@@ -144,6 +145,13 @@ def _rows(st: dict[str, Any], before: dict[str, Any] | None,
         yield _row("gossip", f"{gossip.get('mode', '?')}; history {hist.get('batches', '?')} "
                    f"batches, {hist.get('bytes', 0) // 1024} KiB; grafts "
                    f"{gossip.get('grafts_sent', 0)}, repaired {gossip.get('repaired', 0)}")
+    ret = section_of(st, "retained")
+    if ret:
+        wills = section_of(st, "api").get("wills")
+        yield _row("retained", f"{ret.get('topics', '?')} topics (at most "
+                   f"{ret.get('max_topics', '?')}), {ret.get('bytes', 0) // 1024} KiB, "
+                   f"{ret.get('tombstones', '?')} cleared"
+                   + (f"; {wills} last wills published" if wills is not None else ""))
     drops = list(_drop_lines(st, before))
     yield _row("drops", drops[0] if drops else "none")
     yield from (_row("", line) for line in drops[1:])

@@ -10,7 +10,10 @@
 
 All three pipeline ``publish`` (it returns without waiting for the node's reply;
 ``flush()`` waits for the replies), read events in bulk, and check who serves the
-socket before they send anything (``check_server``).
+socket before they send anything (``check_server``). Closed normally, they send
+``bye``: the node then publishes no last will for the connection (``set_will``), which
+it does only when an app ends without closing its client (a crash, ``kill -9``, an
+exception out of the ``with`` block).
 """
 
 from ..errors import UntrustedServer
@@ -27,6 +30,7 @@ from .protocol import (
     event_payload,
     peers_request,
     publish_request,
+    will_request,
 )
 from .resume import PublishesLost, Reconnect, ReconnectFailed
 from .subscription import (
@@ -42,4 +46,4 @@ __all__ = ["ApiReplyError", "AsyncSubscription", "AsyncioClient", "BlockingClien
            "PublishError", "PublishesLost", "Reconnect", "ReconnectFailed", "Refusal",
            "UntrustedServer", "check_server", "event_payload", "open_asyncio_client",
            "open_asyncio_subscription", "open_client", "open_subscription", "peers_request",
-           "publish_request"]
+           "publish_request", "will_request"]

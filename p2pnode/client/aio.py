@@ -91,25 +91,26 @@ class AsyncioClient(AsyncRequests, ClientBase):
 
     @overload
     async def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
-                      wait: Literal[False] = False) -> int: ...
+                      wait: Literal[False] = False, retain: bool = False) -> int: ...
     @overload
     async def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
-                      wait: Literal[True]) -> str: ...
+                      wait: Literal[True], retain: bool = False) -> str: ...
 
     async def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
-                      wait: bool = False) -> int | str:
+                      wait: bool = False, retain: bool = False) -> int | str:
         """Like the trio ``Client.publish``: pipelined, returns the message's number on
-        this connection; ``wait=True`` waits for the reply and returns the message id."""
+        this connection; ``wait=True`` waits for the reply and returns the message id;
+        ``retain``: the topic's retained message."""
         self._check()
         proto = self._proto
         if not proto.has_room():
             await self._make_room()
         if wait:
             box: list[dict[str, Any] | None] = []
-            proto.queue(encode_publish(topic, data, to), box.append)
+            proto.queue(encode_publish(topic, data, to, retain=retain), box.append)
             self._write_now()
             return str((await self._reply_in(box))["msg_id"])
-        seq = proto.publish(topic, data, to)
+        seq = proto.publish(topic, data, to, retain=retain)
         if len(proto.out) >= WRITE_BATCH or proto.lone:
             self._write_now()
         elif not self._write_soon:
@@ -184,18 +185,21 @@ class AsyncioClient(AsyncRequests, ClientBase):
             await self.aclose()
         elif isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
             await self._shut(flush=False)
-        else:
+        else:  # no bye: the node publishes the will, if there is one
             with contextlib.suppress(Exception):  # the body's exception goes on
-                await self.aclose()
+                await self._close(bye=False)
 
     async def aclose(self) -> None:
-        """Wait (up to ``close_timeout``) until the node has answered everything sent,
-        then close the connection. Raises ``PublishError`` for a refused pipelined
-        publish, ``TimeoutError`` if replies were still missing at the timeout (the
-        connection is closed in any case)."""
+        """Wait (up to ``close_timeout``) until the node has answered everything sent
+        and a ``bye`` (no last will is published), then close the connection. Raises
+        ``PublishError`` for a refused pipelined publish, ``TimeoutError`` if replies
+        were still missing at the timeout (the connection is closed in any case)."""
+        await self._close(bye=True)
+
+    async def _close(self, bye: bool) -> None:
         if self._closed:
             return
-        await self._shut(flush=True)
+        await self._shut(flush=True, bye=bye)
         err = self._proto.pop_error()
         if err is not None:
             raise err
@@ -205,13 +209,14 @@ class AsyncioClient(AsyncRequests, ClientBase):
             raise TimeoutError(f"{self._proto.unacked} requests were not answered "
                                f"within {self.close_timeout}s; closed anyway")
 
-    async def _shut(self, flush: bool) -> None:
+    async def _shut(self, flush: bool, bye: bool = False) -> None:
         answered = False
         try:
             if flush and self._broken is None and not self._proto.eof:
-                target = self._proto.flush_target()
+                target = self._proto.close_target() if bye else self._proto.flush_target()
                 self._write_now()
-                with contextlib.suppress(TimeoutError):
+                # A connection gone meanwhile: the end says what was lost (aclose).
+                with contextlib.suppress(TimeoutError, *((ConnectionError,) if bye else ())):
                     async with asyncio.timeout(self.close_timeout):
                         await self._wait(lambda: self._proto.acked >= target)
                         answered = True

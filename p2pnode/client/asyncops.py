@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .protocol import peers_request, subscribe_request
+from .protocol import peers_request, subscribe_request, will_request
 
 
 class AsyncRequests:
@@ -15,14 +15,29 @@ class AsyncRequests:
         raise NotImplementedError
 
     async def subscribe(self, topics: list[str] | None = None,
-                        since: str | float | None = None) -> dict[str, Any]:
-        """Subscribe to ``topics`` (all topics if empty or None). With ``since`` (a message
-        id, or a Unix time), the node first replays the matching messages of its history
-        that came after it (events with ``"replay": true``, sent before the reply and
-        kept for ``next_event``). Returns the reply (with ``replayed``, the number of
-        replayed events, when ``since`` was given). ``ApiReplyError`` with code
+                        since: str | float | None = None, *,
+                        retained: bool = True) -> dict[str, Any]:
+        """Subscribe to ``topics`` (all topics if empty or None). The topics' retained
+        messages come first (events with ``"retained": true``; not with
+        ``retained=False``). With ``since`` (a message id, or a Unix time), the node then
+        replays the matching messages of its history that came after it (events with
+        ``"replay": true``). Both come before the reply and are kept for
+        ``next_event``. Returns the reply (with ``retained``, the number of retained
+        events, and ``replayed``, when ``since`` was given). ``ApiReplyError`` with code
         ``rate_limited`` past the node's replay rate (docs/api.md)."""
-        return await self.request(subscribe_request(topics, since))
+        return await self.request(subscribe_request(topics, since, retained))
+
+    async def set_will(self, topic: str, data: str | bytes, *, retain: bool = False) -> None:
+        """Set this connection's last will: the node publishes ``data`` on ``topic``
+        (``retain``: as the topic's retained message) if the connection ends without
+        the client being closed normally (the app crashed, was killed, or left the
+        ``async with`` block by an exception). Replaces an earlier will. Raises
+        ``ApiReplyError`` (``too_large`` over 64 KiB, ``bad_request``)."""
+        await self.request(will_request(topic, data, retain=retain))
+
+    async def clear_will(self) -> None:
+        """Remove this connection's last will."""
+        await self.request(will_request())
 
     async def unsubscribe(self, topics: list[str] | None = None) -> None:
         """Stop receiving ``topics`` (every topic if empty or None)."""

@@ -42,6 +42,7 @@ from .protocol import (
     encode_request,
     peers_request,
     subscribe_request,
+    will_request,
 )
 
 READ_SIZE = 256 << 10
@@ -86,16 +87,17 @@ class BlockingClient(ClientBase):
 
     @overload
     def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
-                wait: Literal[False] = False) -> int: ...
+                wait: Literal[False] = False, retain: bool = False) -> int: ...
     @overload
     def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
-                wait: Literal[True]) -> str: ...
+                wait: Literal[True], retain: bool = False) -> str: ...
 
     def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
-                wait: bool = False) -> int | str:
+                wait: bool = False, retain: bool = False) -> int | str:
         """Like the trio ``Client.publish``: pipelined, returns the message's number on
         this connection (a later call raises ``PublishError`` naming it if the node
-        refused it); ``wait=True`` waits for the reply and returns the message id.
+        refused it); ``wait=True`` waits for the reply and returns the message id;
+        ``retain``: the topic's retained message.
         Blocks only while ``window`` requests are unanswered."""
         self._check()
         proto = self._proto
@@ -103,9 +105,9 @@ class BlockingClient(ClientBase):
             self._wait(proto.below_half)
         if wait:
             box: list[dict[str, Any] | None] = []
-            proto.queue(encode_publish(topic, data, to), box.append)
+            proto.queue(encode_publish(topic, data, to, retain=retain), box.append)
             return str(self._reply_in(box)["msg_id"])
-        seq = proto.publish(topic, data, to)
+        seq = proto.publish(topic, data, to, retain=retain)
         self._send_some()
         now = time.monotonic()
         if now - self._looked >= LOOK_EVERY:
@@ -148,10 +150,18 @@ class BlockingClient(ClientBase):
         self._wait(lambda: bool(replies))
         return replies.popleft()
 
-    def subscribe(self, topics: list[str] | None = None,
-                  since: str | float | None = None) -> dict[str, Any]:
+    def subscribe(self, topics: list[str] | None = None, since: str | float | None = None,
+                  *, retained: bool = True) -> dict[str, Any]:
         """Like the trio ``Client.subscribe``."""
-        return self.request(subscribe_request(topics, since))
+        return self.request(subscribe_request(topics, since, retained))
+
+    def set_will(self, topic: str, data: str | bytes, *, retain: bool = False) -> None:
+        """Like ``Client.set_will``: published by the node if this connection ends
+        without ``close()`` (a crash)."""
+        self.request(will_request(topic, data, retain=retain))
+
+    def clear_will(self) -> None:
+        self.request(will_request())
 
     def unsubscribe(self, topics: list[str] | None = None) -> None:
         self.request({"op": "unsubscribe", "topics": list(topics or [])})
@@ -199,18 +209,21 @@ class BlockingClient(ClientBase):
             self.close()
         elif isinstance(exc, KeyboardInterrupt):
             self._shut(flush=False)
-        else:
+        else:  # no bye: the node publishes the will, if there is one
             with contextlib.suppress(Exception):  # the body's exception goes on
-                self.close()
+                self._close(bye=False)
 
     def close(self) -> None:
-        """Wait (up to ``close_timeout``) until the node has answered everything sent,
-        then close the connection. Raises ``PublishError`` for a refused pipelined
-        publish, ``TimeoutError`` if replies were still missing at the timeout (the
-        connection is closed in any case)."""
+        """Wait (up to ``close_timeout``) until the node has answered everything sent
+        and a ``bye`` (no last will is published), then close the connection. Raises
+        ``PublishError`` for a refused pipelined publish, ``TimeoutError`` if replies
+        were still missing at the timeout (the connection is closed in any case)."""
+        self._close(bye=True)
+
+    def _close(self, bye: bool) -> None:
         if self._closed:
             return
-        self._shut(flush=True)
+        self._shut(flush=True, bye=bye)
         err = self._proto.pop_error()
         if err is not None:
             raise err
@@ -220,12 +233,13 @@ class BlockingClient(ClientBase):
             raise TimeoutError(f"{self._proto.unacked} requests were not answered "
                                f"within {self.close_timeout}s; closed anyway")
 
-    def _shut(self, flush: bool) -> None:
+    def _shut(self, flush: bool, bye: bool = False) -> None:
         try:
             if flush and self._broken is None and not self._proto.eof:
-                target = self._proto.flush_target()
+                target = self._proto.close_target() if bye else self._proto.flush_target()
                 deadline = time.monotonic() + self.close_timeout
-                with contextlib.suppress(TimeoutError):
+                # A connection gone meanwhile: the end says what was lost (close).
+                with contextlib.suppress(TimeoutError, *((ConnectionError,) if bye else ())):
                     self._wait(lambda: self._proto.acked >= target, deadline)
         finally:
             self._closed = True

@@ -108,20 +108,48 @@ class _Publish(msgspec.Struct, tag="publish", tag_field="op", omit_defaults=True
     data: str | None = None
     data_b64: bytes | None = None  # msgspec writes bytes as base64
     to: str | None = None
-    ack: bool = True  # False: the node answers only if it refuses it
+    retain: bool = False  # the topic's retained message
+    ack: bool = True  # False: the node answers only if it refuses it (stays last)
 
 
 _encode = msgspec.json.Encoder().encode
 #: How a quiet publish line ends (``ack`` is _Publish's last field); cut to ask for a reply.
 _QUIET_TAIL: Final = b',"ack":false}\n'
 _SYNC: Final = b'{"op":"sync"}\n'
+#: What a client sends when it is closed normally: the node then publishes no will.
+_BYE: Final = b'{"op":"bye"}\n'
 _decode_lines = msgspec.json.Decoder().decode_lines
 
 
 def publish_request(topic: str, data: str | bytes, to: str | None = None,
-                    req_id: Any = None) -> dict[str, Any]:
-    """Build a publish request: text goes as ``data``, other bytes as ``data_b64``."""
+                    req_id: Any = None, *, retain: bool = False) -> dict[str, Any]:
+    """Build a publish request: text goes as ``data``, other bytes as ``data_b64``;
+    ``retain``: the topic's retained message (docs/api.md)."""
     req: dict[str, Any] = {"op": "publish", "topic": topic}
+    _put_data(req, data)
+    if to is not None:
+        req["to"] = to
+    if retain:
+        req["retain"] = True
+    if req_id is not None:
+        req["id"] = req_id
+    return req
+
+
+def will_request(topic: str | None = None, data: str | bytes = "", *,
+                 retain: bool = False) -> dict[str, Any]:
+    """Build a ``will`` request: the message the node publishes if this connection ends
+    without ``bye`` (a crash); ``topic`` None clears the will."""
+    if topic is None:
+        return {"op": "will"}
+    req: dict[str, Any] = {"op": "will", "topic": topic}
+    _put_data(req, data)
+    if retain:
+        req["retain"] = True
+    return req
+
+
+def _put_data(req: dict[str, Any], data: str | bytes) -> None:
     if isinstance(data, str):
         req["data"] = data
     else:
@@ -129,11 +157,6 @@ def publish_request(topic: str, data: str | bytes, to: str | None = None,
             req["data"] = data.decode("utf-8")
         except UnicodeDecodeError:
             req["data_b64"] = base64.b64encode(data).decode("ascii")
-    if to is not None:
-        req["to"] = to
-    if req_id is not None:
-        req["id"] = req_id
-    return req
 
 
 def peers_request(wait_min: int | None = None, wait_max: int | None = None,
@@ -149,10 +172,13 @@ def peers_request(wait_min: int | None = None, wait_max: int | None = None,
     return req
 
 
-def subscribe_request(topics: list[str] | None, since: str | float | None) -> dict[str, Any]:
+def subscribe_request(topics: list[str] | None, since: str | float | None,
+                      retained: bool = True) -> dict[str, Any]:
     request: dict[str, Any] = {"op": "subscribe", "topics": list(topics or [])}
     if since is not None:
         request["since"] = since
+    if not retained:
+        request["retained"] = False
     return request
 
 
@@ -173,17 +199,17 @@ def check_reply(reply: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode_publish(topic: str, data: str | bytes, to: str | None = None, *,
-                   ack: bool = True) -> bytes:
-    """One publish request line (``ack=False``: answered only if refused). Raises
-    ``TypeError`` or ``ValueError`` (text that is not encodable, such as a lone
-    surrogate) before anything is queued."""
+                   ack: bool = True, retain: bool = False) -> bytes:
+    """One publish request line (``ack=False``: answered only if refused; ``retain``:
+    the topic's retained message). Raises ``TypeError`` or ``ValueError`` (text that is
+    not encodable, such as a lone surrogate) before anything is queued."""
     if isinstance(data, str):
-        msg = _Publish(topic, data, None, to, ack)
+        msg = _Publish(topic, data, None, to, retain, ack)
     else:
         try:
-            msg = _Publish(topic, bytes(data).decode("utf-8"), None, to, ack)
+            msg = _Publish(topic, bytes(data).decode("utf-8"), None, to, retain, ack)
         except UnicodeDecodeError:
-            msg = _Publish(topic, None, bytes(data), to, ack)
+            msg = _Publish(topic, None, bytes(data), to, retain, ack)
     return _encode(msg) + b"\n"
 
 
@@ -257,11 +283,12 @@ class ClientProtocol:
         return (self.sent - self.acked <= self.window // 2
                 and self.unacked_bytes <= self.window_bytes // 2)
 
-    def publish(self, topic: str, data: str | bytes, to: str | None = None) -> int:
+    def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
+                retain: bool = False) -> int:
         """Queue a pipelined publish; returns its number. It goes quiet (``"ack":
         false``) unless a reply is due: after ``window // 4`` quiet requests (or their
         bytes), or when it fills the window."""
-        line = encode_publish(topic, data, to, ack=False)
+        line = encode_publish(topic, data, to, ack=False, retain=retain)
         n = len(line)
         unacked = self.sent - self.acked
         quiet = (self._since_ack + 1 < self._ack_every and unacked + 1 < self.window
@@ -285,6 +312,12 @@ class ClientProtocol:
         if self._since_ack:
             self._queue(_SYNC, _ignore, False)
         return self.sent
+
+    def close_target(self) -> int:
+        """The number of the request whose reply ends a normal close: a ``bye``, queued
+        after everything else, so that the node publishes no will for this connection
+        (it answers, then closes the connection)."""
+        return self._queue(_BYE, _ignore, False)
 
     def _queue(self, line: bytes, what: str | Sink | None, quiet: bool) -> int:
         if self.eof:

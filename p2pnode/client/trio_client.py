@@ -77,13 +77,13 @@ class Client(AsyncRequests, ClientBase):
 
     @overload
     async def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
-                      wait: Literal[False] = False) -> int: ...
+                      wait: Literal[False] = False, retain: bool = False) -> int: ...
     @overload
     async def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
-                      wait: Literal[True]) -> str: ...
+                      wait: Literal[True], retain: bool = False) -> str: ...
 
     async def publish(self, topic: str, data: str | bytes, to: str | None = None, *,
-                      wait: bool = False) -> int | str:
+                      wait: bool = False, retain: bool = False) -> int | str:
         """Publish ``data`` (``str``, or ``bytes``: sent as text when it is UTF-8, else
         in base64) on ``topic``; ``to``: the node id of the only node that should
         deliver it.
@@ -96,7 +96,9 @@ class Client(AsyncRequests, ClientBase):
         the call that raises queued nothing (call it again). Waits only while
         ``window`` requests are unconfirmed.
         With ``wait=True``: waits for this message's reply and returns its id
-        (``ApiReplyError`` if refused).
+        (``ApiReplyError`` if refused). ``retain``: it becomes the retained message of
+        its topic, which new subscribers get first (an empty ``data`` clears it;
+        ``ApiReplyError``/``PublishError`` ``retained_full`` if the node has no room).
 
         Raises ``trio.EndOfChannel`` once the node has closed the connection.
         """
@@ -107,10 +109,10 @@ class Client(AsyncRequests, ClientBase):
             await self._make_room()
         if wait:
             box: list[dict[str, Any] | None] = []
-            proto.queue(encode_publish(topic, data, to), box.append)
+            proto.queue(encode_publish(topic, data, to, retain=retain), box.append)
             await self._write_upto(proto.queued_bytes)
             return str((await self._reply_in(box))["msg_id"])
-        seq = proto.publish(topic, data, to)
+        seq = proto.publish(topic, data, to, retain=retain)
         if self._tasks is not None and len(proto.out) < WRITE_BATCH and not proto.lone:
             if not self._wake_writer.is_set():
                 self._wake_writer.set()  # the writer task sends it at the loop's next turn
@@ -199,9 +201,9 @@ class Client(AsyncRequests, ClientBase):
                 await self.aclose()
             elif isinstance(exc, trio.Cancelled | KeyboardInterrupt):
                 await self._shut(flush=False)
-            else:
+            else:  # no bye: the node publishes the will, if there is one
                 with contextlib.suppress(Exception):  # the body's exception goes on
-                    await self.aclose()
+                    await self._close(bye=False)
         finally:
             stack, self._stack = self._stack, None
             if stack is not None:
@@ -210,22 +212,31 @@ class Client(AsyncRequests, ClientBase):
                 await stack.aclose()
 
     async def aclose(self) -> None:
-        """Wait (up to ``close_timeout``) until the node has answered everything sent,
-        then close the connection. Raises ``PublishError`` for a refused pipelined
-        publish, ``trio.TooSlowError`` if replies were still missing at the timeout
-        (the connection is closed in any case). Cancelled: closes at once."""
+        """Wait (up to ``close_timeout``) until the node has answered everything sent
+        and a ``bye`` (then the node publishes no last will for this connection), then
+        close the connection. Raises ``PublishError`` for a refused pipelined publish,
+        ``trio.TooSlowError`` if replies were still missing at the timeout (the
+        connection is closed in any case). Cancelled: closes at once."""
+        await self._close(bye=True)
+
+    async def _close(self, bye: bool) -> None:
         if self._closed:
             return
-        await self._shut(flush=True)
+        await self._shut(flush=True, bye=bye)
         self._check_closed()
 
-    async def _shut(self, flush: bool) -> None:
+    async def _shut(self, flush: bool, bye: bool = False) -> None:
         try:
             if flush and self._broken is None and not self._proto.eof:
                 with trio.move_on_after(self.close_timeout):
-                    target = self._proto.flush_target()
-                    await self._write_upto(self._proto.queued_bytes)
-                    await self._wait(lambda: self._proto.acked >= target)
+                    target = (self._proto.close_target() if bye
+                              else self._proto.flush_target())
+                    try:
+                        await self._write_upto(self._proto.queued_bytes)
+                        await self._wait(lambda: self._proto.acked >= target)
+                    except (trio.BrokenResourceError, trio.EndOfChannel):
+                        if not bye:
+                            raise  # else: the end says what was lost (_check_closed)
         finally:
             # The tasks end by themselves: the reader's receive_some raises
             # ClosedResourceError, the writer sees _closed. (Cancelling their scope here

@@ -80,6 +80,8 @@ KEYS: tuple[Key, ...] = (
     Key("history_bytes", "--history-bytes", "history_bytes", "int"),
     Key("history_age", "--history-age", "history_age", "float"),
     Key("order_hold", "--order-hold", "order_hold", "float"),
+    Key("retained_max_topics", "--retained-max-topics", "retained_max_topics", "int"),
+    Key("retained_max_bytes", "--retained-max-bytes", "retained_max_bytes", "int"),
     Key("network_key", "--network-key", "network_key", "path"),
     Key("insecure", "--insecure", "insecure", "bool"),
     Key("api_group", "--api-group", "api_group", "str"),
@@ -359,7 +361,8 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
         api_group=get("api_group"),
         network_key=Path(get("network_key")) if get("network_key") else None,
     )
-    for key in ("max_hops", "gossip", "history_bytes", "history_age", "order_hold"):
+    for key in ("max_hops", "gossip", "history_bytes", "history_age", "order_hold",
+                "retained_max_topics", "retained_max_bytes"):
         if key in values:
             kwargs[key] = get(key)
     for key in ("socket", "data_dir"):

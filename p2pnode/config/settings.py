@@ -182,6 +182,13 @@ class NodeConfig:
     mesh_min_interval: float = 2.0  # ... and after a link change, at most this often
     mesh_max_nodes: int = 4096  # nodes in the mesh view
 
+    # Retained messages and last wills (docs/api.md, "Retained messages", "will").
+    retained_max_topics: int = 10_000  # topics with a retained message (tombstones too)
+    retained_max_bytes: int = 16 << 20  # ... and their batches' bytes (0: keep none)
+    retained_tombstone_age: float = 86_400.0  # a cleared topic is remembered this long
+    retained_max_skew: float = 60.0  # refuse retained messages stamped this far ahead
+    will_max_bytes: int = 64 << 10  # the largest payload of a last will (and max_payload)
+
     # Connections and link health.
     max_links: int = 16  # hard cap: inbound links beyond it are refused
     degree_low: int = 4  # under this many links, dial more known (discovered) peers
@@ -234,9 +241,7 @@ class NodeConfig:
             "seen_ttl", "handshake_timeout", "dial_timeout", "redial_initial", "redial_max",
             "ping_interval", "link_timeout", "slow_peer_timeout", "publish_wait_max",
             "prune_cooldown", "peer_bytes_per_s", "peer_batches_per_s", "client_publish_per_s",
-            "new_origins_per_s",
-            "peer_pings_per_s",
-            "client_replays_per_s",
+            "new_origins_per_s", "peer_pings_per_s", "client_replays_per_s",
         )
         for field in positive_floats:
             if not getattr(self, field) > 0:
@@ -269,6 +274,7 @@ class NodeConfig:
             # A batch repaired from history must still be in every seen-cache, or a node
             # that forgot it would deliver it twice.
             raise ConfigError("history_age must be at most seen_ttl")
+        self._check_retained()
         self._check_pairs_and_paths()
 
     def _check_pairs_and_paths(self) -> None:
@@ -281,6 +287,14 @@ class NodeConfig:
                               + INSECURE_WITH_KEY)
         if problem := socket_path_problem(self.socket_path):
             raise ConfigError(f"socket_path {self.socket_path}: {problem}")
+
+    def _check_retained(self) -> None:
+        if self.retained_max_topics < 0 or self.retained_max_bytes < 0:
+            raise ConfigError("retained_max_topics and retained_max_bytes must be >= 0")
+        if not self.retained_tombstone_age > 0 or not self.retained_max_skew >= 0:
+            raise ConfigError("retained_tombstone_age must be > 0 and retained_max_skew >= 0")
+        if self.will_max_bytes < 0:
+            raise ConfigError("will_max_bytes must be >= 0")
 
     @property
     def max_request_line(self) -> int:

@@ -1,7 +1,8 @@
 """Gossip logic without I/O, driven by the caller's clock: the router (``router``) and
 the actions it returns (``actions``), its broadcast trees (``tree``) and repair
 (``repair``), the seen-cache (``seen``), the history (``history``), per-origin order
-(``order``), replays (``replay``) and batch signatures (``signing``, loaded on first use:
+(``order``), replays (``replay``), retained messages and their sync (``retained``,
+``retained_sync``) and batch signatures (``signing``, loaded on first use:
 it needs ``cryptography``).
 
 This package never imports trio or zeroconf (tests/test_layering.py checks it).
@@ -15,6 +16,8 @@ from .history import Entry, History, item_id_range
 from .order import OrderBuffer, OrderStats
 from .repair import MissingBatches
 from .replay import Replay
+from .retained import RetainedEntry, RetainedReplay, RetainedStats, RetainedStore, topic_key
+from .retained_sync import RetainedSync, SyncStats
 from .router import GossipMode, Router, RouterConfig, RouterStats
 from .seen import SeenCache
 from .tree import Trees
@@ -24,8 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Action", "Deliver", "Disconnect", "Entry", "Forward", "GossipMode", "History",
-    "MissingBatches", "OrderBuffer", "OrderStats", "Replay", "Router", "RouterConfig",
-    "RouterStats", "SeenCache", "Send", "Trees", "Verifier", "Verify", "item_id_range",
-    "make_batch", "sign_batch",
+    "MissingBatches", "OrderBuffer", "OrderStats", "Replay", "RetainedEntry", "RetainedReplay",
+    "RetainedStats", "RetainedStore", "RetainedSync", "Router", "RouterConfig", "RouterStats",
+    "SeenCache", "Send", "SyncStats", "Trees", "Verifier", "Verify", "item_id_range",
+    "make_batch", "sign_batch", "topic_key",
 ]
 __getattr__ = _lazy(__name__, {"signing": ("Verifier", "make_batch", "sign_batch")})

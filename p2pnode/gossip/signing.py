@@ -19,16 +19,18 @@ from ..wire.messages import Batch, BatchBody, Item, decode_body, encode_body
 
 
 def sign_batch(identity: NodeIdentity, batch_id: bytes, to: bytes | None,
-               items: list[Item], *, epoch: int = 0, seq: int = 0) -> Batch:
-    """Make a batch of ``items`` from ``identity``, signed, with hops 0."""
-    return make_batch(identity, batch_id, to, items, epoch=epoch, seq=seq)[0]
+               items: list[Item], *, epoch: int = 0, seq: int = 0, retain: int = 0) -> Batch:
+    """Make a batch of ``items`` from ``identity``, signed, with hops 0 (``retain``: the
+    stamp of a batch of retained messages, 0 for ordinary ones)."""
+    return make_batch(identity, batch_id, to, items, epoch=epoch, seq=seq, retain=retain)[0]
 
 
 def make_batch(identity: NodeIdentity, batch_id: bytes, to: bytes | None,
-               items: list[Item], *, epoch: int = 0, seq: int = 0) -> tuple[Batch, BatchBody]:
+               items: list[Item], *, epoch: int = 0, seq: int = 0,
+               retain: int = 0) -> tuple[Batch, BatchBody]:
     """Like ``sign_batch``, and also return the body that was signed."""
     body = BatchBody(id=batch_id, origin=identity.node_id, to=to, items=items,
-                     epoch=epoch, seq=seq)
+                     epoch=epoch, seq=seq, retain=retain)
     data = encode_body(body)
     return Batch(id=batch_id, origin=identity.node_id, hops=0, key=identity.public,
                  body=data, sig=identity.sign(data)), body

@@ -16,6 +16,7 @@ from .status import health_info, peers_info, status_info
 
 if TYPE_CHECKING:
     from ..config import NodeConfig
+    from ..gossip.retained import RetainedReplay
     from ..gossip.router import Router
     from ..mesh.view import MeshView
     from ..net.manager import LinkManager
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .node import Node
     from .publisher import Publisher
+    from .retaining import Retaining
 
 
 class AppFacing:
@@ -36,6 +38,7 @@ class AppFacing:
     links: LinkManager | None
     engine: Engine
     publisher: Publisher
+    retaining: Retaining
     announcer: MeshAnnouncer
     discovering: Discovering
     _ready: trio.Event
@@ -50,9 +53,10 @@ class AppFacing:
                                   doc="Discovered nodes of another version or network.")
 
     def publish(self, topic: str, payload: bytes, to: bytes | None = None, *,
-                defer_flush: bool = False) -> tuple[str, int]:
+                defer_flush: bool = False, retain: bool = False) -> tuple[str, int]:
         """See ``Publisher.publish``."""
-        return self.publisher.publish(topic, payload, to, defer_flush=defer_flush)
+        return self.publisher.publish(topic, payload, to, defer_flush=defer_flush,
+                                      retain=retain)
 
     def knows_node(self, node_id: bytes) -> bool:
         """Whether a direct message to ``node_id`` has somewhere to go: it is this node,
@@ -96,6 +100,20 @@ class AppFacing:
             since = trio.current_time() - (time.time() - since)
         return replay_from(self.router.history, self.router.order.held_now(), since,
                            topics=topics, node_id=self.node_id, hidden_topic=MESH_TOPIC)
+
+    def retained_replay(self, topics: list[str]) -> RetainedReplay:
+        """The retained messages a new subscription to ``topics`` gets first (empty: all
+        topics), a snapshot handed out a step at a time (``Retaining.replay``)."""
+        return self.retaining.replay(topics)
+
+    def has_retained(self, topics: list[str]) -> bool:
+        """Whether a subscription to ``topics`` gets any retained message first."""
+        return self.retaining.has(topics)
+
+    def retained_refusal(self, topic: str, size: int) -> str | None:
+        """Why this node would not keep a retained publish of ``size`` payload bytes on
+        ``topic`` (None: it would)."""
+        return self.retaining.refusal(topic, size)
 
     def mesh_info(self) -> dict[str, Any]:
         """The mesh view, for the ``mesh`` request."""

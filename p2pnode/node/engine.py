@@ -24,14 +24,22 @@ from ..net.link import PeerLink
 from ..net.manager import LinkManager
 from ..wire.messages import (
     Batch,
+    BatchBody,
     Digest,
     Gossip,
     GossipMessage,
     Graft,
     IHave,
     Prune,
+    Retained,
+    RetainedDigest,
+    RetainedWant,
     encode_message,
 )
+
+#: Takes a gossip message of a kind the router does not handle: ``(msg, peer, now)``
+#: to the actions to take.
+Handler = Callable[[GossipMessage, bytes, float], list[Action]]
 
 log = logging.getLogger("p2pnode.node")
 #: Seconds between two warnings that one link sends over its rate limit.
@@ -58,6 +66,10 @@ class Engine:
         self.verifier = Verifier(config.max_payload)
         self.links: LinkManager | None = None  # set when the node runs
         self.on_link_change: list[Callable[[PeerLink, bool], None]] = []
+        #: The parts that take the gossip messages the router does not, by type.
+        self.handlers: dict[type, Handler] = {}
+        #: Given each delivered batch of retained messages (``node.retaining``).
+        self.keep_retained: Callable[[Batch, BatchBody], None] | None = None
         self._flush_wake = trio.Event()
         self._timer_wake = trio.Event()
         self.rate_limited = 0  # batches dropped because a peer sent too fast
@@ -74,6 +86,7 @@ class Engine:
         peer = link.peer_id
         bytes_bucket, batch_bucket = link.bytes_bucket, link.batch_bucket
         authenticated = link.authenticated
+        handlers = self.handlers
         for msg in msgs:
             if batch_bucket is not None and bytes_bucket is not None and not (
                 batch_bucket.take(cost(msg), now)
@@ -84,7 +97,11 @@ class Engine:
                 if now - link.limit_logged_at >= RATE_LOG_INTERVAL:
                     self._log_rate_limited(link, now)
                 continue
-            actions = on_message(msg, peer, now, verify, authenticated=authenticated)
+            handler = handlers.get(type(msg))
+            if handler is not None:
+                actions = handler(msg, peer, now)
+            else:
+                actions = on_message(msg, peer, now, verify, authenticated=authenticated)
             if actions:
                 self.apply(actions)
                 if link.close_reason:  # a Disconnect: the rest of its frames are not read
@@ -124,6 +141,8 @@ class Engine:
                 for item in body.items:
                     self.deliver(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
                                         data=item.data, hops=batch.hops, to=body.to))
+                if body.retain and self.keep_retained is not None:
+                    self.keep_retained(batch, body)
             elif type(action) is Forward:
                 self._send(action.peers, encode_message(action.batch))
             elif type(action) is Send:
@@ -190,7 +209,9 @@ class Engine:
 def cost(msg: GossipMessage) -> int:
     """What a gossip message costs against its link's batch-rate limit: a batch 1; a
     Graft 1 plus one per key (each can make this node send a whole batch); IHave,
-    Prune and Digest 1 plus one per 16 entries (small entries, small work)."""
+    Prune, Digest and the retained sync's messages 1 plus one per 16 entries (small
+    entries, small work; a node asks for retained messages a bounded amount at a time,
+    and answers a ``RetainedWant`` only while the link's queue is under half full)."""
     if type(msg) is Batch:
         return 1
     if type(msg) is Graft:
@@ -199,8 +220,14 @@ def cost(msg: GossipMessage) -> int:
         return 1 + len(msg.batches) // 16
     if type(msg) is Prune:
         return 1 + len(msg.origins) // 16
-    assert type(msg) is Digest
-    return 1 + len(msg.entries) // 16
+    if type(msg) is Digest:
+        return 1 + len(msg.entries) // 16
+    if type(msg) is RetainedDigest:
+        return 1 + len(msg.keys) // 16
+    if type(msg) is RetainedWant:
+        return 1 + len(msg.topics) // 16
+    assert type(msg) is Retained
+    return 1 + len(msg.batches) // 16
 
 
 def router_config(config: NodeConfig) -> RouterConfig:

@@ -41,6 +41,7 @@ from .discovering import Discovering
 from .engine import Engine, router_config
 from .publisher import Publisher
 from .reload import Reconfigured, reconfigure
+from .retaining import Retaining
 
 if TYPE_CHECKING:
     from ..discovery.mdns import MdnsDiscovery
@@ -86,6 +87,9 @@ class Node(AppFacing):
         self.on_deliver: list[Callable[[Gossip], None]] = []
         self.engine = Engine(config, self.router, self.mesh, self._to_apps)
         self.publisher = Publisher(config, identity, self.router, self.engine)
+        self.retaining = self.publisher.retaining = Retaining(config, self.router,
+                                                              self.engine.verifier)
+        self.retaining.attach(self.engine)
         self.announcer = MeshAnnouncer(
             self.mesh, self.node_id, config, links=self._linked,
             listen=lambda: self.listen_str, send=lambda item: self.publisher.queue(None, item),
@@ -146,6 +150,7 @@ class Node(AppFacing):
         await nursery.start(self.links.run)
         nursery.start_soon(self.engine.run_flusher, self.publisher.flush)
         nursery.start_soon(self.engine.run_timers)
+        nursery.start_soon(self.retaining.run)
         if cfg.mesh_interval > 0:
             nursery.start_soon(self.announcer.run)
         self._ready.set()

@@ -6,6 +6,7 @@ handed to the router; publishers wait while a link is slow (backpressure).
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -18,6 +19,9 @@ from ..net.link import PeerLink
 from ..net.manager import LinkManager
 from ..wire.messages import Gossip, Item
 from .engine import Engine
+
+if TYPE_CHECKING:
+    from .retaining import Retaining
 
 
 class Publisher:
@@ -42,48 +46,69 @@ class Publisher:
         self.seq = 0
         self.ids = MsgIdFactory()
         self._pending: dict[bytes | None, list[Item]] = {}
+        self._retained: list[Item] = []  # retained messages: a batch of their own
         self._pending_bytes = 0
         self.published = 0  # messages published by local apps
+        #: Stamps and keeps the batches of retained messages published here.
+        self.retaining: Retaining | None = None
 
     def publish(self, topic: str, payload: bytes, to: bytes | None = None, *,
-                defer_flush: bool = False) -> tuple[str, int]:
+                defer_flush: bool = False, retain: bool = False) -> tuple[str, int]:
         """Publish a message from a local app: deliver it to local subscribers now, and
         queue it for the next signed batch (sent when the publishing task yields, or
         when the batch is full; with ``defer_flush`` only when the caller flushes).
+        ``retain``: it becomes the retained message of its topic (``to`` must be None).
         Returns (msg id hex, number of peers it goes to)."""
         msg_id = self.ids.next()
         self.published += 1
         if to is None or to == self.node_id:
             self.engine.deliver(Gossip(id=msg_id, origin=self.node_id, topic=topic,
                                        data=payload, hops=0, to=to))
-        if to == self.node_id or self.config.max_hops == 0:
+        retain = retain and to is None and self.retaining is not None
+        if (to == self.node_id or self.config.max_hops == 0) and not retain:
             return id_to_hex(msg_id), 0
-        self.queue(to, Item(msg_id, topic, payload), wake=not defer_flush)
+        self.queue(to, Item(msg_id, topic, payload), wake=not defer_flush, retain=retain)
         return id_to_hex(msg_id), len(self.router.peers)
 
-    def queue(self, to: bytes | None, item: Item, *, wake: bool = True) -> None:
+    def queue(self, to: bytes | None, item: Item, *, wake: bool = True,
+              retain: bool = False) -> None:
         """Add ``item`` to the next signed batch for ``to``; ``wake``: have the flusher
         task send it once this task yields (the API flushes itself, in
-        ``wait_links_writable``, and saves that wake-up)."""
+        ``wait_links_writable``, and saves that wake-up). Retained messages (``retain``)
+        go in batches of their own; a switch between them and ordinary messages to
+        everyone starts a new batch, so that the origin's order holds."""
         size = len(item.data) + len(item.topic) * 4 + 64
-        if self._pending_bytes + size > self.config.max_frame // 2:
+        switch = None in self._pending if retain else (to is None and bool(self._retained))
+        if switch or self._pending_bytes + size > self.config.max_frame // 2:
             self.flush()
-        self._pending.setdefault(to, []).append(item)
+        if retain:
+            self._retained.append(item)
+        else:
+            self._pending.setdefault(to, []).append(item)
         self._pending_bytes += size
         if wake:
             self.engine.wake_flusher()
 
     def flush(self) -> None:
         """Sign the queued messages (one batch per target) and send them."""
-        if not self._pending:
+        if not self._pending and not self._retained:
             return
         pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        retained, self._retained = self._retained, []
         now = trio.current_time()
         for to, items in pending.items():
             self.seq += 1
             batch, body = make_batch(self.identity, self.ids.next(), to, items,
                                      epoch=self.epoch, seq=self.seq)
             self.engine.apply(self.router.publish(batch, body, now))
+        if retained and self.retaining is not None:
+            self.seq += 1
+            stamp = self.retaining.stamp([item.topic for item in retained])
+            batch, body = make_batch(self.identity, self.ids.next(), None, retained,
+                                     epoch=self.epoch, seq=self.seq, retain=stamp)
+            self.retaining.keep(batch, body)
+            if self.config.max_hops > 0:
+                self.engine.apply(self.router.publish(batch, body, now))
         if self.router.has_announcements:
             self.engine.wake_flusher()  # the IHaves for lazy peers go once this task yields
 

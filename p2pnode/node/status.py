@@ -22,6 +22,7 @@ from ..api.status import (
     MessagesStatus,
     NodeStatus,
     RecentGap,
+    RetainedStatus,
     SecurityStatus,
 )
 from ..ids import id_to_hex
@@ -88,7 +89,7 @@ def status_info(node: Node) -> NodeStatus:
         messages=_messages(node), gossip=_gossip(node),
         mesh_view=MeshViewStatus(nodes=len(node.mesh.nodes), links=len(node.mesh.edges()),
                                  bad_lists=node.mesh.bad),
-        history=_history(node),
+        history=_history(node), retained=_retained(node),
         links=_links(node) if node.links is not None else None,
         mdns=MdnsStatus(**node.discovery.stats) if node.discovery is not None else None,
         security=_security(node),
@@ -124,6 +125,20 @@ def _history(node: Node) -> HistoryStatus:
     history = node.router.history
     return HistoryStatus(batches=len(history), bytes=history.bytes, evicted=history.evicted,
                          max_bytes=history.max_bytes, max_age_s=history.max_age)
+
+
+def _retained(node: Node) -> RetainedStatus:
+    retaining = node.retaining
+    store, sync = retaining.store, retaining.sync.stats
+    store.expire(retaining.wall())
+    return RetainedStatus(
+        topics=store.values, tombstones=store.tombstones, bytes=store.bytes,
+        max_topics=store.max_topics, max_bytes=store.max_bytes, accepted=store.stats.accepted,
+        refused_full=store.stats.refused_full, refused_future=store.stats.refused_future,
+        rejected=retaining.rejected + sync.rejected, synced=sync.received,
+        sync_wanted=sync.wanted, sync_given_up=sync.given_up,
+        sync_unsolicited=sync.unsolicited, sync_busy=retaining.wants_busy,
+    )
 
 
 def _links(node: Node) -> LinksStatus:
@@ -163,5 +178,5 @@ def _api(stats: ApiStats) -> ApiStatus:
     return ApiStatus(
         requests=stats.requests, errors=stats.errors, events_dropped=stats.events_dropped,
         clients_refused=stats.clients_refused, clients_forbidden=stats.clients_forbidden,
-        rate_limited=stats.rate_limited, replays=stats.replays,
+        rate_limited=stats.rate_limited, replays=stats.replays, wills=stats.wills,
     )

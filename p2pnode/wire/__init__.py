@@ -18,6 +18,7 @@ from .link import (
 from .messages import (
     GOSSIP_TYPES,
     MAX_KEYS,
+    MAX_RETAINED_KEYS,
     Accept,
     Announce,
     Batch,
@@ -35,6 +36,10 @@ from .messages import (
     Pong,
     Prune,
     Refuse,
+    Retained,
+    RetainedDigest,
+    RetainedKey,
+    RetainedWant,
     WireMessage,
     decode_body,
     decode_kept_body,
@@ -44,10 +49,12 @@ from .messages import (
 )
 
 __all__ = [
-    "GOSSIP_TYPES", "HEADER_LEN", "MAX_KEYS", "Accept", "Announce", "Batch", "BatchBody", "Bye",
+    "GOSSIP_TYPES", "HEADER_LEN", "MAX_KEYS", "MAX_RETAINED_KEYS", "Accept", "Announce",
+    "Batch", "BatchBody", "Bye",
     "Digest", "DigestEntry", "FrameDecoder", "Gossip", "GossipMessage", "Graft", "Hello", "IHave",
     "Item", "LinkEvent", "LinkOpen", "LinkProtocol", "LinkState", "PeerBye", "PeerHello",
-    "PeerRefused", "Ping", "Pong", "Prune", "Refuse", "WireMessage", "check_hello",
+    "PeerRefused", "Ping", "Pong", "Prune", "Refuse", "Retained", "RetainedDigest",
+    "RetainedKey", "RetainedWant", "WireMessage", "check_hello",
     "decode_body", "decode_kept_body", "decode_message", "encode_body", "encode_frame",
     "encode_message",
 ]

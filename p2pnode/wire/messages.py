@@ -58,6 +58,9 @@ class Gossip(msgspec.Struct, frozen=True):
     data: bytes
     hops: Hops
     to: NodeIdBytes | None = None
+    #: Delivered as a topic's retained message (docs/api.md): its current value, not
+    #: a new publish (set on values a node learned by the retained sync).
+    retained: bool = False
 
 
 class Item(msgspec.Struct, array_like=True, frozen=True):
@@ -79,6 +82,10 @@ class BatchBody(msgspec.Struct, array_like=True, frozen=True):
     ``seq`` numbers its batches within that run from 1, with no gap: receivers deliver
     an origin's batches in that order (``gossip.order``). ``seq`` 0 means unnumbered
     (delivered as it comes).
+
+    ``retain`` (protocol 5): 0 for ordinary messages; otherwise every message of the
+    batch is the retained message of its topic, stamped with this time (the origin's
+    clock, Unix microseconds): the newest stamp wins (``gossip.retained``).
     """
 
     id: NodeIdBytes
@@ -87,6 +94,7 @@ class BatchBody(msgspec.Struct, array_like=True, frozen=True):
     items: list[Item]
     epoch: Seq = 0
     seq: Seq = 0
+    retain: Seq = 0
 
 
 class Batch(msgspec.Struct, tag=4, array_like=True, frozen=True):
@@ -181,9 +189,51 @@ class Digest(msgspec.Struct, tag=11, array_like=True, frozen=True):
     entries: list[DigestEntry]
 
 
-WireMessage = Hello | Accept | Refuse | Batch | Bye | Ping | Pong | IHave | Graft | Prune | Digest
-GossipMessage = Batch | IHave | Graft | Prune | Digest
-GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest)
+TopicKey = Annotated[bytes, msgspec.Meta(min_length=ID_LEN, max_length=ID_LEN)]
+#: Keys in one RetainedDigest (about 51 bytes each: the message fits the smallest frame).
+MAX_RETAINED_KEYS = 2048
+
+
+class RetainedKey(msgspec.Struct, array_like=True, frozen=True):
+    """One retained message as a ``RetainedDigest`` describes it: its topic's key (the
+    first 16 bytes of SHA-256 of the topic), its stamp and origin (which one is newer),
+    and the size of the batch that carries it (so that a node asks for a bounded
+    amount at a time)."""
+
+    topic: TopicKey
+    stamp: Seq
+    origin: NodeIdBytes
+    size: Annotated[int, msgspec.Meta(ge=0, le=(1 << 31) - 1)]
+
+
+class RetainedDigest(msgspec.Struct, tag=12, array_like=True, frozen=True):
+    """Retained messages the sender holds: all of them (in pieces) when a link opens;
+    later, the ones it newly learned from a peer. The receiver asks (``RetainedWant``)
+    for those newer than its own."""
+
+    keys: Annotated[list[RetainedKey], msgspec.Meta(max_length=MAX_RETAINED_KEYS)]
+
+
+class RetainedWant(msgspec.Struct, tag=13, array_like=True, frozen=True):
+    """Send me the retained messages of these topics (keys from your digest). Answered
+    by one or more ``Retained``, the last one marked ``last``."""
+
+    topics: Annotated[list[TopicKey], msgspec.Meta(max_length=MAX_KEYS)]
+
+
+class Retained(msgspec.Struct, tag=14, array_like=True, frozen=True):
+    """(Part of) the answer to a ``RetainedWant``: the original signed batches that carry
+    the retained messages asked for (a batch the sender no longer has is left out);
+    ``last`` on the last part."""
+
+    batches: list[Batch]
+    last: bool = True
+
+
+WireMessage = (Hello | Accept | Refuse | Batch | Bye | Ping | Pong | IHave | Graft | Prune
+               | Digest | RetainedDigest | RetainedWant | Retained)
+GossipMessage = Batch | IHave | Graft | Prune | Digest | RetainedDigest | RetainedWant | Retained
+GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest, RetainedDigest, RetainedWant, Retained)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)
