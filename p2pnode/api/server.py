@@ -13,7 +13,6 @@ import errno
 import grp
 import logging
 import os
-import pwd
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,10 @@ from ..config.settings import NodeConfig
 from ..errors import ConfigError
 from ..gossip.replay import Replay
 from ..gossip.retained import RetainedReplay
-from ..identity.owners import peer_credentials
 from ..net.outqueue import OutQueue
 from ..ratelimit import TokenBucket
 from ..wire.messages import Gossip
+from .admission import admitted, refuse_client
 from .monitor import MonitorHub
 from .protocol import (
     ApiError,
@@ -41,8 +40,6 @@ from .protocol import (
     Subscribe,
     Sync,
     Unsubscribe,
-    check_retain,
-    check_topic,
     check_topics,
     encode_closing,
     encode_delivered,
@@ -51,9 +48,8 @@ from .protocol import (
     encode_reply,
     parse_request,
     parse_since,
-    publish_payload,
-    publish_target,
 )
+from .publishing import take_publish
 from .replaying import Backlog, Replayer, ReplayRequest, rate_error, replay_burst
 from .sockfile import bind_unix_socket, remove_if_ours
 from .status import NodeStatus, encode_status_reply
@@ -240,36 +236,18 @@ class ApiServer:
                 raise
             nursery.start_soon(self._serve_client, stream)
 
-    def _admitted(self, stream: trio.SocketStream) -> bool:
-        """Whether the connecting process runs as our user (or in the admitted group)."""
-        try:
-            cred = peer_credentials(stream.socket)
-        except OSError:
-            return False
-        uid, gid = cred.uid, cred.gid
-        if uid == os.geteuid():
-            return True
-        if self._group is None:
-            return False
-        if gid == self._group.gr_gid:
-            return True
-        try:
-            return pwd.getpwuid(uid).pw_name in self._group.gr_mem
-        except KeyError:
-            return False
-
     async def _serve_client(self, stream: trio.SocketStream) -> None:
         try:
-            if not self._admitted(stream):
+            if not admitted(stream, self._group):
                 self.stats.clients_forbidden += 1
                 err = ApiError("forbidden", "this node admits only its own user"
                                + (f" and group {self._group.gr_name}" if self._group else ""))
-                await _refuse_client(stream, err)
+                await refuse_client(stream, err)
                 return
             if len(self.sessions) >= self.config.max_clients:
                 self.stats.clients_refused += 1
                 err = ApiError("too_many_clients", "the node serves its maximum of clients")
-                await _refuse_client(stream, err)
+                await refuse_client(stream, err)
                 return
             self.stats.clients_accepted += 1
             session = Session(self.config)
@@ -411,18 +389,8 @@ class ApiServer:
                 self.stats.rate_limited += 1
                 raise ApiError("rate_limited", f"over {self.config.client_publish_per_s:g} "
                                "publishes per second; slow down and retry", req.id)
-            topic = check_topic(req.topic, req.id)
-            payload = publish_payload(req, self.config.max_payload)
-            target = publish_target(req)
-            if target is not None and not self.backend.knows_node(target):
-                raise ApiError("unknown_node", f"no node {target.hex()} is known here: it is "
-                               "not this node, not linked to it and not in its mesh view "
-                               "(p2pnode mesh lists them); nothing was sent", req.id)
             # The read loop flushes (wait_links_writable) once the read is handled.
-            if req.retain:
-                check_retain(req, topic, len(payload), self.backend.retained_refusal)
-            msg_id, sent_to = self.backend.publish(topic, payload, target, defer_flush=True,
-                                                   retain=req.retain)
+            msg_id, sent_to = take_publish(req, self.backend, self.config.max_payload)
             self.stats.published += 1
             if not req.ack:
                 return None
@@ -505,16 +473,3 @@ class ApiServer:
                 subs.discard(session)
                 if not subs:
                     del self._by_topic[topic]
-
-
-async def _refuse_client(stream: trio.SocketStream, err: ApiError) -> None:
-    """Tell a client why it is refused, then let it hang up (within a second): closing
-    with its request unread would reset the connection before it reads the reason."""
-    with trio.move_on_after(1):
-        await stream.send_all(encode_error(err))
-        await stream.send_eof()
-        received = 0
-        while received < 65536 and (data := await stream.receive_some(4096)):
-            received += len(data)
-
-
