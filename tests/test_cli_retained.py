@@ -38,7 +38,7 @@ async def test_send_retain_and_recv_shows_the_retained_messages_first(short_tmp:
                                  and b.retaining.store.values == 1)
                 recv = await trio.lowlevel.open_process(
                     [*P2PNODE, "recv", "--socket", sock_b, "--topic", "temp", "--topic",
-                     "mode", "--count", "2"], env=ENV, stdout=subprocess.PIPE,
+                     "mode", "--count", "2", "--data"], env=ENV, stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE)
                 try:
                     await Proc(recv).wait_line("subscribed to temp, mode; 1 retained "
@@ -56,7 +56,8 @@ async def test_send_retain_and_recv_shows_the_retained_messages_first(short_tmp:
                 assert '"data": "21.5"' in text
                 recv = await trio.lowlevel.open_process(
                     [*P2PNODE, "recv", "--socket", sock_b, "--topic", "temp", "--count", "1",
-                     "--no-retained"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                     "--no-retained", "--data"], env=ENV, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE)
                 try:
                     await Proc(recv).wait_line("subscribed to temp$")
                     await cli("send", "--socket", sock_a, "--topic", "temp", "live again")

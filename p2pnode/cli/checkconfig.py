@@ -67,6 +67,10 @@ def settings_summary(settings: RunSettings) -> list[str]:
         "metrics": format_hostport(*settings.metrics) if settings.metrics else "off",
         "health_min_links": str(settings.health_min_links),
     }
+    for key in KEYS:  # a key without a wording of its own: its value as it is
+        if key.name not in shown:
+            value = getattr(cfg, key.name, getattr(settings, key.name, "?"))
+            shown[key.name] = str(value)
     width = max(len(v) for v in shown.values())
     return [f"  {key.name:<16} {shown[key.name]:<{width}}  "
             f"({settings.sources.get(key.name, 'default')})" for key in KEYS]

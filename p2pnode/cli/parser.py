@@ -303,6 +303,11 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--retained-max-bytes", type=int, metavar="N",
                      help="... and at most N bytes of them (default "
                           f"{NodeConfig.retained_max_bytes})")
+    _add_run_service_flags(run)
+
+
+def _add_run_service_flags(run: argparse.ArgumentParser) -> None:
+    """``run``'s flags for membership, local apps, logs and metrics (see above)."""
     run.add_argument("--network-key", type=Path, metavar="FILE",
                      help="join the network this key file defines (made by `p2pnode keygen "
                           "--network FILE`); without it the node is on the open network: "
