@@ -23,7 +23,7 @@ from ..wire.messages import Gossip
 
 ERROR_CODES = (
     "bad_json", "bad_request", "unknown_op", "too_large", "too_many_clients", "timeout",
-    "rate_limited", "forbidden",
+    "rate_limited", "forbidden", "request_gone", "too_many_requests",
 )
 MAX_TOPICS_PER_REQUEST = 1024
 Scalar = str | int | float | bool | None
@@ -114,7 +114,34 @@ class Sync(msgspec.Struct, tag="sync", tag_field="op", kw_only=True,
     id: Scalar = None
 
 
-Request = Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh | Sync
+class RequestOp(msgspec.Struct, tag="request", tag_field="op", kw_only=True,
+                forbid_unknown_fields=True):
+    """Send a request on ``topic`` to the apps that subscribe to it on every node, and
+    answer with their replies once ``max_replies`` came or ``timeout`` seconds passed
+    (``api.requests``; docs/api.md, "request")."""
+
+    id: Scalar = None
+    topic: str
+    data: str | None = None
+    data_b64: str | None = None
+    timeout: float = 5.0
+    max_replies: int = 1
+
+
+class ReplyOp(msgspec.Struct, tag="reply", tag_field="op", kw_only=True,
+              forbid_unknown_fields=True):
+    """Answer the request whose event carried ``reply_to``: with ``data`` (or
+    ``data_b64``), or with an ``error`` text (the app could not serve it)."""
+
+    id: Scalar = None
+    reply_to: str
+    data: str | None = None
+    data_b64: str | None = None
+    error: str | None = None
+
+
+Request = (Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh | Sync
+           | RequestOp | ReplyOp)
 #: Every op, taken from the request types themselves so that a new one cannot be left out.
 OPS: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(Request))
 
@@ -174,7 +201,7 @@ def check_topics(topics: list[str], req_id: Scalar = None) -> list[str]:
     return [check_topic(t, req_id) for t in topics]
 
 
-def publish_payload(req: Publish, max_payload: int) -> bytes:
+def publish_payload(req: Publish | RequestOp | ReplyOp, max_payload: int) -> bytes:
     """Return the payload of a publish request, validated. Raises ``ApiError``."""
     if (req.data is None) == (req.data_b64 is None):
         raise ApiError("bad_request", 'give exactly one of "data" or "data_b64"', req.id)
@@ -236,6 +263,8 @@ class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     data_b64: str | None = None
     to: str | None = None
     replay: bool = False  # from history, in answer to a subscribe with "since"
+    reply_to: str | None = None  # a request: the token of its replies ("reply" op)
+    timeout: float | None = None  # ... and how long its asker waits (seconds)
 
 
 def encode_delivered(msg: Gossip) -> bytes:
@@ -270,8 +299,11 @@ def parse_since(since: str | float, req_id: Scalar = None) -> bytes | float:
     return float(since)
 
 
-def encode_event(msg: Gossip, *, replay: bool = False) -> bytes:
-    """The event line for a delivered message (``data_b64`` when not UTF-8)."""
+def encode_event(msg: Gossip, *, replay: bool = False, reply_to: bytes | None = None,
+                 timeout: float | None = None) -> bytes:
+    """The event line for a delivered message (``data_b64`` when not UTF-8); for a
+    request, with its ``reply_to`` token (``reply_to``: its origin + message id) and its
+    ``timeout``."""
     try:
         text: str | None = msg.data.decode("utf-8")
         b64 = None
@@ -281,5 +313,7 @@ def encode_event(msg: Gossip, *, replay: bool = False) -> bytes:
         event="message", msg_id=id_to_hex(msg.id), origin=id_to_hex(msg.origin), topic=msg.topic,
         hops=msg.hops, data=text, data_b64=b64,
         to=id_to_hex(msg.to) if msg.to is not None else None, replay=replay,
+        reply_to=reply_to.hex() if reply_to is not None else None,
+        timeout=round(timeout, 3) if timeout is not None else None,
     )
     return _encoder.encode(ev) + b"\n"

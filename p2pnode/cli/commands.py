@@ -23,6 +23,7 @@ from ..config.settings import DEFAULT_TOPIC, default_socket_path
 from ..errors import P2PError
 from ..mesh.draw import names_of, render_png, to_dot
 from .logs import format_pairs
+from .serve import cmd_request, cmd_serve
 from .statusview import summary
 
 
@@ -276,4 +277,4 @@ def _table(rows: list[tuple[Any, ...]]) -> list[str]:
 
 #: The client commands by name (``main`` runs them in ``trio.run``).
 COMMANDS = {"send": cmd_send, "recv": cmd_recv, "monitor": cmd_monitor, "mesh": cmd_mesh,
-            "peers": cmd_info, "status": cmd_info}
+            "peers": cmd_info, "status": cmd_info, "request": cmd_request, "serve": cmd_serve}

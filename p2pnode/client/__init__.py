@@ -25,9 +25,11 @@ from .protocol import (
     peers_request,
     publish_request,
 )
+from .serving import ReplyError
 from .trio_client import Client, open_client
 
 __all__ = ["ApiReplyError", "AsyncioClient", "BlockingClient", "Client", "ConnectionClosed",
-           "ProtocolViolation", "PublishError", "Refusal", "UntrustedServer", "check_server",
+           "ProtocolViolation", "PublishError", "Refusal", "ReplyError", "UntrustedServer",
+           "check_server",
            "event_payload", "open_asyncio_client", "open_client", "peers_request",
            "publish_request"]

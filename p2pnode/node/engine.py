@@ -24,12 +24,14 @@ from ..net.link import PeerLink
 from ..net.manager import LinkManager
 from ..wire.messages import (
     Batch,
+    BatchBody,
     Digest,
     Gossip,
     GossipMessage,
     Graft,
     IHave,
     Prune,
+    Reply,
     encode_message,
 )
 
@@ -60,6 +62,12 @@ class Engine:
         self._timer_wake = trio.Event()
         self.rate_limited = 0  # batches dropped because a peer sent too fast
         self.delivered = 0  # messages handed to local apps (their own included)
+        #: Request/reply (``node.requests``): takes the unnumbered batches delivered here
+        #: (requests travel in them), and the replies peers send.
+        self.on_request: Callable[[Batch, BatchBody, bytes | None], None] | None = None
+        self.on_reply: Callable[[Reply, bytes, float], list[Action]] | None = None
+        #: The peer whose messages are being handled (None: none, or a local publish).
+        self.from_peer: bytes | None = None
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -72,19 +80,26 @@ class Engine:
         peer = link.peer_id
         bytes_bucket, batch_bucket = link.bytes_bucket, link.batch_bucket
         authenticated = link.authenticated
+        self.from_peer = peer
         for msg in msgs:
+            kind = type(msg)
             if batch_bucket is not None and bytes_bucket is not None and not (
                 batch_bucket.take(cost(msg), now)
-                and (type(msg) is not Batch or bytes_bucket.take(len(msg.body), now))
+                and ((kind is not Batch and kind is not Reply)
+                     or bytes_bucket.take(len(msg.body), now))  # type: ignore[union-attr]
             ):
                 link.rate_limited += 1
                 self.rate_limited += 1
                 continue
-            actions = on_message(msg, peer, now, verify, authenticated=authenticated)
+            if kind is Reply:
+                actions = self.on_reply(msg, peer, now) if self.on_reply else []  # type: ignore[arg-type]
+            else:
+                actions = on_message(msg, peer, now, verify, authenticated=authenticated)
             if actions:
                 self.apply(actions)
                 if link.close_reason:  # a Disconnect: the rest of its frames are not read
                     break
+        self.from_peer = None
         self.after_gossip()
 
     def after_gossip(self) -> None:
@@ -108,6 +123,11 @@ class Engine:
         for action in actions:
             if type(action) is Deliver:
                 batch, body = action.batch, action.body
+                if not body.seq and self.on_request is not None:
+                    # Unnumbered: requests travel in such batches. A peer's one is
+                    # delivered as it comes, so it came from the link being read.
+                    self.on_request(batch, body, self.from_peer)
+                    continue
                 for item in body.items:
                     self.deliver(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
                                         data=item.data, hops=batch.hops, to=body.to))
@@ -185,6 +205,8 @@ def cost(msg: GossipMessage) -> int:
         return 1 + len(msg.batches) // 16
     if type(msg) is Prune:
         return 1 + len(msg.origins) // 16
+    if type(msg) is Reply:
+        return 1
     assert type(msg) is Digest
     return 1 + len(msg.entries) // 16
 

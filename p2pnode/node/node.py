@@ -39,6 +39,7 @@ from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config
 from .publisher import Publisher
+from .requests import Requests
 
 if TYPE_CHECKING:
     from ..discovery.mdns import MdnsDiscovery
@@ -82,6 +83,10 @@ class Node(AppFacing):
         self.on_deliver: list[Callable[[Gossip], None]] = []
         self.engine = Engine(config, self.router, self.mesh, self._to_apps)
         self.publisher = Publisher(config, identity, self.router, self.engine)
+        self.requests = Requests(config, identity, self.router, self.engine, self.publisher,
+                                 self._request_to_apps)
+        self.engine.on_request = self.requests.on_batch
+        self.engine.on_reply = self.requests.on_reply
         self.announcer = MeshAnnouncer(
             self.mesh, self.node_id, config, links=self._linked,
             listen=lambda: self.listen_str, send=lambda item: self.publisher.queue(None, item),
@@ -138,6 +143,7 @@ class Node(AppFacing):
         await nursery.start(self.links.run)
         nursery.start_soon(self.engine.run_flusher, self.publisher.flush)
         nursery.start_soon(self.engine.run_timers)
+        nursery.start_soon(self.requests.run)
         if cfg.mesh_interval > 0:
             nursery.start_soon(self.announcer.run)
         self._ready.set()
@@ -194,6 +200,12 @@ class Node(AppFacing):
     def _to_apps(self, msg: Gossip) -> None:
         if self.api is not None:
             self.api.deliver(msg)
+        for callback in self.on_deliver:
+            callback(msg)
+
+    def _request_to_apps(self, msg: Gossip, token: bytes, timeout: float) -> None:
+        if self.api is not None:
+            self.api.deliver(msg, token, timeout)
         for callback in self.on_deliver:
             callback(msg)
 

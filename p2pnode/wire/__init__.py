@@ -35,6 +35,7 @@ from .messages import (
     Pong,
     Prune,
     Refuse,
+    Reply,
     WireMessage,
     decode_body,
     decode_kept_body,
@@ -47,7 +48,7 @@ __all__ = [
     "GOSSIP_TYPES", "HEADER_LEN", "MAX_KEYS", "Accept", "Announce", "Batch", "BatchBody", "Bye",
     "Digest", "DigestEntry", "FrameDecoder", "Gossip", "GossipMessage", "Graft", "Hello", "IHave",
     "Item", "LinkEvent", "LinkOpen", "LinkProtocol", "LinkState", "PeerBye", "PeerHello",
-    "PeerRefused", "Ping", "Pong", "Prune", "Refuse", "WireMessage", "check_hello",
+    "PeerRefused", "Ping", "Pong", "Prune", "Refuse", "Reply", "WireMessage", "check_hello",
     "decode_body", "decode_kept_body", "decode_message", "encode_body", "encode_frame",
     "encode_message",
 ]
