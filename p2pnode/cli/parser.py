@@ -178,7 +178,7 @@ def _add_request_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                             "their turn")
     serve.add_argument("--count", type=int, default=None, metavar="N",
                        help="exit after answering N requests")
-    serve.add_argument("command", nargs="*", metavar="COMMAND [ARG ...]")
+    serve.add_argument("argv", nargs="*", metavar="COMMAND [ARG ...]")
 
 
 def _add_run_flags(run: argparse.ArgumentParser) -> None:

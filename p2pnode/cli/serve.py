@@ -68,7 +68,7 @@ async def _read_stdin() -> bytes:
 async def cmd_serve(args: argparse.Namespace) -> int:
     """Answer the requests on a topic with a command until Ctrl-C, the node's end, or
     ``--count`` requests."""
-    if not args.command:
+    if not args.argv:
         raise P2PError("give the command to run after --, e.g. p2pnode serve -- cat")
     if not args.command_timeout > 0 or args.max_output < 1 or args.concurrency < 1:
         raise P2PError("--command-timeout must be over 0, --max-output and --concurrency "
@@ -77,7 +77,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         raise P2PError("--count must be at least 1")
     async with open_client(args.socket, server_user=args.server_user) as client:
         await client.subscribe([args.topic])
-        print(f"p2pnode: serving {args.topic!r} with {shlex.join(args.command)}",
+        print(f"p2pnode: serving {args.topic!r} with {shlex.join(args.argv)}",
               file=sys.stderr, flush=True)
         slots = trio.Semaphore(args.concurrency)
         taken = 0
@@ -108,7 +108,7 @@ async def _answer(client: Client, args: argparse.Namespace, event: dict[str, Any
         result: bytes | ReplyError = ReplyError(
             f"the command did not finish within {args.command_timeout:g}s")
         with trio.move_on_after(args.command_timeout):
-            result = await run_command(args.command, event, args.max_output)
+            result = await run_command(args.argv, event, args.max_output)
         what = (f"error: {result}" if isinstance(result, ReplyError)
                 else f"answered, {len(result)} bytes")
         try:
