@@ -180,7 +180,7 @@ def test_request_bodies_are_checked() -> None:
     body = RequestBody("lights", 5000, 3, b"on")
     assert decode_request(encode_request(body)) == body
     for bad in (RequestBody("$mesh", 1, 1, b""), RequestBody("a\nb", 1, 1, b"")):
-        with pytest.raises(RemoteProtocolError, match="topic|reserved") as info:
+        with pytest.raises(RemoteProtocolError, match=r"topic|reserved") as info:
             decode_request(encode_request(bad))
         assert info.value.code == "bad_message"
     for raw in (b"", b"\x93\xa1t\x00\x01", msgspec.msgpack.encode(["t", 0, 1, b""])):

@@ -57,8 +57,7 @@ async def servers(mesh: Mesh, handlers: dict[str, Callable[[bytes], Awaitable[st
         for name, handler in handlers.items():
             client = await open_client(mesh[name].config.socket_path)
             clients.append(client)
-            await client.subscribe([topic])
-            nursery.start_soon(client.serve, topic, handler)
+            await nursery.start(client.serve, topic, handler)
         yield
         nursery.cancel_scope.cancel()
     for client in clients:

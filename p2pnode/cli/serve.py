@@ -98,7 +98,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _answer(client: Client, args: argparse.Namespace, event: dict[str, Any], token: str,
                   came: float, release: Any) -> None:
-    who = f"request {event.get('msg_id', '?')[:8]} from {str(event.get('origin', '?'))[:8]}"
+    who = f"request {event.get('msg_id', '?')} from {str(event.get('origin', '?'))[:8]}"
     try:
         timeout = float(event.get("timeout") or 0)
         if timeout and trio.current_time() - came >= timeout:

@@ -163,7 +163,8 @@ class Client(AsyncRequests, ClientBase):
     _ended = (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
 
     async def serve(self, topic: str, handler: Handler, *,
-                    concurrency: int = DEFAULT_CONCURRENCY) -> None:
+                    concurrency: int = DEFAULT_CONCURRENCY,
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Answer the requests on ``topic`` (``ask`` on any node) until the node closes
         the connection (then it returns) or the call is cancelled. Subscribes to
         ``topic``, then for each request runs ``await handler(data)`` (``data``: the
@@ -171,10 +172,12 @@ class Client(AsyncRequests, ClientBase):
         it raises, the reply is an error: a ``ReplyError``'s message, or ``Type:
         message``. At most ``concurrency`` handlers run at once. It takes every event
         of this client (and skips those that are not requests): serve with a client of
-        its own."""
+        its own. ``await nursery.start(client.serve, topic, handler)`` returns once it
+        is subscribed."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         await self.subscribe([topic])
+        task_status.started()
         slots = trio.Semaphore(concurrency)
         async with trio.open_nursery() as nursery:
             async for event in self.events():
