@@ -245,3 +245,28 @@ async def test_the_node_answers_waiting_requests_when_it_stops(
             assert lines[1] == b'{"id":2,"ok":true}'
             assert b'"event":"closing"' in lines[2]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_node_of_protocol_4_and_this_one_refuse_each_other(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Version 5 added the Reply message and request items: a version 4 node would close
+    the link on the first Reply, so the two do not link at all (docs/protocol.md)."""
+    import p2pnode.node.node as node_module
+    from p2pnode import PROTOCOL_VERSION
+
+    assert PROTOCOL_VERSION == 5
+    net = MemoryNetwork()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            monkeypatch.setattr(node_module, "PROTOCOL_VERSION", 4)
+            old = await start_node(nursery, net, 0, 1)
+            monkeypatch.undo()
+            new = await start_node(nursery, net, 1, 2, peers=(("mem", 1),))
+            assert old.links is not None
+            assert new.links is not None
+            await wait_until(lambda: old.links.stats.refused["version_mismatch"] >= 1
+                             and new.links.stats.refused["version_mismatch"] >= 1)
+            assert not old.links.links
+            assert not new.links.links
+            nursery.cancel_scope.cancel()
