@@ -14,8 +14,7 @@ import argparse
 import asyncio
 import sys
 
-from p2pnode.client import ReplyError
-from p2pnode.client.aio import open_client
+from p2pnode.client import ReplyError, open_asyncio_client
 
 
 class Light:
@@ -41,7 +40,7 @@ async def main() -> None:
     parser.add_argument("--socket", default=None)
     args = parser.parse_args()
     light = Light(args.name)
-    async with open_client(args.socket) as node:
+    async with open_asyncio_client(args.socket) as node:
         topic = f"lights/{args.name}"
         await node.subscribe([topic])  # serve subscribes too; this says when it has
         print(f"light {args.name} serving {topic}", file=sys.stderr, flush=True)
