@@ -146,6 +146,13 @@ async def test_a_replayed_request_is_not_delivered_again(
             await wait_until(lambda: hub.requests.stats.replayed == 1)
             assert delivered == ["t"]
             assert hub.requests.stats.delivered == 1
+            # A request item in a numbered batch is not a request, nor a message.
+            numbered = make_batch(origin, b"\x12" * 16, None,
+                                  [Item(b"\x13" * 16, REQUEST_TOPIC, payload),
+                                   Item(b"\x14" * 16, "u", b"plain")], epoch=7, seq=1)[0]
+            await stream.send_all(encode_message(msgspec.structs.replace(numbered, hops=1)))
+            await wait_until(lambda: delivered == ["t", "u"])
+            assert hub.requests.stats.delivered == 1
             await stream.aclose()
             nursery.cancel_scope.cancel()
 

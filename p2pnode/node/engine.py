@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -34,8 +35,16 @@ from ..wire.messages import (
     Reply,
     encode_message,
 )
+from ..wire.requests import REQUEST_TOPIC
 
 log = logging.getLogger("p2pnode.node")
+
+
+class OnReply(Protocol):
+    """Takes a reply from a peer (``Requests.on_reply``); returns actions."""
+
+    def __call__(self, reply: Reply, from_peer: bytes, now: float, *,
+                 authenticated: bool = False) -> list[Action]: ...
 
 
 class Engine:
@@ -65,7 +74,7 @@ class Engine:
         #: Request/reply (``node.requests``): takes the unnumbered batches delivered here
         #: (requests travel in them), and the replies peers send.
         self.on_request: Callable[[Batch, BatchBody, bytes | None], None] | None = None
-        self.on_reply: Callable[[Reply, bytes, float], list[Action]] | None = None
+        self.on_reply: OnReply | None = None
         #: The peer whose messages are being handled (None: none, or a local publish).
         self.from_peer: bytes | None = None
 
@@ -92,7 +101,8 @@ class Engine:
                 self.rate_limited += 1
                 continue
             if kind is Reply:
-                actions = self.on_reply(msg, peer, now) if self.on_reply else []  # type: ignore[arg-type]
+                actions = self.on_reply(msg, peer, now,  # type: ignore[arg-type]
+                                        authenticated=authenticated) if self.on_reply else []
             else:
                 actions = on_message(msg, peer, now, verify, authenticated=authenticated)
             if actions:
@@ -115,6 +125,8 @@ class Engine:
             if msg.origin != self.node_id:
                 self.mesh.update(msg.origin, msg.data, trio.current_time())
             return
+        if msg.topic == REQUEST_TOPIC:
+            return  # a request item in a numbered batch: requests travel unnumbered
         self.delivered += 1
         self.to_apps(msg)
 

@@ -38,6 +38,7 @@ from ..wire.requests import (
     REQUEST_TOPIC,
     ReplyBody,
     RequestBody,
+    decode_reply_body,
     decode_request,
     encode_request,
 )
@@ -208,9 +209,16 @@ class Requests:
 
     # -- replies from peers ---------------------------------------------------------------
 
-    def on_reply(self, reply: Reply, from_peer: bytes, now: float) -> list[Action]:
+    def on_reply(self, reply: Reply, from_peer: bytes, now: float, *,
+                 authenticated: bool = False) -> list[Action]:
         """A reply from ``from_peer``: route it, check it, send it on or take it.
-        Returns the actions to take (a Disconnect for a forged one)."""
+        Returns the actions to take (a Disconnect for a forged one).
+
+        ``authenticated``: the link proves who ``from_peer`` is (TLS). A reply for a
+        request asked here that comes straight from its replier is taken on the
+        strength of the link (its body is checked, not its signature), as a batch
+        straight from its origin is; one that goes on to another node is always
+        checked first, since that node cannot trust this link."""
         stats = self.stats
         stats.replies_in += 1
         key = reply.origin + reply.request
@@ -221,7 +229,10 @@ class Requests:
             stats.replies_dropped[route.reason] += 1
             return []
         try:
-            body = verify_reply(self.engine.verifier, reply, self.config.max_payload)
+            if authenticated and reply.replier == from_peer and not isinstance(route, ToPeer):
+                body = decode_reply_body(reply, self.config.max_payload)
+            else:
+                body = verify_reply(self.engine.verifier, reply, self.config.max_payload)
         except RemoteProtocolError as exc:
             stats.replies_rejected += 1
             return [Disconnect(from_peer, exc.code)] if exc.code == "bad_signature" else []
