@@ -12,6 +12,11 @@ times each from the call to its return: the round trip an app sees, its own clie
 included. Beside them, ``sync`` on n0 through the same client: one API round trip
 with no mesh in it, the floor.
 
+``nats`` (when nats-server and nats-py are installed: ``pip install 'p2pnode[bench]'``,
+``apt-get install nats-server``): the same with nats-py (asyncio) against one
+nats-server on 127.0.0.1, ``msg.respond`` and ``nc.request``; "1 hop" is asker, broker,
+server and back, and its floor is ``nc.flush()`` (a PING to the broker).
+
 Reports p50, p99 and the mean in milliseconds (the medians of ``--repeat`` runs of
 ``--requests`` each, interleaved). Loopback only; run it inside ``unshare -n sh -c
 'ip link set lo up && ...'`` for a private network.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -34,11 +40,12 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # scripts/bench.py: the cluster of nodes
+import client_bench  # scripts/client_bench.py: nats-server for the reference
 
 from p2pnode.client import BlockingClient, open_asyncio_client, open_client
 
 MP = mp.get_context("fork")
-KINDS = ("trio", "asyncio", "blocking")
+KINDS = ("trio", "asyncio", "blocking", "nats")
 DATA = "x" * bench.PAYLOAD_SIZE
 
 
@@ -63,11 +70,27 @@ def server_main(kind: str, path: str, topic: str, ready: Any) -> None:
                 ready.set()
                 await client.serve(topic, echo)
         asyncio.run(serve_asyncio())
+    elif kind == "nats":
+        asyncio.run(serve_nats(path, topic, ready))
     else:
         with BlockingClient(path, timeout=None) as client:
             client.subscribe([topic])
             ready.set()
             client.serve(topic, lambda data: data)
+
+
+async def serve_nats(url: str, subject: str, ready: Any) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+
+    async def respond(msg: Any) -> None:
+        await msg.respond(msg.data)
+
+    await nc.subscribe(subject, cb=respond)
+    await nc.flush()
+    ready.set()
+    await asyncio.Event().wait()
 
 
 # ---------------------------------------------------------------- the asker process
@@ -102,6 +125,8 @@ def asker_main(kind: str, path: str, topic: str, n: int, warmup: int, res: Any) 
                     start = time.perf_counter_ns()
                     record(syncs, start, await client.request({"op": "sync"}))
         asyncio.run(ask_asyncio())
+    elif kind == "nats":
+        asyncio.run(ask_nats(path, topic, total, asks, syncs))
     else:
         with BlockingClient(path, timeout=10) as client:
             for _ in range(total):
@@ -110,6 +135,22 @@ def asker_main(kind: str, path: str, topic: str, n: int, warmup: int, res: Any) 
                 start = time.perf_counter_ns()
                 record(syncs, start, client.request({"op": "sync"}))
     res.put({"ask": asks[warmup:], "sync": syncs[warmup:]})
+
+
+async def ask_nats(url: str, subject: str, total: int, asks: list[float],
+                   syncs: list[float]) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    data = DATA.encode()
+    for _ in range(total):
+        start = time.perf_counter_ns()
+        await nc.request(subject, data, timeout=5)
+        asks.append((time.perf_counter_ns() - start) / 1000)
+        start = time.perf_counter_ns()
+        await nc.flush()
+        syncs.append((time.perf_counter_ns() - start) / 1000)
+    await nc.close()
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -145,16 +186,20 @@ def run_once(kind: str, asker_at: str, server_at: str, topic: str, n: int, warmu
 
 def measure(kinds: list[str], args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
-    with bench.Cluster(3, [(1, 0), (2, 1)], insecure=False) as cluster:
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(bench.Cluster(3, [(1, 0), (2, 1)], insecure=False))
         n0, n1, n2 = (str(node.socket) for node in cluster.nodes)
-        for rep in range(args.repeat):
+        url = stack.enter_context(client_bench.nats_server()) if "nats" in kinds else ""
+        for rep in range(args.repeat):  # interleaved: a noisy moment hits every kind
             for kind in kinds:
-                for hops, server_at in (("1 hop", n1), ("2 hops", n2)):
-                    topic = f"rr-{kind}-{len(hops)}-{rep}"
-                    got = run_once(kind, n0, server_at, topic, args.requests, args.warmup,
-                                   args.timeout)
+                asker_at = url if kind == "nats" else n0
+                where = [("1 hop", url)] if kind == "nats" else [("1 hop", n1), ("2 hops", n2)]
+                for k, (hops, server_at) in enumerate(where):
+                    topic = f"rr-{kind}-{k}-{rep}"
+                    got = run_once(kind, asker_at, server_at, topic, args.requests,
+                                   args.warmup, args.timeout)
                     runs.setdefault((kind, hops), []).append(percentiles(got["ask"]))
-                    if server_at == n1:  # the floor, once per run
+                    if k == 0:  # the floor, once per run
                         runs.setdefault((kind, "sync"), []).append(percentiles(got["sync"]))
     out: dict[str, Any] = {}
     for (kind, what), rows in runs.items():
@@ -177,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     if bad := [k for k in kinds if k not in KINDS]:
         ap.error(f"unknown kinds: {', '.join(bad)}")
+    if "nats" in kinds and not client_bench.nats_available():
+        print("request_bench: nats-server or nats-py missing: no NATS reference",
+              file=sys.stderr)
+        kinds.remove("nats")
     if args.requests < 1 or args.repeat < 1 or args.warmup < 0:
         ap.error("--requests and --repeat must be at least 1, --warmup at least 0")
     signal.signal(signal.SIGTERM, bench._terminate)
@@ -193,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'client':9} {'round trip':10} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for kind in kinds:
         for what in ("1 hop", "2 hops", "sync"):
+            if what not in out[kind]:
+                continue
             row = out[kind][what]
             print(f"{kind:9} {what:10} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} "
                   f"{row['mean_ms']:8.3f}")

@@ -17,6 +17,7 @@ BENCH = Path(__file__).resolve().parent.parent / "scripts" / "request_bench.py"
 
 def test_request_bench_small_json() -> None:
     cmd = [sys.executable, str(BENCH), "--requests", "30", "--warmup", "3", "--repeat", "1",
+           "--kinds", "trio,asyncio,blocking",
            "--timeout", "30", "--json"]
     if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
         inner = " ".join(f"'{c}'" for c in cmd)  # a private network namespace
