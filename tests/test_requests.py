@@ -176,6 +176,8 @@ async def test_handler_failures_become_error_replies(short_tmp: Path) -> None:
             raise ReplyError("no such light")
         if data == b"none":
             return None  # type: ignore[return-value]
+        if data == b"big":
+            return "x" * (600 << 10)
         raise ValueError("boom")
 
     with trio.fail_after(20):
@@ -187,6 +189,8 @@ async def test_handler_failures_become_error_replies(short_tmp: Path) -> None:
                     "the handler returned NoneType, not str or bytes")
                 binary = (await client.ask("lights", b"\xff\x00"))[0]
                 assert binary["error"] == "ValueError: boom"
+                assert (await client.ask("lights", "big"))[0]["error"] == (
+                    "the handler's reply of 614400 bytes is over the 524288 a reply may carry")
 
 
 async def raw_lines(stream: trio.SocketStream, count: int) -> list[dict[str, Any]]:

@@ -209,8 +209,11 @@ class BlockingClient(ClientBase):
                 self.request(reply_request(token, result))
             except ApiReplyError as err:
                 if err.code != "request_gone":
-                    self.request(reply_request(
-                        token, ReplyError(f"the reply was refused: {err.message}")))
+                    with contextlib.suppress(ApiReplyError):
+                        self.request(reply_request(
+                            token, ReplyError(f"the reply was refused: {err.message}")))
+            except ConnectionClosed:
+                return
 
     # -- events -------------------------------------------------------------------
 

@@ -12,6 +12,10 @@ DEFAULT_ASK_TIMEOUT: Final = 5.0
 DEFAULT_CONCURRENCY: Final = 16
 #: The longest error text a reply carries (characters; the node refuses longer ones).
 MAX_ERROR: Final = 1024
+#: The largest reply data a handler's result may be (a node's default ``max_payload``):
+#: a larger one is answered with an error reply, rather than sent as a request line
+#: the node might refuse by closing the connection.
+MAX_REPLY: Final = 512 * 1024
 
 
 class ReplyError(Exception):
@@ -41,10 +45,17 @@ def request_token(event: dict[str, Any], topics: frozenset[str] | None = None) -
 
 def reply_request(token: str, result: object) -> dict[str, Any]:
     """The ``reply`` request that answers ``token`` with a handler's ``result``: a str
-    or bytes is the reply's data; an exception (or anything else) an error reply."""
+    or bytes is the reply's data (unless it is over ``MAX_REPLY`` bytes); an exception
+    (or anything else) an error reply."""
     req: dict[str, Any] = {"op": "reply", "reply_to": token}
     if isinstance(result, str | bytes | bytearray | memoryview):
-        _put_data(req, bytes(result) if not isinstance(result, str) else result)
+        data = result.encode("utf-8", "surrogatepass") if isinstance(result, str) \
+            else bytes(result)
+        if len(data) > MAX_REPLY:
+            req["error"] = (f"the handler's reply of {len(data)} bytes is over the "
+                            f"{MAX_REPLY} a reply may carry")
+        else:
+            _put_data(req, result if isinstance(result, str) else data)
     else:
         req["error"] = error_text(result)
     return req
