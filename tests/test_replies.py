@@ -8,6 +8,8 @@ import random
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pnode.api.requests import ReplyOrder, encode_replies
 from p2pnode.errors import RemoteProtocolError
@@ -216,3 +218,17 @@ def test_an_answer_lists_its_replies() -> None:
     assert json.loads(line) == {"id": 7, "ok": True, "replies": [
         {"from": "aa", "name": "x", "data": "y"}], "dropped": 2}
     assert json.loads(encode_replies(None, [])) == {"ok": True, "replies": []}
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(st.binary(max_size=200))
+def test_request_and_reply_bodies_raise_only_protocol_errors(raw: bytes) -> None:
+    codes = []
+    for decode in (decode_request,
+                   lambda data: decode_reply_body(Reply(P, Q, R, 1, b"k" * 32, data,
+                                                        b"s" * 64), 64)):
+        try:
+            decode(raw)
+        except RemoteProtocolError as exc:  # anything else fails the test
+            codes.append(exc.code)
+    assert set(codes) <= {"bad_message", "too_large"}
