@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pnode.api.requests import ReplyOrder, encode_replies
-from p2pnode.errors import RemoteProtocolError
+from p2pnode.config import NodeConfig
+from p2pnode.errors import ConfigError, RemoteProtocolError
 from p2pnode.gossip.replies import (
     HERE,
     Drop,
@@ -232,3 +233,17 @@ def test_request_and_reply_bodies_raise_only_protocol_errors(raw: bytes) -> None
         except RemoteProtocolError as exc:  # anything else fails the test
             codes.append(exc.code)
     assert set(codes) <= {"bad_message", "too_large"}
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("request_timeout_max", 0.0, "request_timeout_max must be greater than 0"),
+    ("request_timeout_max", 3601.0, "at most 3600"),
+    ("request_max_replies", 0, "request_max_replies must be at least 1"),
+    ("request_max_replies", 65536, "at most 65535"),
+    ("request_paths_per_peer", 20_000, "request_paths_per_peer must be at most"),
+    ("client_requests", 0, "client_requests must be at least 1"),
+    ("reply_bytes_total", 0, "reply_bytes_total must be at least 1"),
+])
+def test_request_limits_are_checked(field: str, value: object, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        NodeConfig(**{field: value})  # type: ignore[arg-type]
