@@ -351,7 +351,7 @@ class ApiServer:
         err = ApiError("too_large", f"request line of {size}+ bytes exceeds "
                        f"{self.config.max_request_line}; closing the connection")
         err.req = session.requests + 1
-        session.out.put_force(encode_error(err))
+        session.order.put(encode_error(err))
 
     def _handle_line(self, session: Session, line: bytes) -> Peers | ReplayRequest | None:
         """Answer one request line; returns a request that must wait first (``peers``
