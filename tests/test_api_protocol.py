@@ -131,16 +131,18 @@ def test_bad_request_echoes_the_id(obj: dict[str, Any]) -> None:
 
 #: Every op the API serves (docs/api.md); a new request type must be added here too.
 ALL_OPS = ["publish", "subscribe", "unsubscribe", "peers", "status", "monitor", "mesh",
-           "sync", "will", "bye"]
+           "sync", "will", "bye", "request", "reply"]
 
 
 def test_every_op_is_known() -> None:
     assert sorted(OPS) == sorted(ALL_OPS)
     for op in ALL_OPS:  # each one parses (with its required fields) as its own type
-        req = parse_request(line({"op": op, "topic": "t", "data": "x"} if op == "publish"
+        req = parse_request(line({"op": op, "topic": "t", "data": "x"} if op in ("publish",
+                                                                                "request")
                                  else {"op": op, "topics": []} if "subscribe" in op
+                                 else {"op": op, "reply_to": "00"} if op == "reply"
                                  else {"op": op}))
-        assert type(req).__name__.lower() == op
+        assert type(req).__struct_config__.tag == op
 
 
 @pytest.mark.parametrize("op", ALL_OPS)

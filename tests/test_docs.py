@@ -78,8 +78,8 @@ class Lines:
 
 def test_doc_blocks_are_found() -> None:
     shell = [cmd for block in blocks("shell") for cmd, _ in commands(block)]
-    assert len(shell) == 9
-    assert sum("socat" in c for c in shell) == 5
+    assert len(shell) == 10
+    assert sum("socat" in c for c in shell) == 6
     assert sum("nc -" in c for c in shell) == 4
     assert len(blocks("node")) == 1
     assert matches('{"id":1,"ok":true,"msg_id":"e45b23e6668eab6e0000000000000007","peers":1}',

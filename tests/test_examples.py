@@ -106,3 +106,32 @@ async def test_shell_relay(short_tmp: Path) -> None:
                     os.killpg(relay.pid, signal.SIGTERM)  # the pipeline we started
                 await reap(relay)
                 await reap(alerts)
+
+
+async def test_light_and_switch(short_tmp: Path) -> None:
+    with trio.fail_after(30):
+        async with two_nodes(short_tmp) as (a, b):
+            light = await start([sys.executable, str(EXAMPLES / "light.py"), "--name",
+                                 "kitchen"], a)
+            try:
+                await Proc(light).wait_line("light kitchen serving lights/kitchen")
+
+                async def switch(*args: str) -> subprocess.CompletedProcess[bytes]:
+                    return await trio.run_process(
+                        [sys.executable, str(EXAMPLES / "switch.py"), *args,
+                         "--socket", str(b.config.socket_path)],
+                        capture_stdout=True, capture_stderr=True, check=False, env=ENV)
+
+                done = await switch("kitchen", "on")
+                assert (done.returncode, done.stdout) == (0, b"kitchen light is on (node a)\n")
+                done = await switch("kitchen", "toggle")
+                assert done.stdout == b"kitchen light is off (node a)\n"
+                done = await switch("kitchen", "dim")
+                assert done.returncode == 1
+                assert done.stderr == (b"error from node a: unknown command 'dim': say on, off,"
+                                       b" toggle or status\n")
+                done = await switch("garage", "on", "--timeout", "0.3")
+                assert (done.returncode, done.stderr) == (
+                    1, b"no light 'garage' answered within 0.3s\n")
+            finally:
+                await reap(light)

@@ -55,6 +55,7 @@ from p2pnode.wire.messages import (
     Pong,
     Prune,
     Refuse,
+    Reply,
     WireMessage,
     decode_body,
     decode_message,
@@ -114,6 +115,9 @@ wire_messages: st.SearchStrategy[WireMessage] = st.one_of(
     st.builds(Digest, st.lists(st.builds(DigestEntry, node_ids, st.integers(0, 1 << 62),
                                          st.lists(st.integers(0, 1 << 62), max_size=4)),
                                max_size=3)),
+    st.builds(Reply, node_ids, node_ids, node_ids, st.integers(0, 255),
+              st.binary(min_size=32, max_size=32), st.binary(max_size=MAX_PAYLOAD + 4),
+              st.binary(min_size=64, max_size=64)),
 )
 
 

@@ -32,6 +32,7 @@ from p2pnode.wire.messages import (
     Pong,
     Prune,
     Refuse,
+    Reply,
     WireMessage,
     decode_body,
     decode_message,
@@ -84,6 +85,8 @@ MESSAGES: list[WireMessage] = [
     Prune([A, B]),
     Digest([]),
     Digest([DigestEntry(A, 1764100000000000, [1, 5, 7, 7]), DigestEntry(B, 0, [])]),
+    Reply(A, MID, B, 1, KEY, b"body", SIG),
+    Reply(A, MID, B, 255, KEY, b"", SIG),
 ]
 
 

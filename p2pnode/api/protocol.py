@@ -24,7 +24,8 @@ from ..wire.messages import Gossip
 
 ERROR_CODES = (
     "bad_json", "bad_request", "unknown_op", "too_large", "too_many_clients", "timeout",
-    "rate_limited", "forbidden", "unknown_node", "retained_full",
+    "rate_limited", "forbidden", "unknown_node", "retained_full", "request_gone",
+    "too_many_requests",
 )
 MAX_TOPICS_PER_REQUEST = 1024
 Scalar = str | int | float | bool | None
@@ -140,8 +141,34 @@ class Bye(msgspec.Struct, tag="bye", tag_field="op", kw_only=True,
     id: Scalar = None
 
 
+class RequestOp(msgspec.Struct, tag="request", tag_field="op", kw_only=True,
+                forbid_unknown_fields=True):
+    """Send a request on ``topic`` to the apps that subscribe to it on every node, and
+    answer with their replies once ``max_replies`` came or ``timeout`` seconds passed
+    (``api.requests``; docs/api.md, "request")."""
+
+    id: Scalar = None
+    topic: str
+    data: str | None = None
+    data_b64: str | None = None
+    timeout: float = 5.0
+    max_replies: int = 1
+
+
+class ReplyOp(msgspec.Struct, tag="reply", tag_field="op", kw_only=True,
+              forbid_unknown_fields=True):
+    """Answer the request whose event carried ``reply_to``: with ``data`` (or
+    ``data_b64``), or with an ``error`` text (the app could not serve it)."""
+
+    id: Scalar = None
+    reply_to: str
+    data: str | None = None
+    data_b64: str | None = None
+    error: str | None = None
+
+
 Request = (Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh | Sync | Will
-           | Bye)
+           | Bye | RequestOp | ReplyOp)
 #: Every op, taken from the request types themselves so that a new one cannot be left out.
 OPS: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(Request))
 
@@ -201,7 +228,7 @@ def check_topics(topics: list[str], req_id: Scalar = None) -> list[str]:
     return [check_topic(t, req_id) for t in topics]
 
 
-def publish_payload(req: Publish | Will, max_payload: int) -> bytes:
+def publish_payload(req: Publish | Will | RequestOp | ReplyOp, max_payload: int) -> bytes:
     """Return the payload of a publish request, validated. Raises ``ApiError``."""
     if (req.data is None) == (req.data_b64 is None):
         raise ApiError("bad_request", 'give exactly one of "data" or "data_b64"', req.id)
@@ -277,6 +304,8 @@ class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     to: str | None = None
     replay: bool = False  # from history, in answer to a subscribe with "since"
     retained: bool = False  # the topic's retained message, not a new publish
+    reply_to: str | None = None  # a request: the token of its replies ("reply" op)
+    timeout: float | None = None  # ... and how long its asker waits (seconds)
 
 
 def encode_delivered(msg: Gossip) -> bytes:
@@ -311,9 +340,11 @@ def parse_since(since: str | float, req_id: Scalar = None) -> bytes | float:
     return float(since)
 
 
-def encode_event(msg: Gossip, *, replay: bool = False, retained: bool = False) -> bytes:
+def encode_event(msg: Gossip, *, replay: bool = False, retained: bool = False,
+                 reply_to: bytes | None = None, timeout: float | None = None) -> bytes:
     """The event line for a delivered message (``data_b64`` when not UTF-8); marked
-    ``retained`` with ``retained`` or when ``msg.retained``."""
+    ``retained`` with ``retained`` or when ``msg.retained``; for a request, with its
+    ``reply_to`` token (``reply_to``: its origin + message id) and its ``timeout``."""
     try:
         text: str | None = msg.data.decode("utf-8")
         b64 = None
@@ -324,5 +355,7 @@ def encode_event(msg: Gossip, *, replay: bool = False, retained: bool = False) -
         hops=msg.hops, data=text, data_b64=b64,
         to=id_to_hex(msg.to) if msg.to is not None else None, replay=replay,
         retained=retained or msg.retained,
+        reply_to=reply_to.hex() if reply_to is not None else None,
+        timeout=round(timeout, 3) if timeout is not None else None,
     )
     return _encoder.encode(ev) + b"\n"

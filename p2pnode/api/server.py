@@ -35,6 +35,8 @@ from .protocol import (
     Monitor,
     Peers,
     Publish,
+    ReplyOp,
+    RequestOp,
     Scalar,
     Status,
     Subscribe,
@@ -51,6 +53,7 @@ from .protocol import (
 )
 from .publishing import take_publish
 from .replaying import Backlog, Replayer, ReplayRequest, rate_error, replay_burst
+from .requests import ReplyOrder, RequestBackend, RequestDesk, answer_waiting
 from .sockfile import bind_unix_socket, remove_if_ours
 from .status import NodeStatus, encode_status_reply
 from .waiting import wait_peers
@@ -63,7 +66,7 @@ MAX_TOPICS_PER_CLIENT = 4096
 TURN_BUDGET = 0.002
 
 
-class ApiBackend(Protocol):
+class ApiBackend(RequestBackend, Protocol):
     """What the API server needs from the node."""
 
     def publish(self, topic: str, payload: bytes, to: bytes | None, *,
@@ -113,6 +116,7 @@ class Session:
         self.requests = 0  # request lines read (an error reply names its number)
         self.will: LastWill | None = None  # published if the connection ends without bye
         self.said_bye = False
+        self.order = ReplyOrder(self.out)  # replies held behind a waiting "request"
 
 
 class ApiServer:
@@ -129,6 +133,7 @@ class ApiServer:
         self.monitors: MonitorHub[Session] = MonitorHub(self._send_event)
         self._replayer = Replayer(backend.open_replay, config.client_queue_bytes,
                                   open_retained=backend.retained_replay)
+        self.requests = RequestDesk(config, backend)
         self._group: grp.struct_group | None = None
         self._serving: os.stat_result | None = None  # the socket file, while it serves
         if config.api_group is not None:
@@ -139,15 +144,17 @@ class ApiServer:
 
     # -- delivery (synchronous, on the hot path) --------------------------------
 
-    def deliver(self, msg: Gossip) -> None:
+    def deliver(self, msg: Gossip, reply_to: bytes | None = None,
+                timeout: float | None = None) -> None:
         """Hand ``msg`` to every subscriber of its topic (and a ``delivered`` event to
-        the monitoring sessions that asked for one)."""
+        the monitoring sessions that asked for one). A request comes with its
+        ``reply_to`` token and ``timeout``."""
         if self.monitors.message_sessions:
             self.monitors.deliver(encode_delivered(msg))
         subs = self._by_topic.get(msg.topic)
         if not subs and not self._all:
             return
-        line = encode_event(msg)
+        line = encode_event(msg, reply_to=reply_to, timeout=timeout)
         for session in self._all:
             self._send_event(session, line)
         if subs:
@@ -201,8 +208,11 @@ class ApiServer:
             remove_if_ours(path, ident)
 
     async def close_clients(self, reason: str, grace: float) -> None:
-        """Tell every client why its connection ends (a ``closing`` event naming how many
-        of its requests were handled); wait up to ``grace`` s for what is queued to go."""
+        """Tell every client why its connection ends (a ``closing`` event naming how
+        many of its requests were handled), and wait up to ``grace`` seconds for what
+        is queued to them to go out. New requests are no longer read; requests that wait
+        for replies are answered with what they have."""
+        self.backend.finish_requests()
         for session in list(self.sessions):
             session.out.put_force(encode_closing(reason, session.requests))
             session.out.close()  # the writer sends what is queued, then ends the session
@@ -258,11 +268,13 @@ class ApiServer:
                     with contextlib.suppress(trio.BrokenResourceError,
                                              trio.ClosedResourceError):
                         await self._read(session, stream)  # ends when the client goes
+                    await answer_waiting(session.order, stream)
                     session.out.close()
                     nursery.cancel_scope.deadline = trio.current_time() + 5
             finally:
                 if publish_will(session, self.backend):  # no bye: the app crashed
                     self.stats.wills += 1
+                self.requests.drop(session)
                 self._unsubscribe(session, [])
                 self.monitors.remove(session)
                 self.sessions.discard(session)
@@ -308,6 +320,7 @@ class ApiServer:
                 self._too_large(session, len(buf))
                 return
             await session.out.wait_writable()
+            await session.order.wait_room(self.config.client_queue_bytes // 2)
             if self.stats.published != published:
                 # Backpressure: a fast publisher waits while the links fill up.
                 await self.backend.wait_links_writable()
@@ -347,7 +360,7 @@ class ApiServer:
         err = ApiError("too_large", f"request line of {size}+ bytes exceeds "
                        f"{self.config.max_request_line}; closing the connection")
         err.req = session.requests + 1
-        session.out.put_force(encode_error(err))
+        session.order.put(encode_error(err))
 
     def _handle_line(self, session: Session, line: bytes) -> Peers | ReplayRequest | None:
         """Answer one request line; returns a request that must wait first (``peers``
@@ -364,7 +377,7 @@ class ApiServer:
             err.req = session.requests
             reply = encode_error(err)
         if isinstance(reply, bytes):
-            session.out.put_force(reply)
+            session.order.put(reply)
             return None
         return reply  # None (a publish taken with "ack": false), or a request that waits
 
@@ -379,7 +392,7 @@ class ApiServer:
             self.stats.errors += 1
             reply.req = session.requests
             reply = encode_error(reply)
-        session.out.put_force(reply)
+        session.order.put(reply)
         return True
 
     def _handle(self, session: Session, line: bytes) -> bytes | Peers | ReplayRequest | None:
@@ -419,6 +432,11 @@ class ApiServer:
         if isinstance(req, WILL_OPS):
             return will_request(session, req, min(self.config.will_max_bytes,
                                                   self.config.max_payload), self.backend)
+        if type(req) is RequestOp:
+            self.requests.request(session, session.order, req)
+            return None  # answered once its replies came (ReplyOrder keeps the order)
+        if type(req) is ReplyOp:
+            return self.requests.reply(req)
         assert type(req) is Status
         return encode_status_reply(req.id, self.backend.status_info())
 
@@ -456,7 +474,7 @@ class ApiServer:
         dropped = fields.get("dropped", 0) + backlog.dropped
         self.stats.events_dropped += dropped
         session.events_dropped += dropped
-        session.out.put_force(encode_reply(req.req_id, fields))
+        session.order.put(encode_reply(req.req_id, fields))
         for line in backlog.lines:
             self._send_event(session, line)
         session.unreported += backlog.dropped  # announced before the next event that fits

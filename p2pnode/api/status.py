@@ -339,6 +339,40 @@ class ApiStatus(Section):
         "last wills published: connections that ended without `bye`")]
 
 
+class RequestsStatus(Section):
+    asked: Annotated[int, _counter("requests sent by local apps ([request](#request))")]
+    delivered: Annotated[int, _counter(
+        "requests from other nodes handed to local delivery, whether or not an app"
+        " subscribes to their topic")]
+    replayed: Annotated[int, _counter(
+        "request copies dropped because this node had taken them already (a replay)",
+        drop="requests dropped: copies of ones already taken")]
+    bad: Annotated[int, _counter("request items that did not decode (dropped)",
+                                 drop="requests dropped: did not decode")]
+    waiting: Annotated[int, _gauge("requests of local apps waiting for their replies now")]
+    paths: Annotated[int, _gauge(
+        "requests whose way back this node remembers, until their timeout (at most"
+        " `request_paths`, 16,384)")]
+    paths_evicted: Annotated[int, _counter(
+        "reverse paths forgotten before their time to make room (a peer brought more than"
+        " `request_paths_per_peer`, or the table was full)",
+        drop="request paths forgotten to make room")]
+    replies_sent: Annotated[int, _counter("replies of local apps ([reply](#reply))")]
+    replies_in: Annotated[int, _counter("replies received from peers")]
+    replies_taken: Annotated[int, _counter("replies handed to requests of local apps")]
+    replies_forwarded: Annotated[int, _counter(
+        "replies sent on towards the node that asked (this node is on their way back)")]
+    replies_rejected: Annotated[int, _counter(
+        "replies with a bad signature or body (the peer that sent one with a bad signature"
+        " is disconnected)", drop="replies rejected: bad signature or body")]
+    replies_dropped: Annotated[dict[str, int], _by_reason(
+        "replies dropped, by reason: `unknown` (no such request waiting here: its timeout"
+        " passed), `duplicate` (a second reply of the same node), `over_limit` (the request"
+        " had its `max_replies`), `loop`, `hop_limited`, `link_down` (the link back closed),"
+        " `late` (the asking app went), `too_large` (over the bytes a request collects)",
+        "reason", "replies dropped")]
+
+
 class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
                  forbid_unknown_fields=True):
     """The ``status`` reply (without ``id`` and ``ok``)."""
@@ -365,6 +399,7 @@ class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
     mdns: Annotated[MdnsStatus | None, _section("mDNS discovery")] = None
     security: Annotated[SecurityStatus, _section("protection of links and batches")]
     api: Annotated[ApiStatus | None, _section("the local API")] = None
+    requests: Annotated[RequestsStatus, _section("request/reply")]
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ async def wait_peers(backend: PeerCount, req: Peers,
 
             async def watch_hangup() -> None:
                 nonlocal gone
-                gone = await _hung_up(stream)
+                gone = await hung_up(stream)
                 if gone:
                     nursery.cancel_scope.cancel()
 
@@ -50,7 +50,7 @@ async def wait_peers(backend: PeerCount, req: Peers,
     return encode_reply(req.id, {"peers": backend.peers_info()})
 
 
-async def _hung_up(stream: trio.SocketStream) -> bool:
+async def hung_up(stream: trio.SocketStream) -> bool:
     """Wait until the client hangs up, without consuming what it sends; returns True
     then. A client that sends more, or only shuts down its sending side (it still
     reads: ``echo REQUEST | nc -N``), never counts as gone: this waits for ever."""

@@ -151,6 +151,7 @@ def build_parser() -> Parser:
     _add_send_recv(sub)
     _add_peers_status(sub)
     _add_monitor_mesh(sub)
+    _add_request_serve(sub)
     for command in sub.choices.values():  # "--socket (default: see below)"
         command.epilog = command.epilog or EPILOG
         command.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -259,6 +260,42 @@ def _add_monitor_mesh(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     out.add_argument("--png", type=Path, metavar="FILE",
                      help="draw the mesh to FILE (needs matplotlib and networkx: "
                           "pip install 'p2pnode[sim]')")
+
+
+def _add_request_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    request = _client_command(
+        sub, "request", help="ask the apps that serve a topic; print their replies",
+        description="Send DATA as a request on a topic to the apps that serve it on every "
+                    "node (p2pnode serve, or an app), and print each reply as NAME: DATA, "
+                    "until --max-replies came or --timeout passed. Without DATA, the "
+                    "request's data is standard input. Exit status 1 when no reply came "
+                    "(or only error replies).")
+    request.add_argument("--topic", default=DEFAULT_TOPIC, help=f"default {DEFAULT_TOPIC!r}")
+    request.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS",
+                         help="how long to wait for replies (default 5; at most the "
+                              f"node's maximum, {NodeConfig.request_timeout_max:g})")
+    request.add_argument("--max-replies", type=int, default=1, metavar="N",
+                         help="stop waiting once N replies came (default 1)")
+    request.add_argument("--json", action="store_true", help="print each reply as a JSON line")
+    request.add_argument("text", nargs="*", metavar="DATA")
+    serve = _client_command(
+        sub, "serve", help="answer the requests on a topic with a command",
+        description="Answer the requests on a topic: run COMMAND for each, with the "
+                    "request's data on its standard input; its standard output is the "
+                    "reply. A command that fails (a non-zero exit), runs over "
+                    "--command-timeout or writes over --max-output answers with an error "
+                    "reply. Runs until Ctrl-C. Put -- before COMMAND.")
+    serve.add_argument("--topic", default=DEFAULT_TOPIC, help=f"default {DEFAULT_TOPIC!r}")
+    serve.add_argument("--command-timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="kill a command that runs longer (default 10)")
+    serve.add_argument("--max-output", type=int, default=65536, metavar="BYTES",
+                       help="the most a command may write as its reply (default 65536)")
+    serve.add_argument("--concurrency", type=int, default=4, metavar="N",
+                       help="commands run at once at most (default 4); more requests wait "
+                            "their turn")
+    serve.add_argument("--count", type=int, default=None, metavar="N",
+                       help="exit after answering N requests")
+    serve.add_argument("argv", nargs="*", metavar="COMMAND [ARG ...]")
 
 
 def _add_run_flags(run: argparse.ArgumentParser) -> None:

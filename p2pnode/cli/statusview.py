@@ -152,6 +152,13 @@ def _rows(st: dict[str, Any], before: dict[str, Any] | None,
                    f"{ret.get('max_topics', '?')}), {ret.get('bytes', 0) // 1024} KiB, "
                    f"{ret.get('tombstones', '?')} cleared"
                    + (f"; {wills} last wills published" if wills is not None else ""))
+    req = section_of(st, "requests")
+    if req:
+        r = req.get
+        yield _row("requests", f"asked {r('asked', 0)}, waiting {r('waiting', 0)}, delivered "
+                   f"{r('delivered', 0)}; replies sent {r('replies_sent', 0)}, received "
+                   f"{r('replies_in', 0)}, taken {r('replies_taken', 0)}, forwarded "
+                   f"{r('replies_forwarded', 0)}; {r('paths', 0)} paths back")
     drops = list(_drop_lines(st, before))
     yield _row("drops", drops[0] if drops else "none")
     yield from (_row("", line) for line in drops[1:])

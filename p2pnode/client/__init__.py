@@ -33,6 +33,7 @@ from .protocol import (
     will_request,
 )
 from .resume import PublishesLost, Reconnect, ReconnectFailed
+from .serving import ReplyError
 from .subscription import (
     AsyncSubscription,
     BlockingSubscription,
@@ -44,6 +45,6 @@ from .trio_client import Client, open_client
 __all__ = ["ApiReplyError", "AsyncSubscription", "AsyncioClient", "BlockingClient",
            "BlockingSubscription", "Client", "ConnectionClosed", "ProtocolViolation",
            "PublishError", "PublishesLost", "Reconnect", "ReconnectFailed", "Refusal",
-           "UntrustedServer", "check_server", "event_payload", "open_asyncio_client",
-           "open_asyncio_subscription", "open_client", "open_subscription", "peers_request",
-           "publish_request", "will_request"]
+           "ReplyError", "UntrustedServer", "check_server", "event_payload",
+           "open_asyncio_client", "open_asyncio_subscription", "open_client",
+           "open_subscription", "peers_request", "publish_request", "will_request"]

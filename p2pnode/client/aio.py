@@ -26,7 +26,7 @@ from typing import Any, Literal, overload
 
 from ..config.settings import default_socket_path
 from ..identity.owners import check_server
-from .asyncops import AsyncRequests
+from .asyncops import AsyncRequests, Handler
 from .protocol import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_EVENTS,
@@ -41,6 +41,7 @@ from .protocol import (
     encode_publish,
     encode_request,
 )
+from .serving import DEFAULT_CONCURRENCY, request_token
 
 __all__ = ["AsyncioClient", "open_client"]
 
@@ -154,6 +155,24 @@ class AsyncioClient(AsyncRequests, ClientBase):
         replies = self._proto.replies
         await self._wait(lambda: bool(replies))
         return replies.popleft()
+
+    # -- serving ------------------------------------------------------------------
+
+    async def serve(self, topic: str, handler: Handler, *,
+                    concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        """Answer the requests on ``topic`` with ``await handler(data)``, at most
+        ``concurrency`` at once, until the node closes the connection: as the trio
+        client's ``serve``."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        await self.subscribe([topic])
+        slots = asyncio.Semaphore(concurrency)
+        async with asyncio.TaskGroup() as group:
+            async for event in self.events():
+                token = request_token(event)
+                if token is not None:
+                    await slots.acquire()
+                    group.create_task(self._answer(handler, event, token, slots.release))
 
     # -- events -------------------------------------------------------------------
 

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .protocol import peers_request, subscribe_request, will_request
+from .protocol import (
+    ApiReplyError,
+    event_payload,
+    peers_request,
+    subscribe_request,
+    will_request,
+)
+from .serving import DEFAULT_ASK_TIMEOUT, ReplyError, ask_request, reply_request
+
+#: A ``serve`` handler: the request's payload in, the reply's data out (or it raises).
+Handler = Callable[[bytes], Awaitable[str | bytes]]
 
 
 class AsyncRequests:
@@ -57,3 +69,44 @@ class AsyncRequests:
         """Start receiving ``log`` and ``link`` events (and ``delivered`` events with
         ``messages``) from ``events()``; see docs/api.md, "monitor"."""
         await self.request({"op": "monitor", "level": level, "messages": messages})
+
+    async def ask(self, topic: str, data: str | bytes, *,
+                  timeout: float = DEFAULT_ASK_TIMEOUT,  # noqa: ASYNC109 - the node's, sent
+                  max_replies: int = 1) -> list[dict[str, Any]]:
+        """Send a request on ``topic`` to the apps that serve it on every node (the
+        ``request`` op) and return their replies: once ``max_replies`` came, or when
+        ``timeout`` seconds have passed (at most the node's maximum, 60 s), those that
+        came; none is an empty list, not an error. Each reply is a dict: ``from`` (the
+        replying node's id), ``name`` (its name), and ``data`` or ``data_b64``
+        (``event_payload(reply)`` gives the bytes), or ``error`` (its app failed).
+        Other requests of this client go on meanwhile. Raises ``ApiReplyError``:
+        ``bad_request`` (a timeout over the maximum, a bad topic), ``too_large``,
+        ``too_many_requests`` (64 waiting on this connection, or 1,024 on the node)."""
+        reply = await self.request(ask_request(topic, data, timeout, max_replies))
+        return list(reply["replies"])
+
+    async def _answer(self, handler: Handler, event: dict[str, Any], token: str,
+                      release: Callable[[], None]) -> None:
+        """Run ``handler`` on one request event and send its reply: its result, or an
+        error reply if it raised. A reply the node refuses because the request is gone
+        (its timeout passed) is dropped; another refusal (a reply too large, say) is
+        answered with an error reply."""
+        try:
+            try:
+                result: object = await handler(event_payload(event))
+            except Exception as exc:
+                result = exc
+            try:
+                await self.request(reply_request(token, result))
+            except ApiReplyError as err:
+                if err.code != "request_gone":
+                    with contextlib.suppress(ApiReplyError):
+                        await self.request(reply_request(
+                            token, ReplyError(f"the reply was refused: {err.message}")))
+        except self._ended:
+            pass  # the connection ended: ``serve`` returns
+        finally:
+            release()
+
+    #: What ``request`` raises once the connection has ended (per client).
+    _ended: tuple[type[BaseException], ...] = (ConnectionError,)

@@ -33,6 +33,7 @@ from .protocol import (
     DEFAULT_MAX_EVENTS,
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_BYTES,
+    ApiReplyError,
     ClientBase,
     ClientProtocol,
     ConnectionClosed,
@@ -40,10 +41,12 @@ from .protocol import (
     check_reply,
     encode_publish,
     encode_request,
+    event_payload,
     peers_request,
     subscribe_request,
     will_request,
 )
+from .serving import DEFAULT_ASK_TIMEOUT, ReplyError, ask_request, reply_request, request_token
 
 READ_SIZE = 256 << 10
 LOOK_EVERY = 0.001  # seconds between reads for replies while publishing
@@ -177,6 +180,50 @@ class BlockingClient(ClientBase):
     def monitor(self, level: str = "info", messages: bool = False) -> None:
         """Like ``Client.monitor``."""
         self.request({"op": "monitor", "level": level, "messages": messages})
+
+    # -- request/reply ------------------------------------------------------------
+
+    def ask(self, topic: str, data: str | bytes, *, timeout: float = DEFAULT_ASK_TIMEOUT,
+            max_replies: int = 1) -> list[dict[str, Any]]:
+        """Like the trio ``Client.ask``: the replies to a request on ``topic``, once
+        ``max_replies`` came or after ``timeout`` seconds (this client's own
+        ``timeout`` is stretched to cover it)."""
+        saved = self.timeout
+        if saved is not None:
+            self.timeout = max(saved, timeout + 5.0)
+        try:
+            return list(self.request(ask_request(topic, data, timeout, max_replies))["replies"])
+        finally:
+            self.timeout = saved
+
+    def serve(self, topic: str, handler: Callable[[bytes], str | bytes]) -> None:
+        """Answer the requests on ``topic``, one at a time, with ``handler(data)`` (as the
+        trio ``Client.serve``, without concurrency) until the node closes the
+        connection. A quiet spell longer than ``timeout`` does not end it."""
+        self.subscribe([topic])
+        while True:
+            try:
+                event = self.next_event()
+            except TimeoutError:
+                continue
+            except ConnectionClosed:
+                return
+            token = request_token(event)
+            if token is None:
+                continue
+            try:
+                result: object = handler(event_payload(event))
+            except Exception as exc:
+                result = exc
+            try:
+                self.request(reply_request(token, result))
+            except ApiReplyError as err:
+                if err.code != "request_gone":
+                    with contextlib.suppress(ApiReplyError):
+                        self.request(reply_request(
+                            token, ReplyError(f"the reply was refused: {err.message}")))
+            except ConnectionClosed:
+                return
 
     # -- events -------------------------------------------------------------------
 

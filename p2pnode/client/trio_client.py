@@ -27,7 +27,7 @@ import trio
 
 from ..config.settings import default_socket_path
 from ..identity.owners import check_server
-from .asyncops import AsyncRequests
+from .asyncops import AsyncRequests, Handler
 from .protocol import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_EVENTS,
@@ -41,6 +41,7 @@ from .protocol import (
     encode_publish,
     encode_request,
 )
+from .serving import DEFAULT_CONCURRENCY, request_token
 
 READ_SIZE = 256 << 10
 
@@ -158,6 +159,34 @@ class Client(AsyncRequests, ClientBase):
         replies = self._proto.replies
         await self._wait(lambda: bool(replies))
         return replies.popleft()
+
+    # -- serving ------------------------------------------------------------------
+
+    _ended = (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
+
+    async def serve(self, topic: str, handler: Handler, *,
+                    concurrency: int = DEFAULT_CONCURRENCY,
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Answer the requests on ``topic`` (``ask`` on any node) until the node closes
+        the connection (then it returns) or the call is cancelled. Subscribes to
+        ``topic``, then for each request runs ``await handler(data)`` (``data``: the
+        request's payload, bytes) and replies with what it returns (str or bytes); if
+        it raises, the reply is an error: a ``ReplyError``'s message, or ``Type:
+        message``. At most ``concurrency`` handlers run at once. It takes every event
+        of this client (and skips those that are not requests): serve with a client of
+        its own. ``await nursery.start(client.serve, topic, handler)`` returns once it
+        is subscribed."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        await self.subscribe([topic])
+        task_status.started()
+        slots = trio.Semaphore(concurrency)
+        async with trio.open_nursery() as nursery:
+            async for event in self.events():
+                token = request_token(event)
+                if token is not None:
+                    await slots.acquire()
+                    nursery.start_soon(self._answer, handler, event, token, slots.release)
 
     # -- events -------------------------------------------------------------------
 

@@ -220,7 +220,18 @@ class NodeConfig:
     discovery_grace: float = 1.0  # the higher-id node waits this long before dialling
     max_discovered: int = 1024  # discovered nodes tracked at most
 
+    # Request/reply (docs/api.md, "request"; docs/protocol.md, "Requests and replies").
+    request_timeout_max: float = 60.0  # the longest a request may wait for its replies
+    request_max_replies: int = 1000  # the most replies one request may ask for
+    request_paths: int = 16_384  # requests whose reverse path (for replies) is remembered ...
+    request_paths_per_peer: int = 4096  # ... at most this many that came from one peer
+    client_requests: int = 64  # requests one local client may have waiting at once
+    max_requests: int = 1024  # requests all local clients may have waiting at once
+    reply_bytes_per_request: int = 2 << 20  # replies collected for one request (as JSON)
+    reply_bytes_total: int = 32 << 20  # ... for all waiting requests together
+
     def __post_init__(self) -> None:
+        self._check_requests()
         name_bytes = len(self.name.encode("utf-8", "surrogatepass"))
         if not 1 <= name_bytes <= 64 or not self.name.isprintable():
             raise ConfigError("name must be 1-64 bytes of printable UTF-8")
@@ -295,6 +306,19 @@ class NodeConfig:
             raise ConfigError("retained_tombstone_age must be > 0 and retained_max_skew >= 0")
         if self.will_max_bytes < 0:
             raise ConfigError("will_max_bytes must be >= 0")
+
+    def _check_requests(self) -> None:
+        for field in ("request_max_replies", "request_paths", "request_paths_per_peer",
+                      "client_requests", "max_requests", "reply_bytes_per_request",
+                      "reply_bytes_total"):
+            if getattr(self, field) < 1:
+                raise ConfigError(f"{field} must be at least 1")
+        if not 0 < self.request_timeout_max <= 3600:
+            raise ConfigError("request_timeout_max must be greater than 0 and at most 3600")
+        if self.request_max_replies > 65535:
+            raise ConfigError("request_max_replies must be at most 65535")
+        if self.request_paths_per_peer > self.request_paths:
+            raise ConfigError("request_paths_per_peer must be at most request_paths")
 
     @property
     def max_request_line(self) -> int:

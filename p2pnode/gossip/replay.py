@@ -13,6 +13,7 @@ made into events. No I/O, no clock.
 from __future__ import annotations
 
 from ..wire.messages import BatchBody, Gossip, decode_kept_body
+from ..wire.requests import REQUEST_TOPIC
 from .history import Entry, History
 
 # Budget units: about a nanosecond of work on the machine of docs/performance.md,
@@ -39,7 +40,8 @@ class Replay:
         node_id: this node (direct messages to other nodes are not replayed).
         held: what the order buffer held at the snapshot (``OrderBuffer.held_now``):
             those batches are delivered live later, so they are not replayed.
-        hidden_topic: a topic never replayed (the nodes' own).
+        hidden_topic: a topic never replayed (the nodes' own; requests are not replayed
+            either).
     """
 
     def __init__(self, entries: list[Entry], *, after_id: bytes | None,
@@ -133,7 +135,8 @@ class Replay:
         while k < len(items) and spent < budget:
             item = items[k]
             k += 1
-            if (item.topic in topics) if topics else item.topic != hidden:
+            if (item.topic in topics) if topics else (item.topic != hidden
+                                                      and item.topic != REQUEST_TOPIC):
                 out.append(Gossip(id=item.id, origin=origin, topic=item.topic, data=item.data,
                                   hops=hops, to=to))
                 spent += ITEM_COST + len(item.data)

@@ -77,9 +77,15 @@ class Verifier:
         return body
 
     def _check_signature(self, batch: Batch) -> None:
-        if node_id_of(batch.key) != batch.origin:
+        self.check_signed(batch.key, batch.origin, batch.body, batch.sig)
+
+    def check_signed(self, key: bytes, signer: bytes, data: bytes, sig: bytes) -> None:
+        """Check that ``sig`` is ``signer``'s signature of ``data``: ``key`` (raw Ed25519)
+        must be the key of the node id ``signer``. Raises ``RemoteProtocolError
+        ("bad_signature")``. (Batches, and replies: ``gossip.replies``.)"""
+        if node_id_of(key) != signer:
             raise RemoteProtocolError("bad_signature", "the key is not the origin's")
         try:
-            self._key(batch.key).verify(batch.sig, batch.body)
+            self._key(key).verify(sig, data)
         except (InvalidSignature, ValueError):
             raise RemoteProtocolError("bad_signature", "the signature does not match") from None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from ..api.requests import RequestSink
 from ..api.status import NodeStatus
 from ..gossip.replay import Replay, replay_from
 from ..mesh.linklist import MESH_TOPIC
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .node import Node
     from .publisher import Publisher
+    from .requests import Requests
     from .retaining import Retaining
 
 
@@ -39,6 +41,7 @@ class AppFacing:
     engine: Engine
     publisher: Publisher
     retaining: Retaining
+    requests: Requests
     announcer: MeshAnnouncer
     discovering: Discovering
     _ready: trio.Event
@@ -114,6 +117,22 @@ class AppFacing:
         """Why this node would not keep a retained publish of ``size`` payload bytes on
         ``topic`` (None: it would)."""
         return self.retaining.refusal(topic, size)
+    def ask(self, topic: str, data: bytes, timeout: float, max_replies: int,
+            sink: RequestSink) -> bytes:
+        """Send a request of a local app (see ``Requests.ask``)."""
+        return self.requests.ask(topic, data, timeout, max_replies, sink)
+
+    def cancel_request(self, key: bytes) -> None:
+        """Forget a request whose app went (see ``Requests.cancel``)."""
+        self.requests.cancel(key)
+
+    def send_reply(self, token: bytes, data: bytes, error: str) -> str | None:
+        """A local app's reply (see ``Requests.reply``): None, or why it is refused."""
+        return self.requests.reply(token, data, error)
+
+    def finish_requests(self) -> None:
+        """Answer the waiting requests of local apps now (the node stops)."""
+        self.requests.finish_all()
 
     def mesh_info(self) -> dict[str, Any]:
         """The mesh view, for the ``mesh`` request."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import trio
 
@@ -31,11 +32,13 @@ from ..wire.messages import (
     Graft,
     IHave,
     Prune,
+    Reply,
     Retained,
     RetainedDigest,
     RetainedWant,
     encode_message,
 )
+from ..wire.requests import REQUEST_TOPIC
 
 #: Takes a gossip message of a kind the router does not handle: ``(msg, peer, now)``
 #: to the actions to take.
@@ -44,6 +47,13 @@ Handler = Callable[[GossipMessage, bytes, float], list[Action]]
 log = logging.getLogger("p2pnode.node")
 #: Seconds between two warnings that one link sends over its rate limit.
 RATE_LOG_INTERVAL = 60.0
+
+
+class OnReply(Protocol):
+    """Takes a reply from a peer (``Requests.on_reply``); returns actions."""
+
+    def __call__(self, reply: Reply, from_peer: bytes, now: float, *,
+                 authenticated: bool = False) -> list[Action]: ...
 
 
 class Engine:
@@ -74,6 +84,12 @@ class Engine:
         self._timer_wake = trio.Event()
         self.rate_limited = 0  # batches dropped because a peer sent too fast
         self.delivered = 0  # messages handed to local apps (their own included)
+        #: Request/reply (``node.requests``): takes the unnumbered batches delivered here
+        #: (requests travel in them), and the replies peers send.
+        self.on_request: Callable[[Batch, BatchBody, bytes | None], None] | None = None
+        self.on_reply: OnReply | None = None
+        #: The peer whose messages are being handled (None: none, or a local publish).
+        self.from_peer: bytes | None = None
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -87,18 +103,23 @@ class Engine:
         bytes_bucket, batch_bucket = link.bytes_bucket, link.batch_bucket
         authenticated = link.authenticated
         handlers = self.handlers
+        self.from_peer = peer
         for msg in msgs:
+            kind = type(msg)
             if batch_bucket is not None and bytes_bucket is not None and not (
                 batch_bucket.take(cost(msg), now)
-                and (type(msg) is not Batch or bytes_bucket.take(len(msg.body), now))
+                and ((kind is not Batch and kind is not Reply)
+                     or bytes_bucket.take(len(msg.body), now))  # type: ignore[union-attr]
             ):
                 link.rate_limited += 1
                 self.rate_limited += 1
                 if now - link.limit_logged_at >= RATE_LOG_INTERVAL:
                     self._log_rate_limited(link, now)
                 continue
-            handler = handlers.get(type(msg))
-            if handler is not None:
+            if kind is Reply:
+                actions = self.on_reply(msg, peer, now,  # type: ignore[arg-type]
+                                        authenticated=authenticated) if self.on_reply else []
+            elif (handler := handlers.get(kind)) is not None:
                 actions = handler(msg, peer, now)
             else:
                 actions = on_message(msg, peer, now, verify, authenticated=authenticated)
@@ -106,6 +127,7 @@ class Engine:
                 self.apply(actions)
                 if link.close_reason:  # a Disconnect: the rest of its frames are not read
                     break
+        self.from_peer = None
         self.after_gossip()
 
     def _log_rate_limited(self, link: PeerLink, now: float) -> None:
@@ -130,6 +152,8 @@ class Engine:
             if msg.origin != self.node_id:
                 self.mesh.update(msg.origin, msg.data, trio.current_time())
             return
+        if msg.topic == REQUEST_TOPIC:
+            return  # a request item in a numbered batch: requests travel unnumbered
         self.delivered += 1
         self.to_apps(msg)
 
@@ -138,6 +162,11 @@ class Engine:
         for action in actions:
             if type(action) is Deliver:
                 batch, body = action.batch, action.body
+                if not body.seq and self.on_request is not None:
+                    # Unnumbered: requests travel in such batches. A peer's one is
+                    # delivered as it comes, so it came from the link being read.
+                    self.on_request(batch, body, self.from_peer)
+                    continue
                 for item in body.items:
                     self.deliver(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
                                         data=item.data, hops=batch.hops, to=body.to))
@@ -220,6 +249,8 @@ def cost(msg: GossipMessage) -> int:
         return 1 + len(msg.batches) // 16
     if type(msg) is Prune:
         return 1 + len(msg.origins) // 16
+    if type(msg) is Reply:
+        return 1
     if type(msg) is Digest:
         return 1 + len(msg.entries) // 16
     if type(msg) is RetainedDigest:

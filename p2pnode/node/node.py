@@ -41,6 +41,7 @@ from .discovering import Discovering
 from .engine import Engine, router_config
 from .publisher import Publisher
 from .reload import Reconfigured, reconfigure
+from .requests import Requests
 from .retaining import Retaining
 
 if TYPE_CHECKING:
@@ -90,6 +91,10 @@ class Node(AppFacing):
         self.retaining = self.publisher.retaining = Retaining(config, self.router,
                                                               self.engine.verifier)
         self.retaining.attach(self.engine)
+        self.requests = Requests(config, identity, self.router, self.engine, self.publisher,
+                                 self._request_to_apps)
+        self.engine.on_request = self.requests.on_batch
+        self.engine.on_reply = self.requests.on_reply
         self.announcer = MeshAnnouncer(
             self.mesh, self.node_id, config, links=self._linked,
             listen=lambda: self.listen_str, send=lambda item: self.publisher.queue(None, item),
@@ -151,6 +156,7 @@ class Node(AppFacing):
         nursery.start_soon(self.engine.run_flusher, self.publisher.flush)
         nursery.start_soon(self.engine.run_timers)
         nursery.start_soon(self.retaining.run)
+        nursery.start_soon(self.requests.run)
         if cfg.mesh_interval > 0:
             nursery.start_soon(self.announcer.run)
         self._ready.set()
@@ -212,6 +218,12 @@ class Node(AppFacing):
     def _to_apps(self, msg: Gossip) -> None:
         if self.api is not None:
             self.api.deliver(msg)
+        for callback in self.on_deliver:
+            callback(msg)
+
+    def _request_to_apps(self, msg: Gossip, token: bytes, timeout: float) -> None:
+        if self.api is not None:
+            self.api.deliver(msg, token, timeout)
         for callback in self.on_deliver:
             callback(msg)
 

@@ -22,6 +22,7 @@ from ..api.status import (
     MessagesStatus,
     NodeStatus,
     RecentGap,
+    RequestsStatus,
     RetainedStatus,
     SecurityStatus,
 )
@@ -94,6 +95,7 @@ def status_info(node: Node) -> NodeStatus:
         mdns=MdnsStatus(**node.discovery.stats) if node.discovery is not None else None,
         security=_security(node),
         api=_api(node.api.stats) if node.api is not None else None,
+        requests=_requests(node),
     )
 
 
@@ -179,4 +181,20 @@ def _api(stats: ApiStats) -> ApiStatus:
         requests=stats.requests, errors=stats.errors, events_dropped=stats.events_dropped,
         clients_refused=stats.clients_refused, clients_forbidden=stats.clients_forbidden,
         rate_limited=stats.rate_limited, replays=stats.replays, wills=stats.wills,
+    )
+
+
+def _requests(node: Node) -> RequestsStatus:
+    rq = node.requests
+    st = rq.stats
+    dropped = dict(st.replies_dropped)
+    too_large = node.api.requests.replies_dropped if node.api is not None else 0
+    if too_large:
+        dropped["too_large"] = too_large
+    return RequestsStatus(
+        asked=st.asked, delivered=st.delivered, replayed=st.replayed, bad=st.bad,
+        waiting=rq.pending, paths=len(rq.paths), paths_evicted=rq.paths.evicted,
+        replies_sent=st.replies_sent, replies_in=st.replies_in,
+        replies_taken=st.replies_taken, replies_forwarded=st.replies_forwarded,
+        replies_rejected=st.replies_rejected, replies_dropped=dropped,
     )

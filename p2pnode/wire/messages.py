@@ -230,10 +230,31 @@ class Retained(msgspec.Struct, tag=14, array_like=True, frozen=True):
     last: bool = True
 
 
+class Reply(msgspec.Struct, tag=15, array_like=True, frozen=True):
+    """An answer to a request (``wire.requests``), sent back hop by hop along the path
+    the request came by, to the node that asked (``origin``); never gossiped.
+
+    ``body`` is the msgpack encoding of a ``wire.requests.ReplyBody``, signed (Ed25519)
+    by the replier's key ``key``; the node id ``replier`` must be the hash of ``key``.
+    ``origin``, ``request`` (the request's message id) and ``replier`` repeat the
+    body's, so that a node routes a reply, and drops a second one from the same
+    replier, before it checks any signature. Only ``hops`` changes on the way.
+    """
+
+    origin: NodeIdBytes
+    request: NodeIdBytes
+    replier: NodeIdBytes
+    hops: Hops
+    key: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    body: bytes
+    sig: Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
+
+
 WireMessage = (Hello | Accept | Refuse | Batch | Bye | Ping | Pong | IHave | Graft | Prune
-               | Digest | RetainedDigest | RetainedWant | Retained)
-GossipMessage = Batch | IHave | Graft | Prune | Digest | RetainedDigest | RetainedWant | Retained
-GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest, RetainedDigest, RetainedWant, Retained)
+               | Digest | RetainedDigest | RetainedWant | Retained | Reply)
+GossipMessage = (Batch | IHave | Graft | Prune | Digest | RetainedDigest | RetainedWant | Retained
+                 | Reply)
+GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest, RetainedDigest, RetainedWant, Retained, Reply)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)
