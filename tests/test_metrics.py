@@ -13,7 +13,8 @@ import trio.testing
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from p2pnode.api.status import BY_PATH, FIELDS, NodeStatus
+from p2pnode.api.status import NodeStatus
+from p2pnode.api.status_fields import BY_PATH, FIELDS
 from p2pnode.cli.metrics import (
     MAX_CONNECTIONS,
     MAX_REQUEST,

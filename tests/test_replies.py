@@ -175,7 +175,7 @@ def test_a_reply_body_over_the_payload_limit_is_too_large() -> None:
 
 
 def test_reply_fields_are_in_order() -> None:
-    raw = msgspec.msgpack.encode([12, P, Q, R, 3, b"k" * 32, b"body", b"s" * 64])
+    raw = msgspec.msgpack.encode([15, P, Q, R, 3, b"k" * 32, b"body", b"s" * 64])
     assert decode_message(raw) == Reply(P, Q, R, 3, b"k" * 32, b"body", b"s" * 64)
 
 

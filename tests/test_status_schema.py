@@ -11,16 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from p2pnode.api.status import (
-    BY_PATH,
-    FIELDS,
-    SECTIONS,
-    TOP_FIELDS,
-    Field,
-    NodeStatus,
-    encode_status_reply,
-    kind_text,
-)
+from p2pnode.api.status import NodeStatus, encode_status_reply
+from p2pnode.api.status_fields import BY_PATH, FIELDS, SECTIONS, TOP_FIELDS, Field, kind_text
 from p2pnode.discovery.mdns import _STAT_KEYS
 
 API_MD = Path(__file__).resolve().parent.parent / "docs" / "api.md"
@@ -83,7 +75,7 @@ def test_docs_describe_every_field_and_no_other() -> None:
     schema = {f.path: (kind_text(f), f.description) for f in FIELDS}
     missing = sorted(set(schema) - set(documented))
     extra = sorted(set(documented) - set(schema))
-    hint = "print(p2pnode.api.status.markdown_table()) shows the table the schema wants"
+    hint = "print(p2pnode.api.status_fields.markdown_table()) shows the table the schema wants"
     assert not missing, f"status fields not in docs/api.md's table: {missing}; {hint}"
     assert not extra, f"docs/api.md describes fields the status schema lacks: {extra}; {hint}"
     for path, (kind, meaning) in schema.items():

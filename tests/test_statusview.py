@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from p2pnode.api.status import FIELDS, Field
+from p2pnode.api.status_fields import FIELDS, Field
 from p2pnode.cli.statusview import NOT_SHOWN, format_duration, rate, summary
 
 from .test_status_schema import full_reply

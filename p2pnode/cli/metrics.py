@@ -32,7 +32,8 @@ from typing import Any
 
 import trio
 
-from ..api.status import SECTIONS, TOP_FIELDS, Field, NodeStatus
+from ..api.status import NodeStatus
+from ..api.status_fields import SECTIONS, TOP_FIELDS, Field
 
 log = logging.getLogger("p2pnode.metrics")
 

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from ..api.status import BY_PATH, FIELDS, SECTION_NAMES
+from ..api.status_fields import BY_PATH, FIELDS, SECTION_NAMES
 from .text import plural, table
 
 MAX_PEER_ROWS = 8

@@ -166,10 +166,10 @@ class Engine:
                     # Unnumbered: requests travel in such batches. A peer's one is
                     # delivered as it comes, so it came from the link being read.
                     self.on_request(batch, body, self.from_peer)
-                    continue
-                for item in body.items:
-                    self.deliver(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
-                                        data=item.data, hops=batch.hops, to=body.to))
+                else:
+                    for item in body.items:
+                        self.deliver(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
+                                            data=item.data, hops=batch.hops, to=body.to))
                 if body.retain and self.keep_retained is not None:
                     self.keep_retained(batch, body)
             elif type(action) is Forward:
