@@ -55,6 +55,7 @@ from .protocol import (
 from .replaying import Backlog, Replayer, ReplayRequest, rate_error, replay_burst
 from .sockfile import bind_unix_socket, remove_if_ours
 from .status import NodeStatus, encode_status_reply
+from .topics import PatternIndex, is_pattern
 from .waiting import wait_peers
 
 log = logging.getLogger("p2pnode.api")
@@ -103,7 +104,7 @@ class Session:
         self.out = OutQueue(config.client_queue_bytes)
         self.backlog: Backlog | None = None  # live events held back during a replay
         self.all_topics = False
-        self.topics: set[str] = set()
+        self.topics: set[str] = set()  # topic names and patterns
         self.events_dropped = 0
         self.unreported = 0  # events dropped since the last "dropped" notice
         self.requests = 0  # request lines read (an error reply names its number)
@@ -119,7 +120,8 @@ class ApiServer:
         self._sessions_changed = trio.Event()
         self.stats = ApiStats()
         self._all: set[Session] = set()
-        self._by_topic: dict[str, set[Session]] = {}
+        self._by_topic: dict[str, set[Session]] = {}  # exact topic names: the fast path
+        self._patterns: PatternIndex[Session] = PatternIndex()  # those with wildcards
         self.monitors: MonitorHub[Session] = MonitorHub(self._send_event)
         self._replayer = Replayer(backend.open_replay, config.client_queue_bytes)
         self._group: grp.struct_group | None = None
@@ -132,12 +134,14 @@ class ApiServer:
     # -- delivery (synchronous, on the hot path) --------------------------------
 
     def deliver(self, msg: Gossip) -> None:
-        """Hand ``msg`` to every subscriber of its topic (and a ``delivered`` event to
-        the monitoring sessions that asked for one)."""
+        """Hand ``msg`` to every subscriber of its topic, by name or by a pattern that
+        matches it, once each (and a ``delivered`` event to the monitoring sessions
+        that asked for one)."""
         if self.monitors.message_sessions:
             self.monitors.deliver(encode_delivered(msg))
         subs = self._by_topic.get(msg.topic)
-        if not subs and not self._all:
+        matched = self._patterns.match(msg.topic) if self._patterns else None
+        if not subs and not matched and not self._all:
             return
         line = encode_event(msg)
         for session in self._all:
@@ -145,6 +149,10 @@ class ApiServer:
         if subs:
             for session in subs:
                 if not session.all_topics:
+                    self._send_event(session, line)
+        if matched:
+            for session in matched:
+                if not session.all_topics and not (subs and session in subs):
                     self._send_event(session, line)
 
     def _send_event(self, session: Session, line: bytes) -> None:
@@ -423,7 +431,10 @@ class ApiServer:
                            req_id)
         for topic in topics:
             session.topics.add(topic)
-            self._by_topic.setdefault(topic, set()).add(session)
+            if is_pattern(topic):
+                self._patterns.add(topic, session)
+            else:
+                self._by_topic.setdefault(topic, set()).add(session)
 
     def _check_replay(self, session: Session, topics: list[str], since: str | float,
                       req_id: Scalar) -> ReplayRequest:
@@ -459,6 +470,9 @@ class ApiServer:
             topics = list(session.topics)
         for topic in topics:
             session.topics.discard(topic)
+            if is_pattern(topic):
+                self._patterns.discard(topic, session)
+                continue
             subs = self._by_topic.get(topic)
             if subs is not None:
                 subs.discard(session)
