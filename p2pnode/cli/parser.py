@@ -87,7 +87,8 @@ def _add_send_recv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                            description="Subscribe and print messages as they arrive.")
     recv.add_argument("--topic", action="append", default=[], metavar="T",
                       help=f"a topic to receive (repeatable; default {DEFAULT_TOPIC!r}; "
-                           "'*' for all topics)")
+                           "'*' for all topics), or a pattern: '+' matches one level, "
+                           "'#' the rest (sensors/+/temperature, sensors/#)")
     recv.add_argument("--count", type=int, default=None, metavar="N",
                       help="exit after N messages")
     recv.add_argument("--json", action="store_true", help="print each event as a JSON line")
