@@ -118,7 +118,7 @@ class PatternIndex(Generic[T]):
     def __init__(self) -> None:
         self._root: _Node[T] = _Node()
         self._pairs = 0
-        self._cache: dict[str, frozenset[T]] = {}
+        self._cache: dict[str, Set[T]] = {}  # topic -> match (never changed in place)
 
     def __len__(self) -> int:
         """The number of (pattern, subscriber) pairs."""
@@ -178,12 +178,13 @@ class PatternIndex(Generic[T]):
             node = parent
 
     def match(self, topic: str) -> Set[T]:
-        """The subscribers of every pattern that matches ``topic`` (each once)."""
+        """The subscribers of every pattern that matches ``topic`` (each once). The
+        caller must not change the set: it may be handed out again."""
         found = self._cache.get(topic)
         if found is None:
             if len(self._cache) >= MATCH_CACHE:
                 self._cache.clear()
-            found = self._cache[topic] = frozenset(self._walk(topic))
+            found = self._cache[topic] = self._walk(topic)
         return found
 
     def _walk(self, topic: str) -> set[T]:

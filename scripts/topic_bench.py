@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""What 1,000 wildcard subscriptions cost the delivery path (issue 16).
+
+    topic_bench.py [--messages N] [--rounds R] [--patterns P] [--spread S] [--json]
+
+Two ``p2pnode run`` nodes on loopback (``scripts/bench.py``'s ``Cluster``: TLS,
+signed batches), B dialling A. A publisher (bench.py's raw-socket one, pipelined)
+publishes 100-byte payloads on A's socket to ``sensors/nK/temperature``, and a
+subscriber process on B's socket receives them; the figure is messages / (time of the
+last message received - time the publisher started), and every message must arrive
+exactly once. Two subscriptions, measured in the same run, alternately:
+
+- ``exact``: the topic names themselves;
+- ``patterns``: ``sensors/+/temperature`` and P - 1 patterns that match none of the
+  messages but share their first levels (``sensors/+/humidityK``, ``+/xK/#``,
+  ``sensors/xK/+``, ``sensors/nJ/temperature/K/#``, ``+/+/tK``), so that the match
+  walks populated levels of the trie.
+
+With ``--spread 1`` every message has the same topic (``sensors/n0/temperature``):
+the node remembers a topic's match, so this measures that path. With the default
+spread, 2,000 topics in turn, more than the node remembers (``MATCH_CACHE``): every
+message is matched by walking the trie. Both spreads are measured (``--spread``
+picks one). Rounds alternate the order (exact first, then patterns first); the
+median of the rounds is reported, with ``ratio`` = patterns / exact. Loopback only;
+run it inside ``unshare -n sh -c 'ip link set lo up && ...'`` for a private network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # scripts/bench.py: the cluster and the raw publisher
+
+from p2pnode.client import check_server
+
+MP = bench.MP
+WINDOW = bench.WINDOW
+PER_REQUEST = 1024  # the API's limit of topics in one subscribe
+
+
+def topic(k: int) -> str:
+    return f"sensors/n{k}/temperature"
+
+
+def publish_line(seq: int, spread: int) -> bytes:
+    head = b"%010d %019d " % (seq, 0)
+    data = head + b"x" * (bench.PAYLOAD_SIZE - len(head))
+    return (b'{"op":"publish","topic":"' + topic(seq % spread).encode()
+            + b'","data":"' + data + b'"}\n')
+
+
+def decoys(count: int, spread: int) -> list[str]:
+    """``count`` patterns that match no ``sensors/nK/temperature`` topic."""
+    shapes = ["sensors/+/humidity{k}", "+/x{k}/#", "sensors/x{k}/+",
+              "sensors/n{j}/temperature/{k}/#", "+/+/t{k}"]
+    return [shapes[k % len(shapes)].format(k=k, j=k % spread) for k in range(count)]
+
+
+def subscriptions(mode: str, spread: int, patterns: int) -> list[str]:
+    if mode == "exact":
+        return [topic(k) for k in range(spread)]
+    return ["sensors/+/temperature", *decoys(patterns - 1, spread)]
+
+
+def open_subscribed(path: str, topics: list[str]) -> tuple[socket.socket, bytes]:
+    """A connection to ``path`` subscribed to ``topics``; returns it and what came
+    after the replies."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.connect(path)
+    check_server(s, path)
+    parts = [topics[i:i + PER_REQUEST] for i in range(0, len(topics), PER_REQUEST)]
+    for part in parts:
+        s.sendall(json.dumps({"op": "subscribe", "topics": part}).encode() + b"\n")
+    buf = b""
+    while buf.count(b"\n") < len(parts):
+        chunk = s.recv(65536)
+        if not chunk:
+            raise bench.BenchError("the node closed the connection")
+        buf += chunk
+    *replies, rest = buf.split(b"\n", len(parts))
+    for reply in replies:
+        if b'"ok":true' not in reply:
+            raise bench.BenchError(f"subscribe failed: {reply[:300]!r}")
+    return s, rest
+
+
+def subscriber_main(path: str, topics: list[str], n: int, deadline: float, ready: Any,
+                    result: Any, progress: Any) -> None:
+    """Subscribe, then count each message once until all ``n`` came (or the deadline,
+    or ``bench.IDLE_S`` without data); report."""
+    try:
+        s, rest = open_subscribed(path, topics)
+    except Exception as exc:
+        ready.send(repr(exc))
+        return
+    ready.send(True)
+    seen = bytearray(n)
+    got = dups = 0
+    last = 0
+    s.settimeout(0.2)
+    idle_since = time.monotonic()
+    while got < n and time.monotonic() < deadline:
+        try:
+            chunk = s.recv(1 << 20)
+        except TimeoutError:
+            if time.monotonic() - idle_since > bench.IDLE_S:
+                break
+            continue
+        if not chunk:
+            break
+        idle_since = time.monotonic()
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1
+        rest, data = data[cut:], data[:cut]
+        before = got
+        for seq_b, _ in bench.EVENT_RE.findall(data):
+            seq = int(seq_b)
+            if seen[seq]:
+                dups += 1
+            else:
+                seen[seq] = 1
+                got += 1
+        if b'"dropped"' in data:
+            dups += 10**9  # flow control failed: not a valid run
+        if got != before:
+            last = time.monotonic_ns()
+            progress.value = got
+    s.close()
+    result.send({"got": got, "dups": dups, "last": last})
+
+
+def run_once(cluster: bench.Cluster, mode: str, spread: int, patterns: int, n: int,
+             timeout: float, problems: list[str]) -> float:
+    """One measurement: a subscriber on B with ``mode``'s subscriptions, n messages
+    published on A. Returns msgs/s."""
+    ready_r, ready_w = MP.Pipe(False)
+    res_r, res_w = MP.Pipe(False)
+    progress = MP.Value("q", 0, lock=False)
+    proc = MP.Process(target=subscriber_main, daemon=True, args=(
+        str(cluster.nodes[1].socket), subscriptions(mode, spread, patterns), n,
+        time.monotonic() + timeout, ready_w, res_w, progress))
+    proc.start()
+    cluster.children.append(proc)
+    status = ready_r.recv() if ready_r.poll(30) else "no answer in 30 s"
+    if status is not True:
+        raise bench.BenchError(f"subscriber did not start: {status}")
+    requests = [publish_line(seq, spread) for seq in range(n)]
+    publisher = bench.Publisher(cluster.nodes[0].socket)
+    try:
+        deadline = time.monotonic() + timeout
+        t0 = time.monotonic_ns()
+        for i in range(0, n, 256):
+            while i - progress.value > WINDOW and time.monotonic() < deadline:
+                time.sleep(0.0002)
+            publisher.sock.sendall(b"".join(requests[i:i + 256]))
+        publisher.wait_replies(n, timeout)
+        out = bench.collect(proc, res_r, timeout)
+    finally:
+        publisher.close()
+    if out["got"] != n or out["dups"]:
+        problems.append(f"{mode} spread {spread}: got {out['got']}/{n}, "
+                        f"{out['dups']} duplicates or dropped")
+    return n / ((out["last"] - t0) / 1e9) if out["last"] else 0.0
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    problems: list[str] = []
+    report: dict[str, Any] = {}
+    with bench.Cluster(2, [(1, 0)], insecure=False) as cluster:
+        run_once(cluster, "exact", 1, args.patterns, min(args.messages, 20_000),
+                 args.timeout, problems)  # warm-up, not counted
+        for spread in args.spread:
+            runs: dict[str, list[float]] = {"exact": [], "patterns": []}
+            for r in range(args.rounds):
+                order = ("exact", "patterns") if r % 2 == 0 else ("patterns", "exact")
+                for mode in order:
+                    runs[mode].append(run_once(cluster, mode, spread, args.patterns,
+                                               args.messages, args.timeout, problems))
+            exact = statistics.median(runs["exact"])
+            pat = statistics.median(runs["patterns"])
+            report[f"spread{spread}"] = {
+                "exact_msgs_per_s": round(exact), "patterns_msgs_per_s": round(pat),
+                "ratio": round(pat / exact, 3) if exact else 0.0,
+                "exact_runs": [round(x) for x in runs["exact"]],
+                "patterns_runs": [round(x) for x in runs["patterns"]],
+            }
+    report["params"] = {"messages": args.messages, "rounds": args.rounds,
+                        "patterns": args.patterns, "payload_bytes": bench.PAYLOAD_SIZE}
+    report["problems"] = problems
+    report["ok"] = not problems
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=200_000, help="messages per run")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="runs of each subscription per spread; the median is kept")
+    ap.add_argument("--patterns", type=int, default=1000,
+                    help="patterns of the subscriber (one matches), 2-4096")
+    ap.add_argument("--spread", type=int, action="append", default=None,
+                    help="distinct topics published in turn (repeatable; default: 1 and "
+                         "2000), 1-4096")
+    ap.add_argument("--timeout", type=float, default=60.0, help="bound on each wait")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    args.spread = args.spread or [1, 2000]
+    if args.messages < 1 or args.rounds < 1:
+        ap.error("--messages and --rounds must be at least 1")
+    if not 2 <= args.patterns <= 4096 or not all(1 <= s <= 4096 for s in args.spread):
+        ap.error("--patterns must be 2-4096 and --spread 1-4096")
+    report = measure(args)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, row in report.items():
+            if key.startswith("spread"):
+                print(f"{key}: " + ", ".join(f"{k}={v}" for k, v in row.items()))
+        for p in report["problems"]:
+            print("PROBLEM:", p)
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
