@@ -167,6 +167,8 @@ def test_remembered_matches_are_bounded() -> None:
         assert index.match(f"t/{k}") == {"s"}
         assert len(index._cache) <= MATCH_CACHE
     assert index.match("t") == set()
+    assert index.match("t/a") is index.match("t/b")  # one copy of each result
+    assert len(index._results) == 2
 
 
 def test_many_patterns() -> None:

@@ -32,9 +32,10 @@ MULTI = "#"  # the rest, including none
 #: The most levels a pattern with wildcards may have (a topic name without wildcards
 #: is bounded by its length alone).
 MAX_PATTERN_LEVELS = 32
-#: The topics whose match ``PatternIndex`` remembers until its patterns change (a
-#: hot topic then costs one dict lookup; past this many, it starts over).
-MATCH_CACHE = 1024
+#: The topics whose match ``PatternIndex`` remembers until its patterns change: a
+#: topic seen before costs one dict lookup; past this many, it starts over. (At most
+#: a few hundred KB: the topics, and one copy of each distinct result.)
+MATCH_CACHE = 4096
 
 T = TypeVar("T")
 
@@ -118,7 +119,8 @@ class PatternIndex(Generic[T]):
     def __init__(self) -> None:
         self._root: _Node[T] = _Node()
         self._pairs = 0
-        self._cache: dict[str, Set[T]] = {}  # topic -> match (never changed in place)
+        self._cache: dict[str, frozenset[T]] = {}  # topic -> its match
+        self._results: dict[frozenset[T], frozenset[T]] = {}  # one copy of each
 
     def __len__(self) -> int:
         """The number of (pattern, subscriber) pairs."""
@@ -137,7 +139,7 @@ class PatternIndex(Generic[T]):
         if subscriber not in target:
             target.add(subscriber)
             self._pairs += 1
-            self._cache.clear()
+            self._forget()
 
     @staticmethod
     def _child(node: _Node[T], level: str) -> _Node[T]:
@@ -167,7 +169,7 @@ class PatternIndex(Generic[T]):
             return
         target.discard(subscriber)
         self._pairs -= 1
-        self._cache.clear()
+        self._forget()
         for parent, level in reversed(path):
             if not node.empty():
                 break
@@ -178,14 +180,19 @@ class PatternIndex(Generic[T]):
             node = parent
 
     def match(self, topic: str) -> Set[T]:
-        """The subscribers of every pattern that matches ``topic`` (each once). The
-        caller must not change the set: it may be handed out again."""
+        """The subscribers of every pattern that matches ``topic`` (each once)."""
         found = self._cache.get(topic)
         if found is None:
             if len(self._cache) >= MATCH_CACHE:
-                self._cache.clear()
-            found = self._cache[topic] = self._walk(topic)
+                self._forget()
+            walked = frozenset(self._walk(topic))
+            found = self._cache[topic] = self._results.setdefault(walked, walked)
         return found
+
+    def _forget(self) -> None:
+        """Forget the remembered matches (the patterns changed, or too many topics)."""
+        self._cache.clear()
+        self._results.clear()
 
     def _walk(self, topic: str) -> set[T]:
         """``match`` without the cache: down the trie, a level at a time."""
