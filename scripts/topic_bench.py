@@ -25,7 +25,9 @@ long before a topic comes round again). Rounds alternate the order (exact first,
 then patterns first); the median of the rounds is reported, with ``ratio`` =
 patterns / exact, and beside it the CPU time node B spent per message (``/proc``:
 user + system), which the load of other processes on the machine disturbs less than
-the rate. Loopback only; run it inside ``unshare -n sh -c 'ip link set lo up &&
+the rate. ``match``: the match alone, in this process (microseconds per message:
+a dict lookup, ``PatternIndex.match`` of a topic remembered or not, with one pattern
+or all P). Loopback only; run it inside ``unshare -n sh -c 'ip link set lo up &&
 ...'`` for a private network.
 """
 
@@ -45,6 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # scripts/bench.py: the cluster and the raw publisher
 
+from p2pnode.api import PatternIndex
 from p2pnode.client import check_server
 
 MP = bench.MP
@@ -212,6 +215,39 @@ def summary(runs: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
     }
 
 
+def match_us(patterns: list[str], spread: int, count: int = 20_000) -> float:
+    """Microseconds per ``PatternIndex.match`` of the topics of ``spread`` in turn, in
+    this process (the best of 5 tries: the least disturbed by other processes)."""
+    index: PatternIndex[int] = PatternIndex()
+    for k, pattern in enumerate(patterns):
+        index.add(pattern, k)
+    topics = [topic(k % spread) for k in range(count)]
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for name in topics:
+            index.match(name)
+        best = min(best, time.perf_counter() - t0)
+    return best / count * 1e6
+
+
+def micro(patterns: int) -> dict[str, float]:
+    """The match alone: one pattern or ``patterns``, a topic seen before or not."""
+    many = subscriptions("patterns", 10_000, patterns)
+    exact = {topic(k): {0} for k in range(10_000)}
+    names = [topic(k) for k in range(20_000)]
+    t0 = time.perf_counter()
+    for name in names:
+        exact.get(name)
+    return {
+        "exact_dict_us": round((time.perf_counter() - t0) / len(names) * 1e6, 3),
+        "one_pattern_remembered_us": round(match_us(many[:1], 1), 3),
+        "patterns_remembered_us": round(match_us(many, 1), 3),
+        "one_pattern_walk_us": round(match_us(many[:1], 10_000), 3),
+        "patterns_walk_us": round(match_us(many, 10_000), 3),
+    }
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     problems: list[str] = []
     report: dict[str, Any] = {}
@@ -226,6 +262,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     runs[mode].append(run_once(cluster, mode, spread, args.patterns,
                                                args.messages, args.timeout, problems))
             report[f"spread{spread}"] = summary(runs)
+    report["match"] = micro(args.patterns)
     report["params"] = {"messages": args.messages, "rounds": args.rounds,
                         "patterns": args.patterns, "payload_bytes": bench.PAYLOAD_SIZE}
     report["problems"] = problems
@@ -259,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, row in report.items():
             if key.startswith("spread"):
                 print(f"{key}: " + ", ".join(f"{k}={v}" for k, v in row.items()))
+        print("match alone: " + ", ".join(f"{k}={v}" for k, v in report["match"].items()))
         for p in report["problems"]:
             print("PROBLEM:", p)
     return 0 if report["ok"] else 1
