@@ -32,7 +32,6 @@ def test_topic_bench_small_json() -> None:
         assert row["patterns_msgs_per_s"] > 0
         assert row["ratio"] == pytest.approx(
             row["patterns_msgs_per_s"] / row["exact_msgs_per_s"], rel=1e-2)
-        assert row["exact_cpu_us_per_msg"] > 0
     assert set(report["match"]) == {
         "exact_dict_us", "one_pattern_remembered_us", "patterns_remembered_us",
         "one_pattern_walk_us", "patterns_walk_us"}
