@@ -140,7 +140,7 @@ class ApiServer:
         if self.monitors.message_sessions:
             self.monitors.deliver(encode_delivered(msg))
         subs = self._by_topic.get(msg.topic)
-        matched = self._patterns.match(msg.topic) if self._patterns else None
+        matched = self._patterns.match(msg.topic) if self._patterns.pairs else None
         if not subs and not matched and not self._all:
             return
         line = encode_event(msg)

@@ -118,13 +118,15 @@ class PatternIndex(Generic[T]):
 
     def __init__(self) -> None:
         self._root: _Node[T] = _Node()
-        self._pairs = 0
+        #: The number of (pattern, subscriber) pairs (read it, do not set it): an
+        #: attribute, so that a caller on the hot path can test it without a call.
+        self.pairs = 0
         self._cache: dict[str, frozenset[T]] = {}  # topic -> its match
         self._results: dict[frozenset[T], frozenset[T]] = {}  # one copy of each
 
     def __len__(self) -> int:
         """The number of (pattern, subscriber) pairs."""
-        return self._pairs
+        return self.pairs
 
     def add(self, pattern: str, subscriber: T) -> None:
         """Subscribe ``subscriber`` to ``pattern`` (again: no change)."""
@@ -138,7 +140,7 @@ class PatternIndex(Generic[T]):
             target = self._child(node, last).here
         if subscriber not in target:
             target.add(subscriber)
-            self._pairs += 1
+            self.pairs += 1
             self._forget()
 
     @staticmethod
@@ -168,7 +170,7 @@ class PatternIndex(Generic[T]):
         if subscriber not in target:
             return
         target.discard(subscriber)
-        self._pairs -= 1
+        self.pairs -= 1
         self._forget()
         for parent, level in reversed(path):
             if not node.empty():
@@ -243,5 +245,5 @@ class TopicFilter:
     def __contains__(self, topic: object) -> bool:
         if topic in self._exact:
             return True
-        return bool(self._patterns) and isinstance(topic, str) and bool(
+        return self._patterns.pairs > 0 and isinstance(topic, str) and bool(
             self._patterns.match(topic))
