@@ -34,7 +34,7 @@ def test_topic_bench_small_json() -> None:
             row["patterns_msgs_per_s"] / row["exact_msgs_per_s"], rel=1e-2)
     assert set(report["match"]) == {
         "exact_dict_us", "one_pattern_remembered_us", "patterns_remembered_us",
-        "one_pattern_walk_us", "patterns_walk_us"}
+        "one_pattern_new_topic_us", "patterns_new_topic_us", "patterns_walk_us"}
     assert all(v > 0 for v in report["match"].values())
 
 

@@ -145,6 +145,7 @@ def test_discard_undoes_add_and_prunes(pairs: list[tuple[str, int]],
         index.discard(*pair)
     assert len(index) == 0
     assert index._root.empty()  # every level was pruned
+    assert index._named == []
 
 
 def test_remembered_matches_follow_subscription_changes() -> None:
@@ -169,6 +170,33 @@ def test_remembered_matches_are_bounded() -> None:
     assert index.match("t") == set()
     assert index.match("t/a") is index.match("t/b")  # one copy of each result
     assert len(index._results) == 2
+
+
+def test_topics_of_one_shape_share_a_walk() -> None:
+    index: PatternIndex[str] = PatternIndex()
+    index.add("sensors/+/temperature", "dash")
+    index.add("sensors/attic/#", "attic")
+    index.add("$sys/+", "sys")
+    # Levels no pattern names at their depth stand for one another.
+    assert index._shape("sensors/kitchen/temperature") == "sensors/\x00/temperature"
+    assert index._shape("sensors/attic/temperature") == "sensors/attic/temperature"
+    assert index._shape("other/x/y/z") == "\x00/\x00/\x00/\x00"
+    assert index._shape("$other/x") == "$\x00/\x00"  # still a '$' topic
+    assert index._shape("$sys/x") == "$sys/\x00"
+    for k in range(3 * MATCH_CACHE):
+        assert index.match(f"sensors/n{k}/temperature") == {"dash"}
+    assert index.match("sensors/attic/temperature") == {"dash", "attic"}
+    assert index.match("sensors/attic") == {"attic"}
+    assert index.match("sensors/n1/humidity") == set()
+    assert index.match("$sys/x") == {"sys"}
+    assert index.match("$other/x") == set()
+    assert index.match("$sys") == set()
+    index.add("sensors/n7/+", "n7")  # names n7 at depth 1: n7 gets its own shape
+    assert index.match("sensors/n7/temperature") == {"dash", "n7"}
+    assert index.match("sensors/n8/temperature") == {"dash"}
+    index.discard("sensors/n7/+", "n7")
+    assert index.match("sensors/n7/temperature") == {"dash"}
+    assert index._shape("sensors/n7/temperature") == "sensors/\x00/temperature"
 
 
 def test_many_patterns() -> None:

@@ -36,6 +36,10 @@ MAX_PATTERN_LEVELS = 32
 #: topic seen before costs one dict lookup; past this many, it starts over. (At most
 #: a few hundred KB: the topics, and one copy of each distinct result.)
 MATCH_CACHE = 4096
+#: Stands for a level that no pattern names at its depth (not printable: never a
+#: level of a valid topic), and for such a first level that starts with '$'.
+_OTHER = "\x00"
+_OTHER_DOLLAR = "$\x00"
 
 T = TypeVar("T")
 
@@ -110,10 +114,17 @@ class _Node(Generic[T]):
 class PatternIndex(Generic[T]):
     """Subscribers by pattern, in a trie of levels; ``match`` a concrete topic.
 
-    Patterns must be valid (``pattern_problem``). Each (pattern, subscriber) pair is
-    held once; memory is a node per distinct level of distinct pattern prefixes. The
-    results of the last ``MATCH_CACHE`` topics are remembered until a pattern is
-    added or removed.
+    Patterns must be valid (``pattern_problem``), topics printable. Each (pattern,
+    subscriber) pair is held once; memory is a node per distinct level of distinct
+    pattern prefixes.
+
+    The match of up to ``MATCH_CACHE`` topics is remembered until a pattern is added
+    or removed. A topic not remembered is first reduced to its *shape*: each level
+    that no pattern names at that depth (the ``kitchen`` of
+    ``sensors/kitchen/temperature`` when the patterns say ``sensors/+/temperature``)
+    is replaced by one stand-in, which cannot change the match. Thousands of sensors
+    then share a shape, whose match is remembered too: the trie is walked once per
+    shape, not once per topic.
     """
 
     def __init__(self) -> None:
@@ -121,8 +132,9 @@ class PatternIndex(Generic[T]):
         #: The number of (pattern, subscriber) pairs (read it, do not set it): an
         #: attribute, so that a caller on the hot path can test it without a call.
         self.pairs = 0
-        self._cache: dict[str, frozenset[T]] = {}  # topic -> its match
+        self._cache: dict[str, frozenset[T]] = {}  # topic or shape -> its match
         self._results: dict[frozenset[T], frozenset[T]] = {}  # one copy of each
+        self._named: list[dict[str, int]] = []  # per depth: level -> patterns naming it
 
     def __len__(self) -> int:
         """The number of (pattern, subscriber) pairs."""
@@ -141,7 +153,7 @@ class PatternIndex(Generic[T]):
         if subscriber not in target:
             target.add(subscriber)
             self.pairs += 1
-            self._forget()
+            self._count_names(pattern, 1)
 
     @staticmethod
     def _child(node: _Node[T], level: str) -> _Node[T]:
@@ -171,7 +183,7 @@ class PatternIndex(Generic[T]):
             return
         target.discard(subscriber)
         self.pairs -= 1
-        self._forget()
+        self._count_names(pattern, -1)
         for parent, level in reversed(path):
             if not node.empty():
                 break
@@ -181,15 +193,50 @@ class PatternIndex(Generic[T]):
                 del parent.children[level]
             node = parent
 
+    def _count_names(self, pattern: str, step: int) -> None:
+        """Count the levels ``pattern`` names at each depth up (1) or down (-1), and
+        forget the remembered matches."""
+        named = self._named
+        for depth, level in enumerate(pattern.split(SEPARATOR)):
+            if level in (SINGLE, MULTI):
+                continue
+            while len(named) <= depth:
+                named.append({})
+            count = named[depth].get(level, 0) + step
+            if count:
+                named[depth][level] = count
+            else:
+                del named[depth][level]
+        while named and not named[-1]:
+            named.pop()
+        self._forget()
+
     def match(self, topic: str) -> Set[T]:
         """The subscribers of every pattern that matches ``topic`` (each once)."""
         found = self._cache.get(topic)
         if found is None:
-            if len(self._cache) >= MATCH_CACHE:
+            if len(self._cache) >= MATCH_CACHE - 1:  # room for the topic and its shape
                 self._forget()
-            walked = frozenset(self._walk(topic))
-            found = self._cache[topic] = self._results.setdefault(walked, walked)
+            shape = self._shape(topic)
+            found = self._cache.get(shape) if shape is not topic else None
+            if found is None:
+                walked = frozenset(self._walk(shape))
+                found = self._cache[shape] = self._results.setdefault(walked, walked)
+            self._cache[topic] = found
         return found
+
+    def _shape(self, topic: str) -> str:
+        """``topic`` with each level that no pattern names at its depth replaced by a
+        stand-in (``topic`` itself if every level is named)."""
+        levels = topic.split(SEPARATOR)
+        named = self._named
+        depths = len(named)
+        other = False
+        for depth, level in enumerate(levels):
+            if depth >= depths or level not in named[depth]:
+                levels[depth] = _OTHER_DOLLAR if depth == 0 and level[:1] == "$" else _OTHER
+                other = True
+        return SEPARATOR.join(levels) if other else topic
 
     def _forget(self) -> None:
         """Forget the remembered matches (the patterns changed, or too many topics)."""
