@@ -34,6 +34,7 @@ PURE = [
     "p2pnode.config", "p2pnode.config.settings",
     *_modules_in("wire", "gossip", "mesh"),
     "p2pnode.identity.keypair", "p2pnode.api.protocol", "p2pnode.api.status",
+    "p2pnode.api.topics",
 ]
 #: Packages whose ``__init__`` must stay light although some of their modules are not:
 #: their names load on first use.

@@ -107,6 +107,14 @@ async def test_a_late_subscriber_two_hops_away_gets_the_value_then_live_ones(
                 assert await app.subscribe(["sensors/garage"], retained=False) == {"ok": True}
                 assert (await app.subscribe(["sensors/garage"]))["retained"] == 1
                 assert (await app.next_event())["data"] == "12.0"
+            async with open_client(c.config.socket_path) as app:
+                # A pattern gets the retained messages of every topic it matches.
+                reply = await app.subscribe(["sensors/+", "nothing/#"])
+                assert reply == {"ok": True, "retained": 2}
+                got = {(e["topic"], e["data"]) for e in
+                       [await app.next_event(), await app.next_event()]}
+                assert got == {("sensors/kitchen", "21.5"), ("sensors/garage", "12.0")}
+                assert "retained" not in await app.subscribe(["+"])  # "chat": not retained
             status = c.status_info().retained
             assert (status.topics, status.tombstones) == (2, 0)
             assert 0 < status.bytes < 2000

@@ -21,6 +21,7 @@ from ..errors import RemoteProtocolError
 from ..ids import id_to_hex, parse_id
 from ..mesh.linklist import RESERVED_PREFIX
 from ..wire.messages import Gossip
+from .topics import pattern_problem, published_topic_problem
 
 ERROR_CODES = (
     "bad_json", "bad_request", "unknown_op", "too_large", "too_many_clients", "timeout",
@@ -209,7 +210,27 @@ def _explain(line: bytes, detail: str) -> ApiError:
 
 
 def check_topic(topic: str, req_id: Scalar = None) -> str:
-    """Validate a topic name: 1-256 UTF-8 bytes, no control characters."""
+    """Validate a topic to publish to: 1-256 UTF-8 bytes, no control characters, not
+    reserved, no wildcard (``+``, ``#``)."""
+    _check_name(topic, req_id)
+    problem = published_topic_problem(topic)
+    if problem is not None:
+        raise ApiError("bad_request", f"topic {topic!r}: {problem}", req_id)
+    return topic
+
+
+def check_pattern(pattern: str, req_id: Scalar = None) -> str:
+    """Validate a subscription: a topic name, or a pattern with wildcards each alone in
+    its level and ``#`` last (``topics.pattern_problem``)."""
+    _check_name(pattern, req_id)
+    problem = pattern_problem(pattern)
+    if problem is not None:
+        raise ApiError("bad_request", f"pattern {pattern!r}: {problem}", req_id)
+    return pattern
+
+
+def _check_name(topic: str, req_id: Scalar) -> None:
+    """What topics and patterns share: 1-256 UTF-8 bytes, printable, not reserved."""
     size = len(topic.encode("utf-8", "surrogatepass"))
     if not 1 <= size <= MAX_TOPIC_BYTES:
         raise ApiError("bad_request", f"a topic is 1-{MAX_TOPIC_BYTES} bytes", req_id)
@@ -218,14 +239,14 @@ def check_topic(topic: str, req_id: Scalar = None) -> str:
     if topic.startswith(RESERVED_PREFIX):
         raise ApiError("bad_request", f"topics starting with {RESERVED_PREFIX!r} are "
                        "reserved for the nodes themselves", req_id)
-    return topic
 
 
 def check_topics(topics: list[str], req_id: Scalar = None) -> list[str]:
-    """Validate a topic list (at most ``MAX_TOPICS_PER_REQUEST`` names)."""
+    """Validate the subscriptions of a ``subscribe``/``unsubscribe`` (at most
+    ``MAX_TOPICS_PER_REQUEST`` topic names and patterns)."""
     if len(topics) > MAX_TOPICS_PER_REQUEST:
         raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_REQUEST} topics", req_id)
-    return [check_topic(t, req_id) for t in topics]
+    return [check_pattern(t, req_id) for t in topics]
 
 
 def publish_payload(req: Publish | Will | RequestOp | ReplyOp, max_payload: int) -> bytes:

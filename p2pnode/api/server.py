@@ -56,6 +56,7 @@ from .replaying import Backlog, Replayer, ReplayRequest, rate_error, replay_burs
 from .requests import ReplyOrder, RequestBackend, RequestDesk, answer_waiting
 from .sockfile import bind_unix_socket, remove_if_ours
 from .status import NodeStatus, encode_status_reply
+from .subscribers import Subscribers
 from .waiting import wait_peers
 from .wills import WILL_OPS, LastWill, publish_will, will_request
 
@@ -110,7 +111,7 @@ class Session:
         self.out = OutQueue(config.client_queue_bytes)
         self.backlog: Backlog | None = None  # live events held back during a replay
         self.all_topics = False
-        self.topics: set[str] = set()
+        self.topics: set[str] = set()  # topic names and patterns
         self.events_dropped = 0
         self.unreported = 0  # events dropped since the last "dropped" notice
         self.requests = 0  # request lines read (an error reply names its number)
@@ -128,8 +129,7 @@ class ApiServer:
         self.sessions: set[Session] = set()
         self._sessions_changed = trio.Event()
         self.stats = ApiStats()
-        self._all: set[Session] = set()
-        self._by_topic: dict[str, set[Session]] = {}
+        self._subs: Subscribers[Session] = Subscribers()
         self.monitors: MonitorHub[Session] = MonitorHub(self._send_event)
         self._replayer = Replayer(backend.open_replay, config.client_queue_bytes,
                                   open_retained=backend.retained_replay)
@@ -146,20 +146,26 @@ class ApiServer:
 
     def deliver(self, msg: Gossip, reply_to: bytes | None = None,
                 timeout: float | None = None) -> None:
-        """Hand ``msg`` to every subscriber of its topic (and a ``delivered`` event to
-        the monitoring sessions that asked for one). A request comes with its
-        ``reply_to`` token and ``timeout``."""
+        """Hand ``msg`` to every subscriber of its topic, by name or by a pattern that
+        matches it, once each (and a ``delivered`` event to the monitoring sessions
+        that asked for one). A request comes with its ``reply_to`` token and ``timeout``."""
         if self.monitors.message_sessions:
             self.monitors.deliver(encode_delivered(msg))
-        subs = self._by_topic.get(msg.topic)
-        if not subs and not self._all:
+        index = self._subs
+        subs = index.by_topic.get(msg.topic)
+        matched = index.patterns.match(msg.topic) if index.patterns.pairs else None
+        if not subs and not matched and not index.all:
             return
         line = encode_event(msg, reply_to=reply_to, timeout=timeout)
-        for session in self._all:
+        for session in index.all:
             self._send_event(session, line)
         if subs:
             for session in subs:
                 if not session.all_topics:
+                    self._send_event(session, line)
+        if matched:
+            for session in matched:
+                if not session.all_topics and not (subs and session in subs):
                     self._send_event(session, line)
 
     def _send_event(self, session: Session, line: bytes) -> None:
@@ -443,14 +449,14 @@ class ApiServer:
     def _subscribe(self, session: Session, topics: list[str], req_id: Scalar) -> None:
         if not topics:
             session.all_topics = True
-            self._all.add(session)
+            self._subs.all.add(session)
             return
         if len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
             raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_CLIENT} topics per client",
                            req_id)
         for topic in topics:
             session.topics.add(topic)
-            self._by_topic.setdefault(topic, set()).add(session)
+            self._subs.add(session, topic)
 
     def _check_replay(self, session: Session, topics: list[str], since: str | float | None,
                       req_id: Scalar, retained: bool) -> ReplayRequest:
@@ -482,12 +488,8 @@ class ApiServer:
     def _unsubscribe(self, session: Session, topics: list[str]) -> None:
         if not topics:
             session.all_topics = False
-            self._all.discard(session)
+            self._subs.all.discard(session)
             topics = list(session.topics)
         for topic in topics:
             session.topics.discard(topic)
-            subs = self._by_topic.get(topic)
-            if subs is not None:
-                subs.discard(session)
-                if not subs:
-                    del self._by_topic[topic]
+            self._subs.discard(session, topic)

@@ -195,7 +195,8 @@ def _add_send_recv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                     "backslashes in them are escaped as \\n, \\t and \\\\.")
     recv.add_argument("--topic", action="append", default=[], metavar="T",
                       help=f"a topic to receive (repeatable; default {DEFAULT_TOPIC!r}; "
-                           "'*' for all topics)")
+                           "'*' for all topics), or a pattern: '+' matches one level, "
+                           "'#' the rest (sensors/+/temperature, sensors/#)")
     recv.add_argument("--count", type=number(int, 1), default=None, metavar="N",
                       help="exit after N messages")
     mode = recv.add_mutually_exclusive_group()

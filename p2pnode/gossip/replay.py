@@ -12,6 +12,8 @@ made into events. No I/O, no clock.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ..wire.messages import BatchBody, Gossip, decode_kept_body
 from ..wire.requests import REQUEST_TOPIC
 from .history import Entry, History
@@ -28,6 +30,14 @@ ITEM_COST = 128
 Held = dict[bytes, tuple[int, frozenset[int]]]
 
 
+class Topics(Protocol):
+    """The topics a replay wants: a set of names, or anything that says whether a
+    topic is in it (``api.topics.TopicFilter``: names and patterns)."""
+
+    def __contains__(self, topic: object, /) -> bool: ...
+    def __len__(self) -> int: ...
+
+
 class Replay:
     """The messages of ``entries`` after a start point, oldest first.
 
@@ -36,7 +46,7 @@ class Replay:
         after_id: replay what came after the message with this id (searched newest
             first; if no entry has it, everything is replayed), or None: all of
             ``entries``.
-        topics: the topics wanted (empty: all but ``hidden_topic``).
+        topics: the topics wanted (``topic in topics``; empty: all but ``hidden_topic``).
         node_id: this node (direct messages to other nodes are not replayed).
         held: what the order buffer held at the snapshot (``OrderBuffer.held_now``):
             those batches are delivered live later, so they are not replayed.
@@ -45,7 +55,7 @@ class Replay:
     """
 
     def __init__(self, entries: list[Entry], *, after_id: bytes | None,
-                 topics: frozenset[str], node_id: bytes, held: Held,
+                 topics: Topics, node_id: bytes, held: Held,
                  hidden_topic: str) -> None:
         self._entries = entries
         self._after = after_id
@@ -148,7 +158,7 @@ class Replay:
         return max(spent, 1)
 
 
-def replay_from(history: History, held: Held, since: bytes | float, *, topics: frozenset[str],
+def replay_from(history: History, held: Held, since: bytes | float, *, topics: Topics,
                 node_id: bytes, hidden_topic: str) -> Replay:
     """A replay of ``history``: the messages after message id ``since`` (bytes), or
     of the batches that arrived at or after ``since`` (float, on history's clock), of

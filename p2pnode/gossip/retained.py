@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 from ..mesh.linklist import RESERVED_PREFIX
@@ -126,12 +126,17 @@ class RetainedStore:
 
     # -- what subscribers get ----------------------------------------------------------
 
-    def matching(self, topics: Collection[str]) -> list[RetainedEntry]:
+    def matching(self, topics: Collection[str],
+                 covers: Callable[[str], bool] | None = None) -> list[RetainedEntry]:
         """The retained messages a subscription to ``topics`` gets first, tombstones left
         out: in the order of ``topics``; empty: every topic, in the order they were set
-        here. This is the one place that decides which topics a subscription covers."""
+        here. ``covers``: for a subscription with patterns, whether it covers a topic
+        (then every topic is tested, in the order they were set). This is the one place
+        that decides which topics a subscription covers."""
         if not topics:
             return [e for e in self._entries.values() if not e.tombstone]
+        if covers is not None:
+            return [e for e in self._entries.values() if not e.tombstone and covers(e.topic)]
         found = (self._entries.get(t) for t in topics)
         return [e for e in found if e is not None and not e.tombstone]
 

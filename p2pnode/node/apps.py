@@ -11,6 +11,7 @@ import trio
 
 from ..api.requests import RequestSink
 from ..api.status import NodeStatus
+from ..api.topics import TopicFilter
 from ..gossip.replay import Replay, replay_from
 from ..mesh.linklist import MESH_TOPIC
 from .status import health_info, peers_info, status_info
@@ -94,15 +95,16 @@ class AppFacing:
     def open_replay(self, since: bytes | float, topics: frozenset[str]) -> Replay:
         """A replay of the messages of history that came after message id ``since``
         (bytes), or at or after Unix time ``since`` (float), in the order this node
-        received them: broadcast ones and those sent to this node, of ``topics`` (empty:
-        all). It replays what was delivered up to this call; the caller runs it a step
-        at a time (``Replay.step``). If the id is not in history, all of it is replayed
-        (``Replay.found`` is then False)."""
+        received them: broadcast ones and those sent to this node, of ``topics`` (names
+        and patterns; empty: all). It replays what was delivered up to this call; the
+        caller runs it a step at a time (``Replay.step``). If the id is not in history,
+        all of it is replayed (``Replay.found`` is then False)."""
         self.flush()  # messages published a moment ago belong to history too
         if isinstance(since, float):  # Unix time -> the history's (trio) clock
             since = trio.current_time() - (time.time() - since)
         return replay_from(self.router.history, self.router.order.held_now(), since,
-                           topics=topics, node_id=self.node_id, hidden_topic=MESH_TOPIC)
+                           topics=TopicFilter(topics), node_id=self.node_id,
+                           hidden_topic=MESH_TOPIC)
 
     def retained_replay(self, topics: list[str]) -> RetainedReplay:
         """The retained messages a new subscription to ``topics`` gets first (empty: all

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import trio
 
+from ..api.topics import TopicFilter, is_pattern
 from ..config import NodeConfig
 from ..errors import RemoteProtocolError
 from ..gossip.actions import Action
@@ -130,11 +131,17 @@ class Retaining:
         """The retained messages a new subscription to ``topics`` gets first (a snapshot,
         handed out a step at a time)."""
         self.store.expire(self.wall())
-        return RetainedReplay(self.store.matching(topics))
+        return RetainedReplay(self._matching(topics))
 
     def has(self, topics: list[str]) -> bool:
         """Whether a subscription to ``topics`` gets any retained message."""
-        return bool(self.store.matching(topics))
+        return bool(self._matching(topics))
+
+    def _matching(self, topics: list[str]) -> list[RetainedEntry]:
+        """The retained messages of ``topics``: names, or patterns (``+``, ``#``)."""
+        if any(is_pattern(t) for t in topics):
+            return self.store.matching(topics, TopicFilter(topics).__contains__)
+        return self.store.matching(topics)
 
     def refusal(self, topic: str, size: int) -> str | None:
         """Why a local retained publish would not be kept (None: it would)."""
