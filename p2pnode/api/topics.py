@@ -33,9 +33,9 @@ MULTI = "#"  # the rest, including none
 #: is bounded by its length alone).
 MAX_PATTERN_LEVELS = 32
 #: The topics whose match ``PatternIndex`` remembers until its patterns change: a
-#: topic seen before costs one dict lookup; past this many, it starts over. (At most
-#: a few hundred KB: the topics, and one copy of each distinct result.)
-MATCH_CACHE = 4096
+#: topic seen before costs one dict lookup; past this many, it starts over. (About
+#: 1.6 MB when full: the topics, and one copy of each distinct result.)
+MATCH_CACHE = 16384
 #: Stands for a level that no pattern names at its depth (not printable: never a
 #: level of a valid topic), and for such a first level that starts with '$'.
 _OTHER = "\x00"
