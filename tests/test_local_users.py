@@ -28,6 +28,7 @@ from p2pnode.identity.owners import ensure_private_dir
 from p2pnode.node import Node
 
 from .conftest import loopback_config
+from .privatetmp import private_tmp_mounts
 from .test_security import NOBODY, PYTHON_FOR_NOBODY, as_nobody
 
 P2PNODE = [sys.executable, "-m", "p2pnode.cli"]
@@ -138,23 +139,10 @@ print(json.dumps(out))
 """
 
 
-def _under_tmp() -> list[str]:
-    """The checkout and the Python environment, where they live under /tmp (a CI clone
-    may): the private /tmp must still show them."""
-    dirs = sorted({str(Path(d).resolve()) for d in (ROOT, sys.prefix)})
-    inside = [d for d in dirs if d.startswith("/tmp/")]
-    return [d for d in inside if not any(d.startswith(o + "/") for o in inside if o != d)]
-
-
 def run_scenario(case: str) -> dict[str, Any]:
     """Run SCENARIO for ``case`` in a private mount namespace with its own /tmp (empty but
     for the checkout and environment this test runs from, bound back in place)."""
-    keep = "".join(f' && mkdir -p {d} && mount --bind /mnt/oldtmp/{d[len("/tmp/"):]} {d}'
-                   for d in _under_tmp())
-    mount = ("mount -t tmpfs -o size=1m p2pt-keep /mnt && mkdir /mnt/oldtmp"
-             " && mount --bind /tmp /mnt/oldtmp"
-             f" && mount -t tmpfs -o mode=1777,size=32m p2pt /tmp{keep}"
-             ' && exec "$0" "$@"')
+    mount = private_tmp_mounts() + ' && exec "$0" "$@"'
     res = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount,
          sys.executable, "-c", SCENARIO, case, PYTHON_FOR_NOBODY],

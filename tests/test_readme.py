@@ -42,6 +42,7 @@ import trio
 
 from scripts.netlab import Lab, environment_problem
 
+from .privatetmp import private_tmp_mounts
 from .test_cli import Proc, reap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +117,7 @@ async def test_setup_runs_a_node(short_tmp: Path) -> None:
     script = "\n".join([shell_after_setup(clone).replace(f"cd {shlex.quote(str(clone))}", ""),
                         "p2pnode run"])  # what ``setup_without_run`` left out
     # The clone is the working directory, opened before the tmpfs covers /tmp.
-    inner = "ip link set lo up && mount -t tmpfs tmpfs /tmp && exec bash -c \"$0\""
+    inner = f"ip link set lo up && {private_tmp_mounts()} && exec bash -c \"$0\""
     argv = ["unshare", "--net", "--mount", "--propagation", "private", "--pid", "--fork",
             "--mount-proc", "sh", "-c", f"cd {shlex.quote(str(clone))} && {inner}", script]
     env = {k: v for k, v in os.environ.items()
@@ -166,7 +167,7 @@ async def test_quickstart_runs_as_it_stands(short_tmp: Path) -> None:
     # A private /tmp (README's paths), network (its ports) and pid namespace (its
     # processes end with the shell). The clone is the working directory, opened
     # before the tmpfs covers /tmp.
-    inner = "ip link set lo up && mount -t tmpfs tmpfs /tmp && exec bash -c \"$0\""
+    inner = f"ip link set lo up && {private_tmp_mounts()} && exec bash -c \"$0\""
     argv = ["unshare", "--net", "--mount", "--propagation", "private", "--pid", "--fork",
             "--mount-proc", "sh", "-c", f"cd {shlex.quote(str(short_tmp))} && {inner}",
             script]
