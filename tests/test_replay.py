@@ -77,11 +77,11 @@ def test_history_finds_a_time_by_bisection_through_removal_eviction_and_compacti
         h.add(b, 1, k + 1, float(k), None, id_range=item_id_range(ids))
     assert len(h) == 1500
     assert h.evicted == 2500
-    assert len(h._order) - h._head == 1500
+    assert sum(not e.gone for e in h._order) == 1500
     assert len(h._order) < 3000  # compacted
     assert [e.seq for e in h.since(3990.0)] == list(range(3991, 4001))
     assert [e.seq for e in h.since(3990.5)] == list(range(3992, 4001))
-    assert len(h.since(0.0)) == 1500
+    assert sum(not e.gone for e in h.since(0.0)) == 1500
     assert h.since(5000.0) == []
     victim = h.since(3995.0)[0]
     h.remove(victim.batch.origin + victim.batch.id)
@@ -97,7 +97,8 @@ def test_history_finds_a_time_by_bisection_through_removal_eviction_and_compacti
         h.add(b, 1, k, 3999.0 + 1e9 - 10, None, id_range=item_id_range(ids))
         h.remove(b.origin + b.id)
     assert [e.seq for e in h] == [3999, 4000]
-    assert len(h._order) - h._head <= 2 + 65
+    assert len(h._order) <= 2 + 65
+    assert len(h._heap) <= 2 * 2 + 65
     assert [e.seq for e in h.since(0.0) if not e.gone] == [3999, 4000]
 
 
@@ -175,6 +176,68 @@ def test_each_step_stays_within_its_budget() -> None:
     assert sum(steps) == 2000
     assert max(steps) <= 1000 // per_message + 1
     assert len(steps) > 2000 // (1000 // per_message + 1)
+
+
+def test_history_evicts_by_age_of_publication_not_arrival() -> None:
+    """Batches 11-15 of an origin come live, one a second; batches 1-10 come later
+    (repaired): they were published before 11, one a second (the origin's pace), so a
+    full history drops them first, oldest first; one older than all it keeps is not
+    kept at all."""
+    other = make_identity(random.Random(7))
+    h = History(max_batches=12, max_bytes=10 << 20, max_age=100.0)
+    for n in range(11, 16):
+        b, ids = batch(ORIGIN, n, [(n, "t")])
+        h.add(b, 1, n, float(n), None, id_range=item_id_range(ids))
+    for n in range(1, 11):
+        b, ids = batch(ORIGIN, n, [(n, "t")])
+        h.add(b, 1, n, 20.0, None, id_range=item_id_range(ids), repaired=True)
+    assert h.evicted == 3
+    assert sorted(e.seq for e in h) == list(range(4, 16))
+    assert [e.age for e in sorted(h, key=lambda e: e.seq)][:3] == [4.0, 5.0, 6.0]
+    assert {e.rank for e in h if e.seq <= 10} == {1}  # batch 11 arrived first of them
+    b, ids = batch(other, 1, [(100, "t")])
+    h.add(b, 1, 1, 21.0, None, id_range=item_id_range(ids))
+    assert sorted(e.seq for e in h if e.batch.origin == ORIGIN.node_id) == list(range(5, 16))
+    h.expire(108.5)  # ages 4-8 are over 100 s old
+    assert sorted(e.seq for e in h if e.batch.origin == ORIGIN.node_id) == list(range(9, 16))
+
+
+def test_replay_after_an_id_follows_origin_order_and_takes_what_the_app_may_have_missed(
+) -> None:
+    """M is batch 5 of ORIGIN. Replayed: ORIGIN's later batches, also those that came
+    first (6, before M), in ORIGIN's order; batch 4, which came after M (a late gap);
+    another origin's batches that came after the first of ORIGIN's batches from M on
+    (batch 6's arrival), and one that came before but waited in the order buffer
+    (``held``), up to the hold time. Not: ORIGIN's batch 3, nor the other origin's
+    earlier ones."""
+    other = make_identity(random.Random(8))
+    h = History(max_batches=100, max_bytes=10 << 20, max_age=1e9)
+
+    def add(identity: NodeIdentity, n: int, k: int, t: float, **kw: Any) -> None:
+        b, ids = batch(identity, n, [(k, "t")])
+        h.add(b, 1, n, t, None, id_range=item_id_range(ids), **kw)
+
+    add(ORIGIN, 3, 3, 1.0)
+    add(other, 1, 21, 1.5)  # before: the app saw it
+    add(other, 2, 22, 2.5, held=True)  # before, but delivered up to 1 s later
+    add(ORIGIN, 6, 6, 3.0)  # came before M (M came late, by repair)
+    add(other, 3, 23, 3.5)
+    add(ORIGIN, 5, 5, 4.0)  # M
+    add(ORIGIN, 4, 4, 5.0)  # a gap filled after M
+    add(other, 4, 24, 6.0)
+    add(ORIGIN, 7, 7, 7.0)
+    got = run(Replay(h.since(-math.inf), after_id=mid(5), topics=frozenset(), node_id=ME,
+                     held={}, hidden_topic="_mesh", hold=1.0))
+    assert got == ["m22", "m4", "m6", "m23", "m24", "m7"]
+    # M came by repair: the app may have seen it before this node restarted, so every
+    # batch of the other origin is replayed.
+    h2 = History(max_batches=100, max_bytes=10 << 20, max_age=1e9)
+    for identity, n, k, t in [(other, 1, 21, 1.0), (ORIGIN, 1, 1, 2.0), (other, 2, 22, 3.0)]:
+        b, ids = batch(identity, n, [(k, "t")])
+        h2.add(b, 1, n, t, None, id_range=item_id_range(ids), repaired=identity is ORIGIN)
+    got = run(Replay(h2.since(-math.inf), after_id=mid(1), topics=frozenset(), node_id=ME,
+                     held={}, hidden_topic="_mesh"))
+    assert got == ["m21", "m22"]
 
 
 # -- through the API, on a node in memory -----------------------------------------------------

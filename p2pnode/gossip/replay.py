@@ -12,6 +12,7 @@ made into events. No I/O, no clock.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Protocol
 
 from ..wire.messages import BatchBody, Gossip, decode_kept_body
@@ -39,34 +40,67 @@ class Topics(Protocol):
 
 
 class Replay:
-    """The messages of ``entries`` after a start point, oldest first.
+    """The messages of ``entries`` after a start point.
 
     Args:
-        entries: a snapshot of history, oldest first (``History.since``).
-        after_id: replay what came after the message with this id (searched newest
+        entries: a snapshot of history, in arrival order (``History.since``).
+        after_id: replay what came after the message with this id, M (searched newest
             first; if no entry has it, everything is replayed), or None: all of
-            ``entries``.
+            ``entries``, in arrival order.
         topics: the topics wanted (``topic in topics``; empty: all but ``hidden_topic``).
         node_id: this node (direct messages to other nodes are not replayed).
         held: what the order buffer held at the snapshot (``OrderBuffer.held_now``):
             those batches are delivered live later, so they are not replayed.
         hidden_topic: a topic never replayed (the nodes' own; requests are not replayed
             either).
+        hold: the order buffer's hold time (``order_hold``): how much later than it
+            arrived a batch may have been delivered.
+
+    **After M** (see docs/api.md, ``since``): a message id gives a position only in its
+    own origin's order, so a replay after M holds
+
+    - the rest of M's batch, and every batch of M's origin after it in that origin's
+      order (``epoch``, ``seq``), whenever it arrived;
+    - every batch of M's origin before it that arrived after M (delivered late, after
+      a gap was given up);
+    - every other batch (other origins, unnumbered ones) that arrived at or after M's
+      age of publication (``Entry.age``, ``Entry.rank``: M's arrival, or that of a
+      later batch of its origin if one came first), or up to ``hold`` before it if the
+      order buffer held it; and, if M itself came by repair, every other batch held: an app may then
+      have seen M from an earlier run of the node (before a restart), and anything of
+      another origin that arrived since may be new to it.
+
+    It is handed out in each origin's order, the origins interleaved by age of
+    publication (arrival, for batches that came live); so an app that saw M in a
+    replay had every other batch of a lower age before it. Without ``after_id``, the
+    replay is in arrival order.
     """
 
     def __init__(self, entries: list[Entry], *, after_id: bytes | None,
                  topics: Topics, node_id: bytes, held: Held,
-                 hidden_topic: str) -> None:
+                 hidden_topic: str, hold: float = 0.0) -> None:
         self._entries = entries
         self._after = after_id
         self._topics = topics
         self._node_id = node_id
         self._held = held
         self._hidden = hidden_topic
+        self._hold = hold
         # Whether ``after_id`` was found (known once searched; None without an id).
         self.found: bool | None = False if after_id is not None and not entries else None
-        # The search goes down from the newest entry; the replay goes up from _next.
+        # The search goes down from the newest entry; then the selection goes up from
+        # the first entry that may be replayed (into ``_keys``, sorted), and the
+        # replay up ``_plan`` (without an id) or ``_keys`` from ``_next``.
         self._search = len(entries) - 1 if after_id is not None else -1
+        self._select = 0 if after_id is not None else -1
+        self._plan: list[Entry] = entries if after_id is None else []
+        self._keys: list[tuple[int, bytes, int, int, int, Entry]] = []
+        self._sorted = True  # the keys came in order (no late batch): no sort needed
+        self._start: Entry | None = None  # the batch holding M ...
+        self._start_item = 0  # ... and the index of the message after M in it
+        # Other batches that arrived from then on (arrival number, time) are replayed.
+        self._cut, self._cut_time = 0, float("-inf")
+        self._start_body: BatchBody | None = None
         self._next = 0
         self._body: BatchBody | None = None  # the batch being handed out ...
         self._entry: Entry | None = None
@@ -81,10 +115,15 @@ class Replay:
         while budget > 0 and not self.done:
             if self._search >= 0:
                 budget -= self._search_one()
+            elif self._select >= 0:
+                budget -= self._select_one()
             elif self._body is not None:
                 budget -= self._hand_out(out, budget)
-            elif self._next < len(self._entries):
-                budget -= self._open(self._entries[self._next])
+            elif self._next < len(self._plan):
+                budget -= self._open(self._plan[self._next])
+                self._next += 1
+            elif self._next < len(self._keys):
+                budget -= self._open(self._keys[self._next][5])
                 self._next += 1
             else:
                 self.done = True
@@ -105,23 +144,65 @@ class Replay:
             if item.id == target:
                 self.found = True
                 self._search = -1
-                self._next = k + 1
-                if i + 1 < len(body.items) and self._wanted(entry, body):
-                    self._entry, self._body, self._item = entry, body, i + 1
+                self._start, self._start_item, self._start_body = entry, i + 1, body
+                if not entry.repaired:
+                    self._cut, self._cut_time = entry.rank, entry.age
+                    # Nothing before both cuts is replayed (M's origin's later batches
+                    # came at or after M's rank): start the selection there.
+                    self._select = min(
+                        bisect_left(self._entries, entry.rank, hi=k, key=_arrival_number),
+                        bisect_left(self._entries, entry.age - self._hold, hi=k,
+                                    key=_arrival_time))
                 break
         else:
             if self._search < 0:
                 self.found = False
         return ENTRY_COST + len(entry.batch.body)
 
+    def _select_one(self) -> int:
+        """Decide whether one entry of the snapshot is replayed (``_after``'s rule);
+        once all are, sort the plan. Returns the cost."""
+        entries, k, keys = self._entries, self._select, self._keys
+        if k >= len(entries):
+            self._select = -1
+            if not self._sorted:
+                keys.sort()  # nearly in order: about linear
+                return SCAN_COST * (1 + len(keys) // 4)
+            return SCAN_COST
+        self._select += 1
+        entry = entries[k]
+        if entry.gone or not self._after_start(entry):
+            return SCAN_COST
+        key = (entry.rank, entry.batch.origin, entry.epoch, entry.seq, k, entry)
+        if keys and key < keys[-1]:
+            self._sorted = False
+        keys.append(key)
+        return ENTRY_COST
+
+    def _after_start(self, entry: Entry) -> bool:
+        """Whether ``entry`` may hold messages after M that the app has not seen."""
+        start = self._start
+        if start is None:
+            return True  # M is not in history: all of it
+        if entry is start:
+            return True
+        if entry.seq and start.seq and entry.batch.origin == start.batch.origin:
+            return entry.position > start.position or entry.time > start.time
+        return entry.n >= self._cut or (entry.held and entry.time + self._hold >= self._cut_time)
+
     def _open(self, entry: Entry) -> int:
         """Start on the next entry of the replay, unless it is not to be replayed."""
         if entry.gone or self._held_back(entry):
             return ENTRY_COST
-        body = decode_kept_body(entry.batch.body)  # checked when it came
-        if self._wanted(entry, body):
-            self._entry, self._body, self._item = entry, body, 0
-        return ENTRY_COST + len(entry.batch.body)
+        if entry is self._start and self._start_body is not None:  # decoded in the search
+            body, first, cost = self._start_body, self._start_item, ENTRY_COST
+            self._start_body = None
+        else:
+            body = decode_kept_body(entry.batch.body)  # checked when it came
+            first, cost = 0, ENTRY_COST + len(entry.batch.body)
+        if first < len(body.items) and self._wanted(entry, body):
+            self._entry, self._body, self._item = entry, body, first
+        return cost
 
     def _held_back(self, entry: Entry) -> bool:
         """Whether the order buffer held ``entry`` at the snapshot: not delivered yet,
@@ -159,13 +240,22 @@ class Replay:
 
 
 def replay_from(history: History, held: Held, since: bytes | float, *, topics: Topics,
-                node_id: bytes, hidden_topic: str) -> Replay:
-    """A replay of ``history``: the messages after message id ``since`` (bytes), or
-    of the batches that arrived at or after ``since`` (float, on history's clock), of
-    ``topics`` (empty: all), broadcast or sent to ``node_id``, but not ``hidden_topic``
-    and not the batches in ``held`` (``OrderBuffer.held_now()``: they come live)."""
+                node_id: bytes, hidden_topic: str, hold: float = 0.0) -> Replay:
+    """A replay of ``history``: the messages after message id ``since`` (bytes: see
+    ``Replay``; ``hold``: the order buffer's hold time), or of the batches that arrived
+    at or after ``since`` (float, on history's clock), of ``topics`` (empty: all),
+    broadcast or sent to ``node_id``, but not ``hidden_topic`` and not the batches in
+    ``held`` (``OrderBuffer.held_now()``: they come live)."""
     if isinstance(since, bytes):
         return Replay(history.since(float("-inf")), after_id=since, topics=topics,
-                      node_id=node_id, held=held, hidden_topic=hidden_topic)
+                      node_id=node_id, held=held, hidden_topic=hidden_topic, hold=hold)
     return Replay(history.since(since), after_id=None, topics=topics, node_id=node_id,
                   held=held, hidden_topic=hidden_topic)
+
+
+def _arrival_number(entry: Entry) -> int:
+    return entry.n
+
+
+def _arrival_time(entry: Entry) -> float:
+    return entry.time

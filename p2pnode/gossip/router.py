@@ -252,7 +252,9 @@ class Router:
         if not accepted:
             return self._deliveries(ready)
         self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct,
-                         id_range=item_id_range([item.id for item in body.items]))
+                         id_range=item_id_range([item.id for item in body.items]),
+                         repaired=missing is not None and missing.repair,
+                         held=self.order.is_held(batch.origin, body.epoch, body.seq))
         actions = self._deliveries(ready)
         announce_only = False
         if missing is not None:

@@ -93,9 +93,10 @@ class AppFacing:
             await changed.wait()
 
     def open_replay(self, since: bytes | float, topics: frozenset[str]) -> Replay:
-        """A replay of the messages of history that came after message id ``since``
-        (bytes), or at or after Unix time ``since`` (float), in the order this node
-        received them: broadcast ones and those sent to this node, of ``topics`` (names
+        """A replay of the messages of history after message id ``since`` (bytes: in
+        each origin's order, see ``Replay``), or that came at or after Unix time
+        ``since`` (float, in the order this node received them): broadcast ones and
+        those sent to this node, of ``topics`` (names
         and patterns; empty: all). It replays what was delivered up to this call; the
         caller runs it a step at a time (``Replay.step``). If the id is not in history,
         all of it is replayed (``Replay.found`` is then False)."""
@@ -104,7 +105,7 @@ class AppFacing:
             since = trio.current_time() - (time.time() - since)
         return replay_from(self.router.history, self.router.order.held_now(), since,
                            topics=TopicFilter(topics), node_id=self.node_id,
-                           hidden_topic=MESH_TOPIC)
+                           hidden_topic=MESH_TOPIC, hold=self.router.order.hold)
 
     def retained_replay(self, topics: list[str]) -> RetainedReplay:
         """The retained messages a new subscription to ``topics`` gets first (empty: all
