@@ -342,3 +342,14 @@ def test_resume_state_hands_out_each_message_once_and_resubscribes_from_it() -> 
     assert list(zip(range(5), Reconnect(initial=0.5, max_delay=2).delays(), strict=False)) \
         == [(0, 0.5), (1, 1.0), (2, 2.0), (3, 2.0), (4, 2.0)]
     assert isinstance(BlockingClient, type)
+
+
+def test_a_subscription_without_retained_messages_asks_so_on_every_connection() -> None:
+    """``retained=False`` (``recv --reconnect --no-retained``): the first subscribe and
+    each one after a reconnect say ``"retained": false``."""
+    state = ResumeState(["temp"], None, retained=False)
+    assert state.request() == {"op": "subscribe", "topics": ["temp"], "retained": False}
+    state.accept({"event": "message", "msg_id": f"{4:032x}"})
+    again = state.request()
+    assert (again["since"], again["retained"]) == (f"{4:032x}", False)
+    assert "retained" not in ResumeState(["temp"], None).request()

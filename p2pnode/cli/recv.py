@@ -167,7 +167,7 @@ async def _receive(args: argparse.Namespace, topics: list[str], since: str | flo
     if args.reconnect:
         async with open_subscription(topics, since, args.socket,
                                      server_user=args.server_user,
-                                     reconnect=Reconnect()) as sub:
+                                     reconnect=Reconnect(), retained=args.retained) as sub:
             reply = sub.reply
             _say_subscribed(topics, since, reply)
             await _print(sub.next_event, sub.request, mode, args.count, where)

@@ -89,14 +89,17 @@ class ResumeState:
 
     ``topics``: as for ``subscribe`` (empty: all). ``since``: the first subscription's
     ``since`` (None: live only). ``max_ids``: message ids remembered (see the module).
+    ``retained``: False: no retained messages first (``subscribe``'s ``retained``), on
+    every connection.
     """
 
     def __init__(self, topics: list[str] | None, since: str | float | None,
-                 max_ids: int = DEFAULT_MAX_IDS) -> None:
+                 max_ids: int = DEFAULT_MAX_IDS, *, retained: bool = True) -> None:
         if max_ids < 1:
             raise ValueError("max_ids must be at least 1")
         self.topics = list(topics or [])
         self.since = since
+        self.retained = retained
         self.last_id: str | None = None  # the last message handed out
         self.started: float | None = None  # Unix time of the first subscription
         self.duplicates = 0  # messages that came again after a reconnect, not handed out
@@ -114,11 +117,11 @@ class ResumeState:
         history, which is all newer)."""
         if self.started is None:
             self.started = time.time()
-            return subscribe_request(self.topics, self.since)
+            return subscribe_request(self.topics, self.since, self.retained)
         since: str | float | None = self.last_id
         if since is None:
             since = self.since if self.since is not None else self.started
-        return subscribe_request(self.topics, since)
+        return subscribe_request(self.topics, since, self.retained)
 
     def accept(self, event: dict[str, Any]) -> bool:
         """Whether to hand ``event`` out: False for a message handed out before."""

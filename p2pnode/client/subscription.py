@@ -257,9 +257,10 @@ class _Opening:
 def open_subscription(topics: list[str] | None = None, since: str | float | None = None,
                       path: Path = None, *, server_user: str | int | None = None,
                       reconnect: Reconnect | None = None, max_ids: int = DEFAULT_MAX_IDS,
-                      **options: Any) -> _Opening:
+                      retained: bool = True, **options: Any) -> _Opening:
     """A trio subscription to ``topics`` (all if empty or None), from ``since`` (as
-    ``subscribe``), that reconnects as ``reconnect`` says (default ``Reconnect()``).
+    ``subscribe``; ``retained=False``: without the topics' retained messages first),
+    that reconnects as ``reconnect`` says (default ``Reconnect()``).
     ``options`` are ``open_client``'s (``max_pending``, ``window``, ...). The end of a
     connection is ``trio.EndOfChannel`` or ``trio.BrokenResourceError`` inside."""
     async def connect() -> _Conn:
@@ -268,14 +269,16 @@ def open_subscription(topics: list[str] | None = None, since: str | float | None
 
     return _Opening(AsyncSubscription(
         connect, trio.sleep, trio.current_time, (trio.EndOfChannel, trio.BrokenResourceError),
-        ResumeState(topics, since, max_ids), reconnect or Reconnect(), _where(path)))
+        ResumeState(topics, since, max_ids, retained=retained), reconnect or Reconnect(),
+        _where(path)))
 
 
 def open_asyncio_subscription(topics: list[str] | None = None,
                               since: str | float | None = None, path: Path = None, *,
                               server_user: str | int | None = None,
                               reconnect: Reconnect | None = None,
-                              max_ids: int = DEFAULT_MAX_IDS, **options: Any) -> _Opening:
+                              max_ids: int = DEFAULT_MAX_IDS, retained: bool = True,
+                              **options: Any) -> _Opening:
     """The asyncio version of ``open_subscription`` (same arguments)."""
     async def connect() -> _Conn:
         client = await aio.open_client(path, server_user=server_user, **options)
@@ -284,7 +287,8 @@ def open_asyncio_subscription(topics: list[str] | None = None,
     loop = asyncio.get_running_loop()
     return _Opening(AsyncSubscription(
         connect, asyncio.sleep, loop.time, (ConnectionError,),
-        ResumeState(topics, since, max_ids), reconnect or Reconnect(), _where(path)))
+        ResumeState(topics, since, max_ids, retained=retained), reconnect or Reconnect(),
+        _where(path)))
 
 
 def _where(path: Path) -> str:
@@ -301,9 +305,10 @@ class BlockingSubscription:
     def __init__(self, topics: list[str] | None = None, since: str | float | None = None,
                  path: Path = None, *, timeout: float | None = None,
                  server_user: str | int | None = None, reconnect: Reconnect | None = None,
-                 max_ids: int = DEFAULT_MAX_IDS, **options: Any) -> None:
+                 max_ids: int = DEFAULT_MAX_IDS, retained: bool = True,
+                 **options: Any) -> None:
         self._args = (path, timeout, server_user, options)
-        self.state = ResumeState(topics, since, max_ids)
+        self.state = ResumeState(topics, since, max_ids, retained=retained)
         self.policy = reconnect or Reconnect()
         self.where = _where(path)
         self._lost = 0
