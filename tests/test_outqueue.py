@@ -319,3 +319,67 @@ async def test_send_now_sends_from_the_caller_but_never_beside_the_writer(
             await trio.testing.wait_all_tasks_blocked()
             assert stream.calls == [b"reply1", b"events", b"reply2"]  # in order, by the writer
             q.close()
+
+
+def test_try_send_writes_what_the_socket_takes_and_leaves_the_rest() -> None:
+    """``try_send``: everything at once into a socket with room; with the socket's
+    buffer full, nothing (no wait, no error: the writer sends it later); nothing once
+    the queue is closing."""
+    import socket
+
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        q = OutQueue(limit=1 << 20)
+        q.put_nowait(b"event 1\n")
+        q.try_send(a.fileno())
+        assert len(q) == 0
+        assert q.sent_bytes == 8
+        assert b.recv(100) == b"event 1\n"
+        while True:  # fill the socket: the reader reads nothing
+            try:
+                a.send(b"x" * 65536)
+            except BlockingIOError:
+                break
+        q.put_nowait(b"event 2\n")
+        q.try_send(a.fileno())
+        assert len(q) == 8  # left for the writer
+        q.close()
+        q.try_send(a.fileno())
+        assert len(q) == 8
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_try_send_leaves_a_send_under_way_alone() -> None:
+    """While the writer's send is under way, ``try_send`` writes nothing (never two
+    writers on one stream: the bytes would interleave)."""
+    import socket
+
+    a, b = socket.socketpair()
+    q = OutQueue(limit=1 << 20)
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+    try:
+        while True:  # a full socket: the writer's send waits
+            try:
+                a.send(b"x" * 65536)
+            except BlockingIOError:
+                break
+        q.put_nowait(b"y" * 1000)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(q.run_writer, stream)
+            await trio.testing.wait_all_tasks_blocked()  # the writer waits for room
+            b.setblocking(False)
+            while True:  # room again, before the writer gets a turn
+                try:
+                    b.recv(1 << 20)
+                except BlockingIOError:
+                    break
+            q.put_nowait(b"event\n")
+            q.try_send(a.fileno())
+            assert len(q) == 6  # not written past the writer's send
+            nursery.cancel_scope.cancel()
+    finally:
+        await stream.aclose()
+        b.close()

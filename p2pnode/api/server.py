@@ -115,6 +115,7 @@ class Session:
         self.events_dropped = 0
         self.unreported = 0  # events dropped since the last "dropped" notice
         self.requests = 0  # request lines read (an error reply names its number)
+        self.fd = -1  # the connection's socket (send_touched writes to it directly)
         self.will: LastWill | None = None  # published if the connection ends without bye
         self.said_bye = False
         self.order = ReplyOrder(self.out)  # replies held behind a waiting "request"
@@ -127,6 +128,7 @@ class ApiServer:
         self.config = config
         self.backend = backend
         self.sessions: set[Session] = set()
+        self._touched: set[Session] = set()  # sessions with events queued: send_touched
         self._sessions_changed = trio.Event()
         self.stats = ApiStats()
         self._subs: Subscribers[Session] = Subscribers()
@@ -184,6 +186,16 @@ class ApiServer:
             session.events_dropped += 1
             session.unreported += 1
             self.stats.events_dropped += 1
+        self._touched.add(session)
+
+    def send_touched(self) -> None:
+        """Write the events queued since the last call to their sockets at once, as far
+        as each socket takes them without waiting (``OutQueue.try_send``): called once
+        per read of a link, this spares each event the wake-up of its session's writer
+        task. A session that has ended is no longer in ``_touched``."""
+        for session in self._touched:
+            session.out.try_send(session.fd)
+        self._touched.clear()
 
     # -- serving -------------------------------------------------------------------
 
@@ -267,6 +279,7 @@ class ApiServer:
                 return
             self.stats.clients_accepted += 1
             session = Session(self.config)
+            session.fd = stream.socket.fileno()
             self.sessions.add(session)
             try:
                 async with trio.open_nursery() as nursery:
@@ -284,6 +297,7 @@ class ApiServer:
                 self._unsubscribe(session, [])
                 self.monitors.remove(session)
                 self.sessions.discard(session)
+                self._touched.discard(session)
                 self._sessions_changed.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

@@ -7,6 +7,8 @@ link carry hundreds of thousands of frames per second (docs/architecture.md).
 
 from __future__ import annotations
 
+import os
+
 import trio
 
 SLICE = 16 * 1024  # the most bytes handed to one send_all
@@ -96,6 +98,21 @@ class OutQueue:
                 await self._wake.wait()
                 continue
             await self._send(stream)
+
+    def try_send(self, fd: int) -> None:
+        """Write what is queued to the socket ``fd`` at once, without waiting, if no send
+        is under way: what the socket does not take now (all of it when its buffer is
+        full) is left to the writer. For a plain socket stream only (not TLS)."""
+        if not self._buf or self._progress_at is not None or self._closing:
+            return
+        try:
+            n = os.write(fd, self._buf)
+        except OSError:  # full (BlockingIOError), or broken: the writer finds out
+            return
+        del self._buf[:n]
+        self.sent_bytes += n
+        self.overflowing = False
+        self._drained.set()
 
     async def send_now(self, stream: trio.abc.SendStream) -> None:
         """Send what is queued from the calling task, unless a send is under way (then

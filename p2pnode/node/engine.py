@@ -88,6 +88,9 @@ class Engine:
         #: (requests travel in them), and the replies peers send.
         self.on_request: Callable[[Batch, BatchBody, bytes | None], None] | None = None
         self.on_reply: OnReply | None = None
+        #: Called once each read of a link is handled (the API writes the events it
+        #: queued: ``ApiServer.send_touched``).
+        self.after_read: Callable[[], None] | None = None
         #: The peer whose messages are being handled (None: none, or a local publish).
         self.from_peer: bytes | None = None
 
@@ -145,6 +148,8 @@ class Engine:
             self._flush_wake.set()
         if not self._timer_wake.is_set() and self.router.has_timers:
             self._timer_wake.set()
+        if self.after_read is not None:
+            self.after_read()
 
     def deliver(self, msg: Gossip) -> None:
         """Hand ``msg`` to local apps; a link list (``$mesh``) goes to the mesh view."""

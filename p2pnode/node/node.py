@@ -87,6 +87,8 @@ class Node(AppFacing):
         #: Called with every message handed to local apps (tests, simulations).
         self.on_deliver: list[Callable[[Gossip], None]] = []
         self.engine = Engine(config, self.router, self.mesh, self._to_apps)
+        if self.api is not None:
+            self.engine.after_read = self.api.send_touched
         self.publisher = Publisher(config, identity, self.router, self.engine)
         self.retaining = self.publisher.retaining = Retaining(config, self.router,
                                                               self.engine.verifier)
