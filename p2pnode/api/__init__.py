@@ -40,7 +40,8 @@ if TYPE_CHECKING:
         publish_payload,
         publish_target,
     )
-    from .server import ApiBackend, ApiServer, ApiStats
+    from .server import ApiBackend, ApiServer
+    from .session import ApiStats
     from .topics import (
         MAX_PATTERN_LEVELS,
         PatternIndex,
@@ -67,7 +68,8 @@ __getattr__ = _lazy(__name__, {
                  "Subscribe", "Unsubscribe", "check_topic", "check_topics", "encode_delivered",
                  "encode_error", "encode_event", "encode_reply", "parse_request",
                  "parse_since", "publish_payload", "publish_target", "check_pattern"),
-    "server": ("ApiBackend", "ApiServer", "ApiStats"),
+    "server": ("ApiBackend", "ApiServer"),
+    "session": ("ApiStats",),
     "topics": ("MAX_PATTERN_LEVELS", "PatternIndex", "TopicFilter", "is_pattern",
                "pattern_problem", "published_topic_problem", "topic_matches"),
 })

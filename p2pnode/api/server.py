@@ -14,7 +14,6 @@ import grp
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,8 +23,6 @@ from ..config.settings import NodeConfig
 from ..errors import ConfigError
 from ..gossip.replay import Replay
 from ..gossip.retained import RetainedReplay
-from ..net.outqueue import OutQueue
-from ..ratelimit import TokenBucket
 from ..wire.messages import Gossip
 from .admission import admitted, refuse_client
 from .monitor import MonitorHub
@@ -52,13 +49,14 @@ from .protocol import (
     parse_since,
 )
 from .publishing import take_publish
-from .replaying import Backlog, Replayer, ReplayRequest, rate_error, replay_burst
-from .requests import ReplyOrder, RequestBackend, RequestDesk, answer_waiting
+from .replaying import Replayer, ReplayRequest, rate_error
+from .requests import RequestBackend, RequestDesk, answer_waiting
+from .session import ApiStats, Session
 from .sockfile import bind_unix_socket, remove_if_ours
 from .status import NodeStatus, encode_status_reply
 from .subscribers import Subscribers
 from .waiting import wait_peers
-from .wills import WILL_OPS, LastWill, publish_will, will_request
+from .wills import WILL_OPS, publish_will, will_request
 
 log = logging.getLogger("p2pnode.api")
 MAX_TOPICS_PER_CLIENT = 4096
@@ -83,42 +81,6 @@ class ApiBackend(RequestBackend, Protocol):
     def retained_replay(self, topics: list[str]) -> RetainedReplay: ...
     def has_retained(self, topics: list[str]) -> bool: ...
     def retained_refusal(self, topic: str, size: int) -> str | None: ...
-
-
-@dataclass
-class ApiStats:
-    clients_accepted: int = 0
-    clients_refused: int = 0  # over max_clients
-    clients_forbidden: int = 0  # another user, not in the admitted group
-    rate_limited: int = 0  # publishes and replays refused: a client went over its rate
-    replays: int = 0  # subscribes with since served
-    requests: int = 0
-    published: int = 0
-    errors: int = 0
-    events_dropped: int = 0
-    wills: int = 0  # last wills published: connections that ended without bye
-
-
-class Session:
-    """One connected client."""
-
-    def __init__(self, config: NodeConfig) -> None:
-        now = trio.current_time()
-        rate = config.client_publish_per_s
-        self.bucket = TokenBucket(rate, rate / 4, now)
-        rate = config.client_replays_per_s
-        self.replay_bucket = TokenBucket(rate, replay_burst(rate), now)
-        self.out = OutQueue(config.client_queue_bytes)
-        self.backlog: Backlog | None = None  # live events held back during a replay
-        self.all_topics = False
-        self.topics: set[str] = set()  # topic names and patterns
-        self.events_dropped = 0
-        self.unreported = 0  # events dropped since the last "dropped" notice
-        self.requests = 0  # request lines read (an error reply names its number)
-        self.fd = -1  # the connection's socket (send_touched writes to it directly)
-        self.will: LastWill | None = None  # published if the connection ends without bye
-        self.said_bye = False
-        self.order = ReplyOrder(self.out)  # replies held behind a waiting "request"
 
 
 class ApiServer:

@@ -29,7 +29,7 @@ from ..api.status import (
 from ..ids import id_to_hex
 
 if TYPE_CHECKING:
-    from ..api.server import ApiStats
+    from ..api.session import ApiStats
     from ..net.failures import FailureRecord
     from .node import Node
 

@@ -1,0 +1,51 @@
+"""One connected local app (``Session``: its queue, subscriptions, rate limits, will),
+and the API server's counters (``ApiStats``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from ..config.settings import NodeConfig
+from ..net.outqueue import OutQueue
+from ..ratelimit import TokenBucket
+from .replaying import Backlog, replay_burst
+from .requests import ReplyOrder
+from .wills import LastWill
+
+
+@dataclass
+class ApiStats:
+    clients_accepted: int = 0
+    clients_refused: int = 0  # over max_clients
+    clients_forbidden: int = 0  # another user, not in the admitted group
+    rate_limited: int = 0  # publishes and replays refused: a client went over its rate
+    replays: int = 0  # subscribes with since served
+    requests: int = 0
+    published: int = 0
+    errors: int = 0
+    events_dropped: int = 0
+    wills: int = 0  # last wills published: connections that ended without bye
+
+
+class Session:
+    """One connected client."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        now = trio.current_time()
+        rate = config.client_publish_per_s
+        self.bucket = TokenBucket(rate, rate / 4, now)
+        rate = config.client_replays_per_s
+        self.replay_bucket = TokenBucket(rate, replay_burst(rate), now)
+        self.out = OutQueue(config.client_queue_bytes)
+        self.backlog: Backlog | None = None  # live events held back during a replay
+        self.all_topics = False
+        self.topics: set[str] = set()  # topic names and patterns
+        self.events_dropped = 0
+        self.unreported = 0  # events dropped since the last "dropped" notice
+        self.requests = 0  # request lines read (an error reply names its number)
+        self.fd = -1  # the connection's socket (send_touched writes to it directly)
+        self.will: LastWill | None = None  # published if the connection ends without bye
+        self.said_bye = False
+        self.order = ReplyOrder(self.out)  # replies held behind a waiting "request"
