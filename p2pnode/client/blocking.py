@@ -271,14 +271,7 @@ class BlockingClient(ClientBase):
         if self._closed:
             return
         self._shut(flush=True, bye=bye)
-        err = self._proto.pop_error()
-        if err is not None:
-            raise err
-        if self._proto.lost:
-            raise ConnectionClosed(self._proto.eof_message())
-        if self._broken is None and not self._proto.eof and self._proto.unacked:
-            raise TimeoutError(f"{self._proto.unacked} requests were not answered "
-                               f"within {self.close_timeout}s; closed anyway")
+        self._check_closed()
 
     def _shut(self, flush: bool, bye: bool = False) -> None:
         try:

@@ -471,6 +471,7 @@ class ClientBase:
     _proto: ClientProtocol
     _closed: bool
     _broken: BaseException | None
+    close_timeout: float
 
     @property
     def events_dropped(self) -> int:
@@ -481,6 +482,20 @@ class ClientBase:
     def unacknowledged(self) -> int:
         """Requests sent (or queued) that the node has not answered yet."""
         return self._proto.unacked
+
+    def _check_closed(self, ended: type[Exception] = ConnectionClosed,
+                      too_slow: type[Exception] = TimeoutError) -> None:
+        """After closing: what the application must still learn (a refusal not raised
+        yet, publishes the node never confirmed: ``ended``, replies still missing at
+        the timeout: ``too_slow``)."""
+        err = self._proto.pop_error()
+        if err is not None:
+            raise err
+        if self._proto.lost:
+            raise ended(self._proto.eof_message())
+        if self._broken is None and not self._proto.eof and self._proto.unacked:
+            raise too_slow(f"{self._proto.unacked} requests were not answered "
+                           f"within {self.close_timeout}s; closed anyway")
 
     def _check(self) -> None:
         if self._closed:

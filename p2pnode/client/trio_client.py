@@ -274,16 +274,10 @@ class Client(AsyncRequests, ClientBase):
             self._wake_writer.set()
             await trio.aclose_forcefully(self.stream)
 
-    def _check_closed(self) -> None:
-        """After closing: what the application must still learn."""
-        err = self._proto.pop_error()
-        if err is not None:
-            raise err
-        if self._proto.lost:
-            raise trio.EndOfChannel(self._proto.eof_message())
-        if self._broken is None and not self._proto.eof and self._proto.unacked:
-            raise trio.TooSlowError(f"{self._proto.unacked} requests were not answered "
-                                    f"within {self.close_timeout}s; closed anyway")
+    def _check_closed(self, ended: type[Exception] = trio.EndOfChannel,
+                      too_slow: type[Exception] = trio.TooSlowError) -> None:
+        """After closing: as ``ClientBase``'s, with trio's exceptions."""
+        super()._check_closed(ended, too_slow)
 
     # -- the machinery ------------------------------------------------------------
 
