@@ -28,13 +28,13 @@ from typing import Any, Literal, overload
 
 from ..config.settings import default_socket_path
 from ..identity.owners import check_server
+from .base import ClientBase
 from .protocol import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_EVENTS,
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_BYTES,
     ApiReplyError,
-    ClientBase,
     ClientProtocol,
     ConnectionClosed,
     ProtocolViolation,

@@ -28,13 +28,13 @@ import trio
 from ..config.settings import default_socket_path
 from ..identity.owners import check_server
 from .asyncops import AsyncRequests, Handler
+from .base import ClientBase
 from .protocol import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_EVENTS,
     DEFAULT_WINDOW,
     DEFAULT_WINDOW_BYTES,
     WRITE_BATCH,
-    ClientBase,
     ClientProtocol,
     ProtocolViolation,
     check_reply,
