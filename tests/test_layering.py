@@ -110,7 +110,7 @@ LAYERS = [
     {"errors", "ids", "ratelimit", "config"},  # values, the error tree, every limit
     {"wire", "identity", "mesh"},  # the pure wire protocol, who a node is, the mesh view
     {"gossip"},  # the pure gossip core
-    {"net", "discovery", "api"},  # the trio adapters
+    {"net", "discovery", "api", "store"},  # the trio adapters and the store on disk
     {"node"},  # the composition root
     {"cli", "client", "testing"},  # on top: the command, the clients, the test helpers
 ]

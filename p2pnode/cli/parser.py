@@ -341,7 +341,26 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--retained-max-bytes", type=int, metavar="N",
                      help="... and at most N bytes of them (default "
                           f"{NodeConfig.retained_max_bytes})")
+    _add_store_flags(run)
     _add_run_service_flags(run)
+
+
+def _add_store_flags(run: argparse.ArgumentParser) -> None:
+    """``run``'s flags for the message store on disk (docs/store.md)."""
+    run.add_argument("--store", metavar="sqlite|none|FILE",
+                     help="keep every message on disk, in the data directory (sqlite, the "
+                          "default) or in FILE, so that history, `recv --since` and durable "
+                          "subscriptions survive restarts; none: history in memory only")
+    run.add_argument("--store-age", type=float, metavar="SECONDS",
+                     help="keep stored messages this long after their publication (default "
+                          f"{NodeConfig.store_age:g})")
+    run.add_argument("--store-bytes", type=int, metavar="N",
+                     help=f"... in at most N bytes (default {NodeConfig.store_bytes}; 0: "
+                          "no limit)")
+    run.add_argument("--sync", choices=["off", "normal", "full"],
+                     help="when a publish is confirmed: once stored and safe from a crash of "
+                          "the node (normal, the default), also from a power loss (full), "
+                          "or at once (off)")
 
 
 def _add_run_service_flags(run: argparse.ArgumentParser) -> None:

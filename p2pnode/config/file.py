@@ -82,6 +82,10 @@ KEYS: tuple[Key, ...] = (
     Key("order_hold", "--order-hold", "order_hold", "float"),
     Key("retained_max_topics", "--retained-max-topics", "retained_max_topics", "int"),
     Key("retained_max_bytes", "--retained-max-bytes", "retained_max_bytes", "int"),
+    Key("store", "--store", "store", "str"),
+    Key("store_age", "--store-age", "store_age", "float"),
+    Key("store_bytes", "--store-bytes", "store_bytes", "int"),
+    Key("sync", "--sync", "sync", "choice", ("off", "normal", "full")),
     Key("network_key", "--network-key", "network_key", "path"),
     Key("insecure", "--insecure", "insecure", "bool"),
     Key("api_group", "--api-group", "api_group", "str"),
@@ -254,6 +258,8 @@ RANGES: dict[str, tuple[float, bool, float | None, str]] = {
     "history_age": (0, False, NodeConfig.seen_ttl,
                     "seconds: how long a node remembers the ids of the messages it saw"),
     "order_hold": (0, False, None, ""),
+    "store_age": (0, False, None, ""),
+    "store_bytes": (0, True, None, ""),
 }
 
 
@@ -362,9 +368,12 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
         network_key=Path(get("network_key")) if get("network_key") else None,
     )
     for key in ("max_hops", "gossip", "history_bytes", "history_age", "order_hold",
-                "retained_max_topics", "retained_max_bytes"):
+                "retained_max_topics", "retained_max_bytes", "store", "store_age",
+                "store_bytes"):
         if key in values:
             kwargs[key] = get(key)
+    if "sync" in values:
+        kwargs["store_sync"] = get("sync")
     for key in ("socket", "data_dir"):
         if get(key):
             kwargs["socket_path" if key == "socket" else key] = Path(get(key))
@@ -383,7 +392,8 @@ def _config_error(values: Mapping[str, tuple[object, str]], exc: ConfigError) ->
     flag, variable or key that set the field (``--name '': must be ...``)."""
     text = str(exc)
     field = text.split()[0]
-    name = {"listen_port": "listen", "socket_path": "socket"}.get(field, field)
+    name = {"listen_port": "listen", "socket_path": "socket",
+            "store_sync": "sync"}.get(field, field)
     if name not in values:
         return exc
     return _error(values, name, f"{where(values, name)}: {text[len(field):].lstrip()}")

@@ -178,6 +178,14 @@ class NodeConfig:
     history_batches: int = 20_000  # recent batches kept for repair and replay ...
     history_bytes: int = 4 << 20  # ... at most this many bytes of them ...
     history_age: float = 300.0  # ... for at most this long (at most seen_ttl)
+    # The message store on disk (docs/store.md): "sqlite" (a file in the data
+    # directory; off for a node given its identity, as tests and simulations are),
+    # "none" (history in memory only), or the path of the store's file.
+    store: str = "sqlite"
+    store_age: float = 86_400.0  # stored messages are kept this long after publication ...
+    store_bytes: int = 256 << 20  # ... in at most this many bytes (0: no limit)
+    store_sync: str = "normal"  # when a publish is confirmed: "off", "normal", "full"
+    durable_max_unacked: int = 1000  # messages a durable subscriber may have unconfirmed
     mesh_interval: float = 30.0  # share this node's link list this often (0: never)
     mesh_min_interval: float = 2.0  # ... and after a link change, at most this often
     mesh_max_nodes: int = 4096  # nodes in the mesh view
@@ -230,6 +238,16 @@ class NodeConfig:
     reply_bytes_per_request: int = 2 << 20  # replies collected for one request (as JSON)
     reply_bytes_total: int = 32 << 20  # ... for all waiting requests together
 
+    def _check_store(self) -> None:
+        if not self.store:
+            raise ConfigError("store must be sqlite, none or the path of a file")
+        if self.store_sync not in ("off", "normal", "full"):
+            raise ConfigError("store_sync must be off, normal or full")
+        if not self.store_age > 0 or self.store_bytes < 0:
+            raise ConfigError("store_age must be greater than 0 and store_bytes at least 0")
+        if not 1 <= self.durable_max_unacked <= 100_000:
+            raise ConfigError("durable_max_unacked must be 1-100000")
+
     def __post_init__(self) -> None:
         self._check_requests()
         name_bytes = len(self.name.encode("utf-8", "surrogatepass"))
@@ -246,6 +264,7 @@ class NodeConfig:
         for field in positive_ints:
             if getattr(self, field) < 1:
                 raise ConfigError(f"{field} must be at least 1")
+        self._check_store()
         if self.discovery_grace < 0:
             raise ConfigError("discovery_grace must be at least 0")
         positive_floats = (

@@ -159,6 +159,22 @@ class OrderBuffer(Generic[T]):
         self.stats.stale += 1
         return False, []
 
+    def seed(self, origin: bytes, epoch: int, seqs: set[int], now: float) -> None:
+        """A restarted node had these numbers of ``origin``'s run ``epoch`` (its store):
+        the run continues after the highest, and the numbers missing below it are gaps
+        (a copy that comes later is taken once). Ignored if a newer run is known."""
+        if not seqs:
+            return
+        run = self._runs.get(origin)
+        if run is not None and run.epoch >= epoch:
+            return
+        low, high = min(seqs), max(seqs)
+        low = max(low, high - self.max_gaps)  # older missing numbers count as handed out
+        seeded = self._new_run(origin, _Run(epoch, low, high + 1, now), [])
+        for seq in range(low, high):
+            if seq not in seqs:
+                seeded.gaps[seq] = None
+
     def _hold(self, origin: bytes, run: _Run[T], seq: int, item: T, now: float,
               out: list[T]) -> None:
         if seq in run.held:

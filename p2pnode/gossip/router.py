@@ -27,6 +27,7 @@ caller turns its actions into I/O and calls ``tick`` by ``next_deadline``.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -121,6 +122,9 @@ class Router:
         self.tree = cfg.mode == "tree"
         self.seen = SeenCache(cfg.seen_max_entries, cfg.seen_ttl)
         self.history = History(cfg.history_batches, cfg.history_bytes, cfg.history_age)
+        #: Called with each numbered batch kept (published here or new from a peer) and
+        #: its age of publication: the message store (``store.service``) listens here.
+        self.on_kept: Callable[[Batch, BatchBody, float], None] | None = None
         self.order: OrderBuffer[tuple[Batch, BatchBody]] = OrderBuffer(
             cfg.order_hold, window=cfg.seen_ttl, max_origins=cfg.max_runs,
             max_origins_per_owner=cfg.max_runs_per_peer)
@@ -183,6 +187,8 @@ class Router:
         self.seen.add(batch.origin + batch.id, now)
         self.history.add(batch, body.epoch, body.seq, now, None,
                          id_range=item_id_range([item.id for item in body.items]))
+        if self.on_kept is not None and body.seq:
+            self._kept(batch, body, now)
         return self._spread(batch, None)
 
     def on_message(self, msg: GossipMessage, from_peer: bytes, now: float,
@@ -255,6 +261,8 @@ class Router:
                          id_range=item_id_range([item.id for item in body.items]),
                          repaired=missing is not None and missing.repair,
                          held=self.order.is_held(batch.origin, body.epoch, body.seq))
+        if self.on_kept is not None and body.seq:
+            self._kept(batch, body, now)
         actions = self._deliveries(ready)
         announce_only = False
         if missing is not None:
@@ -266,6 +274,11 @@ class Router:
             # Delivered (the link vouches for it), but not passed on, nor kept.
             return [*actions, Disconnect(from_peer, "bad_signature")]
         return actions + self._spread(batch, from_peer, announce_only=announce_only)
+
+    def _kept(self, batch: Batch, body: BatchBody, now: float) -> None:
+        entry = self.history.get(batch.origin + batch.id)
+        assert self.on_kept is not None
+        self.on_kept(batch, body, entry.age if entry is not None else now)
 
     def _was_announced(self, missing: Missing, batch: Batch, from_peer: bytes,
                        actions: list[Action]) -> bool:

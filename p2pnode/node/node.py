@@ -43,6 +43,7 @@ from .publisher import Publisher
 from .reload import Reconfigured, reconfigure
 from .requests import Requests
 from .retaining import Retaining
+from .storing import Storing, store_path
 
 if TYPE_CHECKING:
     from ..discovery.mdns import MdnsDiscovery
@@ -90,6 +91,14 @@ class Node(AppFacing):
         if self.api is not None:
             self.engine.after_read = self.api.send_touched
         self.publisher = Publisher(config, identity, self.router, self.engine)
+        try:
+            #: The message store on disk (docs/store.md); its ``service`` is None when off.
+            self.storing = Storing(config, self.router, store_path(config, self._lock is not None))
+            self.publisher.epoch = self.storing.claim_epoch(self.publisher.epoch)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         self.retaining = self.publisher.retaining = Retaining(config, self.router,
                                                               self.engine.verifier)
         self.retaining.attach(self.engine)
@@ -141,6 +150,7 @@ class Node(AppFacing):
                 raise leaf from None
             raise
         finally:
+            self.storing.close()
             if self._lock is not None:
                 self._lock.release()
 
@@ -154,6 +164,7 @@ class Node(AppFacing):
         if isinstance(self.transport, TlsTransport):
             self.transport.on_failure = self.links.report_inbound
         self.started_at = trio.current_time()
+        await self.storing.start(nursery)
         await nursery.start(self.links.run)
         nursery.start_soon(self.engine.run_flusher, self.publisher.flush)
         nursery.start_soon(self.engine.run_timers)

@@ -1,0 +1,456 @@
+"""The message store on disk: every batch the node publishes or receives, in SQLite.
+
+One table of batches, each with its place in the store's own order (``pos``: given
+once, when the batch is first stored, never reused), its origin's order (``epoch``,
+``seq``), the range of its message ids, its age of publication (wall clock, seconds
+since 1970) and the batch as it travels (``frame``: the encoded ``Batch``, signed).
+Durable subscriptions keep their position (``acked``, a ``pos``) in a second table.
+
+This module does blocking I/O and nothing else: no trio. ``store.service`` runs it in
+a worker thread. A ``MessageStore`` must be used by one thread at a time.
+
+Retention is by age of publication and by bytes, the oldest by age first, a bounded
+number of rows per call (``trim``), so that it never holds the writer for long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, LocalError
+
+__all__ = ["STORE_FILE", "SYNC_LEVELS", "DurableRow", "MessageStore", "Row", "StoreBroken",
+           "StoreFull", "StoreStats"]
+
+STORE_FILE = "store.sqlite3"
+SCHEMA_VERSION = 1
+#: ``--sync``: SQLite's ``synchronous`` for each level (docs/store.md says what each survives).
+SYNC_LEVELS = {"off": "OFF", "normal": "NORMAL", "full": "FULL"}
+ROW_OVERHEAD = 120  # bytes counted per row on top of its frame (index entries, columns)
+TRIM_ROWS = 2_000  # rows removed at most per ``trim`` call
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    pos INTEGER PRIMARY KEY,
+    origin BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    bid BLOB NOT NULL,
+    first_id BLOB NOT NULL,
+    last_id BLOB NOT NULL,
+    age REAL NOT NULL,
+    count INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    frame BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_first_id ON batches (first_id);
+CREATE INDEX IF NOT EXISTS batches_age ON batches (age);
+CREATE TABLE IF NOT EXISTS durables (
+    name TEXT PRIMARY KEY,
+    topics TEXT NOT NULL,
+    acked INTEGER NOT NULL,
+    lost INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class StoreBroken(ConfigError):
+    """The store file cannot be used (not a database, corrupted, unreadable, from a
+    newer version). The message names the file and how to start afresh."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(
+            f"message store {path} cannot be used: {problem}. To start afresh, stop the "
+            f"node and move the file away (mv {path} {path}.broken), or run with "
+            "--store none")
+        self.path = path
+        self.problem = problem
+
+
+class StoreFull(LocalError):
+    """A write failed because the disk (or the file system's quota) is full."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One batch to store, or as stored (``pos`` 0 until it is)."""
+
+    origin: bytes
+    epoch: int
+    seq: int
+    bid: bytes
+    first_id: bytes
+    last_id: bytes
+    age: float  # its age of publication, seconds since 1970
+    count: int  # messages in it
+    frame: bytes  # the encoded Batch
+    pos: int = 0
+
+    @property
+    def key(self) -> bytes:
+        """The batch's key in the router (origin + batch id)."""
+        return self.origin + self.bid
+
+
+@dataclass(frozen=True, slots=True)
+class DurableRow:
+    """A durable subscription as stored."""
+
+    name: str
+    topics: tuple[str, ...]
+    acked: int  # the store position it has confirmed up to
+    lost: int  # messages removed by retention before it had them, not yet reported
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What ``p2pnode store`` and ``status`` show."""
+
+    path: str
+    file_bytes: int
+    rows: int
+    messages: int
+    bytes: int  # counted against ``max_bytes`` (frames plus ROW_OVERHEAD each)
+    first_pos: int
+    last_pos: int
+    oldest_age: float | None
+    newest_age: float | None
+    origins: dict[str, int]  # origin hex -> messages stored
+
+
+_COLUMNS = "origin, epoch, seq, bid, first_id, last_id, age, count, frame, pos"
+
+
+def _row(values: tuple[object, ...]) -> Row:
+    return Row(*values)  # type: ignore[arg-type]
+
+
+class MessageStore:
+    """An open store file. Raises ``StoreBroken`` when the file cannot be used.
+
+    Args:
+        path: the SQLite file (made if missing, mode 0600).
+        sync: ``off``, ``normal`` or ``full`` (``SYNC_LEVELS``).
+        max_age: seconds a batch is kept after its publication (0: no limit).
+        max_bytes: bytes kept at most (0: no limit).
+    """
+
+    def __init__(self, path: Path, *, sync: str = "normal", max_age: float = 86_400.0,
+                 max_bytes: int = 256 << 20) -> None:
+        if sync not in SYNC_LEVELS:
+            raise LocalError(f"sync must be one of {', '.join(SYNC_LEVELS)}")
+        self.path = path
+        self.max_age = max_age
+        self.max_bytes = max_bytes
+        self.sync = sync
+        self._db = self._open(path, sync)
+        try:
+            self._check_schema()
+            self.last_pos = max(int(self._meta("last_pos") or 0), self._db.execute(
+                "SELECT COALESCE(MAX(pos), 0) FROM batches").fetchone()[0])
+            totals = self._meta("totals")
+            if isinstance(totals, str):  # rows and bytes, kept with every write
+                self.rows, self.bytes = map(int, totals.split())
+            else:
+                self.bytes, self.rows = self._db.execute(
+                    "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ?, COUNT(*) FROM batches",
+                    (ROW_OVERHEAD,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreBroken(path, _problem(exc)) from None
+        self.removed = 0  # rows removed by retention since the store was opened
+        self.closed = False
+
+    @staticmethod
+    def _open(path: Path, sync: str) -> sqlite3.Connection:
+        if path.exists() and not path.is_file():
+            raise StoreBroken(path, "it is not a regular file")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except OSError as exc:
+            raise StoreBroken(path, exc.strerror or str(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreBroken(path, _problem(exc)) from None
+        try:
+            db.execute("PRAGMA journal_mode=WAL").fetchone()
+            db.execute(f"PRAGMA synchronous={SYNC_LEVELS[sync]}")
+            db.execute("PRAGMA busy_timeout=2000")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreBroken(path, _problem(exc)) from None
+        return db
+
+    def _check_schema(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreBroken(self.path, f"it was written by a newer p2pnode (schema "
+                                         f"{version}, this one reads {SCHEMA_VERSION})")
+        if version == 0:  # a new file (IF NOT EXISTS: a half-made one is finished)
+            self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; "
+                                   "COMMIT;")
+        self._db.execute("SELECT COUNT(*) FROM durables").fetchone()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _put_totals(self, rows: int, size: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('totals', ?)",
+                         (f"{rows} {size}",))
+
+    def claim_epoch(self, epoch: int) -> int:
+        """The number of this run of the node: ``epoch``, or more if a run stored
+        earlier had that number or a higher one (a clock set back), so that no peer
+        sees a new message under an old number. Stored before it is returned."""
+        last = self._meta("epoch")
+        epoch = max(epoch, int(last) + 1) if last is not None else epoch
+        self._write("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
+        return epoch
+
+    def _meta(self, key: str) -> int | str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        """Close the file (a checkpoint folds the write-ahead log into it). Safe to call
+        more than once."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+
+    # -- writing ------------------------------------------------------------------
+
+    def append(self, rows: Iterable[Row], acks: Iterable[tuple[str, int]] = ()) -> int:
+        """Store ``rows`` and apply durable ``acks`` (name, position) in one transaction,
+        then remove what retention says (``trim``). Returns the position of the last
+        row stored. Raises ``StoreFull`` (nothing of it is stored) or ``StoreBroken``."""
+        values = []
+        pos = self.last_pos
+        added = 0
+        for row in rows:
+            pos += 1
+            size = len(row.frame)
+            added += size + ROW_OVERHEAD
+            values.append((row.origin, row.epoch, row.seq, row.bid, row.first_id,
+                           row.last_id, row.age, row.count, size, row.frame, pos))
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO batches (origin, epoch, seq, bid, first_id, last_id, age, "
+                    "count, size, frame, pos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    values)
+                for name, acked in acks:
+                    self._db.execute("UPDATE durables SET acked = MAX(acked, ?), updated = ? "
+                                     "WHERE name = ?", (acked, time.time(), name))
+                if values:
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_pos', ?)",
+                                     (pos,))
+                    self._put_totals(self.rows + len(values), self.bytes + added)
+        except sqlite3.OperationalError as exc:
+            if _is_full(exc):
+                raise StoreFull(f"message store {self.path}: the disk is full") from None
+            raise StoreBroken(self.path, _problem(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreBroken(self.path, _problem(exc)) from None
+        self.last_pos = pos
+        self.rows += len(values)
+        self.bytes += added
+        return int(pos)
+
+    def trim(self, now: float | None = None, max_rows: int = TRIM_ROWS) -> int:
+        """Remove at most ``max_rows`` of the oldest rows (by age of publication) that
+        are past ``max_age`` or over ``max_bytes``; count what each durable subscription
+        loses. Returns the number removed (call again while it is ``max_rows``)."""
+        now = time.time() if now is None else now
+        doomed: list[tuple[int, int, int]] = []  # (pos, size, count)
+        if self.max_age > 0:
+            doomed = self._db.execute(
+                "SELECT pos, size, count FROM batches WHERE age < ? ORDER BY age LIMIT ?",
+                (now - self.max_age, max_rows)).fetchall()
+        over = self.bytes - self.max_bytes if self.max_bytes > 0 else 0
+        over -= sum(size + ROW_OVERHEAD for _pos, size, _count in doomed)
+        if over > 0 and len(doomed) < max_rows:
+            taken = {pos for pos, _s, _c in doomed}
+            cursor = self._db.execute("SELECT pos, size, count FROM batches ORDER BY age "
+                                      "LIMIT ?", (max_rows,))
+            for pos, size, count in cursor:
+                if over <= 0 or len(doomed) >= max_rows:
+                    break
+                if pos not in taken:
+                    doomed.append((pos, size, count))
+                    over -= size + ROW_OVERHEAD
+        if not doomed:
+            return 0
+        self._remove(doomed)
+        return len(doomed)
+
+    def _remove(self, doomed: list[tuple[int, int, int]]) -> None:
+        durables = self._db.execute("SELECT name, acked FROM durables").fetchall()
+        try:
+            with self._transaction():
+                self._db.executemany("DELETE FROM batches WHERE pos = ?",
+                                     [(pos,) for pos, _s, _c in doomed])
+                self._put_totals(self.rows - len(doomed), self.bytes - sum(
+                    size + ROW_OVERHEAD for _pos, size, _count in doomed))
+                for name, acked in durables:
+                    lost = sum(count for pos, _s, count in doomed if pos > acked)
+                    if lost:
+                        self._db.execute("UPDATE durables SET lost = lost + ? WHERE name = ?",
+                                         (lost, name))
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _is_full(exc):
+                raise StoreFull(f"message store {self.path}: the disk is full") from None
+            raise StoreBroken(self.path, _problem(exc)) from None
+        self.rows -= len(doomed)
+        self.bytes -= sum(size + ROW_OVERHEAD for _pos, size, _count in doomed)
+        self.removed += len(doomed)
+
+    # -- reading ------------------------------------------------------------------
+
+    def newest(self, max_rows: int, max_bytes: int, min_age: float) -> list[Row]:
+        """The newest rows (by position) that fit in ``max_rows`` and ``max_bytes`` and
+        were published after ``min_age``, oldest first: what a restarted node puts back
+        in its history in memory."""
+        out: list[Row] = []
+        total = 0
+        cursor = self._db.execute(f"SELECT {_COLUMNS} FROM batches ORDER BY pos DESC")
+        for values in cursor:
+            row = _row(values)
+            total += len(row.frame) + ROW_OVERHEAD
+            if len(out) >= max_rows or total > max_bytes:
+                break
+            if row.age >= min_age:
+                out.append(row)
+        cursor.close()
+        out.reverse()
+        return out
+
+    def after(self, pos: int, limit: int) -> list[Row]:
+        """At most ``limit`` rows after position ``pos``, in the store's order."""
+        return [_row(v) for v in self._db.execute(
+            f"SELECT {_COLUMNS} FROM batches WHERE pos > ? ORDER BY pos LIMIT ?",
+            (pos, limit))]
+
+    def position_of(self, msg_id: bytes) -> int | None:
+        """The position of the stored batch that holds message ``msg_id`` (by the id
+        ranges: ids are a per-run prefix and a counter), or None."""
+        row = self._db.execute(
+            "SELECT pos, last_id FROM batches WHERE first_id <= ? ORDER BY first_id DESC "
+            "LIMIT 1", (msg_id,)).fetchone()
+        if row is None or row[1] < msg_id or row[1][:8] != msg_id[:8]:
+            return None
+        return int(row[0])
+
+    def count_after(self, pos: int) -> int:
+        """Messages stored after position ``pos``."""
+        return int(self._db.execute("SELECT COALESCE(SUM(count), 0) FROM batches "
+                                    "WHERE pos > ?", (pos,)).fetchone()[0])
+
+    def stats(self) -> StoreStats:
+        """Size, extent and per-origin counts of what is stored."""
+        first, messages, oldest, newest = self._db.execute(
+            "SELECT MIN(pos), COALESCE(SUM(count), 0), MIN(age), MAX(age) "
+            "FROM batches").fetchone()
+        origins = {origin.hex(): n for origin, n in self._db.execute(
+            "SELECT origin, SUM(count) FROM batches GROUP BY origin ORDER BY 2 DESC")}
+        size = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                size += os.stat(f"{self.path}{suffix}").st_size
+        return StoreStats(str(self.path), size, self.rows, messages, self.bytes,
+                          first or 0, self.last_pos, oldest, newest, origins)
+
+    # -- durable subscriptions ------------------------------------------------------
+
+    def durables(self) -> list[DurableRow]:
+        """Every durable subscription."""
+        return [DurableRow(name, tuple(json.loads(topics)), acked, lost, created, updated)
+                for name, topics, acked, lost, created, updated in self._db.execute(
+                    "SELECT name, topics, acked, lost, created, updated FROM durables "
+                    "ORDER BY name")]
+
+    def durable(self, name: str) -> DurableRow | None:
+        """The durable subscription ``name``, or None."""
+        for row in self._durable_rows(name):
+            return row
+        return None
+
+    def _durable_rows(self, name: str) -> list[DurableRow]:
+        return [DurableRow(n, tuple(json.loads(t)), a, lost, c, u) for n, t, a, lost, c, u in
+                self._db.execute("SELECT name, topics, acked, lost, created, updated "
+                                 "FROM durables WHERE name = ?", (name,))]
+
+    def put_durable(self, name: str, topics: Iterable[str], acked: int) -> DurableRow:
+        """Create the durable subscription ``name`` at position ``acked``, or change the
+        topics of an existing one (its position stays). Returns it as stored."""
+        now = time.time()
+        listed = json.dumps(sorted(set(topics)))
+        self._write("INSERT INTO durables (name, topics, acked, lost, created, updated) "
+                    "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                    "topics = excluded.topics, updated = excluded.updated",
+                    (name, listed, acked, now, now))
+        row = self.durable(name)
+        assert row is not None
+        return row
+
+    def take_lost(self, name: str) -> int:
+        """The messages durable ``name`` lost to retention since last asked (then 0)."""
+        row = self.durable(name)
+        if row is None or not row.lost:
+            return 0
+        self._write("UPDATE durables SET lost = 0 WHERE name = ?", (name,))
+        return row.lost
+
+    def delete_durable(self, name: str) -> bool:
+        """Remove durable ``name``; False if there was none."""
+        if self.durable(name) is None:
+            return False
+        self._write("DELETE FROM durables WHERE name = ?", (name,))
+        return True
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        try:
+            with self._transaction():
+                self._db.execute(sql, args)
+        except sqlite3.OperationalError as exc:
+            if _is_full(exc):
+                raise StoreFull(f"message store {self.path}: the disk is full") from None
+            raise StoreBroken(self.path, _problem(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreBroken(self.path, _problem(exc)) from None
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "full" in str(exc)
+
+
+def _problem(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "file is not a database" in text or "malformed" in text:
+        return f"the file is corrupted or not a p2pnode store ({text})"
+    return text

@@ -1,0 +1,161 @@
+"""The message store as a trio service: batches queued from the event loop, written in
+one transaction per batch of them by a worker thread, and waited for by publishers.
+
+``StoreService.keep`` is synchronous and cheap (the gossip path calls it for every
+batch kept); ``run`` writes what piled up, one ``MessageStore.append`` per turn, then
+trims by retention a bounded number of rows. Every other use of the file (reads for
+replays and durable subscriptions, ``p2pnode store``) goes through ``call``, which
+runs one operation at a time in a worker thread, so the event loop never waits on
+the disk.
+
+When a write fails because the disk is full, the rows stay queued (at most
+``max_pending``: beyond that the oldest are dropped and counted), ``error`` says why,
+publishers that wait for their messages to be stored get ``StoreFull``, and the
+service tries again every ``retry`` seconds. Other write errors (``StoreBroken``) stop
+the node: the store is the node's record, and a node that cannot keep it says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+
+from .db import MessageStore, Row, StoreFull
+
+T = TypeVar("T")
+log = logging.getLogger("p2pnode.store")
+
+#: Rows written per transaction at most.
+WRITE_ROWS = 4096
+
+
+class StoreService:
+    """Owns an open ``MessageStore`` while the node runs.
+
+    Args:
+        store: the open store.
+        max_pending: rows queued at most while the disk is full.
+        retry: seconds between tries while writes fail.
+    """
+
+    def __init__(self, store: MessageStore, *, max_pending: int = 100_000,
+                 retry: float = 1.0) -> None:
+        self.store = store
+        self.max_pending = max_pending
+        self.retry = retry
+        self._pending: list[Row] = []
+        self._acks: dict[str, int] = {}
+        self._wake = trio.Event()
+        self._stored = trio.Event()  # set (and replaced) after each write
+        self._lock = trio.Lock()
+        self.queued = 0  # rows handed to ``keep`` since the start
+        self.committed = 0  # ... of which this many are stored (or dropped)
+        self.dropped = 0  # rows dropped while the disk was full
+        self.error: str | None = None  # why the last write failed (None: it worked)
+        self.writes = 0  # transactions written
+        #: Called with the store position of the newest row after each write.
+        self.on_stored: list[Callable[[int], None]] = []
+
+    # -- the event loop's side ------------------------------------------------------
+
+    def keep(self, row: Row) -> None:
+        """Queue ``row`` to be stored (the next write takes it)."""
+        self._pending.append(row)
+        self.queued += 1
+        if len(self._pending) > self.max_pending:
+            del self._pending[0]
+            self.dropped += 1
+            self.committed += 1
+        self._wake.set()
+
+    def ack(self, name: str, pos: int) -> None:
+        """Record that durable subscription ``name`` confirmed up to ``pos`` (written with
+        the next batch of rows)."""
+        if pos > self._acks.get(name, 0):
+            self._acks[name] = pos
+            self._wake.set()
+
+    async def wait_stored(self, upto: int) -> None:
+        """Wait until the first ``upto`` rows queued are stored. Raises ``StoreFull``
+        while writes fail for lack of space."""
+        while self.committed < upto:
+            if self.error is not None:
+                raise StoreFull(self.error)
+            await self._stored.wait()
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` (a ``MessageStore`` method) in a worker thread, one at a time."""
+        async with self._lock:
+            return await trio.to_thread.run_sync(fn, *args)
+
+    # -- the service ------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Write queued rows until cancelled; on the way out (also when cancelled), write
+        what is still queued and close the file."""
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._pending or self._acks:
+                    if not await self._write_once():
+                        await trio.sleep(self.retry)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close()
+
+    async def _write_once(self) -> bool:
+        rows = self._pending[:WRITE_ROWS]
+        acks = self._acks
+        self._acks = {}
+        try:
+            last = await self.call(self._append_and_trim, rows, acks)
+        except StoreFull as exc:
+            for name, pos in acks.items():
+                self._acks[name] = max(pos, self._acks.get(name, 0))
+            if self.error is None:
+                log.error("%s; publishes wait until there is room", exc)
+            self.error = str(exc)
+            self._signal()
+            return False
+        if self.error is not None:
+            log.warning("message store %s: writing again", self.store.path)
+        self.error = None
+        del self._pending[:len(rows)]
+        self.committed += len(rows)
+        self.writes += 1
+        self._signal()
+        for callback in self.on_stored:
+            callback(last)
+        return True
+
+    def _append_and_trim(self, rows: list[Row], acks: dict[str, int]) -> int:
+        last = self.store.append(rows, acks.items())
+        self.store.trim()
+        return last
+
+    def _signal(self) -> None:
+        self._stored.set()
+        self._stored = trio.Event()
+
+    async def _close(self) -> None:
+        if self._pending or self._acks:
+            try:
+                await self.call(self._append_and_trim, self._pending, self._acks)
+                self.committed += len(self._pending)
+                self._pending = []
+                self._acks = {}
+            except StoreFull as exc:
+                log.error("%s: %d messages were not stored", exc, len(self._pending))
+        await self.call(self.store.close)
+
+
+def wall_age(age: float, now: float) -> float:
+    """A trio-clock age (``History`` entries) as seconds since 1970."""
+    return time.time() - (now - age)
