@@ -211,7 +211,8 @@ class MessageStore:
         try:
             yield
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite rolls back by itself on some errors (full)
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
 
