@@ -31,7 +31,8 @@ def test_rows_come_back_in_the_stores_order_with_their_fields(tmp_path: Path) ->
     got = store.after(2, 4)
     assert [r.pos for r in got] == [3, 4, 5, 6]
     assert [r.seq for r in got] == [3, 4, 5, 6]
-    assert got[0].frame == bytes([3]) * 100 and got[0].count == 3
+    assert got[0].frame == bytes([3]) * 100
+    assert got[0].count == 3
     assert store.count_after(6) == 6  # two batches of three
     assert (store.rows, store.bytes) == (8, 8 * (100 + ROW_OVERHEAD))
     store.close()
@@ -110,7 +111,8 @@ def test_a_durable_subscription_counts_what_retention_took_from_it(tmp_path: Pat
     durables = {d.name: d for d in store.durables()}
     assert (durables["night"].acked, durables["ahead"].acked) == (8, 10)
     assert durables["night"].topics == ("sensors/#",)
-    assert store.delete_durable("night") and not store.delete_durable("night")
+    assert store.delete_durable("night")
+    assert not store.delete_durable("night")
     assert store.durable("night") is None
 
 
@@ -137,8 +139,10 @@ def test_a_file_that_is_not_a_store_is_refused_naming_it(tmp_path: Path) -> None
     with pytest.raises(StoreBroken) as caught:
         MessageStore(path)
     text = str(caught.value)
-    assert str(path) in text and "corrupted" in text
-    assert "mv " in text and "--store none" in text  # how to start afresh
+    assert str(path) in text
+    assert "corrupted" in text
+    assert "mv " in text
+    assert "--store none" in text
     assert path.read_bytes().startswith(b"this is not")  # never wiped
 
 
@@ -161,8 +165,8 @@ def test_a_directory_in_the_way_is_refused(tmp_path: Path) -> None:
 def test_a_full_disk_fails_the_write_and_keeps_what_was_stored(tmp_path: Path) -> None:
     store = MessageStore(tmp_path / "s.sqlite3", max_age=0, max_bytes=0)
     store.append(rows(2))
-    store._db.execute("PRAGMA max_page_count=%d" % store._db.execute(
-        "PRAGMA page_count").fetchone()[0])
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages}")
     with pytest.raises(StoreFull, match="disk is full"):
         store.append(rows(50, start=3, size=4000))
     assert (store.rows, store.last_pos) == (2, 2)  # nothing of the failed write counted
