@@ -187,8 +187,7 @@ class Router:
         self.seen.add(batch.origin + batch.id, now)
         self.history.add(batch, body.epoch, body.seq, now, None,
                          id_range=item_id_range([item.id for item in body.items]))
-        if self.on_kept is not None and body.seq:
-            self._kept(batch, body, now)
+        self._kept(batch, body, now)
         return self._spread(batch, None)
 
     def on_message(self, msg: GossipMessage, from_peer: bytes, now: float,
@@ -261,8 +260,7 @@ class Router:
                          id_range=item_id_range([item.id for item in body.items]),
                          repaired=missing is not None and missing.repair,
                          held=self.order.is_held(batch.origin, body.epoch, body.seq))
-        if self.on_kept is not None and body.seq:
-            self._kept(batch, body, now)
+        self._kept(batch, body, now)
         actions = self._deliveries(ready)
         announce_only = False
         if missing is not None:
@@ -276,8 +274,10 @@ class Router:
         return actions + self._spread(batch, from_peer, announce_only=announce_only)
 
     def _kept(self, batch: Batch, body: BatchBody, now: float) -> None:
+        """Hand a numbered batch just kept to ``on_kept``, with its age of publication."""
+        if self.on_kept is None or not body.seq:
+            return
         entry = self.history.get(batch.origin + batch.id)
-        assert self.on_kept is not None
         self.on_kept(batch, body, entry.age if entry is not None else now)
 
     def _was_announced(self, missing: Missing, batch: Batch, from_peer: bytes,
