@@ -27,11 +27,11 @@ from pathlib import Path
 
 import msgspec
 
-from p2pnode.gossip.signing import make_batch
-from p2pnode.identity.keypair import NodeIdentity
+from p2pnode.gossip import make_batch
+from p2pnode.identity import NodeIdentity
 from p2pnode.ids import MsgIdFactory
-from p2pnode.store.db import STORE_FILE, MessageStore, Row
-from p2pnode.wire.messages import Item
+from p2pnode.store import STORE_FILE, MessageStore, Row
+from p2pnode.wire import Item
 
 
 def fill(path: Path, *, size: int, payload: int, per_batch: int, origins: int = 4,
