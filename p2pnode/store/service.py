@@ -40,10 +40,11 @@ class StoreService:
         store: the open store.
         max_pending: rows queued at most while the disk is full.
         retry: seconds between tries while writes fail.
+        trim_interval: seconds without writes after which retention runs anyway.
     """
 
     def __init__(self, store: MessageStore, *, max_pending: int = 100_000,
-                 retry: float = 1.0) -> None:
+                 retry: float = 1.0, trim_interval: float = 10.0) -> None:
         self.store = store
         self.max_pending = max_pending
         self.retry = retry
@@ -57,6 +58,8 @@ class StoreService:
         self.dropped = 0  # rows dropped while the disk was full
         self.error: str | None = None  # why the last write failed (None: it worked)
         self.writes = 0  # transactions written
+        #: Seconds without writes after which retention runs anyway.
+        self.trim_interval = trim_interval
         #: Called with the store position of the newest row after each write.
         self.on_stored: list[Callable[[int], None]] = []
 
@@ -101,7 +104,11 @@ class StoreService:
         task_status.started()
         try:
             while True:
-                await self._wake.wait()
+                with trio.move_on_after(self.trim_interval) as idle:
+                    await self._wake.wait()
+                if idle.cancelled_caught:  # nothing written for a while: retention anyway
+                    await self._trim_idle()
+                    continue
                 self._wake = trio.Event()
                 while self._pending or self._acks:
                     if not await self._write_once():
@@ -134,6 +141,13 @@ class StoreService:
         for callback in self.on_stored:
             callback(last)
         return True
+
+    async def _trim_idle(self) -> None:
+        """Remove what retention says while no batch comes (bounded per call)."""
+        try:
+            await self.call(self.store.trim)
+        except StoreFull as exc:  # deleting needs room too
+            self.error = str(exc)
 
     def _append_and_trim(self, rows: list[Row], acks: dict[str, int]) -> int:
         last = self.store.append(rows, acks.items())
