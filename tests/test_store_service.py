@@ -52,7 +52,7 @@ async def test_retention_runs_while_nothing_is_written(tmp_path: Path) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             while store.rows:
-                await trio.sleep(0.01)
+                await service.wait_next_write()
             nursery.cancel_scope.cancel()
     assert store.removed == 4
 
@@ -74,7 +74,7 @@ async def test_a_full_disk_is_reported_and_the_rows_written_later(tmp_path: Path
             assert service.committed == 0
             store._db.execute("PRAGMA max_page_count=1000000")  # room again
             while service.committed < service.queued:  # the next retry writes them
-                await trio.sleep(0.01)
+                await service.wait_next_write()
             assert service.error is None
             assert store.rows == 21
             nursery.cancel_scope.cancel()

@@ -90,6 +90,10 @@ class StoreService:
                 raise StoreFull(self.error)
             await self._stored.wait()
 
+    async def wait_next_write(self) -> None:
+        """Wait until the service next writes, or tries to, or trims while idle."""
+        await self._stored.wait()
+
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` (a ``MessageStore`` method) in a worker thread, one at a time."""
         async with self._lock:
@@ -148,6 +152,7 @@ class StoreService:
             await self.call(self.store.trim)
         except StoreFull as exc:  # deleting needs room too
             self.error = str(exc)
+        self._signal()
 
     def _append_and_trim(self, rows: list[Row], acks: dict[str, int]) -> int:
         last = self.store.append(rows, acks.items())
