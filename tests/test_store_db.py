@@ -177,3 +177,16 @@ def test_the_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     MessageStore(path).close()
     assert os.stat(path).st_mode & 0o077 == 0
+
+
+def test_totals_after_reopening_count_rows_written_since_they_were_kept(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = MessageStore(path, max_age=0, max_bytes=0)
+    for start in range(1, 6001, 500):  # the kept totals are updated once in between
+        store.append(rows(500, start=start, size=10))
+    store.trim()
+    expected = (store.rows, store.bytes, store.last_pos)
+    store.close()
+    again = MessageStore(path)
+    assert (again.rows, again.bytes, again.last_pos) == expected == (
+        6000, 6000 * (10 + ROW_OVERHEAD), 6000)

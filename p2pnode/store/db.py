@@ -35,6 +35,7 @@ SCHEMA_VERSION = 1
 SYNC_LEVELS = {"off": "OFF", "normal": "NORMAL", "full": "FULL"}
 ROW_OVERHEAD = 120  # bytes counted per row on top of its frame (index entries, columns)
 TRIM_ROWS = 2_000  # rows removed at most per ``trim`` call
+TOTALS_EVERY = 4096  # rows written between two updates of the kept totals
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -160,13 +161,17 @@ class MessageStore:
             self._check_schema()
             self.last_pos = max(int(self._meta("last_pos") or 0), self._db.execute(
                 "SELECT COALESCE(MAX(pos), 0) FROM batches").fetchone()[0])
+            # Rows and bytes up to a position are kept now and then (``_put_totals``);
+            # the rows after it are counted (a short range of the primary key).
             totals = self._meta("totals")
-            if isinstance(totals, str):  # rows and bytes, kept with every write
-                self.rows, self.bytes = map(int, totals.split())
-            else:
-                self.bytes, self.rows = self._db.execute(
-                    "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ?, COUNT(*) FROM batches",
-                    (ROW_OVERHEAD,)).fetchone()
+            self.rows, self.bytes, upto = (map(int, totals.split()) if isinstance(totals, str)
+                                           else (0, 0, 0))
+            more_bytes, more_rows = self._db.execute(
+                "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ?, COUNT(*) FROM batches "
+                "WHERE pos > ?", (ROW_OVERHEAD, upto)).fetchone()
+            self.rows += more_rows
+            self.bytes += more_bytes
+            self._totals_pos = upto
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StoreBroken(path, _problem(exc)) from None
@@ -216,9 +221,12 @@ class MessageStore:
             raise
         db.execute("COMMIT")
 
-    def _put_totals(self, rows: int, size: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('totals', ?)",
-                         (f"{rows} {size}",))
+    def _put_totals(self, rows: int, size: int, upto: int) -> None:
+        """Keep the rows and bytes stored up to position ``upto``, and that position as
+        the last one given (positions are never reused, even when the newest rows go)."""
+        self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                             [("totals", f"{rows} {size} {upto}"), ("last_pos", upto)])
+        self._totals_pos = upto
 
     def claim_epoch(self, epoch: int) -> int:
         """The number of this run of the node: ``epoch``, or more if a run stored
@@ -267,10 +275,8 @@ class MessageStore:
                 for name, acked in acks:
                     self._db.execute("UPDATE durables SET acked = MAX(acked, ?), updated = ? "
                                      "WHERE name = ?", (acked, time.time(), name))
-                if values:
-                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_pos', ?)",
-                                     (pos,))
-                    self._put_totals(self.rows + len(values), self.bytes + added)
+                if pos - self._totals_pos >= TOTALS_EVERY:  # not every write: it costs
+                    self._put_totals(self.rows + len(values), self.bytes + added, pos)
         except sqlite3.OperationalError as exc:
             if _is_full(exc):
                 raise StoreFull(f"message store {self.path}: the disk is full") from None
@@ -316,7 +322,7 @@ class MessageStore:
                 self._db.executemany("DELETE FROM batches WHERE pos = ?",
                                      [(pos,) for pos, _s, _c in doomed])
                 self._put_totals(self.rows - len(doomed), self.bytes - sum(
-                    size + ROW_OVERHEAD for _pos, size, _count in doomed))
+                    size + ROW_OVERHEAD for _pos, size, _count in doomed), self.last_pos)
                 for name, acked in durables:
                     lost = sum(count for pos, _s, count in doomed if pos > acked)
                     if lost:
