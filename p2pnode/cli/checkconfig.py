@@ -59,6 +59,9 @@ def settings_summary(settings: RunSettings) -> list[str]:
         "history_bytes": str(cfg.history_bytes),
         "history_age": f"{cfg.history_age:g}",
         "order_hold": f"{cfg.order_hold:g}",
+        "store": (f"{cfg.data_dir}/store.sqlite3" if cfg.store == "sqlite" else
+                  "none (history in memory only)" if cfg.store == "none" else cfg.store),
+        "sync": cfg.store_sync,
         "network_key": str(cfg.network_key) if cfg.network_key else "none (the open network)",
         "insecure": "yes" if cfg.insecure else "no",
         "api_group": cfg.api_group or "none (this user only)",
@@ -72,5 +75,6 @@ def settings_summary(settings: RunSettings) -> list[str]:
             value = getattr(cfg, key.name, getattr(settings, key.name, "?"))
             shown[key.name] = str(value)
     width = max(len(v) for v in shown.values())
-    return [f"  {key.name:<16} {shown[key.name]:<{width}}  "
+    names = max(len(key.name) for key in KEYS)
+    return [f"  {key.name:<{names}} {shown[key.name]:<{width}}  "
             f"({settings.sources.get(key.name, 'default')})" for key in KEYS]
