@@ -20,6 +20,7 @@ from ..gossip.history import item_id_range
 from ..gossip.restore import restore
 from ..gossip.router import Router
 from ..store.db import STORE_FILE, MessageStore, Row
+from ..store.reading import stored_runs
 from ..store.service import StoreService, wall_age
 from ..wire.messages import Batch, BatchBody, decode_kept_body, decode_message
 
@@ -61,7 +62,7 @@ class Storing:
         cfg = self.config
         now = trio.current_time()
         store = self.service.store
-        rows = await trio.to_thread.run_sync(
+        rows = await self.service.call(
             store.newest, cfg.history_batches, cfg.history_bytes,
             wall_age(now - cfg.history_age, now))
         batches = []
@@ -78,7 +79,8 @@ class Storing:
         if self.unreadable:
             log.warning("message store %s: %d stored batches could not be read; left out",
                         store.path, self.unreadable)
-        self.restored = restore(self.router, batches, now)
+        runs = await self.service.call(stored_runs, store, self.router.order.max_ranges)
+        self.restored = restore(self.router, batches, now, runs)
         if rows:
             log.info("message store %s: %d batches put back in history (%d stored)",
                      store.path, self.restored, store.rows)

@@ -1,0 +1,68 @@
+"""Reads of the message store by origin order (the ``batches_run`` index: origin,
+epoch, seq), for a restarted node (which numbers of each origin it has) and for
+``since`` replays from the store (``store.replay``). Blocking, like ``store.db``:
+run them in the store's worker thread (``StoreService.call``)."""
+
+from __future__ import annotations
+
+from .db import _COLUMNS, MessageStore, Row, _row
+
+__all__ = ["Key", "late_rows", "lookback_rows", "row_at", "stored_runs"]
+
+Key = tuple[int, int]  # a batch's place in its origin's order: (epoch, seq)
+#: What ``stored_runs`` gives: (origin, epoch) -> sorted disjoint inclusive ranges of
+#: the sequence numbers stored, newest runs first.
+Runs = dict[tuple[bytes, int], list[tuple[int, int]]]
+
+_ISLANDS = """
+SELECT origin, epoch, MIN(seq), MAX(seq) FROM (
+    SELECT origin, epoch, seq,
+           seq - ROW_NUMBER() OVER (PARTITION BY origin, epoch ORDER BY seq) AS island
+    FROM (SELECT DISTINCT origin, epoch, seq FROM batches WHERE seq > 0))
+GROUP BY origin, epoch, island ORDER BY origin, epoch, MIN(seq)
+"""
+
+
+def stored_runs(store: MessageStore, max_ranges: int) -> Runs:
+    """Per origin run, the ranges of sequence numbers stored: at most ``max_ranges`` a
+    run (past that, the lowest ranges merge: the numbers between them count as stored).
+    O(rows) in SQLite, O(ranges) in Python."""
+    out: Runs = {}
+    for origin, epoch, low, high in store._db.execute(_ISLANDS):
+        ranges = out.setdefault((origin, epoch), [])
+        ranges.append((low, high))
+        if len(ranges) > max_ranges:
+            first = ranges.pop(0)
+            ranges[0] = (first[0], ranges[0][1])
+    return dict(sorted(out.items(), key=lambda kv: -kv[0][1]))
+
+
+def row_at(store: MessageStore, pos: int) -> Row | None:
+    """The row stored at position ``pos``, or None."""
+    values = store._db.execute(f"SELECT {_COLUMNS} FROM batches WHERE pos = ?",
+                               (pos,)).fetchone()
+    return None if values is None else _row(values)
+
+
+def late_rows(store: MessageStore, origin: bytes, low: Key | None, high: Key, after: int,
+              upto: int, limit: int) -> list[Row]:
+    """At most ``limit`` rows of ``origin`` placed between ``low`` (exclusive; None: from
+    the first) and ``high`` (exclusive) in its order, stored at a position in
+    (``after``, ``upto``], in the origin's order."""
+    lo = low if low is not None else (-1, -1)
+    return [_row(v) for v in store._db.execute(
+        f"SELECT {_COLUMNS} FROM batches WHERE origin = ? AND (epoch, seq) > (?, ?) "
+        "AND (epoch, seq) < (?, ?) AND pos > ? AND pos <= ? ORDER BY epoch, seq LIMIT ?",
+        (origin, *lo, *high, after, upto, limit))]
+
+
+def lookback_rows(store: MessageStore, start: Row, hold: float, limit: int) -> list[Row]:
+    """Rows stored before ``start`` whose age is at most ``hold`` before its age: of
+    ``start``'s origin, those after it in its order; of others, all (they may have
+    waited in the order buffer and been delivered after it). At most ``limit``."""
+    return [_row(v) for v in store._db.execute(
+        f"SELECT {_COLUMNS} FROM batches WHERE pos < ? AND ((origin = ? AND "
+        "(epoch, seq) > (?, ?)) OR (origin != ? AND age BETWEEN ? AND ?)) "
+        "ORDER BY pos LIMIT ?",
+        (start.pos, start.origin, start.epoch, start.seq, start.origin, start.age - hold,
+         start.age, limit))]
