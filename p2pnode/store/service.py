@@ -61,6 +61,8 @@ class StoreService:
         self.dropped = 0  # rows dropped while the disk was full
         self.error: str | None = None  # why the last write failed (None: it worked)
         self.writes = 0  # transactions written
+        #: The position of the newest row stored (rows still queued come after it).
+        self.stored_pos = store.last_pos
         #: Called with the store position of the newest row after each write.
         self.on_stored: list[Callable[[int], None]] = []
 
@@ -82,6 +84,11 @@ class StoreService:
         if pos > self._acks.get(name, 0):
             self._acks[name] = pos
             self._wake.set()
+
+    def pending_rows(self) -> list[Row]:
+        """The rows queued and not stored yet, oldest first (a copy of the list): they
+        will be stored after ``stored_pos``, in this order."""
+        return list(self._pending)
 
     async def wait_stored(self, upto: int) -> None:
         """Wait until the first ``upto`` rows queued are stored. Raises ``StoreFull``
@@ -135,6 +142,7 @@ class StoreService:
             log.warning("message store %s: writing again", self.store.path)
         self.error = None
         del self._pending[:len(rows)]
+        self.stored_pos = last
         self.committed += len(rows)
         self.writes += 1
         self._signal()

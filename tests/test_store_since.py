@@ -1,0 +1,167 @@
+"""``subscribe`` with ``since`` from the message store (``store.replay``): the order
+of the rows it reads (``StoreCursor``, on a real SQLite file), and through a node's
+API in real time, the store read in its worker thread."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from p2pnode.api import replaying
+from p2pnode.client import open_client
+from p2pnode.node import Node
+from p2pnode.store import replay as store_replay
+from p2pnode.store.db import MessageStore, Row
+from p2pnode.store.replay import StoreCursor
+from p2pnode.testing import MemoryNetwork, make_identity, memory_config
+
+ORIGINS = [bytes([k]) * 16 for k in range(1, 5)]
+
+
+def row(origin: int, seq: int, age: float, epoch: int = 7) -> Row:
+    prefix = bytes([origin]) * 4 + epoch.to_bytes(4, "big")
+    first = prefix + (seq * 10).to_bytes(8, "big")
+    return Row(ORIGINS[origin - 1], epoch, seq, seq.to_bytes(16, "big"), first,
+               prefix + (seq * 10 + 2).to_bytes(8, "big"), age, 3, b"frame")
+
+
+def arrivals(rng: random.Random, per_origin: int) -> list[Row]:
+    """Rows of 4 origins in a plausible arrival order: mostly in each origin's order,
+    some late (a gap filled later) and a burst of one origin's old ones at the end (a
+    repair after a restart)."""
+    rows = [row(o, s, 1000.0 + s + o / 10) for o in (1, 2, 3, 4)
+            for s in range(1, per_origin + 1)]
+    rows.sort(key=lambda r: r.age + rng.random() * 3)
+    late = [r for r in rows if r.origin == ORIGINS[3] and r.seq < per_origin // 2]
+    return [r for r in rows if r not in late] + late
+
+
+def read_all(cursor: StoreCursor, store: MessageStore) -> list[Row]:
+    out: list[Row] = []
+    while True:
+        rows = cursor.next_rows(store)
+        if not rows:
+            return out
+        assert len(rows) <= store_replay.CHUNK + store_replay.LOOKBACK + store_replay.PULL
+        out += rows
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_store_is_read_in_each_origins_order_with_nothing_lost_or_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int,
+) -> None:
+    """Small chunks and pulls (so that a chunk is read again); some rows still queued
+    (``pending``). The rows replayed after M are exactly: those placed after M's, M's
+    own, M's origin's after M wherever placed, and the other origins' placed before M
+    up to ``hold`` older; each origin's in its order."""
+    monkeypatch.setattr(store_replay, "CHUNK", 7)
+    monkeypatch.setattr(store_replay, "PULL", 3)
+    rng = random.Random(seed)
+    rows = arrivals(rng, 40)
+    store = MessageStore(tmp_path / "s.sqlite3")
+    stored, pending = rows[:130], rows[130:]
+    store.append(stored)
+    placed = {(r.origin, r.seq): pos for pos, r in enumerate(rows, 1)}
+    m = stored[rng.randrange(len(stored))] if seed % 4 else None
+    after_id = m.first_id if m is not None else b"\x09" * 16
+    cursor = StoreCursor(after_id, store.last_pos, pending, hold=1.0)
+    got = read_all(cursor, store)
+    assert cursor.found is (m is not None)
+    keys = [(r.origin, r.seq) for r in got]
+    assert max(Counter(keys).values()) == 1, "a row twice"
+    for origin in ORIGINS:
+        seqs = [r.seq for r in got if r.origin == origin]
+        assert seqs == sorted(seqs), "out of its origin's order"
+    if m is None:
+        assert set(keys) == set(placed)
+        return
+    pos_m = placed[(m.origin, m.seq)]
+    want = {k for k, pos in placed.items() if pos >= pos_m}
+    want |= {(m.origin, s) for o, s in placed if o == m.origin and s > m.seq}
+    want |= {(r.origin, r.seq) for r in rows if r.origin != m.origin
+             and m.age - 1.0 <= r.age <= m.age and placed[(r.origin, r.seq)] < pos_m}
+    assert set(keys) == want
+    store.close()
+
+
+def test_the_rows_read_stay_within_a_bound_whatever_the_stores_size(tmp_path: Path) -> None:
+    """A store of 3,000 rows, one origin's first 1,500 placed last: each call hands out
+    at most a chunk and a pull, in that origin's order."""
+    store = MessageStore(tmp_path / "s.sqlite3")
+    rows = [row(1, s, 1000.0 + s) for s in range(1501, 3001)]
+    rows += [row(1, s, 1000.0 + s) for s in range(1, 1501)]
+    store.append(rows)
+    cursor = StoreCursor(b"\x09" * 16, store.last_pos, [], hold=1.0)
+    seqs: list[int] = []
+    calls = 0
+    while batch := cursor.next_rows(store):
+        calls += 1
+        assert len(batch) <= store_replay.CHUNK + store_replay.PULL
+        seqs += [r.seq for r in batch]
+    assert seqs == list(range(1, 3001))
+    assert calls > 3000 // (store_replay.CHUNK + store_replay.PULL)
+    store.close()
+
+
+# -- through the API, in real time ----------------------------------------------------------
+
+
+async def test_since_an_id_long_gone_from_memory_replays_from_the_store_then_live(
+    short_tmp: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """History in memory holds 20 batches; the app saw message 10 of 600 (in 60
+    batches). ``since`` it replays the 589 after it from the store (found), the newest
+    of them perhaps not written yet, a message per turn of the event loop while live
+    messages come; then the live ones, each once, none missed."""
+    monkeypatch.setattr(replaying, "STEP_BUDGET", 1)
+    started = trio.Event()
+    real_stream = replaying.stream_replay
+
+    async def stream_replay(replay: Any, out: Any) -> tuple[int, int]:
+        started.set()
+        return await real_stream(replay, out)
+
+    monkeypatch.setattr(replaying, "stream_replay", stream_replay)
+    net = MemoryNetwork()
+    cfg = memory_config(0, socket_path=short_tmp / "a.sock", history_batches=20,
+                        store=str(short_tmp / "a.sqlite3"))
+    live: list[str] = []
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            node = Node(cfg, transport=net.transport(), identity=make_identity(
+                random.Random(1)), api=True)
+            await nursery.start(node.run)
+            ids = []
+            for k in range(600):
+                ids.append(node.publish("t", f"h{k}".encode())[0])
+                if k % 10 == 9:
+                    await trio.sleep(0.001)  # a batch of ten
+            assert len(node.router.history) == 20
+            api = node.api
+            assert api is not None
+
+            async def publish_while_replaying() -> None:
+                await started.wait()
+                k = 0
+                while any(s.backlog is not None for s in api.sessions):
+                    node.publish("t", f"live{k}".encode())
+                    live.append(f"live{k}")
+                    k += 1
+                    await trio.lowlevel.checkpoint()
+
+            async with await open_client(cfg.socket_path) as client:
+                nursery.start_soon(publish_while_replaying)
+                reply = await client.subscribe(["t"], since=ids[10])
+                node.publish("t", b"after")
+                assert reply["since_found"] is True
+                assert reply["replayed"] == 589
+                events = [await client.next_event() for _ in range(589 + len(live) + 1)]
+            nursery.cancel_scope.cancel()
+    assert len(live) >= 10  # the replay took many turns, and messages came meanwhile
+    assert [e["data"] for e in events] == [f"h{k}" for k in range(11, 600)] + live + ["after"]
+    assert [bool(e.get("replay")) for e in events] == [True] * 589 + [False] * (len(live) + 1)
