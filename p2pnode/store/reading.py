@@ -5,9 +5,13 @@ run them in the store's worker thread (``StoreService.call``)."""
 
 from __future__ import annotations
 
+import msgspec
+
+from ..errors import RemoteProtocolError
+from ..wire.messages import Batch, BatchBody, decode_kept_body, decode_message
 from .db import _COLUMNS, MessageStore, Row, _row
 
-__all__ = ["Key", "late_rows", "lookback_rows", "row_at", "stored_runs"]
+__all__ = ["Key", "decode_row", "late_rows", "lookback_rows", "row_at", "stored_runs"]
 
 Key = tuple[int, int]  # a batch's place in its origin's order: (epoch, seq)
 #: What ``stored_runs`` gives: (origin, epoch) -> sorted disjoint inclusive ranges of
@@ -66,3 +70,14 @@ def lookback_rows(store: MessageStore, start: Row, hold: float, limit: int) -> l
         "ORDER BY pos LIMIT ?",
         (start.pos, start.origin, start.epoch, start.seq, start.origin, start.age - hold,
          start.age, limit))]
+
+
+def decode_row(row: Row) -> tuple[Batch, BatchBody] | None:
+    """A stored batch and its body (checked when it came), or None if it cannot be
+    decoded (a damaged row)."""
+    try:
+        batch = decode_message(row.frame)
+        assert isinstance(batch, Batch)
+        return batch, decode_kept_body(batch.body)
+    except (msgspec.MsgspecError, AssertionError, RemoteProtocolError):
+        return None

@@ -31,14 +31,10 @@ import dataclasses
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-import msgspec
-
-from ..errors import RemoteProtocolError
-from ..gossip.replay import ENTRY_COST, ITEM_COST, Held, Topics
-from ..wire.messages import Batch, BatchBody, Gossip, decode_kept_body, decode_message
-from ..wire.requests import REQUEST_TOPIC
+from ..gossip.replay import ENTRY_COST, Held, Topics, hand_out
+from ..wire.messages import Batch, BatchBody, Gossip
 from .db import MessageStore, Row
-from .reading import Key, late_rows, lookback_rows, row_at
+from .reading import Key, decode_row, late_rows, lookback_rows, row_at
 
 __all__ = ["StoreCursor", "StoreReplay", "covers"]
 
@@ -242,13 +238,11 @@ class StoreReplay:
         held = self._held.get(row.origin)
         if held is not None and held[0] == row.epoch and row.seq in held[1]:
             return ENTRY_COST  # it comes live, once its gap is filled or given up
-        try:
-            batch = decode_message(row.frame)
-            assert isinstance(batch, Batch)
-            body = decode_kept_body(batch.body)
-        except (msgspec.MsgspecError, AssertionError, RemoteProtocolError):
+        decoded = decode_row(row)
+        if decoded is None:
             self.unreadable += 1
             return ENTRY_COST
+        batch, body = decoded
         first = 0
         start = self._cursor.start
         if start is not None and row.origin == start.origin and _key(row) == _key(start):
@@ -263,20 +257,9 @@ class StoreReplay:
         body, batch = self._body, self._batch
         assert body is not None
         assert batch is not None
-        items, topics, hidden = body.items, self._topics, self._hidden
-        spent, k = 0, self._item
-        while k < len(items) and spent < budget:
-            item = items[k]
-            k += 1
-            if (item.topic in topics) if topics else (item.topic != hidden
-                                                      and item.topic != REQUEST_TOPIC):
-                out.append(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
-                                  data=item.data, hops=batch.hops, to=body.to))
-                spent += ITEM_COST + len(item.data)
-            else:
-                spent += 8
-        self._item = k
-        if k >= len(items):
+        self._item, spent = hand_out(out, batch, body, self._item, budget, self._topics,
+                                     self._hidden)
+        if self._item >= len(body.items):
             self._body = self._batch = None
             self.done = self._read_all and not self._rows
-        return max(spent, 1)
+        return spent
