@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+from p2pnode.api.replaying import HistoryReplay, Refilling
 from p2pnode.node import Node
 from p2pnode.store.service import StoreService
 from p2pnode.testing import MemoryNetwork, make_identity, memory_config, wait_linked, wait_until
@@ -179,3 +180,57 @@ async def test_a_restarted_node_repairs_a_new_peer_with_what_it_had_before(
             check_apps(at_d, pub)
             nursery.cancel_scope.cancel()
 
+
+
+async def run_async(replay: HistoryReplay) -> list[Gossip]:
+    out: list[Gossip] = []
+    while not replay.done:
+        out += replay.step(1 << 16)
+        if isinstance(replay, Refilling) and replay.starved:
+            await replay.refill()
+    return out
+
+
+@pytest.mark.parametrize("clean", [True, False])
+async def test_since_after_a_restart_replays_from_the_store_what_memory_no_longer_has(
+    autojump_clock: trio.testing.MockClock, short_tmp: Path, clean: bool,
+) -> None:
+    """B's history in memory holds about 30 batches. Its app saw messages up to M (from
+    A); B restarts while A and C go on publishing 150 more, and the app resumes with
+    ``since`` M seconds later: M is long gone from memory, but stored. It gets every
+    message it had not seen, each origin's in order, none twice, and nothing of A's
+    from before M."""
+    net = MemoryNetwork()
+    small = {"history_bytes": 40_000}
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            nodes = await start(nursery, net, short_tmp, 3, EDGES, {B: small})
+            await wait_linked(nodes, EDGES)
+            a, b, c = nodes
+            pub = Published()
+            seen: list[Gossip] = []
+            b.on_deliver.append(seen.append)
+            await publish_every([a, c], pub, 20, 0.02, 1000)
+            pub.add(a, b"last", 1000)
+            await wait_until(lambda: len(seen) == 41)
+            last = seen[-1]
+            assert last.origin == a.node_id
+            delivered: set[bytes] = set()
+            async with trio.open_nursery() as inner:
+                inner.start_soon(publish_every, [a, c], pub, 75, 0.02, 1000)
+                await trio.sleep(0.2)
+                b = await restart(nursery, net, b, clean=clean, down_for=0.3)
+                b.on_deliver.append(lambda g: delivered.add(g.id))
+            await wait_until(lambda: pub.all() <= delivered | {g.id for g in seen})
+            await trio.sleep(3.0)  # a slow app
+            assert not any(last.id in (e.first_id, e.last_id) for e in b.router.history)
+            replay = b.open_replay(last.id, frozenset())
+            got = await run_async(replay)
+            assert replay.found is True
+            missed = pub.all() - {g.id for g in seen}
+            got_ids = [g.id for g in got]
+            assert missed <= set(got_ids), f"lost {len(missed - set(got_ids))}"
+            assert len(got_ids) == len(set(got_ids))
+            check_apps(got, pub)
+            assert all(pub.rank(g) > pub.rank(last) for g in got if g.origin == a.node_id)
+            nursery.cancel_scope.cancel()
