@@ -271,4 +271,6 @@ async def test_a_crash_that_loses_the_unwritten_tail_delivers_that_tail_again_an
             twice = {i for i, n in Counter(g.id for g in got).items() if n > 1}
             assert twice == tail.all()
             assert len(got) == 50
+            ranks = [pub.rank(g) if g.id in pub.all() else -1 for g in got[30:]]
+            assert ranks == sorted(ranks)  # the tail again first, then the new ones
             nursery.cancel_scope.cancel()
