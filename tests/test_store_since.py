@@ -17,6 +17,7 @@ from p2pnode.client import open_client
 from p2pnode.node import Node
 from p2pnode.store import replay as store_replay
 from p2pnode.store.db import MessageStore, Row
+from p2pnode.store.reading import stored_runs
 from p2pnode.store.replay import StoreCursor
 from p2pnode.testing import MemoryNetwork, make_identity, memory_config
 
@@ -165,3 +166,44 @@ async def test_since_an_id_long_gone_from_memory_replays_from_the_store_then_liv
     assert len(live) >= 10  # the replay took many turns, and messages came meanwhile
     assert [e["data"] for e in events] == [f"h{k}" for k in range(11, 600)] + live + ["after"]
     assert [bool(e.get("replay")) for e in events] == [True] * 589 + [False] * (len(live) + 1)
+
+
+def ranges_of(seqs: list[int], max_ranges: int) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s in sorted(set(seqs)):
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    while len(out) > max_ranges:
+        first = out.pop(0)
+        out[0] = (first[0], out[0][1])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_numbers_stored_per_origin_run_are_found_as_ranges(tmp_path: Path,
+                                                                seed: int) -> None:
+    """``stored_runs`` (what a restarted node seeds its order buffer and digests with),
+    by bisecting the runs with holes: the same ranges as read number by number, the
+    newest ``max_ranges`` of them, the lowest merged; newest runs first."""
+    rng = random.Random(seed)
+    store = MessageStore(tmp_path / "s.sqlite3")
+    want = {}
+    rows = []
+    for origin in range(1, 4):
+        for epoch in (5, 9):
+            seqs = [s for s in range(1, rng.choice([10, 300, 3000]))
+                    if rng.random() > rng.choice([0.0, 0.01, 0.3])]
+            if rng.random() < 0.3:
+                seqs = [s for s in seqs if not 100 < s < 900]
+            if seqs:
+                want[(ORIGINS[origin - 1], epoch)] = ranges_of(seqs, 8)
+                rows += [row(origin, s, 1.0, epoch) for s in seqs]
+    rows += rows[:5]  # a few stored twice
+    rng.shuffle(rows)
+    store.append(rows)
+    got = stored_runs(store, 8)
+    assert got == want
+    assert list(got) == sorted(got, key=lambda k: -k[1])
+    store.close()

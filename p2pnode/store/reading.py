@@ -18,27 +18,63 @@ Key = tuple[int, int]  # a batch's place in its origin's order: (epoch, seq)
 #: the sequence numbers stored, newest runs first.
 Runs = dict[tuple[bytes, int], list[tuple[int, int]]]
 
-_ISLANDS = """
-SELECT origin, epoch, MIN(seq), MAX(seq) FROM (
-    SELECT origin, epoch, seq,
-           seq - ROW_NUMBER() OVER (PARTITION BY origin, epoch ORDER BY seq) AS island
-    FROM (SELECT DISTINCT origin, epoch, seq FROM batches WHERE seq > 0))
-GROUP BY origin, epoch, island ORDER BY origin, epoch, MIN(seq)
-"""
+#: A span of sequence numbers this short is read number by number, not bisected.
+SPAN_READ = 256
 
 
 def stored_runs(store: MessageStore, max_ranges: int) -> Runs:
     """Per origin run, the ranges of sequence numbers stored: at most ``max_ranges`` a
-    run (past that, the lowest ranges merge: the numbers between them count as stored).
-    O(rows) in SQLite, O(ranges) in Python."""
+    run, the newest (the lowest ranges merge: the numbers between them count as
+    stored). A run stored without holes costs one look at the index; one with holes,
+    a count per half, down to the holes (about ``max_ranges`` x log2 of its span)."""
+    db = store._db
     out: Runs = {}
-    for origin, epoch, low, high in store._db.execute(_ISLANDS):
-        ranges = out.setdefault((origin, epoch), [])
-        ranges.append((low, high))
-        if len(ranges) > max_ranges:
-            first = ranges.pop(0)
-            ranges[0] = (first[0], ranges[0][1])
-    return dict(sorted(out.items(), key=lambda kv: -kv[0][1]))
+    for origin, epoch, low, high, count in db.execute(
+            "SELECT origin, epoch, MIN(seq), MAX(seq), COUNT(*) FROM batches WHERE seq > 0 "
+            "GROUP BY origin, epoch ORDER BY epoch DESC"):
+        if count == high - low + 1:
+            out[(origin, epoch)] = [(low, high)]
+            continue
+        ranges: list[tuple[int, int]] = []  # newest first
+        _bisect(store, origin, epoch, low, high, ranges, max_ranges)
+        if len(ranges) >= max_ranges:
+            ranges[-1] = (low, ranges[-1][1])
+        out[(origin, epoch)] = ranges[::-1]
+    return out
+
+
+def _bisect(store: MessageStore, origin: bytes, epoch: int, low: int, high: int,
+            ranges: list[tuple[int, int]], max_ranges: int) -> None:
+    """Add to ``ranges`` (newest first) the stored ranges within [low, high], until there
+    are ``max_ranges``."""
+    if len(ranges) >= max_ranges:
+        return
+    db = store._db
+    if high - low < SPAN_READ:
+        seqs = [s for (s,) in db.execute(
+            "SELECT DISTINCT seq FROM batches WHERE origin = ? AND epoch = ? AND seq "
+            "BETWEEN ? AND ? ORDER BY seq DESC", (origin, epoch, low, high))]
+        for seq in seqs:
+            if ranges and seq == ranges[-1][0] - 1:
+                ranges[-1] = (seq, ranges[-1][1])
+            elif len(ranges) < max_ranges:
+                ranges.append((seq, seq))
+            else:
+                return
+        return
+    count = db.execute("SELECT COUNT(*) FROM batches WHERE origin = ? AND epoch = ? AND "
+                       "seq BETWEEN ? AND ?", (origin, epoch, low, high)).fetchone()[0]
+    if not count:
+        return
+    if count == high - low + 1:  # all there (a duplicate row hiding a hole aside)
+        if ranges and high == ranges[-1][0] - 1:
+            ranges[-1] = (low, ranges[-1][1])
+        else:
+            ranges.append((low, high))
+        return
+    mid = (low + high) // 2
+    _bisect(store, origin, epoch, mid + 1, high, ranges, max_ranges)
+    _bisect(store, origin, epoch, low, mid, ranges, max_ranges)
 
 
 def row_at(store: MessageStore, pos: int) -> Row | None:
