@@ -1,11 +1,13 @@
 """``kill -9`` of a node in the middle of a publish burst, with real processes on
-loopback (mDNS off): its app, resuming with ``since`` the last message it got, gets
-every message once and in order (issue 17)."""
+loopback (mDNS off): its app, resuming with ``since`` the last message it got (most
+likely one the node had not written yet), gets every message, in order; only those
+it got just before the kill can come again (issue 17)."""
 
 from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from pathlib import Path
 
 import trio
@@ -35,17 +37,20 @@ async def publish_all(sock: Path, done: trio.Event) -> None:
 
 
 async def read_until(client: Client, got: list[dict[str, object]], count: int) -> None:
-    """Read ``burst`` events into ``got`` until it has ``count``, or the node goes."""
+    """Read ``burst`` events into ``got`` until ``count`` different ones came, or the
+    node goes."""
+    ids = {e["msg_id"] for e in got}
     try:
-        while len(got) < count:
+        while len(ids) < count:
             event = await client.next_event()
             if event.get("event") == "message":
                 got.append(event)
+                ids.add(event["msg_id"])
     except (ConnectionClosed, trio.EndOfChannel):
         pass
 
 
-async def test_kill_9_mid_burst_then_since_gets_every_message_once_in_order(
+async def test_kill_9_mid_burst_then_since_loses_nothing_and_keeps_order(
     short_tmp: Path,
 ) -> None:
     got: list[dict[str, object]] = []
@@ -64,13 +69,21 @@ async def test_kill_9_mid_burst_then_since_gets_every_message_once_in_order(
                         os.kill(b.process.pid, signal.SIGKILL)  # in the middle of the burst
                         await read_until(sub, got, TOTAL)
                     await b.process.wait()
-                    assert len(got) < TOTAL
+                    killed = len(got)
+                    assert killed < TOTAL
                     async with spawn(b_args) as again:
                         await again.wait_line("link up: a")
                         await published.wait()
                         await resume(short_tmp / "b.sock", got, again)
-    datas = [e["data"] for e in got]
-    assert datas == [f"m{k}" for k in range(TOTAL)]
+    numbers = [int(str(e["data"])[1:]) for e in got]
+    assert set(numbers) == set(range(TOTAL))
+    # Only what B handed to the app just before the kill and had not written yet comes
+    # again (fetched again from A, live: docs/store.md), then everything in order.
+    twice = [k for k, n in Counter(numbers).items() if n > 1]
+    assert all(k < killed for k in twice)
+    assert len(twice) <= 200
+    assert numbers[:killed] == list(range(killed))
+    assert numbers[killed:] == sorted(numbers[killed:]), "out of order"
 
 
 async def resume(sock: Path, got: list[dict[str, object]], node: Proc) -> None:

@@ -207,3 +207,20 @@ def test_the_numbers_stored_per_origin_run_are_found_as_ranges(tmp_path: Path,
     assert got == want
     assert list(got) == sorted(got, key=lambda k: -k[1])
     store.close()
+
+
+def test_an_id_not_stored_is_placed_after_its_runs_batch_before_it(tmp_path: Path) -> None:
+    """M came just before a crash and was not written: its run's stored batch before it
+    (by the ids: a run's prefix and a counter) is where the replay starts."""
+    store = MessageStore(tmp_path / "s.sqlite3")
+    store.append([row(1, 1, 1.0), row(2, 1, 1.1), row(1, 2, 1.2), row(2, 2, 1.3)])
+    unwritten = row(1, 3, 1.4).first_id
+    cursor = StoreCursor(unwritten, store.last_pos, [], hold=0.0)
+    got = read_all(cursor, store)
+    assert cursor.found is True and cursor.exact is False
+    assert cursor.start is not None and cursor.start.seq == 2
+    assert [(r.origin, r.seq) for r in got] == [(ORIGINS[0], 2), (ORIGINS[1], 2)]
+    cursor = StoreCursor(row(3, 1, 1.0).first_id, store.last_pos, [], hold=0.0)
+    assert len(read_all(cursor, store)) == 4
+    assert cursor.found is False
+    store.close()

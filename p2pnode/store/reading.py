@@ -11,7 +11,8 @@ from ..errors import RemoteProtocolError
 from ..wire.messages import Batch, BatchBody, decode_kept_body, decode_message
 from .db import _COLUMNS, MessageStore, Row, _row
 
-__all__ = ["Key", "decode_row", "late_rows", "lookback_rows", "row_at", "stored_runs"]
+__all__ = ["Key", "decode_row", "late_rows", "lookback_rows", "preceding", "row_at",
+           "stored_runs"]
 
 Key = tuple[int, int]  # a batch's place in its origin's order: (epoch, seq)
 #: What ``stored_runs`` gives: (origin, epoch) -> sorted disjoint inclusive ranges of
@@ -81,6 +82,16 @@ def row_at(store: MessageStore, pos: int) -> Row | None:
     """The row stored at position ``pos``, or None."""
     values = store._db.execute(f"SELECT {_COLUMNS} FROM batches WHERE pos = ?",
                                (pos,)).fetchone()
+    return None if values is None else _row(values)
+
+
+def preceding(store: MessageStore, msg_id: bytes) -> Row | None:
+    """The stored batch of ``msg_id``'s run (its 8-byte prefix) with the highest first
+    id at or below it: the batch that holds it, or the one just before it in its
+    origin's order. None if nothing of that run is stored at or below it."""
+    values = store._db.execute(
+        f"SELECT {_COLUMNS} FROM batches WHERE first_id <= ? AND first_id >= ? "
+        "ORDER BY first_id DESC LIMIT 1", (msg_id, msg_id[:8])).fetchone()
     return None if values is None else _row(values)
 
 

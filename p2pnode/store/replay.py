@@ -28,13 +28,14 @@ the rows into events on the event loop, a budget of work at a time, like
 from __future__ import annotations
 
 import dataclasses
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 from ..gossip.replay import ENTRY_COST, Held, Topics, hand_out
 from ..wire.messages import Batch, BatchBody, Gossip
 from .db import MessageStore, Row
-from .reading import Key, decode_row, late_rows, lookback_rows, row_at
+from .reading import Key, decode_row, late_rows, lookback_rows, preceding, row_at
 
 __all__ = ["StoreCursor", "StoreReplay", "covers"]
 
@@ -73,7 +74,8 @@ class StoreCursor:
         self.hold = hold
         self._pending = pending
         self.found: bool | None = None  # known after the first call
-        self.start: Row | None = None  # M's batch
+        self.start: Row | None = None  # M's batch, or its run's batch before it
+        self.exact = False  # whether ``start`` holds M
         self._pos = 0  # rows up to this position were read
         self._high: dict[bytes, Key] = {}  # per origin, the highest handed out
         self._extra: list[Row] = []  # rows before M's to replay (with the first chunk)
@@ -99,6 +101,13 @@ class StoreCursor:
     def _begin(self, store: MessageStore) -> None:
         pos = store.position_of(self.after_id)
         start = row_at(store, pos) if pos is not None and pos <= self.upto else None
+        self.exact = start is not None
+        if start is None:
+            # Not stored, but maybe its run is: M came just before a crash, and was not
+            # written (nor fetched again yet). Start after its run's batch before it.
+            start = preceding(store, self.after_id)
+            if start is not None and start.pos > self.upto:
+                start = None
         self.found = start is not None
         if start is not None:
             self.start = start
@@ -243,15 +252,22 @@ class StoreReplay:
             self.unreadable += 1
             return ENTRY_COST
         batch, body = decoded
-        first = 0
-        start = self._cursor.start
-        if start is not None and row.origin == start.origin and _key(row) == _key(start):
-            ids = [item.id for item in body.items]
-            target = self._cursor.after_id
-            first = ids.index(target) + 1 if target in ids else 0
+        first = self._first_item(row, body)
         if first < len(body.items) and (body.to is None or body.to == self._node_id):
             self._batch, self._body, self._item = batch, body, first
         return ENTRY_COST + len(row.frame)
+
+    def _first_item(self, row: Row, body: BatchBody) -> int:
+        """The first item of ``row`` to hand out: after M in a batch of M's run (ids of
+        a run grow with its numbers), but all of a batch of it numbered before M's
+        and placed after it (delivered late, after M)."""
+        cursor, target = self._cursor, self._cursor.after_id
+        start = cursor.start
+        if start is None or row.first_id[:8] != target[:8] or row.origin != start.origin:
+            return 0
+        if cursor.exact and row.pos > start.pos and _key(row) < _key(start):
+            return 0
+        return bisect_right([item.id for item in body.items], target)
 
     def _hand_out(self, out: list[Gossip], budget: int) -> int:
         body, batch = self._body, self._batch
