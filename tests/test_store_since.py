@@ -217,8 +217,10 @@ def test_an_id_not_stored_is_placed_after_its_runs_batch_before_it(tmp_path: Pat
     unwritten = row(1, 3, 1.4).first_id
     cursor = StoreCursor(unwritten, store.last_pos, [], hold=0.0)
     got = read_all(cursor, store)
-    assert cursor.found is True and cursor.exact is False
-    assert cursor.start is not None and cursor.start.seq == 2
+    assert cursor.found is True
+    assert cursor.exact is False
+    assert cursor.start is not None
+    assert cursor.start.seq == 2
     assert [(r.origin, r.seq) for r in got] == [(ORIGINS[0], 2), (ORIGINS[1], 2)]
     cursor = StoreCursor(row(3, 1, 1.0).first_id, store.last_pos, [], hold=0.0)
     assert len(read_all(cursor, store)) == 4
