@@ -6,11 +6,11 @@ and keeps it across restarts; a message id M finds its batch's position. The rep
 after M holds, of what the node had stored or queued for the store when the app
 subscribed:
 
-- every batch placed after M's, the rest of M's batch, and every batch of M's origin
-  after M in that origin's order, wherever it was placed;
-- the other origins' batches placed before M's whose age is at most the order
-  buffer's hold before M's (they may have waited for an earlier batch of their
-  origin and been delivered after M): some of those the app may have seen.
+- every batch placed after M's, and the rest of M's batch;
+- the batches placed before M's whose age is at most the order buffer's hold before
+  M's (they may have waited for an earlier batch of their origin, or for M, and been
+  delivered after M; of M's origin, only those after M in its order): some of those
+  the app may have seen.
 
 If M is not stored (unknown, or removed by retention), the whole store is replayed
 (``found`` False). It is handed out in each origin's order: the store is read in
