@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from ..gossip.replay import Replay
 from ..gossip.retained import RetainedReplay
 from ..net.outqueue import OutQueue
+from ..wire.messages import Gossip
 from .protocol import ApiError, Scalar, encode_event
 
 #: Work per turn of the event loop, in ``Replay`` budget units (about a byte of body
@@ -51,13 +51,34 @@ class Backlog:
         self.bytes += len(line)
 
 
-async def stream_replay(replay: Replay | RetainedReplay, out: OutQueue) -> tuple[int, int]:
+class HistoryReplay(Protocol):
+    """A replay for ``since``: of history in memory (``gossip.replay.Replay``) or of the
+    message store (``store.replay.StoreReplay``)."""
+
+    @property
+    def done(self) -> bool: ...
+    @property
+    def found(self) -> bool | None: ...
+    def step(self, budget: int) -> list[Gossip]: ...
+
+
+@runtime_checkable
+class Refilling(Protocol):
+    """A replay whose steps wait, now and then, for rows read from the store."""
+
+    @property
+    def starved(self) -> bool: ...
+    async def refill(self) -> None: ...
+
+
+async def stream_replay(replay: HistoryReplay | RetainedReplay, out: OutQueue
+                        ) -> tuple[int, int]:
     """Queue the events of ``replay`` on ``out``, a step per turn of the event loop.
     Events that do not fit (the client reads more slowly than the node replays) are
     dropped and counted, without being encoded. Returns (events queued, dropped).
     Cancellation leaves ``out`` with a prefix of the events."""
     sent = dropped = 0
-    history = isinstance(replay, Replay)
+    history = not isinstance(replay, RetainedReplay)
     while True:
         for msg in replay.step(STEP_BUDGET):
             if len(out) + MIN_EVENT > out.limit or out.closing:
@@ -68,7 +89,10 @@ async def stream_replay(replay: Replay | RetainedReplay, out: OutQueue) -> tuple
                 dropped += 1
         if replay.done:
             return sent, dropped
-        await trio.lowlevel.checkpoint()  # links and other clients get their turn
+        if isinstance(replay, Refilling) and replay.starved:
+            await replay.refill()  # the store is read in a worker thread meanwhile
+        else:
+            await trio.lowlevel.checkpoint()  # links and other clients get their turn
 
 
 @dataclass(frozen=True)
@@ -106,7 +130,7 @@ class Replayer:
     served), a step per turn of the event loop. ``open_replay`` takes the snapshot
     (``Node.open_replay``)."""
 
-    def __init__(self, open_replay: Callable[[bytes | float, frozenset[str]], Replay],
+    def __init__(self, open_replay: Callable[[bytes | float, frozenset[str]], HistoryReplay],
                  queue_bytes: int, *,
                  open_retained: Callable[[list[str]], RetainedReplay] | None = None) -> None:
         self._open = open_replay

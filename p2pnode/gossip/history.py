@@ -296,6 +296,25 @@ def _ranges(seqs: list[int]) -> list[int]:
     return out
 
 
+def merge_digests(first: list[DigestEntry], second: list[DigestEntry]) -> list[DigestEntry]:
+    """Two digests as one (the union of their ranges, run by run; ``first``'s runs
+    first)."""
+    ranges: dict[tuple[bytes, int], list[int]] = {}
+    for d in (*first, *second):
+        ranges.setdefault((d.origin, d.epoch), []).extend(d.ranges)
+    out = []
+    for (origin, epoch), flat in ranges.items():
+        pairs = sorted(zip(flat[::2], flat[1::2], strict=False))
+        merged: list[int] = []
+        for lo, hi in pairs:
+            if merged and lo <= merged[-1] + 1:
+                merged[-1] = max(merged[-1], hi)
+            else:
+                merged += [lo, hi]
+        out.append(DigestEntry(origin, epoch, merged))
+    return out
+
+
 def _arrival(entry: Entry) -> float:
     return entry.time
 

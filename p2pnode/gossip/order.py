@@ -36,6 +36,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -159,20 +160,24 @@ class OrderBuffer(Generic[T]):
         self.stats.stale += 1
         return False, []
 
-    def seed(self, origin: bytes, epoch: int, seqs: set[int], now: float) -> None:
-        """A restarted node had these numbers of ``origin``'s run ``epoch`` (its store):
-        the run continues after the highest, and the numbers missing below it are gaps
-        (a copy that comes later is taken once). Ignored if a newer run is known."""
-        if not seqs:
+    def seed(self, origin: bytes, epoch: int, ranges: list[tuple[int, int]], now: float) -> None:
+        """A restarted node had these numbers of ``origin``'s run ``epoch`` (its store;
+        ``ranges``: sorted, disjoint, inclusive): the run continues after the highest,
+        and the numbers missing between them are gaps (a copy that comes later is taken
+        once; at most ``max_gaps`` of the highest, older missing numbers count as
+        handed out). A batch numbered below the lowest, or of an earlier run, is stale:
+        the node handed out (and stored) what it got of them before the restart.
+        Ignored if a newer run is known."""
+        if not ranges:
             return
         run = self._runs.get(origin)
         if run is not None and run.epoch >= epoch:
             return
-        low, high = min(seqs), max(seqs)
-        low = max(low, high - self.max_gaps)  # older missing numbers count as handed out
-        seeded = self._new_run(origin, _Run(epoch, low, high + 1, now), [])
-        for seq in range(low, high):
-            if seq not in seqs:
+        low, high = ranges[0][0], ranges[-1][1]
+        seeded = self._new_run(origin, _Run(epoch, low, high + 1, float("-inf")), [])
+        floor = high - self.max_gaps
+        for (_lo, hi), (lo, _hi) in pairwise(ranges):
+            for seq in range(max(hi + 1, floor), lo):
                 seeded.gaps[seq] = None
 
     def _hold(self, origin: bytes, run: _Run[T], seq: int, item: T, now: float,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Protocol
 
-from ..wire.messages import BatchBody, Gossip, decode_kept_body
+from ..wire.messages import Batch, BatchBody, Gossip, decode_kept_body
 from ..wire.requests import REQUEST_TOPIC
 from .history import Entry, History
 
@@ -220,23 +220,31 @@ class Replay:
         body, entry = self._body, self._entry
         assert body is not None
         assert entry is not None
-        items, topics, hidden = body.items, self._topics, self._hidden
-        origin, hops, to = entry.batch.origin, entry.batch.hops, body.to
-        spent, k = 0, self._item
-        while k < len(items) and spent < budget:
-            item = items[k]
-            k += 1
-            if (item.topic in topics) if topics else (item.topic != hidden
-                                                      and item.topic != REQUEST_TOPIC):
-                out.append(Gossip(id=item.id, origin=origin, topic=item.topic, data=item.data,
-                                  hops=hops, to=to))
-                spent += ITEM_COST + len(item.data)
-            else:
-                spent += 8
-        self._item = k
-        if k >= len(items):
+        self._item, spent = hand_out(out, entry.batch, body, self._item, budget,
+                                     self._topics, self._hidden)
+        if self._item >= len(body.items):
             self._body = self._entry = None
-        return max(spent, 1)
+        return spent
+
+
+def hand_out(out: list[Gossip], batch: Batch, body: BatchBody, k: int, budget: int,
+             topics: Topics, hidden: str) -> tuple[int, int]:
+    """Append to ``out`` the wanted messages of ``body`` (``batch``'s) from item ``k``
+    on, for about ``budget`` units of work. Returns the next item and the cost (at
+    least 1)."""
+    items, origin, hops, to = body.items, batch.origin, batch.hops, body.to
+    spent = 0
+    while k < len(items) and spent < budget:
+        item = items[k]
+        k += 1
+        if (item.topic in topics) if topics else (item.topic != hidden
+                                                  and item.topic != REQUEST_TOPIC):
+            out.append(Gossip(id=item.id, origin=origin, topic=item.topic, data=item.data,
+                              hops=hops, to=to))
+            spent += ITEM_COST + len(item.data)
+        else:
+            spent += 8
+    return k, max(spent, 1)
 
 
 def replay_from(history: History, held: Held, since: bytes | float, *, topics: Topics,

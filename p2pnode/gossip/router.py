@@ -42,13 +42,14 @@ from ..wire.messages import (
     Batch,
     BatchBody,
     Digest,
+    DigestEntry,
     GossipMessage,
     Graft,
     IHave,
     Prune,
 )
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
-from .history import History, item_id_range
+from .history import History, item_id_range, merge_digests
 from .order import OrderBuffer
 from .repair import Missing, MissingBatches
 from .seen import SeenCache
@@ -137,6 +138,9 @@ class Router:
         self._repair_ihave: dict[bytes, list[Announce]] = {}  # ... of repaired batches
         self._missing = MissingBatches(cfg.max_missing, cfg.max_announcers)
         self._digested: set[bytes] = set()  # peers whose Digest was answered (this link)
+        #: What the node's store held when it started (``gossip.restore``), told to
+        #: peers in every Digest along with history: they need not send it again.
+        self.stored: list[DigestEntry] = []
         self._rng = random.Random(cfg.seed)
 
     # -- peers ------------------------------------------------------------------------
@@ -169,7 +173,10 @@ class Router:
                                               self.cfg.new_origins_burst, now)
         self.trees.peer_up(peer)
         self.history.expire(now)
-        return [Send(peer, [Digest(self.history.digest(max_bytes=self.cfg.digest_bytes))])]
+        digest = self.history.digest(max_bytes=self.cfg.digest_bytes)
+        if self.stored:
+            digest = merge_digests(digest, self.stored)
+        return [Send(peer, [Digest(digest)])]
 
     def peer_down(self, peer: bytes) -> None:
         """The link to ``peer`` is gone."""
@@ -436,8 +443,10 @@ class Router:
         # Announce what the peer lacks rather than push it: after a partition heals,
         # many links open at once, and each side grafts every batch once (from the
         # first announcer whose copy it asks for), then spreads it along its trees.
+        # Unverified entries too (put back from the store after a restart, or taken on
+        # the strength of a link): a graft checks a batch's signature before sending it.
         anns = [Announce(entry.batch.origin + entry.batch.id, entry.batch.hops + 1)
-                for entry in self.history.missing_from(msg.entries) if entry.verified]
+                for entry in self.history.missing_from(msg.entries)]
         self.stats.repaired += len(anns)
         if not anns:
             return []

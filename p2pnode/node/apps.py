@@ -12,11 +12,13 @@ import trio
 from ..api.requests import RequestSink
 from ..api.status import NodeStatus
 from ..api.topics import TopicFilter
-from ..gossip.replay import Replay, replay_from
+from ..gossip.replay import replay_from
 from ..mesh.linklist import MESH_TOPIC
+from ..store.replay import StoreCursor, StoreReplay, covers
 from .status import health_info, peers_info, status_info
 
 if TYPE_CHECKING:
+    from ..api.replaying import HistoryReplay
     from ..config import NodeConfig
     from ..gossip.retained import RetainedReplay
     from ..gossip.router import Router
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from .publisher import Publisher
     from .requests import Requests
     from .retaining import Retaining
+    from .storing import Storing
 
 
 class AppFacing:
@@ -42,6 +45,7 @@ class AppFacing:
     engine: Engine
     publisher: Publisher
     retaining: Retaining
+    storing: Storing
     requests: Requests
     announcer: MeshAnnouncer
     discovering: Discovering
@@ -92,18 +96,29 @@ class AppFacing:
                 return
             await changed.wait()
 
-    def open_replay(self, since: bytes | float, topics: frozenset[str]) -> Replay:
-        """A replay of the messages of history after message id ``since`` (bytes: in
-        each origin's order, see ``Replay``), or that came at or after Unix time
-        ``since`` (float, in the order this node received them): broadcast ones and
-        those sent to this node, of ``topics`` (names
-        and patterns; empty: all). It replays what was delivered up to this call; the
-        caller runs it a step at a time (``Replay.step``). If the id is not in history,
-        all of it is replayed (``Replay.found`` is then False)."""
+    def open_replay(self, since: bytes | float, topics: frozenset[str]) -> HistoryReplay:
+        """A replay of the messages after message id ``since`` (bytes: in each origin's
+        order; from the message store when it is on and the id is not among the
+        messages still queued for it, ``store.replay``; else from history in memory,
+        ``gossip.replay.Replay``), or that came at or after Unix time ``since`` (float,
+        from history in memory, in the order this node received them): broadcast ones
+        and those sent to this node, of ``topics`` (names and patterns; empty: all). It
+        replays what was delivered up to this call; the caller runs it a step at a time
+        (``step``). If the id is not known, all of the store (or of history) is
+        replayed (``found`` is then False)."""
         self.flush()  # messages published a moment ago belong to history too
+        held = self.router.order.held_now()
+        service = self.storing.service
+        if isinstance(since, bytes) and service is not None:
+            pending = service.pending_rows()
+            if not any(covers(row, since) for row in pending):
+                cursor = StoreCursor(since, service.stored_pos, pending, self.router.order.hold)
+                return StoreReplay(service.call, service.store, cursor,
+                                   topics=TopicFilter(topics), node_id=self.node_id, held=held,
+                                   hidden_topic=MESH_TOPIC)
         if isinstance(since, float):  # Unix time -> the history's (trio) clock
             since = trio.current_time() - (time.time() - since)
-        return replay_from(self.router.history, self.router.order.held_now(), since,
+        return replay_from(self.router.history, held, since,
                            topics=TopicFilter(topics), node_id=self.node_id,
                            hidden_topic=MESH_TOPIC, hold=self.router.order.hold)
 

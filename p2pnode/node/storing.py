@@ -15,13 +15,13 @@ import msgspec
 import trio
 
 from ..config import NodeConfig
-from ..errors import RemoteProtocolError
 from ..gossip.history import item_id_range
 from ..gossip.restore import restore
 from ..gossip.router import Router
 from ..store.db import STORE_FILE, MessageStore, Row
+from ..store.reading import decode_row, stored_runs
 from ..store.service import StoreService, wall_age
-from ..wire.messages import Batch, BatchBody, decode_kept_body, decode_message
+from ..wire.messages import Batch, BatchBody
 
 log = logging.getLogger("p2pnode.store")
 
@@ -61,24 +61,22 @@ class Storing:
         cfg = self.config
         now = trio.current_time()
         store = self.service.store
-        rows = await trio.to_thread.run_sync(
+        rows = await self.service.call(
             store.newest, cfg.history_batches, cfg.history_bytes,
             wall_age(now - cfg.history_age, now))
         batches = []
         wall = time.time()
         for row in rows:
-            try:
-                batch = decode_message(row.frame)
-                assert isinstance(batch, Batch)
-                body = decode_kept_body(batch.body)
-            except (msgspec.MsgspecError, AssertionError, RemoteProtocolError):
+            decoded = decode_row(row)
+            if decoded is None:
                 self.unreadable += 1
                 continue
-            batches.append((batch, body, now - (wall - row.age)))
+            batches.append((*decoded, now - (wall - row.age)))
         if self.unreadable:
             log.warning("message store %s: %d stored batches could not be read; left out",
                         store.path, self.unreadable)
-        self.restored = restore(self.router, batches, now)
+        runs = await self.service.call(stored_runs, store, self.router.order.max_ranges)
+        self.restored = restore(self.router, batches, now, runs)
         if rows:
             log.info("message store %s: %d batches put back in history (%d stored)",
                      store.path, self.restored, store.rows)

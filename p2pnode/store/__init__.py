@@ -1,5 +1,7 @@
-"""The message store on disk (docs/store.md): the SQLite file (``db``, blocking I/O,
-no trio) and the trio service that writes to it from a worker thread (``service``)."""
+"""The message store on disk (docs/store.md): ``db`` (the SQLite file, blocking I/O,
+no trio), ``service`` (the trio service that writes it and runs reads in a worker
+thread), ``reading`` (reads by each origin's order) and ``replay`` (``since`` from the
+store)."""
 
 from .db import (
     STORE_FILE,

@@ -43,6 +43,10 @@ class StoreService:
         trim_interval: seconds without writes after which retention runs anyway.
     """
 
+    #: Run store calls in the event loop's own thread (tests in virtual time only: trio's
+    #: autojump clock moves on while a worker thread works, so timers would fire early).
+    inline = False
+
     def __init__(self, store: MessageStore, *, max_pending: int = 100_000,
                  retry: float = 1.0, trim_interval: float = 10.0) -> None:
         self.store = store
@@ -60,6 +64,8 @@ class StoreService:
         self.writes = 0  # transactions written
         #: Seconds without writes after which retention runs anyway.
         self.trim_interval = trim_interval
+        #: The position of the newest row stored (rows still queued come after it).
+        self.stored_pos = store.last_pos
         #: Called with the store position of the newest row after each write.
         self.on_stored: list[Callable[[int], None]] = []
 
@@ -82,6 +88,11 @@ class StoreService:
             self._acks[name] = pos
             self._wake.set()
 
+    def pending_rows(self) -> list[Row]:
+        """The rows queued and not stored yet, oldest first (a copy of the list): they
+        will be stored after ``stored_pos``, in this order."""
+        return list(self._pending)
+
     async def wait_stored(self, upto: int) -> None:
         """Wait until the first ``upto`` rows queued are stored. Raises ``StoreFull``
         while writes fail for lack of space."""
@@ -97,6 +108,9 @@ class StoreService:
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` (a ``MessageStore`` method) in a worker thread, one at a time."""
         async with self._lock:
+            if self.inline:
+                await trio.lowlevel.checkpoint()
+                return fn(*args)
             return await trio.to_thread.run_sync(fn, *args)
 
     # -- the service ------------------------------------------------------------------
@@ -139,6 +153,7 @@ class StoreService:
             log.warning("message store %s: writing again", self.store.path)
         self.error = None
         del self._pending[:len(rows)]
+        self.stored_pos = last
         self.committed += len(rows)
         self.writes += 1
         self._signal()
