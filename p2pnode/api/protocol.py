@@ -26,7 +26,7 @@ from .topics import pattern_problem, published_topic_problem
 ERROR_CODES = (
     "bad_json", "bad_request", "unknown_op", "too_large", "too_many_clients", "timeout",
     "rate_limited", "forbidden", "unknown_node", "retained_full", "request_gone",
-    "too_many_requests",
+    "too_many_requests", "store_full",
 )
 MAX_TOPICS_PER_REQUEST = 1024
 Scalar = str | int | float | bool | None

@@ -32,7 +32,7 @@ from .protocol import (
 )
 from .waiting import hung_up
 
-__all__ = ["ReplyOrder", "RequestBackend", "RequestDesk", "RequestSink", "answer_waiting",
+__all__ = ["Held", "ReplyOrder", "RequestBackend", "RequestDesk", "RequestSink", "answer_waiting",
            "encode_replies"]
 
 
@@ -58,8 +58,9 @@ class RequestBackend(Protocol):
     def finish_requests(self) -> None: ...
 
 
-class _Held:
-    """A reply line not known yet: the answer to a waiting request."""
+class Held:
+    """A reply line not known yet: the answer to a waiting request, or a publish's reply
+    that waits for the store (``confirming.StoreGate``; b"": no line)."""
 
     __slots__ = ("line",)
 
@@ -77,7 +78,7 @@ class ReplyOrder:
 
     def __init__(self, out: OutQueue) -> None:
         self.out = out
-        self._queue: collections.deque[bytes | _Held] = collections.deque()
+        self._queue: collections.deque[bytes | Held] = collections.deque()
         self.held_bytes = 0  # reply lines held behind a waiting request
         self._changed = trio.Event()
 
@@ -94,23 +95,29 @@ class ReplyOrder:
         else:
             self.out.put_force(line)
 
-    def hold(self) -> _Held:
+    def hold(self) -> Held:
         """Keep the place of a reply that will come later (``fill``)."""
-        held = _Held()
+        held = Held()
         self._queue.append(held)
         return held
 
-    def fill(self, held: _Held, line: bytes) -> None:
+    def fill(self, held: Held, line: bytes) -> None:
         """The reply for ``held`` is ``line``: send it, and what waited behind it, as far
         as the next request that still waits."""
         held.line = line
+        self.release()
+
+    def release(self) -> None:
+        """Send the replies at the head of the queue whose lines are known (``Held``
+        places filled by setting their ``line``), as far as the next that is not."""
         queue = self._queue
         while queue:
             head = queue[0]
-            if isinstance(head, _Held):
+            if isinstance(head, Held):
                 if head.line is None:
                     break
-                self.out.put_force(head.line)
+                if head.line:
+                    self.out.put_force(head.line)
             else:
                 self.out.put_force(head)
                 self.held_bytes -= len(head)

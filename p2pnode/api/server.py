@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..gossip.retained import RetainedReplay
 from ..wire.messages import Gossip
 from .admission import admitted, refuse_client
+from .confirming import ConfirmingStore, store_refusal
 from .monitor import MonitorHub
 from .protocol import (
     ApiError,
@@ -80,6 +81,7 @@ class ApiBackend(RequestBackend, Protocol):
     def retained_replay(self, topics: list[str]) -> RetainedReplay: ...
     def has_retained(self, topics: list[str]) -> bool: ...
     def retained_refusal(self, topic: str, size: int) -> str | None: ...
+    def message_store(self) -> ConfirmingStore | None: ...
 
 
 class ApiServer:
@@ -97,6 +99,8 @@ class ApiServer:
         self._replayer = Replayer(backend.open_replay, config.client_queue_bytes,
                                   open_retained=backend.retained_replay)
         self.requests = RequestDesk(config, backend)
+        #: Whether the ``ok`` to a publish waits until the message is stored (docs/store.md).
+        self.confirms = config.store_sync != "off"
         self._group: grp.struct_group | None = None
         self._serving: os.stat_result | None = None  # the socket file, while it serves
         if config.api_group is not None:
@@ -248,6 +252,8 @@ class ApiServer:
                     with contextlib.suppress(trio.BrokenResourceError,
                                              trio.ClosedResourceError):
                         await self._read(session, stream)  # ends when the client goes
+                    self.backend.flush()
+                    await self._confirm(session)
                     await answer_waiting(session.order, stream)
                     session.out.close()
                     nursery.cancel_scope.deadline = trio.current_time() + 5
@@ -297,6 +303,9 @@ class ApiServer:
             await session.out.send_now(stream)
             if self.stats.published != published:
                 self.backend.flush()  # one signed batch per read (publish deferred it)
+            if session.gate:  # their replies wait until the store has the read's batches
+                await self._confirm(session)
+                await session.out.send_now(stream)
             if len(buf) > max_line:
                 self._too_large(session, len(buf))
                 return
@@ -325,6 +334,7 @@ class ApiServer:
             waiting = self._handle_line(session, line)
             if waiting is not None:
                 self.backend.flush()  # what was published so far goes before any wait
+                await self._confirm(session)
                 if isinstance(waiting, ReplayRequest):
                     await self._replay(session, waiting)
                 elif not await self._wait_peers(session, waiting, stream):
@@ -335,6 +345,13 @@ class ApiServer:
                 await trio.lowlevel.checkpoint()
                 turn = time.perf_counter()
         return True
+
+    async def _confirm(self, session: Session) -> None:
+        """Release the replies of the publishes handled since the last call once the
+        store has their messages (``StoreGate.wait``); call it after a flush."""
+        store = self.backend.message_store()
+        if session.gate and store is not None:
+            self.stats.errors += await session.gate.wait(store, session.order)
 
     def _too_large(self, session: Session, size: int) -> None:
         self.stats.errors += 1
@@ -383,12 +400,18 @@ class ApiServer:
                 self.stats.rate_limited += 1
                 raise ApiError("rate_limited", f"over {self.config.client_publish_per_s:g} "
                                "publishes per second; slow down and retry", req.id)
+            store = self.backend.message_store()
+            if store is not None and (refused := store_refusal(store, req.id)) is not None:
+                raise refused
             # The read loop flushes (wait_links_writable) once the read is handled.
             msg_id, sent_to = take_publish(req, self.backend, self.config.max_payload)
             self.stats.published += 1
-            if not req.ack:
+            line = encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to}) if req.ack \
+                else b""
+            if store is not None and self.confirms:  # the reply waits for the store
+                session.gate.add(session.order, req.id, line, session.requests)
                 return None
-            return encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to})
+            return line or None
         if type(req) is Subscribe:
             topics = check_topics(req.topics, req.id)
             retained = req.retained and self.backend.has_retained(topics)

@@ -10,6 +10,7 @@ import trio
 from ..config.settings import NodeConfig
 from ..net.outqueue import OutQueue
 from ..ratelimit import TokenBucket
+from .confirming import StoreGate
 from .replaying import Backlog, replay_burst
 from .requests import ReplyOrder
 from .wills import LastWill
@@ -49,3 +50,4 @@ class Session:
         self.will: LastWill | None = None  # published if the connection ends without bye
         self.said_bye = False
         self.order = ReplyOrder(self.out)  # replies held behind a waiting "request"
+        self.gate = StoreGate()  # publishes whose replies wait for the store

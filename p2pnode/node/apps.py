@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..gossip.router import Router
     from ..mesh.view import MeshView
     from ..net.manager import LinkManager
+    from ..store.service import StoreService
     from .announcer import MeshAnnouncer
     from .discovering import Discovering
     from .engine import Engine
@@ -130,6 +131,11 @@ class AppFacing:
     def has_retained(self, topics: list[str]) -> bool:
         """Whether a subscription to ``topics`` gets any retained message first."""
         return self.retaining.has(topics)
+
+    def message_store(self) -> StoreService | None:
+        """The message store's service (None when the store is off): publishes are
+        confirmed once it has them (docs/store.md)."""
+        return self.storing.service
 
     def retained_refusal(self, topic: str, size: int) -> str | None:
         """Why this node would not keep a retained publish of ``size`` payload bytes on

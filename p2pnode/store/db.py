@@ -20,15 +20,17 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import ConfigError, LocalError
 
 __all__ = ["STORE_FILE", "SYNC_LEVELS", "DurableRow", "MessageStore", "Row", "StoreBroken",
            "StoreFull", "StoreStats"]
 
+T = TypeVar("T")
 STORE_FILE = "store.sqlite3"
 SCHEMA_VERSION = 1
 #: ``--sync``: SQLite's ``synchronous`` for each level (docs/store.md says what each survives).
@@ -73,8 +75,8 @@ class StoreBroken(ConfigError):
     def __init__(self, path: Path, problem: str) -> None:
         super().__init__(
             f"message store {path} cannot be used: {problem}. To start afresh, stop the "
-            f"node and move the file away (mv {path} {path}.broken), or run with "
-            "--store none")
+            f"node and move the file away (mv {path} {path}.broken, and its -wal and "
+            "-shm files if any: docs/store.md, Starting afresh), or run with --store none")
         self.path = path
         self.problem = problem
 
@@ -173,8 +175,10 @@ class MessageStore:
             self.rows += more_rows
             self.bytes += more_bytes
             self._totals_pos = upto
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, StoreBroken) as exc:
             self._db.close()
+            if isinstance(exc, StoreBroken):
+                raise
             raise StoreBroken(path, _problem(exc)) from None
         self.removed = 0  # rows removed by retention since the store was opened
         self.closed = False
@@ -208,6 +212,11 @@ class MessageStore:
         if version == 0:  # a new file (IF NOT EXISTS: a half-made one is finished)
             self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; "
                                    "COMMIT;")
+        else:  # damage anywhere in the file is found now, not in the middle of a run
+            check = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if check != "ok":
+                raise StoreBroken(self.path, "the file is corrupted (SQLite's quick_check: "
+                                             f"{' '.join(str(check).split())})")
         self._db.execute("SELECT COUNT(*) FROM durables").fetchone()
         # Each origin's batches in its order (``store.reading``): made in a file from
         # before it was added.
@@ -220,11 +229,26 @@ class MessageStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:  # SQLite rolls back by itself on some errors (full)
-                db.execute("ROLLBACK")
+            # SQLite may have rolled back already (it does on SQLITE_FULL): the error
+            # that matters is the first one, not "no transaction is active".
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+
+    def call(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` (a method of this store), with SQLite's errors raised as
+        ``StoreFull`` or ``StoreBroken`` (a file damaged after it was opened)."""
+        try:
+            return fn(*args)
+        except sqlite3.OperationalError as exc:
+            if _is_full(exc):
+                raise StoreFull(f"message store {self.path}: the disk is full") from None
+            raise StoreBroken(self.path, _problem(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreBroken(self.path, _problem(exc)) from None
 
     def _put_totals(self, rows: int, size: int, upto: int) -> None:
         """Keep the rows and bytes stored up to position ``upto``, and that position as

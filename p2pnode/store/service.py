@@ -106,12 +106,13 @@ class StoreService:
         await self._stored.wait()
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
-        """Run ``fn(*args)`` (a ``MessageStore`` method) in a worker thread, one at a time."""
+        """Run ``fn(*args)`` (a ``MessageStore`` method) in a worker thread, one at a time.
+        Raises ``StoreFull``, ``StoreBroken`` (``MessageStore.call``)."""
         async with self._lock:
             if self.inline:
                 await trio.lowlevel.checkpoint()
-                return fn(*args)
-            return await trio.to_thread.run_sync(fn, *args)
+                return self.store.call(fn, *args)
+            return await trio.to_thread.run_sync(self.store.call, fn, *args)
 
     # -- the service ------------------------------------------------------------------
 
