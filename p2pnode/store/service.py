@@ -146,7 +146,7 @@ class StoreService:
             for name, pos in acks.items():
                 self._acks[name] = max(pos, self._acks.get(name, 0))
             if self.error is None:
-                log.error("%s; publishes wait until there is room", exc)
+                log.error("%s; publishes are refused until there is room", exc)
             self.error = str(exc)
             self._signal()
             return False
@@ -186,6 +186,7 @@ class StoreService:
                 self.committed += len(self._pending)
                 self._pending = []
                 self._acks = {}
+                self._signal()
             except StoreFull as exc:
                 log.error("%s: %d messages were not stored", exc, len(self._pending))
         await self.call(self.store.close)
