@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,8 @@ def payload_request(seq: int, t_ns: int) -> bytes:
 # ---------------------------------------------------------------- nodes
 
 class Node:
-    def __init__(self, root: Path, name: str, peers: list[str], insecure: bool) -> None:
+    def __init__(self, root: Path, name: str, peers: list[str], insecure: bool,
+                 extra: Sequence[str] = ()) -> None:
         self.name = name
         self.dir = root / name
         self.dir.mkdir(parents=True)
@@ -90,6 +92,7 @@ class Node:
             args += ["--peer", p]
         if insecure:
             args.append("--insecure")
+        args += extra
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
@@ -146,12 +149,15 @@ class Node:
 
 
 class Cluster:
-    """Nodes with static edges ``(i, j)``: node i dials node j."""
+    """Nodes with static edges ``(i, j)``: node i dials node j; ``node_args``: more flags
+    of ``p2pnode run`` for every node (``--store none``, ``--sync full``)."""
 
-    def __init__(self, n: int, edges: list[tuple[int, int]], insecure: bool) -> None:
+    def __init__(self, n: int, edges: list[tuple[int, int]], insecure: bool,
+                 node_args: Sequence[str] = ()) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="p2pbench-"))
         self.nodes: list[Node] = []
         self.n, self.edges, self.insecure = n, edges, insecure
+        self.node_args = list(node_args)
         self.children: list[Any] = []
 
     def __enter__(self) -> Cluster:
@@ -160,7 +166,7 @@ class Cluster:
                 raise BenchError("edges must go from a higher to a lower index")
             for i in range(self.n):
                 peers = [f"127.0.0.1:{self.nodes[j].port}" for a, j in self.edges if a == i]
-                node = Node(self.tmp, f"n{i}", peers, self.insecure)
+                node = Node(self.tmp, f"n{i}", peers, self.insecure, self.node_args)
                 self.nodes.append(node)
                 node.wait_ready()
             for i, node in enumerate(self.nodes):

@@ -25,6 +25,12 @@ subscriber (a shared counter), so that no queue overflows: the node drops events
 a subscriber that does not keep up, it never waits for one. Latency: ``--latency``
 adds p50/p99 at 1,000 messages/s for each kind. Loopback only; run it inside
 ``unshare -n sh -c 'ip link set lo up && ...'`` for a private network.
+
+The nodes keep their message store (docs/store.md) with ``--sync normal`` unless
+``--store none`` or ``--sync`` say otherwise. ``--store both`` runs a second pair of
+nodes without a store, its runs interleaved with the first pair's, and adds for each
+kind ``no_store_msgs_per_s`` and ``store_to_no_store`` (the cost of the store), and the
+lone publish's round trip without a store (``no_store_request_rtt_us``).
 """
 
 from __future__ import annotations
@@ -422,39 +428,72 @@ def measure_rtt(node_socket: str, n: int, repeat: int, timeout: float) -> dict[s
 
 # ---------------------------------------------------------------- main
 
-def measure(kinds: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    runs: dict[str, list[float]] = {k: [] for k in kinds}
-    lat: dict[str, dict[str, float]] = {}
-    with contextlib.ExitStack() as stack:
-        cluster = stack.enter_context(bench.Cluster(2, [(1, 0)], insecure=False))
-        a, b = (str(node.socket) for node in cluster.nodes)
-        url = stack.enter_context(nats_server()) if "nats" in kinds else ""
-        run_once("trio", a, b, 2000, 0, args.timeout)  # warm-up
+def store_setups(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The pairs of nodes to measure: their prefix in the report, their extra flags."""
+    store = getattr(args, "store", "sqlite")
+    with_store = ["--sync", getattr(args, "sync", "normal")]
+    if store == "both":
+        return {"": with_store, "no_store_": ["--store", "none"]}
+    return {"": with_store if store == "sqlite" else ["--store", "none"]}
 
-        def one(kind: str, rate: float, n: int) -> dict[str, Any]:
+
+def measure(kinds: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    setups = store_setups(args)
+    runs: dict[str, dict[str, list[float]]] = {p: {k: [] for k in kinds} for p in setups}
+    lat: dict[str, dict[str, float]] = {}
+    rtt: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        clusters = {p: stack.enter_context(bench.Cluster(2, [(1, 0)], insecure=False,
+                                                         node_args=flags))
+                    for p, flags in setups.items()}
+        url = stack.enter_context(nats_server()) if "nats" in kinds else ""
+
+        def one(prefix: str, kind: str, rate: float, n: int) -> dict[str, Any]:
+            cluster = clusters[prefix]
             if kind == "reference":
                 return reference_once(cluster, n, args.timeout)
+            a, b = (str(node.socket) for node in cluster.nodes)
             where = (url, url) if kind == "nats" else (a, b)
             return run_once(kind, *where, n, rate, args.timeout)
 
+        for prefix in setups:
+            one(prefix, "trio", 0, 2000)  # warm-up
         for _ in range(args.repeat):  # interleaved, so that a noisy moment hits all kinds
             for kind in kinds:
                 n = args.messages if kind != "trio-wait" else args.wait_messages
-                runs[kind].append(one(kind, 0, n)["msgs_per_s"])
+                for prefix in setups:
+                    if prefix and kind == "nats":
+                        continue  # NATS has no store of ours: measured once
+                    runs[prefix][kind].append(one(prefix, kind, 0, n)["msgs_per_s"])
         if args.latency:
             for kind in kinds:
                 if kind not in ("reference", "trio-wait"):
-                    lat[kind] = one(kind, 1000.0, args.latency_messages)
-        rtt = measure_rtt(a, args.rtt_requests, args.repeat, args.timeout) \
-            if args.rtt_requests else {}
-    med = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
-    ref = med.get("reference")
+                    lat[kind] = one("", kind, 1000.0, args.latency_messages)
+        for prefix, cluster in clusters.items():
+            if args.rtt_requests:
+                found = measure_rtt(str(cluster.nodes[0].socket), args.rtt_requests,
+                                    args.repeat, args.timeout)
+                rtt.update({prefix + k: v for k, v in found.items()
+                            if not prefix or k.startswith("request_rtt")})
+    return report(kinds, runs, lat, rtt)
+
+
+def report(kinds: list[str], runs: dict[str, dict[str, list[float]]],
+           lat: dict[str, dict[str, float]], rtt: dict[str, Any]) -> dict[str, Any]:
+    """Medians, ratios to the reference and, with ``--store both``, to no store."""
+    med = {p: {k: sorted(v)[len(v) // 2] for k, v in r.items() if v} for p, r in runs.items()}
+    ref = med[""].get("reference")
     out: dict[str, Any] = {}
     for kind in kinds:
-        row: dict[str, Any] = {"msgs_per_s": round(med[kind]),
-                               "runs": [round(r) for r in runs[kind]]}
+        row: dict[str, Any] = {"msgs_per_s": round(med[""][kind]),
+                               "runs": [round(r) for r in runs[""][kind]]}
         if ref:
-            row["ratio_to_reference"] = round(med[kind] / ref, 3)
+            row["ratio_to_reference"] = round(med[""][kind] / ref, 3)
+        for prefix in med:
+            if prefix and kind in med[prefix]:
+                row[prefix + "msgs_per_s"] = round(med[prefix][kind])
+                row[prefix + "runs"] = [round(r) for r in runs[prefix][kind]]
+                row["store_to_no_store"] = round(med[""][kind] / med[prefix][kind], 3)
         if kind in lat:
             row.update({k: round(v, 3) for k, v in lat[kind].items()})
         out[kind] = row
@@ -475,6 +514,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rtt-requests", type=int, default=2000,
                     help="lone requests per RTT run (request_rtt_us, echo_rtt_us; 0: none)")
     ap.add_argument("--timeout", type=float, default=60.0, help="bound on each run (s)")
+    ap.add_argument("--store", choices=["sqlite", "none", "both"], default="sqlite",
+                    help="the nodes' message store: on (sqlite, the default), none, or both "
+                         "(a second pair without, interleaved: the store's cost)")
+    ap.add_argument("--sync", choices=["off", "normal", "full"], default="normal",
+                    help="the nodes' --sync with the store on (default normal)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     kinds = [k for k in args.kinds.split(",") if k]
@@ -497,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out["params"] = {"messages": args.messages, "wait_messages": args.wait_messages,
                      "repeat": args.repeat, "payload_bytes": bench.PAYLOAD_SIZE,
-                     "cpus": os.cpu_count()}
+                     "store": args.store, "sync": args.sync, "cpus": os.cpu_count()}
     if args.json:
         print(json.dumps(out))
     else:
@@ -506,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         if "request_rtt_us" in out:
             print(f"lone publish round trip {out['request_rtt_us']} us, trio echo "
                   f"{out['echo_rtt_us']} us ({out['request_to_echo']}x)")
+        if "no_store_request_rtt_us" in out:
+            print(f"lone publish round trip without a store {out['no_store_request_rtt_us']} us")
     return 0
 
 

@@ -2,29 +2,43 @@
 
 With the store on and ``--sync normal`` or ``full``, the ``ok`` to a publish means
 that the message is stored: it survives a crash of the node. The server handles a
-read's requests as usual, but the replies that confirm publishes (and everything
-after them, replies come in order) are held in the connection's ``ReplyOrder``; once
-the read's publishes are flushed into the router (which hands their batches to the
-store), one wait for the store covers them all (``StoreGate.wait``): one wait per
-read, not per message. A quiet publish (``"ack": false``) holds a place too, empty
-unless the store fails it. A ``sync`` needs nothing of its own: its reply is put
-behind the held ones.
+read's requests as usual, but each publish only keeps its reply's place in the
+connection's ``ReplyOrder`` (``StoreGate.add``; a quiet publish, ``"ack": false``,
+keeps an empty one, filled only if the store fails it); what comes after waits
+behind, since replies come in order. Once the read's publishes are flushed into the
+router, which hands their batches to the store, the read's places go to the
+``Confirmer`` with the store's count of rows queued (``submit``), and the server reads
+on. The confirmer waits for the store (``wait_stored``) and fills every place whose
+rows are written: one wait covers the reads of every connection meanwhile, and
+pipelined publishing is not held up by the disk. A ``sync`` needs nothing of its own:
+its reply is put behind the places before it.
 
-While the disk is full, the waiting publishes get a ``store_full`` error instead
-(their messages went out, and are stored once there is room unless the node stops
-first), and new publishes are refused before anything is sent
-(``store_refusal``).
+While the disk is full, the places waiting get a ``store_full`` error instead (their
+messages went out, and are stored once there is room unless the node stops first),
+and new publishes are refused before anything is sent (``store_refusal``). A
+connection has at most ``limit`` publishes waiting (``StoreGate.wait_room``): past
+that the server stops reading it, as for replies it does not read.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import collections
+from typing import TYPE_CHECKING, Protocol
+
+import trio
 
 from ..store.db import StoreFull
 from .protocol import ApiError, Scalar, encode_error
 from .requests import Held, ReplyOrder
 
-__all__ = ["ConfirmingStore", "StoreGate", "store_refusal"]
+if TYPE_CHECKING:
+    from .session import ApiStats
+
+__all__ = ["Confirmer", "ConfirmingStore", "StoreGate", "store_refusal"]
+
+#: A publish waiting for the store: its place, request id, ok line (b"" when quiet) and
+#: number on its connection.
+Entry = tuple[Held, Scalar, bytes, int]
 
 
 class ConfirmingStore(Protocol):
@@ -33,6 +47,11 @@ class ConfirmingStore(Protocol):
     @property
     def queued(self) -> int:
         """Rows handed to the store so far."""
+        ...
+
+    @property
+    def committed(self) -> int:
+        """... of which this many are written."""
         ...
 
     @property
@@ -46,50 +65,99 @@ class ConfirmingStore(Protocol):
         ...
 
 
-def store_refusal(store: ConfirmingStore | None, req_id: Scalar) -> ApiError | None:
+def store_refusal(store: ConfirmingStore, req_id: Scalar) -> ApiError | None:
     """The error for a publish while the store cannot write (None: it can)."""
-    if store is None or store.error is None:
+    if store.error is None:
         return None
     return ApiError("store_full", f"{store.error}: nothing was published; retry once there "
                     "is room (the node tries to write again every second)", req_id)
 
 
 class StoreGate:
-    """The publishes of one connection since its last wait, whose replies wait for the
-    store. ``add`` keeps each one's place in the reply order; ``wait`` fills them all."""
+    """One connection's publishes whose replies wait for the store: those of the read
+    being handled (``add``), and how many were handed to the confirmer and wait."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_open", "_room", "waiting")
 
     def __init__(self) -> None:
-        # (place in the reply order, request id, ok line or b"" when quiet, request number)
-        self._entries: list[tuple[Held, Scalar, bytes, int]] = []
+        self._open: list[Entry] = []
+        self.waiting = 0  # taken by the confirmer, not filled yet
+        self._room = trio.Event()
 
     def __bool__(self) -> bool:
-        return bool(self._entries)
+        return bool(self._open)
 
     def add(self, order: ReplyOrder, req_id: Scalar, line: bytes, number: int) -> None:
-        """Hold the reply ``line`` (b"" for a quiet publish) of request ``number`` until
-        ``wait``."""
-        self._entries.append((order.hold(), req_id, line, number))
+        """Keep the place of the reply ``line`` (b"" for a quiet publish) of request
+        ``number`` until the store has the message."""
+        self._open.append((order.hold(), req_id, line, number))
 
-    async def wait(self, store: ConfirmingStore, order: ReplyOrder) -> int:
-        """Wait until everything handed to ``store`` so far is stored, then release the
-        held replies: the ``ok`` lines, or ``store_full`` errors if the store cannot
-        write. Returns the number of errors. Call it after the publishes are flushed.
-        Cancelled: the replies stay held (the connection is ending anyway)."""
-        entries, self._entries = self._entries, []
-        problem = None
-        try:
-            await store.wait_stored(store.queued)
-        except StoreFull as exc:
-            problem = str(exc)
-        for held, req_id, line, number in entries:
-            if problem is not None:
-                err = ApiError("store_full", f"{problem}: not confirmed. The message went "
-                               "out, but is not stored yet: it is once there is room, unless "
-                               "the node stops first", req_id)
-                err.req = number
-                line = encode_error(err)
-            held.line = line
-        order.release()
-        return len(entries) if problem is not None else 0
+    def take(self) -> list[Entry]:
+        """The places added since the last call (they now wait)."""
+        entries, self._open = self._open, []
+        self.waiting += len(entries)
+        return entries
+
+    def filled(self, count: int) -> None:
+        """``count`` places that waited were filled."""
+        self.waiting -= count
+        self._room.set()
+        self._room = trio.Event()
+
+    async def wait_room(self, limit: int) -> None:
+        """Wait while more than ``limit`` publishes wait for the store."""
+        while self.waiting > limit:
+            await self._room.wait()
+
+
+class Confirmer:
+    """Fills the places of every connection's publishes once the store has written
+    their messages (``run``, a task of the API server)."""
+
+    def __init__(self, stats: ApiStats) -> None:
+        self.stats = stats  # its ``errors`` count the places filled with an error
+        # (rows queued in the store when submitted, gate, order, places), oldest first
+        self._queue: collections.deque[tuple[int, StoreGate, ReplyOrder, list[Entry]]] = \
+            collections.deque()
+        self._wake = trio.Event()
+
+    def submit(self, store: ConfirmingStore, gate: StoreGate, order: ReplyOrder) -> None:
+        """Call after a flush: the places ``gate`` keeps are filled once the store has
+        every row handed to it so far."""
+        if gate:
+            self._queue.append((store.queued, gate, order, gate.take()))
+            self._wake.set()
+
+    async def run(self, store: ConfirmingStore) -> None:
+        """Wait for the store and fill places, until cancelled (then the places left
+        stay empty: their connections end with the node)."""
+        queue = self._queue
+        while True:
+            if not queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            try:
+                await store.wait_stored(queue[0][0])
+            except StoreFull as exc:  # nothing waiting is stored: fail them all
+                self._fill(len(queue), str(exc))
+                continue
+            done = 0
+            while done < len(queue) and queue[done][0] <= store.committed:
+                done += 1
+            self._fill(done, None)
+
+    def _fill(self, count: int, problem: str | None) -> None:
+        for _ in range(count):
+            _upto, gate, order, entries = self._queue.popleft()
+            for held, req_id, line, number in entries:
+                if problem is not None:
+                    err = ApiError("store_full", f"{problem}: not confirmed. The message "
+                                   "went out but is not stored yet: it is once there is "
+                                   "room, unless the node stops first", req_id)
+                    err.req = number
+                    line = encode_error(err)
+                    self.stats.errors += 1
+                held.line = line
+            order.release()
+            gate.filled(len(entries))

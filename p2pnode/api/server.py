@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..gossip.retained import RetainedReplay
 from ..wire.messages import Gossip
 from .admission import admitted, refuse_client
-from .confirming import ConfirmingStore, store_refusal
+from .confirming import Confirmer, ConfirmingStore, store_refusal
 from .monitor import MonitorHub
 from .protocol import (
     ApiError,
@@ -99,8 +99,11 @@ class ApiServer:
         self._replayer = Replayer(backend.open_replay, config.client_queue_bytes,
                                   open_retained=backend.retained_replay)
         self.requests = RequestDesk(config, backend)
-        #: Whether the ``ok`` to a publish waits until the message is stored (docs/store.md).
-        self.confirms = config.store_sync != "off"
+        #: Fills the places of publishes' replies once the store has their messages.
+        self.confirmer = Confirmer(self.stats)
+        self._store: ConfirmingStore | None = None  # the message store (None: off)
+        #: ... when the ``ok`` to a publish waits until it is stored (docs/store.md).
+        self._confirming: ConfirmingStore | None = None
         self._group: grp.struct_group | None = None
         self._serving: os.stat_result | None = None  # the socket file, while it serves
         if config.api_group is not None:
@@ -173,6 +176,9 @@ class ApiServer:
         fails.
         """
         path = self.config.socket_path
+        self._store = self.backend.message_store()
+        if self.config.store_sync != "off":
+            self._confirming = self._store
         sock = await bind_unix_socket(path)
         if self._group is not None:
             os.chown(path, -1, self._group.gr_gid)
@@ -182,6 +188,8 @@ class ApiServer:
             listener = trio.SocketListener(sock)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._accept_loop, listener, nursery)
+                if self._confirming is not None:
+                    nursery.start_soon(self.confirmer.run, self._confirming)
                 self._serving = ident
                 task_status.started(path)
         finally:
@@ -253,7 +261,7 @@ class ApiServer:
                                              trio.ClosedResourceError):
                         await self._read(session, stream)  # ends when the client goes
                     self.backend.flush()
-                    await self._confirm(session)
+                    self._submit(session)
                     await answer_waiting(session.order, stream)
                     session.out.close()
                     nursery.cancel_scope.deadline = trio.current_time() + 5
@@ -303,14 +311,13 @@ class ApiServer:
             await session.out.send_now(stream)
             if self.stats.published != published:
                 self.backend.flush()  # one signed batch per read (publish deferred it)
-            if session.gate:  # their replies wait until the store has the read's batches
-                await self._confirm(session)
-                await session.out.send_now(stream)
+            self._submit(session)  # their replies wait until the store has the batches
             if len(buf) > max_line:
                 self._too_large(session, len(buf))
                 return
             await session.out.wait_writable()
             await session.order.wait_room(self.config.client_queue_bytes // 2)
+            await session.gate.wait_room(self.config.client_queue_bytes // 256)
             if self.stats.published != published:
                 # Backpressure: a fast publisher waits while the links fill up.
                 await self.backend.wait_links_writable()
@@ -334,7 +341,7 @@ class ApiServer:
             waiting = self._handle_line(session, line)
             if waiting is not None:
                 self.backend.flush()  # what was published so far goes before any wait
-                await self._confirm(session)
+                self._submit(session)
                 if isinstance(waiting, ReplayRequest):
                     await self._replay(session, waiting)
                 elif not await self._wait_peers(session, waiting, stream):
@@ -346,12 +353,11 @@ class ApiServer:
                 turn = time.perf_counter()
         return True
 
-    async def _confirm(self, session: Session) -> None:
-        """Release the replies of the publishes handled since the last call once the
-        store has their messages (``StoreGate.wait``); call it after a flush."""
-        store = self.backend.message_store()
-        if session.gate and store is not None:
-            self.stats.errors += await session.gate.wait(store, session.order)
+    def _submit(self, session: Session) -> None:
+        """Call after a flush: the replies of the publishes handled since the last call
+        go once the store has their messages (``Confirmer.submit``)."""
+        if session.gate and self._confirming is not None:
+            self.confirmer.submit(self._confirming, session.gate, session.order)
 
     def _too_large(self, session: Session, size: int) -> None:
         self.stats.errors += 1
@@ -400,15 +406,14 @@ class ApiServer:
                 self.stats.rate_limited += 1
                 raise ApiError("rate_limited", f"over {self.config.client_publish_per_s:g} "
                                "publishes per second; slow down and retry", req.id)
-            store = self.backend.message_store()
-            if store is not None and (refused := store_refusal(store, req.id)) is not None:
+            if self._store is not None and (refused := store_refusal(self._store, req.id)):
                 raise refused
             # The read loop flushes (wait_links_writable) once the read is handled.
             msg_id, sent_to = take_publish(req, self.backend, self.config.max_payload)
             self.stats.published += 1
             line = encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to}) if req.ack \
                 else b""
-            if store is not None and self.confirms:  # the reply waits for the store
+            if self._confirming is not None:  # the reply waits for the store
                 session.gate.add(session.order, req.id, line, session.requests)
                 return None
             return line or None
