@@ -247,3 +247,27 @@ async def test_a_full_disk_fails_publishes_clearly_and_the_node_goes_on(
             assert (await conn.replies(1))[0]["ok"]
             stats = await service.call(service.store.stats)
             assert stats.messages >= 5  # the four that failed, and the last
+
+
+async def test_a_connection_has_a_bounded_number_of_publishes_waiting(
+        short_tmp: Path, connect: Connect) -> None:
+    # client_queue_bytes / 256 = 256 publishes may wait for the store: past that the
+    # node stops reading the connection until the store catches up.
+    with trio.fail_after(20):
+        cfg = loopback_config(short_tmp, "a", client_queue_bytes=64 << 10)
+        async with running_nodes([cfg]) as (node,):
+            service = service_of(node)
+            conn = connect(node)
+            n = 5000
+            with held_writes(service) as release:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(conn.send, *[
+                        {"op": "publish", "topic": "t", "data": "m", "ack": False}
+                        for _ in range(n)], {"op": "sync", "id": "s"})
+                    await wait_until(lambda: node.published > 256)
+                    await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+                    assert node.published < 2000  # 256, and a read at most on top
+                    release.set()
+                    (reply,) = await conn.replies(1)
+            assert reply == {"id": "s", "ok": True}
+            assert node.published == n
