@@ -55,8 +55,8 @@ class ConfirmingStore(Protocol):
         ...
 
     @property
-    def error(self) -> str | None:
-        """Why writes fail now (the disk is full), or None."""
+    def full_error(self) -> str | None:
+        """Why the rows queued cannot be written now (the disk is full), or None."""
         ...
 
     async def wait_stored(self, upto: int) -> None:
@@ -67,9 +67,10 @@ class ConfirmingStore(Protocol):
 
 def store_refusal(store: ConfirmingStore, req_id: Scalar) -> ApiError | None:
     """The error for a publish while the store cannot write (None: it can)."""
-    if store.error is None:
+    problem = store.full_error
+    if problem is None:
         return None
-    return ApiError("store_full", f"{store.error}: nothing was published; retry once there "
+    return ApiError("store_full", f"{problem}: nothing was published; retry once there "
                     "is room (the node tries to write again every second)", req_id)
 
 

@@ -93,6 +93,12 @@ class StoreService:
         will be stored after ``stored_pos``, in this order."""
         return list(self._pending)
 
+    @property
+    def full_error(self) -> str | None:
+        """Why publishes are refused now: queued rows cannot be written for lack of room
+        (None: they can, or nothing waits; an idle trim that failed refuses nothing)."""
+        return self.error if self._pending else None
+
     async def wait_stored(self, upto: int) -> None:
         """Wait until the first ``upto`` rows queued are stored. Raises ``StoreFull``
         while writes fail for lack of space."""
