@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 import trio
 
 from p2pnode.node import Node
-from p2pnode.store.db import Row
+from p2pnode.store.db import MessageStore, Row, StoreFull
 from p2pnode.store.service import StoreService
 from p2pnode.testing.memory import wait_until
 
@@ -271,3 +273,25 @@ async def test_a_connection_has_a_bounded_number_of_publishes_waiting(
                     (reply,) = await conn.replies(1)
             assert reply == {"id": "s", "ok": True}
             assert node.published == n
+
+
+async def test_rows_queued_after_a_failed_write_wait_for_the_next_try(tmp_path: Path) -> None:
+    # Only the rows a failed write held fail at once: a publish that comes after the
+    # failure waits for the next try (there may be room by then), not a store_full.
+    store = MessageStore(tmp_path / "s.sqlite3", max_age=0, max_bytes=0)
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages}")
+    service = StoreService(store, retry=0.5)
+    row = Row(bytes(16), 1, 1, bytes(16), bytes(16), bytes(16), time.time(), 1, b"x" * 8000)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            service.keep(row)
+            with pytest.raises(StoreFull):
+                await service.wait_stored(service.queued)
+            store._db.execute("PRAGMA max_page_count=1000000")  # while the writer waits
+            service.keep(replace(row, seq=2))
+            await service.wait_stored(service.queued)  # the next try writes both
+            assert service.error is None
+            assert store.rows == 2
+            nursery.cancel_scope.cancel()

@@ -60,8 +60,8 @@ class ConfirmingStore(Protocol):
         ...
 
     async def wait_stored(self, upto: int) -> None:
-        """Wait until the first ``upto`` rows are stored. Raises ``StoreFull`` while
-        writes fail for lack of room."""
+        """Wait until the first ``upto`` rows are stored. Raises ``StoreFull`` once a
+        write of them failed for lack of room."""
         ...
 
 
@@ -140,8 +140,8 @@ class Confirmer:
                 continue
             try:
                 await store.wait_stored(queue[0][0])
-            except StoreFull as exc:  # nothing waiting is stored: fail them all
-                self._fill(len(queue), str(exc))
+            except StoreFull as exc:  # a write of them failed: so much for the first
+                self._fill(1, str(exc))
                 continue
             done = 0
             while done < len(queue) and queue[done][0] <= store.committed:

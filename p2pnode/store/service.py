@@ -61,6 +61,7 @@ class StoreService:
         self.committed = 0  # ... of which this many are stored (or dropped)
         self.dropped = 0  # rows dropped while the disk was full
         self.error: str | None = None  # why the last write failed (None: it worked)
+        self._failed_at = 0  # rows queued when a write last failed for lack of room
         self.writes = 0  # transactions written
         #: Seconds without writes after which retention runs anyway.
         self.trim_interval = trim_interval
@@ -101,9 +102,10 @@ class StoreService:
 
     async def wait_stored(self, upto: int) -> None:
         """Wait until the first ``upto`` rows queued are stored. Raises ``StoreFull``
-        while writes fail for lack of space."""
+        once a write of them failed for lack of space (rows queued after a failure wait
+        for the next try)."""
         while self.committed < upto:
-            if self.error is not None:
+            if self.error is not None and upto <= self._failed_at:
                 raise StoreFull(self.error)
             await self._stored.wait()
 
@@ -154,6 +156,7 @@ class StoreService:
             if self.error is None:
                 log.error("%s; publishes are refused until there is room", exc)
             self.error = str(exc)
+            self._failed_at = self.queued
             self._signal()
             return False
         if self.error is not None:
