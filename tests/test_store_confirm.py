@@ -295,3 +295,26 @@ async def test_rows_queued_after_a_failed_write_wait_for_the_next_try(tmp_path: 
             assert service.error is None
             assert store.rows == 2
             nursery.cancel_scope.cancel()
+
+
+async def test_an_app_that_stops_sending_still_gets_its_oks(short_tmp: Path,
+                                                             connect: Connect) -> None:
+    # Publishes, then the end of what the app sends (shutdown): the node answers them
+    # once they are stored, before it closes the connection.
+    with trio.fail_after(10):
+        async with running_nodes([loopback_config(short_tmp, "a")]) as (node,):
+            service = service_of(node)
+            conn = connect(node)
+            with held_writes(service) as release:
+                await conn.send(*[{"op": "publish", "topic": "t", "data": "m", "id": i}
+                                  for i in range(100)])
+                conn.sock.shutdown(socket.SHUT_WR)
+                await wait_until(lambda: node.published == 100)
+                release.set()
+                replies = await conn.replies(100)
+            assert [r["id"] for r in replies] == list(range(100))
+            assert conn.buf == b""
+            while True:  # and then the end of the connection
+                await trio.lowlevel.wait_readable(conn.sock)
+                if not conn.sock.recv(65536):
+                    break
