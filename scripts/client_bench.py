@@ -30,7 +30,9 @@ The nodes keep their message store (docs/store.md) with ``--sync normal`` unless
 ``--store none`` or ``--sync`` say otherwise. ``--store both`` runs a second pair of
 nodes without a store, its runs interleaved with the first pair's, and adds for each
 kind ``no_store_msgs_per_s`` and ``store_to_no_store`` (the cost of the store), and the
-lone publish's round trip without a store (``no_store_request_rtt_us``).
+lone publish's round trip without a store (``no_store_request_rtt_us``). Every kind
+but NATS also gets ``node_cpu_us_per_msg``: the CPU time both nodes used during its
+runs (every thread), per message (less sensitive to a busy machine than the rates).
 """
 
 from __future__ import annotations
@@ -437,9 +439,20 @@ def store_setups(args: argparse.Namespace) -> dict[str, list[str]]:
     return {"": with_store if store == "sqlite" else ["--store", "none"]}
 
 
+def nodes_cpu_s(cluster: bench.Cluster) -> float:
+    """CPU seconds (user and system, every thread) the cluster's nodes used so far."""
+    total = 0.0
+    for node in cluster.nodes:
+        with open(f"/proc/{node.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def measure(kinds: list[str], args: argparse.Namespace) -> dict[str, Any]:
     setups = store_setups(args)
     runs: dict[str, dict[str, list[float]]] = {p: {k: [] for k in kinds} for p in setups}
+    cpu: dict[str, dict[str, list[float]]] = {p: {k: [0.0, 0] for k in kinds} for p in setups}
     lat: dict[str, dict[str, float]] = {}
     rtt: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
@@ -464,7 +477,10 @@ def measure(kinds: list[str], args: argparse.Namespace) -> dict[str, Any]:
                 for prefix in setups:
                     if prefix and kind == "nats":
                         continue  # NATS has no store of ours: measured once
+                    before = nodes_cpu_s(clusters[prefix])
                     runs[prefix][kind].append(one(prefix, kind, 0, n)["msgs_per_s"])
+                    cpu[prefix][kind][0] += nodes_cpu_s(clusters[prefix]) - before
+                    cpu[prefix][kind][1] += n
         if args.latency:
             for kind in kinds:
                 if kind not in ("reference", "trio-wait"):
@@ -475,7 +491,12 @@ def measure(kinds: list[str], args: argparse.Namespace) -> dict[str, Any]:
                                     args.repeat, args.timeout)
                 rtt.update({prefix + k: v for k, v in found.items()
                             if not prefix or k.startswith("request_rtt")})
-    return report(kinds, runs, lat, rtt)
+    out = report(kinds, runs, lat, rtt)
+    for prefix, by_kind in cpu.items():  # both nodes' CPU per message (not for NATS)
+        for kind, (seconds, msgs) in by_kind.items():
+            if msgs and kind != "nats":
+                out[kind][prefix + "node_cpu_us_per_msg"] = round(seconds / msgs * 1e6, 2)
+    return out
 
 
 def report(kinds: list[str], runs: dict[str, dict[str, list[float]]],

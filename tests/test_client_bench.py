@@ -40,3 +40,26 @@ def test_client_bench_small_json() -> None:
     assert report["echo_rtt_us"] > 0
     assert report["request_to_echo"] == pytest.approx(
         report["request_rtt_us"] / report["echo_rtt_us"], rel=1e-2, abs=1e-2)
+
+
+def test_client_bench_store_both_measures_the_store_cost() -> None:
+    # --store both: a second pair of nodes without a store, interleaved; its figures
+    # beside the first pair's, and both nodes' CPU per message for each.
+    cmd = [sys.executable, str(BENCH), "--messages", "2000", "--repeat", "1", "--kinds",
+           "reference,trio", "--timeout", "20", "--rtt-requests", "20", "--store", "both",
+           "--json"]
+    if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
+        inner = " ".join(f"'{c}'" for c in cmd)
+        cmd = ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {inner}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+    report = json.loads(proc.stdout)
+    for kind in ("reference", "trio"):
+        row = report[kind]
+        assert row["no_store_msgs_per_s"] > 0
+        assert row["store_to_no_store"] == pytest.approx(
+            row["msgs_per_s"] / row["no_store_msgs_per_s"], rel=1e-2, abs=1e-3)
+        assert row["node_cpu_us_per_msg"] > 0
+        assert row["no_store_node_cpu_us_per_msg"] > 0
+    assert report["no_store_request_rtt_us"] > 0
+    assert report["params"]["store"] == "both"
