@@ -217,17 +217,17 @@ async def test_a_full_disk_fails_publishes_clearly_and_the_node_goes_on(
             await conn.send({"op": "subscribe", "topics": ["t"], "id": "sub"})
             assert (await conn.replies(1))[0]["ok"]
             await set_max_pages(service, None)
+            quiet = {"op": "publish", "topic": "t", "data": big, "ack": False}
             await conn.send(*[{"op": "publish", "topic": "t", "data": big, "id": i}
-                        for i in range(3)], {"op": "publish", "topic": "t", "data": big,
-                                             "ack": False}, {"op": "sync", "id": "s"})
-            replies = await conn.replies(5)
-            assert [r.get("id") for r in replies] == [0, 1, 2, None, "s"]
-            for r in replies[:4]:
+                              for i in range(3)], quiet, quiet, {"op": "sync", "id": "s"})
+            replies = await conn.replies(6)
+            assert [r.get("id") for r in replies] == [0, 1, 2, None, None, "s"]
+            for r in replies[:5]:
                 assert r["error"]["code"] == "store_full"
                 assert path in r["error"]["message"]
                 assert "not confirmed" in r["error"]["message"]
-            assert replies[3]["req"] == 5  # the quiet publish, named by its number
-            assert replies[4]["ok"]
+            assert [r["req"] for r in replies[3:5]] == [5, 6]  # the quiet ones, by number
+            assert replies[5]["ok"]
             # While the disk is full: publishes are refused at once; the rest works.
             published = node.published
             await conn.send({"op": "publish", "topic": "t", "data": "y", "id": "p"},
@@ -248,7 +248,7 @@ async def test_a_full_disk_fails_publishes_clearly_and_the_node_goes_on(
             await conn.send({"op": "publish", "topic": "t", "data": "z", "id": "again"})
             assert (await conn.replies(1))[0]["ok"]
             stats = await service.call(service.store.stats)
-            assert stats.messages >= 5  # the four that failed, and the last
+            assert stats.messages >= 6  # the five that failed, and the last
 
 
 async def test_a_connection_has_a_bounded_number_of_publishes_waiting(

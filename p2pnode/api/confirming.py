@@ -3,9 +3,9 @@
 With the store on and ``--sync normal`` or ``full``, the ``ok`` to a publish means
 that the message is stored: it survives a crash of the node. The server handles a
 read's requests as usual, but each publish only keeps its reply's place in the
-connection's ``ReplyOrder`` (``StoreGate.add``; a quiet publish, ``"ack": false``,
-keeps an empty one, filled only if the store fails it); what comes after waits
-behind, since replies come in order. Once the read's publishes are flushed into the
+connection's ``ReplyOrder`` (``StoreGate.add``: publishes one after the other share
+one ``Place``; a quiet publish, ``"ack": false``, has an empty reply, an error only if
+the store fails it); what comes after waits behind, since replies come in order. Once the read's publishes are flushed into the
 router, which hands their batches to the store, the read's places go to the
 ``Confirmer`` with the store's count of rows queued (``submit``), and the server reads
 on. The confirmer waits for the store (``wait_stored``) and fills every place whose
@@ -36,9 +36,18 @@ if TYPE_CHECKING:
 
 __all__ = ["Confirmer", "ConfirmingStore", "StoreGate", "store_refusal"]
 
-#: A publish waiting for the store: its place, request id, ok line (b"" when quiet) and
-#: number on its connection.
-Entry = tuple[Held, Scalar, bytes, int]
+
+class Place(Held):
+    """The replies of publishes that wait for the store, one after the other with no
+    other reply between them: requests ``first``, ``first + 1``, ... of the connection."""
+
+    __slots__ = ("first", "ids", "oks")
+
+    def __init__(self, first: int) -> None:
+        self.line = None
+        self.first = first
+        self.oks: list[bytes] = []  # their replies once stored (b"": a quiet publish)
+        self.ids: list[Scalar] = []  # their request ids
 
 
 class ConfirmingStore(Protocol):
@@ -81,7 +90,7 @@ class StoreGate:
     __slots__ = ("_open", "_room", "waiting")
 
     def __init__(self) -> None:
-        self._open: list[Entry] = []
+        self._open: list[Place] = []
         self.waiting = 0  # taken by the confirmer, not filled yet
         self._room = trio.Event()
 
@@ -90,14 +99,23 @@ class StoreGate:
 
     def add(self, order: ReplyOrder, req_id: Scalar, line: bytes, number: int) -> None:
         """Keep the place of the reply ``line`` (b"" for a quiet publish) of request
-        ``number`` until the store has the message."""
-        self._open.append((order.hold(), req_id, line, number))
+        ``number`` until the store has the message. Publishes one after the other share
+        a place."""
+        places = self._open
+        if places and order.last is places[-1]:
+            place = places[-1]
+        else:
+            place = Place(number)
+            order.hold(place)
+            places.append(place)
+        place.oks.append(line)
+        place.ids.append(req_id)
 
-    def take(self) -> list[Entry]:
+    def take(self) -> list[Place]:
         """The places added since the last call (they now wait)."""
-        entries, self._open = self._open, []
-        self.waiting += len(entries)
-        return entries
+        places, self._open = self._open, []
+        self.waiting += sum(len(place.oks) for place in places)
+        return places
 
     def filled(self, count: int) -> None:
         """``count`` places that waited were filled."""
@@ -118,7 +136,7 @@ class Confirmer:
     def __init__(self, stats: ApiStats) -> None:
         self.stats = stats  # its ``errors`` count the places filled with an error
         # (rows queued in the store when submitted, gate, order, places), oldest first
-        self._queue: collections.deque[tuple[int, StoreGate, ReplyOrder, list[Entry]]] = \
+        self._queue: collections.deque[tuple[int, StoreGate, ReplyOrder, list[Place]]] = \
             collections.deque()
         self._wake = trio.Event()
 
@@ -150,15 +168,22 @@ class Confirmer:
 
     def _fill(self, count: int, problem: str | None) -> None:
         for _ in range(count):
-            _upto, gate, order, entries = self._queue.popleft()
-            for held, req_id, line, number in entries:
-                if problem is not None:
-                    err = ApiError("store_full", f"{problem}: not confirmed. The message "
-                                   "went out but is not stored yet: it is once there is "
-                                   "room, unless the node stops first", req_id)
-                    err.req = number
-                    line = encode_error(err)
-                    self.stats.errors += 1
-                held.line = line
+            _upto, gate, order, places = self._queue.popleft()
+            publishes = 0
+            for place in places:
+                publishes += len(place.oks)
+                place.line = b"".join(place.oks) if problem is None \
+                    else self._errors(place, problem)
             order.release()
-            gate.filled(len(entries))
+            gate.filled(publishes)
+
+    def _errors(self, place: Place, problem: str) -> bytes:
+        lines = []
+        for number, req_id in enumerate(place.ids, place.first):
+            err = ApiError("store_full", f"{problem}: not confirmed. The message went out "
+                           "but is not stored yet: it is once there is room, unless the "
+                           "node stops first", req_id)
+            err.req = number
+            lines.append(encode_error(err))
+        self.stats.errors += len(lines)
+        return b"".join(lines)

@@ -95,11 +95,18 @@ class ReplyOrder:
         else:
             self.out.put_force(line)
 
-    def hold(self) -> Held:
-        """Keep the place of a reply that will come later (``fill``)."""
-        held = Held()
+    def hold(self, held: Held | None = None) -> Held:
+        """Keep the place of a reply that will come later (``fill``): ``held``, or a new
+        ``Held``."""
+        if held is None:
+            held = Held()
         self._queue.append(held)
         return held
+
+    @property
+    def last(self) -> bytes | Held | None:
+        """The newest reply queued (None: none)."""
+        return self._queue[-1] if self._queue else None
 
     def fill(self, held: Held, line: bytes) -> None:
         """The reply for ``held`` is ``line``: send it, and what waited behind it, as far
