@@ -4,14 +4,15 @@ With the store on and ``--sync normal`` or ``full``, the ``ok`` to a publish mea
 that the message is stored: it survives a crash of the node. The server handles a
 read's requests as usual, but each publish only keeps its reply's place in the
 connection's ``ReplyOrder`` (``StoreGate.add``: publishes one after the other share
-one ``Place``; a quiet publish, ``"ack": false``, has an empty reply, an error only if
-the store fails it); what comes after waits behind, since replies come in order. Once the read's publishes are flushed into the
-router, which hands their batches to the store, the read's places go to the
-``Confirmer`` with the store's count of rows queued (``submit``), and the server reads
-on. The confirmer waits for the store (``wait_stored``) and fills every place whose
-rows are written: one wait covers the reads of every connection meanwhile, and
-pipelined publishing is not held up by the disk. A ``sync`` needs nothing of its own:
-its reply is put behind the places before it.
+one ``Place``; a quiet publish, ``"ack": false``, has an empty reply, an error only
+if the store fails it); what comes after waits behind, since replies come in order.
+Once the read's publishes are flushed into the router, which hands their batches to
+the store, the read's places go to the ``Confirmer`` with the store's count of rows
+queued (``submit``), and the server reads on. The confirmer waits for the store
+(``wait_stored``) and fills every place whose rows are written: one wait covers the
+reads of every connection meanwhile, and pipelined publishing is not held up by the
+disk. A ``sync`` needs nothing of its own: its reply is put behind the places before
+it.
 
 While the disk is full, the places waiting get a ``store_full`` error instead (their
 messages went out, and are stored once there is room unless the node stops first),
