@@ -22,10 +22,13 @@ import trio
 from ..config.settings import NodeConfig
 from ..errors import ConfigError
 from ..gossip.retained import RetainedReplay
+from ..store.service import StoreService
 from ..wire.messages import Gossip
 from .admission import admitted, refuse_client
+from .durables import DurableCall, Durables
 from .monitor import MonitorHub
 from .protocol import (
+    Ack,
     ApiError,
     Mesh,
     Monitor,
@@ -46,6 +49,7 @@ from .protocol import (
     encode_reply,
     parse_request,
     parse_since,
+    unsubscribe_topics,
 )
 from .publishing import take_publish
 from .replaying import HistoryReplay, Replayer, ReplayRequest, rate_error
@@ -80,6 +84,8 @@ class ApiBackend(RequestBackend, Protocol):
     def retained_replay(self, topics: list[str]) -> RetainedReplay: ...
     def has_retained(self, topics: list[str]) -> bool: ...
     def retained_refusal(self, topic: str, size: int) -> str | None: ...
+    def message_store(self) -> StoreService | None: ...
+    node_id: bytes
 
 
 class ApiServer:
@@ -97,6 +103,7 @@ class ApiServer:
         self._replayer = Replayer(backend.open_replay, config.client_queue_bytes,
                                   open_retained=backend.retained_replay)
         self.requests = RequestDesk(config, backend)
+        self.durables = Durables(config, backend.node_id)
         self._group: grp.struct_group | None = None
         self._serving: os.stat_result | None = None  # the socket file, while it serves
         if config.api_group is not None:
@@ -177,6 +184,7 @@ class ApiServer:
         try:
             listener = trio.SocketListener(sock)
             async with trio.open_nursery() as nursery:
+                self.durables.attach(self.backend.message_store(), nursery)
                 nursery.start_soon(self._accept_loop, listener, nursery)
                 self._serving = ident
                 task_status.started(path)
@@ -255,6 +263,7 @@ class ApiServer:
                 if publish_will(session, self.backend):  # no bye: the app crashed
                     self.stats.wills += 1
                 self.requests.drop(session)
+                self.durables.drop(session)
                 self._unsubscribe(session, [])
                 self.monitors.remove(session)
                 self.sessions.discard(session)
@@ -327,6 +336,8 @@ class ApiServer:
                 self.backend.flush()  # what was published so far goes before any wait
                 if isinstance(waiting, ReplayRequest):
                     await self._replay(session, waiting)
+                elif isinstance(waiting, DurableCall):
+                    self.stats.errors += not await self.durables.answer(session, waiting)
                 elif not await self._wait_peers(session, waiting, stream):
                     return False
                 turn = time.perf_counter()
@@ -343,7 +354,8 @@ class ApiServer:
         err.req = session.requests + 1
         session.order.put(encode_error(err))
 
-    def _handle_line(self, session: Session, line: bytes) -> Peers | ReplayRequest | None:
+    def _handle_line(self, session: Session,
+                     line: bytes) -> Peers | ReplayRequest | DurableCall | None:
         """Answer one request line; returns a request that must wait first (``peers``
         with bounds, ``subscribe`` with ``since``)."""
         line = line.strip()
@@ -376,7 +388,8 @@ class ApiServer:
         session.order.put(reply)
         return True
 
-    def _handle(self, session: Session, line: bytes) -> bytes | Peers | ReplayRequest | None:
+    def _handle(self, session: Session,
+                line: bytes) -> bytes | Peers | ReplayRequest | DurableCall | None:
         req = parse_request(line)
         if type(req) is Publish:
             if not session.bucket.take(1, trio.current_time()):
@@ -390,6 +403,8 @@ class ApiServer:
                 return None
             return encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to})
         if type(req) is Subscribe:
+            if req.durable is not None:
+                return self.durables.subscribe(session, req)
             topics = check_topics(req.topics, req.id)
             retained = req.retained and self.backend.has_retained(topics)
             if req.since is None and not retained:
@@ -397,8 +412,12 @@ class ApiServer:
                 return encode_reply(req.id, {})
             return self._check_replay(session, topics, req.since, req.id, retained)
         if type(req) is Unsubscribe:
-            self._unsubscribe(session, check_topics(req.topics, req.id))
+            if req.durable is not None:
+                return self.durables.unsubscribe(session, req)
+            self._unsubscribe(session, check_topics(unsubscribe_topics(req), req.id))
             return encode_reply(req.id, {})
+        if type(req) is Ack:
+            return self.durables.ack(session, req)
         if type(req) is Peers:
             if req.waits:
                 return req

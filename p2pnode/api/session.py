@@ -49,3 +49,4 @@ class Session:
         self.will: LastWill | None = None  # published if the connection ends without bye
         self.said_bye = False
         self.order = ReplyOrder(self.out)  # replies held behind a waiting "request"
+        self.durables: set[str] = set()  # the durable subscriptions it feeds

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..gossip.router import Router
     from ..mesh.view import MeshView
     from ..net.manager import LinkManager
+    from ..store.service import StoreService
     from .announcer import MeshAnnouncer
     from .discovering import Discovering
     from .engine import Engine
@@ -135,6 +136,11 @@ class AppFacing:
         """Why this node would not keep a retained publish of ``size`` payload bytes on
         ``topic`` (None: it would)."""
         return self.retaining.refusal(topic, size)
+
+    def message_store(self) -> StoreService | None:
+        """The message store's service, or None when the store is off."""
+        return self.storing.service
+
     def ask(self, topic: str, data: bytes, timeout: float, max_replies: int,
             sink: RequestSink) -> bytes:
         """Send a request of a local app (see ``Requests.ask``)."""
