@@ -146,9 +146,11 @@ class StoreService:
         self._acks = {}
         try:
             last = await self.call(self._append_and_trim, rows, acks)
-        except StoreFull as exc:
-            for name, mark in acks.items():
+        except BaseException as exc:
+            for name, mark in acks.items():  # not written (cancelled too): _close writes them
                 self._acks[name] = max(mark, self._acks.get(name, (0, 0)))
+            if not isinstance(exc, StoreFull):
+                raise
             if self.error is None:
                 log.error("%s; publishes wait until there is room", exc)
             self.error = str(exc)
