@@ -4,7 +4,9 @@ subscriber killed mid-stream (docs/store.md, "Durable subscriptions")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,12 +16,14 @@ import pytest
 import trio
 
 from p2pnode.api.durables import DurableFeed
+from p2pnode.client import BlockingClient, open_asyncio_client, open_client
 from p2pnode.node import Node
 from p2pnode.store.selecting import decode_row
 from p2pnode.wire.messages import Item
 
 from .conftest import loopback_config, running_nodes
 from .test_api_server import LineConn
+from .test_cli import P2PNODE, Proc, reap
 
 
 class Conn(LineConn):
@@ -353,3 +357,93 @@ async def test_all_topics_leave_out_the_nodes_own(short_tmp: Path, topics: list[
                 await publish(node, ["b"], topic="y/z")
                 got = await conn.messages(2)
                 assert [(e["topic"], e["data"]) for e in got] == [("x", "a"), ("y/z", "b")]
+
+
+async def recv_durable(node: Node, count: int, then: list[str] | None = None) -> list[str]:
+    """Run ``p2pnode recv --durable cli --data --count N``; once it subscribed, publish
+    ``then``; return the lines it printed (it exits after ``count``)."""
+    proc = await trio.lowlevel.open_process(
+        [*P2PNODE, "recv", "--socket", str(node.config.socket_path), "--topic", "t",
+         "--durable", "cli", "--data", "--count", str(count)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        await Proc(proc).wait_line("durable subscription cli (created|resumed): t")
+        if then:
+            await publish(node, then)
+        assert proc.stdout is not None
+        out = b""
+        while chunk := await proc.stdout.receive_some(65536):
+            out += chunk
+        assert await proc.wait() == 0
+    finally:
+        await reap(proc)
+    return out.decode().splitlines()
+
+
+async def test_cli_recv_durable_acks_what_it_printed(short_tmp: Path) -> None:
+    with trio.fail_after(60):
+        async with running_nodes([config(short_tmp)]) as (node,):
+            assert await recv_durable(node, 3, [f"m{i}" for i in range(5)]) == [
+                "m0", "m1", "m2"]
+            assert await recv_durable(node, 2) == ["m3", "m4"]  # acked: not again
+            assert await recv_durable(node, 1, ["m5"]) == ["m5"]
+
+
+async def test_the_three_clients_subscribe_durably_and_ack(short_tmp: Path) -> None:
+    """trio, asyncio and blocking: ``subscribe(durable=...)``, ``ack(event)``,
+    ``unsubscribe(durable=..., delete=True)``; each resumes after its own ack."""
+    with trio.fail_after(60):
+        async with running_nodes([config(short_tmp)]) as (node,):
+            path = node.config.socket_path
+            async with connect(node) as conn:
+                for kind in KINDS:
+                    await conn.reply({"op": "subscribe", "topics": ["t"], "durable": kind})
+                    await conn.reply({"op": "unsubscribe", "durable": kind})
+            await publish(node, ["x", "y", "z"])
+            for kind in KINDS:
+                # Resumed: the three, the second acked; then the third again, deleted.
+                assert await KINDS[kind](path, kind, 3, False) == (False, ["x", "y", "z"])
+                assert await KINDS[kind](path, kind, 1, True) == (False, ["z"])
+                assert (await KINDS[kind](path, kind, 0, False))[0] is True
+
+
+async def trio_round(path: Path, name: str, n: int, delete: bool) -> tuple[bool, list[str]]:
+    async with open_client(path) as client:
+        reply = await client.subscribe(["t"], durable=name, max_unacked=10)
+        events = [await client.next_event() for _ in range(n)]
+        if events:
+            await client.ack(events[min(1, n - 1)])
+        if delete:
+            await client.unsubscribe(durable=name, delete=True)
+        return reply["created"], [e["data"] for e in events]
+
+
+async def asyncio_round(path: Path, name: str, n: int, delete: bool) -> tuple[bool, list[str]]:
+    async def app() -> tuple[bool, list[str]]:
+        async with asyncio.timeout(10), open_asyncio_client(path) as client:
+            reply = await client.subscribe(["t"], durable=name, max_unacked=10)
+            events = [await client.next_event() for _ in range(n)]
+            if events:
+                await client.ack(events[min(1, n - 1)])
+            if delete:
+                await client.unsubscribe(durable=name, delete=True)
+            return reply["created"], [e["data"] for e in events]
+
+    return await trio.to_thread.run_sync(asyncio.run, app())
+
+
+async def blocking_round(path: Path, name: str, n: int, delete: bool) -> tuple[bool, list[str]]:
+    def app() -> tuple[bool, list[str]]:
+        with BlockingClient(path, timeout=10) as client:
+            reply = client.subscribe(["t"], durable=name, max_unacked=10)
+            events = [client.next_event() for _ in range(n)]
+            if events:
+                client.ack(events[min(1, n - 1)])
+            if delete:
+                client.unsubscribe(durable=name, delete=True)
+            return reply["created"], [e["data"] for e in events]
+
+    return await trio.to_thread.run_sync(app)
+
+
+KINDS = {"trio": trio_round, "asyncio": asyncio_round, "blocking": blocking_round}
