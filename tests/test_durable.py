@@ -407,27 +407,26 @@ async def test_the_three_clients_subscribe_durably_and_ack(short_tmp: Path) -> N
                 assert (await KINDS[kind](path, kind, 0, False))[0] is True
 
 
+async def steps(client: Any, name: str, n: int, delete: bool) -> tuple[bool, list[str]]:
+    """One round with an async client (trio's or asyncio's: the same methods)."""
+    reply = await client.subscribe(["t"], durable=name, max_unacked=10)
+    events = [await client.next_event() for _ in range(n)]
+    if events:
+        await client.ack(events[min(1, n - 1)])
+    if delete:
+        await client.unsubscribe(durable=name, delete=True)
+    return reply["created"], [e["data"] for e in events]
+
+
 async def trio_round(path: Path, name: str, n: int, delete: bool) -> tuple[bool, list[str]]:
     async with open_client(path) as client:
-        reply = await client.subscribe(["t"], durable=name, max_unacked=10)
-        events = [await client.next_event() for _ in range(n)]
-        if events:
-            await client.ack(events[min(1, n - 1)])
-        if delete:
-            await client.unsubscribe(durable=name, delete=True)
-        return reply["created"], [e["data"] for e in events]
+        return await steps(client, name, n, delete)
 
 
 async def asyncio_round(path: Path, name: str, n: int, delete: bool) -> tuple[bool, list[str]]:
     async def app() -> tuple[bool, list[str]]:
         async with asyncio.timeout(10), open_asyncio_client(path) as client:
-            reply = await client.subscribe(["t"], durable=name, max_unacked=10)
-            events = [await client.next_event() for _ in range(n)]
-            if events:
-                await client.ack(events[min(1, n - 1)])
-            if delete:
-                await client.unsubscribe(durable=name, delete=True)
-            return reply["created"], [e["data"] for e in events]
+            return await steps(client, name, n, delete)
 
     return await trio.to_thread.run_sync(asyncio.run, app())
 

@@ -48,8 +48,10 @@ if TYPE_CHECKING:
 
     from .session import Session
 
-#: Stored batches read per call to the worker thread.
+#: Stored batches read per call to the worker thread: at most this many, and no more
+#: than reach ``CHUNK_BYTES`` of them (at least one).
 CHUNK_ROWS = 256
+CHUNK_BYTES = 1 << 20
 
 Mark = tuple[int, int]  # (acked, part): see store.db.DurableRow
 
@@ -388,4 +390,4 @@ def _open_durable(store: MessageStore, name: str, topics: list[str],
 def _read(store: MessageStore, pos: int, limit: int) -> tuple[list[Row], int]:
     """In the store's thread: at most ``limit`` rows after ``pos``, and the last position
     stored (past ``pos`` while there are none: they were removed)."""
-    return store.after(pos, limit), store.last_pos
+    return store.after(pos, limit, CHUNK_BYTES), store.last_pos

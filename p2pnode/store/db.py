@@ -380,11 +380,21 @@ class MessageStore:
         out.reverse()
         return out
 
-    def after(self, pos: int, limit: int) -> list[Row]:
-        """At most ``limit`` rows after position ``pos``, in the store's order."""
-        return [_row(v) for v in self._db.execute(
-            f"SELECT {_COLUMNS} FROM batches WHERE pos > ? ORDER BY pos LIMIT ?",
-            (pos, limit))]
+    def after(self, pos: int, limit: int, max_bytes: int = 0) -> list[Row]:
+        """At most ``limit`` rows after position ``pos``, in the store's order; with
+        ``max_bytes``, only as many as reach that many bytes of frames (at least one)."""
+        out: list[Row] = []
+        total = 0
+        cursor = self._db.execute(
+            f"SELECT {_COLUMNS} FROM batches WHERE pos > ? ORDER BY pos LIMIT ?", (pos, limit))
+        for values in cursor:
+            row = _row(values)
+            out.append(row)
+            total += len(row.frame)
+            if max_bytes and total >= max_bytes:
+                break
+        cursor.close()
+        return out
 
     def position_of(self, msg_id: bytes) -> int | None:
         """The position of the stored batch that holds message ``msg_id`` (by the id
