@@ -260,6 +260,33 @@ async def test_a_durable_past_retention_gets_a_gap_event(short_tmp: Path) -> Non
                 assert conn.events == []
 
 
+async def test_a_connected_durable_that_falls_behind_gets_a_gap_event(
+        short_tmp: Path) -> None:
+    """Its window full, the subscriber stops acking while much more is stored than
+    the store keeps: once it acks, its feed finds the messages gone and says so."""
+    with trio.fail_after(30):
+        async with running_nodes([config(short_tmp, store_bytes=6000)]) as (node,):
+            async with connect(node) as conn:
+                await conn.reply({"op": "subscribe", "topics": ["t"], "durable": "g",
+                                  "max_unacked": 1})
+                sent = [f"m{i}-" + "x" * 150 for i in range(60)]
+                await publish(node, sent)
+                first = await conn.event()
+                assert first["data"] == sent[0]
+                await ack(conn, "g", first)
+                gap = await conn.event()
+                assert gap["event"] == "gap", gap
+                lost = gap["lost"]
+                assert 1 < lost < 59
+                # Lost: after its last ack, m0 too (delivered, not acked when it went).
+                rest = []
+                while len(rest) < 60 - lost:
+                    rest.append(await conn.event())
+                    await ack(conn, "g", rest[-1])
+                assert texts(rest) == sent[lost:]
+                assert feed(node, "g").lost == lost
+
+
 async def test_the_position_survives_a_node_restart_and_a_killed_subscriber(
         short_tmp: Path) -> None:
     """A subscriber acks as it goes and is killed mid-stream; the node restarts (same

@@ -129,17 +129,16 @@ class DurableFeed:
                 await self._wait_room()
                 rows, last = await self.hub.service.call(_read, self.hub.service.store,
                                                          self.read_pos, CHUNK_ROWS)
-                jumped = not rows and last > self.read_pos  # all after it was removed
-                if jumped:
+                if not rows and last > self.read_pos:  # all after it was removed
                     self.read_pos, self.skip = last, 0
+                    await self._check_lost()
                 expected = self.read_pos + 1
                 for row in rows:
-                    jumped |= row.pos != expected
+                    if row.pos != expected:  # removed (by retention) before it was read
+                        await self._check_lost()
                     expected = row.pos + 1
                     if not await self._deliver_row(row.pos, row.frame):
                         break
-                if jumped:
-                    await self._check_lost()
                 if not self.sent:
                     self.hub.advance(self.name, (self.read_pos, self.skip))
                 if not rows:
@@ -169,7 +168,9 @@ class DurableFeed:
         return True
 
     async def _put(self, line: bytes) -> None:
-        """Queue ``line`` once the connection's queue is at most half full."""
+        """Queue ``line`` once the connection's queue is at most half full. Nothing is
+        queued once the feed is stopped (a read from the store may end after that)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         out = self.session.out
         while len(out) > out.limit // 2:
             await out.wait_writable()
