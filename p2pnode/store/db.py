@@ -356,8 +356,9 @@ class MessageStore:
         if not durables:
             return {}
         low = min(d.acked for d in durables)
-        frames = {pos: frame for pos, _s, _c in doomed if pos > low for (frame,) in
-                  self._db.execute("SELECT frame FROM batches WHERE pos = ?", (pos,))}
+        frames = {pos: (frame, count) for pos, _s, count in doomed if pos > low
+                  for (frame,) in self._db.execute("SELECT frame FROM batches WHERE pos = ?",
+                                                   (pos,))}
         return count_lost(frames, durables, self.node_id)
 
     # -- reading ------------------------------------------------------------------

@@ -56,20 +56,20 @@ class DurableFilter:
                 if not items[k].topic.startswith(RESERVED_PREFIX)]
 
 
-def count_lost(frames: Mapping[int, bytes], durables: Iterable[DurableRow],
+def count_lost(frames: Mapping[int, tuple[bytes, int]], durables: Iterable[DurableRow],
                node_id: bytes | None) -> dict[str, int]:
     """For each durable subscription (``db.DurableRow``), the messages it had not
-    confirmed among the stored batches ``frames`` (position -> frame) about to be
-    removed. A frame that cannot be read counts whole."""
+    confirmed among the stored batches ``frames`` (position -> frame and its number
+    of messages) about to be removed. A frame that cannot be read counts whole."""
     lost: dict[str, int] = {}
-    bodies = {pos: decode_row(frame) for pos, frame in frames.items()}
+    bodies = {pos: (decode_row(frame), count) for pos, (frame, count) in frames.items()}
     for durable in durables:
         select = DurableFilter(durable.topics, node_id)
         n = 0
-        for pos, decoded in bodies.items():
+        for pos, (decoded, count) in bodies.items():
             if pos <= durable.acked:
                 continue
             start = durable.part if pos == durable.acked + 1 else 0
-            n += len(select.wanted(decoded[1], start)) if decoded is not None else 1
+            n += len(select.wanted(decoded[1], start)) if decoded is not None else count
         lost[durable.name] = n
     return lost
