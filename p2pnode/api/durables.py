@@ -17,6 +17,7 @@ ack again, in the store's order, then what is stored later (at least once).
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 #: than reach ``CHUNK_BYTES`` of them (at least one).
 CHUNK_ROWS = 256
 CHUNK_BYTES = 1 << 20
+#: The longest a feed decodes and queues before it lets other tasks run (seconds).
+TURN_BUDGET = 0.002
 
 Mark = tuple[int, int]  # (acked, part): see store.db.DurableRow
 
@@ -107,7 +110,8 @@ class DurableFeed:
         mark = (0, 0)
         while self.sent and self.sent[0].serial <= serial:
             done = self.sent.popleft()
-            del self._serials[done.msg_id]
+            if self._serials.get(done.msg_id) == done.serial:  # (an id stored twice)
+                del self._serials[done.msg_id]
             self._acked[done.msg_id] = None
             mark = done.mark
         while len(self._acked) > self.window:
@@ -133,14 +137,18 @@ class DurableFeed:
                     self.read_pos, self.skip = last, 0
                     await self._check_lost()
                 expected = self.read_pos + 1
+                turn = time.perf_counter()
                 for row in rows:
                     if row.pos != expected:  # removed (by retention) before it was read
                         await self._check_lost()
                     expected = row.pos + 1
+                    if time.perf_counter() - turn > TURN_BUDGET:
+                        await trio.lowlevel.checkpoint()  # links and other clients first
+                        turn = time.perf_counter()
                     if not await self._deliver_row(row.pos, row.frame):
                         break
-                if not self.sent:
-                    self.hub.advance(self.name, (self.read_pos, self.skip))
+                if not self.sent:  # written with the store's next write, not at once
+                    self.hub.advance(self.name, (self.read_pos, self.skip), wake=False)
                 if not rows:
                     await self.hub.wait_stored(self.read_pos)
 
@@ -233,11 +241,12 @@ class Durables:
         while self.last_stored <= pos:
             await self._stored.wait()
 
-    def advance(self, name: str, mark: Mark) -> None:
-        """Durable ``name`` is done up to ``mark`` (kept, and written to the store)."""
+    def advance(self, name: str, mark: Mark, *, wake: bool = True) -> None:
+        """Durable ``name`` is done up to ``mark``: kept, and written to the store (at
+        once with ``wake``, else with its next write)."""
         if mark > self.marks.get(name, (0, 0)):
             self.marks[name] = mark
-            self.service.ack(name, *mark)
+            self.service.ack(name, *mark, wake=wake)
 
     async def answer(self, session: Session, call: DurableCall) -> bool:
         """Answer a durable ``subscribe`` or ``unsubscribe`` once the store did its part.

@@ -81,13 +81,15 @@ class StoreService:
             self.committed += 1
         self._wake.set()
 
-    def ack(self, name: str, pos: int, part: int = 0) -> None:
+    def ack(self, name: str, pos: int, part: int = 0, *, wake: bool = True) -> None:
         """Record that durable subscription ``name`` confirmed up to ``pos`` and ``part``
         messages of the batch after it (``DurableRow``); written with the next batch of
-        rows, at once if none is waiting."""
+        rows, at once if none is waiting (without ``wake``: with the next write, or at
+        the end)."""
         if (pos, part) > self._acks.get(name, (0, 0)):
             self._acks[name] = (pos, part)
-            self._wake.set()
+            if wake:
+                self._wake.set()
 
     def pending_rows(self) -> list[Row]:
         """The rows queued and not stored yet, oldest first (a copy of the list): they
