@@ -357,7 +357,8 @@ class ApiServer:
     def _handle_line(self, session: Session,
                      line: bytes) -> Peers | ReplayRequest | DurableCall | None:
         """Answer one request line; returns a request that must wait first (``peers``
-        with bounds, ``subscribe`` with ``since``)."""
+        with bounds, ``subscribe`` with ``since``, a durable ``subscribe`` or
+        ``unsubscribe``: the store's worker thread)."""
         line = line.strip()
         if not line:
             return None
