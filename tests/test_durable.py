@@ -24,6 +24,7 @@ from p2pnode.wire.messages import Item
 from .conftest import loopback_config, running_nodes
 from .test_api_server import LineConn
 from .test_cli import P2PNODE, Proc, reap
+from .test_client_pipeline import two_nodes
 
 
 class Conn(LineConn):
@@ -318,6 +319,29 @@ async def test_the_position_survives_a_node_restart_and_a_killed_subscriber(
                 await conn.reply({"op": "subscribe", "topics": ["t"], "durable": "r"})
                 assert texts(await conn.messages(190)) == sent[110:]
     assert acked == sent[:100]
+
+
+async def test_messages_from_other_nodes_and_direct_ones(short_tmp: Path) -> None:
+    """A durable subscription on b gets what a publishes, and the direct messages to
+    b, but not b's direct messages to a (b stores them: it published them)."""
+    with trio.fail_after(30):
+        async with two_nodes(short_tmp) as (a, b):
+            async with connect(b) as conn:
+                await conn.reply({"op": "subscribe", "topics": ["t"], "durable": "x"})
+                got: list[dict[str, Any]] = []
+                async with connect(a) as pub_a, connect(b) as pub_b:
+                    for pub, fields in [(pub_a, {"data": "1"}),
+                                        (pub_b, {"data": "no", "to": a.node_hex}),
+                                        (pub_a, {"data": "2", "to": b.node_hex}),
+                                        (pub_b, {"data": "3"})]:
+                        reply = await pub.reply({"op": "publish", "topic": "t", **fields})
+                        assert reply["ok"], reply
+                        if pub is pub_a:  # in order: once b has it
+                            got += await conn.messages(1)
+                got += await conn.messages(1)
+                assert texts(got) == ["1", "2", "3"]
+                assert [e["hops"] for e in got] == [1, 1, 0]
+                assert got[1]["to"] == b.node_hex
 
 
 async def test_durable_requests_are_checked(short_tmp: Path) -> None:
