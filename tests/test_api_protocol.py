@@ -131,7 +131,7 @@ def test_bad_request_echoes_the_id(obj: dict[str, Any]) -> None:
 
 #: Every op the API serves (docs/api.md); a new request type must be added here too.
 ALL_OPS = ["publish", "subscribe", "unsubscribe", "peers", "status", "monitor", "mesh",
-           "sync", "will", "bye", "request", "reply"]
+           "sync", "will", "bye", "request", "reply", "ack"]
 
 
 def test_every_op_is_known() -> None:
@@ -141,6 +141,7 @@ def test_every_op_is_known() -> None:
                                                                                 "request")
                                  else {"op": op, "topics": []} if "subscribe" in op
                                  else {"op": op, "reply_to": "00"} if op == "reply"
+                                 else {"op": op, "durable": "d", "msg_id": "00"} if op == "ack"
                                  else {"op": op}))
         assert type(req).__struct_config__.tag == op
 

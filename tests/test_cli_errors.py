@@ -185,6 +185,8 @@ def cases(e: Env) -> dict[str, Case]:
         "recv-since-missing": Case(["recv", *nosock, "--since"], 2,
                                    ["expected one argument", "--since=VALUE"]),
         "recv-count": Case(["recv", *nosock, "--count", "0"], 2, ["--count must be >= 1, not 0"]),
+        "recv-durable-since": Case(["recv", *nosock, "--durable", "d", "--since", "5m"], 1,
+                                   ["--durable resumes after its last ack by itself"]),
         "recv-typo": Case(["recv", *nosock, "--cuont", "1"], 2,
                           ["usage: p2pnode recv", "did you mean --count?"]),
         # peers

@@ -30,7 +30,7 @@ def python_blocks(doc: Path) -> list[tuple[str, list[str] | None]]:
 
 def test_the_python_examples_are_found() -> None:
     api = python_blocks(ROOT / "docs" / "api.md")
-    assert len(api) == 4
+    assert len(api) == 5
     assert all(out for _, out in api)
     assert "p2pnode.client.aio" in api[0][0]
     assert len(python_blocks(ROOT / "README.md")) == 1
@@ -38,6 +38,7 @@ def test_the_python_examples_are_found() -> None:
 
 @pytest.mark.parametrize(("doc", "index"), [("docs/api.md", 0), ("docs/api.md", 1),
                                             ("docs/api.md", 2), ("docs/api.md", 3),
+                                            ("docs/api.md", 4),
                                             ("README.md", 0)])
 async def test_python_example_runs_as_written(short_tmp: Path, doc: str, index: int) -> None:
     code, expected = python_blocks(ROOT / doc)[index]

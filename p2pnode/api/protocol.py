@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
 
@@ -26,8 +27,11 @@ from .topics import pattern_problem, published_topic_problem
 ERROR_CODES = (
     "bad_json", "bad_request", "unknown_op", "too_large", "too_many_clients", "timeout",
     "rate_limited", "forbidden", "unknown_node", "retained_full", "request_gone",
-    "too_many_requests", "store_full",
+    "too_many_requests", "store_full", "store_off", "unknown_durable", "durable_busy",
+    "too_many_durables",
 )
+#: A durable subscription's name: 1-64 of these.
+DURABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_TOPICS_PER_REQUEST = 1024
 Scalar = str | int | float | bool | None
 
@@ -66,12 +70,33 @@ class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", kw_only=True,
     since: str | float | None = None
     #: False: do not send the topics' retained messages first.
     retained: bool = True
+    #: A durable subscription's name (docs/store.md): created or resumed, fed from the
+    #: message store after its last ack.
+    durable: str | None = None
+    #: ... with at most this many messages delivered and not acked (default and most:
+    #: the node's ``durable_max_unacked``).
+    max_unacked: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="op", kw_only=True,
                   forbid_unknown_fields=True):
+    """Stop ``topics`` (all if empty); or stop durable subscription ``durable`` on this
+    connection (its position is kept), and with ``delete`` remove it from the store."""
+
     id: Scalar = None
-    topics: list[str]
+    topics: list[str] | msgspec.UnsetType = msgspec.UNSET
+    durable: str | None = None
+    delete: bool = False
+
+
+class Ack(msgspec.Struct, tag="ack", tag_field="op", kw_only=True,
+          forbid_unknown_fields=True):
+    """Confirm the messages of durable subscription ``durable`` delivered up to and
+    including ``msg_id`` (cumulative)."""
+
+    id: Scalar = None
+    durable: str
+    msg_id: str
 
 
 class Peers(msgspec.Struct, tag="peers", tag_field="op", kw_only=True,
@@ -169,7 +194,7 @@ class ReplyOp(msgspec.Struct, tag="reply", tag_field="op", kw_only=True,
 
 
 Request = (Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh | Sync | Will
-           | Bye | RequestOp | ReplyOp)
+           | Bye | RequestOp | ReplyOp | Ack)
 #: Every op, taken from the request types themselves so that a new one cannot be left out.
 OPS: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(Request))
 
@@ -247,6 +272,21 @@ def check_topics(topics: list[str], req_id: Scalar = None) -> list[str]:
     if len(topics) > MAX_TOPICS_PER_REQUEST:
         raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_REQUEST} topics", req_id)
     return [check_pattern(t, req_id) for t in topics]
+
+
+def check_durable_name(name: str, req_id: Scalar = None) -> str:
+    """Validate a durable subscription's name: 1-64 of ``A-Z a-z 0-9 _ . -``."""
+    if not DURABLE_NAME.fullmatch(name):
+        raise ApiError("bad_request", f"durable name {name[:80]!r}: 1-64 characters of "
+                       "A-Z, a-z, 0-9, '_', '.' and '-'", req_id)
+    return name
+
+
+def unsubscribe_topics(req: Unsubscribe) -> list[str]:
+    """The topics of an ``unsubscribe`` without ``durable``. Raises ``ApiError``."""
+    if isinstance(req.topics, msgspec.UnsetType):
+        raise ApiError("bad_request", 'give "topics" (or "durable")', req.id)
+    return req.topics
 
 
 def publish_payload(req: Publish | Will | RequestOp | ReplyOp, max_payload: int) -> bytes:
@@ -327,6 +367,7 @@ class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     retained: bool = False  # the topic's retained message, not a new publish
     reply_to: str | None = None  # a request: the token of its replies ("reply" op)
     timeout: float | None = None  # ... and how long its asker waits (seconds)
+    durable: str | None = None  # from the store, for this durable subscription (to ack)
 
 
 def encode_delivered(msg: Gossip) -> bytes:
@@ -338,6 +379,12 @@ def encode_delivered(msg: Gossip) -> bytes:
     if msg.to is not None:
         body["to"] = id_to_hex(msg.to)
     return _encoder.encode(body) + b"\n"
+
+
+def encode_gap(durable: str, lost: int) -> bytes:
+    """The event of a durable subscription that fell behind the store's retention:
+    ``lost`` of its messages were removed before it acked them."""
+    return _encoder.encode({"event": "gap", "durable": durable, "lost": lost}) + b"\n"
 
 
 def encode_closing(reason: str, handled: int) -> bytes:
@@ -362,7 +409,8 @@ def parse_since(since: str | float, req_id: Scalar = None) -> bytes | float:
 
 
 def encode_event(msg: Gossip, *, replay: bool = False, retained: bool = False,
-                 reply_to: bytes | None = None, timeout: float | None = None) -> bytes:
+                 reply_to: bytes | None = None, timeout: float | None = None,
+                 durable: str | None = None) -> bytes:
     """The event line for a delivered message (``data_b64`` when not UTF-8); marked
     ``retained`` with ``retained`` or when ``msg.retained``; for a request, with its
     ``reply_to`` token (``reply_to``: its origin + message id) and its ``timeout``."""
@@ -377,6 +425,6 @@ def encode_event(msg: Gossip, *, replay: bool = False, retained: bool = False,
         to=id_to_hex(msg.to) if msg.to is not None else None, replay=replay,
         retained=retained or msg.retained,
         reply_to=reply_to.hex() if reply_to is not None else None,
-        timeout=round(timeout, 3) if timeout is not None else None,
+        timeout=round(timeout, 3) if timeout is not None else None, durable=durable,
     )
     return _encoder.encode(ev) + b"\n"

@@ -22,11 +22,14 @@ import trio
 from ..config.settings import NodeConfig
 from ..errors import ConfigError
 from ..gossip.retained import RetainedReplay
+from ..store.service import StoreService
 from ..wire.messages import Gossip
 from .admission import admitted, refuse_client
 from .confirming import Confirmer, ConfirmingStore, store_refusal
+from .durables import DurableCall, Durables
 from .monitor import MonitorHub
 from .protocol import (
+    Ack,
     ApiError,
     Mesh,
     Monitor,
@@ -47,6 +50,7 @@ from .protocol import (
     encode_reply,
     parse_request,
     parse_since,
+    unsubscribe_topics,
 )
 from .publishing import take_publish
 from .replaying import HistoryReplay, Replayer, ReplayRequest, rate_error
@@ -81,7 +85,8 @@ class ApiBackend(RequestBackend, Protocol):
     def retained_replay(self, topics: list[str]) -> RetainedReplay: ...
     def has_retained(self, topics: list[str]) -> bool: ...
     def retained_refusal(self, topic: str, size: int) -> str | None: ...
-    def message_store(self) -> ConfirmingStore | None: ...
+    def message_store(self) -> StoreService | None: ...
+    node_id: bytes
 
 
 class ApiServer:
@@ -104,6 +109,7 @@ class ApiServer:
         self._store: ConfirmingStore | None = None  # the message store (None: off)
         #: ... when the ``ok`` to a publish waits until it is stored (docs/store.md).
         self._confirming: ConfirmingStore | None = None
+        self.durables = Durables(config, backend.node_id)
         self._group: grp.struct_group | None = None
         self._serving: os.stat_result | None = None  # the socket file, while it serves
         if config.api_group is not None:
@@ -187,6 +193,7 @@ class ApiServer:
         try:
             listener = trio.SocketListener(sock)
             async with trio.open_nursery() as nursery:
+                self.durables.attach(self.backend.message_store(), nursery)
                 nursery.start_soon(self._accept_loop, listener, nursery)
                 if self._confirming is not None:
                     nursery.start_soon(self.confirmer.run, self._confirming)
@@ -269,6 +276,7 @@ class ApiServer:
                 if publish_will(session, self.backend):  # no bye: the app crashed
                     self.stats.wills += 1
                 self.requests.drop(session)
+                self.durables.drop(session)
                 self._unsubscribe(session, [])
                 self.monitors.remove(session)
                 self.sessions.discard(session)
@@ -344,6 +352,8 @@ class ApiServer:
                 self._submit(session)
                 if isinstance(waiting, ReplayRequest):
                     await self._replay(session, waiting)
+                elif isinstance(waiting, DurableCall):
+                    self.stats.errors += not await self.durables.answer(session, waiting)
                 elif not await self._wait_peers(session, waiting, stream):
                     return False
                 turn = time.perf_counter()
@@ -366,9 +376,11 @@ class ApiServer:
         err.req = session.requests + 1
         session.order.put(encode_error(err))
 
-    def _handle_line(self, session: Session, line: bytes) -> Peers | ReplayRequest | None:
+    def _handle_line(self, session: Session,
+                     line: bytes) -> Peers | ReplayRequest | DurableCall | None:
         """Answer one request line; returns a request that must wait first (``peers``
-        with bounds, ``subscribe`` with ``since``)."""
+        with bounds, ``subscribe`` with ``since``, a durable ``subscribe`` or
+        ``unsubscribe``: the store's worker thread)."""
         line = line.strip()
         if not line:
             return None
@@ -399,7 +411,8 @@ class ApiServer:
         session.order.put(reply)
         return True
 
-    def _handle(self, session: Session, line: bytes) -> bytes | Peers | ReplayRequest | None:
+    def _handle(self, session: Session,
+                line: bytes) -> bytes | Peers | ReplayRequest | DurableCall | None:
         req = parse_request(line)
         if type(req) is Publish:
             if not session.bucket.take(1, trio.current_time()):
@@ -418,6 +431,8 @@ class ApiServer:
                 return None
             return line or None
         if type(req) is Subscribe:
+            if req.durable is not None:
+                return self.durables.subscribe(session, req)
             topics = check_topics(req.topics, req.id)
             retained = req.retained and self.backend.has_retained(topics)
             if req.since is None and not retained:
@@ -425,8 +440,12 @@ class ApiServer:
                 return encode_reply(req.id, {})
             return self._check_replay(session, topics, req.since, req.id, retained)
         if type(req) is Unsubscribe:
-            self._unsubscribe(session, check_topics(req.topics, req.id))
+            if req.durable is not None:
+                return self.durables.unsubscribe(session, req)
+            self._unsubscribe(session, check_topics(unsubscribe_topics(req), req.id))
             return encode_reply(req.id, {})
+        if type(req) is Ack:
+            return self.durables.ack(session, req)
         if type(req) is Peers:
             if req.waits:
                 return req

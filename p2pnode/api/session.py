@@ -51,3 +51,4 @@ class Session:
         self.said_bye = False
         self.order = ReplyOrder(self.out)  # replies held behind a waiting "request"
         self.gate = StoreGate()  # publishes whose replies wait for the store
+        self.durables: set[str] = set()  # the durable subscriptions it feeds

@@ -206,6 +206,10 @@ def _add_send_recv(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     recv.add_argument("--reconnect", action="store_true",
                       help="when the node stops, wait for it (retrying for up to 5 "
                            "minutes) and go on where it was, nothing missed or repeated")
+    recv.add_argument("--durable", default=None, metavar="NAME",
+                      help="a durable subscription (kept by the node's message store): "
+                           "resume after the last message acked under NAME, and ack each "
+                           "message once it is printed")
     recv.add_argument("--no-retained", dest="retained", action="store_false",
                       help="do not print the topics' retained messages first")
     recv.add_argument("--since", default=None, metavar="ID|TIME",

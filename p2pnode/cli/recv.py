@@ -136,6 +136,12 @@ def notice(event: dict[str, Any], where: Path | str) -> str | None:
         n = count if isinstance(count, int) else 0
         return (f"p2pnode: {plural(n, 'message')} {'was' if n == 1 else 'were'} dropped: "
                 "this receiver did not keep up")
+    if kind == "gap":
+        lost = event.get("lost")
+        n = lost if isinstance(lost, int) else 0
+        return (f"p2pnode: durable subscription {event.get('durable')} lost "
+                f"{plural(n, 'message')}: the node's store removed them (--store-age, "
+                "--store-bytes) before they were acked")
     if kind == "disconnected":
         return f"p2pnode: node at {where} stopped ({event.get('reason')}); {event.get('retry')}"
     if kind == "reconnected":
@@ -164,6 +170,18 @@ async def cmd_recv(args: argparse.Namespace) -> int:
 
 async def _receive(args: argparse.Namespace, topics: list[str], since: str | float | None,
                    mode: str, where: Path) -> None:
+    if args.durable is not None:
+        if args.reconnect or since is not None:
+            raise P2PError("--durable resumes after its last ack by itself: give neither "
+                           "--since nor --reconnect with it")
+        client = await open_client(args.socket, server_user=args.server_user)
+        async with client:
+            reply = await client.subscribe(topics, durable=args.durable)
+            print(f"p2pnode: durable subscription {args.durable} "
+                  f"{'created' if reply.get('created') else 'resumed'}: "
+                  f"{', '.join(topics) or 'all topics'}", file=sys.stderr, flush=True)
+            await _print_until_stopped(client, mode, args.count, where, acks=True)
+        return
     if args.reconnect:
         async with open_subscription(topics, since, args.socket,
                                      server_user=args.server_user,
@@ -193,10 +211,12 @@ def _say_subscribed(topics: list[str], since: str | float | None,
 
 
 async def _print_until_stopped(client: Client, mode: str, count: int | None,
-                               where: Path) -> None:
-    """Print until ``count`` messages; the node's end of the connection is an error."""
+                               where: Path, *, acks: bool = False) -> None:
+    """Print until ``count`` messages; the node's end of the connection is an error.
+    ``acks``: ack each message of a durable subscription once it is printed."""
     try:
-        await _print(client.next_event, client.request, mode, count, where)
+        await _print(client.next_event, client.request, mode, count, where,
+                     client.ack if acks else None)
     except (trio.EndOfChannel, trio.BrokenResourceError, ConnectionClosed) as exc:
         raise P2PError(f"node at {where} stopped ({exc}); recv --reconnect waits for it "
                        "to come back and goes on where it was") from None
@@ -204,8 +224,10 @@ async def _print_until_stopped(client: Client, mode: str, count: int | None,
 
 async def _print(next_event: Callable[[], Awaitable[dict[str, Any]]],
                  request: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
-                 mode: str, count: int | None, where: Path) -> None:
-    """Print each message as a line until ``count`` were printed (None: for ever)."""
+                 mode: str, count: int | None, where: Path,
+                 ack: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
+    """Print each message as a line until ``count`` were printed (None: for ever);
+    ``ack`` each one once it is printed and flushed."""
     names = OriginNames(request)
     printed = 0
     while count is None or printed < count:
@@ -219,6 +241,8 @@ async def _print(next_event: Callable[[], Awaitable[dict[str, Any]]],
             continue
         label = await names.label(str(event.get("origin", ""))) if mode == "text" else ""
         _out(message_line(event, mode, label))
+        if ack is not None and "durable" in event:
+            await ack(event)  # printed and flushed first: at least once
         printed += 1
 
 

@@ -8,9 +8,11 @@ from typing import Any
 
 from .protocol import (
     ApiReplyError,
+    ack_request,
     event_payload,
     peers_request,
     subscribe_request,
+    unsubscribe_request,
     will_request,
 )
 from .serving import DEFAULT_ASK_TIMEOUT, ReplyError, ask_request, reply_request
@@ -27,8 +29,9 @@ class AsyncRequests:
         raise NotImplementedError
 
     async def subscribe(self, topics: list[str] | None = None,
-                        since: str | float | None = None, *,
-                        retained: bool = True) -> dict[str, Any]:
+                        since: str | float | None = None, *, retained: bool = True,
+                        durable: str | None = None,
+                        max_unacked: int | None = None) -> dict[str, Any]:
         """Subscribe to ``topics`` (all topics if empty or None). The topics' retained
         messages come first (events with ``"retained": true``; not with
         ``retained=False``). With ``since`` (a message id, or a Unix time), the node then
@@ -36,8 +39,20 @@ class AsyncRequests:
         ``"replay": true``). Both come before the reply and are kept for
         ``next_event``. Returns the reply (with ``retained``, the number of retained
         events, and ``replayed``, when ``since`` was given). ``ApiReplyError`` with code
-        ``rate_limited`` past the node's replay rate (docs/api.md)."""
-        return await self.request(subscribe_request(topics, since, retained))
+        ``rate_limited`` past the node's replay rate (docs/api.md).
+
+        With ``durable`` (a name: 1-64 of ``A-Z a-z 0-9 _ . -``), a durable subscription
+        (docs/store.md): created, or resumed where it was acked, fed from the node's
+        message store; its message events carry ``durable``; confirm them with ``ack``.
+        At most ``max_unacked`` (default: the node's maximum) are delivered and not acked.
+        ``ApiError`` codes ``durable_busy``, ``store_off``, ``too_many_durables``."""
+        return await self.request(subscribe_request(topics, since, retained, durable,
+                                                    max_unacked))
+
+    async def ack(self, event: dict[str, Any]) -> None:
+        """Confirm the message ``event`` of a durable subscription, and every one
+        delivered before it (a resumed subscription starts after it)."""
+        await self.request(ack_request(event))
 
     async def set_will(self, topic: str, data: str | bytes, *, retain: bool = False) -> None:
         """Set this connection's last will: the node publishes ``data`` on ``topic``
@@ -51,9 +66,11 @@ class AsyncRequests:
         """Remove this connection's last will."""
         await self.request(will_request())
 
-    async def unsubscribe(self, topics: list[str] | None = None) -> None:
-        """Stop receiving ``topics`` (every topic if empty or None)."""
-        await self.request({"op": "unsubscribe", "topics": list(topics or [])})
+    async def unsubscribe(self, topics: list[str] | None = None, *,
+                          durable: str | None = None, delete: bool = False) -> None:
+        """Stop receiving ``topics`` (every topic if empty or None); or, with ``durable``,
+        that durable subscription (its position is kept; ``delete``: removed)."""
+        await self.request(unsubscribe_request(topics, durable, delete))
 
     async def peers(self, wait_min: int | None = None, wait_max: int | None = None,
                     wait_timeout: float = 10.0) -> list[dict[str, Any]]:

@@ -38,12 +38,14 @@ from .protocol import (
     ClientProtocol,
     ConnectionClosed,
     ProtocolViolation,
+    ack_request,
     check_reply,
     encode_publish,
     encode_request,
     event_payload,
     peers_request,
     subscribe_request,
+    unsubscribe_request,
     will_request,
 )
 from .serving import DEFAULT_ASK_TIMEOUT, ReplyError, ask_request, reply_request, request_token
@@ -154,9 +156,14 @@ class BlockingClient(ClientBase):
         return replies.popleft()
 
     def subscribe(self, topics: list[str] | None = None, since: str | float | None = None,
-                  *, retained: bool = True) -> dict[str, Any]:
-        """Like the trio ``Client.subscribe``."""
-        return self.request(subscribe_request(topics, since, retained))
+                  *, retained: bool = True, durable: str | None = None,
+                  max_unacked: int | None = None) -> dict[str, Any]:
+        """Like the trio ``Client.subscribe`` (``durable``: a durable subscription)."""
+        return self.request(subscribe_request(topics, since, retained, durable, max_unacked))
+
+    def ack(self, event: dict[str, Any]) -> None:
+        """Like ``Client.ack``: confirm a durable subscription's message and those before."""
+        self.request(ack_request(event))
 
     def set_will(self, topic: str, data: str | bytes, *, retain: bool = False) -> None:
         """Like ``Client.set_will``: published by the node if this connection ends
@@ -166,8 +173,10 @@ class BlockingClient(ClientBase):
     def clear_will(self) -> None:
         self.request(will_request())
 
-    def unsubscribe(self, topics: list[str] | None = None) -> None:
-        self.request({"op": "unsubscribe", "topics": list(topics or [])})
+    def unsubscribe(self, topics: list[str] | None = None, *, durable: str | None = None,
+                    delete: bool = False) -> None:
+        """Like ``Client.unsubscribe``."""
+        self.request(unsubscribe_request(topics, durable, delete))
 
     def peers(self, wait_min: int | None = None, wait_max: int | None = None,
               wait_timeout: float = 10.0) -> list[dict[str, Any]]:

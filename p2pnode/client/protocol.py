@@ -173,13 +173,34 @@ def peers_request(wait_min: int | None = None, wait_max: int | None = None,
 
 
 def subscribe_request(topics: list[str] | None, since: str | float | None,
-                      retained: bool = True) -> dict[str, Any]:
+                      retained: bool = True, durable: str | None = None,
+                      max_unacked: int | None = None) -> dict[str, Any]:
     request: dict[str, Any] = {"op": "subscribe", "topics": list(topics or [])}
     if since is not None:
         request["since"] = since
     if not retained:
         request["retained"] = False
+    if durable is not None:
+        request["durable"] = durable
+    if max_unacked is not None:
+        request["max_unacked"] = max_unacked
     return request
+
+
+def unsubscribe_request(topics: list[str] | None, durable: str | None = None,
+                        delete: bool = False) -> dict[str, Any]:
+    if durable is None:
+        return {"op": "unsubscribe", "topics": list(topics or [])}
+    return {"op": "unsubscribe", "durable": durable, "delete": delete}
+
+
+def ack_request(event: dict[str, Any]) -> dict[str, Any]:
+    """The ``ack`` of a message event of a durable subscription (and all before it)."""
+    durable, msg_id = event.get("durable"), event.get("msg_id")
+    if not isinstance(durable, str) or not isinstance(msg_id, str):
+        raise ValueError("ack takes a message event of a durable subscription (with "
+                         "\"durable\" and \"msg_id\")")
+    return {"op": "ack", "durable": durable, "msg_id": msg_id}
 
 
 def event_payload(event: dict[str, Any]) -> bytes:

@@ -186,6 +186,7 @@ class NodeConfig:
     store_bytes: int = 256 << 20  # ... in at most this many bytes (0: no limit)
     store_sync: str = "normal"  # when a publish is confirmed: "off", "normal", "full"
     durable_max_unacked: int = 1000  # messages a durable subscriber may have unconfirmed
+    max_durables: int = 1000  # durable subscriptions kept in the store at most
     mesh_interval: float = 30.0  # share this node's link list this often (0: never)
     mesh_min_interval: float = 2.0  # ... and after a link change, at most this often
     mesh_max_nodes: int = 4096  # nodes in the mesh view
@@ -247,6 +248,8 @@ class NodeConfig:
             raise ConfigError("store_age must be greater than 0 and store_bytes at least 0")
         if not 1 <= self.durable_max_unacked <= 100_000:
             raise ConfigError("durable_max_unacked must be 1-100000")
+        if not 1 <= self.max_durables <= 1_000_000:
+            raise ConfigError("max_durables must be 1-1000000")
 
     def __post_init__(self) -> None:
         self._check_requests()

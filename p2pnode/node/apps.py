@@ -141,6 +141,7 @@ class AppFacing:
         """Why this node would not keep a retained publish of ``size`` payload bytes on
         ``topic`` (None: it would)."""
         return self.retaining.refusal(topic, size)
+
     def ask(self, topic: str, data: bytes, timeout: float, max_replies: int,
             sink: RequestSink) -> bytes:
         """Send a request of a local app (see ``Requests.ask``)."""

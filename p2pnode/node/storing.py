@@ -47,6 +47,7 @@ class Storing:
         if path is not None:
             store = MessageStore(path, sync=config.store_sync, max_age=config.store_age,
                                  max_bytes=config.store_bytes)
+            store.node_id = router.node_id
             self.service = StoreService(store)
             router.on_kept = self._keep
 

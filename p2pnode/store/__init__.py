@@ -1,7 +1,7 @@
 """The message store on disk (docs/store.md): ``db`` (the SQLite file, blocking I/O,
 no trio), ``service`` (the trio service that writes it and runs reads in a worker
-thread), ``reading`` (reads by each origin's order) and ``replay`` (``since`` from the
-store)."""
+thread), ``reading`` (reads by each origin's order), ``replay`` (``since`` from the
+store) and ``selecting`` (which stored messages a durable subscription takes)."""
 
 from .db import (
     STORE_FILE,

@@ -4,7 +4,9 @@ One table of batches, each with its place in the store's own order (``pos``: giv
 once, when the batch is first stored, never reused), its origin's order (``epoch``,
 ``seq``), the range of its message ids, its age of publication (wall clock, seconds
 since 1970) and the batch as it travels (``frame``: the encoded ``Batch``, signed).
-Durable subscriptions keep their position (``acked``, a ``pos``) in a second table.
+Durable subscriptions keep their position in a second table: ``acked``, the last
+``pos`` confirmed whole, and ``part``, the messages confirmed of the batch at ``acked + 1``
+(acks are per message, a batch holds several).
 
 This module does blocking I/O and nothing else: no trio. ``store.service`` runs it in
 a worker thread. A ``MessageStore`` must be used by one thread at a time.
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import ConfigError, LocalError
+from .selecting import count_lost
 
 __all__ = ["STORE_FILE", "SYNC_LEVELS", "DurableRow", "MessageStore", "Row", "StoreBroken",
            "StoreFull", "StoreStats"]
@@ -61,6 +64,7 @@ CREATE TABLE IF NOT EXISTS durables (
     name TEXT PRIMARY KEY,
     topics TEXT NOT NULL,
     acked INTEGER NOT NULL,
+    part INTEGER NOT NULL DEFAULT 0,
     lost INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     updated REAL NOT NULL
@@ -112,7 +116,8 @@ class DurableRow:
 
     name: str
     topics: tuple[str, ...]
-    acked: int  # the store position it has confirmed up to
+    acked: int  # the store position it has confirmed up to (that batch included)
+    part: int  # ... and the messages it confirmed of the batch at ``acked + 1``
     lost: int  # messages removed by retention before it had them, not yet reported
     created: float
     updated: float
@@ -181,6 +186,8 @@ class MessageStore:
                 raise
             raise StoreBroken(path, _problem(exc)) from None
         self.removed = 0  # rows removed by retention since the store was opened
+        #: This node's id: messages sent to another node are nobody's loss here.
+        self.node_id: bytes | None = None
         self.closed = False
 
     @staticmethod
@@ -218,6 +225,9 @@ class MessageStore:
                 raise StoreBroken(self.path, "the file is corrupted (SQLite's quick_check: "
                                              f"{' '.join(str(check).split())})")
         self._db.execute("SELECT COUNT(*) FROM durables").fetchone()
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(durables)")}
+        if "part" not in columns:  # a file of the first version of this table
+            self._db.execute("ALTER TABLE durables ADD COLUMN part INTEGER NOT NULL DEFAULT 0")
         # Each origin's batches in its order (``store.reading``): made in a file from
         # before it was added.
         self._db.execute("CREATE INDEX IF NOT EXISTS batches_run ON batches "
@@ -282,8 +292,9 @@ class MessageStore:
 
     # -- writing ------------------------------------------------------------------
 
-    def append(self, rows: Iterable[Row], acks: Iterable[tuple[str, int]] = ()) -> int:
-        """Store ``rows`` and apply durable ``acks`` (name, position) in one transaction,
+    def append(self, rows: Iterable[Row], acks: Iterable[tuple[str, int, int]] = ()) -> int:
+        """Store ``rows`` and apply durable ``acks`` (name, ``acked``, ``part``: a position
+        further than the stored one replaces it) in one transaction,
         then remove what retention says (``trim``). Returns the position of the last
         row stored. Raises ``StoreFull`` (nothing of it is stored) or ``StoreBroken``."""
         values = []
@@ -301,9 +312,10 @@ class MessageStore:
                     "INSERT INTO batches (origin, epoch, seq, bid, first_id, last_id, age, "
                     "count, size, frame, pos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     values)
-                for name, acked in acks:
-                    self._db.execute("UPDATE durables SET acked = MAX(acked, ?), updated = ? "
-                                     "WHERE name = ?", (acked, time.time(), name))
+                for name, acked, part in acks:
+                    self._db.execute("UPDATE durables SET acked = ?, part = ?, updated = ? "
+                                     "WHERE name = ? AND (acked, part) < (?, ?)",
+                                     (acked, part, time.time(), name, acked, part))
                 if pos - self._totals_pos >= TOTALS_EVERY:  # not every write: it costs
                     self._put_totals(self.rows + len(values), self.bytes + added, pos)
         except sqlite3.OperationalError as exc:
@@ -345,18 +357,15 @@ class MessageStore:
         return len(doomed)
 
     def _remove(self, doomed: list[tuple[int, int, int]]) -> None:
-        durables = self._db.execute("SELECT name, acked FROM durables").fetchall()
+        lost = self._lost(doomed)
         try:
             with self._transaction():
                 self._db.executemany("DELETE FROM batches WHERE pos = ?",
                                      [(pos,) for pos, _s, _c in doomed])
                 self._put_totals(self.rows - len(doomed), self.bytes - sum(
                     size + ROW_OVERHEAD for _pos, size, _count in doomed), self.last_pos)
-                for name, acked in durables:
-                    lost = sum(count for pos, _s, count in doomed if pos > acked)
-                    if lost:
-                        self._db.execute("UPDATE durables SET lost = lost + ? WHERE name = ?",
-                                         (lost, name))
+                self._db.executemany("UPDATE durables SET lost = lost + ? WHERE name = ?",
+                                     [(n, name) for name, n in lost.items() if n])
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and _is_full(exc):
                 raise StoreFull(f"message store {self.path}: the disk is full") from None
@@ -364,6 +373,18 @@ class MessageStore:
         self.rows -= len(doomed)
         self.bytes -= sum(size + ROW_OVERHEAD for _pos, size, _count in doomed)
         self.removed += len(doomed)
+
+    def _lost(self, doomed: list[tuple[int, int, int]]) -> dict[str, int]:
+        """What each durable subscription loses when ``doomed`` rows go: its messages
+        (of its topics, to everyone or to ``node_id``) that it had not confirmed."""
+        durables = self.durables()
+        if not durables:
+            return {}
+        low = min(d.acked for d in durables)
+        frames = {pos: (frame, count) for pos, _s, count in doomed if pos > low
+                  for (frame,) in self._db.execute("SELECT frame FROM batches WHERE pos = ?",
+                                                   (pos,))}
+        return count_lost(frames, durables, self.node_id)
 
     # -- reading ------------------------------------------------------------------
 
@@ -385,11 +406,21 @@ class MessageStore:
         out.reverse()
         return out
 
-    def after(self, pos: int, limit: int) -> list[Row]:
-        """At most ``limit`` rows after position ``pos``, in the store's order."""
-        return [_row(v) for v in self._db.execute(
-            f"SELECT {_COLUMNS} FROM batches WHERE pos > ? ORDER BY pos LIMIT ?",
-            (pos, limit))]
+    def after(self, pos: int, limit: int, max_bytes: int = 0) -> list[Row]:
+        """At most ``limit`` rows after position ``pos``, in the store's order; with
+        ``max_bytes``, only as many as reach that many bytes of frames (at least one)."""
+        out: list[Row] = []
+        total = 0
+        cursor = self._db.execute(
+            f"SELECT {_COLUMNS} FROM batches WHERE pos > ? ORDER BY pos LIMIT ?", (pos, limit))
+        for values in cursor:
+            row = _row(values)
+            out.append(row)
+            total += len(row.frame)
+            if max_bytes and total >= max_bytes:
+                break
+        cursor.close()
+        return out
 
     def position_of(self, msg_id: bytes) -> int | None:
         """The position of the stored batch that holds message ``msg_id`` (by the id
@@ -424,9 +455,10 @@ class MessageStore:
 
     def durables(self) -> list[DurableRow]:
         """Every durable subscription."""
-        return [DurableRow(name, tuple(json.loads(topics)), acked, lost, created, updated)
-                for name, topics, acked, lost, created, updated in self._db.execute(
-                    "SELECT name, topics, acked, lost, created, updated FROM durables "
+        return [DurableRow(name, tuple(json.loads(topics)), acked, part, lost, created,
+                           updated)
+                for name, topics, acked, part, lost, created, updated in self._db.execute(
+                    "SELECT name, topics, acked, part, lost, created, updated FROM durables "
                     "ORDER BY name")]
 
     def durable(self, name: str) -> DurableRow | None:
@@ -436,9 +468,10 @@ class MessageStore:
         return None
 
     def _durable_rows(self, name: str) -> list[DurableRow]:
-        return [DurableRow(n, tuple(json.loads(t)), a, lost, c, u) for n, t, a, lost, c, u in
-                self._db.execute("SELECT name, topics, acked, lost, created, updated "
-                                 "FROM durables WHERE name = ?", (name,))]
+        return [DurableRow(n, tuple(json.loads(t)), a, p, lost, c, u)
+                for n, t, a, p, lost, c, u in self._db.execute(
+                    "SELECT name, topics, acked, part, lost, created, updated "
+                    "FROM durables WHERE name = ?", (name,))]
 
     def put_durable(self, name: str, topics: Iterable[str], acked: int) -> DurableRow:
         """Create the durable subscription ``name`` at position ``acked``, or change the

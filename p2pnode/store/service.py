@@ -53,7 +53,7 @@ class StoreService:
         self.max_pending = max_pending
         self.retry = retry
         self._pending: list[Row] = []
-        self._acks: dict[str, int] = {}
+        self._acks: dict[str, tuple[int, int]] = {}
         self._wake = trio.Event()
         self._stored = trio.Event()  # set (and replaced) after each write
         self._lock = trio.Lock()
@@ -82,12 +82,15 @@ class StoreService:
             self.committed += 1
         self._wake.set()
 
-    def ack(self, name: str, pos: int) -> None:
-        """Record that durable subscription ``name`` confirmed up to ``pos`` (written with
-        the next batch of rows)."""
-        if pos > self._acks.get(name, 0):
-            self._acks[name] = pos
-            self._wake.set()
+    def ack(self, name: str, pos: int, part: int = 0, *, wake: bool = True) -> None:
+        """Record that durable subscription ``name`` confirmed up to ``pos`` and ``part``
+        messages of the batch after it (``DurableRow``); written with the next batch of
+        rows, at once if none is waiting (without ``wake``: with the next write, or at
+        the end)."""
+        if (pos, part) > self._acks.get(name, (0, 0)):
+            self._acks[name] = (pos, part)
+            if wake:
+                self._wake.set()
 
     def pending_rows(self) -> list[Row]:
         """The rows queued and not stored yet, oldest first (a copy of the list): they
@@ -99,6 +102,10 @@ class StoreService:
         """Why publishes are refused now: queued rows cannot be written for lack of room
         (None: they can, or nothing waits; an idle trim that failed refuses nothing)."""
         return self.error if self._pending else None
+
+    def forget(self, name: str) -> None:
+        """Drop the acks of durable ``name`` not written yet (it is being deleted)."""
+        self._acks.pop(name, None)
 
     async def wait_stored(self, upto: int) -> None:
         """Wait until the first ``upto`` rows queued are stored. Raises ``StoreFull``
@@ -150,9 +157,11 @@ class StoreService:
         self._acks = {}
         try:
             last = await self.call(self._append_and_trim, rows, acks)
-        except StoreFull as exc:
-            for name, pos in acks.items():
-                self._acks[name] = max(pos, self._acks.get(name, 0))
+        except BaseException as exc:
+            for name, mark in acks.items():  # not written (cancelled too): _close writes them
+                self._acks[name] = max(mark, self._acks.get(name, (0, 0)))
+            if not isinstance(exc, StoreFull):
+                raise
             if self.error is None:
                 log.error("%s; publishes are refused until there is room", exc)
             self.error = str(exc)
@@ -179,8 +188,8 @@ class StoreService:
             self.error = str(exc)
         self._signal()
 
-    def _append_and_trim(self, rows: list[Row], acks: dict[str, int]) -> int:
-        last = self.store.append(rows, acks.items())
+    def _append_and_trim(self, rows: list[Row], acks: dict[str, tuple[int, int]]) -> int:
+        last = self.store.append(rows, [(name, pos, part) for name, (pos, part) in acks.items()])
         self.store.trim()
         return last
 
