@@ -35,6 +35,7 @@ from .protocol import (
     RequestOp,
     Scalar,
     Status,
+    StoreOp,
     Subscribe,
     Sync,
     Unsubscribe,
@@ -54,7 +55,7 @@ from .session import ApiStats, Session
 from .sockfile import bind_unix_socket, remove_if_ours
 from .status import NodeStatus, encode_status_reply
 from .subscribers import Subscribers
-from .waiting import wait_peers
+from .waiting import StoreInfo, store_reply, wait_peers
 from .wills import WILL_OPS, publish_will, will_request
 
 log = logging.getLogger("p2pnode.api")
@@ -64,7 +65,7 @@ MAX_TOPICS_PER_CLIENT = 4096
 TURN_BUDGET = 0.002
 
 
-class ApiBackend(RequestBackend, Protocol):
+class ApiBackend(RequestBackend, StoreInfo, Protocol):
     """What the API server needs from the node."""
 
     def publish(self, topic: str, payload: bytes, to: bytes | None, *,
@@ -327,6 +328,8 @@ class ApiServer:
                 self.backend.flush()  # what was published so far goes before any wait
                 if isinstance(waiting, ReplayRequest):
                     await self._replay(session, waiting)
+                elif isinstance(waiting, StoreOp):
+                    self._put_answer(session, await store_reply(self.backend, waiting))
                 elif not await self._wait_peers(session, waiting, stream):
                     return False
                 turn = time.perf_counter()
@@ -343,7 +346,8 @@ class ApiServer:
         err.req = session.requests + 1
         session.order.put(encode_error(err))
 
-    def _handle_line(self, session: Session, line: bytes) -> Peers | ReplayRequest | None:
+    def _handle_line(self, session: Session,
+                     line: bytes) -> Peers | ReplayRequest | StoreOp | None:
         """Answer one request line; returns a request that must wait first (``peers``
         with bounds, ``subscribe`` with ``since``)."""
         line = line.strip()
@@ -369,14 +373,19 @@ class ApiServer:
         reply = await wait_peers(self.backend, req, stream)
         if reply is None:
             return False
+        self._put_answer(session, reply)
+        return True
+
+    def _put_answer(self, session: Session, reply: bytes | ApiError) -> None:
+        """Queue the answer of a request that waited: its reply, or its error."""
         if isinstance(reply, ApiError):
             self.stats.errors += 1
             reply.req = session.requests
             reply = encode_error(reply)
         session.order.put(reply)
-        return True
 
-    def _handle(self, session: Session, line: bytes) -> bytes | Peers | ReplayRequest | None:
+    def _handle(self, session: Session,
+                line: bytes) -> bytes | Peers | ReplayRequest | StoreOp | None:
         req = parse_request(line)
         if type(req) is Publish:
             if not session.bucket.take(1, trio.current_time()):
@@ -410,6 +419,8 @@ class ApiServer:
             return encode_reply(req.id, self.backend.mesh_info())
         if type(req) is Sync:
             return encode_reply(req.id, {})
+        if type(req) is StoreOp:
+            return req  # answered once read from the disk (waiting.store_reply)
         if isinstance(req, WILL_OPS):
             return will_request(session, req, min(self.config.will_max_bytes,
                                                   self.config.max_payload), self.backend)

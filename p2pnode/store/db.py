@@ -147,32 +147,25 @@ class MessageStore:
         sync: ``off``, ``normal`` or ``full`` (``SYNC_LEVELS``).
         max_age: seconds a batch is kept after its publication (0: no limit).
         max_bytes: bytes kept at most (0: no limit).
+        read_only: only read the file, which must exist (``p2pnode store`` on a stopped
+            node): it is never changed or made; every write raises ``StoreBroken``.
     """
 
     def __init__(self, path: Path, *, sync: str = "normal", max_age: float = 86_400.0,
-                 max_bytes: int = 256 << 20) -> None:
+                 max_bytes: int = 256 << 20, read_only: bool = False) -> None:
         if sync not in SYNC_LEVELS:
             raise LocalError(f"sync must be one of {', '.join(SYNC_LEVELS)}")
         self.path = path
         self.max_age = max_age
         self.max_bytes = max_bytes
         self.sync = sync
-        self._db = self._open(path, sync)
+        self.read_only = read_only
+        self._db = _open_read_only(path) if read_only else self._open(path, sync)
         try:
             self._check_schema()
             self.last_pos = max(int(self._meta("last_pos") or 0), self._db.execute(
                 "SELECT COALESCE(MAX(pos), 0) FROM batches").fetchone()[0])
-            # Rows and bytes up to a position are kept now and then (``_put_totals``);
-            # the rows after it are counted (a short range of the primary key).
-            totals = self._meta("totals")
-            self.rows, self.bytes, upto = (map(int, totals.split()) if isinstance(totals, str)
-                                           else (0, 0, 0))
-            more_bytes, more_rows = self._db.execute(
-                "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ?, COUNT(*) FROM batches "
-                "WHERE pos > ?", (ROW_OVERHEAD, upto)).fetchone()
-            self.rows += more_rows
-            self.bytes += more_bytes
-            self._totals_pos = upto
+            self._load_totals()
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise StoreBroken(path, _problem(exc)) from None
@@ -205,14 +198,20 @@ class MessageStore:
         if version > SCHEMA_VERSION:
             raise StoreBroken(self.path, f"it was written by a newer p2pnode (schema "
                                          f"{version}, this one reads {SCHEMA_VERSION})")
+        if version == 0 and self.read_only:
+            raise StoreBroken(self.path, "it is not a p2pnode message store (no tables)")
         if version == 0:  # a new file (IF NOT EXISTS: a half-made one is finished)
             self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; "
                                    "COMMIT;")
-        self._db.execute("SELECT COUNT(*) FROM durables").fetchone()
-        # Each origin's batches in its order (``store.reading``): made in a file from
-        # before it was added.
-        self._db.execute("CREATE INDEX IF NOT EXISTS batches_run ON batches "
-                         "(origin, epoch, seq)")
+        self._count_durables()
+        if not self.read_only:  # each origin's batches in its order (``store.reading``):
+            self._db.execute("CREATE INDEX IF NOT EXISTS batches_run ON batches "  # made in
+                             "(origin, epoch, seq)")  # a file from before it was added
+
+    def _count_durables(self) -> None:
+        #: Durable subscriptions stored (``status`` reads it without touching the file).
+        self.durable_count = int(self._db.execute("SELECT COUNT(*) FROM durables")
+                                 .fetchone()[0])
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -226,11 +225,34 @@ class MessageStore:
             raise
         db.execute("COMMIT")
 
-    def _put_totals(self, rows: int, size: int, upto: int) -> None:
-        """Keep the rows and bytes stored up to position ``upto``, and that position as
-        the last one given (positions are never reused, even when the newest rows go)."""
+    def _load_totals(self) -> None:
+        """Rows, bytes and messages up to a position are kept now and then
+        (``_put_totals``); the rows after it are counted (a short range of the primary
+        key). A file kept before messages were counted has them counted once."""
+        totals = self._meta("totals")
+        kept = [int(n) for n in totals.split()] if isinstance(totals, str) else []
+        self.rows, self.bytes, upto = kept[:3] if kept else (0, 0, 0)
+        if len(kept) == 4:
+            self.messages = kept[3]
+        else:
+            self.messages = int(self._db.execute(
+                "SELECT COALESCE(SUM(count), 0) FROM batches WHERE pos <= ?",
+                (upto,)).fetchone()[0])
+        more_bytes, more_rows, more_messages = self._db.execute(
+            "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ?, COUNT(*), COALESCE(SUM(count), 0) "
+            "FROM batches WHERE pos > ?", (ROW_OVERHEAD, upto)).fetchone()
+        self.rows += more_rows
+        self.bytes += more_bytes
+        self.messages += more_messages
+        self._totals_pos = upto
+
+    def _put_totals(self, rows: int, size: int, upto: int, messages: int) -> None:
+        """Keep the rows, bytes and messages stored up to position ``upto``, and that
+        position as the last one given (positions are never reused, even when the newest
+        rows go)."""
         self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                             [("totals", f"{rows} {size} {upto}"), ("last_pos", upto)])
+                             [("totals", f"{rows} {size} {upto} {messages}"),
+                              ("last_pos", upto)])
         self._totals_pos = upto
 
     def claim_epoch(self, epoch: int) -> int:
@@ -265,10 +287,12 @@ class MessageStore:
         values = []
         pos = self.last_pos
         added = 0
+        messages = 0
         for row in rows:
             pos += 1
             size = len(row.frame)
             added += size + ROW_OVERHEAD
+            messages += row.count
             values.append((row.origin, row.epoch, row.seq, row.bid, row.first_id,
                            row.last_id, row.age, row.count, size, row.frame, pos))
         try:
@@ -281,7 +305,8 @@ class MessageStore:
                     self._db.execute("UPDATE durables SET acked = MAX(acked, ?), updated = ? "
                                      "WHERE name = ?", (acked, time.time(), name))
                 if pos - self._totals_pos >= TOTALS_EVERY:  # not every write: it costs
-                    self._put_totals(self.rows + len(values), self.bytes + added, pos)
+                    self._put_totals(self.rows + len(values), self.bytes + added, pos,
+                                     self.messages + messages)
         except sqlite3.OperationalError as exc:
             if _is_full(exc):
                 raise StoreFull(f"message store {self.path}: the disk is full") from None
@@ -291,6 +316,7 @@ class MessageStore:
         self.last_pos = pos
         self.rows += len(values)
         self.bytes += added
+        self.messages += messages
         return int(pos)
 
     def trim(self, now: float | None = None, max_rows: int = TRIM_ROWS) -> int:
@@ -327,7 +353,8 @@ class MessageStore:
                 self._db.executemany("DELETE FROM batches WHERE pos = ?",
                                      [(pos,) for pos, _s, _c in doomed])
                 self._put_totals(self.rows - len(doomed), self.bytes - sum(
-                    size + ROW_OVERHEAD for _pos, size, _count in doomed), self.last_pos)
+                    size + ROW_OVERHEAD for _pos, size, _count in doomed), self.last_pos,
+                    self.messages - sum(count for _pos, _size, count in doomed))
                 for name, acked in durables:
                     lost = sum(count for pos, _s, count in doomed if pos > acked)
                     if lost:
@@ -339,6 +366,7 @@ class MessageStore:
             raise StoreBroken(self.path, _problem(exc)) from None
         self.rows -= len(doomed)
         self.bytes -= sum(size + ROW_OVERHEAD for _pos, size, _count in doomed)
+        self.messages -= sum(count for _pos, _size, count in doomed)
         self.removed += len(doomed)
 
     # -- reading ------------------------------------------------------------------
@@ -425,6 +453,7 @@ class MessageStore:
                     "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (name) DO UPDATE SET "
                     "topics = excluded.topics, updated = excluded.updated",
                     (name, listed, acked, now, now))
+        self._count_durables()
         row = self.durable(name)
         assert row is not None
         return row
@@ -442,6 +471,7 @@ class MessageStore:
         if self.durable(name) is None:
             return False
         self._write("DELETE FROM durables WHERE name = ?", (name,))
+        self._count_durables()
         return True
 
     def _write(self, sql: str, args: tuple[object, ...]) -> None:
@@ -454,6 +484,25 @@ class MessageStore:
             raise StoreBroken(self.path, _problem(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise StoreBroken(self.path, _problem(exc)) from None
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """``path`` opened for reading only. Without a write-ahead log beside it (the node
+    stopped cleanly) the file is read as immutable, so that nothing is made beside it;
+    with one (the node was killed, or runs), through the log, which holds the newest
+    batches. Raises ``StoreBroken``."""
+    if not path.is_file():
+        raise StoreBroken(path, "no such file" if not path.exists() else
+                          "it is not a regular file")
+    mode = "ro" if Path(f"{path}-wal").exists() else "ro&immutable=1"
+    uri = f"{path.absolute().as_uri()}?mode={mode}"
+    try:
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA query_only=1")
+        db.execute("PRAGMA busy_timeout=2000")
+    except sqlite3.DatabaseError as exc:
+        raise StoreBroken(path, _problem(exc)) from None
+    return db
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
