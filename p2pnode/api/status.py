@@ -389,7 +389,8 @@ class StoreStatus(Section):
         unit="seconds")]
     durables: Annotated[int, _gauge("durable subscriptions stored")]
     queued: Annotated[int, _counter("batches handed to the store's writer since start")]
-    committed: Annotated[int, _counter("... of which written (or dropped)")]
+    committed: Annotated[int, _counter(
+        "batches of those written (or dropped) since start")]
     pending: Annotated[int, _gauge("batches waiting to be written now")]
     writes: Annotated[int, _counter("transactions written")]
     dropped: Annotated[int, _counter(
@@ -434,8 +435,7 @@ class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
     security: Annotated[SecurityStatus, _section("protection of links and batches")]
     api: Annotated[ApiStatus | None, _section("the local API")] = None
     requests: Annotated[RequestsStatus, _section("request/reply")]
-    store: Annotated[StoreStatus, _section(
-        "the message store on disk ([store.md](store.md#tooling))")]
+    store: Annotated[StoreStatus, _section("the message store on disk")]
 
 
 _encoder = msgspec.json.Encoder()

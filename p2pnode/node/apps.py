@@ -170,6 +170,7 @@ class AppFacing:
         """The message store, for the ``store`` request (``Storing.report``), with the
         names of the origins this node knows from its mesh view."""
         names = {id_to_hex(o): n.name for o, n in self.mesh.nodes.items()}
+        names[id_to_hex(self.node_id)] = self.config.name
         return await cast("Node", self).storing.report(names)
 
     def status_info(self) -> NodeStatus:
