@@ -177,3 +177,21 @@ def test_a_data_directory_is_read_only_while_no_node_holds_it(tmp_path: Path) ->
     assert data_dir_store(data) == data / "store.sqlite3"
     lock.acquire()  # the probe let the lock go: a node can still start
     lock.release()
+
+
+def test_damage_found_while_reading_is_a_broken_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = MessageStore(path)
+    store.append(rows(200, size=2000))
+    store.close()
+    data = bytearray(path.read_bytes())
+    assert len(data) > 40 * 4096
+    data[20 * 4096:30 * 4096] = b"\xff" * (10 * 4096)  # pages of rows, not the header
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreBroken, match="corrupted") as caught:
+        read_file(path)
+    assert str(path) in str(caught.value)
+    opened = MessageStore(path)  # as the node has it: its totals read at the start
+    with pytest.raises(StoreBroken, match="corrupted"):  # the API answers store_failed
+        store_report(opened)
+    opened.close()

@@ -32,11 +32,20 @@ MAX_DURABLES = 256
 def store_report(store: MessageStore, *, limits: bool = True,
                  now: float | None = None) -> dict[str, Any]:
     """The report of ``store`` (blocking). ``limits``: include the store's limits
-    (False for a file read without the node's settings). ``now``: the wall clock."""
+    (False for a file read without the node's settings). ``now``: the wall clock.
+    Raises ``StoreBroken`` when the file turns out damaged as it is read."""
     now = time.time() if now is None else now
-    stats = store.stats()
-    durables = store.durables()
-    report: dict[str, Any] = {
+    try:
+        stats = store.stats()
+        durables = store.durables()
+        subscriptions = [{
+            "name": d.name, "topics": list(d.topics), "acked": d.acked,
+            "lag": store.count_after(d.acked), "lost": d.lost,
+            **_when("updated", d.updated, now),
+        } for d in durables[:MAX_DURABLES]]
+    except sqlite3.DatabaseError as exc:
+        raise StoreBroken(store.path, f"the file is corrupted ({exc})") from None
+    return {
         "path": stats.path, "file_bytes": stats.file_bytes, "rows": stats.rows,
         "messages": stats.messages, "bytes": stats.bytes,
         "max_bytes": store.max_bytes if limits else None,
@@ -47,13 +56,8 @@ def store_report(store: MessageStore, *, limits: bool = True,
         "origins": [{"origin": origin, "messages": count}
                     for origin, count in list(stats.origins.items())[:MAX_ORIGINS]],
         "durables": len(durables),
-        "subscriptions": [{
-            "name": d.name, "topics": list(d.topics), "acked": d.acked,
-            "lag": store.count_after(d.acked), "lost": d.lost,
-            **_when("updated", d.updated, now),
-        } for d in durables[:MAX_DURABLES]],
+        "subscriptions": subscriptions,
     }
-    return report
 
 
 def _when(key: str, wall: float | None, now: float) -> dict[str, Any]:
@@ -70,8 +74,6 @@ def read_file(path: Path) -> dict[str, Any]:
     store = MessageStore(path, read_only=True)
     try:
         return store_report(store, limits=False)
-    except sqlite3.DatabaseError as exc:  # found while reading the rows
-        raise StoreBroken(path, f"the file is corrupted ({exc})") from None
     finally:
         store.close()
 
