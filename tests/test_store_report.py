@@ -104,13 +104,17 @@ def test_a_store_written_before_messages_were_counted_is_counted_at_open(
         tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     filled(path).close()
-    db = sqlite3.connect(path)
-    db.execute("UPDATE meta SET value = '6 1320' WHERE key = 'totals'")  # rows and bytes
+    db = sqlite3.connect(path)  # totals as kept before: rows, bytes, up to which position
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('totals', '6 1320 6')")
     db.commit()
     db.close()
     store = MessageStore(path)
     assert (store.rows, store.messages) == (6, 18)
+    store.append(rows(1, start=9))
     store.close()
+    again = MessageStore(path, read_only=True)
+    assert again.messages == 21
+    again.close()
 
 
 def test_reading_a_stopped_nodes_file_changes_nothing(tmp_path: Path) -> None:
@@ -184,6 +188,11 @@ def test_damage_found_while_reading_is_a_broken_store(tmp_path: Path) -> None:
     store = MessageStore(path)
     store.append(rows(200, size=2000))
     store.close()
+    db = sqlite3.connect(path)  # totals kept up to the last row: the open reads no row
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('totals', ?)",
+               (f"200 {store.bytes} 200 600",))
+    db.commit()
+    db.close()
     data = bytearray(path.read_bytes())
     assert len(data) > 40 * 4096
     data[20 * 4096:30 * 4096] = b"\xff" * (10 * 4096)  # pages of rows, not the header
