@@ -17,7 +17,7 @@ from p2pnode.errors import ConfigError
 from p2pnode.identity.datadir import DataDirLock
 from p2pnode.store import report as report_module
 from p2pnode.store.db import MessageStore, StoreBroken
-from p2pnode.store.report import data_dir_store, read_file, store_report
+from p2pnode.store.report import ReadOnlyStore, data_dir_store, read_file, store_report
 
 from .test_store_db import ORIGIN, rows
 
@@ -112,7 +112,7 @@ def test_a_store_written_before_messages_were_counted_is_counted_at_open(
     assert (store.rows, store.messages) == (6, 18)
     store.append(rows(1, start=9))
     store.close()
-    again = MessageStore(path, read_only=True)
+    again = ReadOnlyStore(path)
     assert again.messages == 21
     again.close()
 
@@ -125,7 +125,7 @@ def test_reading_a_stopped_nodes_file_changes_nothing(tmp_path: Path) -> None:
     assert (got["rows"], got["messages"], got["durables"]) == (6, 18, 2)
     assert (got["max_bytes"], got["max_age_s"]) == (None, None)  # the node's settings
     assert files_of(tmp_path) == before  # no write-ahead log or index made beside it
-    ro = MessageStore(path, read_only=True)
+    ro = ReadOnlyStore(path)
     with pytest.raises(StoreBroken, match="readonly"):
         ro.append(rows(1, start=50))
     ro.close()
@@ -204,3 +204,15 @@ def test_damage_found_while_reading_is_a_broken_store(tmp_path: Path) -> None:
     with pytest.raises(StoreBroken, match="corrupted"):  # the API answers store_failed
         store_report(opened)
     opened.close()
+
+
+def test_a_file_without_a_newer_index_is_read_without_making_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    filled(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX batches_run")  # as a file written before it was added
+    db.commit()
+    db.close()
+    before = files_of(tmp_path)
+    assert read_file(path)["messages"] == 18
+    assert files_of(tmp_path) == before

@@ -147,20 +147,17 @@ class MessageStore:
         sync: ``off``, ``normal`` or ``full`` (``SYNC_LEVELS``).
         max_age: seconds a batch is kept after its publication (0: no limit).
         max_bytes: bytes kept at most (0: no limit).
-        read_only: only read the file, which must exist (``p2pnode store`` on a stopped
-            node): it is never changed or made; every write raises ``StoreBroken``.
     """
 
     def __init__(self, path: Path, *, sync: str = "normal", max_age: float = 86_400.0,
-                 max_bytes: int = 256 << 20, read_only: bool = False) -> None:
+                 max_bytes: int = 256 << 20) -> None:
         if sync not in SYNC_LEVELS:
             raise LocalError(f"sync must be one of {', '.join(SYNC_LEVELS)}")
         self.path = path
         self.max_age = max_age
         self.max_bytes = max_bytes
         self.sync = sync
-        self.read_only = read_only
-        self._db = _open_read_only(path) if read_only else self._open(path, sync)
+        self._db = self._open(path, sync)
         try:
             self._check_schema()
             self.last_pos = max(int(self._meta("last_pos") or 0), self._db.execute(
@@ -198,15 +195,14 @@ class MessageStore:
         if version > SCHEMA_VERSION:
             raise StoreBroken(self.path, f"it was written by a newer p2pnode (schema "
                                          f"{version}, this one reads {SCHEMA_VERSION})")
-        if version == 0 and self.read_only:
-            raise StoreBroken(self.path, "it is not a p2pnode message store (no tables)")
         if version == 0:  # a new file (IF NOT EXISTS: a half-made one is finished)
             self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; "
                                    "COMMIT;")
         self._count_durables()
-        if not self.read_only:  # each origin's batches in its order (``store.reading``):
-            self._db.execute("CREATE INDEX IF NOT EXISTS batches_run ON batches "  # made in
-                             "(origin, epoch, seq)")  # a file from before it was added
+        # Each origin's batches in its order (``store.reading``): made in a file from
+        # before it was added.
+        self._db.execute("CREATE INDEX IF NOT EXISTS batches_run ON batches "
+                         "(origin, epoch, seq)")
 
     def _count_durables(self) -> None:
         #: Durable subscriptions stored (``status`` reads it without touching the file).
@@ -484,25 +480,6 @@ class MessageStore:
             raise StoreBroken(self.path, _problem(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise StoreBroken(self.path, _problem(exc)) from None
-
-
-def _open_read_only(path: Path) -> sqlite3.Connection:
-    """``path`` opened for reading only. Without a write-ahead log beside it (the node
-    stopped cleanly) the file is read as immutable, so that nothing is made beside it;
-    with one (the node was killed, or runs), through the log, which holds the newest
-    batches. Raises ``StoreBroken``."""
-    if not path.is_file():
-        raise StoreBroken(path, "no such file" if not path.exists() else
-                          "it is not a regular file")
-    mode = "ro" if Path(f"{path}-wal").exists() else "ro&immutable=1"
-    uri = f"{path.absolute().as_uri()}?mode={mode}"
-    try:
-        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA query_only=1")
-        db.execute("PRAGMA busy_timeout=2000")
-    except sqlite3.DatabaseError as exc:
-        raise StoreBroken(path, _problem(exc)) from None
-    return db
 
 
 def _is_full(exc: sqlite3.Error) -> bool:

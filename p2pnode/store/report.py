@@ -67,11 +67,46 @@ def _when(key: str, wall: float | None, now: float) -> dict[str, Any]:
     return {f"{key}_time": format_time(wall), f"{key}_ago_s": round(max(0.0, now - wall), 3)}
 
 
+class ReadOnlyStore(MessageStore):
+    """A store file opened for reading only (``p2pnode store`` on a stopped node): it
+    must exist, and is never changed or made; a write raises ``StoreBroken``.
+
+    Without a write-ahead log beside it (the node stopped cleanly) the file is read as
+    immutable, so that nothing is made beside it; with one (the node was killed, or
+    runs), through the log, which holds the newest batches."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+
+    @staticmethod
+    def _open(path: Path, sync: str) -> sqlite3.Connection:
+        if not path.is_file():
+            raise StoreBroken(path, "no such file" if not path.exists() else
+                              "it is not a regular file")
+        mode = "ro" if Path(f"{path}-wal").exists() else "ro&immutable=1"
+        try:
+            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True,
+                                 isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA query_only=1")
+        except sqlite3.DatabaseError as exc:
+            raise StoreBroken(path, str(exc)) from None
+        return db
+
+    def _check_schema(self) -> None:
+        if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
+            raise StoreBroken(self.path, "it is not a p2pnode message store (no tables)")
+        try:
+            super()._check_schema()
+        except sqlite3.OperationalError as exc:  # an index this file lacks: reads do
+            if "readonly" not in str(exc):       # without it
+                raise
+
+
 def read_file(path: Path) -> dict[str, Any]:
     """The report of the store file ``path``, opened read-only (it is not changed, and
     nothing is made beside it unless a node left its write-ahead log there). Raises
     ``StoreBroken`` (no such file, not a store, corrupted)."""
-    store = MessageStore(path, read_only=True)
+    store = ReadOnlyStore(path)
     try:
         return store_report(store, limits=False)
     finally:
