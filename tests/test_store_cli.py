@@ -163,19 +163,27 @@ async def test_a_node_without_a_store_says_so(short_tmp: Path) -> None:
                 assert "store     off (--store none)" in summary(await client.status())
 
 
-async def test_a_report_is_read_at_most_once_a_second(
-        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("every", "share", "cached"), [
+    (3600.0, 0.0, True),  # within REPORT_EVERY of the last read
+    (0.0, 1e6, True),  # within REPORT_SHARE times as long as the last read took
+    (0.0, 0.0, False),
+])
+async def test_reports_are_read_from_the_file_not_too_often(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch, every: float, share: float,
+        cached: bool) -> None:
     config = loopback_config(short_tmp, "a", mesh_interval=0.0)
-    monkeypatch.setattr(storing_module, "REPORT_EVERY", 3600.0)
+    monkeypatch.setattr(storing_module, "REPORT_EVERY", every)
+    monkeypatch.setattr(storing_module, "REPORT_SHARE", share)
     with trio.fail_after(30):
         async with running_nodes([config]) as (node,):
             async with await open_client(config.socket_path) as client:
                 first = await client.request({"op": "store"})
                 await publish_stored(node, "t", 2)
                 again = await client.request({"op": "store"})
-                assert (first["messages"], again["messages"]) == (0, 0)  # from memory
+                assert first["messages"] == 0
+                assert again["messages"] == (0 if cached else 2)
                 assert again["queued"] == 2  # the status part is always fresh
-                monkeypatch.setattr(storing_module, "REPORT_EVERY", 0.0)
+                node.storing._report = None  # as when its time is up
                 fresh = await client.request({"op": "store"})
                 assert fresh["messages"] == 2
 
