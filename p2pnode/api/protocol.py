@@ -28,7 +28,7 @@ ERROR_CODES = (
     "bad_json", "bad_request", "unknown_op", "too_large", "too_many_clients", "timeout",
     "rate_limited", "forbidden", "unknown_node", "retained_full", "request_gone",
     "too_many_requests", "store_full", "store_off", "unknown_durable", "durable_busy",
-    "too_many_durables",
+    "too_many_durables", "store_failed",
 )
 #: A durable subscription's name: 1-64 of these.
 DURABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -126,6 +126,14 @@ class Mesh(msgspec.Struct, tag="mesh", tag_field="op", kw_only=True,
     id: Scalar = None
 
 
+class StoreOp(msgspec.Struct, tag="store", tag_field="op", kw_only=True,
+              forbid_unknown_fields=True):
+    """The message store: its size, oldest and newest message, messages per origin,
+    durable subscriptions and their lag (``p2pnode store``; docs/store.md, "Tooling")."""
+
+    id: Scalar = None
+
+
 class Monitor(msgspec.Struct, tag="monitor", tag_field="op", kw_only=True,
               forbid_unknown_fields=True):
     """Stream the node's log records at ``level`` or above (``log`` events), link
@@ -194,7 +202,7 @@ class ReplyOp(msgspec.Struct, tag="reply", tag_field="op", kw_only=True,
 
 
 Request = (Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh | Sync | Will
-           | Bye | RequestOp | ReplyOp | Ack)
+           | Bye | RequestOp | ReplyOp | Ack | StoreOp)
 #: Every op, taken from the request types themselves so that a new one cannot be left out.
 OPS: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(Request))
 

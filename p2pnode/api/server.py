@@ -37,8 +37,8 @@ from .protocol import (
     Publish,
     ReplyOp,
     RequestOp,
-    Scalar,
     Status,
+    StoreOp,
     Subscribe,
     Sync,
     Unsubscribe,
@@ -49,27 +49,26 @@ from .protocol import (
     encode_event,
     encode_reply,
     parse_request,
-    parse_since,
     unsubscribe_topics,
 )
 from .publishing import take_publish
-from .replaying import HistoryReplay, Replayer, ReplayRequest, rate_error
+from .replaying import HistoryReplay, Replayer, ReplayRequest
 from .requests import RequestBackend, RequestDesk, answer_waiting
 from .session import ApiStats, Session
 from .sockfile import bind_unix_socket, remove_if_ours
 from .status import NodeStatus, encode_status_reply
 from .subscribers import Subscribers
-from .waiting import wait_peers
+from .subscribing import SubscribeOps
+from .waiting import StoreInfo, store_reply, wait_peers
 from .wills import WILL_OPS, publish_will, will_request
 
 log = logging.getLogger("p2pnode.api")
-MAX_TOPICS_PER_CLIENT = 4096
 #: The longest the server handles one client's request lines before it lets other
 #: tasks (links, other clients) run (seconds of real time).
 TURN_BUDGET = 0.002
 
 
-class ApiBackend(RequestBackend, Protocol):
+class ApiBackend(RequestBackend, StoreInfo, Protocol):
     """What the API server needs from the node."""
 
     def publish(self, topic: str, payload: bytes, to: bytes | None, *,
@@ -89,7 +88,7 @@ class ApiBackend(RequestBackend, Protocol):
     node_id: bytes
 
 
-class ApiServer:
+class ApiServer(SubscribeOps):
     """Serves the local API on ``config.socket_path`` for ``backend``."""
 
     def __init__(self, config: NodeConfig, backend: ApiBackend) -> None:
@@ -354,6 +353,8 @@ class ApiServer:
                     await self._replay(session, waiting)
                 elif isinstance(waiting, DurableCall):
                     self.stats.errors += not await self.durables.answer(session, waiting)
+                elif isinstance(waiting, StoreOp):
+                    self._put_answer(session, await store_reply(self.backend, waiting))
                 elif not await self._wait_peers(session, waiting, stream):
                     return False
                 turn = time.perf_counter()
@@ -377,7 +378,7 @@ class ApiServer:
         session.order.put(encode_error(err))
 
     def _handle_line(self, session: Session,
-                     line: bytes) -> Peers | ReplayRequest | DurableCall | None:
+                     line: bytes) -> Peers | ReplayRequest | DurableCall | StoreOp | None:
         """Answer one request line; returns a request that must wait first (``peers``
         with bounds, ``subscribe`` with ``since``, a durable ``subscribe`` or
         ``unsubscribe``: the store's worker thread)."""
@@ -404,15 +405,19 @@ class ApiServer:
         reply = await wait_peers(self.backend, req, stream)
         if reply is None:
             return False
+        self._put_answer(session, reply)
+        return True
+
+    def _put_answer(self, session: Session, reply: bytes | ApiError) -> None:
+        """Queue the answer of a request that waited: its reply, or its error."""
         if isinstance(reply, ApiError):
             self.stats.errors += 1
             reply.req = session.requests
             reply = encode_error(reply)
         session.order.put(reply)
-        return True
 
     def _handle(self, session: Session,
-                line: bytes) -> bytes | Peers | ReplayRequest | DurableCall | None:
+                line: bytes) -> bytes | Peers | ReplayRequest | DurableCall | StoreOp | None:
         req = parse_request(line)
         if type(req) is Publish:
             if not session.bucket.take(1, trio.current_time()):
@@ -457,6 +462,8 @@ class ApiServer:
             return encode_reply(req.id, self.backend.mesh_info())
         if type(req) is Sync:
             return encode_reply(req.id, {})
+        if type(req) is StoreOp:
+            return req  # answered once read from the disk (waiting.store_reply)
         if isinstance(req, WILL_OPS):
             return will_request(session, req, min(self.config.will_max_bytes,
                                                   self.config.max_payload), self.backend)
@@ -468,50 +475,3 @@ class ApiServer:
         assert type(req) is Status
         return encode_status_reply(req.id, self.backend.status_info())
 
-    def _subscribe(self, session: Session, topics: list[str], req_id: Scalar) -> None:
-        if not topics:
-            session.all_topics = True
-            self._subs.all.add(session)
-            return
-        if len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
-            raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_CLIENT} topics per client",
-                           req_id)
-        for topic in topics:
-            session.topics.add(topic)
-            self._subs.add(session, topic)
-
-    def _check_replay(self, session: Session, topics: list[str], since: str | float | None,
-                      req_id: Scalar, retained: bool) -> ReplayRequest:
-        """Check a ``subscribe`` with ``since`` or retained messages before it waits for its
-        turn. Raises ``ApiError`` (bad_request, rate_limited): then nothing is subscribed."""
-        start = parse_since(since, req_id) if since is not None else None
-        if len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
-            raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_CLIENT} topics per client",
-                           req_id)
-        if start is not None and not session.replay_bucket.take(1, trio.current_time()):
-            self.stats.rate_limited += 1
-            raise rate_error(self.config.client_replays_per_s, req_id)
-        return ReplayRequest(req_id, topics, start, retained)
-
-    async def _replay(self, session: Session, req: ReplayRequest) -> None:
-        """Subscribe and replay history (``Replayer.run``): the replayed events, the
-        reply, then the live events that came meanwhile."""
-        fields, backlog = await self._replayer.run(
-            session, req, lambda: self._subscribe(session, req.topics, req.req_id))
-        self.stats.replays += req.start is not None
-        dropped = fields.get("dropped", 0) + backlog.dropped
-        self.stats.events_dropped += dropped
-        session.events_dropped += dropped
-        session.order.put(encode_reply(req.req_id, fields))
-        for line in backlog.lines:
-            self._send_event(session, line)
-        session.unreported += backlog.dropped  # announced before the next event that fits
-
-    def _unsubscribe(self, session: Session, topics: list[str]) -> None:
-        if not topics:
-            session.all_topics = False
-            self._subs.all.discard(session)
-            topics = list(session.topics)
-        for topic in topics:
-            session.topics.discard(topic)
-            self._subs.discard(session, topic)

@@ -371,6 +371,43 @@ class RequestsStatus(Section):
         "reason", "replies dropped")]
 
 
+class StoreStatus(Section):
+    enabled: Annotated[bool, _flag(
+        "true when the node keeps its messages on disk ([store.md](store.md); off with"
+        " `--store none`)")]
+    path: Annotated[str, _info("the store file (empty when off)")]
+    sync: Annotated[str, _info("`--sync`: `off`, `normal` or `full` (empty when off)")]
+    rows: Annotated[int, _gauge("batches stored now")]
+    messages: Annotated[int, _gauge("messages stored now (in those batches)")]
+    bytes: Annotated[int, _gauge(
+        "size of what is stored now, as retention counts it (frames plus 120 bytes per"
+        " batch)", unit="bytes")]
+    max_bytes: Annotated[int, _gauge("the size limit (`--store-bytes`; 0: none)",
+                                     unit="bytes")]
+    max_age_s: Annotated[float, _gauge(
+        "how long batches are kept after their publication (`--store-age`; 0: no limit)",
+        unit="seconds")]
+    durables: Annotated[int, _gauge("durable subscriptions stored")]
+    queued: Annotated[int, _counter("batches handed to the store's writer since start")]
+    committed: Annotated[int, _counter(
+        "batches of those written (or dropped) since start")]
+    pending: Annotated[int, _gauge("batches waiting to be written now")]
+    writes: Annotated[int, _counter("transactions written")]
+    dropped: Annotated[int, _counter(
+        "batches never written: the disk was full and over 100,000 batches waited",
+        drop="batches not stored: the disk was full too long")]
+    removed: Annotated[int, _counter(
+        "batches removed by retention (`--store-age`, `--store-bytes`) since start")]
+    failing: Annotated[bool, _flag(
+        "true while writes fail (the disk is full): publishes that wait for the store get"
+        " an error, and the writer tries again every second")]
+    error: Annotated[str | None, _info("why the last write failed (null when it worked)")]
+    restored: Annotated[int, _gauge("batches put back in history from the store at start")]
+    unreadable: Annotated[int, _counter(
+        "stored batches that could not be read at start (left out)",
+        drop="stored batches unreadable at start (left out)")]
+
+
 class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
                  forbid_unknown_fields=True):
     """The ``status`` reply (without ``id`` and ``ok``)."""
@@ -398,6 +435,7 @@ class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
     security: Annotated[SecurityStatus, _section("protection of links and batches")]
     api: Annotated[ApiStatus | None, _section("the local API")] = None
     requests: Annotated[RequestsStatus, _section("request/reply")]
+    store: Annotated[StoreStatus, _section("the message store on disk")]
 
 
 _encoder = msgspec.json.Encoder()

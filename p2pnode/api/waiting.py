@@ -1,5 +1,6 @@
-"""``peers`` with ``wait_min``/``wait_max``: a request held until the number of peers
-is within bounds, or its timeout, or the client hangs up."""
+"""Requests answered after a wait: ``peers`` with ``wait_min``/``wait_max`` (held until
+the number of peers is within bounds, or its timeout, or the client hangs up), and
+``store`` (read in the store's worker thread)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any, Protocol
 
 import trio
 
-from .protocol import ApiError, Peers, encode_reply
+from ..errors import P2PError
+from .protocol import ApiError, Peers, StoreOp, encode_reply
 
 
 class PeerCount(Protocol):
@@ -17,6 +19,21 @@ class PeerCount(Protocol):
 
     async def wait_peer_count(self, low: int, high: int) -> None: ...
     def peers_info(self) -> list[dict[str, Any]]: ...
+
+
+class StoreInfo(Protocol):
+    """What the ``store`` op needs from the node."""
+
+    async def store_info(self) -> dict[str, Any]: ...
+
+
+async def store_reply(backend: StoreInfo, req: StoreOp) -> bytes | ApiError:
+    """The reply to ``store``, or the ``store_failed`` error (the node stops, the file
+    is broken)."""
+    try:
+        return encode_reply(req.id, await backend.store_info())
+    except P2PError as exc:
+        return ApiError("store_failed", str(exc), req.id)
 
 
 async def wait_peers(backend: PeerCount, req: Peers,

@@ -24,6 +24,7 @@ from .logs import format_pairs
 from .recv import cmd_recv
 from .serve import cmd_request, cmd_serve
 from .statusview import summary
+from .storeview import cmd_store
 from .text import check_count, plural, table
 
 
@@ -232,4 +233,5 @@ def _table(rows: list[tuple[Any, ...]]) -> list[str]:
 
 #: The client commands by name (``main`` runs them in ``trio.run``).
 COMMANDS = {"send": cmd_send, "recv": cmd_recv, "monitor": cmd_monitor, "mesh": cmd_mesh,
-            "peers": cmd_info, "status": cmd_info, "request": cmd_request, "serve": cmd_serve}
+            "peers": cmd_info, "status": cmd_info, "request": cmd_request, "serve": cmd_serve,
+            "store": cmd_store}

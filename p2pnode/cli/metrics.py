@@ -41,8 +41,9 @@ MAX_REQUEST = 8192
 REQUEST_TIMEOUT = 5.0
 MAX_CONNECTIONS = 16
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-#: Fields /metrics leaves out: the socket path is of no use to a monitoring system.
-NOT_EXPORTED = frozenset({"socket"})
+#: Fields /metrics leaves out: paths are of no use to a monitoring system, and an
+#: error's text would make a new series for every text (``store.failing`` says it).
+NOT_EXPORTED = frozenset({"socket", "store.path", "store.error"})
 #: What ``/healthz`` asks: (healthy, a JSON-able body).
 Health = Callable[[], tuple[bool, dict[str, Any]]]
 

@@ -152,6 +152,7 @@ def build_parser() -> Parser:
     _add_peers_status(sub)
     _add_monitor_mesh(sub)
     _add_request_serve(sub)
+    _add_store(sub)
     for command in sub.choices.values():  # "--socket (default: see below)"
         command.epilog = command.epilog or EPILOG
         command.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -301,6 +302,21 @@ def _add_request_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     serve.add_argument("--count", type=int, default=None, metavar="N",
                        help="exit after answering N requests")
     serve.add_argument("argv", nargs="*", metavar="COMMAND [ARG ...]")
+
+
+def _add_store(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    store = _client_command(
+        sub, "store", help="show what the node's message store holds",
+        description="Show the node's message store: its size, the oldest and newest "
+                    "message, messages per origin, durable subscriptions and their lag. "
+                    "Asks the running node; with --data-dir or --file, reads a stopped "
+                    "node's store file instead, read-only.")
+    store.add_argument("--json", action="store_true", help="print the report as JSON")
+    where = store.add_mutually_exclusive_group()
+    where.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                       help="read the store of the stopped node whose data directory is DIR")
+    where.add_argument("--file", type=Path, default=None, metavar="PATH",
+                       help="read the store file PATH (a node's --store FILE)")
 
 
 def _add_run_flags(run: argparse.ArgumentParser) -> None:

@@ -50,6 +50,8 @@ NOT_SHOWN = frozenset({
     "security.rejected_batches", "security.origins_tracked",
     "api.requests", "api.replays",
     "retained.max_bytes", "retained.accepted", "retained.synced", "retained.sync_wanted",
+    "store.path", "store.max_age_s", "store.queued", "store.committed", "store.writes",
+    "store.removed", "store.failing",
 })
 #: Keys of a reply that are not status fields.
 ENVELOPE = frozenset({"ok", "id"})
@@ -159,12 +161,34 @@ def _rows(st: dict[str, Any], before: dict[str, Any] | None,
                    f"{r('delivered', 0)}; replies sent {r('replies_sent', 0)}, received "
                    f"{r('replies_in', 0)}, taken {r('replies_taken', 0)}, forwarded "
                    f"{r('replies_forwarded', 0)}; {r('paths', 0)} paths back")
+    yield from _store_rows(section_of(st, "store"))
     drops = list(_drop_lines(st, before))
     yield _row("drops", drops[0] if drops else "none")
     yield from (_row("", line) for line in drops[1:])
     other = list(_other(st))
     if other:
         yield _row("other", " ".join(other))
+
+
+def _store_rows(store: dict[str, Any]) -> Iterator[str]:
+    """The message store (``p2pnode store`` shows more); nothing for a node without
+    the section (an older node)."""
+    if not store:
+        return
+    if store.get("enabled") is False:
+        yield _row("store", "off (--store none): history in memory only")
+        return
+    s = store.get
+    limit = s("max_bytes")
+    of = "" if not isinstance(limit, int) else f" of {limit // 1024} KiB" if limit \
+        else " (no limit)"
+    yield _row("store", f"{s('messages', '?')} messages in {s('rows', '?')} batches, "
+               f"{(s('bytes') or 0) // 1024} KiB{of}, sync {s('sync', '?')}; "
+               f"{_count(s('durables'), 'durable subscription')}; {s('pending', '?')} "
+               f"batches waiting to be written; {s('restored', '?')} restored at start "
+               "(p2pnode store)")
+    if s("error"):
+        yield _row("", f"WRITES FAIL: {s('error')}")
 
 
 def _row(label: str, text: str) -> str:

@@ -13,6 +13,7 @@ from ..api.requests import RequestSink
 from ..api.status import NodeStatus
 from ..api.topics import TopicFilter
 from ..gossip.replay import replay_from
+from ..ids import id_to_hex
 from ..mesh.linklist import MESH_TOPIC
 from ..store.replay import StoreCursor, StoreReplay, covers
 from .status import health_info, peers_info, status_info
@@ -171,6 +172,13 @@ class AppFacing:
         """(healthy, why): the node serves its socket and has at least ``min_links``
         links (``GET /healthz``)."""
         return health_info(cast("Node", self), min_links)
+
+    async def store_info(self) -> dict[str, Any]:
+        """The message store, for the ``store`` request (``Storing.report``), with the
+        names of the origins this node knows from its mesh view."""
+        names = {id_to_hex(o): n.name for o, n in self.mesh.nodes.items()}
+        names[id_to_hex(self.node_id)] = self.config.name
+        return await cast("Node", self).storing.report(names)
 
     def status_info(self) -> NodeStatus:
         """The node's state and counters, for the ``status`` request."""

@@ -95,7 +95,7 @@ def status_info(node: Node) -> NodeStatus:
         mdns=MdnsStatus(**node.discovery.stats) if node.discovery is not None else None,
         security=_security(node),
         api=_api(node.api.stats) if node.api is not None else None,
-        requests=_requests(node),
+        requests=_requests(node), store=node.storing.status(),
     )
 
 

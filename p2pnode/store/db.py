@@ -18,7 +18,6 @@ number of rows per call (``trim``), so that it never holds the writer for long.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..errors import ConfigError, LocalError
+from .durables_table import DurableRow, DurableTable
 from .selecting import count_lost
 
 __all__ = ["STORE_FILE", "SYNC_LEVELS", "DurableRow", "MessageStore", "Row", "StoreBroken",
@@ -111,19 +111,6 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True)
-class DurableRow:
-    """A durable subscription as stored."""
-
-    name: str
-    topics: tuple[str, ...]
-    acked: int  # the store position it has confirmed up to (that batch included)
-    part: int  # ... and the messages it confirmed of the batch at ``acked + 1``
-    lost: int  # messages removed by retention before it had them, not yet reported
-    created: float
-    updated: float
-
-
-@dataclass(frozen=True, slots=True)
 class StoreStats:
     """What ``p2pnode store`` and ``status`` show."""
 
@@ -146,7 +133,7 @@ def _row(values: tuple[object, ...]) -> Row:
     return Row(*values)  # type: ignore[arg-type]
 
 
-class MessageStore:
+class MessageStore(DurableTable):
     """An open store file. Raises ``StoreBroken`` when the file cannot be used.
 
     Args:
@@ -169,17 +156,7 @@ class MessageStore:
             self._check_schema()
             self.last_pos = max(int(self._meta("last_pos") or 0), self._db.execute(
                 "SELECT COALESCE(MAX(pos), 0) FROM batches").fetchone()[0])
-            # Rows and bytes up to a position are kept now and then (``_put_totals``);
-            # the rows after it are counted (a short range of the primary key).
-            totals = self._meta("totals")
-            self.rows, self.bytes, upto = (map(int, totals.split()) if isinstance(totals, str)
-                                           else (0, 0, 0))
-            more_bytes, more_rows = self._db.execute(
-                "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ?, COUNT(*) FROM batches "
-                "WHERE pos > ?", (ROW_OVERHEAD, upto)).fetchone()
-            self.rows += more_rows
-            self.bytes += more_bytes
-            self._totals_pos = upto
+            self._load_totals()
         except (sqlite3.DatabaseError, StoreBroken) as exc:
             self._db.close()
             if isinstance(exc, StoreBroken):
@@ -224,10 +201,10 @@ class MessageStore:
             if check != "ok":
                 raise StoreBroken(self.path, "the file is corrupted (SQLite's quick_check: "
                                              f"{' '.join(str(check).split())})")
-        self._db.execute("SELECT COUNT(*) FROM durables").fetchone()
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(durables)")}
         if "part" not in columns:  # a file of the first version of this table
             self._db.execute("ALTER TABLE durables ADD COLUMN part INTEGER NOT NULL DEFAULT 0")
+        self._count_durables()
         # Each origin's batches in its order (``store.reading``): made in a file from
         # before it was added.
         self._db.execute("CREATE INDEX IF NOT EXISTS batches_run ON batches "
@@ -260,11 +237,34 @@ class MessageStore:
         except sqlite3.DatabaseError as exc:
             raise StoreBroken(self.path, _problem(exc)) from None
 
-    def _put_totals(self, rows: int, size: int, upto: int) -> None:
-        """Keep the rows and bytes stored up to position ``upto``, and that position as
-        the last one given (positions are never reused, even when the newest rows go)."""
+    def _load_totals(self) -> None:
+        """Rows, bytes and messages up to a position are kept now and then
+        (``_put_totals``); the rows after it are counted (a short range of the primary
+        key). A file kept before messages were counted has them counted once."""
+        totals = self._meta("totals")
+        kept = [int(n) for n in totals.split()] if isinstance(totals, str) else []
+        self.rows, self.bytes, upto = kept[:3] if kept else (0, 0, 0)
+        if len(kept) == 4:
+            self.messages = kept[3]
+        else:
+            self.messages = int(self._db.execute(
+                "SELECT COALESCE(SUM(count), 0) FROM batches WHERE pos <= ?",
+                (upto,)).fetchone()[0])
+        more_bytes, more_rows, more_messages = self._db.execute(
+            "SELECT COALESCE(SUM(size), 0) + COUNT(*) * ?, COUNT(*), COALESCE(SUM(count), 0) "
+            "FROM batches WHERE pos > ?", (ROW_OVERHEAD, upto)).fetchone()
+        self.rows += more_rows
+        self.bytes += more_bytes
+        self.messages += more_messages
+        self._totals_pos = upto
+
+    def _put_totals(self, rows: int, size: int, upto: int, messages: int) -> None:
+        """Keep the rows, bytes and messages stored up to position ``upto``, and that
+        position as the last one given (positions are never reused, even when the newest
+        rows go)."""
         self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                             [("totals", f"{rows} {size} {upto}"), ("last_pos", upto)])
+                             [("totals", f"{rows} {size} {upto} {messages}"),
+                              ("last_pos", upto)])
         self._totals_pos = upto
 
     def claim_epoch(self, epoch: int) -> int:
@@ -300,10 +300,12 @@ class MessageStore:
         values = []
         pos = self.last_pos
         added = 0
+        messages = 0
         for row in rows:
             pos += 1
             size = len(row.frame)
             added += size + ROW_OVERHEAD
+            messages += row.count
             values.append((row.origin, row.epoch, row.seq, row.bid, row.first_id,
                            row.last_id, row.age, row.count, size, row.frame, pos))
         try:
@@ -317,7 +319,8 @@ class MessageStore:
                                      "WHERE name = ? AND (acked, part) < (?, ?)",
                                      (acked, part, time.time(), name, acked, part))
                 if pos - self._totals_pos >= TOTALS_EVERY:  # not every write: it costs
-                    self._put_totals(self.rows + len(values), self.bytes + added, pos)
+                    self._put_totals(self.rows + len(values), self.bytes + added, pos,
+                                     self.messages + messages)
         except sqlite3.OperationalError as exc:
             if _is_full(exc):
                 raise StoreFull(f"message store {self.path}: the disk is full") from None
@@ -327,6 +330,7 @@ class MessageStore:
         self.last_pos = pos
         self.rows += len(values)
         self.bytes += added
+        self.messages += messages
         return int(pos)
 
     def trim(self, now: float | None = None, max_rows: int = TRIM_ROWS) -> int:
@@ -363,7 +367,8 @@ class MessageStore:
                 self._db.executemany("DELETE FROM batches WHERE pos = ?",
                                      [(pos,) for pos, _s, _c in doomed])
                 self._put_totals(self.rows - len(doomed), self.bytes - sum(
-                    size + ROW_OVERHEAD for _pos, size, _count in doomed), self.last_pos)
+                    size + ROW_OVERHEAD for _pos, size, _count in doomed), self.last_pos,
+                    self.messages - sum(count for _pos, _size, count in doomed))
                 self._db.executemany("UPDATE durables SET lost = lost + ? WHERE name = ?",
                                      [(n, name) for name, n in lost.items() if n])
         except sqlite3.DatabaseError as exc:
@@ -372,6 +377,7 @@ class MessageStore:
             raise StoreBroken(self.path, _problem(exc)) from None
         self.rows -= len(doomed)
         self.bytes -= sum(size + ROW_OVERHEAD for _pos, size, _count in doomed)
+        self.messages -= sum(count for _pos, _size, count in doomed)
         self.removed += len(doomed)
 
     def _lost(self, doomed: list[tuple[int, int, int]]) -> dict[str, int]:
@@ -450,56 +456,6 @@ class MessageStore:
                 size += os.stat(f"{self.path}{suffix}").st_size
         return StoreStats(str(self.path), size, self.rows, messages, self.bytes,
                           first or 0, self.last_pos, oldest, newest, origins)
-
-    # -- durable subscriptions ------------------------------------------------------
-
-    def durables(self) -> list[DurableRow]:
-        """Every durable subscription."""
-        return [DurableRow(name, tuple(json.loads(topics)), acked, part, lost, created,
-                           updated)
-                for name, topics, acked, part, lost, created, updated in self._db.execute(
-                    "SELECT name, topics, acked, part, lost, created, updated FROM durables "
-                    "ORDER BY name")]
-
-    def durable(self, name: str) -> DurableRow | None:
-        """The durable subscription ``name``, or None."""
-        for row in self._durable_rows(name):
-            return row
-        return None
-
-    def _durable_rows(self, name: str) -> list[DurableRow]:
-        return [DurableRow(n, tuple(json.loads(t)), a, p, lost, c, u)
-                for n, t, a, p, lost, c, u in self._db.execute(
-                    "SELECT name, topics, acked, part, lost, created, updated "
-                    "FROM durables WHERE name = ?", (name,))]
-
-    def put_durable(self, name: str, topics: Iterable[str], acked: int) -> DurableRow:
-        """Create the durable subscription ``name`` at position ``acked``, or change the
-        topics of an existing one (its position stays). Returns it as stored."""
-        now = time.time()
-        listed = json.dumps(sorted(set(topics)))
-        self._write("INSERT INTO durables (name, topics, acked, lost, created, updated) "
-                    "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (name) DO UPDATE SET "
-                    "topics = excluded.topics, updated = excluded.updated",
-                    (name, listed, acked, now, now))
-        row = self.durable(name)
-        assert row is not None
-        return row
-
-    def take_lost(self, name: str) -> int:
-        """The messages durable ``name`` lost to retention since last asked (then 0)."""
-        row = self.durable(name)
-        if row is None or not row.lost:
-            return 0
-        self._write("UPDATE durables SET lost = 0 WHERE name = ?", (name,))
-        return row.lost
-
-    def delete_durable(self, name: str) -> bool:
-        """Remove durable ``name``; False if there was none."""
-        if self.durable(name) is None:
-            return False
-        self._write("DELETE FROM durables WHERE name = ?", (name,))
-        return True
 
     def _write(self, sql: str, args: tuple[object, ...]) -> None:
         try:
