@@ -9,16 +9,17 @@ reordered? (issue 17; docs/store.md, "Soak").
 It builds a lab of ``--hosts`` hosts in network namespaces (scripts/netlab.py; mDNS
 only inside them), one node each, and runs on every host a subscriber app
 (``soak_apps.py sub``: topic ``soak/#``) and on the first ``--publishers`` hosts a
-publisher app (``soak_apps.py pub``: ``--rate`` numbered messages a second, each
-publish confirmed). Every ``--kill-interval`` seconds one node (h<N>, h<N-1>, ...
-in turn) is SIGKILLed and started again; every ``--flap-interval`` seconds one
-host's link (h1, h2, ... in turn) goes down for ``--flap-down`` seconds. A subscriber
-whose node went away waits until it is back, then ``--resubscribe-delay`` seconds,
-then subscribes again with ``since`` the last msg_id it got. After ``--seconds`` the
-publishers stop, every link is up and every node runs, and the soak waits (at most
-``--drain`` seconds) until every subscriber has every message, then counts
-(scripts/soak_report.py says how): published, deliveries expected and got, lost,
-duplicates (after a restart / other), out of order, catch-up after each restart.
+publisher app (``soak_apps.py pub``: ``--rate`` numbered messages a second,
+pipelined, each confirmed by the node or recorded as unknown). Every
+``--kill-interval`` seconds one node (h<N>, h<N-1>, ... in turn) is SIGKILLed and
+started again; every ``--flap-interval`` seconds one host's link (h1, h2, ... in
+turn) goes down for ``--flap-down`` seconds. A subscriber whose node went away waits
+until it is back, then ``--resubscribe-delay`` seconds, then subscribes again with
+``since`` the last msg_id it got. After ``--seconds`` the publishers stop, every link
+is up and every node runs, and the soak waits (at most ``--drain`` seconds) until
+every subscriber has every message, then counts (scripts/soak_report.py says how):
+published, deliveries expected and got, lost, duplicates (after a restart / other),
+out of order, catch-up after each restart.
 
 Exit status: 0 if nothing was lost, no subscriber got a message again after its
 node restarted and per-publisher order held; 1 if not; 2 if the soak could not run.
@@ -34,6 +35,7 @@ import contextlib
 import dataclasses
 import heapq
 import json
+import os
 import secrets
 import shlex
 import signal
@@ -60,6 +62,7 @@ from soak_report import (
 )
 
 from p2pnode.client import BlockingClient
+from p2pnode.config import NodeConfig
 from p2pnode.errors import P2PError
 
 APPS = Path(__file__).resolve().parent / "soak_apps.py"
@@ -145,11 +148,7 @@ class Soak:
         hosts = self.lab.host_names
         for host in hosts:
             self.lab.start_node(host, ready_timeout=READY_TIMEOUT)
-        for host in hosts:
-            with BlockingClient(self.lab.socket_path(host), timeout=SETUP_TIMEOUT + 10) as c:
-                peers = c.peers(wait_min=len(hosts) - 1, wait_timeout=SETUP_TIMEOUT)
-            if len(peers) < len(hosts) - 1:
-                raise SoakError(f"{host}: only {len(peers)} peers after {SETUP_TIMEOUT} s")
+        self.wait_mesh()
         for host in hosts:
             self.subs[host] = self.start_app(host, "sub", [
                 "--resubscribe-delay", str(self.s.resubscribe_delay)])
@@ -166,6 +165,29 @@ class Soak:
         for i in range(1, self.s.publishers + 1):
             self.pubs[i] = self.start_app(f"h{i}", "pub", [
                 "--index", str(i), "--rate", str(self.s.rate), "--size", str(self.s.size)])
+
+    def wait_mesh(self) -> None:
+        """Until every node has ``degree_low`` peers (or all) and the mesh is connected."""
+        hosts = self.lab.host_names
+        want = min(len(hosts) - 1, NodeConfig().degree_low)
+        deadline = time.monotonic() + SETUP_TIMEOUT
+        while True:
+            links: dict[str, set[str]] = {}
+            for host in hosts:
+                with BlockingClient(self.lab.socket_path(host), timeout=SETUP_TIMEOUT) as c:
+                    me = str(c.status()["node_id"])
+                    links[me] = {str(p["node_id"]) for p in c.peers()}
+            reached, todo = set(), [next(iter(links))]
+            while todo:
+                node = todo.pop()
+                if node not in reached:
+                    reached.add(node)
+                    todo.extend(links.get(node, ()))
+            if reached >= links.keys() and all(len(p) >= want for p in links.values()):
+                return
+            if time.monotonic() > deadline:
+                raise SoakError(f"the mesh did not form in {SETUP_TIMEOUT} s: {links}")
+            time.sleep(POLL * 2)
 
     def check_apps(self) -> None:
         apps = [*self.subs.items(), *(self.pubs.items() if self.publishing else [])]
@@ -279,6 +301,7 @@ class Soak:
         figures = account(published, subs, self.restarts, self.t0)
         figures["drain_s"] = round(drained, 2)
         figures["flaps"] = self.flaps
+        figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
         return figures
 
 

@@ -13,9 +13,9 @@ soak reads the files while they grow):
 publisher (payload ``"<run> <index> <number> <padding>"`` on topic ``soak/p<index>``;
 the subscriber records other payloads with publisher and number ``?``)::
 
-    ok   NUMBER T_SENT T_OK MSG_ID      the node confirmed it
+    ok   NUMBER T_SENT T_OK -           the node confirmed it (by T_OK)
     lost NUMBER T_SENT REASON           the connection ended before the reply: unknown
-    err  NUMBER T_SENT CODE             the node refused it
+    err  NUMBER T_SENT CODE             the node refused it (-1: which one is not known)
     conn T                               connected (again)
 
 subscriber (topic ``soak/#``; after its node came back, it waits ``--resubscribe-delay``
@@ -32,6 +32,7 @@ Times are ``time.monotonic()`` (one clock for every process of the machine).
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import signal
@@ -40,7 +41,13 @@ import time
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from p2pnode.client import ApiReplyError, BlockingClient, ConnectionClosed, event_payload
+from p2pnode.client import (
+    ApiReplyError,
+    BlockingClient,
+    ConnectionClosed,
+    PublishError,
+    event_payload,
+)
 
 TOPIC_PREFIX = "soak/p"
 SUB_TOPICS = ["soak/#"]
@@ -90,11 +97,12 @@ class Log:
         self.file.close()
 
 
-def connect(socket_path: str | None, until: float) -> BlockingClient:
+def connect(socket_path: str | None, until: float, window: int = 1000) -> BlockingClient:
     """Connect to the node, trying every ``CONNECT_EVERY`` s until ``until``."""
     while True:
         try:
-            return BlockingClient(socket_path, timeout=30.0, max_pending=MAX_PENDING)
+            return BlockingClient(socket_path, timeout=30.0, max_pending=MAX_PENDING,
+                                  window=window)
         except (OSError, ConnectionError):
             if time.monotonic() >= until or STOPPING:
                 raise Stop from None
@@ -104,33 +112,74 @@ def connect(socket_path: str | None, until: float) -> BlockingClient:
 # -- publisher ---------------------------------------------------------------------------
 
 
-def publish_one(client: BlockingClient, log: Log, topic: str, data: str,
-                number: int) -> bool:
-    """Publish and record the outcome; False if the connection ended."""
-    sent = time.monotonic()
-    try:
-        msg_id = client.publish(topic, data, wait=True)
-    except ApiReplyError as err:
-        log.write("err", number, f"{sent:.4f}", err.code)
-        return True
-    except (ConnectionError, TimeoutError) as err:
-        log.write("lost", number, f"{sent:.4f}", type(err).__name__)
-        return False
-    log.write("ok", number, f"{sent:.4f}", f"{time.monotonic():.4f}", msg_id)
-    return True
+class Publisher:
+    """Pipelined publishes (at most ``window`` unanswered) on one connection at a time.
 
+    The node answers in order, so once only ``client.unacknowledged`` requests are
+    unanswered, every earlier one was confirmed (``ok``, at the time this is seen);
+    when the connection ends, the unanswered ones are recorded ``lost``: unknown.
+    """
 
-def run_publisher(args: argparse.Namespace, log: Log, until: float) -> None:
-    topic = f"{TOPIC_PREFIX}{args.index}"
-    pad = "x" * max(0, args.size - 16 - len(args.run))
-    interval = 1.0 / args.rate
-    number = 0
-    client: BlockingClient | None = None
-    try:
+    def __init__(self, args: argparse.Namespace, log: Log) -> None:
+        self.args, self.log = args, log
+        self.topic = f"{TOPIC_PREFIX}{args.index}"
+        self.pad = "x" * max(0, args.size - 16 - len(args.run))
+        self.client: BlockingClient | None = None
+        self.pending: collections.deque[tuple[int, int, float]] = collections.deque()
+        self.number = 0
+
+    def settle(self, unanswered: int) -> None:
+        now = f"{time.monotonic():.4f}"
+        while len(self.pending) > unanswered:
+            _, number, sent = self.pending.popleft()
+            self.log.write("ok", number, f"{sent:.4f}", now, "-")
+
+    def drop(self, reason: str) -> None:
+        """The connection ended: what it did not confirm is unknown."""
+        if self.client is not None:
+            self.settle(self.client.unacknowledged)
+            with contextlib.suppress(Exception):
+                self.client.sock.close()
+        for _, number, sent in self.pending:
+            self.log.write("lost", number, f"{sent:.4f}", reason)
+        self.pending.clear()
+        self.client = None
+
+    def publish(self, client: BlockingClient) -> None:
+        number, sent = self.number, time.monotonic()
+        self.number += 1
+        data = f"{self.args.run} {self.args.index} {number} {self.pad}"
+        try:
+            seq = client.publish(self.topic, data)
+        except PublishError as err:  # an earlier one was refused
+            refused = next((n for s, n, _ in self.pending if s == err.seq), -1)
+            self.log.write("err", refused, f"{sent:.4f}", err.code)
+            self.pending = collections.deque(p for p in self.pending if p[0] != err.seq)
+            self.pending.append((-1, number, sent))  # fate unknown; settled with the rest
+            return
+        except (ConnectionError, TimeoutError) as err:
+            self.log.write("lost", number, f"{sent:.4f}", type(err).__name__)
+            self.drop(type(err).__name__)
+            return
+        self.pending.append((seq, number, sent))
+        self.settle(client.unacknowledged)
+
+    def finish(self) -> None:
+        if self.client is None:
+            return
+        try:
+            self.client.flush()
+            self.settle(0)
+        except (ApiReplyError, ConnectionError, TimeoutError) as err:
+            self.drop(type(err).__name__)
+        self.drop("stopped")
+
+    def run(self, until: float) -> None:
+        interval = 1.0 / self.args.rate
         while time.monotonic() < until and not STOPPING:
-            if client is None:
-                client = connect(args.socket, until)
-                log.write("conn", f"{time.monotonic():.4f}", now=True)
+            if self.client is None:
+                self.client = connect(self.args.socket, until, window=self.args.window)
+                self.log.write("conn", f"{time.monotonic():.4f}", now=True)
                 start, sent_here = time.monotonic(), 0
             due = start + sent_here * interval
             now = time.monotonic()
@@ -138,17 +187,9 @@ def run_publisher(args: argparse.Namespace, log: Log, until: float) -> None:
                 time.sleep(due - now)
             elif now - due > MAX_BEHIND:
                 start, sent_here = now, 0
-            data = f"{args.run} {args.index} {number} {pad}"
-            if not publish_one(client, log, topic, data, number):
-                with contextlib.suppress(Exception):
-                    client.sock.close()
-                client = None
-            number += 1
+            self.publish(self.client)
             sent_here += 1
-    finally:
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.sock.close()
+        self.finish()
 
 
 # -- subscriber --------------------------------------------------------------------------
@@ -236,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--index", type=int, default=1)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--window", type=int, default=64, help="unanswered publishes")
     parser.add_argument("--resubscribe-delay", type=float, default=0.0)
     return parser
 
@@ -250,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     log = Log(args.log)
     until = time.monotonic() + args.max_seconds
     try:
-        (run_publisher if args.role == "pub" else run_subscriber)(args, log, until)
+        if args.role == "pub":
+            Publisher(args, log).run(until)
+        else:
+            run_subscriber(args, log, until)
     except (Stop, KeyboardInterrupt):
         pass
     finally:

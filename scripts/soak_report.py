@@ -16,7 +16,7 @@ Definitions:
 - **out of order**: a first delivery whose number is lower than the highest number
   already delivered from the same publisher to the same subscriber.
 - **catch-up** of a restart: from the node being back (ready) until its subscriber
-  had every published message confirmed before that moment (``from_resubscribe``:
+  had every published message sent before that moment (``from_resubscribe``:
   from the subscriber's subscribe with ``since`` being answered).
 - a lost message is **near** a restart of the subscriber's node when it was
   published between ``NEAR`` seconds before the kill and ``NEAR`` seconds after the
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 NEAR = 5.0  # seconds
+MAX_SAMPLE = 10  # lost messages listed per subscriber
 
 
 @dataclasses.dataclass
@@ -50,7 +51,7 @@ class Restart:
 class Published:
     """What the publishers' records say, per message key ``(publisher, number)``."""
 
-    ok: dict[tuple[int, int], float] = dataclasses.field(default_factory=dict)  # -> t_ok
+    ok: dict[tuple[int, int], float] = dataclasses.field(default_factory=dict)  # -> t_sent
     unknown: dict[tuple[int, int], float] = dataclasses.field(default_factory=dict)
     refused: int = 0
     connects: int = 0
@@ -68,11 +69,12 @@ def read_publisher(index: int, path: Path, into: Published) -> None:
     for rec in lines(path):
         try:
             if rec[0] == "ok" and len(rec) == 5:
-                into.ok[(index, int(rec[1]))] = float(rec[3])
+                into.ok[(index, int(rec[1]))] = float(rec[2])
             elif rec[0] == "lost" and len(rec) == 4:
                 into.unknown[(index, int(rec[1]))] = float(rec[2])
-            elif rec[0] == "err":
+            elif rec[0] == "err" and len(rec) == 4:
                 into.refused += 1
+                into.ok.pop((index, int(rec[1])), None)
             elif rec[0] == "conn":
                 into.connects += 1
         except ValueError:
@@ -97,7 +99,8 @@ class Subscriber:
 
     def session(self, number: int) -> dict[str, Any]:
         return self.sessions.setdefault(number, {
-            "session": number, "messages": 0, "duplicates": 0, "out_of_order": 0})
+            "session": number, "messages": 0, "duplicates_after_restart": 0,
+            "duplicates_other": 0, "out_of_order": 0})
 
     def message(self, session: int, t: float, publisher: int, number: int) -> None:
         self.events += 1
@@ -106,11 +109,12 @@ class Subscriber:
         key = (publisher, number)
         first = self.got.get(key)
         if first is not None:
-            info["duplicates"] += 1
             if first[1] < session:
                 self.dup_after_restart += 1
+                info["duplicates_after_restart"] += 1
             else:
                 self.dup_other += 1
+                info["duplicates_other"] += 1
             return
         self.got[key] = (t, session)
         if number < self.highest.get(publisher, -1):
@@ -211,7 +215,9 @@ def restart_row(r: Restart, t0: float) -> dict[str, Any]:
         "catch_up_s": round(end - r.ready, 2),
         "catch_up_from_resubscribe_s": (round(max(0.0, end - subscribed), 2)
                                         if subscribed is not None else None),
-        "duplicates": s.get("duplicates", 0), "out_of_order": s.get("out_of_order", 0),
+        "duplicates_after_restart": s.get("duplicates_after_restart", 0),
+        "duplicates_other": s.get("duplicates_other", 0),
+        "out_of_order": s.get("out_of_order", 0),
         "lost_near": r.lost_near,
     }
 
@@ -234,12 +240,14 @@ def account(pub: Published, subs: list[Subscriber], restarts: list[Restart],
         lost = expected - sub.got.keys()
         lost_total += len(lost)
         attach_restarts(sub, restarts, sent, lost)
+        when = sorted((sent[k] - t0, k) for k in lost if k in sent)
         per_sub.append({
             "host": sub.host, "got": len(expected) - len(lost), "lost": len(lost),
             "duplicates_after_restart": sub.dup_after_restart,
             "duplicates_other": sub.dup_other, "out_of_order": sub.out_of_order,
             "sessions": len(sub.sessions), "node_dropped": sub.node_dropped,
-            "client_dropped": sub.client_dropped, "foreign": sub.foreign})
+            "client_dropped": sub.client_dropped, "foreign": sub.foreign,
+            "lost_sample": [f"p{k[0]}#{k[1]} sent at {t:.2f} s" for t, k in when[:MAX_SAMPLE]]})
     rows = [restart_row(r, t0) for r in restarts]
     unseen = len(pub.unknown.keys() - expected)
     return {
@@ -291,7 +299,8 @@ def format_text(result: dict[str, Any]) -> str:
     for r in f["per_restart"]:
         out.append(f"  {r['host']:>4} {r['at_s']:7.1f} {r['down_s']:6.2f} "
                    f"{r['resubscribed_after_s']!s:>6} {r['replayed']!s:>8} "
-                   f"{r['since_found']!s:>5} {r['catch_up_s']:7.2f} {r['duplicates']:>6} "
+                   f"{r['since_found']!s:>5} {r['catch_up_s']:7.2f} "
+                   f"{r['duplicates_after_restart']:>6} "
                    f"{r['out_of_order']:>6} {r['lost_near']:>6}")
     out.append("per subscriber: " + ", ".join(
         f"{s['host']} lost {s['lost']} dup {s['duplicates_after_restart']}+"
