@@ -273,8 +273,7 @@ class Soak:
             for host in self.subs:
                 offsets[host] = received_keys(self.record(host, "sub"), offsets[host],
                                               got[host])
-            seen = set().union(*got.values()) & published.unknown.keys()
-            if all(wanted | seen <= keys for keys in got.values()):
+            if all(wanted <= keys for keys in got.values()):
                 break
             self.check_apps()
             time.sleep(POLL)
@@ -298,8 +297,11 @@ class Soak:
         drained = self.drain(published)
         self.stop_apps()
         subs = [read_subscriber(h, self.record(h, "sub")) for h in self.subs]
-        figures = account(published, subs, self.restarts, self.t0)
+        figures = account(published, subs, self.restarts, self.t0,
+                          {i: f"h{i}" for i in self.pubs})
         figures["drain_s"] = round(drained, 2)
+        figures["t0_monotonic"] = self.t0
+        figures["published_per_s"] = round(figures["published"] / self.s.seconds, 1)
         figures["flaps"] = self.flaps
         figures["load_average"] = [round(x, 2) for x in os.getloadavg()]
         return figures

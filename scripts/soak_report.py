@@ -4,12 +4,13 @@ or out of order, and how each restart went.
 
 Definitions:
 
-- **published**: the messages whose publish the node confirmed (``ok``), plus those
-  whose reply was lost with the connection (the node was killed) but that reached
-  at least one subscriber. A message whose outcome is unknown and that nobody got is
-  counted apart (``unconfirmed_unseen``), not as lost.
-- **expected deliveries**: published x subscribers. **lost**: an expected delivery
+- **published**: the messages whose publish the node confirmed (``ok``).
+  **expected deliveries**: published x subscribers. **lost**: an expected delivery
   that never came (by the end of the drain).
+- **unconfirmed**: publishes whose reply was lost with the connection (the node was
+  killed): they may or may not have been published, so they are not counted as
+  lost; but one that some subscriber got and others never did is counted apart
+  (``unconfirmed_delivered_to_some``, ``unconfirmed_deliveries_missing``).
 - **duplicate**: a message delivered again to a subscriber that had it.
   ``after_restart``: its first copy came in an earlier session, i.e. before the
   subscriber's node was restarted; ``other``: both copies in the same session.
@@ -20,7 +21,8 @@ Definitions:
   from the subscriber's subscribe with ``since`` being answered).
 - a lost message is **near** a restart of the subscriber's node when it was
   published between ``NEAR`` seconds before the kill and ``NEAR`` seconds after the
-  subscriber resubscribed.
+  subscriber resubscribed; **of its publisher** when the publisher on the killed
+  host sent it in the ``NEAR`` seconds before the kill.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 NEAR = 5.0  # seconds
+Key = tuple[int, int]  # (publisher, number)
 MAX_SAMPLE = 10  # lost messages listed per subscriber
 
 
@@ -44,7 +47,9 @@ class Restart:
     ready: float
     session: dict[str, Any] | None = None  # the subscriber's session after it
     catch_up_end: float | None = None
-    lost_near: int = 0
+    lost_near: int = 0  # lost deliveries to its subscriber near it
+    lost_own: int = 0  # lost deliveries of what its publisher sent just before the kill
+    partial_own: int = 0  # the same, of unconfirmed messages some subscriber got
 
 
 @dataclasses.dataclass
@@ -169,14 +174,6 @@ def received_keys(path: Path, offset: int, into: set[tuple[int, int]]) -> int:
     return offset + end
 
 
-def expected_keys(pub: Published, subs: list[Subscriber]) -> set[tuple[int, int]]:
-    """Confirmed messages, and unconfirmed ones that reached someone."""
-    seen: set[tuple[int, int]] = set()
-    for sub in subs:
-        seen.update(k for k in sub.got if k in pub.unknown)
-    return set(pub.ok) | seen
-
-
 def attach_restarts(sub: Subscriber, restarts: list[Restart],
                     sent: dict[tuple[int, int], float], lost: set[tuple[int, int]]) -> None:
     """Fill in each restart of ``sub``'s host: its session, catch-up and lost messages."""
@@ -218,7 +215,8 @@ def restart_row(r: Restart, t0: float) -> dict[str, Any]:
         "duplicates_after_restart": s.get("duplicates_after_restart", 0),
         "duplicates_other": s.get("duplicates_other", 0),
         "out_of_order": s.get("out_of_order", 0),
-        "lost_near": r.lost_near,
+        "lost_near": r.lost_near, "lost_of_its_publisher": r.lost_own,
+        "unconfirmed_missing_of_its_publisher": r.partial_own,
     }
 
 
@@ -229,35 +227,61 @@ def spread(values: list[float]) -> dict[str, float] | None:
             "max": round(max(values), 2)}
 
 
-def account(pub: Published, subs: list[Subscriber], restarts: list[Restart],
-            t0: float) -> dict[str, Any]:
-    """The soak's figures (see the module)."""
-    expected = expected_keys(pub, subs)
-    sent = pub.unknown | pub.ok
-    per_sub = []
-    lost_total = 0
-    for sub in subs:
-        lost = expected - sub.got.keys()
-        lost_total += len(lost)
-        attach_restarts(sub, restarts, sent, lost)
-        when = sorted((sent[k] - t0, k) for k in lost if k in sent)
-        per_sub.append({
-            "host": sub.host, "got": len(expected) - len(lost), "lost": len(lost),
-            "duplicates_after_restart": sub.dup_after_restart,
-            "duplicates_other": sub.dup_other, "out_of_order": sub.out_of_order,
-            "sessions": len(sub.sessions), "node_dropped": sub.node_dropped,
-            "client_dropped": sub.client_dropped, "foreign": sub.foreign,
-            "lost_sample": [f"p{k[0]}#{k[1]} sent at {t:.2f} s" for t, k in when[:MAX_SAMPLE]]})
-    rows = [restart_row(r, t0) for r in restarts]
-    unseen = len(pub.unknown.keys() - expected)
+def attach_publisher_kills(restarts: list[Restart], missing: dict[Key, tuple[int, int]],
+                           sent: dict[Key, float], host_of: dict[int, str]) -> None:
+    """Count, for each restart, the deliveries missing of messages that the publisher
+    on the killed host sent in the ``NEAR`` seconds before the kill."""
+    for key, (lost, partial) in missing.items():
+        t = sent.get(key)
+        for r in restarts:
+            if t is not None and host_of.get(key[0]) == r.host and r.killed - NEAR <= t \
+                    <= r.killed:
+                r.lost_own += lost
+                r.partial_own += partial
+
+
+def subscriber_row(sub: Subscriber, lost: set[Key], partial: set[Key],
+                   sent: dict[Key, float], t0: float) -> dict[str, Any]:
+    when = sorted((sent[k] - t0, k) for k in lost if k in sent)
     return {
-        "published": len(expected), "confirmed": len(pub.ok),
-        "unconfirmed_delivered": len(expected) - len(pub.ok),
-        "unconfirmed_unseen": unseen, "refused": pub.refused,
-        "deliveries_expected": len(expected) * len(subs),
-        "deliveries_got": len(expected) * len(subs) - lost_total,
-        "events_got": sum(s.events for s in subs),
+        "host": sub.host, "lost": len(lost), "unconfirmed_missing": len(partial),
+        "duplicates_after_restart": sub.dup_after_restart,
+        "duplicates_other": sub.dup_other, "out_of_order": sub.out_of_order,
+        "sessions": len(sub.sessions), "node_dropped": sub.node_dropped,
+        "client_dropped": sub.client_dropped, "foreign": sub.foreign,
+        "lost_sample": [f"p{k[0]}#{k[1]} sent at {t:.2f} s" for t, k in when[:MAX_SAMPLE]]}
+
+
+def account(pub: Published, subs: list[Subscriber], restarts: list[Restart], t0: float,
+            host_of: dict[int, str] | None = None) -> dict[str, Any]:
+    """The soak's figures (see the module). ``host_of``: publisher -> its host
+    (default publisher i on host hi)."""
+    confirmed = set(pub.ok)
+    seen = set().union(*(sub.got.keys() & pub.unknown.keys() for sub in subs))
+    sent = pub.unknown | pub.ok
+    missing: dict[Key, tuple[int, int]] = {}
+    per_sub = []
+    for sub in subs:
+        lost, partial = confirmed - sub.got.keys(), seen - sub.got.keys()
+        attach_restarts(sub, restarts, sent, lost)
+        per_sub.append(subscriber_row(sub, lost, partial, sent, t0))
+        for key in lost | partial:
+            n, p = missing.get(key, (0, 0))
+            missing[key] = (n + (key in lost), p + (key in partial))
+    attach_publisher_kills(restarts, missing, sent,
+                           host_of or {i: f"h{i}" for i, _ in sent})
+    rows = [restart_row(r, t0) for r in restarts]
+    lost_total = sum(row["lost"] for row in per_sub)
+    partly = {k for k in seen if missing.get(k, (0, 0))[1]}
+    return {
+        "published": len(confirmed), "refused": pub.refused,
+        "deliveries_expected": len(confirmed) * len(subs),
+        "deliveries_got": len(confirmed) * len(subs) - lost_total,
         "lost": lost_total,
+        "unconfirmed": len(pub.unknown), "unconfirmed_delivered_to_all": len(seen - partly),
+        "unconfirmed_delivered_to_some": len(partly),
+        "unconfirmed_deliveries_missing": sum(r["unconfirmed_missing"] for r in per_sub),
+        "events_got": sum(s.events for s in subs),
         "duplicates_after_restart": sum(s.dup_after_restart for s in subs),
         "duplicates_other": sum(s.dup_other for s in subs),
         "out_of_order": sum(s.out_of_order for s in subs),
@@ -282,9 +306,10 @@ def format_text(result: dict[str, Any]) -> str:
     f = result["figures"]
     out = [
         f"soak: {result['command']}",
-        f"published {f['published']:,} (confirmed {f['confirmed']:,}, unconfirmed but "
-        f"delivered {f['unconfirmed_delivered']:,}; unconfirmed and never seen "
-        f"{f['unconfirmed_unseen']:,}, refused {f['refused']:,})",
+        f"published (confirmed) {f['published']:,} ({f.get('published_per_s', '?')}/s), "
+        f"refused {f['refused']:,}; unconfirmed {f['unconfirmed']:,}: delivered to all "
+        f"{f['unconfirmed_delivered_to_all']:,}, to some {f['unconfirmed_delivered_to_some']:,}"
+        f" ({f['unconfirmed_deliveries_missing']:,} deliveries missing)",
         f"deliveries expected {f['deliveries_expected']:,}, got {f['deliveries_got']:,} "
         f"(events {f['events_got']:,})",
         f"lost {f['lost']:,}  duplicates after a restart {f['duplicates_after_restart']:,}"
@@ -294,14 +319,15 @@ def format_text(result: dict[str, Any]) -> str:
         f"restarts {f['restarts']}, catch-up s {f['catch_up_s']}, from the resubscribe "
         f"{f['catch_up_from_resubscribe_s']}",
         "per restart: host at_s down_s resub_s replayed since_found catch_up_s dups ooo "
-        "lost_near",
+        "lost_near lost_of_its_publisher",
     ]
     for r in f["per_restart"]:
         out.append(f"  {r['host']:>4} {r['at_s']:7.1f} {r['down_s']:6.2f} "
                    f"{r['resubscribed_after_s']!s:>6} {r['replayed']!s:>8} "
                    f"{r['since_found']!s:>5} {r['catch_up_s']:7.2f} "
                    f"{r['duplicates_after_restart']:>6} "
-                   f"{r['out_of_order']:>6} {r['lost_near']:>6}")
+                   f"{r['out_of_order']:>6} {r['lost_near']:>6} "
+                   f"{r['lost_of_its_publisher']:>6}")
     out.append("per subscriber: " + ", ".join(
         f"{s['host']} lost {s['lost']} dup {s['duplicates_after_restart']}+"
         f"{s['duplicates_other']} ooo {s['out_of_order']}" for s in f["per_subscriber"]))
