@@ -4,7 +4,7 @@
 store (default 1 GiB of real signed batches), beside the same node with an empty
 store, measured in the same run. ``replay``: a durable subscriber that reads a
 store of N messages from the start, through the shipped trio client: messages/s and
-the node's peak RSS while it replays.
+the node's peak RSS while it replays (``store_bench.py replay``).
 
 Run it in a private network namespace (only loopback exists there)::
 
@@ -134,6 +134,67 @@ def bench_start(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def bench_replay(args: argparse.Namespace) -> dict[str, object]:
+    """A durable subscriber reads a store of ``--messages`` messages from its start
+    through the shipped trio client (acking every 500); the node's peak RSS meanwhile."""
+    import threading
+
+    import trio
+
+    from p2pnode.client import open_client
+
+    with tempfile.TemporaryDirectory(prefix="p2p-replay-") as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir(mode=0o700)
+        per_batch = min(1000, args.messages)
+        batches, messages = fill(data / STORE_FILE, size=args.messages * (args.payload + 25),
+                                 payload=args.payload, per_batch=per_batch)
+        store = MessageStore(data / STORE_FILE)
+        store.put_durable("bench", ["bench/#"], 0)  # at the start of the store
+        store.close()
+        sock = Path(tmp) / "node.sock"
+        proc = start_node(data, sock)
+        peak = [0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.05):
+                try:
+                    with open(f"/proc/{proc.pid}/status") as status:
+                        for line in status:
+                            if line.startswith("VmRSS"):
+                                peak[0] = max(peak[0], int(line.split()[1]) * 1024)
+                except OSError:
+                    pass
+
+        async def read_all() -> tuple[int, float]:
+            async with await open_client(sock) as client:
+                begun = time.monotonic()
+                await client.subscribe(["bench/#"], durable="bench")
+                got = 0
+                async for event in client.events():
+                    if event.get("event") != "message":
+                        continue
+                    got += 1
+                    if got % 500 == 0 or got == messages:
+                        await client.ack(event)
+                    if got >= messages:
+                        break
+                return got, time.monotonic() - begun
+
+        try:
+            wait_serving(sock, proc)
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            got, seconds = trio.run(read_all)
+        finally:
+            done.set()
+            stop(proc)
+    return {"messages": messages, "batches": batches, "received": got,
+            "seconds": round(seconds, 2), "msgs_per_s": round(got / seconds),
+            "node_peak_rss_mib": round(peak[0] / (1 << 20), 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -142,9 +203,12 @@ def main() -> None:
     start.add_argument("--payload", type=int, default=1000)
     start.add_argument("--per-batch", type=int, default=100)
     start.add_argument("--repeat", type=int, default=3)
+    replay = sub.add_parser("replay", help="a durable subscriber reads a whole store")
+    replay.add_argument("--messages", type=int, default=1_000_000)
+    replay.add_argument("--payload", type=int, default=100)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = bench_start(args)
+    result = bench_start(args) if args.what == "start" else bench_replay(args)
     if args.json:
         print(json.dumps(result))
     else:
