@@ -225,17 +225,22 @@ class MessageStore(DurableTable):
                     db.execute("ROLLBACK")
             raise
 
+    @contextlib.contextmanager
+    def _sqlite_errors(self) -> Iterator[None]:
+        """SQLite's errors raised as the store's: ``StoreFull`` when the disk is full,
+        ``StoreBroken`` otherwise (naming the file)."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _is_full(exc):
+                raise StoreFull(f"message store {self.path}: the disk is full") from None
+            raise StoreBroken(self.path, _problem(exc)) from None
+
     def call(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` (a method of this store), with SQLite's errors raised as
         ``StoreFull`` or ``StoreBroken`` (a file damaged after it was opened)."""
-        try:
+        with self._sqlite_errors():
             return fn(*args)
-        except sqlite3.OperationalError as exc:
-            if _is_full(exc):
-                raise StoreFull(f"message store {self.path}: the disk is full") from None
-            raise StoreBroken(self.path, _problem(exc)) from None
-        except sqlite3.DatabaseError as exc:
-            raise StoreBroken(self.path, _problem(exc)) from None
 
     def _load_totals(self) -> None:
         """Rows, bytes and messages up to a position are kept now and then
@@ -308,25 +313,18 @@ class MessageStore(DurableTable):
             messages += row.count
             values.append((row.origin, row.epoch, row.seq, row.bid, row.first_id,
                            row.last_id, row.age, row.count, size, row.frame, pos))
-        try:
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT INTO batches (origin, epoch, seq, bid, first_id, last_id, age, "
-                    "count, size, frame, pos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    values)
-                for name, acked, part in acks:
-                    self._db.execute("UPDATE durables SET acked = ?, part = ?, updated = ? "
-                                     "WHERE name = ? AND (acked, part) < (?, ?)",
-                                     (acked, part, time.time(), name, acked, part))
-                if pos - self._totals_pos >= TOTALS_EVERY:  # not every write: it costs
-                    self._put_totals(self.rows + len(values), self.bytes + added, pos,
-                                     self.messages + messages)
-        except sqlite3.OperationalError as exc:
-            if _is_full(exc):
-                raise StoreFull(f"message store {self.path}: the disk is full") from None
-            raise StoreBroken(self.path, _problem(exc)) from None
-        except sqlite3.DatabaseError as exc:
-            raise StoreBroken(self.path, _problem(exc)) from None
+        with self._sqlite_errors(), self._transaction():
+            self._db.executemany(
+                "INSERT INTO batches (origin, epoch, seq, bid, first_id, last_id, age, "
+                "count, size, frame, pos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values)
+            for name, acked, part in acks:
+                self._db.execute("UPDATE durables SET acked = ?, part = ?, updated = ? "
+                                 "WHERE name = ? AND (acked, part) < (?, ?)",
+                                 (acked, part, time.time(), name, acked, part))
+            if pos - self._totals_pos >= TOTALS_EVERY:  # not every write: it costs
+                self._put_totals(self.rows + len(values), self.bytes + added, pos,
+                                 self.messages + messages)
         self.last_pos = pos
         self.rows += len(values)
         self.bytes += added
@@ -362,19 +360,14 @@ class MessageStore(DurableTable):
 
     def _remove(self, doomed: list[tuple[int, int, int]]) -> None:
         lost = self._lost(doomed)
-        try:
-            with self._transaction():
-                self._db.executemany("DELETE FROM batches WHERE pos = ?",
-                                     [(pos,) for pos, _s, _c in doomed])
-                self._put_totals(self.rows - len(doomed), self.bytes - sum(
-                    size + ROW_OVERHEAD for _pos, size, _count in doomed), self.last_pos,
-                    self.messages - sum(count for _pos, _size, count in doomed))
-                self._db.executemany("UPDATE durables SET lost = lost + ? WHERE name = ?",
-                                     [(n, name) for name, n in lost.items() if n])
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and _is_full(exc):
-                raise StoreFull(f"message store {self.path}: the disk is full") from None
-            raise StoreBroken(self.path, _problem(exc)) from None
+        with self._sqlite_errors(), self._transaction():
+            self._db.executemany("DELETE FROM batches WHERE pos = ?",
+                                 [(pos,) for pos, _s, _c in doomed])
+            self._put_totals(self.rows - len(doomed), self.bytes - sum(
+                size + ROW_OVERHEAD for _pos, size, _count in doomed), self.last_pos,
+                self.messages - sum(count for _pos, _size, count in doomed))
+            self._db.executemany("UPDATE durables SET lost = lost + ? WHERE name = ?",
+                                 [(n, name) for name, n in lost.items() if n])
         self.rows -= len(doomed)
         self.bytes -= sum(size + ROW_OVERHEAD for _pos, size, _count in doomed)
         self.messages -= sum(count for _pos, _size, count in doomed)
@@ -458,15 +451,8 @@ class MessageStore(DurableTable):
                           first or 0, self.last_pos, oldest, newest, origins)
 
     def _write(self, sql: str, args: tuple[object, ...]) -> None:
-        try:
-            with self._transaction():
-                self._db.execute(sql, args)
-        except sqlite3.OperationalError as exc:
-            if _is_full(exc):
-                raise StoreFull(f"message store {self.path}: the disk is full") from None
-            raise StoreBroken(self.path, _problem(exc)) from None
-        except sqlite3.DatabaseError as exc:
-            raise StoreBroken(self.path, _problem(exc)) from None
+        with self._sqlite_errors(), self._transaction():
+            self._db.execute(sql, args)
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
