@@ -19,7 +19,8 @@ the subscriber records other payloads with publisher and number ``?``)::
     conn T                               connected (again)
 
 subscriber (topic ``soak/#``; after its node came back, it waits ``--resubscribe-delay``
-seconds, then subscribes with ``since`` the last msg_id it got)::
+seconds, then subscribes with ``since`` the last msg_id it got and ``seen`` the last
+of each origin run)::
 
     S SESSION T_CONNECT T_SUBSCRIBED REPLAYED DROPPED SINCE_FOUND SINCE
     M SESSION T MSG_ID PUBLISHER NUMBER REPLAY
@@ -203,20 +204,27 @@ def parse_payload(event: dict[str, Any], run: bytes) -> tuple[str, str]:
     return "?", "?"
 
 
-def subscribe(client: BlockingClient, log: Log, session: int, since: str | float | None,
+def subscribe(client: BlockingClient, log: Log, session: int, position: Position,
               connected: float) -> None:
-    reply = client.subscribe(SUB_TOPICS, since, retained=False)
+    since = position.since
+    reply = client.subscribe(SUB_TOPICS, since, retained=False,
+                             seen=list(position.seen.values()) if position.seen else None)
     log.write("S", session, f"{connected:.4f}", f"{time.monotonic():.4f}",
               reply.get("replayed", 0), reply.get("dropped", 0),
               reply.get("since_found", "-"), since if since is not None else "-", now=True)
 
 
 class Position:
-    """The last msg_id a subscriber got (its ``since`` when it resubscribes)."""
+    """The last msg_id a subscriber got (its ``since`` when it resubscribes), and the
+    last of each origin run (its ``seen``)."""
 
     def __init__(self, run: str) -> None:
         self.since: str | float | None = None
+        self.seen: dict[str, str] = {}
         self.run = run.encode()
+
+    def got(self, msg_id: str) -> None:
+        self.since = self.seen[msg_id[:16]] = msg_id
 
 
 def receive(client: BlockingClient, log: Log, session: int, position: Position) -> None:
@@ -236,7 +244,7 @@ def receive(client: BlockingClient, log: Log, session: int, position: Position) 
             publisher, number = parse_payload(event, position.run)
             log.write("M", session, now, msg_id, publisher, number,
                       1 if event.get("replay") else 0)
-            position.since = msg_id
+            position.got(msg_id)
         elif kind == "dropped":
             log.write("D", session, now, event.get("count", 0))
 
@@ -253,7 +261,7 @@ def run_subscriber(args: argparse.Namespace, log: Log, until: float) -> None:
                 time.sleep(args.resubscribe_delay)
                 if position.since is None:  # nothing came before: all newer than the start
                     position.since = started
-            subscribe(client, log, session, position.since, connected)
+            subscribe(client, log, session, position, connected)
             receive(client, log, session, position)
             reason = "closed"
         except (ConnectionError, TimeoutError) as err:

@@ -155,6 +155,23 @@ async def test_resume_after_disconnect_gets_everything_after_the_last_ack(
                 assert texts(await conn.messages(1)) == ["m12"]
 
 
+async def test_a_durable_is_free_once_bye_is_answered(short_tmp: Path) -> None:
+    """An app that closes its client (``bye``) and at once resumes its durable from a
+    new connection (docs/api.md's example) is not told it is busy: the node frees it
+    before it answers the bye, not when it notices the connection's end later."""
+    with trio.fail_after(20):
+        async with running_nodes([config(short_tmp)]) as (node,):
+            async with connect(node) as other, connect(node) as conn:
+                await other.reply({"op": "status", "id": 0})  # its session is up
+                assert (await conn.reply({"op": "subscribe", "topics": ["t"],
+                                          "durable": "d1"}))["ok"]
+                assert (await conn.reply({"op": "bye", "id": 1}))["ok"]
+                reply = await other.reply({"op": "subscribe", "topics": ["t"],
+                                           "durable": "d1"})
+                assert reply["ok"], reply
+                assert reply["created"] is False
+
+
 async def test_only_its_topics_and_acks_within_a_batch(short_tmp: Path) -> None:
     """Messages of other topics are not delivered; an ack in the middle of a stored
     batch (one ``flush`` signs several messages together) resumes inside it."""

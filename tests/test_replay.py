@@ -267,9 +267,9 @@ async def test_live_messages_during_a_streamed_replay_come_after_it_once_each(
     started = trio.Event()
     real_stream = replaying.stream_replay
 
-    async def stream_replay(replay: Replay, out: Any) -> tuple[int, int]:
+    async def stream_replay(replay: Replay, out: Any, *more: Any) -> tuple[int, int]:
         started.set()
-        return await real_stream(replay, out)
+        return await real_stream(replay, out, *more)
 
     monkeypatch.setattr(replaying, "stream_replay", stream_replay)
     live: list[str] = []

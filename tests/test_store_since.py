@@ -42,6 +42,14 @@ def arrivals(rng: random.Random, per_origin: int) -> list[Row]:
     return [r for r in rows if r not in late] + late
 
 
+def fresh_store(path: Path) -> MessageStore:
+    """A store opened before the rows of these tests were published (their ages are
+    small): they all came during this run of the node, none after a restart."""
+    store = MessageStore(path)
+    store.boot_time = 0.0
+    return store
+
+
 def read_all(cursor: StoreCursor, store: MessageStore) -> list[Row]:
     out: list[Row] = []
     while True:
@@ -64,7 +72,7 @@ def test_the_store_is_read_in_each_origins_order_with_nothing_lost_or_twice(
     monkeypatch.setattr(store_replay, "PULL", 3)
     rng = random.Random(seed)
     rows = arrivals(rng, 40)
-    store = MessageStore(tmp_path / "s.sqlite3")
+    store = fresh_store(tmp_path / "s.sqlite3")
     stored, pending = rows[:130], rows[130:]
     store.append(stored)
     placed = {(r.origin, r.seq): pos for pos, r in enumerate(rows, 1)}
@@ -92,7 +100,7 @@ def test_the_store_is_read_in_each_origins_order_with_nothing_lost_or_twice(
 def test_the_rows_read_stay_within_a_bound_whatever_the_stores_size(tmp_path: Path) -> None:
     """A store of 3,000 rows, one origin's first 1,500 placed last: each call hands out
     at most a chunk and a pull, in that origin's order."""
-    store = MessageStore(tmp_path / "s.sqlite3")
+    store = fresh_store(tmp_path / "s.sqlite3")
     rows = [row(1, s, 1000.0 + s) for s in range(1501, 3001)]
     rows += [row(1, s, 1000.0 + s) for s in range(1, 1501)]
     store.append(rows)
@@ -122,9 +130,9 @@ async def test_since_an_id_long_gone_from_memory_replays_from_the_store_then_liv
     started = trio.Event()
     real_stream = replaying.stream_replay
 
-    async def stream_replay(replay: Any, out: Any) -> tuple[int, int]:
+    async def stream_replay(replay: Any, out: Any, *more: Any) -> tuple[int, int]:
         started.set()
-        return await real_stream(replay, out)
+        return await real_stream(replay, out, *more)
 
     monkeypatch.setattr(replaying, "stream_replay", stream_replay)
     net = MemoryNetwork()
@@ -211,7 +219,7 @@ def test_the_numbers_stored_per_origin_run_are_found_as_ranges(tmp_path: Path,
 def test_an_id_not_stored_is_placed_after_its_runs_batch_before_it(tmp_path: Path) -> None:
     """M came just before a crash and was not written: its run's stored batch before it
     (by the ids: a run's prefix and a counter) is where the replay starts."""
-    store = MessageStore(tmp_path / "s.sqlite3")
+    store = fresh_store(tmp_path / "s.sqlite3")
     store.append([row(1, 1, 1.0), row(2, 1, 1.1), row(1, 2, 1.2), row(2, 2, 1.3)])
     unwritten = row(1, 3, 1.4).first_id
     cursor = StoreCursor(unwritten, store.last_pos, [], hold=0.0)
@@ -224,4 +232,36 @@ def test_an_id_not_stored_is_placed_after_its_runs_batch_before_it(tmp_path: Pat
     cursor = StoreCursor(row(3, 1, 1.0).first_id, store.last_pos, [], hold=0.0)
     assert len(read_all(cursor, store)) == 4
     assert cursor.found is False
+    store.close()
+
+
+def test_since_an_id_that_came_again_after_a_restart_loses_nothing_placed_before_it(
+    tmp_path: Path,
+) -> None:
+    """The soak's loss (issue 17): the app got M just before its node was killed, and M
+    was not written. After the restart, fresh messages came first (of M's origin, newer
+    than M, and of a new run of another node), then M and the rest came again through
+    repair. Resuming after M replays all of those, in each origin's order, and nothing
+    of M's origin up to M."""
+    path = tmp_path / "s.sqlite3"
+    store = MessageStore(path)
+    store.append([row(1, s, 100.0 + s) for s in range(1, 11)]
+                 + [row(2, s, 100.5 + s) for s in range(1, 11)])
+    store.close()
+    store = MessageStore(path)  # the restart: this run places from position 21 on
+    assert store.boot_pos == 20
+    m = row(1, 11, 111.0)
+    store.append([row(1, 14, 114.0), row(3, 1, 114.2, epoch=8), row(1, 15, 115.0),
+                  row(3, 2, 115.2, epoch=8)])  # live, first
+    store.append([row(1, 12, 112.0), m, row(1, 13, 113.0)])  # repair: M came again
+    store.append([row(1, 16, 116.0)])
+    cursor = StoreCursor(m.first_id, store.last_pos, [], hold=1.0)
+    got = read_all(cursor, store)
+    assert cursor.found is True
+    assert cursor.exact is True
+    by_origin = {o: [r.seq for r in got if r.origin == ORIGINS[o - 1]] for o in (1, 3)}
+    assert by_origin[3] == [1, 2]
+    # M's own batch may come (its items after M: none); every later one, in order.
+    assert [s for s in by_origin[1] if s != 11] == [12, 13, 14, 15, 16]
+    assert not [r for r in got if r.origin == ORIGINS[1] and r.seq < 10]
     store.close()

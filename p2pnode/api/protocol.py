@@ -68,6 +68,10 @@ class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", kw_only=True,
     id: Scalar = None
     topics: list[str]
     since: str | float | None = None
+    #: With ``since``: per run of an origin (a message id's first 8 bytes), the last
+    #: message id the app got of it. Those and earlier ones of their runs are not
+    #: replayed, nor delivered live (a reconnecting app's exact position).
+    seen: list[str] | None = None
     #: False: do not send the topics' retained messages first.
     retained: bool = True
     #: A durable subscription's name (docs/store.md): created or resumed, fed from the
@@ -414,6 +418,26 @@ def parse_since(since: str | float, req_id: Scalar = None) -> bytes | float:
     if not since >= 0 or since == float("inf"):
         raise ApiError("bad_request", "since must be a Unix time >= 0", req_id)
     return float(since)
+
+
+#: Message ids a ``subscribe``'s ``seen`` may list at most.
+MAX_SEEN = 1024
+
+
+def parse_seen(seen: list[str], req_id: Scalar = None) -> dict[bytes, bytes]:
+    """A subscribe's ``seen``: per run (the ids' first 8 bytes), the highest id given.
+    Raises ``ApiError("bad_request")``."""
+    if len(seen) > MAX_SEEN:
+        raise ApiError("bad_request", f"seen lists at most {MAX_SEEN} message ids", req_id)
+    out: dict[bytes, bytes] = {}
+    for text in seen:
+        try:
+            msg_id = parse_id(text)
+        except ValueError:
+            raise ApiError("bad_request", f"seen holds message ids (32 hex digits), not "
+                           f"{text[:40]!r}", req_id) from None
+        out[msg_id[:8]] = max(msg_id, out.get(msg_id[:8], msg_id))
+    return out
 
 
 def encode_event(msg: Gossip, *, replay: bool = False, retained: bool = False,

@@ -71,16 +71,25 @@ class Refilling(Protocol):
     async def refill(self) -> None: ...
 
 
-async def stream_replay(replay: HistoryReplay | RetainedReplay, out: OutQueue
-                        ) -> tuple[int, int]:
-    """Queue the events of ``replay`` on ``out``, a step per turn of the event loop.
-    Events that do not fit (the client reads more slowly than the node replays) are
-    dropped and counted, without being encoded. Returns (events queued, dropped).
-    Cancellation leaves ``out`` with a prefix of the events."""
+def got_before(msg_id: bytes, seen: dict[bytes, bytes]) -> bool:
+    """Whether the app got message ``msg_id``, by ``seen`` (per run, the last id it got:
+    a run's ids grow with its counter, and an app gets a run's messages in order)."""
+    return msg_id <= seen.get(msg_id[:8], b"")
+
+
+async def stream_replay(replay: HistoryReplay | RetainedReplay, out: OutQueue,
+                        seen: dict[bytes, bytes] | None = None) -> tuple[int, int]:
+    """Queue the events of ``replay`` on ``out``, a step per turn of the event loop,
+    but for messages the app got (``seen``: per run, the last id it got). Events that
+    do not fit (the client reads more slowly than the node replays) are dropped and
+    counted, without being encoded. Returns (events queued, dropped). Cancellation
+    leaves ``out`` with a prefix of the events."""
     sent = dropped = 0
     history = not isinstance(replay, RetainedReplay)
     while True:
         for msg in replay.step(STEP_BUDGET):
+            if seen and got_before(msg.id, seen):
+                continue
             if len(out) + MIN_EVENT > out.limit or out.closing:
                 dropped += 1
             elif out.put_nowait(encode_event(msg, replay=history)):
@@ -104,6 +113,7 @@ class ReplayRequest:
     topics: list[str]
     start: bytes | float | None  # a message id, or a Unix time (``parse_since``); or None
     retained: bool = False  # the topics' retained messages first
+    seen: dict[bytes, bytes] | None = None  # per run, the last id the app got (parse_seen)
 
 
 class ReplayTarget(Protocol):
@@ -158,7 +168,7 @@ class Replayer:
                 if retained is not None:
                     fields["retained"], dropped = await stream_replay(retained, session.out)
                 if replay is not None:
-                    sent, more = await stream_replay(replay, session.out)
+                    sent, more = await stream_replay(replay, session.out, req.seen)
                     fields["replayed"] = sent
                     dropped += more
             finally:

@@ -31,6 +31,7 @@ from .monitor import MonitorHub
 from .protocol import (
     Ack,
     ApiError,
+    Bye,
     Mesh,
     Monitor,
     Peers,
@@ -133,14 +134,16 @@ class ApiServer(SubscribeOps):
             return
         line = encode_event(msg, reply_to=reply_to, timeout=timeout)
         for session in index.all:
-            self._send_event(session, line)
+            if session.seen is None or session.fresh(msg.id):
+                self._send_event(session, line)
         if subs:
             for session in subs:
-                if not session.all_topics:
+                if not session.all_topics and (session.seen is None or session.fresh(msg.id)):
                     self._send_event(session, line)
         if matched:
             for session in matched:
-                if not session.all_topics and not (subs and session in subs):
+                if not session.all_topics and not (subs and session in subs) and (
+                        session.seen is None or session.fresh(msg.id)):
                     self._send_event(session, line)
 
     def _send_event(self, session: Session, line: bytes) -> None:
@@ -440,10 +443,10 @@ class ApiServer(SubscribeOps):
                 return self.durables.subscribe(session, req)
             topics = check_topics(req.topics, req.id)
             retained = req.retained and self.backend.has_retained(topics)
-            if req.since is None and not retained:
+            if req.since is None and not retained and req.seen is None:
                 self._subscribe(session, topics, req.id)
                 return encode_reply(req.id, {})
-            return self._check_replay(session, topics, req.since, req.id, retained)
+            return self._check_replay(session, topics, req, retained)
         if type(req) is Unsubscribe:
             if req.durable is not None:
                 return self.durables.unsubscribe(session, req)
@@ -465,6 +468,8 @@ class ApiServer(SubscribeOps):
         if type(req) is StoreOp:
             return req  # answered once read from the disk (waiting.store_reply)
         if isinstance(req, WILL_OPS):
+            if type(req) is Bye:  # the app may resume its durables as soon as it is answered
+                self.durables.drop(session)
             return will_request(session, req, min(self.config.will_max_bytes,
                                                   self.config.max_payload), self.backend)
         if type(req) is RequestOp:

@@ -52,3 +52,21 @@ class Session:
         self.order = ReplyOrder(self.out)  # replies held behind a waiting "request"
         self.gate = StoreGate()  # publishes whose replies wait for the store
         self.durables: set[str] = set()  # the durable subscriptions it feeds
+        #: Per origin run, the last message id the app said it got (``seen``): those and
+        #: earlier ones of the run are not delivered. A run leaves it with its next one.
+        self.seen: dict[bytes, bytes] | None = None
+
+    def fresh(self, msg_id: bytes) -> bool:
+        """Whether message ``msg_id`` is new to the app, by ``seen`` (a run's messages
+        come in its order: once a later one passed, the run is forgotten)."""
+        seen = self.seen
+        assert seen is not None
+        last = seen.get(msg_id[:8])
+        if last is None:
+            return True
+        if msg_id <= last:
+            return False
+        del seen[msg_id[:8]]
+        if not seen:
+            self.seen = None
+        return True

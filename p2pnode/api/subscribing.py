@@ -7,7 +7,7 @@ from __future__ import annotations
 import trio
 
 from ..config.settings import NodeConfig
-from .protocol import ApiError, Scalar, encode_reply, parse_since
+from .protocol import ApiError, Scalar, Subscribe, encode_reply, parse_seen, parse_since
 from .replaying import Replayer, ReplayRequest, rate_error
 from .session import ApiStats, Session
 from .subscribers import Subscribers
@@ -41,24 +41,33 @@ class SubscribeOps:
             session.topics.add(topic)
             self._subs.add(session, topic)
 
-    def _check_replay(self, session: Session, topics: list[str], since: str | float | None,
-                      req_id: Scalar, retained: bool) -> ReplayRequest:
+    def _check_replay(self, session: Session, topics: list[str], req: Subscribe,
+                      retained: bool) -> ReplayRequest:
         """Check a ``subscribe`` with ``since`` or retained messages before it waits for its
         turn. Raises ``ApiError`` (bad_request, rate_limited): then nothing is subscribed."""
-        start = parse_since(since, req_id) if since is not None else None
+        req_id = req.id
+        if req.seen is not None and req.since is None:
+            raise ApiError("bad_request", "seen goes with since (the last message id the "
+                           "app got)", req_id)
+        start = parse_since(req.since, req_id) if req.since is not None else None
+        seen = parse_seen(req.seen, req_id) if req.seen else None
         if len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
             raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_CLIENT} topics per client",
                            req_id)
         if start is not None and not session.replay_bucket.take(1, trio.current_time()):
             self.stats.rate_limited += 1
             raise rate_error(self.config.client_replays_per_s, req_id)
-        return ReplayRequest(req_id, topics, start, retained)
+        return ReplayRequest(req_id, topics, start, retained, seen)
 
     async def _replay(self, session: Session, req: ReplayRequest) -> None:
         """Subscribe and replay history (``Replayer.run``): the replayed events, the
         reply, then the live events that came meanwhile."""
-        fields, backlog = await self._replayer.run(
-            session, req, lambda: self._subscribe(session, req.topics, req.req_id))
+        def subscribe() -> None:
+            self._subscribe(session, req.topics, req.req_id)
+            if req.seen:  # live messages too: from now on (a copy: it shrinks)
+                session.seen = {**(session.seen or {}), **req.seen}
+
+        fields, backlog = await self._replayer.run(session, req, subscribe)
         self.stats.replays += req.start is not None
         dropped = fields.get("dropped", 0) + backlog.dropped
         self.stats.events_dropped += dropped

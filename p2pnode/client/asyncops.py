@@ -30,13 +30,15 @@ class AsyncRequests:
 
     async def subscribe(self, topics: list[str] | None = None,
                         since: str | float | None = None, *, retained: bool = True,
-                        durable: str | None = None,
-                        max_unacked: int | None = None) -> dict[str, Any]:
+                        durable: str | None = None, max_unacked: int | None = None,
+                        seen: list[str] | None = None) -> dict[str, Any]:
         """Subscribe to ``topics`` (all topics if empty or None). The topics' retained
         messages come first (events with ``"retained": true``; not with
         ``retained=False``). With ``since`` (a message id, or a Unix time), the node then
         replays the matching messages of its history that came after it (events with
-        ``"replay": true``). Both come before the reply and are kept for
+        ``"replay": true``); ``seen`` (with ``since`` a message id: the last message id
+        the app got of each origin run, see docs/api.md) leaves out those and the
+        earlier ones of their runs, live too. Both come before the reply and are kept for
         ``next_event``. Returns the reply (with ``retained``, the number of retained
         events, and ``replayed``, when ``since`` was given). ``ApiReplyError`` with code
         ``rate_limited`` past the node's replay rate (docs/api.md).
@@ -47,7 +49,7 @@ class AsyncRequests:
         At most ``max_unacked`` (default: the node's maximum) are delivered and not acked.
         ``ApiError`` codes ``durable_busy``, ``store_off``, ``too_many_durables``."""
         return await self.request(subscribe_request(topics, since, retained, durable,
-                                                    max_unacked))
+                                                    max_unacked, seen=seen))
 
     async def ack(self, event: dict[str, Any]) -> None:
         """Confirm the message ``event`` of a durable subscription, and every one

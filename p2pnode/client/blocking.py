@@ -157,9 +157,12 @@ class BlockingClient(ClientBase):
 
     def subscribe(self, topics: list[str] | None = None, since: str | float | None = None,
                   *, retained: bool = True, durable: str | None = None,
-                  max_unacked: int | None = None) -> dict[str, Any]:
-        """Like the trio ``Client.subscribe`` (``durable``: a durable subscription)."""
-        return self.request(subscribe_request(topics, since, retained, durable, max_unacked))
+                  max_unacked: int | None = None,
+                  seen: list[str] | None = None) -> dict[str, Any]:
+        """Like the trio ``Client.subscribe`` (``durable``: a durable subscription;
+        ``seen``: the last id got per origin run)."""
+        return self.request(subscribe_request(topics, since, retained, durable, max_unacked,
+                                              seen=seen))
 
     def ack(self, event: dict[str, Any]) -> None:
         """Like ``Client.ack``: confirm a durable subscription's message and those before."""

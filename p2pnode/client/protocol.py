@@ -174,10 +174,13 @@ def peers_request(wait_min: int | None = None, wait_max: int | None = None,
 
 def subscribe_request(topics: list[str] | None, since: str | float | None,
                       retained: bool = True, durable: str | None = None,
-                      max_unacked: int | None = None) -> dict[str, Any]:
+                      max_unacked: int | None = None, *,
+                      seen: list[str] | None = None) -> dict[str, Any]:
     request: dict[str, Any] = {"op": "subscribe", "topics": list(topics or [])}
     if since is not None:
         request["since"] = since
+    if seen:
+        request["seen"] = list(seen)
     if not retained:
         request["retained"] = False
     if durable is not None:

@@ -3,12 +3,13 @@ trio, asyncio and blocking loops that use it).
 
 When the connection to the node ends (the node stopped or restarted), a reconnecting
 subscription connects again, with backoff (``Reconnect``), and subscribes again with
-``since`` set to the id of the last message it handed out, so that the node replays
-what came after it from its history. A node that restarted has a new history, without
-that id: it then replays all of it, which can hold messages handed out before (a
-restarted node fetches its peers' recent messages again). ``ResumeState`` therefore
-also remembers the ids of the last ``max_ids`` messages handed out and hands out no
-message twice.
+``since`` set to the id of the last message it handed out, and ``seen`` the last one
+of each origin run (at most ``MAX_SEEN``), so that the node replays what came after
+them from its history and hands out none of the messages up to them again. A node
+that lost its history (``--store none``) no longer has that id: it then replays all it
+has, which can hold messages handed out before (a restarted node fetches its peers'
+recent messages again). ``ResumeState`` therefore also remembers the ids of the last
+``max_ids`` messages handed out and hands out no message twice.
 
 That history can also hold messages published before the subscription started. A
 message id is the origin's per-run prefix and a counter that goes up (``ids.py``),
@@ -33,6 +34,8 @@ from .protocol import ConnectionClosed, subscribe_request
 DEFAULT_MAX_IDS: Final = 100_000
 #: Origins (message id prefixes) whose first message is remembered.
 MAX_ORIGINS: Final = 4096
+#: Origin runs whose last message id a reconnect names (``seen``), the most recent.
+MAX_SEEN: Final = 256
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ class ResumeState:
         self._max_ids = max_ids
         self._ids: set[str] = set()
         self._order: collections.deque[str] = collections.deque()
+        #: Per origin run (id prefix), the last message handed out: most recent last.
+        self._last: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     def request(self) -> dict[str, Any]:
         """The subscribe request to send now: the first one with ``since``; after a
@@ -121,7 +126,8 @@ class ResumeState:
         since: str | float | None = self.last_id
         if since is None:
             since = self.since if self.since is not None else self.started
-        return subscribe_request(self.topics, since, self.retained)
+        seen = list(self._last.values()) if self._last else None
+        return subscribe_request(self.topics, since, self.retained, seen=seen)
 
     def accept(self, event: dict[str, Any]) -> bool:
         """Whether to hand ``event`` out: False for a message handed out before."""
@@ -141,6 +147,10 @@ class ResumeState:
         if len(self._order) > self._max_ids:
             self._ids.discard(self._order.popleft())
         self.last_id = msg_id
+        self._last[msg_id[:16]] = msg_id
+        self._last.move_to_end(msg_id[:16])
+        if len(self._last) > MAX_SEEN:
+            self._last.popitem(last=False)
         return True
 
 

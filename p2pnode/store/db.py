@@ -156,6 +156,10 @@ class MessageStore(DurableTable):
             self._check_schema()
             self.last_pos = max(int(self._meta("last_pos") or 0), self._db.execute(
                 "SELECT COALESCE(MAX(pos), 0) FROM batches").fetchone()[0])
+            #: Where this run of the node begins: the last position given before it,
+            #: and the wall-clock time it opened the store (``store.replay``).
+            self.boot_pos = self.last_pos
+            self.boot_time = time.time()
             self._load_totals()
         except (sqlite3.DatabaseError, StoreBroken) as exc:
             self._db.close()

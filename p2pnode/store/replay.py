@@ -112,6 +112,11 @@ class StoreCursor:
         if start is not None:
             self.start = start
             self._pos = start.pos
+            if start.pos > store.boot_pos and start.age <= store.boot_time:
+                # M was published before this run of the node began, and placed in it:
+                # it came again (through repair) after a restart, and the app got it
+                # before. What this run placed before it is new to the app too.
+                self._pos = store.boot_pos
             self._extra = [start, *lookback_rows(store, start, self.hold, LOOKBACK)]
 
     def _read(self, store: MessageStore) -> list[Row]:
