@@ -62,7 +62,7 @@ def run(replay: Replay, budget: int = 1 << 30) -> list[str]:
 
 
 def make_replay(h: History, after: bytes | None = None, topics: tuple[str, ...] = (),
-                held: dict[bytes, tuple[int, frozenset[int]]] | None = None) -> Replay:
+                held: dict[bytes, frozenset[tuple[int, int]]] | None = None) -> Replay:
     return Replay(h.since(-math.inf), after_id=after, topics=frozenset(topics), node_id=ME,
                   held=held or {}, hidden_topic="_mesh")
 
@@ -154,15 +154,15 @@ def test_replay_skips_held_batches_direct_messages_to_others_the_hidden_topic_an
         batch(other, 1, [(6, "t")]),  # held at the snapshot (waiting for an earlier one)
         batch(ORIGIN, 4, [(7, "u"), (8, "t")]),
     ])
-    held = {other.node_id: (1, frozenset({4}))}  # entry 4 was added as seq 4 of run 1
+    held = {other.node_id: frozenset({(1, 4)})}  # entry 4 was added as seq 4 of run 1
     assert run(make_replay(h, held=held)) == ["m1", "m2", "m5", "m7", "m8"]
     assert run(make_replay(h, topics=("t",), held=held)) == ["m1", "m5", "m8"]
     assert run(make_replay(h, after=mid(1), topics=("u",), held=held)) == ["m2", "m7"]
     # Held in another run of that origin: not this one, so it is replayed.
-    assert run(make_replay(h, held={other.node_id: (2, frozenset({4}))})) == [
+    assert run(make_replay(h, held={other.node_id: frozenset({(2, 4)})})) == [
         "m1", "m2", "m5", "m6", "m7", "m8"]
     # The entry holding the id is held: what follows it in that batch is not replayed.
-    assert run(make_replay(h, after=mid(7), held={ORIGIN.node_id: (1, frozenset({5}))})) == []
+    assert run(make_replay(h, after=mid(7), held={ORIGIN.node_id: frozenset({(1, 5)})})) == []
 
 
 def test_each_step_stays_within_its_budget() -> None:

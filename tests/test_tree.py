@@ -264,9 +264,66 @@ def test_order_new_epoch_and_first_seen_sequence() -> None:
     assert o.add(o1, 5, 10, "j", 0.0) == (True, ["j"])  # a late joiner starts where it is
     assert o.add(o1, 5, 9, "i", 0.1) == (True, ["i"])  # older history is still delivered
     assert o.add(o1, 5, 12, "l", 0.2) == (True, [])
-    assert o.add(o1, 6, 1, "A", 0.3) == (True, ["l", "A"])  # a restart releases the old run
-    assert o.add(o1, 5, 11, "k", 0.4) == (True, ["k"])  # a batch of the earlier run
-    assert o.add(o1, 6, 0, "x", 0.5) == (True, ["x"])  # unnumbered
+    # The origin restarted (run 6) before 11 came: its new run waits behind the gap,
+    # which gets another second (the restarted origin repairs it from its store).
+    assert o.add(o1, 6, 1, "A", 0.3) == (True, [])
+    assert o.is_held(o1, 6, 1)
+    assert o.held_now() == {o1: frozenset({(5, 12), (6, 1)})}
+    assert o.tick(1.25) == []  # 12's deadline (1.2) was pushed to 1.3
+    assert o.add(o1, 5, 11, "k", 1.26) == (True, ["k", "l", "A"])  # in the origin's order
+    assert o.add(o1, 6, 2, "B", 1.27) == (True, ["B"])
+    assert o.add(o1, 6, 0, "x", 1.28) == (True, ["x"])  # unnumbered
+    assert o.held_count == 0
+    assert o.stats.gaps == 0
+
+
+def test_order_a_restart_whose_gap_never_fills_goes_on_after_the_hold() -> None:
+    o: OrderBuffer[str] = OrderBuffer(hold=1.0)
+    o1 = b"\x01" * 16
+    assert o.add(o1, 5, 1, "a", 0.0) == (True, ["a"])
+    assert o.add(o1, 5, 3, "c", 0.1) == (True, [])
+    assert o.add(o1, 6, 1, "A", 0.5) == (True, [])
+    assert o.add(o1, 6, 1, "A", 0.55) == (True, [])  # the same batch again: once
+    assert o.add(o1, 6, 2, "B", 0.6) == (True, [])
+    assert o.next_deadline() == 1.5
+    assert o.tick(1.4) == []
+    assert o.tick(1.5) == ["c", "A", "B"]
+    assert o.held_count == 0
+    assert (o.stats.gaps, o.stats.recent_gaps[-1][1:]) == (1, (5, 2, 2))
+    assert o.add(o1, 5, 2, "b", 1.6) == (True, ["b"])  # late, but not lost
+    assert o.add(o1, 5, 2, "b", 1.7) == (False, [])  # once
+    assert o.add(o1, 6, 3, "C", 1.8) == (True, ["C"])
+
+
+def test_order_a_known_origins_new_run_begins_at_one() -> None:
+    """The origin restarted and published 1-4 before this node got a batch of its new
+    run (5): 5 waits for them; a new origin's first batch starts where it is."""
+    o: OrderBuffer[str] = OrderBuffer(hold=1.0, max_gaps=8)
+    o1, o2 = b"\x01" * 16, b"\x02" * 16
+    assert o.add(o1, 5, 7, "old", 0.0) == (True, ["old"])
+    assert o.add(o1, 6, 5, "e", 0.1) == (True, [])
+    assert o.add(o1, 6, 6, "f", 0.2) == (True, [])
+    assert o.add(o1, 6, 2, "b", 0.3) == (True, [])
+    assert o.add(o1, 6, 1, "a", 0.3) == (True, ["a", "b"])
+    assert o.tick(1.1) == ["e", "f"]  # 3 and 4 never came: given up
+    assert o.add(o1, 6, 4, "d", 1.2) == (True, ["d"])  # late, but delivered, once
+    assert o.add(o1, 6, 4, "d", 1.3) == (False, [])
+    assert o.add(o2, 3, 50, "x", 0.0) == (True, ["x"])  # never seen before: starts at 50
+    assert o.add(o1, 7, 20, "far", 2.0) == (True, ["far"])  # past max_gaps: starts there
+
+
+def test_order_a_new_run_waits_behind_a_gap_within_the_origins_bound() -> None:
+    o: OrderBuffer[int] = OrderBuffer(hold=100.0, max_held_per_origin=8)
+    o1 = b"\x01" * 16
+    o.add(o1, 5, 1, 1, 0.0)
+    o.add(o1, 5, 3, 3, 0.0)
+    out = []
+    for seq in range(1, 10):
+        out += o.add(o1, 6, seq, 100 + seq, 0.0)[1]
+    # One held and 8 waiting is over the origin's bound: the gap (2) is given up.
+    assert out == [3] + [100 + s for s in range(1, 10)]
+    assert o.held_count == 0
+    assert o.stats.gaps == 1
 
 
 def test_order_bounds_what_it_holds() -> None:

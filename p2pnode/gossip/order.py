@@ -12,7 +12,13 @@ first batch seen of a run sets where the node starts; batches numbered below it
 (older history, arriving later), and batches of the origin's previous run, are
 delivered as they come, each once, for ``window`` seconds after the run was first
 seen (the seen-cache's lifetime): such a batch arriving later is a replay, and is
-dropped, and so is a batch of any run before the previous one.
+dropped, and so is a batch of any run before the previous one. A batch of a newer
+run that comes while the current one waits for a gap (the origin restarted: what
+it had not sent before it stopped comes by repair, from its store) waits behind
+the gap, which gets ``hold`` more seconds; then the newer run goes on, so the
+origin's order holds across its restart. A newer run of a known origin begins at 1
+(if its first batch seen is numbered at most ``max_gaps`` + 1): what the origin
+published before this node got that batch is held for, like any gap.
 
 Replay protection does not lean on the seen-cache, which a flood can flush: each
 run remembers exactly which numbers it handed out (a contiguous range, the gaps in
@@ -55,6 +61,9 @@ class _Run(Generic[T]):
     extra: list[list[int]] = field(default_factory=list)
     owner: bytes | None = None  # the peer this run is charged to
     prev: _Run[T] | None = None  # the origin's previous run (its batches may still come)
+    #: Batches of the origin's next run that came while this one still waited for a
+    #: gap: (epoch, seq, item, owner, when). They go on once the gap is filled or given up.
+    deferred: list[tuple[int, int, T, bytes | None, float]] = field(default_factory=list)
 
     def take_once(self, seq: int, max_ranges: int) -> bool:
         """Record ``seq`` as handed out outside the ordered path; False if it was
@@ -129,11 +138,19 @@ class OrderBuffer(Generic[T]):
             return True, [item]
         run = self._runs.get(origin)
         out: list[T] = []
+        if run is not None and epoch > run.epoch and (run.held or run.deferred):
+            return True, self._defer(origin, run, (epoch, seq, item, owner, now))
         if run is None or epoch > run.epoch:
+            start = seq
             if run is not None:
                 out = self._release_all(origin, run)
                 run.prev = None  # only the previous run is remembered
-            run = self._new_run(origin, _Run(epoch, seq, seq, now, owner=owner, prev=run), out)
+                if seq <= self.max_gaps + 1:
+                    # A known origin restarted: its new run begins at 1, and what it
+                    # published before this node got its first batch comes by repair.
+                    start = 1
+            run = self._new_run(origin, _Run(epoch, start, start, now, owner=owner, prev=run),
+                                out)
         else:
             self._touch(origin, run, owner)
             if epoch < run.epoch:
@@ -159,6 +176,36 @@ class OrderBuffer(Generic[T]):
             return True, [item]
         self.stats.stale += 1
         return False, []
+
+    def _defer(self, origin: bytes, run: _Run[T],
+               entry: tuple[int, int, T, bytes | None, float]) -> list[T]:
+        """A batch of a newer run of ``origin`` while ``run`` waits for a gap: the origin
+        restarted, and what it had not sent before it stopped comes now, by repair
+        (from its store, or a peer). The batch waits behind the gap, which gets ``hold``
+        more seconds from now; past the origin's limit of held batches, the gap is
+        given up at once."""
+        epoch, seq, _item, _owner, now = entry
+        if any(e == epoch and s == seq for e, s, *_rest in run.deferred):
+            return []
+        if not run.deferred:
+            for number, (held, deadline) in run.held.items():
+                run.held[number] = (held, max(deadline, now + self.hold))
+        run.deferred.append(entry)
+        self.held_count += 1
+        self.stats.held += 1
+        out: list[T] = []
+        if len(run.held) + len(run.deferred) > self.max_held_per_origin:
+            while run.held:
+                self._give_up(origin, run, out)
+        return out
+
+    def _go_on(self, origin: bytes, run: _Run[T], out: list[T]) -> None:
+        """``run``'s gap is filled or given up: the newer run's batches that waited go
+        on, as if they came now, in the order they came."""
+        deferred, run.deferred = run.deferred, []
+        self.held_count -= len(deferred)
+        for epoch, seq, item, owner, when in deferred:
+            out += self.add(origin, epoch, seq, item, when, owner)[1]
 
     def seed(self, origin: bytes, epoch: int, ranges: list[tuple[int, int]], now: float) -> None:
         """A restarted node had these numbers of ``origin``'s run ``epoch`` (its store;
@@ -255,12 +302,17 @@ class OrderBuffer(Generic[T]):
     def is_held(self, origin: bytes, epoch: int, seq: int) -> bool:
         """Whether that batch is waiting for an earlier one (not handed out yet)."""
         run = self._runs.get(origin)
-        return run is not None and run.epoch == epoch and seq in run.held
+        if run is None:
+            return False
+        if run.epoch == epoch:
+            return seq in run.held
+        return any(e == epoch and s == seq for e, s, *_rest in run.deferred)
 
-    def held_now(self) -> dict[bytes, tuple[int, frozenset[int]]]:
-        """What is held at this moment: origin -> (epoch, the held sequence numbers).
+    def held_now(self) -> dict[bytes, frozenset[tuple[int, int]]]:
+        """What is held at this moment: origin -> its held batches, (epoch, seq).
         O(held batches); empty (and free) when nothing is held."""
-        return {origin: (run.epoch, frozenset(run.held))
+        return {origin: frozenset([(run.epoch, seq) for seq in run.held]
+                                  + [(e, s) for e, s, *_rest in run.deferred])
                 for origin in self._holding if (run := self._runs[origin]).held}
 
     def next_deadline(self) -> float | None:
@@ -315,10 +367,16 @@ class OrderBuffer(Generic[T]):
             run.next += 1
         if not held:
             self._holding.discard(origin)
+            if run.deferred:
+                self._go_on(origin, run, out)
 
     def _release_all(self, origin: bytes, run: _Run[T]) -> list[T]:
+        """Everything ``run`` holds, and then the newer run's batches that waited behind
+        it, as they are (the origin is being forgotten)."""
+        deferred, run.deferred = run.deferred, []
+        self.held_count -= len(deferred)
         out: list[T] = []
         while run.held:
             self._give_up(origin, run, out)
         self._holding.discard(origin)
-        return out
+        return out + [item for _e, _s, item, _o, _w in deferred]

@@ -28,7 +28,7 @@ SCAN_COST = 128
 #: Per message handed out, besides its payload (making it into an event).
 ITEM_COST = 128
 
-Held = dict[bytes, tuple[int, frozenset[int]]]
+Held = dict[bytes, frozenset[tuple[int, int]]]  # origin -> (epoch, seq) held
 
 
 class Topics(Protocol):
@@ -208,7 +208,7 @@ class Replay:
         """Whether the order buffer held ``entry`` at the snapshot: not delivered yet,
         it will be, live, once its gap is filled (or given up)."""
         held = self._held.get(entry.batch.origin)
-        return held is not None and held[0] == entry.epoch and entry.seq in held[1]
+        return held is not None and (entry.epoch, entry.seq) in held
 
     def _wanted(self, entry: Entry, body: BatchBody) -> bool:
         """Whether a batch is replayed: delivered here (not held, not a direct message

@@ -250,7 +250,7 @@ class StoreReplay:
 
     def _open(self, row: Row) -> int:
         held = self._held.get(row.origin)
-        if held is not None and held[0] == row.epoch and row.seq in held[1]:
+        if held is not None and (row.epoch, row.seq) in held:
             return ENTRY_COST  # it comes live, once its gap is filled or given up
         decoded = decode_row(row)
         if decoded is None:
