@@ -235,14 +235,17 @@ def test_an_id_not_stored_is_placed_after_its_runs_batch_before_it(tmp_path: Pat
     store.close()
 
 
+@pytest.mark.parametrize("chunk", [256, 2])
 def test_since_an_id_that_came_again_after_a_restart_loses_nothing_placed_before_it(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int,
 ) -> None:
     """The soak's loss (issue 17): the app got M just before its node was killed, and M
     was not written. After the restart, fresh messages came first (of M's origin, newer
     than M, and of a new run of another node), then M and the rest came again through
     repair. Resuming after M replays all of those, in each origin's order, and nothing
-    of M's origin up to M."""
+    of M's origin up to M; once each (``chunk`` 2: rows looked at again before M are
+    placed after the first chunk's end)."""
+    monkeypatch.setattr(store_replay, "CHUNK", chunk)
     path = tmp_path / "s.sqlite3"
     store = MessageStore(path)
     store.append([row(1, s, 100.0 + s) for s in range(1, 11)]
@@ -252,7 +255,7 @@ def test_since_an_id_that_came_again_after_a_restart_loses_nothing_placed_before
     assert store.boot_pos == 20
     m = row(1, 11, 111.0)
     store.append([row(1, 14, 114.0), row(3, 1, 114.2, epoch=8), row(1, 15, 115.0),
-                  row(3, 2, 115.2, epoch=8)])  # live, first
+                  row(3, 2, 115.2, epoch=8), row(4, 1, 110.8)])  # live, first
     store.append([row(1, 12, 112.0), m, row(1, 13, 113.0)])  # repair: M came again
     store.append([row(1, 16, 116.0)])
     cursor = StoreCursor(m.first_id, store.last_pos, [], hold=1.0)
@@ -264,4 +267,6 @@ def test_since_an_id_that_came_again_after_a_restart_loses_nothing_placed_before
     # M's own batch may come (its items after M: none); every later one, in order.
     assert [s for s in by_origin[1] if s != 11] == [12, 13, 14, 15, 16]
     assert not [r for r in got if r.origin == ORIGINS[1] and r.seq < 10]
+    assert [r.seq for r in got if r.origin == ORIGINS[3]] == [1]
+    assert max(Counter((r.origin, r.seq) for r in got).values()) == 1, "a row twice"
     store.close()

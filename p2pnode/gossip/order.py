@@ -2,23 +2,24 @@
 numbered them.
 
 Each origin run (``epoch``) numbers its batches 1, 2, 3, ... A batch that comes
-ahead of a missing one is held back for at most ``hold`` seconds, while repair
-(a Graft, or the digest exchange when a link opens) may bring the missing one;
-after that the gap is given up and reported (``gaps``), and the held batches go
-out. A batch of a gap that turns up later is still delivered (``late``): order
-gives way before loss does. A batch numbered below everything already handed
-out that is not from a known gap is a replay and is dropped (``stale``). The
-first batch seen of a run sets where the node starts; batches numbered below it
-(older history, arriving later), and batches of the origin's previous run, are
-delivered as they come, each once, for ``window`` seconds after the run was first
-seen (the seen-cache's lifetime): such a batch arriving later is a replay, and is
-dropped, and so is a batch of any run before the previous one. A batch of a newer
-run that comes while the current one waits for a gap (the origin restarted: what
-it had not sent before it stopped comes by repair, from its store) waits behind
-the gap, which gets ``hold`` more seconds; then the newer run goes on, so the
-origin's order holds across its restart. A newer run of a known origin begins at 1
-(if its first batch seen is numbered at most ``max_gaps`` + 1): what the origin
-published before this node got that batch is held for, like any gap.
+ahead of a missing one is held back for ``hold`` seconds, while repair (a Graft, or
+the digest exchange when a link opens) may bring the missing one, and for as long as
+the missing ones keep coming, each within ``hold`` of the one before (a repair of a
+long partition's messages under way); after that the gap is given up and reported
+(``gaps``), and the held batches go out. A batch of a gap that turns up later is
+still delivered (``late``): order gives way before loss does. A batch numbered below
+everything already handed out that is not from a known gap is a replay and is
+dropped (``stale``). The first batch seen of a run sets where the node starts;
+batches numbered below it (older history, arriving later), and batches of the
+origin's previous run, are delivered as they come, each once, for ``window`` seconds
+after the run was first seen (the seen-cache's lifetime): such a batch arriving
+later is a replay, and is dropped, and so is a batch of any run before the previous
+one. A batch of a newer run that comes while the current one waits for a gap (the
+origin restarted: what it had not sent before it stopped comes by repair, from its
+store) waits behind the gap, which gets ``hold`` more seconds; then the newer run
+goes on, so the origin's order holds across its restart. A newer run of a known
+origin begins at 1 (if its first batch seen is numbered at most ``max_gaps`` + 1):
+what the origin published before this node got that batch is held for, like any gap.
 
 Replay protection does not lean on the seen-cache, which a flood can flush: each
 run remembers exactly which numbers it handed out (a contiguous range, the gaps in
@@ -55,6 +56,9 @@ class _Run(Generic[T]):
     next: int  # the next number to hand out
     since: float = 0.0  # when this node first saw the run
     held: dict[int, tuple[T, float]] = field(default_factory=dict)  # seq -> (item, deadline)
+    #: When a missing batch last came while later ones were held: a gap that is being
+    #: filled (a repair under way) is not given up before ``hold`` after that.
+    progress: float = float("-inf")
     gaps: OrderedDict[int, None] = field(default_factory=OrderedDict)  # given-up numbers
     #: Numbers handed out outside [base, next), as sorted disjoint [low, high] ranges:
     #: older history that came after the run's first batch.
@@ -163,6 +167,8 @@ class OrderBuffer(Generic[T]):
         if seq == run.next:
             out.append(item)
             run.next += 1
+            if run.held:
+                run.progress = now
             self._drain(origin, run, out)
             return True, out
         if seq > run.next:
@@ -320,17 +326,19 @@ class OrderBuffer(Generic[T]):
         best: float | None = None
         for origin in self._holding:
             run = self._runs[origin]
-            first = run.held[min(run.held)][1]
+            first = max(run.held[min(run.held)][1], run.progress + self.hold)
             if best is None or first < best:
                 best = first
         return best
 
     def tick(self, now: float) -> list[T]:
-        """Give up the gaps that have been waited for ``hold`` seconds; returns the
-        items that become ready."""
+        """Give up the gaps that have been waited for ``hold`` seconds, and for
+        ``hold`` since a missing batch last came; returns the items that become ready."""
         out: list[T] = []
         for origin in list(self._holding):
             run = self._runs[origin]
+            if run.progress + self.hold > now:
+                continue  # its gap is being filled
             while run.held and run.held[min(run.held)][1] <= now:
                 self._give_up(origin, run, out)
         return out

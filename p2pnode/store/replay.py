@@ -142,7 +142,9 @@ class StoreCursor:
                 groups.setdefault(row.origin, {}).setdefault(_key(row), row)
         pulled: dict[bytes, list[Row]] = {}
         for origin, rows in groups.items():
-            late = self._late(store, origin, max(rows), end)
+            # (not those in the chunk already: the rows before M's looked at again can
+            # be placed after the chunk's end, when the replay starts before M)
+            late = [r for r in self._late(store, origin, max(rows), end) if _key(r) not in rows]
             if len(late) >= PULL:  # more may come: up to the last pulled, then again
                 cut = _key(late[-1])
                 self._high[origin] = cut
