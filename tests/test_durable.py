@@ -370,6 +370,7 @@ async def test_durable_requests_are_checked(short_tmp: Path) -> None:
                     ({"durable": "a/b"}, "bad_request", "1-64 characters"),
                     ({"durable": "x" * 65}, "bad_request", "1-64 characters"),
                     ({"durable": "d", "since": 0}, "bad_request", "since"),
+                    ({"durable": "d", "seen": ["00" * 16]}, "bad_request", "seen"),
                     ({"durable": "d", "topics": ["a/#/b"]}, "bad_request", "'#'"),
                 ]
                 for fields, code, text in cases:

@@ -43,10 +43,10 @@ def arrivals(rng: random.Random, per_origin: int) -> list[Row]:
 
 
 def fresh_store(path: Path) -> MessageStore:
-    """A store opened before the rows of these tests were published (their ages are
-    small): they all came during this run of the node, none after a restart."""
+    """A store opened long before the rows of these tests were published (more than
+    ``RESTART_WINDOW`` before): none of them can have come again after a restart."""
     store = MessageStore(path)
-    store.boot_time = 0.0
+    store.boot_time = -1e9
     return store
 
 
@@ -235,16 +235,17 @@ def test_an_id_not_stored_is_placed_after_its_runs_batch_before_it(tmp_path: Pat
     store.close()
 
 
-@pytest.mark.parametrize("chunk", [256, 2])
+@pytest.mark.parametrize(("chunk", "boot"), [(256, None), (2, None), (256, 105.0)])
 def test_since_an_id_that_came_again_after_a_restart_loses_nothing_placed_before_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, boot: float | None,
 ) -> None:
     """The soak's loss (issue 17): the app got M just before its node was killed, and M
     was not written. After the restart, fresh messages came first (of M's origin, newer
     than M, and of a new run of another node), then M and the rest came again through
     repair. Resuming after M replays all of those, in each origin's order, and nothing
     of M's origin up to M; once each (``chunk`` 2: rows looked at again before M are
-    placed after the first chunk's end)."""
+    placed after the first chunk's end; ``boot`` 105: the node started before M's date,
+    as when M, repaired as its origin's newest, was dated by its arrival)."""
     monkeypatch.setattr(store_replay, "CHUNK", chunk)
     path = tmp_path / "s.sqlite3"
     store = MessageStore(path)
@@ -253,6 +254,8 @@ def test_since_an_id_that_came_again_after_a_restart_loses_nothing_placed_before
     store.close()
     store = MessageStore(path)  # the restart: this run places from position 21 on
     assert store.boot_pos == 20
+    if boot is not None:
+        store.boot_time = boot
     m = row(1, 11, 111.0)
     store.append([row(1, 14, 114.0), row(3, 1, 114.2, epoch=8), row(1, 15, 115.0),
                   row(3, 2, 115.2, epoch=8), row(4, 1, 110.8)])  # live, first

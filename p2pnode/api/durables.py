@@ -292,9 +292,9 @@ class Durables:
         if window > most:
             raise ApiError("bad_request", f"max_unacked is at most {most} on this node",
                            req.id)
-        if req.since is not None:
+        if req.since is not None or req.seen is not None:
             raise ApiError("bad_request", 'a durable subscription resumes from its last ack: '
-                           'give no "since"', req.id)
+                           'give no "since" or "seen"', req.id)
         self._check_free(session, name, req.id)
         return DurableCall(req.id, lambda: self._open(session, name, topics, window, req.id))
 

@@ -113,7 +113,7 @@ class OrderBuffer(Generic[T]):
 
     def __init__(self, hold: float, *, max_origins: int = 16_384,
                  max_origins_per_owner: int = 4096, max_held: int = 10_000,
-                 max_held_per_origin: int = 1024, max_gaps: int = 1024, max_ranges: int = 64,
+                 max_held_per_origin: int = 4096, max_gaps: int = 1024, max_ranges: int = 64,
                  window: float = 300.0) -> None:
         self.hold = hold
         self.window = window

@@ -45,6 +45,11 @@ CHUNK = 256
 PULL = 1024
 #: Rows placed before M's looked at again (of other origins, up to ``hold`` older).
 LOOKBACK = 4096
+#: Seconds after a node's start within which a batch it placed may be one that came
+#: again after a restart (a repaired batch is dated by its arrival when it is its
+#: origin's newest: ``gossip.history``); a ``since`` such a batch replays what the
+#: node placed since it started.
+RESTART_WINDOW = 60.0
 
 
 def _key(row: Row) -> Key:
@@ -112,10 +117,10 @@ class StoreCursor:
         if start is not None:
             self.start = start
             self._pos = start.pos
-            if start.pos > store.boot_pos and start.age <= store.boot_time:
-                # M was published before this run of the node began, and placed in it:
-                # it came again (through repair) after a restart, and the app got it
-                # before. What this run placed before it is new to the app too.
+            if start.pos > store.boot_pos and start.age <= store.boot_time + RESTART_WINDOW:
+                # M was placed in this run of the node, soon after it began: it may have
+                # come again (through repair) after a restart, the app having got it
+                # before. What this run placed before it may be new to the app too.
                 self._pos = store.boot_pos
             self._extra = [start, *lookback_rows(store, start, self.hold, LOOKBACK)]
 
