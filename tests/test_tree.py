@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from p2pnode.gossip import order
 from p2pnode.gossip.history import History
 from p2pnode.gossip.order import OrderBuffer
 from p2pnode.gossip.router import Deliver, Forward, Send
@@ -312,6 +313,27 @@ def test_order_a_gap_being_filled_is_not_given_up() -> None:
     assert o.tick(3.6) == []
     assert o.tick(3.7) == [6, 7, 8, 9]  # 5 never came
     assert o.stats.gaps == 1
+
+
+def test_order_a_gap_whose_batches_are_being_fetched_waits_for_them() -> None:
+    """After a partition heals, the missing batches were announced and are being
+    grafted: the gap waits for them (up to LONGEST_HOLD x hold), not just ``hold``;
+    once nothing of the origin is being fetched, the hold is as usual."""
+    o: OrderBuffer[int] = OrderBuffer(hold=1.0)
+    o1, o2 = b"\x01" * 16, b"\x02" * 16
+    fetching = {o1}
+    o.add(o1, 1, 1, 1, 0.0)
+    o.add(o2, 1, 1, 1, 0.0)
+    assert o.add(o1, 1, 5, 5, 0.0) == (True, [])
+    assert o.add(o2, 1, 5, 5, 0.0) == (True, [])
+    assert o.next_deadline(fetching.__contains__) == 1.0  # o2's
+    assert o.tick(1.0, fetching.__contains__) == [5]  # o2 gave up; o1 waits
+    assert o.next_deadline(fetching.__contains__) == order.LONGEST_HOLD * 1.0
+    assert o.tick(5.0, fetching.__contains__) == []
+    assert o.add(o1, 1, 2, 2, 5.0) == (True, [2])
+    fetching.clear()  # nothing more comes
+    assert o.tick(5.9, fetching.__contains__) == []  # 2 came at 5.0: a second more
+    assert o.tick(6.0, fetching.__contains__) == [5]
 
 
 def test_order_a_known_origins_new_run_begins_at_one() -> None:

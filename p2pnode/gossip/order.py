@@ -4,22 +4,24 @@ numbered them.
 Each origin run (``epoch``) numbers its batches 1, 2, 3, ... A batch that comes
 ahead of a missing one is held back for ``hold`` seconds, while repair (a Graft, or
 the digest exchange when a link opens) may bring the missing one, and for as long as
-the missing ones keep coming, each within ``hold`` of the one before (a repair of a
-long partition's messages under way); after that the gap is given up and reported
-(``gaps``), and the held batches go out. A batch of a gap that turns up later is
-still delivered (``late``): order gives way before loss does. A batch numbered below
-everything already handed out that is not from a known gap is a replay and is
-dropped (``stale``). The first batch seen of a run sets where the node starts;
-batches numbered below it (older history, arriving later), and batches of the
-origin's previous run, are delivered as they come, each once, for ``window`` seconds
-after the run was first seen (the seen-cache's lifetime): such a batch arriving
-later is a replay, and is dropped, and so is a batch of any run before the previous
-one. A batch of a newer run that comes while the current one waits for a gap (the
-origin restarted: what it had not sent before it stopped comes by repair, from its
-store) waits behind the gap, which gets ``hold`` more seconds; then the newer run
-goes on, so the origin's order holds across its restart. A newer run of a known
-origin begins at 1 (if its first batch seen is numbered at most ``max_gaps`` + 1):
-what the origin published before this node got that batch is held for, like any gap.
+the missing ones keep coming, each within ``hold`` of the one before, or while
+batches of the origin that were announced are being fetched (a repair of a long
+partition's messages under way: at most ``LONGEST_HOLD`` times ``hold``); after that
+the gap is given up and reported (``gaps``), and the held batches go out. A batch of
+a gap that turns up later is still delivered (``late``): order gives way before loss
+does. A batch numbered below everything already handed out that is not from a known
+gap is a replay and is dropped (``stale``). The first batch seen of a run sets where
+the node starts; batches numbered below it (older history, arriving later), and
+batches of the origin's previous run, are delivered as they come, each once, for
+``window`` seconds after the run was first seen (the seen-cache's lifetime): such a
+batch arriving later is a replay, and is dropped, and so is a batch of any run
+before the previous one. A batch of a newer run that comes while the current one
+waits for a gap (the origin restarted: what it had not sent before it stopped comes
+by repair, from its store) waits behind the gap, which gets ``hold`` more seconds;
+then the newer run goes on, so the origin's order holds across its restart. A newer
+run of a known origin begins at 1 (if its first batch seen is numbered at most
+``max_gaps`` + 1): what the origin published before this node got that batch is held
+for, like any gap.
 
 Replay protection does not lean on the seen-cache, which a flood can flush: each
 run remembers exactly which numbers it handed out (a contiguous range, the gaps in
@@ -42,11 +44,16 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+#: A gap whose origin's batches are being fetched (repair) is held at most this many
+#: times ``hold``.
+LONGEST_HOLD = 10
 
 
 @dataclass(slots=True)
@@ -321,25 +328,29 @@ class OrderBuffer(Generic[T]):
                                   + [(e, s) for e, s, *_rest in run.deferred])
                 for origin in self._holding if (run := self._runs[origin]).held}
 
-    def next_deadline(self) -> float | None:
-        """When ``tick`` will next have something to release (None: nothing held)."""
-        best: float | None = None
-        for origin in self._holding:
-            run = self._runs[origin]
-            first = max(run.held[min(run.held)][1], run.progress + self.hold)
-            if best is None or first < best:
-                best = first
-        return best
+    def _deadline(self, origin: bytes, run: _Run[T],
+                  fetching: Callable[[bytes], bool] | None) -> float:
+        """When ``run``'s first gap is given up: ``hold`` after its first held batch came
+        and after a missing one last came; while ``fetching(origin)`` (a repair of the
+        origin's batches is under way), up to ``LONGEST_HOLD`` times ``hold``."""
+        first = run.held[min(run.held)][1]
+        due = max(first, run.progress + self.hold)
+        if fetching is not None and fetching(origin):
+            due = max(due, first + (LONGEST_HOLD - 1) * self.hold)
+        return due
 
-    def tick(self, now: float) -> list[T]:
-        """Give up the gaps that have been waited for ``hold`` seconds, and for
-        ``hold`` since a missing batch last came; returns the items that become ready."""
+    def next_deadline(self, fetching: Callable[[bytes], bool] | None = None) -> float | None:
+        """When ``tick`` will next have something to release (None: nothing held)."""
+        return min((self._deadline(origin, self._runs[origin], fetching)
+                    for origin in self._holding), default=None)
+
+    def tick(self, now: float, fetching: Callable[[bytes], bool] | None = None) -> list[T]:
+        """Give up the gaps that have been waited for long enough (``_deadline``);
+        returns the items that become ready."""
         out: list[T] = []
         for origin in list(self._holding):
             run = self._runs[origin]
-            if run.progress + self.hold > now:
-                continue  # its gap is being filled
-            while run.held and run.held[min(run.held)][1] <= now:
+            while run.held and self._deadline(origin, run, fetching) <= now:
                 self._give_up(origin, run, out)
         return out
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass, field
 
+from ..ids import ID_LEN
+
 
 @dataclass(slots=True)
 class Missing:
@@ -37,12 +39,17 @@ class MissingBatches:
         self.max_announcers = max_announcers
         self._entries: dict[bytes, Missing] = {}
         self._by_first: dict[bytes, int] = {}  # first announcer -> its entries
+        self._by_origin: dict[bytes, int] = {}  # origin (a key's first bytes) -> entries
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._entries
+
+    def fetching(self, origin: bytes) -> bool:
+        """Whether batches of ``origin`` were announced and have not come yet."""
+        return origin in self._by_origin
 
     def note(self, key: bytes, peer: bytes, hops: int, deadline: float, *,
              repair: bool) -> None:
@@ -54,6 +61,8 @@ class MissingBatches:
             if len(self._entries) >= self.max_entries or taken >= self.max_entries // 4:
                 return
             self._by_first[peer] = taken + 1
+            origin = key[:ID_LEN]
+            self._by_origin[origin] = self._by_origin.get(origin, 0) + 1
             missing = self._entries[key] = Missing(deadline, hops, repair=repair, first=peer)
         if peer not in missing.announcers and len(missing.announcers) < self.max_announcers:
             missing.announcers.append(peer)
@@ -61,6 +70,13 @@ class MissingBatches:
     def forget(self, key: bytes) -> Missing | None:
         """Drop ``key`` (it came, or it is given up); returns its entry, if any."""
         missing = self._entries.pop(key, None)
+        if missing is not None:
+            origin = key[:ID_LEN]
+            left = self._by_origin[origin] - 1
+            if left > 0:
+                self._by_origin[origin] = left
+            else:
+                del self._by_origin[origin]
         if missing is not None and missing.first is not None:
             left = self._by_first.get(missing.first, 0) - 1
             if left > 0:

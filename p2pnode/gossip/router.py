@@ -462,7 +462,7 @@ class Router:
 
     def next_deadline(self) -> float | None:
         """When ``tick`` should next run (None: nothing is waiting)."""
-        deadline = self.order.next_deadline()
+        deadline = self.order.next_deadline(self._missing.fetching)
         first = self._missing.next_deadline()
         if first is not None:
             deadline = first if deadline is None else min(deadline, first)
@@ -471,9 +471,9 @@ class Router:
     def tick(self, now: float) -> list[Action]:
         """Graft announced batches that did not come in time; release held batches whose
         gap was waited for long enough."""
-        actions = self._deliveries(self.order.tick(now))
         grafts, given_up = self._missing.due(now, self._peers, self.cfg.graft_timeout)
         self.stats.missing_given_up += given_up
+        actions = self._deliveries(self.order.tick(now, self._missing.fetching))
         for peer, keys in grafts.items():
             self.trees.graft((key[:ID_LEN] for key in keys), peer)
             self.stats.grafts_sent += len(keys)
