@@ -381,6 +381,13 @@ def _add_store_flags(run: argparse.ArgumentParser) -> None:
                      help="when a publish is confirmed: once stored and safe from a crash of "
                           "the node (normal, the default), also from a power loss (full), "
                           "or at once (off)")
+    run.add_argument("--max-durables", type=int, metavar="N",
+                     help="durable subscriptions the store keeps at most (default "
+                          f"{NodeConfig.max_durables})")
+    run.add_argument("--durable-max-unacked", type=int, metavar="N",
+                     help="messages a durable subscriber may have delivered and not acked "
+                          f"at most (default and highest max_unacked: "
+                          f"{NodeConfig.durable_max_unacked})")
 
 
 def _add_run_service_flags(run: argparse.ArgumentParser) -> None:

@@ -86,6 +86,8 @@ KEYS: tuple[Key, ...] = (
     Key("store_age", "--store-age", "store_age", "float"),
     Key("store_bytes", "--store-bytes", "store_bytes", "int"),
     Key("sync", "--sync", "sync", "choice", ("off", "normal", "full")),
+    Key("max_durables", "--max-durables", "max_durables", "int"),
+    Key("durable_max_unacked", "--durable-max-unacked", "durable_max_unacked", "int"),
     Key("network_key", "--network-key", "network_key", "path"),
     Key("insecure", "--insecure", "insecure", "bool"),
     Key("api_group", "--api-group", "api_group", "str"),
@@ -260,6 +262,8 @@ RANGES: dict[str, tuple[float, bool, float | None, str]] = {
     "order_hold": (0, False, None, ""),
     "store_age": (0, False, None, ""),
     "store_bytes": (0, True, None, ""),
+    "max_durables": (1, True, 1_000_000, ""),
+    "durable_max_unacked": (1, True, 100_000, ""),
 }
 
 
@@ -369,7 +373,7 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
     )
     for key in ("max_hops", "gossip", "history_bytes", "history_age", "order_hold",
                 "retained_max_topics", "retained_max_bytes", "store", "store_age",
-                "store_bytes"):
+                "store_bytes", "max_durables", "durable_max_unacked"):
         if key in values:
             kwargs[key] = get(key)
     if "sync" in values:

@@ -56,6 +56,11 @@ T = TypeVar("T")
 LONGEST_HOLD = 10
 
 
+def all_fetching(origin: bytes) -> bool:
+    """For ``tick``: every origin's batches may be on their way."""
+    return True
+
+
 @dataclass(slots=True)
 class _Run(Generic[T]):
     epoch: int

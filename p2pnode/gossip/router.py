@@ -50,7 +50,7 @@ from ..wire.messages import (
 )
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
 from .history import History, item_id_range, merge_digests
-from .order import OrderBuffer
+from .order import OrderBuffer, all_fetching
 from .repair import Missing, MissingBatches
 from .seen import SeenCache
 from .tree import Trees
@@ -103,6 +103,9 @@ class RouterConfig:
     max_origins: int = 4096  # origins whose tree (lazy links) is remembered
     digest_bytes: int = 512 * 1024  # a Digest is cut to about this many encoded bytes
     repair_spread: float = 4.0  # repair grafts wait graft_timeout x (1 + this x random)
+    #: Seconds after a link opens in which gaps are held as if being fetched: what its
+    #: digest exchange brings is announced that much later at most, even under load.
+    repair_grace: float = 3.0
     seed: int | None = None
     max_announcers: int = 8
     # Replay state (gossip.order): origin runs tracked, in all and charged to one peer;
@@ -137,6 +140,7 @@ class Router:
         self._ihave: dict[bytes, list[Announce]] = {}  # lazy announcements not yet sent
         self._repair_ihave: dict[bytes, list[Announce]] = {}  # ... of repaired batches
         self._missing = MissingBatches(cfg.max_missing, cfg.max_announcers)
+        self._grace_until = float("-inf")  # see RouterConfig.repair_grace
         self._digested: set[bytes] = set()  # peers whose Digest was answered (this link)
         #: What the node's store held when it started (``gossip.restore``), told to
         #: peers in every Digest along with history: they need not send it again.
@@ -173,6 +177,9 @@ class Router:
                                               self.cfg.new_origins_burst, now)
         self.trees.peer_up(peer)
         self.history.expire(now)
+        # What this link's digest exchange brings is announced a moment later (more
+        # under load): meanwhile every gap is held as if its batches were being fetched.
+        self._grace_until = now + self.cfg.repair_grace
         digest = self.history.digest(max_bytes=self.cfg.digest_bytes)
         if self.stored:
             digest = merge_digests(digest, self.stored)
@@ -463,6 +470,8 @@ class Router:
     def next_deadline(self) -> float | None:
         """When ``tick`` should next run (None: nothing is waiting)."""
         deadline = self.order.next_deadline(self._missing.fetching)
+        if deadline is not None and deadline < self._grace_until:  # held longer till then
+            deadline = min(self._grace_until, self.order.next_deadline(all_fetching) or deadline)
         first = self._missing.next_deadline()
         if first is not None:
             deadline = first if deadline is None else min(deadline, first)
@@ -473,7 +482,8 @@ class Router:
         gap was waited for long enough."""
         grafts, given_up = self._missing.due(now, self._peers, self.cfg.graft_timeout)
         self.stats.missing_given_up += given_up
-        actions = self._deliveries(self.order.tick(now, self._missing.fetching))
+        fetching = self._missing.fetching if now >= self._grace_until else all_fetching
+        actions = self._deliveries(self.order.tick(now, fetching))
         for peer, keys in grafts.items():
             self.trees.graft((key[:ID_LEN] for key in keys), peer)
             self.stats.grafts_sent += len(keys)
