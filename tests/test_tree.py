@@ -471,6 +471,28 @@ def test_after_a_link_opens_a_gap_is_held_while_its_repair_may_come() -> None:
     assert 13.0 <= sim.now < 13.1
 
 
+def test_a_held_batch_is_kept_for_the_store_only_once_delivered() -> None:
+    """The store keeps what the node handed its apps, in that order: a batch held for a
+    gap is not kept until it is released (a node killed meanwhile fetches it again
+    after its restart, and its apps get it then)."""
+    sim = Sim(2, [(0, 1)], order_hold=0.5)
+    kept: list[int] = []
+    sim.routers[1].on_kept = lambda batch, body, age: kept.append(body.seq)
+    made = [sim.make(0, k) for k in range(4)]
+    sim.publish(0, *made[0])
+    sim.run()
+    sim.drop.add((0, 1))
+    sim.publish(0, *made[1])
+    sim.drop.clear()
+    sim.publish(0, *made[2])
+    sim.publish(0, *made[3])
+    sim.run(max_time=0.1)
+    assert kept == [1]  # 3 and 4 are held: not delivered, not kept
+    sim.run()
+    assert kept == [1, 3, 4]  # released after the hold, kept then, in order
+    assert len(sim.delivered_ids(1)) == 3
+
+
 # -- history -------------------------------------------------------------------------------
 
 

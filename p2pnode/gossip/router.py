@@ -269,13 +269,12 @@ class Router:
         if self.order.overflow:
             ready = self.order.take_overflow() + ready
         if not accepted:
-            return self._deliveries(ready)
+            return self._deliveries(ready, now)
         self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct,
                          id_range=item_id_range([item.id for item in body.items]),
                          repaired=missing is not None and missing.repair,
                          held=self.order.is_held(batch.origin, body.epoch, body.seq))
-        self._kept(batch, body, now)
-        actions = self._deliveries(ready)
+        actions = self._deliveries(ready, now)
         announce_only = False
         if missing is not None:
             announce_only = self._was_announced(missing, batch, from_peer, actions)
@@ -353,10 +352,12 @@ class Router:
         self.stats.forwarded += len(eager)
         return [Forward(msgspec.structs.replace(batch, hops=hops), tuple(eager))]
 
-    def _deliveries(self, ready: list[tuple[Batch, BatchBody]]) -> list[Action]:
+    def _deliveries(self, ready: list[tuple[Batch, BatchBody]], now: float) -> list[Action]:
+        """Deliver and keep (``on_kept``) what the order buffer released, in order."""
         out: list[Action] = []
         me = self.node_id
         for batch, body in ready:
+            self._kept(batch, body, now)
             if body.to is None or body.to == me:
                 out.append(Deliver(batch, body))
                 self.stats.delivered += len(body.items)
@@ -483,7 +484,7 @@ class Router:
         grafts, given_up = self._missing.due(now, self._peers, self.cfg.graft_timeout)
         self.stats.missing_given_up += given_up
         fetching = self._missing.fetching if now >= self._grace_until else all_fetching
-        actions = self._deliveries(self.order.tick(now, fetching))
+        actions = self._deliveries(self.order.tick(now, fetching), now)
         for peer, keys in grafts.items():
             self.trees.graft((key[:ID_LEN] for key in keys), peer)
             self.stats.grafts_sent += len(keys)
