@@ -319,6 +319,8 @@ class ApiServer(SubscribeOps):
             if self.stats.published != published:
                 self.backend.flush()  # one signed batch per read (publish deferred it)
             self._submit(session)  # their replies wait until the store has the batches
+            if self._confirming is not None and self.confirmer.confirm_now(self._confirming):
+                await session.out.send_now(stream)  # written at once: no thread, no wake-up
             if len(buf) > max_line:
                 self._too_large(session, len(buf))
                 return
