@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 
 from p2pnode.store import MessageStore, StoreService
-from p2pnode.store.service import INLINE_ROWS, INLINE_RUN
+from p2pnode.store.service import INLINE_MESSAGES, INLINE_RUN
 from tests.test_store_db import rows
 
 from .conftest import loopback_config, running_nodes
@@ -40,7 +40,8 @@ def test_an_append_without_checkpoint_leaves_the_log_to_the_next_write(tmp_path:
 async def test_small_writes_go_at_once_and_give_way_to_the_thread(tmp_path: Path) -> None:
     store = MessageStore(tmp_path / "s.sqlite3")
     service = StoreService(store)
-    batch = iter(rows(INLINE_RUN + INLINE_ROWS + 2, age=time.time()))
+    extra = INLINE_MESSAGES // 3 + 1  # rows of 3 messages: over INLINE_MESSAGES
+    batch = iter(rows(INLINE_RUN + 1 + extra, age=time.time()))
     seen: list[int] = []
     service.on_stored.append(seen.append)
     with trio.fail_after(10):
@@ -56,11 +57,11 @@ async def test_small_writes_go_at_once_and_give_way_to_the_thread(tmp_path: Path
             await service.wait_stored(service.queued)
             assert service.inline_writes == INLINE_RUN
             assert service.writes == INLINE_RUN + 1
-            for _ in range(INLINE_ROWS + 1):
+            for _ in range(extra):
                 service.keep(next(batch))
-            assert not service.write_now()  # too many rows for the event loop
+            assert not service.write_now()  # too many messages for the event loop
             await service.wait_stored(service.queued)
-            assert store.rows == INLINE_RUN + INLINE_ROWS + 2
+            assert store.rows == INLINE_RUN + 1 + extra
             nursery.cancel_scope.cancel()
 
 

@@ -34,12 +34,13 @@ log = logging.getLogger("p2pnode.store")
 
 #: Rows written per transaction at most.
 WRITE_ROWS = 4096
-#: ``write_now``: the most rows, and bytes of them, written on the event loop at once
-#: (a commit of one small row takes tens of microseconds), and the most such writes
-#: in a row: then one in the worker thread, where SQLite copies its write-ahead log
-#: into the file (a checkpoint, which flushes to the disk) when the log has grown.
-INLINE_ROWS = 16
-INLINE_BYTES = 64 << 10
+#: ``write_now``: the most messages, and bytes of rows, written on the event loop at
+#: once (a commit of one small row takes tens of microseconds: lone publishes, not a
+#: pipelining app's reads, which the thread groups), and the most such writes in a
+#: row: then one in the worker thread, where SQLite copies its write-ahead log into the
+#: file (a checkpoint, which flushes to the disk) when the log has grown.
+INLINE_MESSAGES = 16
+INLINE_BYTES = 16 << 10
 INLINE_RUN = 100
 
 
@@ -127,7 +128,7 @@ class StoreService:
 
     def write_now(self) -> bool:
         """Write what is queued at once, on the event loop, if it is little (at most
-        ``INLINE_ROWS`` rows, ``INLINE_BYTES``), no other operation on the file is under
+        ``INLINE_MESSAGES``, ``INLINE_BYTES``), no other operation on the file is under
         way, the last write worked, and fewer than ``INLINE_RUN`` writes were made this
         way since the last one in the thread. The commit does not checkpoint (that waits
         for the next write in the thread). Returns True if it wrote (``committed`` and
@@ -135,7 +136,8 @@ class StoreService:
         the write failed (the thread tries again and reports the failure)."""
         rows = self._pending
         if not (rows and self.write_inline and self.error is None and not self._lock.locked()
-                and len(rows) <= INLINE_ROWS and self._inline_run < INLINE_RUN
+                and len(rows) <= INLINE_MESSAGES and self._inline_run < INLINE_RUN
+                and sum(row.count for row in rows) <= INLINE_MESSAGES
                 and sum(len(row.frame) for row in rows) <= INLINE_BYTES):
             return False
         acks = [(name, pos, part) for name, (pos, part) in self._acks.items()]
