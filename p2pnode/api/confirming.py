@@ -152,16 +152,15 @@ class Confirmer:
             self._queue.append((store.queued, gate, order, gate.take()))
             self._wake.set()
 
-    def confirm_now(self, store: ConfirmingStore) -> bool:
+    def confirm_now(self, store: ConfirmingStore) -> list[ReplyOrder]:
         """Have the store write what is queued at once, if it can do so quickly
         (``StoreService.write_now``: a lone publish is then spared the round trip to the
-        store's thread), and fill the places it confirms. True if any was filled: their
-        replies are in their connections' queues."""
+        store's thread), and fill the places it confirms. Returns the connections whose
+        places were filled: their replies are queued, and their writer tasks not woken
+        (the caller sends them, or calls ``OutQueue.wake``)."""
         if not self._queue or not store.write_now():
-            return False
-        done = self._stored(store)
-        self._fill(done, None)
-        return done > 0
+            return []
+        return self._fill(self._stored(store), None, wake=False)
 
     def _stored(self, store: ConfirmingStore) -> int:
         """How many of the oldest entries the store has written."""
@@ -186,7 +185,9 @@ class Confirmer:
                 continue
             self._fill(self._stored(store), None)
 
-    def _fill(self, count: int, problem: str | None) -> None:
+    def _fill(self, count: int, problem: str | None, *, wake: bool = True
+              ) -> list[ReplyOrder]:
+        filled = []
         for _ in range(count):
             _upto, gate, order, places = self._queue.popleft()
             publishes = 0
@@ -194,8 +195,10 @@ class Confirmer:
                 publishes += len(place.oks)
                 place.line = b"".join(place.oks) if problem is None \
                     else self._errors(place, problem)
-            order.release()
+            order.release(wake=wake)
             gate.filled(publishes)
+            filled.append(order)
+        return filled
 
     def _errors(self, place: Place, problem: str) -> bytes:
         lines = []
