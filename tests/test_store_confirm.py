@@ -95,7 +95,7 @@ def service_of(node: Node) -> StoreService:
 @contextmanager
 def held_writes(service: StoreService) -> Iterator[threading.Event]:
     """Every write of the store waits (in its worker thread) until the event is set;
-    set on the way out."""
+    set on the way out. No write is made on the event loop meanwhile (``write_now``)."""
     release = threading.Event()
     real = service.store.append
 
@@ -104,10 +104,12 @@ def held_writes(service: StoreService) -> Iterator[threading.Event]:
         return real(rows, acks)
 
     service.store.append = append  # type: ignore[method-assign]
+    service.write_inline = False
     try:
         yield release
     finally:
         release.set()
+        service.write_inline = True
 
 
 async def test_the_ok_comes_once_the_message_is_stored(short_tmp: Path, connect: Connect) -> None:

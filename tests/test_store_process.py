@@ -102,7 +102,7 @@ class Burst:
         self.sent = 0
         self.answered = 0
         self.confirmed: set[bytes] = set()
-        self.reached = trio.Event()  # set once ``goal`` are confirmed
+        self.reached = trio.Event()  # set once ``goal`` are confirmed, and more sent
         self.goal = 0
         self._progress = trio.Event()
 
@@ -134,8 +134,8 @@ class Burst:
                 self.answered += len(lines)
                 self._progress.set()
                 self._progress = trio.Event()
-                if len(self.confirmed) >= self.goal:
-                    self.reached.set()
+                if len(self.confirmed) >= self.goal and self.sent > self.answered:
+                    self.reached.set()  # with publishes not confirmed yet: kill time
         except trio.BrokenResourceError:
             pass
         scope.cancel()

@@ -74,6 +74,10 @@ class ConfirmingStore(Protocol):
         write of them failed for lack of room."""
         ...
 
+    def write_now(self) -> bool:
+        """Write the rows queued at once if that is quick; True if it did."""
+        ...
+
 
 def store_refusal(store: ConfirmingStore, req_id: Scalar) -> ApiError | None:
     """The error for a publish while the store cannot write (None: it can)."""
@@ -148,6 +152,23 @@ class Confirmer:
             self._queue.append((store.queued, gate, order, gate.take()))
             self._wake.set()
 
+    def confirm_now(self, store: ConfirmingStore) -> list[ReplyOrder]:
+        """Have the store write what is queued at once, if it can do so quickly
+        (``StoreService.write_now``: a lone publish is then spared the round trip to the
+        store's thread), and fill the places it confirms. Returns the connections whose
+        places were filled: their replies are queued, and their writer tasks not woken
+        (the caller sends them, or calls ``OutQueue.wake``)."""
+        if not self._queue or not store.write_now():
+            return []
+        return self._fill(self._stored(store), None, wake=False)
+
+    def _stored(self, store: ConfirmingStore) -> int:
+        """How many of the oldest entries the store has written."""
+        done = 0
+        while done < len(self._queue) and self._queue[done][0] <= store.committed:
+            done += 1
+        return done
+
     async def run(self, store: ConfirmingStore) -> None:
         """Wait for the store and fill places, until cancelled (then the places left
         stay empty: their connections end with the node)."""
@@ -162,12 +183,11 @@ class Confirmer:
             except StoreFull as exc:  # a write of them failed: so much for the first
                 self._fill(1, str(exc))
                 continue
-            done = 0
-            while done < len(queue) and queue[done][0] <= store.committed:
-                done += 1
-            self._fill(done, None)
+            self._fill(self._stored(store), None)
 
-    def _fill(self, count: int, problem: str | None) -> None:
+    def _fill(self, count: int, problem: str | None, *, wake: bool = True
+              ) -> list[ReplyOrder]:
+        filled = []
         for _ in range(count):
             _upto, gate, order, places = self._queue.popleft()
             publishes = 0
@@ -175,8 +195,10 @@ class Confirmer:
                 publishes += len(place.oks)
                 place.line = b"".join(place.oks) if problem is None \
                     else self._errors(place, problem)
-            order.release()
+            order.release(wake=wake)
             gate.filled(publishes)
+            filled.append(order)
+        return filled
 
     def _errors(self, place: Place, problem: str) -> bytes:
         lines = []

@@ -87,13 +87,14 @@ class ReplyOrder:
         """Whether a request of this connection waits for its replies."""
         return bool(self._queue)
 
-    def put(self, line: bytes) -> None:
-        """Queue a reply line, behind the answers of waiting requests."""
+    def put(self, line: bytes, *, wake: bool = True) -> None:
+        """Queue a reply line, behind the answers of waiting requests (``wake``: see
+        ``OutQueue.put_force``)."""
         if self._queue:
             self._queue.append(line)
             self.held_bytes += len(line)
         else:
-            self.out.put_force(line)
+            self.out.put_force(line, wake=wake)
 
     def hold(self, held: Held | None = None) -> Held:
         """Keep the place of a reply that will come later (``fill``): ``held``, or a new
@@ -114,9 +115,10 @@ class ReplyOrder:
         held.line = line
         self.release()
 
-    def release(self) -> None:
+    def release(self, *, wake: bool = True) -> None:
         """Send the replies at the head of the queue whose lines are known (``Held``
-        places filled by setting their ``line``), as far as the next that is not."""
+        places filled by setting their ``line``), as far as the next that is not
+        (``wake``: see ``OutQueue.put_force``)."""
         queue = self._queue
         while queue:
             head = queue[0]
@@ -124,9 +126,9 @@ class ReplyOrder:
                 if head.line is None:
                     break
                 if head.line:
-                    self.out.put_force(head.line)
+                    self.out.put_force(head.line, wake=wake)
             else:
-                self.out.put_force(head)
+                self.out.put_force(head, wake=wake)
                 self.held_bytes -= len(head)
             queue.popleft()
         changed, self._changed = self._changed, trio.Event()

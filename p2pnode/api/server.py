@@ -269,6 +269,7 @@ class ApiServer(SubscribeOps):
                     with contextlib.suppress(trio.BrokenResourceError,
                                              trio.ClosedResourceError):
                         await self._read(session, stream)  # ends when the client goes
+                    session.out.wake()  # the replies of the last read, if it stopped short
                     self.backend.flush()
                     self._submit(session)
                     await answer_waiting(session.order, stream)
@@ -303,7 +304,7 @@ class ApiServer(SubscribeOps):
         max_line = self.config.max_request_line
         buf = b""
         while not (session.out.closing or session.said_bye):  # bye: nothing more is read
-            data = await stream.receive_some(65536)
+            data = await session.receive()
             if not data:
                 return
             buf += data
@@ -316,12 +317,20 @@ class ApiServer(SubscribeOps):
             published = self.stats.published
             if not await self._handle_lines(session, lines, stream):
                 return
-            # The replies go out now, from this task (no wake-up of the writer), before
-            # the read's messages are signed: the app need not wait for the signature.
-            await session.out.send_now(stream)
+            # The replies go out now, before the read's messages are signed (the app need
+            # not wait for the signature): written straight to the socket, as far as it
+            # takes them without waiting (the writer task sends the rest).
+            session.out.try_send(session.fd)
+            session.out.wake()  # what the socket did not take (the replies woke no task)
             if self.stats.published != published:
                 self.backend.flush()  # one signed batch per read (publish deferred it)
             self._submit(session)  # their replies wait until the store has the batches
+            if self._confirming is not None:  # written at once: no thread, no wake-up
+                filled = self.confirmer.confirm_now(self._confirming)
+                if filled:
+                    session.out.try_send(session.fd)
+                for order in filled:
+                    order.out.wake()  # what is left, and other connections' replies
             if len(buf) > max_line:
                 self._too_large(session, len(buf))
                 return
@@ -352,6 +361,7 @@ class ApiServer(SubscribeOps):
             if waiting is not None:
                 self.backend.flush()  # what was published so far goes before any wait
                 self._submit(session)
+                session.out.wake()
                 if isinstance(waiting, ReplayRequest):
                     await self._replay(session, waiting)
                 elif isinstance(waiting, DurableCall):
@@ -363,6 +373,7 @@ class ApiServer(SubscribeOps):
                 turn = time.perf_counter()
             elif time.perf_counter() - turn > TURN_BUDGET:
                 self.backend.flush()
+                session.out.wake()
                 await trio.lowlevel.checkpoint()
                 turn = time.perf_counter()
         return True
@@ -397,7 +408,7 @@ class ApiServer(SubscribeOps):
             err.req = session.requests
             reply = encode_error(err)
         if isinstance(reply, bytes):
-            session.order.put(reply)
+            session.order.put(reply, wake=False)  # sent once the read is handled (_read)
             return None
         return reply  # None (a publish taken with "ack": false), or a request that waits
 

@@ -55,13 +55,20 @@ class OutQueue:
         self._wake.set()
         return True
 
-    def put_force(self, data: bytes) -> None:
+    def put_force(self, data: bytes, *, wake: bool = True) -> None:
         """Queue ``data`` even over the limit. Only for a link's frames sent once (Hello,
         Accept, Refuse, Bye) and for replies to local API clients (who are not read
         further while their queue is over half full); never for anything a peer can
-        make us send again and again."""
+        make us send again and again. Without ``wake`` the writer task is not woken: the
+        caller sends it itself (``try_send``), or calls ``wake`` before it waits."""
         if not self._closing:
             self._buf += data
+            if wake:
+                self._wake.set()
+
+    def wake(self) -> None:
+        """Have the writer task send what is queued (after ``put_force(wake=False)``)."""
+        if self._buf:
             self._wake.set()
 
     def stalled_for(self, now: float) -> float:
@@ -91,8 +98,8 @@ class OutQueue:
         caller must close the stream.
         """
         while True:
-            if not self._buf or self._progress_at is not None:  # nothing, or send_now's turn
-                if self._closing and not self._buf:
+            if not self._buf:
+                if self._closing:
                     return
                 self._wake = trio.Event()
                 await self._wake.wait()
@@ -114,14 +121,6 @@ class OutQueue:
         self.overflowing = False
         self._drained.set()
 
-    async def send_now(self, stream: trio.abc.SendStream) -> None:
-        """Send what is queued from the calling task, unless a send is under way (then
-        the writer sends it): a reply that should go at once is spared the wake-up of
-        the writer task. Never two sends at once. Raises and leaves the framing as
-        ``run_writer`` does (the caller must then close the stream)."""
-        if self._buf and self._progress_at is None and not self._closing:
-            await self._send(stream)
-
     async def _send(self, stream: trio.abc.SendStream) -> None:
         data, self._buf = self._buf, bytearray()
         self._drained.set()
@@ -137,5 +136,3 @@ class OutQueue:
                 self._progress_at = trio.current_time()
         finally:
             self._progress_at = None
-            if self._buf:
-                self._wake.set()  # what came meanwhile: the writer's turn

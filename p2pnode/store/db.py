@@ -41,6 +41,9 @@ SYNC_LEVELS = {"off": "OFF", "normal": "NORMAL", "full": "FULL"}
 ROW_OVERHEAD = 120  # bytes counted per row on top of its frame (index entries, columns)
 TRIM_ROWS = 2_000  # rows removed at most per ``trim`` call
 TOTALS_EVERY = 4096  # rows written between two updates of the kept totals
+#: Pages in the write-ahead log past which a commit copies it into the file (SQLite's
+#: default ``wal_autocheckpoint``).
+WAL_CHECKPOINT_PAGES = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -301,11 +304,23 @@ class MessageStore(DurableTable):
 
     # -- writing ------------------------------------------------------------------
 
-    def append(self, rows: Iterable[Row], acks: Iterable[tuple[str, int, int]] = ()) -> int:
+    def append(self, rows: Iterable[Row], acks: Iterable[tuple[str, int, int]] = (), *,
+               checkpoint: bool = True) -> int:
         """Store ``rows`` and apply durable ``acks`` (name, ``acked``, ``part``: a position
-        further than the stored one replaces it) in one transaction,
-        then remove what retention says (``trim``). Returns the position of the last
-        row stored. Raises ``StoreFull`` (nothing of it is stored) or ``StoreBroken``."""
+        further than the stored one replaces it) in one transaction. Returns the position
+        of the last row stored. Raises ``StoreFull`` (nothing of it is stored) or
+        ``StoreBroken``. Without ``checkpoint`` the commit never copies the write-ahead
+        log into the file (SQLite's automatic checkpoint, which flushes to the disk: it
+        is left to the next write that allows it)."""
+        if checkpoint:
+            return self._append(rows, acks)
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            return self._append(rows, acks)
+        finally:
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+
+    def _append(self, rows: Iterable[Row], acks: Iterable[tuple[str, int, int]]) -> int:
         values = []
         pos = self.last_pos
         added = 0

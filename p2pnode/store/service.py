@@ -6,7 +6,9 @@ batch kept); ``run`` writes what piled up, one ``MessageStore.append`` per turn,
 trims by retention a bounded number of rows. Every other use of the file (reads for
 replays and durable subscriptions, ``p2pnode store``) goes through ``call``, which
 runs one operation at a time in a worker thread, so the event loop never waits on
-the disk.
+the disk. One exception: a small write while the file is idle (``write_now``, with
+``--sync normal``: no flush to the disk) is made at once on the event loop, which
+spares a lone publish the round trip to the thread.
 
 When a write fails because the disk is full, the rows stay queued (at most
 ``max_pending``: beyond that the oldest are dropped and counted), ``error`` says why,
@@ -17,6 +19,7 @@ the node: the store is the node's record, and a node that cannot keep it says so
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,13 +27,21 @@ from typing import TypeVar
 
 import trio
 
-from .db import MessageStore, Row, StoreFull
+from .db import MessageStore, Row, StoreBroken, StoreFull
 
 T = TypeVar("T")
 log = logging.getLogger("p2pnode.store")
 
 #: Rows written per transaction at most.
 WRITE_ROWS = 4096
+#: ``write_now``: the most messages, and bytes of rows, written on the event loop at
+#: once (a commit of one small row takes tens of microseconds: lone publishes, not a
+#: pipelining app's reads, which the thread groups), and the most such writes in a
+#: row: then one in the worker thread, where SQLite copies its write-ahead log into the
+#: file (a checkpoint, which flushes to the disk) when the log has grown.
+INLINE_MESSAGES = 16
+INLINE_BYTES = 16 << 10
+INLINE_RUN = 100
 
 
 class StoreService:
@@ -63,6 +74,14 @@ class StoreService:
         self.error: str | None = None  # why the last write failed (None: it worked)
         self._failed_at = 0  # rows queued when a write last failed for lack of room
         self.writes = 0  # transactions written
+        self.inline_writes = 0  # ... of which on the event loop (``write_now``)
+        #: Whether ``write_now`` may write (``--sync normal``: a commit with no flush to
+        #: the disk; with ``full`` the flush stays in the thread, with ``off`` no one waits).
+        self.write_inline = store.sync == "normal"
+        self._inline_run = 0  # writes made by ``write_now`` since the last in the thread
+        #: A write made by ``write_now`` took the store over ``max_bytes``: retention
+        #: runs in the thread before the next operation on the file (``call``).
+        self._trim_due = False
         #: Seconds without writes after which retention runs anyway.
         self.trim_interval = trim_interval
         #: The position of the newest row stored (rows still queued come after it).
@@ -107,6 +126,33 @@ class StoreService:
         """Drop the acks of durable ``name`` not written yet (it is being deleted)."""
         self._acks.pop(name, None)
 
+    def write_now(self) -> bool:
+        """Write what is queued at once, on the event loop, if it is little (at most
+        ``INLINE_MESSAGES``, ``INLINE_BYTES``), no other operation on the file is under
+        way, the last write worked, and fewer than ``INLINE_RUN`` writes were made this
+        way since the last one in the thread. The commit does not checkpoint (that waits
+        for the next write in the thread). Returns True if it wrote (``committed`` and
+        ``stored_pos`` moved on); False leaves the rows to the worker thread, also when
+        the write failed (the thread tries again and reports the failure)."""
+        rows = self._pending
+        if not (rows and self.write_inline and self.error is None and not self._lock.locked()
+                and len(rows) <= INLINE_MESSAGES and self._inline_run < INLINE_RUN
+                and sum(row.count for row in rows) <= INLINE_MESSAGES
+                and sum(len(row.frame) for row in rows) <= INLINE_BYTES):
+            return False
+        acks = [(name, pos, part) for name, (pos, part) in self._acks.items()]
+        try:
+            last = self.store.call(self._append_now, rows, acks)
+        except (StoreFull, StoreBroken):
+            return False
+        self._acks = {}
+        self._inline_run += 1
+        self.inline_writes += 1
+        store = self.store
+        self._trim_due = self._trim_due or 0 < store.max_bytes < store.bytes
+        self._written(len(rows), last)
+        return True
+
     async def wait_stored(self, upto: int) -> None:
         """Wait until the first ``upto`` rows queued are stored. Raises ``StoreFull``
         once a write of them failed for lack of space (rows queued after a failure wait
@@ -124,10 +170,18 @@ class StoreService:
         """Run ``fn(*args)`` (a ``MessageStore`` method) in a worker thread, one at a time.
         Raises ``StoreFull``, ``StoreBroken`` (``MessageStore.call``)."""
         async with self._lock:
+            if self._trim_due:  # retention owed by a write made at once: first
+                self._trim_due = False
+                fn, args = self._trim_then, (fn, *args)
             if self.inline:
                 await trio.lowlevel.checkpoint()
                 return self.store.call(fn, *args)
             return await trio.to_thread.run_sync(self.store.call, fn, *args)
+
+    def _trim_then(self, fn: Callable[..., T], *args: object) -> T:
+        with contextlib.suppress(StoreFull):  # deleting needs room too: later, then
+            self.store.trim()
+        return fn(*args)
 
     # -- the service ------------------------------------------------------------------
 
@@ -147,6 +201,8 @@ class StoreService:
                 while self._pending or self._acks:
                     if not await self._write_once():
                         await trio.sleep(self.retry)
+                if self._trim_due:
+                    await self._trim_idle()
         finally:
             with trio.CancelScope(shield=True):
                 await self._close()
@@ -171,17 +227,24 @@ class StoreService:
         if self.error is not None:
             log.warning("message store %s: writing again", self.store.path)
         self.error = None
-        del self._pending[:len(rows)]
+        self._inline_run = 0
+        self._written(len(rows), last)
+        return True
+
+    def _written(self, count: int, last: int) -> None:
+        """The first ``count`` rows queued are stored, the last at position ``last``."""
+        del self._pending[:count]
         self.stored_pos = last
-        self.committed += len(rows)
+        self.committed += count
         self.writes += 1
         self._signal()
         for callback in self.on_stored:
             callback(last)
-        return True
 
     async def _trim_idle(self) -> None:
-        """Remove what retention says while no batch comes (bounded per call)."""
+        """Remove what retention says while no batch comes, or after writes made at
+        once took the store over its size (bounded per call)."""
+        self._trim_due = False
         try:
             await self.call(self.store.trim)
         except StoreFull as exc:  # deleting needs room too
@@ -192,6 +255,9 @@ class StoreService:
         last = self.store.append(rows, [(name, pos, part) for name, (pos, part) in acks.items()])
         self.store.trim()
         return last
+
+    def _append_now(self, rows: list[Row], acks: list[tuple[str, int, int]]) -> int:
+        return self.store.append(rows, acks, checkpoint=False)
 
     def _signal(self) -> None:
         self._stored.set()
