@@ -336,6 +336,20 @@ def test_order_a_gap_whose_batches_are_being_fetched_waits_for_them() -> None:
     assert o.tick(6.0, fetching.__contains__) == [5]
 
 
+def test_order_a_long_gap_is_held_longer_than_a_lost_batch() -> None:
+    """A gap of 16 numbers or more (a partition, a restarted origin) waits up to
+    LONGEST_HOLD x hold for its repair; a short one (a lost batch) the hold."""
+    o: OrderBuffer[int] = OrderBuffer(hold=1.0)
+    o1, o2 = b"\x01" * 16, b"\x02" * 16
+    o.add(o1, 1, 1, 1, 0.0)
+    o.add(o2, 1, 1, 1, 0.0)
+    o.add(o1, 1, 3, 3, 0.0)  # 2 missing
+    o.add(o2, 1, 2 + order.LONG_GAP, 99, 0.0)  # 2 .. 17 missing
+    assert o.tick(1.0) == [3]
+    assert o.tick(order.LONGEST_HOLD - 0.1) == []
+    assert o.tick(order.LONGEST_HOLD) == [99]
+
+
 def test_order_a_known_origins_new_run_begins_at_one() -> None:
     """The origin restarted and published 1-4 before this node got a batch of its new
     run (5): 5 waits for them; a new origin's first batch starts where it is."""

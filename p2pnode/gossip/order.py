@@ -5,23 +5,23 @@ Each origin run (``epoch``) numbers its batches 1, 2, 3, ... A batch that comes
 ahead of a missing one is held back for ``hold`` seconds, while repair (a Graft, or
 the digest exchange when a link opens) may bring the missing one, and for as long as
 the missing ones keep coming, each within ``hold`` of the one before, or while
-batches of the origin that were announced are being fetched (a repair of a long
-partition's messages under way: at most ``LONGEST_HOLD`` times ``hold``); after that
-the gap is given up and reported (``gaps``), and the held batches go out. A batch of
-a gap that turns up later is still delivered (``late``): order gives way before loss
-does. A batch numbered below everything already handed out that is not from a known
-gap is a replay and is dropped (``stale``). The first batch seen of a run sets where
-the node starts; batches numbered below it (older history, arriving later), and
-batches of the origin's previous run, are delivered as they come, each once, for
-``window`` seconds after the run was first seen (the seen-cache's lifetime): such a
-batch arriving later is a replay, and is dropped, and so is a batch of any run
-before the previous one. A batch of a newer run that comes while the current one
-waits for a gap (the origin restarted: what it had not sent before it stopped comes
-by repair, from its store) waits behind the gap, which gets ``hold`` more seconds;
-then the newer run goes on, so the origin's order holds across its restart. A newer
-run of a known origin begins at 1 (if its first batch seen is numbered at most
-``max_gaps`` + 1): what the origin published before this node got that batch is held
-for, like any gap.
+batches of the origin that were announced are being fetched, or when the gap is
+``LONG_GAP`` numbers or more (a repair of a partition's messages under way: at most
+``LONGEST_HOLD`` times ``hold``); after that the gap is given up and reported
+(``gaps``), and the held batches go out. A batch of a gap that turns up later is
+still delivered (``late``): order gives way before loss does. A batch numbered below
+everything already handed out that is not from a known gap is a replay and is
+dropped (``stale``). The first batch seen of a run sets where the node starts;
+batches numbered below it (older history, arriving later), and batches of the
+origin's previous run, are delivered as they come, each once, for ``window`` seconds
+after the run was first seen (the seen-cache's lifetime): such a batch arriving
+later is a replay, and is dropped, and so is a batch of any run before the previous
+one. A batch of a newer run that comes while the current one waits for a gap (the
+origin restarted: what it had not sent before it stopped comes by repair, from its
+store) waits behind the gap, which gets ``hold`` more seconds; then the newer run
+goes on, so the origin's order holds across its restart. A newer run of a known
+origin begins at 1 (if its first batch seen is numbered at most ``max_gaps`` + 1):
+what the origin published before this node got that batch is held for, like any gap.
 
 Replay protection does not lean on the seen-cache, which a flood can flush: each
 run remembers exactly which numbers it handed out (a contiguous range, the gaps in
@@ -54,6 +54,9 @@ T = TypeVar("T")
 #: A gap whose origin's batches are being fetched (repair) is held at most this many
 #: times ``hold``.
 LONGEST_HOLD = 10
+#: A gap of this many numbers or more is not a lost batch but a partition or a restart
+#: of the origin: it is held as long as one being fetched.
+LONG_GAP = 16
 
 
 def all_fetching(origin: bytes) -> bool:
@@ -336,11 +339,14 @@ class OrderBuffer(Generic[T]):
     def _deadline(self, origin: bytes, run: _Run[T],
                   fetching: Callable[[bytes], bool] | None) -> float:
         """When ``run``'s first gap is given up: ``hold`` after its first held batch came
-        and after a missing one last came; while ``fetching(origin)`` (a repair of the
-        origin's batches is under way), up to ``LONGEST_HOLD`` times ``hold``."""
-        first = run.held[min(run.held)][1]
+        and after a missing one last came; up to ``LONGEST_HOLD`` times ``hold`` while
+        ``fetching(origin)`` (a repair of the origin's batches is under way) or when the
+        gap is ``LONG_GAP`` numbers or more (a partition, or an origin's restart: the
+        missing ones come by repair, maybe over several hops)."""
+        low = min(run.held)
+        first = run.held[low][1]
         due = max(first, run.progress + self.hold)
-        if fetching is not None and fetching(origin):
+        if low - run.next >= LONG_GAP or (fetching is not None and fetching(origin)):
             due = max(due, first + (LONGEST_HOLD - 1) * self.hold)
         return due
 
