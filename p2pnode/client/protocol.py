@@ -32,8 +32,11 @@ import msgspec
 from ..errors import P2PError
 
 MAX_LINE: Final = 4 << 20  # a reply or event line longer than this is refused (bytes)
-#: Requests sent and not yet answered before ``publish`` waits (the window).
-DEFAULT_WINDOW: Final = 1000
+#: Requests sent and not yet answered before ``publish`` waits (the window). With the
+#: store on, a reply waits for the node's write (about 1 ms alone, more at full speed):
+#: the window must cover that much publishing, or the app stalls and the node's reads,
+#: signed batches and writes get smaller (docs/store.md).
+DEFAULT_WINDOW: Final = 4000
 #: The same bound in bytes of request lines (one larger request may go alone).
 DEFAULT_WINDOW_BYTES: Final = 1 << 20
 #: Events kept for ``next_event`` before the oldest are dropped (``events_dropped``).
