@@ -24,12 +24,13 @@ from p2pnode.api.protocol import (
     encode_error,
     encode_event,
     encode_reply,
+    encode_stored_events,
     parse_request,
     publish_payload,
     publish_target,
 )
 from p2pnode.errors import RemoteProtocolError
-from p2pnode.wire.messages import Gossip
+from p2pnode.wire.messages import Gossip, Item
 
 NODE = bytes(range(16))
 NODE_HEX = NODE.hex()
@@ -344,6 +345,18 @@ def test_encode_event_direct_has_to() -> None:
     assert ev["to"] == target.hex()
     assert "to" not in one_line(encode_event(gossip(b"x")))
 
+
+
+@pytest.mark.parametrize("to", [None, b"\x22" * 16])
+def test_encode_stored_events_is_encode_event_of_each(to: bytes | None) -> None:
+    # The durable feed's one encoding of a stored batch's messages gives, byte for
+    # byte, the lines encode_event gives one by one (text, binary, empty payloads).
+    items = [Item(bytes([k]) * 16, f"t/{k}", data)
+             for k, data in enumerate([b"x", "h\u00e9\n".encode(), b"\xff\x00", b""])]
+    each = b"".join(encode_event(Gossip(item.id, NODE, item.topic, item.data, 3, to=to),
+                                 durable="d") for item in items)
+    assert encode_stored_events(NODE, 3, to, items, "d") == each
+    assert encode_stored_events(NODE, 3, to, [], "d") == b""
 
 # -- Known bugs (see the report): client bytes raise something other than ApiError. -------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, get_args
 
 import msgspec
@@ -21,7 +21,7 @@ from ..config.settings import MAX_TOPIC_BYTES
 from ..errors import RemoteProtocolError
 from ..ids import id_to_hex, parse_id
 from ..mesh.linklist import RESERVED_PREFIX
-from ..wire.messages import Gossip
+from ..wire.messages import Gossip, Item
 from .topics import pattern_problem, published_topic_problem
 
 ERROR_CODES = (
@@ -436,3 +436,23 @@ def encode_event(msg: Gossip, *, replay: bool = False, retained: bool = False,
         timeout=round(timeout, 3) if timeout is not None else None, durable=durable,
     )
     return _encoder.encode(ev) + b"\n"
+
+
+def encode_stored_events(origin: bytes, hops: int, to: bytes | None, items: Sequence[Item],
+                         durable: str) -> bytes:
+    """The event lines of ``items``, messages of one stored batch of ``origin``, for
+    durable subscription ``durable``: what ``encode_event(..., durable=durable)`` gives
+    for each, in one encoding (the durable feed's hot path)."""
+    origin_hex = origin.hex()
+    to_hex = to.hex() if to is not None else None
+    events = []
+    for item in items:
+        try:
+            text: str | None = item.data.decode("utf-8")
+            b64 = None
+        except UnicodeDecodeError:
+            text, b64 = None, base64.b64encode(item.data).decode("ascii")
+        events.append(MessageEvent(event="message", msg_id=item.id.hex(), origin=origin_hex,
+                                   topic=item.topic, hops=hops, data=text, data_b64=b64,
+                                   to=to_hex, durable=durable))
+    return _encoder.encode_lines(events)
