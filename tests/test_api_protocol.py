@@ -23,8 +23,8 @@ from p2pnode.api.protocol import (
     check_topics,
     encode_error,
     encode_event,
+    encode_events,
     encode_reply,
-    encode_stored_events,
     parse_request,
     publish_payload,
     publish_target,
@@ -348,15 +348,16 @@ def test_encode_event_direct_has_to() -> None:
 
 
 @pytest.mark.parametrize("to", [None, b"\x22" * 16])
-def test_encode_stored_events_is_encode_event_of_each(to: bytes | None) -> None:
-    # The durable feed's one encoding of a stored batch's messages gives, byte for
+@pytest.mark.parametrize("durable", [None, "d"])
+def test_encode_events_is_encode_event_of_each(to: bytes | None, durable: str | None) -> None:
+    # The one encoding of a batch's messages (delivery, durable feeds) gives, byte for
     # byte, the lines encode_event gives one by one (text, binary, empty payloads).
     items = [Item(bytes([k]) * 16, f"t/{k}", data)
              for k, data in enumerate([b"x", "h\u00e9\n".encode(), b"\xff\x00", b""])]
     each = b"".join(encode_event(Gossip(item.id, NODE, item.topic, item.data, 3, to=to),
-                                 durable="d") for item in items)
-    assert encode_stored_events(NODE, 3, to, items, "d") == each
-    assert encode_stored_events(NODE, 3, to, [], "d") == b""
+                                 durable=durable) for item in items)
+    assert encode_events(NODE, 3, to, items, durable=durable) == each
+    assert encode_events(NODE, 3, to, [], durable=durable) == b""
 
 # -- Known bugs (see the report): client bytes raise something other than ApiError. -------
 

@@ -39,9 +39,9 @@ from .protocol import (
     check_durable_name,
     check_topics,
     encode_error,
+    encode_events,
     encode_gap,
     encode_reply,
-    encode_stored_events,
 )
 
 if TYPE_CHECKING:
@@ -166,8 +166,8 @@ class DurableFeed:
             taken = wanted[:max(room, 0)]
             if taken:
                 chosen = [items[k] for k in taken]
-                await self._put(encode_stored_events(batch.origin, batch.hops, body.to,
-                                                     chosen, self.name))
+                await self._put(encode_events(batch.origin, batch.hops, body.to, chosen,
+                                              durable=self.name))
                 self._record(pos, len(items), taken, chosen)
             if len(taken) < len(wanted):  # the window is full: the rest comes later
                 self.read_pos, self.skip = pos - 1, wanted[len(taken)]

@@ -438,11 +438,11 @@ def encode_event(msg: Gossip, *, replay: bool = False, retained: bool = False,
     return _encoder.encode(ev) + b"\n"
 
 
-def encode_stored_events(origin: bytes, hops: int, to: bytes | None, items: Sequence[Item],
-                         durable: str) -> bytes:
-    """The event lines of ``items``, messages of one stored batch of ``origin``, for
-    durable subscription ``durable``: what ``encode_event(..., durable=durable)`` gives
-    for each, in one encoding (the durable feed's hot path)."""
+def encode_events(origin: bytes, hops: int, to: bytes | None, items: Sequence[Item], *,
+                  durable: str | None = None) -> bytes:
+    """The event lines of ``items``, messages of one batch of ``origin`` (``durable``:
+    stored ones, for that durable subscription): what ``encode_event`` gives for each,
+    in one encoding (the hot path of delivery and of durable feeds)."""
     origin_hex = origin.hex()
     to_hex = to.hex() if to is not None else None
     events = []

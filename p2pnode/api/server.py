@@ -23,7 +23,7 @@ from ..config.settings import NodeConfig
 from ..errors import ConfigError
 from ..gossip.retained import RetainedReplay
 from ..store.service import StoreService
-from ..wire.messages import Gossip
+from ..wire.messages import Gossip, Item
 from .admission import admitted, refuse_client
 from .confirming import Confirmer, ConfirmingStore, store_refusal
 from .durables import DurableCall, Durables
@@ -47,6 +47,7 @@ from .protocol import (
     encode_delivered,
     encode_error,
     encode_event,
+    encode_events,
     encode_reply,
     parse_request,
     unsubscribe_topics,
@@ -126,22 +127,39 @@ class ApiServer(SubscribeOps):
         that asked for one). A request comes with its ``reply_to`` token and ``timeout``."""
         if self.monitors.message_sessions:
             self.monitors.deliver(encode_delivered(msg))
-        index = self._subs
-        subs = index.by_topic.get(msg.topic)
-        matched = index.patterns.match(msg.topic) if index.patterns.pairs else None
-        if not subs and not matched and not index.all:
+        targets = self._subs.targets(msg.topic)
+        if targets:
+            line = encode_event(msg, reply_to=reply_to, timeout=timeout)
+            for session in targets:
+                self._send_event(session, line)
+
+    def deliver_items(self, origin: bytes, hops: int, to: bytes | None,
+                      items: list[Item]) -> None:
+        """``deliver`` for each of ``items``, messages of one batch (not requests): each
+        run of them of one topic is encoded at once and queued in one piece where it
+        fits (else line by line, as ``deliver`` would)."""
+        if self.monitors.message_sessions:
+            for item in items:
+                self.deliver(Gossip(item.id, origin, item.topic, item.data, hops, to=to))
             return
-        line = encode_event(msg, reply_to=reply_to, timeout=timeout)
-        for session in index.all:
-            self._send_event(session, line)
-        if subs:
-            for session in subs:
-                if not session.all_topics:
-                    self._send_event(session, line)
-        if matched:
-            for session in matched:
-                if not session.all_topics and not (subs and session in subs):
-                    self._send_event(session, line)
+        start = 0
+        while start < len(items):
+            topic = items[start].topic
+            end = start + 1
+            while end < len(items) and items[end].topic == topic:
+                end += 1
+            targets = self._subs.targets(topic)
+            if targets:
+                lines = encode_events(origin, hops, to, items[start:end])
+                for session in targets:
+                    out = session.out
+                    if session.backlog is None and not session.unreported and \
+                            len(out) + len(lines) <= out.limit and out.put_nowait(lines):
+                        self._touched.add(session)
+                    else:
+                        for line in lines.splitlines(keepends=True):
+                            self._send_event(session, line)
+            start = end
 
     def _send_event(self, session: Session, line: bytes) -> None:
         """Queue an event line; when the subscriber's queue is full, drop it and count it.
