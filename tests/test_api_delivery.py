@@ -95,3 +95,17 @@ async def test_monitors_get_each_message_through_deliver(tmp_path: Path) -> None
     assert len(lines) == len(items())
     assert all(json.loads(line)["event"] == "delivered" for line in lines)
     assert len(bytes(sessions[0].out._buf).splitlines()) == len(items())
+
+
+async def test_wants_says_whether_deliver_queues_anything(tmp_path: Path) -> None:
+    # The publishing node builds a message for its own apps only when one wants it.
+    srv, sessions = server(tmp_path)
+    for session in sessions:
+        srv._subs.all.discard(session)  # none of all topics: the names and patterns decide
+    for topic in ("a/x", "a/y", "a/x/z", "b", "c", "a"):
+        assert srv.wants(topic) == bool(srv._subs.targets(topic)), topic
+    assert srv.wants("a/y")
+    assert not srv.wants("c")
+    monitor = Session(loopback_config(tmp_path, "a"))
+    srv.monitors.message_sessions.add(monitor)
+    assert srv.wants("c")  # a monitoring session sees every message delivered

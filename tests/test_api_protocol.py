@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from p2pnode.api import protocol
 from p2pnode.api.protocol import (
     ERROR_CODES,
     MAX_TOPICS_PER_REQUEST,
@@ -270,6 +271,21 @@ def test_check_topic_bad(topic: str) -> None:
         check_topic(topic, "q")
     assert info.value.code == "bad_request"
     assert info.value.req_id == "q"
+
+
+def test_check_topic_remembers_only_good_topics() -> None:
+    # A topic found good is remembered; a bad one never is, however often it comes.
+    for _ in range(3):
+        assert check_topic("sensors/a") == "sensors/a"
+        with pytest.raises(ApiError):
+            check_topic("sensors/+")
+        with pytest.raises(ApiError):
+            check_topic("$mesh")
+    for k in range(3000):  # more than it keeps: it starts again, still right
+        assert check_topic(f"t/{k}") == f"t/{k}"
+    assert len(protocol._good_topics) <= protocol.TOPICS_CHECKED
+    with pytest.raises(ApiError):
+        check_topic("a\nb")
 
 
 def test_check_topics() -> None:

@@ -244,12 +244,23 @@ def _explain(line: bytes, detail: str) -> ApiError:
 
 def check_topic(topic: str, req_id: Scalar = None) -> str:
     """Validate a topic to publish to: 1-256 UTF-8 bytes, no control characters, not
-    reserved, no wildcard (``+``, ``#``)."""
+    reserved, no wildcard (``+``, ``#``). The last ``TOPICS_CHECKED`` topics found
+    good are remembered (a publisher mostly repeats its topics)."""
+    if topic in _good_topics:
+        return topic
     _check_name(topic, req_id)
     problem = published_topic_problem(topic)
     if problem is not None:
         raise ApiError("bad_request", f"topic {topic!r}: {problem}", req_id)
+    if len(_good_topics) >= TOPICS_CHECKED:
+        _good_topics.clear()
+    _good_topics[topic] = None
     return topic
+
+
+#: Topics that ``check_topic`` remembers as good, at most (256 KiB of them at most).
+TOPICS_CHECKED = 1024
+_good_topics: dict[str, None] = {}
 
 
 def check_pattern(pattern: str, req_id: Scalar = None) -> str:

@@ -58,7 +58,7 @@ from .requests import RequestBackend, RequestDesk, answer_waiting
 from .session import ApiStats, Session
 from .sockfile import bind_unix_socket, remove_if_ours
 from .status import NodeStatus, encode_status_reply
-from .subscribers import Subscribers
+from .subscribers import Subscribers, topic_runs
 from .subscribing import SubscribeOps
 from .waiting import StoreInfo, store_reply, wait_peers
 from .wills import WILL_OPS, publish_will, will_request
@@ -142,15 +142,10 @@ class ApiServer(SubscribeOps):
             for item in items:
                 self.deliver(Gossip(item.id, origin, item.topic, item.data, hops, to=to))
             return
-        start = 0
-        while start < len(items):
-            topic = items[start].topic
-            end = start + 1
-            while end < len(items) and items[end].topic == topic:
-                end += 1
+        for topic, run in topic_runs(items):
             targets = self._subs.targets(topic)
             if targets:
-                lines = encode_events(origin, hops, to, items[start:end])
+                lines = encode_events(origin, hops, to, run)
                 for session in targets:
                     out = session.out
                     if session.backlog is None and not session.unreported and \
@@ -159,7 +154,10 @@ class ApiServer(SubscribeOps):
                     else:
                         for line in lines.splitlines(keepends=True):
                             self._send_event(session, line)
-            start = end
+
+    def wants(self, topic: str) -> bool:
+        """Whether ``deliver`` of a message of ``topic`` would queue anything."""
+        return bool(self.monitors.message_sessions) or self._subs.wants(topic)
 
     def _send_event(self, session: Session, line: bytes) -> None:
         """Queue an event line; when the subscriber's queue is full, drop it and count it.

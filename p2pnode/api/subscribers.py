@@ -4,8 +4,10 @@ a trie of levels)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Generic, Protocol, TypeVar
 
+from ..wire.messages import Item
 from .topics import PatternIndex, is_pattern
 
 
@@ -39,6 +41,11 @@ class Subscribers(Generic[S]):
                     if not session.all_topics and not (subs and session in subs)]
         return out
 
+    def wants(self, topic: str) -> bool:
+        """Whether any session gets a message of ``topic`` (``targets`` is not empty)."""
+        return bool(self.all) or topic in self.by_topic or bool(
+            self.patterns.pairs and self.patterns.match(topic))
+
     def add(self, session: S, topic: str) -> None:
         """``session`` subscribes to ``topic``, a name or a pattern."""
         if is_pattern(topic):
@@ -56,3 +63,15 @@ class Subscribers(Generic[S]):
             subs.discard(session)
             if not subs:
                 del self.by_topic[topic]
+
+
+def topic_runs(items: list[Item]) -> Iterator[tuple[str, list[Item]]]:
+    """``items`` in runs of one topic, in order: (the topic, the run)."""
+    start = 0
+    while start < len(items):
+        topic = items[start].topic
+        end = start + 1
+        while end < len(items) and items[end].topic == topic:
+            end += 1
+        yield topic, items[start:end]
+        start = end

@@ -150,6 +150,11 @@ class Router:
         """The linked peers, in the order they came up."""
         return tuple(self._peers)
 
+    @property
+    def peer_count(self) -> int:
+        """How many peers are linked."""
+        return len(self._peers)
+
     def lazy_peers(self, origin: bytes) -> set[bytes]:
         """The linked peers that get only announcements of ``origin``'s batches."""
         return self._lazy.get(origin, set()) & set(self._peers)

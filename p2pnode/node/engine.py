@@ -77,6 +77,8 @@ class Engine:
         #: Hands the messages of one batch (origin, hops, to, items) to local apps at
         #: once; None: ``to_apps`` for each.
         self.items_to_apps: Callable[[bytes, int, bytes | None, list[Item]], None] | None = None
+        #: Whether a local app takes messages of a topic (None: assume so).
+        self.apps_want: Callable[[str], bool] | None = None
         self.verifier = Verifier(config.max_payload)
         self.links: LinkManager | None = None  # set when the node runs
         self.on_link_change: list[Callable[[PeerLink, bool], None]] = []
@@ -165,6 +167,15 @@ class Engine:
             return  # a request item in a numbered batch: requests travel unnumbered
         self.delivered += 1
         self.to_apps(msg)
+
+    def deliver_new(self, msg_id: bytes, topic: str, payload: bytes, to: bytes | None) -> None:
+        """``deliver`` of a message published here (an app's topic), counted but not
+        built when no local app takes its topic."""
+        if self.apps_want is not None and not self.apps_want(topic) and topic[:1] != "$":
+            self.delivered += 1
+            return
+        self.deliver(Gossip(id=msg_id, origin=self.node_id, topic=topic, data=payload,
+                            hops=0, to=to))
 
     def deliver_batch(self, batch: Batch, body: BatchBody) -> None:
         """``deliver`` each message of a numbered batch; those for apps in one call of

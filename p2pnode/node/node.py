@@ -92,6 +92,7 @@ class Node(AppFacing):
         if self.api is not None:
             self.engine.after_read = self.api.send_touched
         self.engine.items_to_apps = functools.partial(_items_to_apps, self)
+        self.engine.apps_want = functools.partial(_apps_want, self)
         self.publisher = Publisher(config, identity, self.router, self.engine)
         try:
             #: The message store on disk (docs/store.md); its ``service`` is None when off.
@@ -258,6 +259,11 @@ def _items_to_apps(node: Node, origin: bytes, hops: int, to: bytes | None,
                      to=to)
         for callback in node.on_deliver:
             callback(msg)
+
+
+def _apps_want(node: Node, topic: str) -> bool:
+    """Whether a message of ``topic`` goes to a local app (``Engine.apps_want``)."""
+    return bool(node.on_deliver) or (node.api is not None and node.api.wants(topic))
 
 
 @asynccontextmanager
