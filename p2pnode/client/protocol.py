@@ -122,6 +122,9 @@ _SYNC: Final = b'{"op":"sync"}\n'
 #: What a client sends when it is closed normally: the node then publishes no will.
 _BYE: Final = b'{"op":"bye"}\n'
 _decode_lines = msgspec.json.Decoder().decode_lines
+#: The start of a publish line per topic (``encode_publish``), for this many topics at most.
+MAX_HEADS: Final = 256
+_heads: dict[str, bytes] = {}
 
 
 def publish_request(topic: str, data: str | bytes, to: str | None = None,
@@ -227,6 +230,14 @@ def encode_publish(topic: str, data: str | bytes, to: str | None = None, *,
     """One publish request line (``ack=False``: answered only if refused; ``retain``:
     the topic's retained message). Raises ``TypeError`` or ``ValueError`` (text that is
     not encodable, such as a lone surrogate) before anything is queued."""
+    if type(data) is str and to is None and not retain:  # the usual: the line's start kept
+        head = _heads.get(topic)
+        if head is None:
+            head = _encode(_Publish(topic, ""))[:-3]  # '{"op":...,"data":' without '""}'
+            if len(_heads) >= MAX_HEADS:
+                _heads.clear()
+            _heads[topic] = head
+        return head + _encode(data) + (b"}\n" if ack else _QUIET_TAIL)
     if isinstance(data, str):
         msg = _Publish(topic, data, None, to, retain, ack)
     else:
