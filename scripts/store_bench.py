@@ -4,7 +4,8 @@
 store (default 1 GiB of real signed batches), beside the same node with an empty
 store, measured in the same run. ``replay``: a durable subscriber that reads a
 store of N messages from the start, through the shipped trio client: messages/s and
-the node's peak RSS while it replays (``store_bench.py replay``).
+the node's peak RSS while it replays, and the CPU time per message of the node and of
+the subscribing app (``store_bench.py replay``).
 
 Run it in a private network namespace (only loopback exists there)::
 
@@ -186,13 +187,25 @@ def bench_replay(args: argparse.Namespace) -> dict[str, object]:
             wait_serving(sock, proc)
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
+            node_cpu, app_cpu = cpu_seconds(proc.pid), time.process_time()
             got, seconds = trio.run(read_all)
+            node_cpu = cpu_seconds(proc.pid) - node_cpu
+            app_cpu = time.process_time() - app_cpu
         finally:
             done.set()
             stop(proc)
     return {"messages": messages, "batches": batches, "received": got,
             "seconds": round(seconds, 2), "msgs_per_s": round(got / seconds),
-            "node_peak_rss_mib": round(peak[0] / (1 << 20), 1)}
+            "node_peak_rss_mib": round(peak[0] / (1 << 20), 1),
+            "node_cpu_us_per_msg": round(node_cpu / got * 1e6, 2),
+            "app_cpu_us_per_msg": round(app_cpu / got * 1e6, 2)}
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system, every thread) process ``pid`` used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from p2pnode.api import protocol
 from p2pnode.api.protocol import (
     ERROR_CODES,
     MAX_TOPICS_PER_REQUEST,
@@ -23,13 +24,14 @@ from p2pnode.api.protocol import (
     check_topics,
     encode_error,
     encode_event,
+    encode_events,
     encode_reply,
     parse_request,
     publish_payload,
     publish_target,
 )
 from p2pnode.errors import RemoteProtocolError
-from p2pnode.wire.messages import Gossip
+from p2pnode.wire.messages import Gossip, Item
 
 NODE = bytes(range(16))
 NODE_HEX = NODE.hex()
@@ -271,6 +273,21 @@ def test_check_topic_bad(topic: str) -> None:
     assert info.value.req_id == "q"
 
 
+def test_check_topic_remembers_only_good_topics() -> None:
+    # A topic found good is remembered; a bad one never is, however often it comes.
+    for _ in range(3):
+        assert check_topic("sensors/a") == "sensors/a"
+        with pytest.raises(ApiError):
+            check_topic("sensors/+")
+        with pytest.raises(ApiError):
+            check_topic("$mesh")
+    for k in range(3000):  # more than it keeps: it starts again, still right
+        assert check_topic(f"t/{k}") == f"t/{k}"
+    assert len(protocol._good_topics) <= protocol.TOPICS_CHECKED
+    with pytest.raises(ApiError):
+        check_topic("a\nb")
+
+
 def test_check_topics() -> None:
     ok = [f"t{i}" for i in range(MAX_TOPICS_PER_REQUEST)]
     assert check_topics(ok) == ok
@@ -344,6 +361,19 @@ def test_encode_event_direct_has_to() -> None:
     assert ev["to"] == target.hex()
     assert "to" not in one_line(encode_event(gossip(b"x")))
 
+
+
+@pytest.mark.parametrize("to", [None, b"\x22" * 16])
+@pytest.mark.parametrize("durable", [None, "d"])
+def test_encode_events_is_encode_event_of_each(to: bytes | None, durable: str | None) -> None:
+    # The one encoding of a batch's messages (delivery, durable feeds) gives, byte for
+    # byte, the lines encode_event gives one by one (text, binary, empty payloads).
+    items = [Item(bytes([k]) * 16, f"t/{k}", data)
+             for k, data in enumerate([b"x", "h\u00e9\n".encode(), b"\xff\x00", b""])]
+    each = b"".join(encode_event(Gossip(item.id, NODE, item.topic, item.data, 3, to=to),
+                                 durable=durable) for item in items)
+    assert encode_events(NODE, 3, to, items, durable=durable) == each
+    assert encode_events(NODE, 3, to, [], durable=durable) == b""
 
 # -- Known bugs (see the report): client bytes raise something other than ApiError. -------
 

@@ -88,7 +88,7 @@ async def test_asyncio_refusals_in_a_pipeline_and_close_in_flight(short_tmp: Pat
                 refused: list[tuple[int, str]] = []
                 async with open_client(b.config.socket_path) as sub:
                     await sub.subscribe(["t"])
-                    pub = await open_client(a.config.socket_path)
+                    pub = await open_client(a.config.socket_path, window=1000)  # n > window
                     async with pub:
                         bad = 0
                         for k in range(n):

@@ -55,6 +55,19 @@ def test_encoding_text_bytes_and_direct() -> None:
     assert event_payload({"data_b64": "/wA="}) == b"\xff\x00"
 
 
+def test_encode_publish_lines_are_the_structs_encoding() -> None:
+    # The shortcut for text without "to" or "retain" (a line's start kept per topic)
+    # gives the bytes the full encoding gives, quiet or not, for any text.
+    from p2pnode.client.protocol import _encode, _Publish
+    for topic in ("t", "sensors/a", "é/\"q\"", "t"):
+        for data in ("", "héllo", 'quote " and \\ and \n', "x" * 300, "\u2028"):
+            for ack in (True, False):
+                assert encode_publish(topic, data, ack=ack) == \
+                    _encode(_Publish(topic, data, None, None, False, ack)) + b"\n"
+    with pytest.raises((TypeError, ValueError)):
+        encode_publish("t", "\ud800")  # a lone surrogate: refused before it is queued
+
+
 @pytest.mark.parametrize("split", ["whole", "bytewise", "cut"])
 def test_replies_match_requests_in_order_with_events_between(split: str) -> None:
     """Pipelined publishes go quiet: the node answers them only when it refuses one

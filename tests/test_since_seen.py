@@ -63,6 +63,24 @@ async def test_seen_leaves_out_what_the_app_got_replayed_and_live(short_tmp: Pat
             assert len(await app.messages(8)) == 8
 
 
+async def test_seen_leaves_out_a_peers_messages_delivered_a_batch_at_a_time(
+        short_tmp: Path) -> None:
+    """Messages from a peer reach apps a batch at a time (``deliver_items``): ``seen``
+    keeps back those of its run up to the id given there too."""
+    with trio.fail_after(20):
+        async with two_nodes(short_tmp) as (a, b), connect(b) as app, connect(a) as pub_a:
+            first = (await pub_a.reply({"op": "publish", "topic": "t", "data": "a0"}))["msg_id"]
+            second = (await pub_a.reply({"op": "publish", "topic": "t", "data": "a1"}))["msg_id"]
+            step = int(second[16:], 16) - int(first[16:], 16)
+            reply = await app.reply({"op": "subscribe", "topics": ["t"], "since": second,
+                                     "seen": [bump(second, 2 * step)]})
+            assert reply["ok"], reply
+            await pub_a.send({"op": "publish", "topic": "t", "data": "a2", "ack": False})
+            await pub_a.send({"op": "publish", "topic": "t", "data": "a3", "ack": False})
+            await pub_a.reply({"op": "publish", "topic": "t", "data": "a4"})  # one batch
+            assert [e["data"] for e in await app.messages(1)] == ["a4"]
+
+
 @pytest.mark.parametrize(("request_", "problem"), [
     ({"since": None, "seen": ["00" * 16]}, "seen goes with since"),
     ({"seen": ["xyz"]}, "seen holds message ids"),

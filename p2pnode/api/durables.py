@@ -29,7 +29,7 @@ from ..ids import parse_id
 from ..store.db import DurableRow, MessageStore, Row
 from ..store.selecting import DurableFilter, decode_row
 from ..store.service import StoreService
-from ..wire.messages import Gossip
+from ..wire.messages import Item
 from .protocol import (
     Ack,
     ApiError,
@@ -39,7 +39,7 @@ from .protocol import (
     check_durable_name,
     check_topics,
     encode_error,
-    encode_event,
+    encode_events,
     encode_gap,
     encode_reply,
 )
@@ -154,26 +154,38 @@ class DurableFeed:
 
     async def _deliver_row(self, pos: int, frame: bytes) -> bool:
         """Queue the wanted messages of the stored batch at ``pos`` (from ``skip`` if
-        it is the next one). Returns False if the window filled before its end."""
+        it is the next one), in one piece. Returns False if the window filled before
+        its end."""
         decoded = decode_row(frame)
         start = self.skip if pos == self.read_pos + 1 else 0
         if decoded is not None:
             batch, body = decoded
             items = body.items
-            for k in self.select.wanted(body, start):
-                if len(self.sent) >= self.window:
-                    self.read_pos, self.skip = pos - 1, k
-                    return False
-                item = items[k]
-                await self._put(encode_event(Gossip(
-                    id=item.id, origin=batch.origin, topic=item.topic, data=item.data,
-                    hops=batch.hops, to=body.to), durable=self.name))
-                self._serial += 1
-                self.sent.append(_Sent(self._serial, item.id, (pos, 0) if k + 1 == len(items)
-                                       else (pos - 1, k + 1)))
-                self._serials[item.id] = self._serial
+            wanted = self.select.wanted(body, start)
+            room = self.window - len(self.sent)
+            taken = wanted[:max(room, 0)]
+            if taken:
+                chosen = [items[k] for k in taken]
+                await self._put(encode_events(batch.origin, batch.hops, body.to, chosen,
+                                              durable=self.name))
+                self._record(pos, len(items), taken, chosen)
+            if len(taken) < len(wanted):  # the window is full: the rest comes later
+                self.read_pos, self.skip = pos - 1, wanted[len(taken)]
+                return False
         self.read_pos, self.skip = pos, 0
         return True
+
+    def _record(self, pos: int, count: int, taken: list[int], chosen: list[Item]) -> None:
+        """Messages ``taken`` (indexes) of the stored batch at ``pos`` (``count``
+        messages) were queued: each waits for its ack, with the position it acks."""
+        serial = self._serial
+        sent, serials = self.sent, self._serials
+        last = count - 1
+        for k, item in zip(taken, chosen, strict=True):
+            serial += 1
+            sent.append(_Sent(serial, item.id, (pos, 0) if k == last else (pos - 1, k + 1)))
+            serials[item.id] = serial
+        self._serial = serial
 
     async def _put(self, line: bytes) -> None:
         """Queue ``line`` once the connection's queue is at most half full. Nothing is

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, get_args
 
 import msgspec
@@ -21,7 +21,7 @@ from ..config.settings import MAX_TOPIC_BYTES
 from ..errors import RemoteProtocolError
 from ..ids import id_to_hex, parse_id
 from ..mesh.linklist import RESERVED_PREFIX
-from ..wire.messages import Gossip
+from ..wire.messages import Gossip, Item
 from .topics import pattern_problem, published_topic_problem
 
 ERROR_CODES = (
@@ -248,12 +248,23 @@ def _explain(line: bytes, detail: str) -> ApiError:
 
 def check_topic(topic: str, req_id: Scalar = None) -> str:
     """Validate a topic to publish to: 1-256 UTF-8 bytes, no control characters, not
-    reserved, no wildcard (``+``, ``#``)."""
+    reserved, no wildcard (``+``, ``#``). The last ``TOPICS_CHECKED`` topics found
+    good are remembered (a publisher mostly repeats its topics)."""
+    if topic in _good_topics:
+        return topic
     _check_name(topic, req_id)
     problem = published_topic_problem(topic)
     if problem is not None:
         raise ApiError("bad_request", f"topic {topic!r}: {problem}", req_id)
+    if len(_good_topics) >= TOPICS_CHECKED:
+        _good_topics.clear()
+    _good_topics[topic] = None
     return topic
+
+
+#: Topics that ``check_topic`` remembers as good, at most (256 KiB of them at most).
+TOPICS_CHECKED = 1024
+_good_topics: dict[str, None] = {}
 
 
 def check_pattern(pattern: str, req_id: Scalar = None) -> str:
@@ -460,3 +471,23 @@ def encode_event(msg: Gossip, *, replay: bool = False, retained: bool = False,
         timeout=round(timeout, 3) if timeout is not None else None, durable=durable,
     )
     return _encoder.encode(ev) + b"\n"
+
+
+def encode_events(origin: bytes, hops: int, to: bytes | None, items: Sequence[Item], *,
+                  durable: str | None = None) -> bytes:
+    """The event lines of ``items``, messages of one batch of ``origin`` (``durable``:
+    stored ones, for that durable subscription): what ``encode_event`` gives for each,
+    in one encoding (the hot path of delivery and of durable feeds)."""
+    origin_hex = origin.hex()
+    to_hex = to.hex() if to is not None else None
+    events = []
+    for item in items:
+        try:
+            text: str | None = item.data.decode("utf-8")
+            b64 = None
+        except UnicodeDecodeError:
+            text, b64 = None, base64.b64encode(item.data).decode("ascii")
+        events.append(MessageEvent(event="message", msg_id=item.id.hex(), origin=origin_hex,
+                                   topic=item.topic, hops=hops, data=text, data_b64=b64,
+                                   to=to_hex, durable=durable))
+    return _encoder.encode_lines(events)

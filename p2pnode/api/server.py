@@ -23,9 +23,9 @@ from ..config.settings import NodeConfig
 from ..errors import ConfigError
 from ..gossip.retained import RetainedReplay
 from ..store.service import StoreService
-from ..wire.messages import Gossip
 from .admission import admitted, refuse_client
 from .confirming import Confirmer, ConfirmingStore, store_refusal
+from .delivery import DeliveryOps
 from .durables import DurableCall, Durables
 from .monitor import MonitorHub
 from .protocol import (
@@ -45,9 +45,7 @@ from .protocol import (
     Unsubscribe,
     check_topics,
     encode_closing,
-    encode_delivered,
     encode_error,
-    encode_event,
     encode_reply,
     parse_request,
     unsubscribe_topics,
@@ -89,7 +87,7 @@ class ApiBackend(RequestBackend, StoreInfo, Protocol):
     node_id: bytes
 
 
-class ApiServer(SubscribeOps):
+class ApiServer(DeliveryOps, SubscribeOps):
     """Serves the local API on ``config.socket_path`` for ``backend``."""
 
     def __init__(self, config: NodeConfig, backend: ApiBackend) -> None:
@@ -117,61 +115,6 @@ class ApiServer(SubscribeOps):
                 self._group = grp.getgrnam(config.api_group)
             except KeyError:
                 raise ConfigError(f"api group {config.api_group!r} does not exist") from None
-
-    # -- delivery (synchronous, on the hot path) --------------------------------
-
-    def deliver(self, msg: Gossip, reply_to: bytes | None = None,
-                timeout: float | None = None) -> None:
-        """Hand ``msg`` to every subscriber of its topic, by name or by a pattern that
-        matches it, once each (and a ``delivered`` event to the monitoring sessions
-        that asked for one). A request comes with its ``reply_to`` token and ``timeout``."""
-        if self.monitors.message_sessions:
-            self.monitors.deliver(encode_delivered(msg))
-        index = self._subs
-        subs = index.by_topic.get(msg.topic)
-        matched = index.patterns.match(msg.topic) if index.patterns.pairs else None
-        if not subs and not matched and not index.all:
-            return
-        line = encode_event(msg, reply_to=reply_to, timeout=timeout)
-        for session in index.all:
-            if session.seen is None or session.fresh(msg.id):
-                self._send_event(session, line)
-        if subs:
-            for session in subs:
-                if not session.all_topics and (session.seen is None or session.fresh(msg.id)):
-                    self._send_event(session, line)
-        if matched:
-            for session in matched:
-                if not session.all_topics and not (subs and session in subs) and (
-                        session.seen is None or session.fresh(msg.id)):
-                    self._send_event(session, line)
-
-    def _send_event(self, session: Session, line: bytes) -> None:
-        """Queue an event line; when the subscriber's queue is full, drop it and count it.
-        The next event that fits is preceded by ``{"event":"dropped","count":N}``.
-        While the session's replay runs, the line waits in its backlog."""
-        if session.backlog is not None:
-            session.backlog.add(line)
-            return
-        out = session.out
-        if session.unreported and out.put_nowait(
-            b'{"event":"dropped","count":%d}\n' % session.unreported
-        ):
-            session.unreported = 0
-        if session.unreported or not out.put_nowait(line):
-            session.events_dropped += 1
-            session.unreported += 1
-            self.stats.events_dropped += 1
-        self._touched.add(session)
-
-    def send_touched(self) -> None:
-        """Write the events queued since the last call to their sockets at once, as far
-        as each socket takes them without waiting (``OutQueue.try_send``): called once
-        per read of a link, this spares each event the wake-up of its session's writer
-        task. A session that has ended is no longer in ``_touched``."""
-        for session in self._touched:
-            session.out.try_send(session.fd)
-        self._touched.clear()
 
     # -- serving -------------------------------------------------------------------
 

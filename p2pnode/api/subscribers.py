@@ -4,11 +4,20 @@ a trie of levels)."""
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from collections.abc import Iterator
+from typing import Generic, Protocol, TypeVar
 
+from ..wire.messages import Item
 from .topics import PatternIndex, is_pattern
 
-S = TypeVar("S")
+
+class Subscriber(Protocol):
+    """What the index needs of a session: whether it subscribed to every topic."""
+
+    all_topics: bool
+
+
+S = TypeVar("S", bound=Subscriber)
 
 
 class Subscribers(Generic[S]):
@@ -18,6 +27,24 @@ class Subscribers(Generic[S]):
         self.all: set[S] = set()
         self.by_topic: dict[str, set[S]] = {}  # exact topic names
         self.patterns: PatternIndex[S] = PatternIndex()  # those with wildcards
+
+    def targets(self, topic: str) -> list[S]:
+        """The sessions that get a message of ``topic``, each once: those of all topics,
+        then those of its name, then those of a pattern that matches it."""
+        subs = self.by_topic.get(topic)
+        matched = self.patterns.match(topic) if self.patterns.pairs else None
+        out = list(self.all)
+        if subs:
+            out += [session for session in subs if not session.all_topics]
+        if matched:
+            out += [session for session in matched
+                    if not session.all_topics and not (subs and session in subs)]
+        return out
+
+    def wants(self, topic: str) -> bool:
+        """Whether any session gets a message of ``topic`` (``targets`` is not empty)."""
+        return bool(self.all) or topic in self.by_topic or bool(
+            self.patterns.pairs and self.patterns.match(topic))
 
     def add(self, session: S, topic: str) -> None:
         """``session`` subscribes to ``topic``, a name or a pattern."""
@@ -36,3 +63,15 @@ class Subscribers(Generic[S]):
             subs.discard(session)
             if not subs:
                 del self.by_topic[topic]
+
+
+def topic_runs(items: list[Item]) -> Iterator[tuple[str, list[Item]]]:
+    """``items`` in runs of one topic, in order: (the topic, the run)."""
+    start = 0
+    while start < len(items):
+        topic = items[start].topic
+        end = start + 1
+        while end < len(items) and items[end].topic == topic:
+            end += 1
+        yield topic, items[start:end]
+        start = end

@@ -32,8 +32,11 @@ import msgspec
 from ..errors import P2PError
 
 MAX_LINE: Final = 4 << 20  # a reply or event line longer than this is refused (bytes)
-#: Requests sent and not yet answered before ``publish`` waits (the window).
-DEFAULT_WINDOW: Final = 1000
+#: Requests sent and not yet answered before ``publish`` waits (the window). With the
+#: store on, a reply waits for the node's write (about 1 ms alone, more at full speed):
+#: the window must cover that much publishing, or the app stalls and the node's reads,
+#: signed batches and writes get smaller (docs/store.md).
+DEFAULT_WINDOW: Final = 4000
 #: The same bound in bytes of request lines (one larger request may go alone).
 DEFAULT_WINDOW_BYTES: Final = 1 << 20
 #: Events kept for ``next_event`` before the oldest are dropped (``events_dropped``).
@@ -119,6 +122,9 @@ _SYNC: Final = b'{"op":"sync"}\n'
 #: What a client sends when it is closed normally: the node then publishes no will.
 _BYE: Final = b'{"op":"bye"}\n'
 _decode_lines = msgspec.json.Decoder().decode_lines
+#: The start of a publish line per topic (``encode_publish``), for this many topics at most.
+MAX_HEADS: Final = 256
+_heads: dict[str, bytes] = {}
 
 
 def publish_request(topic: str, data: str | bytes, to: str | None = None,
@@ -227,6 +233,14 @@ def encode_publish(topic: str, data: str | bytes, to: str | None = None, *,
     """One publish request line (``ack=False``: answered only if refused; ``retain``:
     the topic's retained message). Raises ``TypeError`` or ``ValueError`` (text that is
     not encodable, such as a lone surrogate) before anything is queued."""
+    if type(data) is str and to is None and not retain:  # the usual: the line's start kept
+        head = _heads.get(topic)
+        if head is None:
+            head = _encode(_Publish(topic, ""))[:-3]  # '{"op":...,"data":' without '""}'
+            if len(_heads) >= MAX_HEADS:
+                _heads.clear()
+            _heads[topic] = head
+        return head + _encode(data) + (b"}\n" if ack else _QUIET_TAIL)
     if isinstance(data, str):
         msg = _Publish(topic, data, None, to, retain, ack)
     else:

@@ -10,8 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Container
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ..ids import ID_LEN
+from ..wire.messages import MAX_KEYS
+
+T = TypeVar("T")
+
+
+def chunks(items: list[T]) -> list[list[T]]:
+    """``items`` in pieces of at most ``MAX_KEYS`` (the most one IHave or Graft holds)."""
+    return [items[i:i + MAX_KEYS] for i in range(0, len(items), MAX_KEYS)]
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
 import msgspec
 
@@ -37,7 +37,6 @@ from ..errors import RemoteProtocolError
 from ..ids import ID_LEN
 from ..ratelimit import TokenBucket
 from ..wire.messages import (
-    MAX_KEYS,
     Announce,
     Batch,
     BatchBody,
@@ -51,7 +50,7 @@ from ..wire.messages import (
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
 from .history import History, item_id_range, merge_digests
 from .order import OrderBuffer, all_fetching
-from .repair import Missing, MissingBatches
+from .repair import Missing, MissingBatches, chunks
 from .seen import SeenCache
 from .tree import Trees
 
@@ -153,6 +152,11 @@ class Router:
     def peers(self) -> tuple[bytes, ...]:
         """The linked peers, in the order they came up."""
         return tuple(self._peers)
+
+    @property
+    def peer_count(self) -> int:
+        """How many peers are linked."""
+        return len(self._peers)
 
     def lazy_peers(self, origin: bytes) -> set[bytes]:
         """The linked peers that get only announcements of ``origin``'s batches."""
@@ -382,7 +386,7 @@ class Router:
                 self._repair_ihave = {}
             else:
                 self._ihave = {}
-            out += [Send(peer, [IHave(part, repair=repair) for part in _chunks(anns)])
+            out += [Send(peer, [IHave(part, repair=repair) for part in chunks(anns)])
                     for peer, anns in pending.items() if peer in self._peers]
         return out
 
@@ -458,7 +462,7 @@ class Router:
         self.stats.repaired += len(anns)
         if not anns:
             return []
-        return [Send(from_peer, [IHave(part, repair=True) for part in _chunks(anns)])]
+        return [Send(from_peer, [IHave(part, repair=True) for part in chunks(anns)])]
 
     # -- timers ---------------------------------------------------------------------
 
@@ -488,13 +492,5 @@ class Router:
         for peer, keys in grafts.items():
             self.trees.graft((key[:ID_LEN] for key in keys), peer)
             self.stats.grafts_sent += len(keys)
-            actions.append(Send(peer, [Graft(part) for part in _chunks(keys)]))
+            actions.append(Send(peer, [Graft(part) for part in chunks(keys)]))
         return actions
-
-
-T = TypeVar("T")
-
-
-def _chunks(items: list[T]) -> list[list[T]]:
-    """``items`` in pieces of at most ``MAX_KEYS`` (the most one IHave or Graft holds)."""
-    return [items[i:i + MAX_KEYS] for i in range(0, len(items), MAX_KEYS)]

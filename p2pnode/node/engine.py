@@ -31,6 +31,7 @@ from ..wire.messages import (
     GossipMessage,
     Graft,
     IHave,
+    Item,
     Prune,
     Reply,
     Retained,
@@ -73,6 +74,11 @@ class Engine:
         self.node_id = router.node_id
         self.mesh = mesh
         self.to_apps = to_apps
+        #: Hands the messages of one batch (origin, hops, to, items) to local apps at
+        #: once; None: ``to_apps`` for each.
+        self.items_to_apps: Callable[[bytes, int, bytes | None, list[Item]], None] | None = None
+        #: Whether a local app takes messages of a topic (None: assume so).
+        self.apps_want: Callable[[str], bool] | None = None
         self.verifier = Verifier(config.max_payload)
         self.links: LinkManager | None = None  # set when the node runs
         self.on_link_change: list[Callable[[PeerLink, bool], None]] = []
@@ -162,6 +168,30 @@ class Engine:
         self.delivered += 1
         self.to_apps(msg)
 
+    def deliver_new(self, msg_id: bytes, topic: str, payload: bytes, to: bytes | None) -> None:
+        """``deliver`` of a message published here (an app's topic), counted but not
+        built when no local app takes its topic."""
+        if self.apps_want is not None and not self.apps_want(topic) and topic[:1] != "$":
+            self.delivered += 1
+            return
+        self.deliver(Gossip(id=msg_id, origin=self.node_id, topic=topic, data=payload,
+                            hops=0, to=to))
+
+    def deliver_batch(self, batch: Batch, body: BatchBody) -> None:
+        """``deliver`` each message of a numbered batch; those for apps in one call of
+        ``items_to_apps`` (link lists and request items are not for apps)."""
+        items = body.items
+        plain = [item for item in items if item.topic != MESH_TOPIC
+                 and item.topic != REQUEST_TOPIC] if self.items_to_apps is not None else []
+        if len(plain) != len(items):
+            for item in items:
+                if not plain or item.topic == MESH_TOPIC or item.topic == REQUEST_TOPIC:
+                    self.deliver(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
+                                        data=item.data, hops=batch.hops, to=body.to))
+        if plain and self.items_to_apps is not None:
+            self.delivered += len(plain)
+            self.items_to_apps(batch.origin, batch.hops, body.to, plain)
+
     def apply(self, actions: list[Action]) -> None:
         """Carry out the router's actions."""
         for action in actions:
@@ -172,9 +202,7 @@ class Engine:
                     # delivered as it comes, so it came from the link being read.
                     self.on_request(batch, body, self.from_peer)
                 else:
-                    for item in body.items:
-                        self.deliver(Gossip(id=item.id, origin=batch.origin, topic=item.topic,
-                                            data=item.data, hops=batch.hops, to=body.to))
+                    self.deliver_batch(batch, body)
                 if body.retain and self.keep_retained is not None:
                     self.keep_retained(batch, body)
             elif type(action) is Forward:

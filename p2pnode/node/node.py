@@ -12,6 +12,7 @@ peer is told (``Bye``), so it drops the link at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -34,7 +35,7 @@ from ..net.link import PeerLink
 from ..net.manager import LinkManager
 from ..net.tls import TlsTransport, default_transport
 from ..net.transport import Transport
-from ..wire.messages import Bye, Gossip, GossipMessage, Hello, encode_message
+from ..wire.messages import Bye, Gossip, GossipMessage, Hello, Item, encode_message
 from .announcer import MeshAnnouncer
 from .apps import AppFacing
 from .discovering import Discovering
@@ -90,6 +91,8 @@ class Node(AppFacing):
         self.engine = Engine(config, self.router, self.mesh, self._to_apps)
         if self.api is not None:
             self.engine.after_read = self.api.send_touched
+        self.engine.items_to_apps = functools.partial(_items_to_apps, self)
+        self.engine.apps_want = functools.partial(_apps_want, self)
         self.publisher = Publisher(config, identity, self.router, self.engine)
         try:
             #: The message store on disk (docs/store.md); its ``service`` is None when off.
@@ -244,6 +247,23 @@ class Node(AppFacing):
     def discovery(self) -> MdnsDiscovery | None:
         """The mDNS discovery service, while it runs."""
         return self.discovering.service
+
+
+def _items_to_apps(node: Node, origin: bytes, hops: int, to: bytes | None,
+                   items: list[Item]) -> None:
+    """The messages of one batch to local apps (``Engine.items_to_apps``)."""
+    if node.api is not None:
+        node.api.deliver_items(origin, hops, to, items)
+    for item in items if node.on_deliver else ():
+        msg = Gossip(id=item.id, origin=origin, topic=item.topic, data=item.data, hops=hops,
+                     to=to)
+        for callback in node.on_deliver:
+            callback(msg)
+
+
+def _apps_want(node: Node, topic: str) -> bool:
+    """Whether a message of ``topic`` goes to a local app (``Engine.apps_want``)."""
+    return bool(node.on_deliver) or (node.api is not None and node.api.wants(topic))
 
 
 @asynccontextmanager

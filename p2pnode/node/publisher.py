@@ -17,7 +17,7 @@ from ..identity.keypair import NodeIdentity
 from ..ids import MsgIdFactory, id_to_hex
 from ..net.link import PeerLink
 from ..net.manager import LinkManager
-from ..wire.messages import Gossip, Item
+from ..wire.messages import Item
 from .engine import Engine
 
 if TYPE_CHECKING:
@@ -62,13 +62,12 @@ class Publisher:
         msg_id = self.ids.next()
         self.published += 1
         if to is None or to == self.node_id:
-            self.engine.deliver(Gossip(id=msg_id, origin=self.node_id, topic=topic,
-                                       data=payload, hops=0, to=to))
+            self.engine.deliver_new(msg_id, topic, payload, to)
         retain = retain and to is None and self.retaining is not None
         if (to == self.node_id or self.config.max_hops == 0) and not retain:
             return id_to_hex(msg_id), 0
         self.queue(to, Item(msg_id, topic, payload), wake=not defer_flush, retain=retain)
-        return id_to_hex(msg_id), len(self.router.peers)
+        return id_to_hex(msg_id), self.router.peer_count
 
     def queue(self, to: bytes | None, item: Item, *, wake: bool = True,
               retain: bool = False) -> None:
