@@ -465,8 +465,8 @@ def test_a_partitions_batches_repaired_slowly_after_the_heal_come_in_order() -> 
 
 def test_after_a_link_opens_a_gap_is_held_while_its_repair_may_come() -> None:
     """A link opened: what its digest exchange brings may be announced seconds later
-    under load. A gap is held for ``repair_grace`` (3 s) after the link opened, then,
-    nothing having come, given up."""
+    under load; and a node that hears nothing may be cut off. A gap is held meanwhile
+    (at most LONGEST_HOLD x hold), then, nothing having come, given up."""
     sim = Sim(3, [(0, 1)], order_hold=0.5)
     made = [sim.make(0, k) for k in range(3)]
     sim.publish(0, *made[0])
@@ -477,12 +477,33 @@ def test_after_a_link_opens_a_gap_is_held_while_its_repair_may_come() -> None:
     sim.now = 10.0
     sim.routers[1].peer_up(sim.ids[2], sim.now)  # another link opens (its digest: never)
     sim.publish(0, *made[2])
-    sim.run(max_time=2.0)
+    sim.run(max_time=4.0)
     assert len(sim.delivered_ids(1)) == 1  # 3 waits: 0.5 s is long gone
     sim.run(max_time=5.0)
     assert sim.delivered_ids(1) == [made[0][1].items[0].id, made[2][1].items[0].id]
     assert sim.routers[1].order.stats.gaps == 1
-    assert 13.0 <= sim.now < 13.1
+    assert 15.0 <= sim.now < 15.1  # the first held came at 10.0: 10 x 0.5 s
+
+
+def test_a_gap_is_given_up_after_the_hold_while_the_node_hears_from_its_peers() -> None:
+    """Traffic keeps coming (the node is not cut off, no link opened): a gap of one
+    batch is given up after ``hold``."""
+    sim = Sim(2, [(0, 1)], order_hold=0.5, repair_grace=0.0)
+    made = [sim.make(0, k) for k in range(12)]
+    sim.publish(0, *made[0])
+    sim.run()
+    sim.now = 10.0
+    sim.drop.add((0, 1))
+    sim.publish(0, *made[1])  # lost
+    sim.drop.clear()
+    for k in range(2, 12):  # a batch every 0.1 s
+        sim.now = 10.0 + k / 10
+        sim.publish(0, *made[k])
+        sim.run(max_time=0.09)
+        if k == 5:  # the first held came at 10.2: 0.5 s later it is still held
+            assert sim.routers[1].order.stats.gaps == 0
+    assert sim.routers[1].order.stats.gaps == 1  # given up by 10.7 (0.5 s)
+    assert len(sim.delivered_ids(1)) == 11
 
 
 def test_a_held_batch_is_kept_for_the_store_only_once_delivered() -> None:

@@ -59,11 +59,6 @@ LONGEST_HOLD = 10
 LONG_GAP = 16
 
 
-def all_fetching(origin: bytes) -> bool:
-    """For ``tick``: every origin's batches may be on their way."""
-    return True
-
-
 @dataclass(slots=True)
 class _Run(Generic[T]):
     epoch: int

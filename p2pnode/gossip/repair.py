@@ -8,7 +8,7 @@ next one after another timeout, until it comes or no announcer is left (given up
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -117,3 +117,40 @@ class MissingBatches:
             missing.grafted = True
             missing.deadline = now + retry
         return grafts, given_up
+
+
+class RepairWatch:
+    """When gaps are held as if their batches were being fetched, whatever the
+    announcements say (``OrderBuffer.tick``'s ``fetching``): for ``grace`` seconds
+    after a link opened (what its digest exchange brings is announced a moment later,
+    more under load) or after input came again after a silence; and while nothing has
+    come from any peer for ``quiet`` seconds (this node is cut off: a link flap, its
+    own; what it misses comes when it heals)."""
+
+    def __init__(self, grace: float, quiet: float) -> None:
+        self.grace = grace
+        self.quiet = quiet
+        self._until = float("-inf")
+        self._last_input = float("-inf")
+        self._now = float("-inf")
+
+    def link_opened(self, now: float) -> None:
+        self._until = max(self._until, now + self.grace)
+
+    def input(self, now: float) -> None:
+        """A message came from a peer."""
+        if now - self._last_input >= self.quiet:  # after a silence: a heal, maybe
+            self._until = max(self._until, now + self.grace)
+        self._last_input = self._now = now
+
+    def fetching(self, now: float | None, missing: MissingBatches) -> Callable[[bytes], bool]:
+        """The ``fetching`` predicate at ``now`` (None: the last time this watch saw)."""
+        now = self._now if now is None else now
+        self._now = max(self._now, now)
+        if now < self._until or now - self._last_input >= self.quiet:
+            return _all_fetching
+        return missing.fetching
+
+
+def _all_fetching(origin: bytes) -> bool:
+    return True

@@ -49,8 +49,8 @@ from ..wire.messages import (
 )
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
 from .history import History, item_id_range, merge_digests
-from .order import OrderBuffer, all_fetching
-from .repair import Missing, MissingBatches, chunks
+from .order import OrderBuffer
+from .repair import Missing, MissingBatches, RepairWatch, chunks
 from .seen import SeenCache
 from .tree import Trees
 
@@ -139,7 +139,7 @@ class Router:
         self._ihave: dict[bytes, list[Announce]] = {}  # lazy announcements not yet sent
         self._repair_ihave: dict[bytes, list[Announce]] = {}  # ... of repaired batches
         self._missing = MissingBatches(cfg.max_missing, cfg.max_announcers)
-        self._grace_until = float("-inf")  # see RouterConfig.repair_grace
+        self._watch = RepairWatch(cfg.repair_grace, cfg.order_hold / 2)
         self._digested: set[bytes] = set()  # peers whose Digest was answered (this link)
         #: What the node's store held when it started (``gossip.restore``), told to
         #: peers in every Digest along with history: they need not send it again.
@@ -172,6 +172,7 @@ class Router:
         self.history.max_bytes = cfg.history_bytes
         self.history.max_age = cfg.history_age
         self.order.hold = cfg.order_hold
+        self._watch.quiet = cfg.order_hold / 2
 
     def peer_up(self, peer: bytes, now: float) -> list[Action]:
         """A link to ``peer`` opened: it starts eager (for every origin); send it our
@@ -183,7 +184,7 @@ class Router:
         self.history.expire(now)
         # What this link's digest exchange brings is announced a moment later (more
         # under load): meanwhile every gap is held as if its batches were being fetched.
-        self._grace_until = now + self.cfg.repair_grace
+        self._watch.link_opened(now)
         digest = self.history.digest(max_bytes=self.cfg.digest_bytes)
         if self.stored:
             digest = merge_digests(digest, self.stored)
@@ -212,6 +213,7 @@ class Router:
                    verify: Verify, *, authenticated: bool = False) -> list[Action]:
         """``msg`` arrived from ``from_peer``; ``verify`` checks a batch (raising
         ``RemoteProtocolError``). Returns the actions to take."""
+        self._watch.input(now)
         kind = type(msg)
         if kind is Batch:
             return self.on_batch(msg, from_peer, now, verify,  # type: ignore[arg-type]
@@ -474,9 +476,7 @@ class Router:
 
     def next_deadline(self) -> float | None:
         """When ``tick`` should next run (None: nothing is waiting)."""
-        deadline = self.order.next_deadline(self._missing.fetching)
-        if deadline is not None and deadline < self._grace_until:  # held longer till then
-            deadline = min(self._grace_until, self.order.next_deadline(all_fetching) or deadline)
+        deadline = self.order.next_deadline(self._watch.fetching(None, self._missing))
         first = self._missing.next_deadline()
         if first is not None:
             deadline = first if deadline is None else min(deadline, first)
@@ -487,7 +487,7 @@ class Router:
         gap was waited for long enough."""
         grafts, given_up = self._missing.due(now, self._peers, self.cfg.graft_timeout)
         self.stats.missing_given_up += given_up
-        fetching = self._missing.fetching if now >= self._grace_until else all_fetching
+        fetching = self._watch.fetching(now, self._missing)
         actions = self._deliveries(self.order.tick(now, fetching), now)
         for peer, keys in grafts.items():
             self.trees.graft((key[:ID_LEN] for key in keys), peer)
