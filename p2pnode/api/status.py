@@ -123,7 +123,8 @@ class MessagesStatus(Section, omit_defaults=True):
         "batches held back until an earlier batch of their origin came"
         " ([protocol.md](protocol.md#per-origin-order))")]
     order_gaps: Annotated[int, _counter(
-        "messages given up as gaps: they did not come within `--order-hold` (1 s)",
+        "messages given up as gaps: they did not come within `--order-hold` (1 s;"
+        " longer while a repair is under way: [Events](#events))",
         drop="messages never came: order gaps skipped after --order-hold")]
     order_late: Annotated[int, _counter(
         "batches of a given-up gap that came later (delivered out of order)")]
