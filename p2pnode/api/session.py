@@ -12,7 +12,7 @@ from ..config.settings import NodeConfig
 from ..net.outqueue import OutQueue
 from ..ratelimit import TokenBucket
 from .confirming import StoreGate
-from .replaying import Backlog, replay_burst
+from .replaying import Backlog, got_before, replay_burst
 from .requests import ReplyOrder
 from .wills import LastWill
 
@@ -65,13 +65,9 @@ class Session:
         come in its order: once a later one passed, the run is forgotten)."""
         seen = self.seen
         assert seen is not None
-        last = seen.get(msg_id[:8])
-        if last is None:
-            return True
-        if msg_id <= last:
+        if got_before(msg_id, seen):
             return False
-        del seen[msg_id[:8]]
-        if not seen:
+        if seen.pop(msg_id[:8], None) is not None and not seen:
             self.seen = None
         return True
 

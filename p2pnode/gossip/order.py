@@ -76,8 +76,10 @@ class _Run(Generic[T]):
     owner: bytes | None = None  # the peer this run is charged to
     prev: _Run[T] | None = None  # the origin's previous run (its batches may still come)
     #: Batches of the origin's next run that came while this one still waited for a
-    #: gap: (epoch, seq, item, owner, when). They go on once the gap is filled or given up.
-    deferred: list[tuple[int, int, T, bytes | None, float]] = field(default_factory=list)
+    #: gap, in the order they came: (epoch, seq) -> (item, owner, when). They go on once
+    #: the gap is filled or given up.
+    deferred: dict[tuple[int, int], tuple[T, bytes | None, float]] = field(
+        default_factory=dict)
 
     def take_once(self, seq: int, max_ranges: int) -> bool:
         """Record ``seq`` as handed out outside the ordered path; False if it was
@@ -153,7 +155,7 @@ class OrderBuffer(Generic[T]):
         run = self._runs.get(origin)
         out: list[T] = []
         if run is not None and epoch > run.epoch and (run.held or run.deferred):
-            return True, self._defer(origin, run, (epoch, seq, item, owner, now))
+            return True, self._defer(origin, run, (epoch, seq), (item, owner, now))
         if run is None or epoch > run.epoch:
             start = seq
             if run is not None:
@@ -193,20 +195,20 @@ class OrderBuffer(Generic[T]):
         self.stats.stale += 1
         return False, []
 
-    def _defer(self, origin: bytes, run: _Run[T],
-               entry: tuple[int, int, T, bytes | None, float]) -> list[T]:
+    def _defer(self, origin: bytes, run: _Run[T], key: tuple[int, int],
+               entry: tuple[T, bytes | None, float]) -> list[T]:
         """A batch of a newer run of ``origin`` while ``run`` waits for a gap: the origin
         restarted, and what it had not sent before it stopped comes now, by repair
         (from its store, or a peer). The batch waits behind the gap, which gets ``hold``
         more seconds from now; past the origin's limit of held batches, the gap is
         given up at once."""
-        epoch, seq, _item, _owner, now = entry
-        if any(e == epoch and s == seq for e, s, *_rest in run.deferred):
+        if key in run.deferred:
             return []
+        now = entry[2]
         if not run.deferred:
             for number, (held, deadline) in run.held.items():
                 run.held[number] = (held, max(deadline, now + self.hold))
-        run.deferred.append(entry)
+        run.deferred[key] = entry
         self.held_count += 1
         self.stats.held += 1
         out: list[T] = []
@@ -218,9 +220,9 @@ class OrderBuffer(Generic[T]):
     def _go_on(self, origin: bytes, run: _Run[T], out: list[T]) -> None:
         """``run``'s gap is filled or given up: the newer run's batches that waited go
         on, as if they came now, in the order they came."""
-        deferred, run.deferred = run.deferred, []
+        deferred, run.deferred = run.deferred, {}
         self.held_count -= len(deferred)
-        for epoch, seq, item, owner, when in deferred:
+        for (epoch, seq), (item, owner, when) in deferred.items():
             out += self.add(origin, epoch, seq, item, when, owner)[1]
 
     def seed(self, origin: bytes, epoch: int, ranges: list[tuple[int, int]], now: float) -> None:
@@ -322,13 +324,12 @@ class OrderBuffer(Generic[T]):
             return False
         if run.epoch == epoch:
             return seq in run.held
-        return any(e == epoch and s == seq for e, s, *_rest in run.deferred)
+        return (epoch, seq) in run.deferred
 
     def held_now(self) -> dict[bytes, frozenset[tuple[int, int]]]:
         """What is held at this moment: origin -> its held batches, (epoch, seq).
         O(held batches); empty (and free) when nothing is held."""
-        return {origin: frozenset([(run.epoch, seq) for seq in run.held]
-                                  + [(e, s) for e, s, *_rest in run.deferred])
+        return {origin: frozenset([(run.epoch, seq) for seq in run.held] + [*run.deferred])
                 for origin in self._holding if (run := self._runs[origin]).held}
 
     def _deadline(self, origin: bytes, run: _Run[T],
@@ -398,10 +399,10 @@ class OrderBuffer(Generic[T]):
     def _release_all(self, origin: bytes, run: _Run[T]) -> list[T]:
         """Everything ``run`` holds, and then the newer run's batches that waited behind
         it, as they are (the origin is being forgotten)."""
-        deferred, run.deferred = run.deferred, []
+        deferred, run.deferred = run.deferred, {}
         self.held_count -= len(deferred)
         out: list[T] = []
         while run.held:
             self._give_up(origin, run, out)
         self._holding.discard(origin)
-        return out + [item for _e, _s, item, _o, _w in deferred]
+        return out + [item for item, _owner, _when in deferred.values()]
