@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .benchrun import run_json
+
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "client_bench.py"
 KINDS = ("reference", "trio", "asyncio", "blocking", "trio-wait")
 
@@ -22,12 +24,7 @@ def test_client_bench_small_json() -> None:
     if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
         inner = " ".join(f"'{c}'" for c in cmd)  # a private network namespace
         cmd = ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {inner}"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired as exc:  # pragma: no cover - a hang is a failure
-        pytest.fail(f"client_bench.py did not finish: {exc.stderr!r}")
-    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
-    report = json.loads(proc.stdout)
+    report = run_json(cmd, "client_bench.py", timeout=120)
     for kind in KINDS:
         row = report[kind]
         assert row["msgs_per_s"] > 0, kind

@@ -3,14 +3,12 @@ trips per client, one and two hops."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from .benchrun import run_json
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "request_bench.py"
 
@@ -22,12 +20,7 @@ def test_request_bench_small_json() -> None:
     if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
         inner = " ".join(f"'{c}'" for c in cmd)  # a private network namespace
         cmd = ["unshare", "-n", "sh", "-c", f"ip link set lo up && exec {inner}"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired as exc:  # pragma: no cover - a hang is a failure
-        pytest.fail(f"request_bench.py did not finish: {exc.stderr!r}")
-    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
-    report = json.loads(proc.stdout)
+    report = run_json(cmd, "request_bench.py", timeout=120)
     for kind in ("trio", "asyncio", "blocking"):
         for what in ("1 hop", "2 hops", "sync"):
             row = report[kind][what]

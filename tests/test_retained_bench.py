@@ -3,12 +3,12 @@ subscription to a whole retained set."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .benchrun import run_json
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "retained_bench.py"
 
@@ -17,12 +17,7 @@ BENCH = Path(__file__).resolve().parent.parent / "scripts" / "retained_bench.py"
 def test_retained_bench_small_json(alone: bool) -> None:
     cmd = [sys.executable, str(BENCH), "--topics", "150", "--repeat", "1", "--json",
            *(["--alone"] if alone else [])]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired as exc:  # pragma: no cover - a hang is a failure
-        pytest.fail(f"retained_bench.py did not finish: {exc.stderr!r}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout)
+    report = run_json(cmd, "retained_bench.py", timeout=60)
     (run,) = report["runs"]
     assert (report["topics"], report["alone"], run["events"], run["dropped"]) == (
         150, alone, 150, 0)

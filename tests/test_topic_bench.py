@@ -3,12 +3,12 @@ wildcard patterns, every message received once."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .benchrun import run_json
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "topic_bench.py"
 
@@ -17,12 +17,7 @@ def test_topic_bench_small_json() -> None:
     cmd = [sys.executable, str(BENCH), "--messages", "3000", "--rounds", "2",
            "--patterns", "200", "--spread", "1", "--spread", "5000", "--timeout", "20",
            "--json"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired as exc:  # pragma: no cover - a hang is a failure
-        pytest.fail(f"topic_bench.py did not finish: {exc.stderr!r}")
-    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
-    report = json.loads(proc.stdout)
+    report = run_json(cmd, "topic_bench.py", timeout=120)
     assert report["ok"] is True
     assert report["problems"] == []
     for key in ("spread1", "spread5000"):
