@@ -135,7 +135,11 @@ class Burst:
                 self._progress.set()
                 self._progress = trio.Event()
                 if len(self.confirmed) >= self.goal and self.sent > self.answered:
-                    self.reached.set()  # with publishes not confirmed yet: kill time
+                    # With publishes not confirmed yet: kill time. Read no more, so that
+                    # what the app saw confirmed stays short of what it sent whatever
+                    # the node answers before the kill lands.
+                    self.reached.set()
+                    return
         except trio.BrokenResourceError:
             pass
         scope.cancel()
