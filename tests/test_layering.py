@@ -32,7 +32,7 @@ def _modules_in(*packages: str) -> list[str]:
 PURE = [
     "p2pnode", "p2pnode.errors", "p2pnode.ids", "p2pnode.ratelimit",
     "p2pnode.config", "p2pnode.config.settings",
-    *_modules_in("wire", "gossip", "mesh"),
+    *_modules_in("wire", "gossip", "mesh", "members"),
     "p2pnode.identity.keypair", "p2pnode.api.protocol", "p2pnode.api.status",
     "p2pnode.api.topics",
 ]
@@ -109,7 +109,7 @@ def test_the_client_does_not_load_the_node() -> None:
 LAYERS = [
     {"errors", "ids", "ratelimit", "config"},  # values, the error tree, every limit
     {"wire", "identity", "mesh"},  # the pure wire protocol, who a node is, the mesh view
-    {"gossip"},  # the pure gossip core
+    {"gossip", "members"},  # the pure gossip core, the member list
     {"net", "discovery", "api", "store"},  # the trio adapters and the store on disk
     {"node"},  # the composition root
     {"cli", "client", "testing"},  # on top: the command, the clients, the test helpers

@@ -149,6 +149,8 @@ class NodeConfig:
     """Everything a node needs to run. All sizes are bytes, all times float seconds."""
 
     name: str = "node"
+    #: This node's tags (``--tag KEY=VALUE``): what it tells the mesh about itself.
+    tags: tuple[tuple[str, str], ...] = ()
     listen_host: str = "0.0.0.0"
     listen_port: int = DEFAULT_PORT
     socket_path: Path = dataclasses.field(default_factory=default_socket_path)

@@ -29,6 +29,7 @@ from ..identity.datadir import DataDirLock
 from ..identity.keypair import NodeIdentity
 from ..identity.keys import NetworkKey, load_or_create_identity
 from ..ids import id_to_hex
+from ..members import MemberInfo, Membership
 from ..mesh.view import MeshView
 from ..net.failures import FailureLog
 from ..net.link import PeerLink
@@ -117,6 +118,10 @@ class Node(AppFacing):
         self.discovering = Discovering(self)
         #: The gossip path's entry (a plain attribute, so simulations can wrap it).
         self._on_gossip: Callable[[PeerLink, list[GossipMessage]], None] = self.engine.on_gossip
+        #: The member list (docs/api.md#members): this node's record until it listens.
+        self.membership = Membership(MemberInfo(
+            self.node_id, config.name, [], PROTOCOL_VERSION, self.network_tag,
+            dict(config.tags), this_node=True))
         self.listen_addr: tuple[str, int] | None = None
         self.links: LinkManager | None = None
         self._ready = trio.Event()
@@ -167,6 +172,8 @@ class Node(AppFacing):
         if isinstance(self.transport, TlsTransport):
             self.transport.on_failure = self.links.report_inbound
         self.started_at = trio.current_time()
+        self.membership.me.addrs = [self._hello().listen]
+        self.membership.me.since = self.started_at
         await self.storing.start(nursery)
         await nursery.start(self.links.run)
         nursery.start_soon(self.engine.run_flusher, self.publisher.flush)
