@@ -60,6 +60,8 @@ class Client(AsyncRequests, ClientBase):
                  window: int = DEFAULT_WINDOW, window_bytes: int = DEFAULT_WINDOW_BYTES,
                  close_timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
         self.stream = stream
+        #: The socket under ``stream`` (None if it is another kind of stream).
+        self._sock = stream.socket if isinstance(stream, trio.SocketStream) else None
         self.close_timeout = close_timeout
         self._proto = ClientProtocol(window=window, window_bytes=window_bytes,
                                      max_events=max_pending)
@@ -67,7 +69,7 @@ class Client(AsyncRequests, ClientBase):
         self._read_done = trio.Event()
         self._writing = False
         self._write_done = trio.Event()
-        self._written = 0  # bytes that completed send_all calls wrote
+        self._written = 0  # bytes written so far (by send_all or _try_write)
         self._wake_writer = trio.Event()
         self._stack: contextlib.AsyncExitStack | None = None
         self._tasks: trio.CancelScope | None = None
@@ -114,12 +116,32 @@ class Client(AsyncRequests, ClientBase):
             await self._write_upto(proto.queued_bytes)
             return str((await self._reply_in(box))["msg_id"])
         seq = proto.publish(topic, data, to, retain=retain)
+        if proto.lone and self._try_write():
+            return seq  # written at once, without a pass through trio's scheduler
         if self._tasks is not None and len(proto.out) < WRITE_BATCH and not proto.lone:
             if not self._wake_writer.is_set():
                 self._wake_writer.set()  # the writer task sends it at the loop's next turn
         else:
             await self._write_upto(proto.queued_bytes)
         return seq
+
+    def _try_write(self) -> bool:
+        """Write everything queued with one non-blocking write, if no write is under
+        way and the socket takes all of it: True if so. (A lone publish: ``send_all``
+        would yield to trio's scheduler after the write, and that pass delays the node,
+        which a Unix socket's wake-up puts on this process's CPU.) False leaves what is
+        not written queued, for ``_write_upto``."""
+        fd = self._sock.fileno() if self._sock is not None else -1
+        if self._writing or fd < 0 or self._broken is not None:
+            return False
+        data = self._proto.out
+        try:
+            n = os.write(fd, data)
+        except OSError:  # full (BlockingIOError), or broken: send_all finds out
+            return False
+        self._written += n
+        del data[:n]  # a part only: the rest goes first in the next write
+        return not data
 
     async def flush(self) -> None:
         """Wait until the node has answered every request sent so far. Raises

@@ -29,6 +29,7 @@ from ..wire.link import (
 )
 from ..wire.messages import GOSSIP_TYPES, GossipMessage, Hello
 from .failures import Failure, explain_refusal, tls_mismatch
+from .direct import direct_for
 from .outqueue import OutQueue
 from .tls import verified_peer_id
 
@@ -399,6 +400,10 @@ class _Connection:
         proto = self.proto
         on_gossip = self.host.on_gossip
         receive_some = self.stream.receive_some
+        direct = direct_for(self.stream)
+        if direct is not None:  # lone frames skip trio's stream layers (net.direct)
+            self.out.direct = direct
+            receive_some = direct.receive
         size = self.host.config.read_size
         current_time = trio.current_time
         pongs = pings = 0

@@ -8,10 +8,25 @@ link carry hundreds of thousands of frames per second (docs/architecture.md).
 from __future__ import annotations
 
 import os
+import time
+from typing import Protocol
 
 import trio
 
 SLICE = 16 * 1024  # the most bytes handed to one send_all
+#: Seconds since the last direct write past which a frame counts as lone and is written
+#: at once by the task that queued it (``OutQueue.direct``); frames that come closer
+#: together pile up for the writer task, which sends them in one piece.
+LONE_GAP = 0.0002
+
+
+class DirectWriter(Protocol):
+    """Writes a stream's bytes at once, without waiting (``net.direct.Direct``)."""
+
+    @property
+    def pending(self) -> bool: ...
+    def write_now(self, data: bytes | bytearray) -> bool: ...
+    async def finish(self) -> None: ...
 
 
 class OutQueue:
@@ -34,6 +49,10 @@ class OutQueue:
         self.overflowing = False
         #: Trio time at which the send under way last made progress (None: not sending).
         self._progress_at: float | None = None
+        #: Writes a lone item at once, from the task that queues it, when the writer
+        #: task is idle (None: the writer sends everything).
+        self.direct: DirectWriter | None = None
+        self._direct_at = float("-inf")  # perf_counter of the last direct write
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -52,7 +71,26 @@ class OutQueue:
             self.overflowing = True
             return False
         self._buf += data
-        self._wake.set()
+        if self.direct is None or self._progress_at is not None or not self._write_direct():
+            self._wake.set()
+        return True
+
+    def _write_direct(self) -> bool:
+        """Write what is queued at once if it comes alone (``LONE_GAP``); True if it
+        went (what the socket did not take, the writer sends first when woken)."""
+        now = time.perf_counter()
+        if now - self._direct_at < LONE_GAP:
+            return False
+        assert self.direct is not None
+        if not self.direct.write_now(self._buf):
+            return False
+        self._direct_at = now
+        self.sent_bytes += len(self._buf)
+        self._buf = bytearray()
+        self.overflowing = False
+        self._drained.set()
+        if self.direct.pending:
+            self._wake.set()
         return True
 
     def put_force(self, data: bytes, *, wake: bool = True) -> None:
@@ -98,6 +136,13 @@ class OutQueue:
         caller must close the stream.
         """
         while True:
+            if self.direct is not None and self.direct.pending:
+                self._progress_at = trio.current_time()
+                try:
+                    await self.direct.finish()
+                finally:
+                    self._progress_at = None
+                continue
             if not self._buf:
                 if self._closing:
                     return
