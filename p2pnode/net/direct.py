@@ -108,11 +108,12 @@ class Direct:
                 tls._state = type(tls._state).BROKEN  # some of it went: the stream is done
                 raise
 
-    async def receive(self, size: int) -> bytes | bytearray:
+    async def receive(self, max_bytes: int | None = None) -> bytes | bytearray:
         """The next bytes from the peer (b"": it closed), as ``receive_some`` gives
         them, waiting only while there are none; other tasks get a turn when there
         were some at once. Raises ``trio.BrokenResourceError`` on a TLS error."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        size = max_bytes or 65_536
         waited = False
         fd = self._sock.fileno()
         while True:

@@ -28,8 +28,8 @@ from ..wire.link import (
     PeerRefused,
 )
 from ..wire.messages import GOSSIP_TYPES, GossipMessage, Hello
-from .failures import Failure, explain_refusal, tls_mismatch
 from .direct import direct_for
+from .failures import Failure, explain_refusal, tls_mismatch
 from .outqueue import OutQueue
 from .tls import verified_peer_id
 
