@@ -15,7 +15,6 @@ from p2pnode.net.direct import Direct, direct_for
 from p2pnode.net.outqueue import OutQueue
 from p2pnode.net.tls import make_contexts
 
-
 Pair = tuple[trio.SSLStream[trio.SocketStream], trio.SSLStream[trio.SocketStream],
              socket.socket]
 
@@ -57,14 +56,16 @@ async def read_exactly(receive: object, n: int) -> bytes:
 async def test_direct_writes_and_the_writer_task_keep_the_stream_in_order() -> None:
     async with tls_pair() as (left, right, _):
         direct = direct_for(left)
-        assert isinstance(direct, Direct) and direct.tls is left
+        assert isinstance(direct, Direct)
+        assert direct.tls is left
         out = OutQueue(1 << 24)
         out.direct = direct
         # Lone items go at once (the writer task is not even running); ones that follow
         # within LONE_GAP pile up for it; a large one goes in parts, the rest by finish().
         chunks = [b"a" * 10, b"b" * 20, bytes(range(256)) * 4000, b"c" * 30]
         out.put_nowait(chunks[0])
-        assert len(out) == 0 and out.sent_bytes == 10
+        assert len(out) == 0
+        assert out.sent_bytes == 10
         out.put_nowait(chunks[1])
         assert len(out) == 20  # came too soon after the first: queued for the writer
         reader = direct_for(right)
