@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import msgspec
 
@@ -35,11 +37,9 @@ from ..errors import RemoteProtocolError
 from ..ids import ID_LEN
 from ..ratelimit import TokenBucket
 from ..wire.messages import (
-    NO_SIG,
     Announce,
     Batch,
     BatchBody,
-    BatchSig,
     Digest,
     DigestEntry,
     GossipMessage,
@@ -49,16 +49,71 @@ from ..wire.messages import (
 )
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
 from .history import History, item_id_range, merge_digests
-from .latesig import LateSignatures
 from .order import OrderBuffer
 from .repair import Missing, MissingBatches, RepairWatch, chunks
-from .routerconfig import GossipMode, RouterConfig, RouterStats
 from .seen import SeenCache
 from .tree import Trees
 
 # The actions are part of what this module hands out (``gossip.actions`` defines them).
 __all__ = ["Action", "Deliver", "Disconnect", "Forward", "GossipMode", "Router", "RouterConfig",
            "RouterStats", "Send", "Verify"]
+
+GossipMode = Literal["tree", "flood"]
+
+
+@dataclass
+class RouterStats:
+    """Counters kept by the router (in batches, except where it says messages)."""
+
+    received: int = 0  # batches received from peers
+    duplicates: int = 0  # copies dropped because already seen
+    delivered: int = 0  # messages in Deliver actions (of batches from peers)
+    forwarded: int = 0  # batch copies pushed to peers (eager)
+    hop_limited: int = 0  # new batches not forwarded (or dropped) because of the hop limit
+    rejected: int = 0  # batches that failed verification (bad signature or contents)
+    ihave_sent: int = 0  # batch announcements sent (lazy push)
+    ihave_received: int = 0
+    grafts_sent: int = 0  # batches asked for after an announcement alone
+    grafts_received: int = 0
+    graft_misses: int = 0  # grafted batches no longer in history
+    prunes_sent: int = 0
+    prunes_received: int = 0
+    repaired: int = 0  # batches announced to a peer whose digest lacked them
+    missing_given_up: int = 0  # announced batches that never came (every announcer tried)
+    swaps: int = 0  # tree links swapped for a shorter path
+    new_origin_limited: int = 0  # batches of unknown origins over a peer's new-origin rate
+
+
+@dataclass
+class RouterConfig:
+    """The router's settings (``NodeConfig`` has them as ``gossip_*`` and ``history_*``)."""
+
+    mode: GossipMode = "tree"
+    max_hops: int = 32
+    seen_max_entries: int = 200_000
+    seen_ttl: float = 300.0
+    graft_timeout: float = 0.1
+    optimize_hops: int = 3  # 0: never swap links for a shorter path
+    order_hold: float = 1.0
+    history_batches: int = 20_000
+    history_bytes: int = 4 << 20
+    history_age: float = 300.0
+    max_missing: int = 20_000
+    max_origins: int = 4096  # origins whose tree (lazy links) is remembered
+    digest_bytes: int = 512 * 1024  # a Digest is cut to about this many encoded bytes
+    repair_spread: float = 4.0  # repair grafts wait graft_timeout x (1 + this x random)
+    #: Seconds after a link opens in which gaps are held as if being fetched: what its
+    #: digest exchange brings is announced that much later at most, even under load.
+    repair_grace: float = 3.0
+    seed: int | None = None
+    max_announcers: int = 8
+    # Replay state (gossip.order): origin runs tracked, in all and charged to one peer;
+    # the rate at which one peer may bring batches of origins not tracked yet.
+    max_runs: int = 16_384
+    max_runs_per_peer: int = 4096
+    new_origins_per_s: float = 100.0
+    new_origins_burst: float = 1024.0
+
 
 class Router:
     """The gossip router of one node."""
@@ -86,7 +141,6 @@ class Router:
         self._missing = MissingBatches(cfg.max_missing, cfg.max_announcers)
         self._watch = RepairWatch(cfg.repair_grace, cfg.order_hold / 2)
         self._digested: set[bytes] = set()  # peers whose Digest was answered (this link)
-        self.late = LateSignatures()  # batches delivered ahead of their signature
         #: What the node's store held when it started (``gossip.restore``), told to
         #: peers in every Digest along with history: they need not send it again.
         self.stored: list[DigestEntry] = []
@@ -143,28 +197,17 @@ class Router:
         self._ihave.pop(peer, None)
         self._repair_ihave.pop(peer, None)
         self._digested.discard(peer)
-        for key in self.late.drop_peer(peer):
-            self.history.remove(key)  # its signature will not come now
 
     # -- publishing and receiving ------------------------------------------------------
 
     def publish(self, batch: Batch, body: BatchBody, now: float) -> list[Action]:
         """This node made ``batch`` (hops 0; its messages were delivered locally already).
         Returns the actions to take."""
-        self.keep_new(batch, body, now)
-        return self.spread_new(batch, now)
-
-    def spread_new(self, batch: Batch, now: float) -> list[Action]:
-        """``publish``'s first half: the actions that send a batch made here (maybe not
-        signed yet: ``keep_new`` follows with the signed one, before any other call)."""
         self.seen.add(batch.origin + batch.id, now)
-        return self._spread(batch, None)
-
-    def keep_new(self, batch: Batch, body: BatchBody, now: float) -> None:
-        """``publish``'s second half: keep a (signed) batch made here in history."""
         self.history.add(batch, body.epoch, body.seq, now, None,
                          id_range=item_id_range([item.id for item in body.items]))
         self._kept(batch, body, now)
+        return self._spread(batch, None)
 
     def on_message(self, msg: GossipMessage, from_peer: bytes, now: float,
                    verify: Verify, *, authenticated: bool = False) -> list[Action]:
@@ -177,8 +220,6 @@ class Router:
                                  authenticated=authenticated)
         if kind is IHave:
             return self._on_ihave(msg, from_peer, now)  # type: ignore[arg-type]
-        if kind is BatchSig:
-            return self._on_batch_sig(msg, from_peer, now, verify)  # type: ignore[arg-type]
         if kind is Graft:
             return self._on_graft(msg, from_peer, now, verify)  # type: ignore[arg-type]
         if kind is Prune:
@@ -216,10 +257,17 @@ class Router:
             stats.hop_limited += 1
             return []
         direct = authenticated and batch.origin == from_peer
-        body = self._admit(batch, from_peer, now, verify, direct)
-        if type(body) is not BatchBody:
-            return body  # type: ignore[return-value]
-        unsigned = batch.sig == NO_SIG  # its BatchSig follows (gossip.latesig)
+        if batch.origin != from_peer and not self.order.knows(batch.origin):
+            # Each origin tracked costs memory; a peer may bring only so many new ones.
+            bucket = self._new_origins.get(from_peer)
+            if bucket is not None and not bucket.take(1, now):
+                stats.new_origin_limited += 1
+                return []  # not remembered as seen: another path may still bring it
+        try:
+            body = verify(batch, check_signature=False) if direct else verify(batch)
+        except RemoteProtocolError as exc:
+            stats.rejected += 1
+            return [Disconnect(from_peer, exc.code)] if exc.code == "bad_signature" else []
         self.seen.add(key, now)
         missing = self._missing.forget(key)
         accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body), now,
@@ -232,18 +280,11 @@ class Router:
                          id_range=item_id_range([item.id for item in body.items]),
                          repaired=missing is not None and missing.repair,
                          held=self.order.is_held(batch.origin, body.epoch, body.seq))
-        if unsigned:
-            waiting, dropped = self.late.add(batch, from_peer)
-            if dropped is not None:
-                self.history.remove(dropped)
         actions = self._deliveries(ready, now)
         announce_only = False
         if missing is not None:
             announce_only = self._was_announced(missing, batch, from_peer, actions)
         if body.to == self.node_id:
-            return actions
-        if unsigned:  # passed on once its signature comes (_on_batch_sig)
-            waiting.spread, waiting.announce_only = True, announce_only
             return actions
         if direct and batch.hops < self.max_hops and any(
                 p != from_peer for p in self._peers) and not self._check(batch, verify):
@@ -251,54 +292,12 @@ class Router:
             return [*actions, Disconnect(from_peer, "bad_signature")]
         return actions + self._spread(batch, from_peer, announce_only=announce_only)
 
-    def _admit(self, batch: Batch, from_peer: bytes, now: float, verify: Verify,
-               direct: bool) -> BatchBody | list[Action]:
-        """A new batch's body, or what to do instead (nothing, close the link): within
-        the peer's rate of new origins, checked (``on_batch``). A batch ahead of its
-        signature (``NO_SIG``) must come ``direct``, numbered and not retained."""
-        if batch.origin != from_peer and not self.order.knows(batch.origin):
-            # Each origin tracked costs memory; a peer may bring only so many new ones.
-            bucket = self._new_origins.get(from_peer)
-            if bucket is not None and not bucket.take(1, now):
-                self.stats.new_origin_limited += 1
-                return []  # not remembered as seen: another path may still bring it
-        try:
-            body = verify(batch, check_signature=False) if direct else verify(batch)
-        except RemoteProtocolError as exc:
-            self.stats.rejected += 1
-            return [Disconnect(from_peer, exc.code)] if exc.code == "bad_signature" else []
-        if batch.sig == NO_SIG and (not body.seq or body.retain):
-            self.stats.rejected += 1
-            return [Disconnect(from_peer, "bad_signature")]
-        return body
-
     def _kept(self, batch: Batch, body: BatchBody, now: float) -> None:
-        """Hand a numbered batch just kept to ``on_kept``, with its age of publication
-        (one that waits for its signature, once that comes)."""
+        """Hand a numbered batch just kept to ``on_kept``, with its age of publication."""
         if self.on_kept is None or not body.seq:
             return
-        key = batch.origin + batch.id
-        entry = self.history.get(key)
-        if batch.sig == NO_SIG:
-            if entry is None or entry.batch.sig == NO_SIG:
-                if (waiting := self.late.get(key)) is not None:
-                    waiting.kept = body
-                return
-            batch = entry.batch
+        entry = self.history.get(batch.origin + batch.id)
         self.on_kept(batch, body, entry.age if entry is not None else now)
-
-    def _on_batch_sig(self, msg: BatchSig, from_peer: bytes, now: float,
-                      verify: Verify) -> list[Action]:
-        """The signature of a batch ``from_peer`` sent ahead of it (``LateSignatures``)."""
-        onward = any(p != from_peer for p in self._peers)
-        signed = self.late.signed(msg, from_peer, self.history, verify, self.on_kept, now,
-                                  check=onward)
-        if signed is False:
-            self.stats.rejected += 1
-            return [Disconnect(from_peer, "bad_signature")]
-        if signed is None or not onward:
-            return []
-        return self._spread(signed[0], from_peer, announce_only=signed[1])
 
     def _was_announced(self, missing: Missing, batch: Batch, from_peer: bytes,
                        actions: list[Action]) -> bool:
@@ -442,7 +441,7 @@ class Router:
         batches: list[GossipMessage] = []
         for key in dict.fromkeys(msg.keys):  # each batch once, however often it is asked
             entry = self.history.get(key)
-            if entry is None or entry.batch.sig == NO_SIG:  # gone, or not signed yet
+            if entry is None:
                 stats.graft_misses += 1
             elif entry.verified or self._check(entry.batch, verify):
                 # Sent even at the hop limit (delivered there, not forwarded).

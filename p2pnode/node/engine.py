@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-import msgspec
 import trio
 
 from ..config import NodeConfig
@@ -27,7 +26,6 @@ from ..net.manager import LinkManager
 from ..wire.messages import (
     Batch,
     BatchBody,
-    BatchSig,
     Digest,
     Gossip,
     GossipMessage,
@@ -216,38 +214,6 @@ class Engine:
                 assert type(action) is Disconnect
                 self._disconnect(action)
 
-    def send_ahead(self, actions: list[Action]) -> tuple[tuple[bytes, ...], list[Action]]:
-        """Carry out the Forwards of a batch made here and not signed yet, to the peers
-        that take it so: over an authenticated link with nothing queued (a lone batch,
-        whose latency counts). Returns those peers and the actions left for the signed
-        batch (``send_signature``)."""
-        if self.links is None or not actions:
-            return (), actions
-        links = self.links.links
-        ahead: list[bytes] = []
-        rest: list[Action] = []
-        for action in actions:
-            if type(action) is not Forward:
-                rest.append(action)
-                continue
-            now = tuple(p for p in action.peers if (link := links.get(p)) is not None
-                        and link.authenticated and not len(link.out))
-            if now:
-                self._send(now, encode_message(action.batch))
-                ahead += now
-            if later := tuple(p for p in action.peers if p not in now):
-                rest.append(Forward(action.batch, later))
-        return tuple(ahead), rest
-
-    def send_signature(self, ahead: tuple[bytes, ...], batch_id: bytes, sig: bytes,
-                       rest: list[Action]) -> None:
-        """``send_ahead``'s second half: the signature (``BatchSig``) to the peers that got
-        the batch ahead of it, the signed batch to the others."""
-        if ahead:
-            self._send(ahead, encode_message(BatchSig(batch_id, sig)))
-        self.apply([Forward(msgspec.structs.replace(a.batch, sig=sig), a.peers)
-                    if type(a) is Forward else a for a in rest])
-
     def _send(self, peers: tuple[bytes, ...], frame: bytes) -> None:
         assert self.links is not None
         links = self.links.links
@@ -318,8 +284,6 @@ def cost(msg: GossipMessage) -> int:
         return 1 + len(msg.origins) // 16
     if type(msg) is Reply:
         return 1
-    if type(msg) is BatchSig:
-        return 0  # a batch's second half, charged with it
     if type(msg) is Digest:
         return 1 + len(msg.entries) // 16
     if type(msg) is RetainedDigest:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import msgspec
 import trio
 
 from ..config import NodeConfig
@@ -18,7 +17,7 @@ from ..identity.keypair import NodeIdentity
 from ..ids import MsgIdFactory, id_to_hex
 from ..net.link import PeerLink
 from ..net.manager import LinkManager
-from ..wire.messages import NO_SIG, Batch, BatchBody, Item, encode_body
+from ..wire.messages import Item
 from .engine import Engine
 
 if TYPE_CHECKING:
@@ -98,7 +97,9 @@ class Publisher:
         now = trio.current_time()
         for to, items in pending.items():
             self.seq += 1
-            self._send_batch(to, items, now)
+            batch, body = make_batch(self.identity, self.ids.next(), to, items,
+                                     epoch=self.epoch, seq=self.seq)
+            self.engine.apply(self.router.publish(batch, body, now))
         if retained and self.retaining is not None:
             self.seq += 1
             stamp = self.retaining.stamp([item.topic for item in retained])
@@ -109,20 +110,6 @@ class Publisher:
                 self.engine.apply(self.router.publish(batch, body, now))
         if self.router.has_announcements:
             self.engine.wake_flusher()  # the IHaves for lazy peers go once this task yields
-
-    def _send_batch(self, to: bytes | None, items: list[Item], now: float) -> None:
-        """Sign a batch of ``items`` and send it; to TLS links with nothing queued, send
-        it before signing it, and the signature after (``BatchSig``: the signature's
-        time leaves the message's way; docs/protocol.md)."""
-        body = BatchBody(id=self.ids.next(), origin=self.node_id, to=to, items=items,
-                         epoch=self.epoch, seq=self.seq)
-        data = encode_body(body)
-        batch = Batch(id=body.id, origin=self.node_id, hops=0, key=self.identity.public,
-                      body=data, sig=NO_SIG)
-        ahead, rest = self.engine.send_ahead(self.router.spread_new(batch, now))
-        batch = msgspec.structs.replace(batch, sig=self.identity.sign(data))
-        self.router.keep_new(batch, body, now)
-        self.engine.send_signature(ahead, body.id, batch.sig, rest)
 
     async def wait_links_writable(self, links: LinkManager | None) -> None:
         """Backpressure for local publishers: flush, then wait while a link's queue is

@@ -115,19 +115,6 @@ class Batch(msgspec.Struct, tag=4, array_like=True, frozen=True):
     sig: Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 
 
-#: The ``sig`` of a batch sent ahead of its signature (``BatchSig`` follows).
-NO_SIG = bytes(64)
-
-
-class BatchSig(msgspec.Struct, tag=16, array_like=True, frozen=True):
-    """The signature of the batch ``id`` that the sender, its origin, sent just before
-    with ``sig`` = ``NO_SIG`` over this TLS link (docs/protocol.md, "Signature after
-    the batch"). Only straight from an origin over an authenticated link."""
-
-    id: NodeIdBytes
-    sig: Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
-
-
 class Bye(msgspec.Struct, tag=5, array_like=True, frozen=True):
     """The sender is leaving (shutting down) and closes the link."""
 
@@ -264,11 +251,10 @@ class Reply(msgspec.Struct, tag=15, array_like=True, frozen=True):
 
 
 WireMessage = (Hello | Accept | Refuse | Batch | Bye | Ping | Pong | IHave | Graft | Prune
-               | Digest | RetainedDigest | RetainedWant | Retained | Reply | BatchSig)
+               | Digest | RetainedDigest | RetainedWant | Retained | Reply)
 GossipMessage = (Batch | IHave | Graft | Prune | Digest | RetainedDigest | RetainedWant | Retained
-                 | Reply | BatchSig)
-GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest, RetainedDigest, RetainedWant, Retained, Reply,
-                BatchSig)
+                 | Reply)
+GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest, RetainedDigest, RetainedWant, Retained, Reply)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)
