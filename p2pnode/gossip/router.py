@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import msgspec
 
@@ -51,69 +49,13 @@ from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
 from .history import History, item_id_range, merge_digests
 from .order import OrderBuffer
 from .repair import Missing, MissingBatches, RepairWatch, chunks
+from .routerconfig import GossipMode, RouterConfig, RouterStats
 from .seen import SeenCache
 from .tree import Trees
 
 # The actions are part of what this module hands out (``gossip.actions`` defines them).
 __all__ = ["Action", "Deliver", "Disconnect", "Forward", "GossipMode", "Router", "RouterConfig",
            "RouterStats", "Send", "Verify"]
-
-GossipMode = Literal["tree", "flood"]
-
-
-@dataclass
-class RouterStats:
-    """Counters kept by the router (in batches, except where it says messages)."""
-
-    received: int = 0  # batches received from peers
-    duplicates: int = 0  # copies dropped because already seen
-    delivered: int = 0  # messages in Deliver actions (of batches from peers)
-    forwarded: int = 0  # batch copies pushed to peers (eager)
-    hop_limited: int = 0  # new batches not forwarded (or dropped) because of the hop limit
-    rejected: int = 0  # batches that failed verification (bad signature or contents)
-    ihave_sent: int = 0  # batch announcements sent (lazy push)
-    ihave_received: int = 0
-    grafts_sent: int = 0  # batches asked for after an announcement alone
-    grafts_received: int = 0
-    graft_misses: int = 0  # grafted batches no longer in history
-    prunes_sent: int = 0
-    prunes_received: int = 0
-    repaired: int = 0  # batches announced to a peer whose digest lacked them
-    missing_given_up: int = 0  # announced batches that never came (every announcer tried)
-    swaps: int = 0  # tree links swapped for a shorter path
-    new_origin_limited: int = 0  # batches of unknown origins over a peer's new-origin rate
-
-
-@dataclass
-class RouterConfig:
-    """The router's settings (``NodeConfig`` has them as ``gossip_*`` and ``history_*``)."""
-
-    mode: GossipMode = "tree"
-    max_hops: int = 32
-    seen_max_entries: int = 200_000
-    seen_ttl: float = 300.0
-    graft_timeout: float = 0.1
-    optimize_hops: int = 3  # 0: never swap links for a shorter path
-    order_hold: float = 1.0
-    history_batches: int = 20_000
-    history_bytes: int = 4 << 20
-    history_age: float = 300.0
-    max_missing: int = 20_000
-    max_origins: int = 4096  # origins whose tree (lazy links) is remembered
-    digest_bytes: int = 512 * 1024  # a Digest is cut to about this many encoded bytes
-    repair_spread: float = 4.0  # repair grafts wait graft_timeout x (1 + this x random)
-    #: Seconds after a link opens in which gaps are held as if being fetched: what its
-    #: digest exchange brings is announced that much later at most, even under load.
-    repair_grace: float = 3.0
-    seed: int | None = None
-    max_announcers: int = 8
-    # Replay state (gossip.order): origin runs tracked, in all and charged to one peer;
-    # the rate at which one peer may bring batches of origins not tracked yet.
-    max_runs: int = 16_384
-    max_runs_per_peer: int = 4096
-    new_origins_per_s: float = 100.0
-    new_origins_burst: float = 1024.0
-
 
 class Router:
     """The gossip router of one node."""
@@ -203,11 +145,22 @@ class Router:
     def publish(self, batch: Batch, body: BatchBody, now: float) -> list[Action]:
         """This node made ``batch`` (hops 0; its messages were delivered locally already).
         Returns the actions to take."""
+        actions = self.spread_new(batch, now)
+        self.keep_new(batch, body, now)
+        return actions
+
+    def spread_new(self, batch: Batch, now: float) -> list[Action]:
+        """``publish``'s first half: the actions that send a batch made here. The caller
+        can take them before ``keep_new`` (which must follow, before any other call),
+        so that keeping the batch does not delay it."""
         self.seen.add(batch.origin + batch.id, now)
+        return self._spread(batch, None)
+
+    def keep_new(self, batch: Batch, body: BatchBody, now: float) -> None:
+        """``publish``'s second half: keep a batch made here (history, the store)."""
         self.history.add(batch, body.epoch, body.seq, now, None,
                          id_range=item_id_range([item.id for item in body.items]))
         self._kept(batch, body, now)
-        return self._spread(batch, None)
 
     def on_message(self, msg: GossipMessage, from_peer: bytes, now: float,
                    verify: Verify, *, authenticated: bool = False) -> list[Action]:

@@ -99,7 +99,9 @@ class Publisher:
             self.seq += 1
             batch, body = make_batch(self.identity, self.ids.next(), to, items,
                                      epoch=self.epoch, seq=self.seq)
-            self.engine.apply(self.router.publish(batch, body, now))
+            # Sent first (a lone batch is written at once: net.direct), kept after.
+            self.engine.apply(self.router.spread_new(batch, now))
+            self.router.keep_new(batch, body, now)
         if retained and self.retaining is not None:
             self.seq += 1
             stamp = self.retaining.stamp([item.topic for item in retained])
