@@ -174,6 +174,9 @@ def direct_for(stream: trio.abc.Stream) -> Direct | None:
     inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
     if not isinstance(inner, trio.SocketStream):
         return None
-    if isinstance(stream, trio.SSLStream) and not all(hasattr(stream, a) for a in _NEEDED):
+    if isinstance(stream, trio.SSLStream) and not (
+            all(hasattr(stream, a) for a in _NEEDED)
+            and hasattr(stream._handshook, "done") and hasattr(stream._inner_send_lock, "locked")
+            and hasattr(stream._state, "name")):
         return None
     return Direct(stream, inner.socket)
