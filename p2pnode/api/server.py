@@ -383,25 +383,28 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
             reply = encode_error(reply)
         session.order.put(reply)
 
+    def _publish(self, session: Session, req: Publish) -> bytes | None:
+        """Take a publish: its reply line, or None (none, or it waits for the store)."""
+        if not session.bucket.take(1, trio.current_time()):
+            self.stats.rate_limited += 1
+            raise ApiError("rate_limited", f"over {self.config.client_publish_per_s:g} "
+                           "publishes per second; slow down and retry", req.id)
+        if self._store is not None and (refused := store_refusal(self._store, req.id)):
+            raise refused
+        # The read loop flushes (wait_links_writable) once the read is handled.
+        msg_id, sent_to = take_publish(req, self.backend, self.config.max_payload)
+        self.stats.published += 1
+        line = encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to}) if req.ack else b""
+        if self._confirming is not None:  # the reply waits for the store
+            session.gate.add(session.order, req.id, line, session.requests)
+            return None
+        return line or None
+
     def _handle(self, session: Session,
                 line: bytes) -> bytes | Peers | ReplayRequest | DurableCall | StoreOp | None:
         req = parse_request(line)
         if type(req) is Publish:
-            if not session.bucket.take(1, trio.current_time()):
-                self.stats.rate_limited += 1
-                raise ApiError("rate_limited", f"over {self.config.client_publish_per_s:g} "
-                               "publishes per second; slow down and retry", req.id)
-            if self._store is not None and (refused := store_refusal(self._store, req.id)):
-                raise refused
-            # The read loop flushes (wait_links_writable) once the read is handled.
-            msg_id, sent_to = take_publish(req, self.backend, self.config.max_payload)
-            self.stats.published += 1
-            line = encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to}) if req.ack \
-                else b""
-            if self._confirming is not None:  # the reply waits for the store
-                session.gate.add(session.order, req.id, line, session.requests)
-                return None
-            return line or None
+            return self._publish(session, req)
         if type(req) is Subscribe:
             if req.durable is not None:
                 return self.durables.subscribe(session, req)

@@ -29,7 +29,7 @@ from ..members import EVENT_KINDS
 
 if TYPE_CHECKING:
     from ..config import NodeConfig
-    from ..members import MemberInfo
+    from ..members import MemberInfo, Membership
 
 __all__ = ["ALL_EVENTS", "EVENT_QUEUE", "EventHandlers", "handler_problem"]
 
@@ -76,10 +76,6 @@ class EventHandlers:
         self.timed_out = 0  # killed after event_timeout
         self.dropped = 0  # (handler, event) pairs that found the queue full
 
-    def wanted(self) -> bool:
-        """Whether any handler is configured (the node listens for events only then)."""
-        return bool(self.config.event_handlers)
-
     def on_event(self, kind: str, member: MemberInfo) -> None:
         """A member event (``Membership`` listener): queue it for each handler of its kind."""
         paths = [p for k, p in self.config.event_handlers if k in (kind, ALL_EVENTS)]
@@ -103,8 +99,18 @@ class EventHandlers:
             self._idle = trio.Event() if self._idle.is_set() else self._idle
             self._wake.set()
 
-    async def run(self) -> None:
-        """Run the queued handlers one at a time, until cancelled."""
+    async def run(self, membership: Membership) -> None:
+        """Take ``membership``'s events and run their handlers one at a time, until
+        cancelled."""
+        if not self.config.event_handlers:
+            return
+        remove = membership.add_listener(self.on_event)
+        try:
+            await self._run_queued()
+        finally:
+            remove()
+
+    async def _run_queued(self) -> None:
         while True:
             if not self._queue:
                 self._idle.set()

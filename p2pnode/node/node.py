@@ -72,8 +72,7 @@ class Node(AppFacing):
     def __init__(self, config: NodeConfig, *, transport: Transport | None = None,
                  identity: NodeIdentity | None = None, api: bool = True) -> None:
         self.config = config
-        #: Programs run on member events (checked first: a bad one takes no lock).
-        self.handlers = EventHandlers(config)
+        self.handlers = EventHandlers(config)  # member event programs: checked before the lock
         self._lock: DataDirLock | None = None
         if identity is None:
             identity = self._lock_and_load(config)
@@ -125,7 +124,6 @@ class Node(AppFacing):
         self.membership = Membership(MemberInfo(
             self.node_id, config.name, [], PROTOCOL_VERSION, self.network_tag,
             dict(config.tags), this_node=True))
-        self.membership.add_listener(self.handlers.on_event)
         self.listen_addr: tuple[str, int] | None = None
         self.links: LinkManager | None = None
         self._ready = trio.Event()
@@ -184,7 +182,7 @@ class Node(AppFacing):
         nursery.start_soon(self.engine.run_timers)
         nursery.start_soon(self.retaining.run)
         nursery.start_soon(self.requests.run)
-        nursery.start_soon(self.handlers.run)
+        nursery.start_soon(self.handlers.run, self.membership)
         if cfg.mesh_interval > 0:
             nursery.start_soon(self.announcer.run)
         self._ready.set()
