@@ -130,6 +130,10 @@ async def test_a_full_queue_drops_and_counts(short_tmp: Path,
             assert node.handlers.dropped == 6
             await node.handlers.wait_idle()
             assert node.handlers.ran == EVENT_QUEUE
+            async with open_client(node.config.socket_path) as client:
+                status = (await client.status())["handlers"]
+            assert status == {"configured": 1, "queued": 0, "ran": EVENT_QUEUE, "failed": 0,
+                              "timed_out": 0, "dropped": 6}
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1  # the first drop is logged, not each one
     assert f"event handler queue full ({EVENT_QUEUE})" in warnings[0]

@@ -76,6 +76,12 @@ class EventHandlers:
         self.timed_out = 0  # killed after event_timeout
         self.dropped = 0  # (handler, event) pairs that found the queue full
 
+    def stats(self) -> dict[str, int]:
+        """The counters of the ``handlers`` section of the status reply."""
+        return {"configured": len(self.config.event_handlers), "queued": len(self._queue),
+                "ran": self.ran, "failed": self.failed, "timed_out": self.timed_out,
+                "dropped": self.dropped}
+
     def on_event(self, kind: str, member: MemberInfo) -> None:
         """A member event (``Membership`` listener): queue it for each handler of its kind."""
         paths = [p for k, p in self.config.event_handlers if k in (kind, ALL_EVENTS)]
