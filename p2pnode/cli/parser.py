@@ -337,11 +337,11 @@ def _add_members(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         description="Set and delete tags of the running node (they travel to every "
                     "member), then print its tags. Without flags, print them. Tags "
                     "given to `p2pnode run --tag` come back at the node's next start.")
+    tags.add_argument("--json", action="store_true", help="print the tags as JSON")
     tags.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="set this tag (repeatable)")
     tags.add_argument("--delete", action="append", default=[], metavar="KEY",
                       help="delete this tag (repeatable)")
-    tags.add_argument("--json", action="store_true", help="print the tags as JSON")
 
 
 def _add_run_flags(run: argparse.ArgumentParser) -> None:

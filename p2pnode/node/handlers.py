@@ -13,11 +13,9 @@ a known event kind, a program that exists and is executable.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 from collections import deque
 from typing import TYPE_CHECKING
@@ -26,6 +24,7 @@ import trio
 
 from ..errors import ConfigError
 from ..members import EVENT_KINDS
+from .processes import end_process_group, feed_stdin
 
 if TYPE_CHECKING:
     from ..config import NodeConfig
@@ -146,13 +145,13 @@ class EventHandlers:
         try:
             with trio.move_on_after(self.config.event_timeout) as scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_write_stdin, proc, data)
+                    nursery.start_soon(feed_stdin, proc, data)
                     assert proc.stderr is not None
                     while chunk := await proc.stderr.receive_some(4096):
                         stderr = (stderr + chunk)[-STDERR_TAIL:]
                     await proc.wait()
         finally:
-            await _end(proc)
+            await end_process_group(proc)
         self._report(path, event, proc.returncode, scope.cancelled_caught, stderr)
 
     def _report(self, path: str, event: str, code: int | None, timed_out: bool,
@@ -171,23 +170,3 @@ class EventHandlers:
                         f"signal {-code}" if code is not None and code < 0
                         else f"exit status {code}", f": {tail[-1][:200]}" if tail else "",
                         extra=extra)
-
-
-async def _write_stdin(proc: trio.Process, data: bytes) -> None:
-    """The event's JSON line on the handler's standard input, then end of file (a
-    handler that does not read it is no error)."""
-    assert proc.stdin is not None
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        await proc.stdin.send_all(data)
-    await trio.aclose_forcefully(proc.stdin)
-
-
-async def _end(proc: trio.Process) -> None:
-    """Kill whatever is left of the handler's process group, reap it, close its pipes."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with trio.CancelScope(shield=True):
-        await proc.wait()
-        for pipe in (proc.stdin, proc.stderr):
-            if pipe is not None:
-                await trio.aclose_forcefully(pipe)
