@@ -5,6 +5,7 @@ is refused when the node is built (and by ``p2pnode run``, before it starts)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -189,3 +190,33 @@ async def test_run_refuses_bad_flags_clearly(short_tmp: Path, args: list[str],
     assert done.returncode == 1
     assert message in done.stderr.decode(), done.stderr.decode()
     assert "Traceback" not in done.stderr.decode()
+
+
+async def test_a_reload_applies_tags_and_handlers(short_tmp: Path) -> None:
+    path, out = recorder(short_tmp)
+    config = loopback_config(short_tmp, "a", tags=(("role", "display"), ("room", "1")))
+    with trio.fail_after(20):
+        async with running_nodes([config]) as (node,):
+            node.membership.set_tags({"api": "x"})  # set at run time: kept by a reload
+            incarnation = node.membership.me.incarnation
+            new = dataclasses.replace(node.config, tags=(("role", "display"), ("floor", "2")),
+                                      event_handlers=(("member_update", path),))
+            done = node.reconfigure(new)
+            assert set(done.applied) == {"tags", "event_handlers"}
+            assert node.membership.me.tags == {"role": "display", "api": "x", "floor": "2"}
+            assert node.membership.me.incarnation == incarnation + 1
+            await node.handlers.wait_idle()  # the handler came with the reload: not run yet
+            assert not out.exists()
+            node.membership.set_tags({"n": "1"})
+            await node.handlers.wait_idle()
+            assert len(runs(out)) == 1
+            # The same again: no change, no new record.
+            node.reconfigure(new)
+            assert node.membership.me.incarnation == incarnation + 2
+            # A handler that cannot run: refused, nothing changed.
+            bad = dataclasses.replace(new, tags=(("x", "y"),),
+                                      event_handlers=(("member_dead", str(short_tmp / "no")),))
+            with pytest.raises(ConfigError, match="no such file"):
+                node.reconfigure(bad)
+            assert node.config.tags == new.tags
+            assert "x" not in node.membership.me.tags

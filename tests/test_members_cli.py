@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,20 @@ async def test_run_with_tags_and_a_handler_end_to_end(short_tmp: Path) -> None:
             event = json.loads(await trio.to_thread.run_sync(fifo.read_text))
             assert event["event"] == "member_update"
             assert event["member"]["tags"] == {"role": "display", "room": "2"}
+
+
+async def test_sighup_reloads_the_tags(short_tmp: Path) -> None:
+    conf = short_tmp / "p2pnode.toml"
+    conf.write_text('tags = ["role=display"]\n')
+    sock = str(short_tmp / "n.sock")
+    args = ["run", "--no-mdns", "--listen", "127.0.0.1:0", "--name", "n", "--socket", sock,
+            "--data-dir", str(short_tmp / "n"), "--config", str(conf)]
+    with trio.fail_after(60):
+        async with spawn(args) as proc:
+            await proc.wait_line("listening on")
+            conf.write_text('tags = ["role=speaker", "room=2"]\n')
+            proc.process.send_signal(signal.SIGHUP)
+            line = (await proc.wait_line("reloaded the settings: .*")).group(0)
+            assert "tags [role=display] -> [role=speaker, room=2]" in line
+            code, out, _ = await cli("tags", "--socket", sock, "--json")
+            assert (code, json.loads(out)) == (0, {"role": "speaker", "room": "2"})

@@ -107,7 +107,10 @@ class MemberOps:
             raise ApiError("bad_request", f"this node's tags would be {problem}", req.id)
         if tags != now_tags:
             self._take_tag_change(req.id)
-            membership.set_tags(add, delete)
+            try:
+                membership.set_tags(add, delete)
+            except ValueError as exc:  # the membership's own bounds (not expected)
+                raise ApiError("bad_request", f"this node's tags: {exc}", req.id) from None
         return encode_reply(req.id, {"tags": dict(membership.me.tags)})
 
     def _take_tag_change(self, req_id: Scalar) -> None:

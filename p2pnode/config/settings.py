@@ -319,9 +319,9 @@ class NodeConfig:
             raise ConfigError("history_age must be at most seen_ttl")
         self._check_retained()
         self._check_pairs_and_paths()
-        self._check_members()
+        self._check_tags_and_handlers()
 
-    def _check_members(self) -> None:
+    def _check_tags_and_handlers(self) -> None:
         if problem := pairs_problem(self.tags):
             raise ConfigError(f"tags: {problem}")
         if not 0 < self.event_timeout <= 3600:

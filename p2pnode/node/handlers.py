@@ -107,9 +107,7 @@ class EventHandlers:
     async def run(self, membership: Membership) -> None:
         """Take ``membership``'s events and run their handlers one at a time, until
         cancelled."""
-        if not self.config.event_handlers:
-            return
-        remove = membership.add_listener(self.on_event)
+        remove = membership.add_listener(self.on_event)  # handlers may come with a reload
         try:
             await self._run_queued()
         finally:
