@@ -146,9 +146,14 @@ async def test_a_failing_handler_is_logged_with_its_error(
     config = loopback_config(short_tmp, "a", event_handlers=(("member_*", failing),))
     caplog.set_level(logging.WARNING, "p2pnode.handlers")
     with trio.fail_after(20):
-        async with running_nodes([config]) as (node,):
+        async with running_nodes([config]) as (node,), \
+                open_client(node.config.socket_path) as monitor:
+            await monitor.monitor("warning")
             node.membership.set_tags({"n": "1"})
             await node.handlers.wait_idle()
+            event = await monitor.next_event()  # its fields do not hide the event's kind
+            assert event["event"] == "log"
+            assert (event["member_event"], event["handler"]) == ("member_update", failing)
     assert (node.handlers.ran, node.handlers.failed) == (1, 1)
     (message,) = [r.getMessage() for r in caplog.records]
     assert "failed (exit status 3): cannot reach the display" in message

@@ -97,7 +97,7 @@ class EventHandlers:
                 if not self.dropped % 100:  # the first drop, then every 100th
                     log.warning("event handler queue full (%d): %s for %s dropped, "
                                 "%d dropped in all", EVENT_QUEUE, kind, path, self.dropped + 1,
-                                extra={"event": kind, "handler": path})
+                                extra={"member_event": kind, "handler": path})
                 self.dropped += 1
                 continue
             self._queue.append((path, env, line.encode()))
@@ -137,7 +137,7 @@ class EventHandlers:
         except OSError as exc:
             self.failed += 1
             log.warning("event handler %s for %s: cannot run it: %s", path, event,
-                        exc.strerror or exc, extra={"event": event, "handler": path})
+                        exc.strerror or exc, extra={"member_event": event, "handler": path})
             return
         stderr = b""
         try:
@@ -154,7 +154,7 @@ class EventHandlers:
 
     def _report(self, path: str, event: str, code: int | None, timed_out: bool,
                 stderr: bytes) -> None:
-        extra = {"event": event, "handler": path}
+        extra = {"member_event": event, "handler": path}
         if timed_out:
             self.timed_out += 1
             log.warning("event handler %s for %s killed: still running after %gs", path, event,
