@@ -109,7 +109,7 @@ class Node(AppFacing):
                                                               self.engine.verifier)
         self.retaining.attach(self.engine)
         self.requests = Requests(config, identity, self.router, self.engine, self.publisher,
-                                 self._request_to_apps)
+                                 self._to_apps)
         self.engine.on_request = self.requests.on_batch
         self.engine.on_reply = self.requests.on_reply
         self.announcer = MeshAnnouncer(
@@ -241,13 +241,9 @@ class Node(AppFacing):
     def _linked(self) -> list[bytes]:
         return list(self.links.links) if self.links is not None else []
 
-    def _to_apps(self, msg: Gossip) -> None:
-        if self.api is not None:
-            self.api.deliver(msg)
-        for callback in self.on_deliver:
-            callback(msg)
-
-    def _request_to_apps(self, msg: Gossip, token: bytes, timeout: float) -> None:
+    def _to_apps(self, msg: Gossip, token: bytes | None = None,
+                 timeout: float | None = None) -> None:
+        """A message (a request: with its reply token and timeout) to local apps."""
         if self.api is not None:
             self.api.deliver(msg, token, timeout)
         for callback in self.on_deliver:
