@@ -17,6 +17,7 @@ import trio
 
 from p2pnode.client import open_client
 from p2pnode.errors import ConfigError
+from p2pnode.members import MemberInfo
 from p2pnode.node import Node
 from p2pnode.node.handlers import EVENT_QUEUE
 
@@ -225,3 +226,20 @@ async def test_a_reload_applies_tags_and_handlers(short_tmp: Path) -> None:
                 node.reconfigure(bad)
             assert node.config.tags == new.tags
             assert "x" not in node.membership.me.tags
+
+
+async def test_another_members_odd_name_reaches_the_handler(short_tmp: Path) -> None:
+    out = short_tmp / "name"
+    path = script(short_tmp / "name.sh", f"printf '%s' \"$P2PNODE_MEMBER_NAME\" > '{out}'\n"
+                                         f"cat > '{out}.json'\n")
+    config = loopback_config(short_tmp, "a", event_handlers=(("member_join", path),))
+    other = MemberInfo(bytes(range(16)), "two\nlines\0and a NUL", ["10.0.0.2:7420"], 1, "n",
+                       {"role": "x"})
+    with trio.fail_after(20):
+        async with running_nodes([config]) as (node,):
+            node.membership.emit("member_join", other)  # as the member table would
+            await node.handlers.wait_idle()
+    assert node.handlers.failed == 0
+    assert out.read_text() == "two\nlinesand a NUL"  # no NUL in an environment
+    event = json.loads((short_tmp / "name.json").read_text())
+    assert event["member"]["name"] == "two\nlines\0and a NUL"  # JSON carries it as it is

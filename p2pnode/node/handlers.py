@@ -92,6 +92,8 @@ class EventHandlers:
                "P2PNODE_MEMBER_NAME": member.name, "P2PNODE_MEMBER_STATE": member.state,
                "P2PNODE_MEMBER_TAGS": json.dumps(member.tags, separators=(",", ":")),
                "P2PNODE_MEMBER_ADDRS": ",".join(member.addrs)}
+        # Another member's name is its own text: no NUL, which no environment can hold.
+        env = {k: v.replace("\0", "") for k, v in env.items()}
         for path in paths:
             if len(self._queue) >= EVENT_QUEUE:
                 if not self.dropped % 100:  # the first drop, then every 100th
@@ -134,7 +136,7 @@ class EventHandlers:
             proc = await trio.lowlevel.open_process(
                 [path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE, env={**os.environ, **env}, start_new_session=True)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             self.failed += 1
             log.warning("event handler %s for %s: cannot run it: %s", path, event,
                         exc.strerror or exc, extra={"member_event": event, "handler": path})
