@@ -139,7 +139,8 @@ class EventHandlers:
         except (OSError, ValueError) as exc:
             self.failed += 1
             log.warning("event handler %s for %s: cannot run it: %s", path, event,
-                        exc.strerror or exc, extra={"member_event": event, "handler": path})
+                        getattr(exc, "strerror", None) or exc,
+                        extra={"member_event": event, "handler": path})
             return
         stderr = b""
         try:
