@@ -243,3 +243,19 @@ async def test_another_members_odd_name_reaches_the_handler(short_tmp: Path) -> 
     assert out.read_text() == "two\nlinesand a NUL"  # no NUL in an environment
     event = json.loads((short_tmp / "name.json").read_text())
     assert event["member"]["name"] == "two\nlines\0and a NUL"  # JSON carries it as it is
+
+
+async def test_a_handler_removed_after_the_start_is_counted_as_failed(
+        short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = script(short_tmp / "gone.sh", "exit 0\n")
+    config = loopback_config(short_tmp, "a", event_handlers=(("member_update", path),))
+    caplog.set_level(logging.WARNING, "p2pnode.handlers")
+    with trio.fail_after(20):
+        async with running_nodes([config]) as (node,):
+            os.unlink(path)
+            node.membership.set_tags({"n": "1"})
+            await node.handlers.wait_idle()
+            node.membership.set_tags({"n": "2"})  # the node goes on
+            await node.handlers.wait_idle()
+    assert (node.handlers.ran, node.handlers.failed) == (0, 2)
+    assert "cannot run it: No such file or directory" in caplog.records[0].getMessage()
