@@ -144,20 +144,27 @@ async def test_a_full_queue_drops_and_counts(short_tmp: Path,
 async def test_a_failing_handler_is_logged_with_its_error(
         short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
     failing = script(short_tmp / "fail.sh", "echo 'cannot reach the display' >&2\nexit 3\n")
-    config = loopback_config(short_tmp, "a", event_handlers=(("member_*", failing),))
+    gone = script(short_tmp / "gone.sh", "exit 0\n")  # removed once the node runs
+    config = loopback_config(short_tmp, "a", event_handlers=(("member_*", failing),
+                                                             ("member_update", gone)))
     caplog.set_level(logging.WARNING, "p2pnode.handlers")
     with trio.fail_after(20):
         async with running_nodes([config]) as (node,), \
                 open_client(node.config.socket_path) as monitor:
+            os.unlink(gone)
             await monitor.monitor("warning")
             node.membership.set_tags({"n": "1"})
             await node.handlers.wait_idle()
             event = await monitor.next_event()  # its fields do not hide the event's kind
             assert event["event"] == "log"
             assert (event["member_event"], event["handler"]) == ("member_update", failing)
-    assert (node.handlers.ran, node.handlers.failed) == (1, 1)
-    (message,) = [r.getMessage() for r in caplog.records]
-    assert "failed (exit status 3): cannot reach the display" in message
+            node.membership.set_tags({"n": "2"})  # the node goes on
+            await node.handlers.wait_idle()
+    assert (node.handlers.ran, node.handlers.failed) == (2, 4)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "failed (exit status 3): cannot reach the display" in messages[0]
+    assert f"{gone} for member_update: cannot run it: No such file" in messages[1]
+    assert len(messages) == 4
 
 
 def test_a_handler_that_cannot_run_is_refused_at_start(short_tmp: Path) -> None:
@@ -243,19 +250,3 @@ async def test_another_members_odd_name_reaches_the_handler(short_tmp: Path) -> 
     assert out.read_text() == "two\nlinesand a NUL"  # no NUL in an environment
     event = json.loads((short_tmp / "name.json").read_text())
     assert event["member"]["name"] == "two\nlines\0and a NUL"  # JSON carries it as it is
-
-
-async def test_a_handler_removed_after_the_start_is_counted_as_failed(
-        short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = script(short_tmp / "gone.sh", "exit 0\n")
-    config = loopback_config(short_tmp, "a", event_handlers=(("member_update", path),))
-    caplog.set_level(logging.WARNING, "p2pnode.handlers")
-    with trio.fail_after(20):
-        async with running_nodes([config]) as (node,):
-            os.unlink(path)
-            node.membership.set_tags({"n": "1"})
-            await node.handlers.wait_idle()
-            node.membership.set_tags({"n": "2"})  # the node goes on
-            await node.handlers.wait_idle()
-    assert (node.handlers.ran, node.handlers.failed) == (0, 2)
-    assert "cannot run it: No such file or directory" in caplog.records[0].getMessage()
