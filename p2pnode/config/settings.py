@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 from ..errors import ConfigError
+from .tags import pairs_problem
 
 DEFAULT_PORT = 7420
 DEFAULT_TOPIC = "default"
@@ -140,6 +141,9 @@ INSECURE_WITH_KEY = (
     "one out. Drop the one or the other: the key alone gives encrypted links between "
     "members only")
 
+#: Programs run on member events (``--on-event``), at most.
+MAX_EVENT_HANDLERS = 64
+
 #: The smallest ``max_frame``: an IHave or Graft of 4,096 entries takes about 147 KiB.
 MIN_FRAME = 160 * 1024
 
@@ -151,6 +155,10 @@ class NodeConfig:
     name: str = "node"
     #: This node's tags (``--tag KEY=VALUE``): what it tells the mesh about itself.
     tags: tuple[tuple[str, str], ...] = ()
+    #: Programs run on member events (``--on-event KIND=PATH``): (kind, path) pairs, the
+    #: kind one of the member events or ``member_*`` (docs/operations.md, "Handlers").
+    event_handlers: tuple[tuple[str, str], ...] = ()
+    event_timeout: float = 10.0  # a handler still running after this long is killed
     listen_host: str = "0.0.0.0"
     listen_port: int = DEFAULT_PORT
     socket_path: Path = dataclasses.field(default_factory=default_socket_path)
@@ -311,6 +319,15 @@ class NodeConfig:
             raise ConfigError("history_age must be at most seen_ttl")
         self._check_retained()
         self._check_pairs_and_paths()
+        self._check_tags_and_handlers()
+
+    def _check_tags_and_handlers(self) -> None:
+        if problem := pairs_problem(self.tags):
+            raise ConfigError(f"tags: {problem}")
+        if not 0 < self.event_timeout <= 3600:
+            raise ConfigError("event_timeout must be greater than 0 and at most 3600")
+        if len(self.event_handlers) > MAX_EVENT_HANDLERS:
+            raise ConfigError(f"event_handlers: at most {MAX_EVENT_HANDLERS} handlers")
 
     def _check_pairs_and_paths(self) -> None:
         if self.max_origins_per_peer > self.max_origins:

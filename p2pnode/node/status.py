@@ -14,6 +14,7 @@ from ..api.monitor import format_time
 from ..api.status import (
     ApiStatus,
     GossipStatus,
+    HandlersStatus,
     HistoryStatus,
     LinkFailure,
     LinksStatus,
@@ -96,6 +97,7 @@ def status_info(node: Node) -> NodeStatus:
         security=_security(node),
         api=_api(node.api.stats) if node.api is not None else None,
         requests=_requests(node), store=node.storing.status(),
+        handlers=HandlersStatus(**node.handlers.stats()),
     )
 
 
