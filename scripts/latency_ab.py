@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -34,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # scripts/bench.py: the cluster
 import client_bench  # scripts/client_bench.py: run_once
 import lone_bench  # scripts/lone_bench.py: a pair of nodes from a package directory
 
@@ -114,17 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                  + (f" (not {', '.join(bad)})" if args.kinds else ""))
     if args.rounds < 1 or args.messages < 10:
         ap.error("--rounds must be at least 1 and --messages at least 10")
-    try:
-        out = measure(args)
-    except bench.BenchError as exc:
-        print(f"latency_ab: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(out))
-    else:
-        for key, value in out.items():
-            print(f"{key}: {value}")
-    return 0
+    return lone_bench.run_and_print("latency_ab", measure, args)
 
 
 if __name__ == "__main__":

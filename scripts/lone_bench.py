@@ -25,6 +25,7 @@ import json
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.block < 1:
         ap.error("--rounds and --block must be at least 1")
+    return run_and_print("lone_bench", measure, args)
+
+
+def run_and_print(name: str, measure: Callable[[argparse.Namespace], dict[str, Any]],
+                  args: argparse.Namespace) -> int:
+    """Run ``measure(args)`` and print its report (one JSON object with ``--json``, else a
+    line per key); a ``BenchError`` is printed as ``name: ...``, exit status 1."""
     try:
         out = measure(args)
     except bench.BenchError as exc:
-        print(f"lone_bench: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(out))

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def package_copy(tmp: Path) -> Path:
+    """A copy of this checkout's ``p2pnode`` package in ``tmp`` (for a benchmark's
+    ``--base``: another version of the code, here the same one); returns ``tmp``."""
+    shutil.copytree(ROOT / "p2pnode", tmp / "p2pnode",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp
 
 
 def run_json(cmd: list[str], name: str, timeout: float) -> dict[str, Any]:

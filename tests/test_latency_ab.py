@@ -3,20 +3,18 @@ code against another version of it (here the same one, from a copy)."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
-from .benchrun import run_json
+from .benchrun import package_copy, run_json
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "latency_ab.py"
 
 
 def test_latency_ab_against_a_copy_small_json(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "p2pnode", tmp_path / "p2pnode",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    cmd = [sys.executable, str(BENCH), "--json", "--base", str(tmp_path), "--client-base",
+    cmd = [sys.executable, str(BENCH), "--json", "--base", str(package_copy(tmp_path)),
+           "--client-base",
            "--kinds", "blocking", "--rounds", "2", "--messages", "100"]
     report = run_json(cmd, "latency_ab.py", timeout=180)
     row = report["blocking"]

@@ -3,20 +3,17 @@ floor, and against another version of the code (here the same one, from a copy).
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
-from .benchrun import run_json
+from .benchrun import package_copy, run_json
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "scripts" / "lone_bench.py"
 
 
 def test_lone_bench_against_a_copy_small_json(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "p2pnode", tmp_path / "p2pnode",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    cmd = [sys.executable, str(BENCH), "--json", "--base", str(tmp_path), "--store",
+    cmd = [sys.executable, str(BENCH), "--json", "--base", str(package_copy(tmp_path)), "--store",
            "sqlite", "--rounds", "2", "--block", "20"]
     report = run_json(cmd, "lone_bench.py", timeout=120)
     assert report["request_rtt_us"] > 0
