@@ -58,7 +58,6 @@ import trio.testing
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.config import NodeConfig
 from p2pnode.discovery import DiscoveredPeer
-from p2pnode.gossip import Action
 from p2pnode.net import PeerLink
 from p2pnode.node import Node
 from p2pnode.testing import (
@@ -343,14 +342,14 @@ class Simulation:
     def _watch_publisher(self, node: Node) -> None:
         """Record how many messages each batch ``node`` publishes carries."""
         router = node.router
-        inner = router.publish
+        inner = router.keep_new  # every batch made here is kept (Router.publish too)
         items = self.stats.batch_items
 
-        def publish(batch: Batch, body: BatchBody, now: float) -> list[Action]:
+        def keep_new(batch: Batch, body: BatchBody, now: float) -> None:
             items[batch.origin + batch.id] = len(body.items)
-            return inner(batch, body, now)
+            inner(batch, body, now)
 
-        router.publish = publish  # type: ignore[method-assign]
+        router.keep_new = keep_new  # type: ignore[method-assign]
 
     # -- phases ------------------------------------------------------------------------
 
