@@ -11,6 +11,8 @@ import trio.testing
 from p2pnode.node import Node
 from p2pnode.testing import MemoryNetwork, link_count, start_memory_mesh, wait_until
 
+from .test_resilience import connected
+
 
 def states(node: Node) -> dict[bytes, str]:
     """What ``node`` says of every member: node id -> state."""
@@ -127,19 +129,6 @@ async def test_a_node_silent_for_a_short_while_is_suspected_at_most_never_dead(
             assert knows_all(nodes, nodes)
             assert slow.membership.refutations == refuted
             nursery.cancel_scope.cancel()
-
-
-def connected(nodes: list[Node]) -> bool:
-    """Whether the links of ``nodes`` make one connected mesh."""
-    ids = {n.node_id: n for n in nodes}
-    seen, todo = {nodes[0].node_id}, [nodes[0]]
-    while todo:
-        node = todo.pop()
-        for pid in node.links.links if node.links is not None else {}:
-            if pid in ids and pid not in seen:
-                seen.add(pid)
-                todo.append(ids[pid])
-    return len(seen) == len(nodes)
 
 
 async def test_a_full_seed_names_others_to_link_to(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..config.settings import NodeConfig, format_hostport, parse_hostport
+from ..config.settings import NodeConfig, format_hostport, parse_hostport, valid_hostports
 from ..errors import ConfigError
 from ..wire.link import check_hello
 from ..wire.messages import Bye, GossipMessage, Hello, PxPeer, encode_message
@@ -165,14 +165,8 @@ class LinkManager:
         if not self.config.peer_exchange:
             return
         for peer in px:
-            addrs = []
-            for text in peer.addrs:
-                try:
-                    addrs.append(parse_hostport(text))
-                except ConfigError:
-                    continue
             self.stats.px_received += 1
-            self.peer_discovered(peer.node_id, tuple(addrs))
+            self.peer_discovered(peer.node_id, valid_hostports(peer.addrs))
 
     def link_open(self, link: PeerLink) -> None:
         """A connection finished its handshake: it is now the link to its peer."""

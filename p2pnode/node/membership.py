@@ -21,8 +21,8 @@ import trio
 
 from .. import PROTOCOL_VERSION
 from ..config import NodeConfig
-from ..config.settings import parse_hostport
-from ..errors import ConfigError, RemoteProtocolError
+from ..config.settings import valid_hostports
+from ..errors import RemoteProtocolError
 from ..gossip.actions import Action
 from ..identity.keypair import NodeIdentity
 from ..members import MemberInfo, MemberLimits, Membership
@@ -268,13 +268,7 @@ class MemberGlue:
             self.links.peer_lost(info.node_id)
         elif (kind in ("member_join", "member_update") and info.state == "alive"
               and info.version == PROTOCOL_VERSION and info.network == self.network):
-            addrs = []
-            for text in info.addrs:
-                try:
-                    addrs.append(parse_hostport(text))
-                except ConfigError:
-                    continue
-            self.links.peer_discovered(info.node_id, tuple(addrs))
+            self.links.peer_discovered(info.node_id, valid_hostports(info.addrs))
 
     # -- the tasks -------------------------------------------------------------------------
 
