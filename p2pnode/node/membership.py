@@ -316,8 +316,9 @@ class MemberGlue:
             if self.membership.outbox:
                 self.flush()
             deadline = self.membership.next_deadline()
+            wake = now + step if deadline is None else min(deadline, now + step)
             # Never a busy loop: a deadline already past waits a little.
-            await trio.sleep_until(max(min(deadline or now + step, now + step), now + step / 16))
+            await trio.sleep_until(max(wake, now + step / 16))
 
     def leave(self) -> None:
         """Tell every link this node leaves (its ``left`` record), before the Byes."""
