@@ -21,8 +21,9 @@ import trio
 
 from .. import PROTOCOL_VERSION
 from ..config import NodeConfig
-from ..config.settings import valid_hostports
-from ..errors import RemoteProtocolError
+from ..config.settings import format_hostport, parse_hostport, valid_hostports
+from ..discovery.interfaces import suitable_ipv4_addresses
+from ..errors import ConfigError, RemoteProtocolError
 from ..gossip.actions import Action
 from ..identity.keypair import NodeIdentity
 from ..members import MemberInfo, MemberLimits, Membership
@@ -282,11 +283,11 @@ class MemberGlue:
 
     async def run(self, links: LinkManager, listen: str) -> None:
         """Flood, sync and watch ``links`` until cancelled; this node listens on
-        ``listen`` (its record says so)."""
+        ``listen`` (its record says so: ``record_addrs``)."""
         self.links = links
         if self.config.peer_exchange:
             links.px_source = self.px
-        self.membership.start([listen], trio.current_time())
+        self.membership.start(record_addrs(listen), trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flood_loop)
             nursery.start_soon(self._sync_loop)
@@ -330,6 +331,25 @@ class MemberGlue:
         frame = encode_message(Members([record]))
         for link in list(self.links.links.values()):
             self._send_frame(link, frame)
+
+
+def record_addrs(listen: str) -> list[str]:
+    """The addresses this node's record gives: ``listen`` (the ``--advertise`` host, or
+    the listen address, and the real port), except that a node listening on every
+    address (``0.0.0.0``, ``::``) without ``--advertise`` gives the primary IPv4
+    address of each interface that is up (not loopback; at most 8), which others can
+    dial."""
+    try:
+        host, port = parse_hostport(listen)
+    except ConfigError:
+        return [listen]
+    if host not in ("0.0.0.0", "::"):
+        return [listen]
+    try:
+        ips = suitable_ipv4_addresses()
+    except OSError:
+        ips = ()
+    return [format_hostport(ip, port) for ip in ips[:8]] or [listen]
 
 
 def _frames(items: list[SignedMember | SignedClaim]) -> list[bytes]:
