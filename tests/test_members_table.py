@@ -232,3 +232,24 @@ def test_member_settings_are_checked(field: str, value: float, message: str) -> 
 
     with pytest.raises(ConfigError, match=message):
         NodeConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_frames_stay_within_the_smallest_frame_whatever_the_records() -> None:
+    from p2pnode.config.settings import MIN_FRAME
+    from p2pnode.members.service import pack
+
+    big = [sign_member(make_identity(random.Random(300 + i)),
+                       MemberBody("m", ["h:1"], 6, "open",
+                                  {f"k{j}": "v" * 100 for j in range(32)}, 1))
+           for i in range(64)]
+    small = [record(make_identity(random.Random(400 + i))) for i in range(150)]
+    claims = [claim(IDS[1], IDS[2], i) for i in range(70)]
+    for records in (big, small):
+        frames = pack(records, claims)
+        assert [r for f in frames for r in f.records] == records
+        assert [c for f in frames for c in f.claims] == claims
+        for frame in frames:
+            assert len(encode_message(frame)) < MIN_FRAME
+            assert len(frame.records) <= 64
+    assert len(pack(small, [])) == 3
+    assert pack([], []) == []
