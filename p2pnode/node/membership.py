@@ -156,7 +156,7 @@ class MemberGlue:
     def on_message(self, msg: GossipMessage, peer: bytes, now: float) -> list[Action]:
         """A member frame from ``peer`` (``Engine.handlers``)."""
         link = self.links.links.get(peer) if self.links is not None else None
-        if link is None:
+        if link is None or link.close_reason:  # closing (a bad frame earlier in the read)
             return []
         try:
             if type(msg) is Members:
