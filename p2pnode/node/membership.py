@@ -227,6 +227,7 @@ class MemberGlue:
         """A link opened (send our digest) or closed (probe its peer unless it said bye)."""
         pid = link.peer_id
         if up:
+            self.membership.detector.clear(pid)  # it is back: a probe under way ends
             self._send(link, self.membership.digest())
             return
         self._buckets.pop(pid, None)
