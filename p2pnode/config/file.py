@@ -375,10 +375,9 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
     name = get("name") if "name" in values else (os.uname().nodename or "node")[:64]
     kwargs.update(
         listen_host=host, listen_port=port, peers=peers, mdns=get("mdns", True),
-        peer_exchange=get("peer_exchange", True),
         mdns_interfaces=tuple(get("mdns_interfaces", [])), advertise=get("advertise"),
         name=name, insecure=get("insecure", False), tags=tags, event_handlers=handlers,
-        api_group=get("api_group"),
+        api_group=get("api_group"), peer_exchange=get("peer_exchange", True),
         network_key=Path(get("network_key")) if get("network_key") else None,
     )
     for key in ("max_hops", "gossip", "history_bytes", "history_age", "order_hold",
