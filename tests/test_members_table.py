@@ -9,6 +9,7 @@ import random
 import msgspec
 import pytest
 
+from p2pnode.config.tags import tags_problem
 from p2pnode.errors import RemoteProtocolError
 from p2pnode.identity import NodeIdentity
 from p2pnode.members import MemberInfo, MemberLimits, Membership
@@ -18,7 +19,6 @@ from p2pnode.members.records import (
     MemberBody,
     sign_claim,
     sign_member,
-    tags_problem,
 )
 from p2pnode.testing import make_identity
 from p2pnode.wire.messages import (
@@ -142,6 +142,18 @@ def test_records_and_tags_are_bounded() -> None:
     frame = encode_message(Members([record(IDS[1])] * 65))
     with pytest.raises(RemoteProtocolError):
         decode_message(frame[4:])
+
+
+@pytest.mark.parametrize("tags", [{"role\n": "x"}, {"role": "a\nb"}, {"k" * 65: "x"}])
+def test_a_signed_record_with_tags_the_api_refuses_is_refused(tags: dict[str, str]) -> None:
+    # A member that signs its own record with tags no node may set (a key ending in a
+    # newline, a value with one) does not get them into other nodes' tables.
+    data = msgspec.msgpack.encode(MemberBody("m", ["mem:1"], 6, "open", tags, 11))
+    forged = SignedMember(IDS[1].public, data, IDS[1].sign(b"p2pnode member record\x00" + data))
+    ms, _ = service()
+    with pytest.raises(RemoteProtocolError, match="bad_message|tag"):
+        ms.receive(Members([forged]), b"p" * 16, 0.0)
+    assert IDS[1].node_id not in {m.node_id for m in ms.members()}
 
 
 def test_a_full_table_refuses_new_members_and_never_evicts_a_live_one() -> None:

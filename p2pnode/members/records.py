@@ -9,23 +9,22 @@ other, nor for a signed batch. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..config.tags import MAX_TAGS, tags_problem
+from ..config.tags import MAX_VALUE as MAX_TAG_VALUE
 from ..errors import RemoteProtocolError
 from ..identity.keypair import NodeIdentity, node_id_of
 from ..ids import ID_LEN
 from ..wire.messages import MAX_MEMBER_RECORD, SignedClaim, SignedMember
 
-#: The most tags one member has; a tag key's pattern and a value's longest length.
-MAX_TAGS: Final = 32
-TAG_KEY_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
-MAX_TAG_VALUE: Final = 256
+#: A tag key's pattern on the wire (\\Z: no final newline either); the full rules of
+#: tags, which records are checked against too, are ``config.tags``'s.
+TAG_KEY_PATTERN: Final = r"\A[A-Za-z0-9_.-]{1,64}\Z"
 #: The most addresses in one record (``HOST:PORT`` each, at most 262 characters).
 MAX_ADDRS: Final = 8
 #: A state's code in a digest, and its rank in the merge rules at equal incarnation.
@@ -33,7 +32,6 @@ STATE_CODES: Final = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}
 
 _MEMBER_DOMAIN = b"p2pnode member record\x00"
 _CLAIM_DOMAIN = b"p2pnode member claim\x00"
-_TAG_KEY = re.compile(TAG_KEY_PATTERN)
 
 Incarnation = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
 TagKey = Annotated[str, msgspec.Meta(pattern=TAG_KEY_PATTERN)]
@@ -69,18 +67,6 @@ _member_decoder = msgspec.msgpack.Decoder(MemberBody)
 _claim_decoder = msgspec.msgpack.Decoder(ClaimBody)
 
 
-def tags_problem(tags: Mapping[str, str]) -> str | None:
-    """Why ``tags`` cannot be a member's tags (count, key pattern, value length), or None."""
-    if len(tags) > MAX_TAGS:
-        return f"at most {MAX_TAGS} tags"
-    for key, value in tags.items():
-        if not isinstance(key, str) or not _TAG_KEY.match(key):
-            return f"tag key {key!r}: 1-64 characters of A-Z a-z 0-9 _ . -"
-        if not isinstance(value, str) or len(value) > MAX_TAG_VALUE:
-            return f"tag {key!r}: the value is a string of at most {MAX_TAG_VALUE} characters"
-    return None
-
-
 def sign_member(identity: NodeIdentity, body: MemberBody) -> SignedMember:
     """``body`` signed by ``identity`` (the member itself). Raises ``ValueError`` if the
     record would be over ``MAX_MEMBER_RECORD`` bytes."""
@@ -114,9 +100,12 @@ def _decode(decoder: msgspec.msgpack.Decoder[_Body], data: bytes, what: str) -> 
 
 
 def decode_member(record: SignedMember) -> MemberBody:
-    """The record's body (types and bounds checked, signature not).
-    Raises ``RemoteProtocolError("bad_message")``."""
-    return _decode(_member_decoder, record.body, "record")
+    """The record's body (types and bounds checked, the tags by ``config.tags``'s
+    rules, signature not). Raises ``RemoteProtocolError("bad_message")``."""
+    body = _decode(_member_decoder, record.body, "record")
+    if (problem := tags_problem(body.tags)) is not None:
+        raise RemoteProtocolError("bad_message", f"member record: {problem}")
+    return body
 
 
 def decode_claim(claim: SignedClaim) -> ClaimBody:

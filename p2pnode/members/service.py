@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..config.tags import tags_problem
 from ..identity.keypair import NodeIdentity
 from ..wire.messages import (
     MAX_MEMBERS_PER_FRAME,
@@ -28,7 +29,7 @@ from ..wire.messages import (
 )
 from .detector import Detector, DetectorConfig
 from .info import EVENT_KINDS, STATES, Listener, MemberInfo
-from .records import ClaimBody, MemberBody, sign_claim, sign_member, tags_problem
+from .records import ClaimBody, MemberBody, sign_claim, sign_member
 from .table import MemberTable
 
 __all__ = ["EVENT_KINDS", "STATES", "MemberInfo", "MemberLimits", "Membership"]
@@ -89,7 +90,7 @@ class Membership:
 
     def set_tags(self, set_: Mapping[str, str], delete: Iterable[str] = ()) -> None:
         """Set and delete tags of this node. Raises ``ValueError`` if the result breaks
-        the bounds (``records.tags_problem``); then nothing changes."""
+        the bounds (``config.tags.tags_problem``); then nothing changes."""
         tags = dict(self.me.tags)
         for key in delete:
             tags.pop(key, None)
