@@ -170,3 +170,11 @@ def test_bad_tags_and_handlers_name_their_source(tmp_path: Path, text: str,
     with pytest.raises(SettingsError) as info:
         settings(["--config", str(cfg)], env)
     assert message.replace("FILE", str(cfg)) in str(info.value)
+
+
+def test_peer_exchange_can_be_turned_off_by_flag_variable_or_file(tmp_path: Path) -> None:
+    assert settings([]).node.peer_exchange
+    assert not settings(["--no-peer-exchange"]).node.peer_exchange
+    assert not settings([], {"P2PNODE_PEER_EXCHANGE": "0"}).node.peer_exchange
+    cfg = write(tmp_path / "p.toml", "peer_exchange = false\n")
+    assert not settings(["--config", str(cfg)]).node.peer_exchange

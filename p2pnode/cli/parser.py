@@ -367,6 +367,9 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
                      help="do not use mDNS discovery")
     run.add_argument("--mdns-interface", action="append", metavar="IP",
                      help="use mDNS only on the interface with this address (repeatable)")
+    run.add_argument("--no-peer-exchange", action="store_const", const=True,
+                     help="link only to --peer and mDNS nodes, not to members learned "
+                          "from the member list")
     run.add_argument("--advertise", metavar="HOST",
                      help="the address announced to peers (default: the listen address)")
     run.add_argument("--max-hops", type=int, metavar="N",

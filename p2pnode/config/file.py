@@ -77,6 +77,7 @@ KEYS: tuple[Key, ...] = (
     Key("data_dir", "--data-dir", "data_dir", "path"),
     Key("mdns", "--no-mdns", "no_mdns", "bool", negated=True),
     Key("mdns_interfaces", "--mdns-interface", "mdns_interface", "list"),
+    Key("peer_exchange", "--no-peer-exchange", "no_peer_exchange", "bool", negated=True),
     Key("advertise", "--advertise", "advertise", "str"),
     Key("max_hops", "--max-hops", "max_hops", "int"),
     Key("gossip", "--gossip", "gossip", "choice", ("tree", "flood")),
@@ -376,7 +377,7 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
         listen_host=host, listen_port=port, peers=peers, mdns=get("mdns", True),
         mdns_interfaces=tuple(get("mdns_interfaces", [])), advertise=get("advertise"),
         name=name, insecure=get("insecure", False), tags=tags, event_handlers=handlers,
-        api_group=get("api_group"),
+        api_group=get("api_group"), peer_exchange=get("peer_exchange", True),
         network_key=Path(get("network_key")) if get("network_key") else None,
     )
     for key in ("max_hops", "gossip", "history_bytes", "history_age", "order_hold",
