@@ -151,7 +151,7 @@ def test_a_signed_record_with_tags_the_api_refuses_is_refused(tags: dict[str, st
     data = msgspec.msgpack.encode(MemberBody("m", ["mem:1"], 6, "open", tags, 11))
     forged = SignedMember(IDS[1].public, data, IDS[1].sign(b"p2pnode member record\x00" + data))
     ms, _ = service()
-    with pytest.raises(RemoteProtocolError, match="bad_message|tag"):
+    with pytest.raises(RemoteProtocolError, match=r"bad_message|tag"):
         ms.receive(Members([forged]), b"p" * 16, 0.0)
     assert IDS[1].node_id not in {m.node_id for m in ms.members()}
 
