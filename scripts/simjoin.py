@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 import trio.testing
 
+import p2pnode
 from p2pnode.config import NodeConfig
-from p2pnode.members.service import MemberInfo
+from p2pnode.members import MemberInfo
 from p2pnode.node import Node
 from p2pnode.testing import MemoryNetwork, SimNet, make_identity, memory_config
-from p2pnode.wire import messages
 
 if TYPE_CHECKING:
     from simulate import Options
@@ -70,10 +70,11 @@ def add_join_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def member_tags() -> dict[int, str]:
-    """The message tags of ``MEMBER_FRAMES`` that ``p2pnode.wire.messages`` defines."""
+    """The message tags of the ``MEMBER_FRAMES`` that ``p2pnode.wire`` exports."""
     out: dict[int, str] = {}
     for name in MEMBER_FRAMES:
-        cls = getattr(messages, name, None)
+        wire = p2pnode.wire  # its public names only
+        cls = getattr(wire, name, None) if name in wire.__all__ else None
         tag = getattr(getattr(cls, "__struct_config__", None), "tag", None)
         if isinstance(tag, int):
             out[tag] = name
