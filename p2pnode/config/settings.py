@@ -231,6 +231,18 @@ class NodeConfig:
     discovery_grace: float = 1.0  # the higher-id node waits this long before dialling
     max_discovered: int = 1024  # discovered nodes tracked at most
 
+    # Membership (docs/protocol.md, "Membership"; docs/failures.md).
+    #: Dial live members learned from the member list (peer exchange), as discovered nodes.
+    peer_exchange: bool = True
+    max_members: int = 4096  # members kept; when full, new ones are refused (1-6000)
+    member_sync_interval: float = 30.0  # send the member-list hash to one link this often
+    member_rate: float = 200.0  # member records and claims one link may bring per second
+    member_reap: float = 3600.0  # dead and left members are forgotten after this long
+    probe_k: int = 3  # peers asked whether they still hear a silent peer (0: none)
+    probe_timeout: float = 0.5  # ... and how long their answers are awaited
+    suspicion_min: float = 1.5  # the least time a suspect member has to refute
+    suspicion_mult: float = 3.0  # the most: this x log10(members + 1) x ping_interval
+
     # Request/reply (docs/api.md, "request"; docs/protocol.md, "Requests and replies").
     request_timeout_max: float = 60.0  # the longest a request may wait for its replies
     request_max_replies: int = 1000  # the most replies one request may ask for
@@ -311,6 +323,19 @@ class NodeConfig:
             raise ConfigError("history_age must be at most seen_ttl")
         self._check_retained()
         self._check_pairs_and_paths()
+        self._check_members()
+
+    def _check_members(self) -> None:
+        if not 1 <= self.max_members <= 6000:
+            raise ConfigError("max_members must be 1-6000 (a member digest fits one frame)")
+        for field in ("member_sync_interval", "member_rate", "member_reap", "probe_timeout",
+                      "suspicion_min"):
+            if not getattr(self, field) > 0:
+                raise ConfigError(f"{field} must be greater than 0")
+        if not 0 <= self.probe_k <= 16:
+            raise ConfigError("probe_k must be 0-16")
+        if not 0 <= self.suspicion_mult <= 100:
+            raise ConfigError("suspicion_mult must be 0-100")
 
     def _check_pairs_and_paths(self) -> None:
         if self.max_origins_per_peer > self.max_origins:

@@ -1,10 +1,9 @@
-"""The node's membership service: the member list (this node included), tags, and
-member events to listeners. No I/O, no trio: the node feeds it and asks it (the
-clock is the caller's).
+"""The node's membership service: the member list (this node included), tags, the merge
+of what peers say, the failure detector's decisions, and member events to listeners.
+No I/O, no trio: the node's glue (``node.membership``) feeds it frames and time, and
+sends what it puts in ``outbox`` (the clock is the caller's: ``clock``).
 
-This first version knows only this node; the records, their gossip and the failure
-detector come next (docs/protocol.md). Its interface is what the API, the CLI and
-the event handlers use, and stays:
+Its interface for the API, the CLI and the event handlers:
 
 - ``members()``: every member known, this node included;
 - ``set_tags(set_, delete)``: change this node's tags at run time;
@@ -14,68 +13,92 @@ the event handlers use, and stays:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
 
-from ..ids import id_to_hex
+from ..identity.keypair import NodeIdentity
+from ..wire.messages import (
+    MAX_MEMBERS_PER_FRAME,
+    MemberDigest,
+    MemberHash,
+    Members,
+    SignedClaim,
+    SignedMember,
+)
+from .detector import Detector, DetectorConfig
+from .info import EVENT_KINDS, STATES, Listener, MemberInfo
+from .records import ClaimBody, MemberBody, sign_claim, sign_member, tags_problem
+from .table import MemberTable
 
-#: The member events, in the order of a member's life.
-EVENT_KINDS: Final = ("member_join", "member_update", "member_suspect", "member_dead",
-                      "member_left")
-#: A member's states.
-STATES: Final = ("alive", "suspect", "dead", "left")
+__all__ = ["EVENT_KINDS", "STATES", "MemberInfo", "MemberLimits", "Membership"]
 
-Listener = Callable[[str, "MemberInfo"], None]
+FloodItem = SignedMember | SignedClaim
 
 
-@dataclass
-class MemberInfo:
-    """One member, as apps see it."""
+@dataclass(frozen=True)
+class MemberLimits:
+    """The bounds and timings of the member list (``NodeConfig``'s ``member_*``)."""
 
-    node_id: bytes
-    name: str
-    addrs: list[str]
-    version: int
-    network: str
-    tags: dict[str, str] = field(default_factory=dict)
-    incarnation: int = 0
-    state: str = "alive"
-    since: float = 0.0  # trio time of the last change of state
-    this_node: bool = False
-
-    def to_dict(self, now: float) -> dict[str, Any]:
-        """The member for the API's ``members`` reply and member events."""
-        return {"node_id": id_to_hex(self.node_id), "name": self.name, "state": self.state,
-                "tags": dict(self.tags), "addrs": list(self.addrs),
-                "incarnation": self.incarnation, "version": self.version,
-                "network": self.network, "since_s": round(max(0.0, now - self.since), 3),
-                "self": self.this_node}
+    max_members: int = 4096
+    reap: float = 3600.0  # dead and left members are forgotten after this long
+    max_suspectors: int = 8  # confirmations of one suspicion kept and flooded
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
 
 
 class Membership:
     """The member list of one node.
 
     Args:
-        me: this node's own record (``this_node`` True).
+        me: this node's own record (``this_node`` True); its ``incarnation`` is the
+            start value (the node's start time in microseconds).
+        identity: signs this node's record and its claims; without it the list holds
+            this node alone and nothing is sent (tests of the interface).
+        limits: bounds and timings.
+        clock: the caller's clock (trio's in the node).
+        seed: seeds the random choices (probe helpers, nonces).
     """
 
-    def __init__(self, me: MemberInfo) -> None:
+    def __init__(self, me: MemberInfo, *, identity: NodeIdentity | None = None,
+                 limits: MemberLimits | None = None,
+                 clock: Callable[[], float] = lambda: 0.0, seed: int | None = None) -> None:
         self.me = me
+        self.identity = identity
+        self.limits = limits or MemberLimits()
+        self.clock = clock
         self._listeners: list[Listener] = []
+        self.table = MemberTable(me.node_id, max_members=self.limits.max_members,
+                                 max_suspectors=self.limits.max_suspectors,
+                                 emit=self.emit, on_self=self._refute)
+        self.detector = Detector(self.limits.detector, random.Random(seed))
+        #: Records and claims that changed the table, with the peer they came from
+        #: (None: made here), to flood to every other link (the glue empties it).
+        self.outbox: list[tuple[FloodItem, bytes | None]] = []
+        #: Called when ``outbox`` gets something outside ``receive`` (tags, timers).
+        self.on_outbox: Callable[[], None] | None = None
+        self.refutations = 0  # times this node said it is alive after a suspicion
+        self._next_reap = 0.0
+        self._sign_self()
+
+    # -- the interface ---------------------------------------------------------------
 
     def members(self) -> list[MemberInfo]:
         """Every member known, this node included."""
-        return [self.me]
+        infos = [entry.info for entry in self.table.entries.values()]
+        return infos if self.me.node_id in self.table.entries else [self.me, *infos]
 
     def set_tags(self, set_: Mapping[str, str], delete: Iterable[str] = ()) -> None:
-        """Set and delete tags of this node (validated by the caller)."""
+        """Set and delete tags of this node. Raises ``ValueError`` if the result breaks
+        the bounds (``records.tags_problem``); then nothing changes."""
         tags = dict(self.me.tags)
         for key in delete:
             tags.pop(key, None)
         tags.update(set_)
+        if (problem := tags_problem(tags)) is not None:
+            raise ValueError(problem)
         self.me.tags = tags
         self.me.incarnation += 1
+        self._flood_self()
         self.emit("member_update", self.me)
 
     def add_listener(self, fn: Listener) -> Callable[[], None]:
@@ -91,3 +114,125 @@ class Membership:
         """Tell every listener (a listener's error is its own: not raised here)."""
         for fn in list(self._listeners):
             fn(kind, member)
+
+    # -- this node's record ------------------------------------------------------------
+
+    def _sign_self(self) -> SignedMember | None:
+        if self.identity is None:
+            return None
+        me = self.me
+        body = MemberBody(me.name, list(me.addrs), me.version, me.network, dict(me.tags),
+                          me.incarnation, "left" if me.state == "left" else "alive")
+        record = sign_member(self.identity, body)
+        self.table.set_self(record, body, me)
+        return record
+
+    def _flood_self(self) -> None:
+        record = self._sign_self()
+        if record is not None:
+            self.outbox.append((record, None))
+            if self.on_outbox is not None:
+                self.on_outbox()
+
+    def start(self, addrs: list[str], now: float) -> None:
+        """The node listens on ``addrs``: its record says so from now on."""
+        self.me.addrs = list(addrs)
+        self.me.since = now
+        self._sign_self()
+
+    def leave(self) -> SignedMember | None:
+        """This node leaves gracefully: its ``left`` record (incarnation + 1), to send on
+        every link before saying goodbye."""
+        self.me.state = "left"
+        self.me.incarnation += 1
+        return self._sign_self()
+
+    def _refute(self, incarnation: int, state: str) -> None:
+        """Someone says this node is suspect, dead or gone (or an old run of it is newer):
+        say it is alive, with a higher incarnation."""
+        if self.me.state == "left":
+            return
+        self.me.incarnation = max(self.me.incarnation, incarnation) + 1
+        self.refutations += 1
+        self._flood_self()
+
+    # -- what peers send -----------------------------------------------------------------
+
+    def receive(self, msg: Members, peer: bytes, now: float) -> None:
+        """Records and claims from ``peer``: merge them; what changed the table goes to
+        ``outbox``. Raises ``RemoteProtocolError`` (a bad body or signature) after taking
+        what came before it."""
+        table, outbox = self.table, self.outbox
+        for record in msg.records:
+            if table.add_record(record, now) == "changed":
+                outbox.append((record, peer))
+        for claim in msg.claims:
+            if table.add_claim(claim, now) in ("changed", "confirmed"):
+                outbox.append((claim, peer))
+
+    def digest(self, *, ask: bool = False) -> MemberDigest:
+        """The live members this node knows (sent when a link opens)."""
+        return MemberDigest(self.table.digest(), ask)
+
+    def summary(self) -> MemberHash:
+        """The hash of the live members (sent to a random link now and then)."""
+        return MemberHash(*self.table.summary())
+
+    def answer(self, digest: MemberDigest) -> list[Members]:
+        """What the peer that sent ``digest`` lacks or has older, in frames."""
+        return pack(*self.table.missing_from(digest.entries))
+
+    # -- the failure detector ------------------------------------------------------------
+
+    def _claim(self, target: bytes, state: str, now: float) -> None:
+        entry = self.table.entries.get(target)
+        if self.identity is None or entry is None:
+            return
+        claim = sign_claim(self.identity, ClaimBody(target, entry.info.incarnation,
+                                                    state))  # type: ignore[arg-type]
+        if self.table.add_claim(claim, now) in ("changed", "confirmed"):
+            self.outbox.append((claim, None))
+            if self.on_outbox is not None:
+                self.on_outbox()
+
+    def suspect(self, target: bytes, now: float) -> None:
+        """No one vouched for ``target``: suspect it (and flood that)."""
+        entry = self.table.entries.get(target)
+        if entry is not None and entry.info.state in ("alive", "suspect"):
+            self._claim(target, "suspect", now)
+
+    def tick(self, now: float) -> None:
+        """Run the timers: probes that found no one suspect their target, suspicions not
+        refuted in time declare it dead, and old dead and left members are forgotten."""
+        for target in self.detector.expired(now):
+            self.suspect(target, now)
+        for target in list(self.table.suspects):
+            if now >= self._suspicion_deadline(target):
+                self._claim(target, "dead", now)
+        if now >= self._next_reap:
+            self._next_reap = now + min(60.0, self.limits.reap / 4)
+            self.table.reap(now, self.limits.reap)
+
+    def _suspicion_deadline(self, target: bytes) -> float:
+        entry = self.table.entries[target]
+        timeout = self.detector.suspicion_timeout(self.table.live_count(),
+                                                  len(entry.suspectors) - 1)
+        return entry.suspected_at + timeout
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` has something to do next (None: nothing pending)."""
+        times = [self._suspicion_deadline(t) for t in self.table.suspects]
+        probe = self.detector.next_deadline()
+        if probe is not None:
+            times.append(probe)
+        return min(times, default=None)
+
+
+def pack(records: list[SignedMember], claims: list[SignedClaim]) -> list[Members]:
+    """``records`` and ``claims`` in as few ``Members`` frames as the bounds allow
+    (records before the claims about them)."""
+    frames = []
+    step = MAX_MEMBERS_PER_FRAME
+    for i in range(0, max(len(records), len(claims)), step):
+        frames.append(Members(records[i:i + step], claims[i:i + step]))
+    return frames

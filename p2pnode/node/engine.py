@@ -24,6 +24,7 @@ from ..mesh.view import MeshView
 from ..net.link import PeerLink
 from ..net.manager import LinkManager
 from ..wire.messages import (
+    MEMBER_TYPES,
     Batch,
     BatchBody,
     Digest,
@@ -273,7 +274,8 @@ def cost(msg: GossipMessage) -> int:
     Graft 1 plus one per key (each can make this node send a whole batch); IHave,
     Prune, Digest and the retained sync's messages 1 plus one per 16 entries (small
     entries, small work; a node asks for retained messages a bounded amount at a time,
-    and answers a ``RetainedWant`` only while the link's queue is under half full)."""
+    and answers a ``RetainedWant`` only while the link's queue is under half full).
+    Member frames cost nothing here: they have their own limit (``member_rate``)."""
     if type(msg) is Batch:
         return 1
     if type(msg) is Graft:
@@ -290,6 +292,8 @@ def cost(msg: GossipMessage) -> int:
         return 1 + len(msg.keys) // 16
     if type(msg) is RetainedWant:
         return 1 + len(msg.topics) // 16
+    if type(msg) in MEMBER_TYPES:
+        return 0  # member frames have their own limit (node.membership, member_rate)
     assert type(msg) is Retained
     return 1 + len(msg.batches) // 16
 

@@ -29,7 +29,6 @@ from ..identity.datadir import DataDirLock
 from ..identity.keypair import NodeIdentity
 from ..identity.keys import NetworkKey, load_or_create_identity
 from ..ids import id_to_hex
-from ..members import MemberInfo, Membership
 from ..mesh.view import MeshView
 from ..net.failures import FailureLog
 from ..net.link import PeerLink
@@ -41,6 +40,7 @@ from .announcer import MeshAnnouncer
 from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config
+from .membership import member_service
 from .publisher import Publisher
 from .reload import Reconfigured, reconfigure
 from .requests import Requests
@@ -118,10 +118,9 @@ class Node(AppFacing):
         self.discovering = Discovering(self)
         #: The gossip path's entry (a plain attribute, so simulations can wrap it).
         self._on_gossip: Callable[[PeerLink, list[GossipMessage]], None] = self.engine.on_gossip
-        #: The member list (docs/api.md#members): this node's record until it listens.
-        self.membership = Membership(MemberInfo(
-            self.node_id, config.name, [], PROTOCOL_VERSION, self.network_tag,
-            dict(config.tags), this_node=True))
+        #: The member list (docs/api.md#members) and its glue to the links.
+        self.membership, self.members_glue = member_service(config, identity, self.network_tag,
+                                                            self.engine)
         self.listen_addr: tuple[str, int] | None = None
         self.links: LinkManager | None = None
         self._ready = trio.Event()
@@ -172,14 +171,13 @@ class Node(AppFacing):
         if isinstance(self.transport, TlsTransport):
             self.transport.on_failure = self.links.report_inbound
         self.started_at = trio.current_time()
-        self.membership.me.addrs = [self._hello().listen]
-        self.membership.me.since = self.started_at
         await self.storing.start(nursery)
         await nursery.start(self.links.run)
         nursery.start_soon(self.engine.run_flusher, self.publisher.flush)
         nursery.start_soon(self.engine.run_timers)
         nursery.start_soon(self.retaining.run)
         nursery.start_soon(self.requests.run)
+        nursery.start_soon(self.members_glue.run, self.links, self._hello().listen)
         if cfg.mesh_interval > 0:
             nursery.start_soon(self.announcer.run)
         self._ready.set()
@@ -209,6 +207,7 @@ class Node(AppFacing):
         if self.api is not None:
             await self.api.close_clients("the node is stopping", grace)
         if self.links is not None:
+            self.members_glue.leave()
             bye = encode_message(Bye("shutdown"))
             self.links.close_all(lambda _link: bye)
             with trio.move_on_after(grace):

@@ -90,10 +90,12 @@ class MemoryTransport:
 def memory_config(index: int, **overrides: object) -> NodeConfig:
     """A config for node ``index`` of an in-memory mesh: port ``index + 1``, no mDNS, no
     mesh view announcements (``mesh_interval=0``: tests that count messages stay exact;
-    pass ``mesh_interval`` to turn them on)."""
+    pass ``mesh_interval`` to turn them on), no peer exchange (``peer_exchange=False``:
+    the links are the ones asked for; pass ``peer_exchange=True`` to have nodes link
+    to the members they learn of)."""
     base: dict[str, object] = {
         "name": f"n{index}", "listen_host": "mem", "listen_port": index + 1,
-        "mdns": False, "insecure": True, "mesh_interval": 0.0,
+        "mdns": False, "insecure": True, "mesh_interval": 0.0, "peer_exchange": False,
         "socket_path": Path(f"/nonexistent/p2pnode-mem-{index}.sock"),
         "data_dir": Path(f"/nonexistent/p2pnode-mem-{index}"), "seed": index,
     }

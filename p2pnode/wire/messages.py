@@ -250,11 +250,98 @@ class Reply(msgspec.Struct, tag=15, array_like=True, frozen=True):
     sig: Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 
 
+PublicKey = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+Signature = Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
+#: The largest signed member record (key, body and signature), in bytes.
+MAX_MEMBER_RECORD = 4096
+#: Records, and claims, in one ``Members`` frame.
+MAX_MEMBERS_PER_FRAME = 64
+#: Entries in one ``MemberDigest`` (about 21 bytes each: it fits the smallest frame);
+#: also the most members a node keeps (``NodeConfig.max_members``).
+MAX_DIGEST_ENTRIES = 6000
+Count = Annotated[int, msgspec.Meta(ge=0, le=(1 << 31) - 1)]
+
+
+class SignedMember(msgspec.Struct, array_like=True, frozen=True):
+    """A member's record of itself: ``body`` is the msgpack encoding of a
+    ``members.records.MemberBody``, signed (Ed25519) by the member's key ``key`` (its
+    node id is the hash of ``key``). Forwarded as it came."""
+
+    key: PublicKey
+    body: Annotated[bytes, msgspec.Meta(max_length=MAX_MEMBER_RECORD - 96 - 8)]
+    sig: Signature
+
+
+class SignedClaim(msgspec.Struct, array_like=True, frozen=True):
+    """What one member says about another (suspect, dead): ``body`` is the msgpack
+    encoding of a ``members.records.ClaimBody``, signed by the claimer's key ``key``."""
+
+    key: PublicKey
+    body: Annotated[bytes, msgspec.Meta(max_length=64)]
+    sig: Signature
+
+
+class Members(msgspec.Struct, tag=17, array_like=True, frozen=True):
+    """Member records and claims (protocol 6): flooded when they change the sender's
+    member list, and the answer to a ``MemberDigest``."""
+
+    records: Annotated[list[SignedMember], msgspec.Meta(max_length=MAX_MEMBERS_PER_FRAME)] = []
+    claims: Annotated[list[SignedClaim], msgspec.Meta(max_length=MAX_MEMBERS_PER_FRAME)] = []
+
+
+class MemberEntry(msgspec.Struct, array_like=True, frozen=True):
+    """One member as a ``MemberDigest`` lists it: the first 8 bytes of its node id, its
+    incarnation and its state (0 alive, 1 suspect, 2 dead, 3 left)."""
+
+    id8: Annotated[bytes, msgspec.Meta(min_length=8, max_length=8)]
+    incarnation: Seq
+    state: Annotated[int, msgspec.Meta(ge=0, le=3)]
+
+
+class MemberDigest(msgspec.Struct, tag=18, array_like=True, frozen=True):
+    """The live (alive, suspect) members the sender knows. The receiver answers with
+    ``Members`` holding what the sender lacks or has older; with ``ask`` it also sends
+    its own digest back (the answer to a ``MemberHash`` that did not match)."""
+
+    entries: Annotated[list[MemberEntry], msgspec.Meta(max_length=MAX_DIGEST_ENTRIES)]
+    ask: bool = False
+
+
+class MemberHash(msgspec.Struct, tag=19, array_like=True, frozen=True):
+    """A summary of the sender's live members (periodic anti-entropy): a receiver whose
+    own differs answers with its ``MemberDigest`` (``ask`` set)."""
+
+    hash: Annotated[bytes, msgspec.Meta(min_length=16, max_length=16)]
+    count: Count
+
+
+class ProbeReq(msgspec.Struct, tag=20, array_like=True, frozen=True):
+    """Is ``target`` alive? (indirect probe): answered with a ``ProbeAck``."""
+
+    target: NodeIdBytes
+    nonce: Seq
+
+
+class ProbeAck(msgspec.Struct, tag=21, array_like=True, frozen=True):
+    """The answer to a ``ProbeReq``: ``alive`` if the sender has a link to ``target``
+    that heard from it within one ping interval."""
+
+    target: NodeIdBytes
+    nonce: Seq
+    alive: bool
+
+
+MEMBER_TYPES = (Members, MemberDigest, MemberHash, ProbeReq, ProbeAck)
+MemberMessage = Members | MemberDigest | MemberHash | ProbeReq | ProbeAck
+
+
 WireMessage = (Hello | Accept | Refuse | Batch | Bye | Ping | Pong | IHave | Graft | Prune
-               | Digest | RetainedDigest | RetainedWant | Retained | Reply)
+               | Digest | RetainedDigest | RetainedWant | Retained | Reply | Members
+               | MemberDigest | MemberHash | ProbeReq | ProbeAck)
 GossipMessage = (Batch | IHave | Graft | Prune | Digest | RetainedDigest | RetainedWant | Retained
-                 | Reply)
-GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest, RetainedDigest, RetainedWant, Retained, Reply)
+                 | Reply | Members | MemberDigest | MemberHash | ProbeReq | ProbeAck)
+GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest, RetainedDigest, RetainedWant, Retained, Reply,
+                *MEMBER_TYPES)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)

@@ -1,0 +1,150 @@
+"""Member records and claims: what they hold, their bounds, how they are signed and checked.
+
+A member's record of itself (``MemberBody``) travels signed by the member
+(``wire.messages.SignedMember``); what one member says about another (suspect, dead:
+``ClaimBody``) travels signed by the one who says it (``SignedClaim``). The signature
+covers a domain prefix and the body's msgpack bytes, so that neither can pass for the
+other, nor for a signed batch. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Final, Literal, TypeVar
+
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..errors import RemoteProtocolError
+from ..identity.keypair import NodeIdentity, node_id_of
+from ..ids import ID_LEN
+from ..wire.messages import MAX_MEMBER_RECORD, SignedClaim, SignedMember
+
+#: The most tags one member has; a tag key's pattern and a value's longest length.
+MAX_TAGS: Final = 32
+TAG_KEY_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_TAG_VALUE: Final = 256
+#: The most addresses in one record (``HOST:PORT`` each, at most 262 characters).
+MAX_ADDRS: Final = 8
+#: A state's code in a digest, and its rank in the merge rules at equal incarnation.
+STATE_CODES: Final = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}
+
+_MEMBER_DOMAIN = b"p2pnode member record\x00"
+_CLAIM_DOMAIN = b"p2pnode member claim\x00"
+_TAG_KEY = re.compile(TAG_KEY_PATTERN)
+
+Incarnation = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+TagKey = Annotated[str, msgspec.Meta(pattern=TAG_KEY_PATTERN)]
+TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE)]
+Addr = Annotated[str, msgspec.Meta(min_length=1, max_length=262)]
+
+
+class MemberBody(msgspec.Struct, array_like=True, frozen=True):
+    """What a member says of itself (signed by it): its name, the addresses it accepts
+    links on, its protocol version and network tag, its tags, its incarnation (higher
+    is newer) and whether it is ``alive`` or has ``left``."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    addrs: Annotated[list[Addr], msgspec.Meta(max_length=MAX_ADDRS)]
+    version: Annotated[int, msgspec.Meta(ge=0, le=65535)]
+    network: Annotated[str, msgspec.Meta(max_length=256)]
+    tags: Annotated[dict[TagKey, TagValue], msgspec.Meta(max_length=MAX_TAGS)]
+    incarnation: Incarnation
+    state: Literal["alive", "left"] = "alive"
+
+
+class ClaimBody(msgspec.Struct, array_like=True, frozen=True):
+    """What the claimer (the signer) says of member ``about`` at ``incarnation``."""
+
+    about: Annotated[bytes, msgspec.Meta(min_length=ID_LEN, max_length=ID_LEN)]
+    incarnation: Incarnation
+    state: Literal["suspect", "dead"]
+
+
+_Body = TypeVar("_Body", MemberBody, ClaimBody)
+_encoder = msgspec.msgpack.Encoder()
+_member_decoder = msgspec.msgpack.Decoder(MemberBody)
+_claim_decoder = msgspec.msgpack.Decoder(ClaimBody)
+
+
+def tags_problem(tags: Mapping[str, str]) -> str | None:
+    """Why ``tags`` cannot be a member's tags (count, key pattern, value length), or None."""
+    if len(tags) > MAX_TAGS:
+        return f"at most {MAX_TAGS} tags"
+    for key, value in tags.items():
+        if not isinstance(key, str) or not _TAG_KEY.match(key):
+            return f"tag key {key!r}: 1-64 characters of A-Z a-z 0-9 _ . -"
+        if not isinstance(value, str) or len(value) > MAX_TAG_VALUE:
+            return f"tag {key!r}: the value is a string of at most {MAX_TAG_VALUE} characters"
+    return None
+
+
+def sign_member(identity: NodeIdentity, body: MemberBody) -> SignedMember:
+    """``body`` signed by ``identity`` (the member itself). Raises ``ValueError`` if the
+    record would be over ``MAX_MEMBER_RECORD`` bytes."""
+    data = _encoder.encode(body)
+    if len(data) + 96 + 8 > MAX_MEMBER_RECORD:
+        raise ValueError(f"a member record is at most {MAX_MEMBER_RECORD} bytes")
+    return SignedMember(identity.public, data, identity.sign(_MEMBER_DOMAIN + data))
+
+
+def sign_claim(identity: NodeIdentity, body: ClaimBody) -> SignedClaim:
+    """``body`` signed by ``identity`` (the claimer)."""
+    data = _encoder.encode(body)
+    return SignedClaim(identity.public, data, identity.sign(_CLAIM_DOMAIN + data))
+
+
+def check_signature(key: bytes, domain: bytes, data: bytes, sig: bytes) -> None:
+    """Raise ``RemoteProtocolError("bad_signature")`` unless ``sig`` signs ``data``."""
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(sig, domain + data)
+    except (InvalidSignature, ValueError):
+        raise RemoteProtocolError("bad_signature", "a member record's signature does not "
+                                  "match") from None
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[_Body], data: bytes, what: str) -> _Body:
+    try:
+        return decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+            RecursionError) as exc:
+        raise RemoteProtocolError("bad_message", f"member {what}: {exc}") from None
+
+
+def decode_member(record: SignedMember) -> MemberBody:
+    """The record's body (types and bounds checked, signature not).
+    Raises ``RemoteProtocolError("bad_message")``."""
+    return _decode(_member_decoder, record.body, "record")
+
+
+def decode_claim(claim: SignedClaim) -> ClaimBody:
+    """The claim's body (types checked, signature not). Raises ``RemoteProtocolError``."""
+    return _decode(_claim_decoder, claim.body, "claim")
+
+
+def verify_member(record: SignedMember) -> MemberBody:
+    """Check the record's signature, then decode it. Raises ``RemoteProtocolError``."""
+    check_signature(record.key, _MEMBER_DOMAIN, record.body, record.sig)
+    return decode_member(record)
+
+
+def verify_claim(claim: SignedClaim) -> ClaimBody:
+    """Check the claim's signature, then decode it. Raises ``RemoteProtocolError``."""
+    check_signature(claim.key, _CLAIM_DOMAIN, claim.body, claim.sig)
+    return decode_claim(claim)
+
+
+def member_id(record: SignedMember | SignedClaim) -> bytes:
+    """The node id of the record's signer."""
+    return node_id_of(record.key)
+
+
+def beats(inc: int, state: str, other_inc: int, other_state: str) -> bool:
+    """Whether (``inc``, ``state``) overrides (``other_inc``, ``other_state``): a higher
+    incarnation wins; at equal ones suspect beats alive, dead and left beat both, left
+    beats dead (a member that said goodbye is not reported dead)."""
+    if inc != other_inc:
+        return inc > other_inc
+    return STATE_CODES[state] > STATE_CODES[other_state]

@@ -1,0 +1,323 @@
+"""The membership service on the links (docs/protocol.md, "Membership"; docs/failures.md).
+
+The pure ``members.Membership`` decides; this part carries it out over trio and the
+links: it takes the member frames links bring (registered in ``Engine.handlers``,
+charged to each link's ``member_rate``), floods what changed the member list once
+per loop turn (one ``Members`` frame per link, never back where it came from), syncs
+the list when a link opens (digests both ways) and every ``member_sync_interval``
+(a hash to one random link), watches the links for silence and probes silent peers
+through others (``ProbeReq``/``ProbeAck``), runs the detector's timers, and hands
+the live members to the link manager as dial candidates (peer exchange).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import trio
+
+from .. import PROTOCOL_VERSION
+from ..config import NodeConfig
+from ..config.settings import parse_hostport
+from ..errors import ConfigError, RemoteProtocolError
+from ..gossip.actions import Action
+from ..identity.keypair import NodeIdentity
+from ..members import MemberInfo, MemberLimits, Membership
+from ..members.detector import DetectorConfig
+from ..members.service import pack
+from ..net.link import PeerLink
+from ..net.manager import LinkManager
+from ..ratelimit import TokenBucket
+from ..wire.messages import (
+    MEMBER_TYPES,
+    GossipMessage,
+    MemberDigest,
+    MemberHash,
+    Members,
+    ProbeAck,
+    ProbeReq,
+    SignedClaim,
+    SignedMember,
+    WireMessage,
+    encode_message,
+)
+from .engine import Engine
+
+log = logging.getLogger("p2pnode.members")
+
+#: Why a link closed when the peer (or this node) said so: no reason to probe the peer.
+CLEAN_CLOSES = frozenset({"peer_left", "pruned_by_peer", "pruned", "shutdown", "replaced"})
+
+
+def member_service(config: NodeConfig, identity: NodeIdentity, network: str,
+                   engine: Engine) -> tuple[Membership, MemberGlue]:
+    """A node's member list and its glue. The incarnation starts at the run's start time
+    (microseconds), so a restart's record beats the old run's."""
+    me = MemberInfo(identity.node_id, config.name, [], PROTOCOL_VERSION, network,
+                    dict(config.tags), incarnation=time.time_ns() // 1000, this_node=True)
+    membership = Membership(me, identity=identity, limits=member_limits(config),
+                            clock=trio.current_time, seed=config.seed)
+    return membership, MemberGlue(config, membership, engine, network)
+
+
+def member_limits(config: NodeConfig) -> MemberLimits:
+    """The member list's bounds and timings, from the node's settings."""
+    return MemberLimits(
+        max_members=config.max_members, reap=config.member_reap,
+        max_suspectors=max(8, 2 * config.probe_k),
+        detector=DetectorConfig(
+            ping_interval=config.ping_interval, probe_k=config.probe_k,
+            probe_timeout=config.probe_timeout, suspicion_min=config.suspicion_min,
+            suspicion_mult=config.suspicion_mult))
+
+
+@dataclass
+class MemberStats:
+    """What the glue sent and dropped."""
+
+    frames_sent: int = 0  # member frames of every kind
+    bytes_sent: int = 0
+    rate_limited: int = 0  # records and claims dropped: a link sent over member_rate
+    bad: int = 0  # links closed for a bad member frame (bad signature, over the bounds)
+    probes_answered: int = 0
+
+
+class MemberGlue:
+    """Runs a node's ``Membership`` over its links.
+
+    Args:
+        config: the node's settings.
+        membership: the member list.
+        engine: the gossip path (member frames come through its handlers).
+        network: this node's network tag (peers of another one are not dialled).
+    """
+
+    def __init__(self, config: NodeConfig, membership: Membership, engine: Engine,
+                 network: str) -> None:
+        self.config = config
+        self.membership = membership
+        self.engine = engine
+        self.network = network
+        self.links: LinkManager | None = None
+        self.stats = MemberStats()
+        self._rng = random.Random(config.seed)
+        self._buckets: dict[bytes, tuple[TokenBucket, TokenBucket]] = {}
+        self._silent: set[bytes] = set()
+        self._wake = trio.Event()
+        for kind in MEMBER_TYPES:
+            engine.handlers[kind] = self.on_message
+        engine.on_link_change.append(self.link_changed)
+        membership.on_outbox = self.wake
+        membership.add_listener(self._exchange)
+
+    def wake(self) -> None:
+        """Flood what the member list put in its outbox once the current task yields."""
+        self._wake.set()
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _send(self, link: PeerLink, msg: WireMessage) -> None:
+        self._send_frame(link, encode_message(msg))
+
+    def _send_frame(self, link: PeerLink, frame: bytes) -> None:
+        self.stats.frames_sent += 1
+        self.stats.bytes_sent += len(frame)
+        if not link.send(frame) and self.links is not None:
+            self.links.stats.queue_drops += 1
+
+    def flush(self) -> None:
+        """Send the outbox: on each link, what did not come from it."""
+        outbox = self.membership.outbox
+        if not outbox or self.links is None:
+            outbox.clear()
+            return
+        self.membership.outbox = []
+        sources = {source for _, source in outbox}
+        everything: list[bytes] | None = None
+        for pid, link in list(self.links.links.items()):
+            if pid in sources:
+                frames = _frames([item for item, source in outbox if source != pid])
+            else:
+                if everything is None:
+                    everything = _frames([item for item, _ in outbox])
+                frames = everything
+            for frame in frames:
+                self._send_frame(link, frame)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def on_message(self, msg: GossipMessage, peer: bytes, now: float) -> list[Action]:
+        """A member frame from ``peer`` (``Engine.handlers``)."""
+        link = self.links.links.get(peer) if self.links is not None else None
+        if link is None:
+            return []
+        try:
+            if type(msg) is Members:
+                self._on_members(msg, link, now)
+            elif type(msg) is MemberDigest:
+                self._on_digest(msg, link, now)
+            elif type(msg) is MemberHash:
+                if self._take(link, 1, now) and msg != self.membership.summary():
+                    self._send(link, self.membership.digest(ask=True))
+            elif type(msg) is ProbeReq:
+                self._on_probe(msg, link, now)
+            elif type(msg) is ProbeAck:
+                self.membership.detector.on_ack(msg, peer)
+        except RemoteProtocolError as exc:
+            self.stats.bad += 1
+            log.warning("link %s (%s) sent a bad member frame (%s: %s); closing it",
+                        link.peer.name, link.peer_hex[:8], exc.code, exc.message,
+                        extra=link.log_fields(reason=exc.code))
+            link.abort(exc.code)
+        if self.membership.outbox:
+            self.wake()
+        return []
+
+    def _take(self, link: PeerLink, count: int, now: float, *, digest: bool = False) -> bool:
+        """Charge ``count`` records, claims or probes (or one digest) to the link's limits:
+        ``member_rate`` (bursts of twice that), and four digests per sync interval (each
+        makes this node send what the peer lacks: up to the whole list)."""
+        buckets = self._buckets.get(link.peer_id)
+        if buckets is None:
+            rate, digests = self.config.member_rate, 4 / self.config.member_sync_interval
+            buckets = self._buckets[link.peer_id] = (TokenBucket(rate, 2 * rate, now),
+                                                     TokenBucket(digests, 4, now))
+        if buckets[1 if digest else 0].take(count, now):
+            return True
+        self.stats.rate_limited += count
+        return False
+
+    def _on_members(self, msg: Members, link: PeerLink, now: float) -> None:
+        if self._take(link, len(msg.records) + len(msg.claims), now):
+            self.membership.receive(msg, link.peer_id, now)
+
+    def _on_digest(self, msg: MemberDigest, link: PeerLink, now: float) -> None:
+        if len(msg.entries) > self.config.max_members:
+            raise RemoteProtocolError("too_large", "a member digest over max_members")
+        if not self._take(link, 1, now, digest=True):
+            return
+        for frame in self.membership.answer(msg):
+            self._send(link, frame)
+        if msg.ask:
+            self._send(link, self.membership.digest())
+
+    def _on_probe(self, req: ProbeReq, link: PeerLink, now: float) -> None:
+        if not self._take(link, 1, now):
+            return
+        assert self.links is not None
+        target = self.links.links.get(req.target)
+        alive = target is not None and now - target.last_rx <= self.config.ping_interval
+        self.stats.probes_answered += 1
+        self._send(link, ProbeAck(req.target, req.nonce, alive))
+
+    # -- links -------------------------------------------------------------------------
+
+    def link_changed(self, link: PeerLink, up: bool) -> None:
+        """A link opened (send our digest) or closed (probe its peer unless it said bye)."""
+        pid = link.peer_id
+        if up:
+            self._send(link, self.membership.digest())
+            return
+        self._buckets.pop(pid, None)
+        self._silent.discard(pid)
+        if link.close_reason not in CLEAN_CLOSES:
+            entry = self.membership.table.entries.get(pid)
+            if entry is not None and entry.info.state == "alive":
+                self._probe(pid, trio.current_time())
+
+    def _probe(self, target: bytes, now: float) -> None:
+        assert self.links is not None
+        helpers = [pid for pid in self.links.links if pid != target and pid not in self._silent]
+        for helper, req in self.membership.detector.start_probe(target, helpers, now):
+            link = self.links.links.get(helper)
+            if link is not None:
+                self._send(link, req)
+
+    def _check_links(self, now: float) -> None:
+        """Start a probe of each peer silent for 1.5 ping intervals; end the probe of one
+        heard again."""
+        assert self.links is not None
+        quiet = 1.5 * self.config.ping_interval
+        for pid, link in list(self.links.links.items()):
+            if now - link.last_rx > quiet:
+                if pid not in self._silent:
+                    self._silent.add(pid)
+                    self._probe(pid, now)
+            elif pid in self._silent:
+                self._silent.discard(pid)
+                self.membership.detector.clear(pid)
+
+    def _exchange(self, kind: str, info: MemberInfo) -> None:
+        """Peer exchange: live members of our version and network are dial candidates."""
+        if self.links is None or info.this_node or not self.config.peer_exchange:
+            return
+        if kind in ("member_dead", "member_left"):
+            self.links.peer_lost(info.node_id)
+        elif (kind in ("member_join", "member_update") and info.state == "alive"
+              and info.version == PROTOCOL_VERSION and info.network == self.network):
+            addrs = []
+            for text in info.addrs:
+                try:
+                    addrs.append(parse_hostport(text))
+                except ConfigError:
+                    continue
+            self.links.peer_discovered(info.node_id, tuple(addrs))
+
+    # -- the tasks -------------------------------------------------------------------------
+
+    async def run(self, links: LinkManager, listen: str) -> None:
+        """Flood, sync and watch ``links`` until cancelled; this node listens on
+        ``listen`` (its record says so)."""
+        self.links = links
+        self.membership.start([listen], trio.current_time())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._flood_loop)
+            nursery.start_soon(self._sync_loop)
+            await self._timer_loop()
+
+    async def _flood_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            self.flush()
+
+    async def _sync_loop(self) -> None:
+        interval = self.config.member_sync_interval
+        while True:
+            await trio.sleep(interval * (0.5 + self._rng.random()))
+            assert self.links is not None
+            if self.links.links:
+                link = self._rng.choice(list(self.links.links.values()))
+                self._send(link, self.membership.summary())
+
+    async def _timer_loop(self) -> None:
+        step = self.config.ping_interval / 4
+        while True:
+            now = trio.current_time()
+            self._check_links(now)
+            self.membership.tick(now)
+            if self.membership.outbox:
+                self.flush()
+            deadline = self.membership.next_deadline()
+            # Never a busy loop: a deadline already past waits a little.
+            await trio.sleep_until(max(min(deadline or now + step, now + step), now + step / 16))
+
+    def leave(self) -> None:
+        """Tell every link this node leaves (its ``left`` record), before the Byes."""
+        if self.membership.me.state == "left":
+            return
+        record = self.membership.leave()
+        if record is None or self.links is None:
+            return
+        frame = encode_message(Members([record]))
+        for link in list(self.links.links.values()):
+            self._send_frame(link, frame)
+
+
+def _frames(items: list[SignedMember | SignedClaim]) -> list[bytes]:
+    records = [item for item in items if type(item) is SignedMember]
+    claims = [item for item in items if type(item) is SignedClaim]
+    return [encode_message(frame) for frame in pack(records, claims)]

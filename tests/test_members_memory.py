@@ -1,0 +1,78 @@
+"""Membership over real nodes on a memory network, in virtual time: joining through one
+seed, tag updates, leaving, the failure detector (docs/protocol.md, "Membership";
+docs/failures.md)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from p2pnode.node import Node
+from p2pnode.testing import link_count, start_memory_mesh, wait_until
+
+
+def states(node: Node) -> dict[bytes, str]:
+    """What ``node`` says of every member: node id -> state."""
+    return {m.node_id: m.state for m in node.membership.members()}
+
+
+def knows_all(nodes: list[Node], live: list[Node]) -> bool:
+    """Every node of ``live`` lists every node of ``live`` as alive."""
+    want = {n.node_id for n in live}
+    return all({nid for nid, s in states(n).items() if s == "alive"} >= want for n in live)
+
+
+def star(n: int) -> list[tuple[int, int]]:
+    """Every node but 0 is given node 0 as its one seed."""
+    return [(i, 0) for i in range(1, n)]
+
+
+async def joined(nursery: trio.Nursery, n: int, **overrides: object) -> list[Node]:
+    """``n`` nodes given node 0 as their seed, once every one knows every other."""
+    overrides = {"degree_low": 2, "degree_high": 4, "peer_exchange": True, **overrides}
+    nodes = await start_memory_mesh(nursery, star(n), n, **overrides)
+    await wait_until(lambda: knows_all(nodes, nodes))
+    return nodes
+
+
+async def test_nodes_joining_through_one_seed_learn_every_member(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            start = trio.current_time()
+            nodes = await joined(nursery, 6)
+            assert trio.current_time() - start < 5
+            for node in nodes:
+                assert len(node.membership.members()) == 6
+                me = [m for m in node.membership.members() if m.this_node]
+                assert [m.node_id for m in me] == [node.node_id]
+            # Peer exchange: each node links to members it was never told about, up to
+            # degree_low (2), although it was given one seed.
+            await wait_until(lambda: all(link_count(n) >= 2 for n in nodes))
+            assert trio.current_time() - start < 10
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_tag_change_and_a_leave_reach_every_member(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nodes = await joined(nursery, 4)
+            events: list[tuple[str, str]] = []
+            nodes[1].membership.add_listener(lambda kind, m: events.append((kind, m.name)))
+            nodes[3].membership.set_tags({"role": "display"})
+
+            def tags_seen() -> bool:
+                return all(m.tags == {"role": "display"} for n in nodes
+                           for m in n.membership.members() if m.node_id == nodes[3].node_id)
+
+            await wait_until(tags_seen)
+            assert ("member_update", "n3") in events
+            await nodes[2].stop()
+            await wait_until(lambda: all(states(n)[nodes[2].node_id] == "left"
+                                         for n in (nodes[0], nodes[1], nodes[3])))
+            assert ("member_left", "n2") in events
+            assert ("member_dead", "n2") not in events
+            nursery.cancel_scope.cancel()
