@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 import trio.testing
 
-import p2pnode
 from p2pnode.config import NodeConfig
 from p2pnode.members import MemberInfo
 from p2pnode.node import Node
@@ -41,9 +40,11 @@ from p2pnode.testing import MemoryNetwork, SimNet, make_identity, memory_config
 if TYPE_CHECKING:
     from simulate import Options
 
-#: The frames that carry membership (counted in ``membership_bytes_per_s_per_node``);
-#: those the wire does not define (yet) are left out of the count.
-MEMBER_FRAMES = ("Members", "MemberDigest", "MemberHash", "ProbeReq", "ProbeAck")
+#: The frames that carry membership (counted in ``membership_bytes_per_s_per_node``),
+#: with their message tags (docs/protocol.md; ``tests/test_simulate.py`` checks them
+#: against the wire's).
+MEMBER_FRAMES = {"Members": 17, "MemberDigest": 18, "MemberHash": 19, "ProbeReq": 20,
+                 "ProbeAck": 21}
 POLL = 0.1  # virtual seconds between checks of the member lists
 
 
@@ -70,15 +71,8 @@ def add_join_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def member_tags() -> dict[int, str]:
-    """The message tags of the ``MEMBER_FRAMES`` that ``p2pnode.wire`` exports."""
-    out: dict[int, str] = {}
-    for name in MEMBER_FRAMES:
-        wire = p2pnode.wire  # its public names only
-        cls = getattr(wire, name, None) if name in wire.__all__ else None
-        tag = getattr(getattr(cls, "__struct_config__", None), "tag", None)
-        if isinstance(tag, int):
-            out[tag] = name
-    return out
+    """The message tags of ``MEMBER_FRAMES``: tag -> name."""
+    return {tag: name for name, tag in MEMBER_FRAMES.items()}
 
 
 class JoinSimulation:
@@ -115,6 +109,7 @@ class JoinSimulation:
         else:
             peers = tuple(("mem", s + 1) for s in self.seeds)
         over: dict[str, Any] = {"seed": o.seed * 1_000_003 + i, "peers": peers,
+                                "peer_exchange": True,
                                 "ping_interval": o.ping_interval,
                                 "link_timeout": o.link_timeout}
         over.update(o.extra)
@@ -207,7 +202,6 @@ class JoinSimulation:
         per = max(1, len(self.live)) * seconds
         self.figures.update({
             "measure_s": seconds,
-            "membership_frames_defined": sorted(tags.values()),
             "membership_bytes_per_s_per_node": round(
                 sum(n for tag, n in sent.items() if tag in tags) / per, 1),
             "all_bytes_per_s_per_node": round(sum(sent.values()) / per, 1),
