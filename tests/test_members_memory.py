@@ -4,11 +4,12 @@ docs/failures.md)."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
 from p2pnode.node import Node
-from p2pnode.testing import link_count, start_memory_mesh, wait_until
+from p2pnode.testing import MemoryNetwork, link_count, start_memory_mesh, wait_until
 
 
 def states(node: Node) -> dict[bytes, str]:
@@ -75,4 +76,54 @@ async def test_a_tag_change_and_a_leave_reach_every_member(
                                          for n in (nodes[0], nodes[1], nodes[3])))
             assert ("member_left", "n2") in events
             assert ("member_dead", "n2") not in events
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_frozen_node_is_declared_dead_within_5_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = MemoryNetwork()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nodes = await joined(nursery, 6, network=net, degree_low=3, degree_high=5)
+            await wait_until(lambda: all(link_count(n) >= 3 for n in nodes))
+            await trio.sleep(5)  # settle
+            victim, others = nodes[5], nodes[:5]
+            net.sim.freeze(victim.config.listen_port)  # like SIGSTOP: it sends nothing
+            frozen_at = trio.current_time()
+            await wait_until(lambda: all(states(n)[victim.node_id] == "dead" for n in others))
+            took = trio.current_time() - frozen_at
+            assert took <= 5.0, took
+            # No one else was suspected, let alone declared dead.
+            for node in others:
+                assert all(s == "alive" for nid, s in states(node).items()
+                           if nid != victim.node_id)
+            victim.kill()
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("silence", "refuted"), [(2.0, 0), (2.6, 1)])
+async def test_a_node_silent_for_a_short_while_is_suspected_at_most_never_dead(
+    autojump_clock: trio.testing.MockClock, silence: float, refuted: int,
+) -> None:
+    """Silent 2 s: not even suspected. Silent 2.6 s: suspected, and it refutes when it
+    hears so (a higher incarnation), before the suspicion times out."""
+    net = MemoryNetwork()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nodes = await joined(nursery, 6, network=net, degree_low=3, degree_high=5)
+            await wait_until(lambda: all(link_count(n) >= 3 for n in nodes))
+            await trio.sleep(5)
+            slow, others = nodes[5], nodes[:5]
+            events: list[str] = []
+            for node in others:
+                node.membership.add_listener(lambda kind, _m: events.append(kind))
+            net.sim.freeze(slow.config.listen_port)
+            await trio.sleep(silence)
+            net.sim.thaw(slow.config.listen_port)
+            await trio.sleep(15)
+            assert "member_dead" not in events
+            assert events.count("member_suspect") == (5 if refuted else 0)
+            assert knows_all(nodes, nodes)
+            assert slow.membership.refutations == refuted
             nursery.cancel_scope.cancel()

@@ -83,6 +83,7 @@ class MemberStats:
     rate_limited: int = 0  # records and claims dropped: a link sent over member_rate
     bad: int = 0  # links closed for a bad member frame (bad signature, over the bounds)
     probes_answered: int = 0
+    probes_skipped: int = 0  # silent peers not probed: no other link was heard either
 
 
 class MemberGlue:
@@ -229,26 +230,32 @@ class MemberGlue:
                 self._probe(pid, trio.current_time())
 
     def _probe(self, target: bytes, now: float) -> None:
+        """Ask up to ``probe_k`` peers whether they hear ``target``. Only peers this node
+        hears itself are asked; with none, nothing is probed: when every link is silent
+        at once the trouble is most likely here (this process was stopped or starved,
+        Lifeguard's "local health"), and a node cut off from all cannot tell who failed."""
         assert self.links is not None
         helpers = [pid for pid in self.links.links if pid != target and pid not in self._silent]
+        if not helpers:
+            self.stats.probes_skipped += 1
+            return
         for helper, req in self.membership.detector.start_probe(target, helpers, now):
             link = self.links.links.get(helper)
             if link is not None:
                 self._send(link, req)
 
     def _check_links(self, now: float) -> None:
-        """Start a probe of each peer silent for 1.5 ping intervals; end the probe of one
-        heard again."""
+        """Probe each peer silent for 1.5 ping intervals; end the probe of one heard
+        again."""
         assert self.links is not None
         quiet = 1.5 * self.config.ping_interval
-        for pid, link in list(self.links.links.items()):
-            if now - link.last_rx > quiet:
-                if pid not in self._silent:
-                    self._silent.add(pid)
-                    self._probe(pid, now)
-            elif pid in self._silent:
-                self._silent.discard(pid)
-                self.membership.detector.clear(pid)
+        silent = {pid for pid, link in self.links.links.items() if now - link.last_rx > quiet}
+        for pid in self._silent - silent:
+            self.membership.detector.clear(pid)
+        fresh = silent - self._silent
+        self._silent = silent
+        for pid in fresh:
+            self._probe(pid, now)
 
     def _exchange(self, kind: str, info: MemberInfo) -> None:
         """Peer exchange: live members of our version and network are dial candidates."""
