@@ -118,15 +118,20 @@ class Nodes:
         return self.each(hosts, lambda h: {self.name(str(p["node_id"]))
                                            for p in self.client(h).peers()})
 
+    def has_members_op(self, host: str) -> bool:
+        """Whether the node answers the API op ``members`` (issue 18's API part)."""
+        try:
+            self.client(host).request({"op": "members"})
+        except ApiReplyError as err:
+            if err.code == "unknown_op":
+                return False
+            raise
+        return True
+
     def members(self, hosts: list[str]) -> dict[str, dict[str, str]]:
         """Each host's member list: host name -> state."""
         def one(host: str) -> dict[str, str]:
-            try:
-                reply = self.client(host).request({"op": "members"})
-            except ApiReplyError as err:
-                if err.code == "unknown_op":
-                    pytest.skip("the node has no members API op yet (issue 18's API part)")
-                raise
+            reply = self.client(host).request({"op": "members"})
             return {self.name(str(m["node_id"])): str(m["state"]) for m in reply["members"]}
         return self.each(hosts, one)
 
@@ -183,18 +188,28 @@ def run_scenario(lab: RoutedLab, nodes: Nodes) -> None:
                   lambda: f"links {nodes.peers(hosts)}")
     print(f"\n9 nodes linked into one mesh {linked:.2f} s after the last served")
     assert all(nodes.peers(hosts).values()), "a node without links"
-    known = poll(lambda: knows(nodes.members(hosts), hosts), LINK_BOUND,
-                 lambda: f"members {nodes.members(hosts)}")
-    print(f"every node knows the 9 as alive {linked + known:.2f} s after")
+    api = nodes.has_members_op(hosts[0])
+    if api:
+        known = poll(lambda: knows(nodes.members(hosts), hosts), LINK_BOUND,
+                     lambda: f"members {nodes.members(hosts)}")
+        print(f"every node knows the 9 as alive {linked + known:.2f} s after")
+    else:  # links alone: wait until the mesh has links beyond the seeds'
+        poll(lambda: connected({h: p - set(SEEDS) for h, p in nodes.peers(
+            [h for h in hosts if h not in SEEDS]).items()}), LINK_BOUND,
+            lambda: f"links {nodes.peers(hosts)}")
 
     # The seeds die without a word: the others stay one mesh and know each other.
     for seed in SEEDS:
         lab.signal(seed, signal.SIGKILL)
     rest = [h for h in hosts if h not in SEEDS]
-    healed = poll(lambda: connected(nodes.peers(rest)) and knows(nodes.members(rest), rest),
-                  LINK_BOUND, lambda: f"links {nodes.peers(rest)}, "
-                                      f"members {nodes.members(rest)}")
+    healed = poll(lambda: connected(nodes.peers(rest)) and (
+        not api or knows(nodes.members(rest), rest)), LINK_BOUND,
+        lambda: f"links {nodes.peers(rest)}" + (f", members {nodes.members(rest)}" if api
+                                                 else ""))
     print(f"seeds killed: the 6 others connected and aware {healed:.2f} s later")
+    if not api:
+        pytest.skip("the links were checked; knowing the members, the stopped node and "
+                    "the slow node need the API op members (issue 18's API part)")
 
     # A stopped node is declared dead by every other within 5 s, alive once continued.
     frozen, others = rest[0], rest[1:]
