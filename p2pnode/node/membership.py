@@ -21,7 +21,8 @@ import trio
 
 from .. import PROTOCOL_VERSION
 from ..config import NodeConfig
-from ..config.settings import parse_hostport
+from ..config.settings import format_hostport, parse_hostport
+from ..discovery import suitable_ipv4_addresses
 from ..errors import ConfigError, RemoteProtocolError
 from ..gossip.actions import Action
 from ..identity.keypair import NodeIdentity
@@ -279,7 +280,7 @@ class MemberGlue:
         """Flood, sync and watch ``links`` until cancelled; this node listens on
         ``listen`` (its record says so)."""
         self.links = links
-        self.membership.start([listen], trio.current_time())
+        self.membership.start(record_addrs(listen), trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flood_loop)
             nursery.start_soon(self._sync_loop)
@@ -328,3 +329,15 @@ def _frames(items: list[SignedMember | SignedClaim]) -> list[bytes]:
     records = [item for item in items if type(item) is SignedMember]
     claims = [item for item in items if type(item) is SignedClaim]
     return [encode_message(frame) for frame in pack(records, claims)]
+
+
+def record_addrs(listen: str) -> list[str]:
+    """The addresses this node's member record announces: ``listen``, or when that is a
+    wildcard (``0.0.0.0``, ``::``: every address; no ``--advertise``) the address of
+    each up, non-loopback IPv4 interface with its port (at most 8), which others can
+    dial. A record saying ``0.0.0.0`` would send the nodes that learn it to themselves."""
+    host, port = parse_hostport(listen)
+    if host not in ("0.0.0.0", "::"):
+        return [listen]
+    found = [format_hostport(addr, port) for addr in suitable_ipv4_addresses()[:8]]
+    return found or [listen]
