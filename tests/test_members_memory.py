@@ -11,6 +11,8 @@ import trio.testing
 from p2pnode.node import Node
 from p2pnode.testing import MemoryNetwork, link_count, start_memory_mesh, wait_until
 
+from .test_resilience import connected
+
 
 def states(node: Node) -> dict[bytes, str]:
     """What ``node`` says of every member: node id -> state."""
@@ -126,4 +128,29 @@ async def test_a_node_silent_for_a_short_while_is_suspected_at_most_never_dead(
             assert events.count("member_suspect") == (5 if refuted else 0)
             assert knows_all(nodes, nodes)
             assert slow.membership.refutations == refuted
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_full_seed_names_others_to_link_to(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every node is given the same seed, which takes 4 links at most: the others are
+    refused with ``too_many_links`` and the members to try instead (peer exchange);
+    all end up knowing each other in one connected mesh, and the mesh stays connected
+    when the seed is killed."""
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nodes = await start_memory_mesh(nursery, star(8), 8, max_links=4, degree_low=2,
+                                            degree_high=3, peer_exchange=True)
+            await wait_until(lambda: knows_all(nodes, nodes) and connected(nodes))
+            assert nodes[0].links is not None
+            assert nodes[0].links.stats.refused["too_many_links"] > 0
+            assert sum(n.links.stats.px_received for n in nodes if n.links) > 0
+            nodes[0].kill()
+            await wait_until(lambda: all(states(n)[nodes[0].node_id] == "dead"
+                                         for n in nodes[1:]))
+            assert connected(nodes[1:])
+            await trio.sleep(30)
+            assert connected(nodes[1:])
+            assert knows_all(nodes[1:], nodes[1:])
             nursery.cancel_scope.cancel()

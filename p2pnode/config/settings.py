@@ -67,6 +67,18 @@ def parse_hostport(text: str, *, default_port: int | None = None) -> tuple[str, 
     return host, int(port_text)
 
 
+def valid_hostports(texts: list[str]) -> tuple[tuple[str, int], ...]:
+    """The addresses of ``texts`` that parse as ``HOST:PORT`` (the others are skipped):
+    addresses other nodes advertised."""
+    out = []
+    for text in texts:
+        try:
+            out.append(parse_hostport(text))
+        except ConfigError:
+            continue
+    return tuple(out)
+
+
 _HOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")
 
 

@@ -27,7 +27,7 @@ from ..wire.link import (
     PeerHello,
     PeerRefused,
 )
-from ..wire.messages import GOSSIP_TYPES, GossipMessage, Hello
+from ..wire.messages import GOSSIP_TYPES, GossipMessage, Hello, PxPeer
 from .failures import Failure, explain_refusal, tls_mismatch
 from .outqueue import OutQueue
 from .tls import verified_peer_id
@@ -137,6 +137,8 @@ class LinkHost(Protocol):
     def admit(self, hello: Hello, *, decides: bool,
               verified: bytes | None) -> tuple[str, str] | None: ...
     def refused(self, code: str) -> None: ...
+    def px_for(self, code: str) -> list[PxPeer]: ...
+    def px_received(self, px: tuple[PxPeer, ...]) -> None: ...
     def link_count(self) -> int: ...
     def link_open(self, link: PeerLink) -> None: ...
     def link_closed(self, link: PeerLink) -> None: ...
@@ -274,6 +276,8 @@ class _Connection:
                     return self._open(events[i + 1 :])
                 elif isinstance(event, PeerRefused):
                     self.out.close()
+                    if event.px:
+                        self.host.px_received(event.px)
                     failure = explain_refusal(self.addr, event.code, by_peer=True,
                                               local=self.proto.local, peer=self.proto.peer)
                     self.result = LinkResult("refused", self.peer_id, event.code,
@@ -294,7 +298,7 @@ class _Connection:
             problem = self.host.admit(hello, decides=self.proto.decides, verified=verified)
             self.authenticated = verified is not None
         if problem is not None:
-            self.out.put_force(self.proto.refuse(*problem))
+            self.out.put_force(self.proto.refuse(*problem, self.host.px_for(problem[0])))
             self.out.close()
             failure = explain_refusal(self.addr, problem[0], by_peer=False,
                                       local=self.proto.local, peer=hello)
@@ -324,7 +328,14 @@ class _Connection:
         self.host.link_open(self.link)
         msgs: list[GossipMessage] = [e for e in leftover if type(e) in GOSSIP_TYPES]  # type: ignore[misc]
         if len(msgs) != len(leftover):
-            self.link.close("peer_left")
+            last = leftover[-1]
+            if isinstance(last, PeerRefused):  # refused late (the deciding side accepted)
+                self.link.close(f"refused_by_peer:{last.code}")
+                self.result = LinkResult("refused", self.peer_id, last.code)
+                if last.px:
+                    self.host.px_received(last.px)
+            else:
+                self.link.close("peer_left")
         return msgs
 
     async def _keepalive(self, link: PeerLink) -> None:

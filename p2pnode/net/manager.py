@@ -6,6 +6,7 @@ agree which connection survives) and never links a node to itself.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 from collections import Counter
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..config.settings import NodeConfig, format_hostport
+from ..config.settings import NodeConfig, format_hostport, parse_hostport, valid_hostports
+from ..errors import ConfigError
 from ..wire.link import check_hello
-from ..wire.messages import Bye, GossipMessage, Hello, encode_message
+from ..wire.messages import Bye, GossipMessage, Hello, PxPeer, encode_message
 from .failures import Failure, FailureLog, explain_connect_error
 from .link import Direction, LinkResult, PeerLink, run_connection
 from .transport import Transport
@@ -37,6 +39,7 @@ class LinkStats:
     handshake_failed: Counter[str] = field(default_factory=Counter)  # timeouts, bad input
     queue_drops: int = 0  # frames dropped because a peer's queue was full
     discovered_ignored: int = 0  # discovered nodes over max_discovered
+    px_received: int = 0  # members named by nodes that refused us for want of room
     pruned: int = 0  # links we closed because we had more than degree_high
     pings_lost: int = 0  # pings not answered before the next one (closed links)
     bytes_sent: int = 0  # bytes written to links that have closed (open ones: on the link)
@@ -61,6 +64,16 @@ class _Static:
 
     removed: bool = False
     sleeping: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+def subnet(addr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The /24 (IPv4) or /64 (IPv6) of ``HOST:PORT``'s host; None if it is no IP address."""
+    try:
+        host = parse_hostport(addr, default_port=0)[0]
+        ip = ipaddress.ip_address(host)
+    except (ConfigError, ValueError):
+        return None
+    return ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 64}", strict=False)
 
 
 def _failure_key(addr: str, direction: Direction) -> str:
@@ -107,6 +120,8 @@ class LinkManager:
         self.failures = failures or FailureLog(clock=trio.current_time)
         #: The static peers (``--peer``) and whether each is still wanted.
         self.statics: dict[tuple[str, int], _Static] = {}
+        #: Members to name when refusing a link for want of room (the member list's).
+        self.px_source: Callable[[], list[PxPeer]] | None = None
 
     @property
     def changed(self) -> trio.Event:
@@ -138,6 +153,20 @@ class LinkManager:
     def refused(self, code: str) -> None:
         """Count a link this node refused (``code`` is the refusal's code)."""
         self.stats.refused[code] += 1
+
+    def px_for(self, code: str) -> list[PxPeer]:
+        """Members to name in a refusal for want of room (peer exchange), if any."""
+        if code != "too_many_links" or self.px_source is None:
+            return []
+        return self.px_source()
+
+    def px_received(self, px: tuple[PxPeer, ...]) -> None:
+        """A node that refused us named members to try instead: dial candidates."""
+        if not self.config.peer_exchange:
+            return
+        for peer in px:
+            self.stats.px_received += 1
+            self.peer_discovered(peer.node_id, valid_hostports(peer.addrs))
 
     def link_open(self, link: PeerLink) -> None:
         """A connection finished its handshake: it is now the link to its peer."""
@@ -266,6 +295,11 @@ class LinkManager:
                 # link to us that it will drop by keepalive: wait, then try again.
                 await self.wait_unlinked(result.peer_id)
                 delay = self.config.redial_initial
+            elif result.detail == "too_many_links" and self.config.peer_exchange:
+                # A full seed: it named others to link to (peer exchange). It is needed
+                # again only while this node has no link at all.
+                await self._wait_alone()
+                delay = min(delay * 2, self.config.redial_max)
             else:
                 delay = min(delay * 2, self.config.redial_max)
             wait = delay * (0.5 + self._rng.random())
@@ -274,6 +308,11 @@ class LinkManager:
             with static.sleeping:
                 await trio.sleep(wait)
             static.sleeping = trio.CancelScope()
+
+    async def _wait_alone(self) -> None:
+        """Return once this node has no link."""
+        while self.links:
+            await self.changed.wait()
 
     def set_static_peers(self, peers: tuple[tuple[str, int], ...]) -> tuple[list[str], list[str]]:
         """Keep links to ``peers`` from now on: dial the new ones (in the manager's
@@ -344,7 +383,7 @@ class LinkManager:
                 if pid not in self.links and not e.dialling and e.next_try <= now
                 and (pid > own or now - e.found_at >= cfg.discovery_grace)
             ]
-            for pid in self._rng.sample(candidates, min(want, len(candidates))):
+            for pid in self._pick(candidates, want):
                 self._discovered[pid].dialling = True
                 self._nursery.start_soon(self._dial_discovered, pid, self._discovered[pid])
         if len(self.links) > cfg.degree_high and now - self._last_prune >= 2 * cfg.ping_interval:
@@ -352,6 +391,21 @@ class LinkManager:
         waiting = [e.next_try for pid, e in self._discovered.items()
                    if not e.dialling and e.next_try > now and pid not in self.links]
         return min(waiting, default=now + cfg.ping_interval)
+
+    def _pick(self, candidates: list[bytes], want: int) -> list[bytes]:
+        """Up to ``want`` random candidates; when every link is to one subnet (/24 of
+        IPv4, /64 of IPv6), candidates in another come first (a mesh of several
+        subnets keeps links across them, not only to the nearest)."""
+        chosen = self._rng.sample(candidates, min(want, len(candidates)))
+        ours = {subnet(link.addr) for link in self.links.values()}
+        if len(ours) != 1 or None in ours:
+            return chosen
+        away = [pid for pid in candidates
+                if subnet(format_hostport(*self._discovered[pid].addrs[0])) not in ours]
+        if not away:
+            return chosen
+        first = self._rng.sample(away, min(want, len(away)))
+        return first + [pid for pid in chosen if pid not in first][:want - len(first)]
 
     async def _dial_discovered(self, node_id: bytes, entry: _Discovered) -> None:
         """Dial a discovered node (each address in turn) and run the link until it closes;

@@ -21,9 +21,9 @@ import trio
 
 from .. import PROTOCOL_VERSION
 from ..config import NodeConfig
-from ..config.settings import format_hostport, parse_hostport
+from ..config.settings import format_hostport, parse_hostport, valid_hostports
 from ..discovery import suitable_ipv4_addresses
-from ..errors import ConfigError, RemoteProtocolError
+from ..errors import RemoteProtocolError
 from ..gossip.actions import Action
 from ..identity.keypair import NodeIdentity
 from ..members import MemberInfo, MemberLimits, Membership
@@ -40,6 +40,7 @@ from ..wire.messages import (
     Members,
     ProbeAck,
     ProbeReq,
+    PxPeer,
     SignedClaim,
     SignedMember,
     WireMessage,
@@ -49,7 +50,8 @@ from .engine import Engine
 
 log = logging.getLogger("p2pnode.members")
 
-#: Why a link closed when the peer (or this node) said so: no reason to probe the peer.
+#: Why a link closed when the peer (or this node) said so: no reason to probe the peer
+#: (nor when the peer refused the link: ``refused_by_peer:CODE``).
 CLEAN_CLOSES = frozenset({"peer_left", "pruned_by_peer", "pruned", "shutdown", "replaced"})
 
 
@@ -225,7 +227,8 @@ class MemberGlue:
             return
         self._buckets.pop(pid, None)
         self._silent.discard(pid)
-        if link.close_reason not in CLEAN_CLOSES:
+        reason = link.close_reason
+        if reason not in CLEAN_CLOSES and not reason.startswith("refused_by_peer"):
             entry = self.membership.table.entries.get(pid)
             if entry is not None and entry.info.state == "alive":
                 self._probe(pid, trio.current_time())
@@ -266,20 +269,24 @@ class MemberGlue:
             self.links.peer_lost(info.node_id)
         elif (kind in ("member_join", "member_update") and info.state == "alive"
               and info.version == PROTOCOL_VERSION and info.network == self.network):
-            addrs = []
-            for text in info.addrs:
-                try:
-                    addrs.append(parse_hostport(text))
-                except ConfigError:
-                    continue
-            self.links.peer_discovered(info.node_id, tuple(addrs))
+            self.links.peer_discovered(info.node_id, valid_hostports(info.addrs))
 
     # -- the tasks -------------------------------------------------------------------------
+
+    def px(self) -> list[PxPeer]:
+        """Up to 16 random live members with addresses, of this node's version and
+        network (named when this node refuses a link for want of room)."""
+        fit = [m for m in self.membership.members()
+               if m.state == "alive" and not m.this_node and m.addrs
+               and m.version == PROTOCOL_VERSION and m.network == self.network]
+        return [PxPeer(m.node_id, m.addrs[:8]) for m in self._rng.sample(fit, min(16, len(fit)))]
 
     async def run(self, links: LinkManager, listen: str) -> None:
         """Flood, sync and watch ``links`` until cancelled; this node listens on
         ``listen`` (its record says so)."""
         self.links = links
+        if self.config.peer_exchange:
+            links.px_source = self.px
         self.membership.start(record_addrs(listen), trio.current_time())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._flood_loop)

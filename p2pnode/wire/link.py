@@ -32,6 +32,7 @@ from .messages import (
     Hello,
     Ping,
     Pong,
+    PxPeer,
     Refuse,
     decode_message,
     encode_message,
@@ -66,6 +67,7 @@ class PeerRefused:
 
     code: str
     message: str
+    px: tuple[PxPeer, ...] = ()  # members to try instead (peer exchange)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +178,11 @@ class LinkProtocol:
         self.state = LinkState.ACCEPT_WAIT
         return b""
 
-    def refuse(self, code: str, message: str) -> bytes:
-        """Refuse the link; returns the Refuse frame to send. The link is closed."""
+    def refuse(self, code: str, message: str, px: list[PxPeer] | None = None) -> bytes:
+        """Refuse the link (naming ``px``, members to try instead); returns the Refuse
+        frame to send. The link is closed."""
         self.state = LinkState.CLOSED
-        return encode_message(Refuse(code[:256], message[:256]))
+        return encode_message(Refuse(code[:256], message[:256], px or []))
 
     def bye(self, reason: str = "") -> bytes:
         """Leave: returns the Bye frame to send. The link is closed."""
@@ -228,7 +231,7 @@ class LinkProtocol:
             elif type(msg) is Refuse:
                 # The higher-id side may refuse after we (the deciding side) accepted.
                 self.state = LinkState.CLOSED
-                events.append(PeerRefused(msg.code, msg.message))
+                events.append(PeerRefused(msg.code, msg.message, tuple(msg.px)))
                 break
             else:
                 raise RemoteProtocolError(
@@ -243,7 +246,7 @@ class LinkProtocol:
             if type(msg) is Refuse:
                 self.state = LinkState.CLOSED
                 self._pending.clear()
-                return [*events, PeerRefused(msg.code, msg.message)]
+                return [*events, PeerRefused(msg.code, msg.message, tuple(msg.px))]
             if self.state is LinkState.HELLO_WAIT and type(msg) is Hello:
                 self.peer = msg
                 self.state = LinkState.DECIDE

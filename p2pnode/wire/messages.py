@@ -37,11 +37,21 @@ class Accept(msgspec.Struct, tag=2, array_like=True, frozen=True):
     """Sent by the side with the lower node id: this connection is the link."""
 
 
+class PxPeer(msgspec.Struct, array_like=True, frozen=True):
+    """A member to try instead (peer exchange), in a ``Refuse``."""
+
+    node_id: NodeIdBytes
+    addrs: Annotated[list[ShortText], msgspec.Meta(max_length=8)]
+
+
 class Refuse(msgspec.Struct, tag=3, array_like=True, frozen=True):
-    """The sender will not link over this connection, and says why."""
+    """The sender will not link over this connection, and says why. A node refusing for
+    want of room (``too_many_links``) names up to 16 live members to try instead (``px``,
+    protocol 6)."""
 
     code: ShortText
     message: ShortText
+    px: Annotated[list[PxPeer], msgspec.Meta(max_length=16)] = []
 
 
 class Gossip(msgspec.Struct, frozen=True):
