@@ -248,6 +248,8 @@ class JoinSimulation:
             if o.nodes > len(self.seeds):
                 await self.kill_seeds()
             self.figures["virtual_run_s"] = round(trio.current_time() - t_start, 3)
+            self.figures["mean_degree"] = self.mean_degree()  # before the nodes stop
+            self.figures["max_degree"] = max(self.degrees(), default=0)
             nursery.cancel_scope.cancel()
         return self.summary()
 
@@ -261,14 +263,12 @@ class JoinSimulation:
 
     def summary(self) -> dict[str, Any]:
         o = self.opts
-        degrees = self.degrees()
         return {
             "nodes": o.nodes, "topology": "join", "seeds": len(self.seeds), "seed": o.seed,
             "loss": o.loss, "loss_mode": o.loss_mode, "frames_lost": self.sim.frames_lost,
             "latency_ms": o.latency_ms, "jitter_ms": o.jitter_ms,
             "ping_interval": o.ping_interval, "link_timeout": o.link_timeout,
             **self.figures,
-            "mean_degree": self.mean_degree(), "max_degree": max(degrees, default=0),
             "false_suspicions": self.false_suspicions, "false_deaths": self.false_deaths,
             "falsely_dead_members": len(self.falsely_dead),
             "member_events": dict(sorted(self.events.items())),

@@ -436,6 +436,8 @@ class _Connection:
                 if isinstance(last, PeerRefused):
                     self._set_reason(f"refused_by_peer:{last.code}")
                     self.result = LinkResult("refused", self.peer_id, last.code)
+                    if last.px:
+                        self.host.px_received(last.px)
                 else:
                     assert isinstance(last, PeerBye)
                     self._set_reason("pruned_by_peer" if last.reason == "pruned" else "peer_left")
