@@ -4,6 +4,8 @@ docs/failures.md)."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import trio
 import trio.testing
@@ -153,4 +155,29 @@ async def test_a_full_seed_names_others_to_link_to(
             await trio.sleep(30)
             assert connected(nodes[1:])
             assert knows_all(nodes[1:], nodes[1:])
+            nursery.cancel_scope.cancel()
+
+
+async def test_the_periodic_hash_repairs_a_missed_update(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A record that reached one node without being flooded (as if lost on the way) is
+    spread by the periodic sync: a hash that differs, then digests both ways."""
+    from p2pnode.members.records import MemberBody, sign_member
+    from p2pnode.testing import make_identity, wait_linked
+    from p2pnode.wire.messages import Members
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nodes = await start_memory_mesh(nursery, [(0, 1), (1, 2)], 3,
+                                            member_sync_interval=5.0)
+            await wait_linked(nodes, [(0, 1), (1, 2)])
+            await wait_until(lambda: knows_all(nodes, nodes))
+            other = make_identity(random.Random(77))
+            record = sign_member(other, MemberBody("x", ["mem:99"], 6, "open", {}, 1))
+            nodes[0].membership.receive(Members([record]), b"\x01" * 16, trio.current_time())
+            nodes[0].membership.outbox.clear()  # not flooded
+            sent = sum(n.members_glue.stats.bytes_sent for n in nodes)
+            await wait_until(lambda: other.node_id in states(nodes[2]))
+            assert sum(n.members_glue.stats.bytes_sent for n in nodes) - sent < 4000
             nursery.cancel_scope.cancel()

@@ -1,10 +1,13 @@
-"""The link manager's choice of dial candidates: when every link is to one subnet,
-candidates in another subnet come first (docs/protocol.md, "Peer exchange")."""
+"""Peer exchange: the link manager's choice of dial candidates (when every link is to one subnet,
+candidates in another subnet come first) and the addresses a member record gives
+(docs/protocol.md, "Peer exchange")."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from p2pnode.config import NodeConfig
 from p2pnode.net.manager import LinkManager, _Discovered, subnet
@@ -39,3 +42,14 @@ def test_candidates_in_another_subnet_come_first_when_all_links_share_one() -> N
     mgr = manager(["10.0.0.2:7420", "10.0.5.3:7420"], {**near, **far})
     picks = {mgr._pick(list(near) + list(far), 1)[0] for _ in range(40)}
     assert len(picks) > 1
+
+
+def test_a_record_gives_addresses_others_can_dial(monkeypatch: pytest.MonkeyPatch) -> None:
+    import p2pnode.node.membership as glue
+
+    monkeypatch.setattr(glue, "suitable_ipv4_addresses", lambda: ("10.1.2.3", "10.9.0.1"))
+    assert glue.record_addrs("0.0.0.0:7420") == ["10.1.2.3:7420", "10.9.0.1:7420"]
+    assert glue.record_addrs("192.168.5.5:7420") == ["192.168.5.5:7420"]
+    assert glue.record_addrs("mem:3") == ["mem:3"]
+    monkeypatch.setattr(glue, "suitable_ipv4_addresses", lambda: ())
+    assert glue.record_addrs("0.0.0.0:7420") == ["0.0.0.0:7420"]

@@ -7,6 +7,7 @@ a bad value raises ``ConfigError`` naming the setting.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
@@ -69,14 +70,17 @@ def parse_hostport(text: str, *, default_port: int | None = None) -> tuple[str, 
 
 def valid_hostports(texts: list[str]) -> tuple[tuple[str, int], ...]:
     """The addresses of ``texts`` that parse as ``HOST:PORT`` (the others are skipped):
-    addresses other nodes advertised."""
-    out = []
-    for text in texts:
-        try:
-            out.append(parse_hostport(text))
-        except ConfigError:
-            continue
-    return tuple(out)
+    addresses other nodes advertised (each member's are parsed at every change of it,
+    hence the cache)."""
+    return tuple(addr for text in texts if (addr := _advertised(text)) is not None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _advertised(text: str) -> tuple[str, int] | None:
+    try:
+        return parse_hostport(text)
+    except ConfigError:
+        return None
 
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9_.-]{1,253}")

@@ -6,6 +6,7 @@ agree which connection survives) and never links a node to itself.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import random
@@ -66,6 +67,7 @@ class _Static:
     sleeping: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
+@functools.lru_cache(maxsize=4096)
 def subnet(addr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     """The /24 (IPv4) or /64 (IPv6) of ``HOST:PORT``'s host; None if it is no IP address."""
     try:

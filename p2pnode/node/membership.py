@@ -22,8 +22,8 @@ import trio
 from .. import PROTOCOL_VERSION
 from ..config import NodeConfig
 from ..config.settings import format_hostport, parse_hostport, valid_hostports
-from ..discovery import suitable_ipv4_addresses
-from ..errors import RemoteProtocolError
+from ..discovery.interfaces import suitable_ipv4_addresses
+from ..errors import ConfigError, RemoteProtocolError
 from ..gossip.actions import Action
 from ..identity.keypair import NodeIdentity
 from ..members import MemberInfo, MemberLimits, Membership
@@ -283,7 +283,7 @@ class MemberGlue:
 
     async def run(self, links: LinkManager, listen: str) -> None:
         """Flood, sync and watch ``links`` until cancelled; this node listens on
-        ``listen`` (its record says so)."""
+        ``listen`` (its record says so: ``record_addrs``)."""
         self.links = links
         if self.config.peer_exchange:
             links.px_source = self.px
@@ -317,8 +317,9 @@ class MemberGlue:
             if self.membership.outbox:
                 self.flush()
             deadline = self.membership.next_deadline()
+            wake = now + step if deadline is None else min(deadline, now + step)
             # Never a busy loop: a deadline already past waits a little.
-            await trio.sleep_until(max(min(deadline or now + step, now + step), now + step / 16))
+            await trio.sleep_until(max(wake, now + step / 16))
 
     def leave(self) -> None:
         """Tell every link this node leaves (its ``left`` record), before the Byes."""
@@ -332,19 +333,26 @@ class MemberGlue:
             self._send_frame(link, frame)
 
 
+def record_addrs(listen: str) -> list[str]:
+    """The addresses this node's record gives: ``listen`` (the ``--advertise`` host, or
+    the listen address, and the real port), except that a node listening on every
+    address (``0.0.0.0``, ``::``) without ``--advertise`` gives the primary IPv4
+    address of each interface that is up (not loopback; at most 8), which others can
+    dial."""
+    try:
+        host, port = parse_hostport(listen)
+    except ConfigError:
+        return [listen]
+    if host not in ("0.0.0.0", "::"):
+        return [listen]
+    try:
+        ips = suitable_ipv4_addresses()
+    except OSError:
+        ips = ()
+    return [format_hostport(ip, port) for ip in ips[:8]] or [listen]
+
+
 def _frames(items: list[SignedMember | SignedClaim]) -> list[bytes]:
     records = [item for item in items if type(item) is SignedMember]
     claims = [item for item in items if type(item) is SignedClaim]
     return [encode_message(frame) for frame in pack(records, claims)]
-
-
-def record_addrs(listen: str) -> list[str]:
-    """The addresses this node's member record announces: ``listen``, or when that is a
-    wildcard (``0.0.0.0``, ``::``: every address; no ``--advertise``) the address of
-    each up, non-loopback IPv4 interface with its port (at most 8), which others can
-    dial. A record saying ``0.0.0.0`` would send the nodes that learn it to themselves."""
-    host, port = parse_hostport(listen)
-    if host not in ("0.0.0.0", "::"):
-        return [listen]
-    found = [format_hostport(addr, port) for addr in suitable_ipv4_addresses()[:8]]
-    return found or [listen]
