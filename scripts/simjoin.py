@@ -17,7 +17,8 @@ peer exchange). Phases, all in virtual time under trio's ``MockClock``:
 Throughout, ``--loss P`` loses that share of the frames on every link
 (``p2pnode.testing.SimNet``), and each ``member_suspect`` / ``member_dead`` event that
 a node emits about a node that is in fact running counts as a false suspicion / false
-death.
+death (``false_suspicions``, ``false_deaths``: events, one per node that hears it;
+``false_suspicions_distinct``: the suspicions themselves, by member and incarnation).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class JoinSimulation:
         self.false_suspicions = 0
         self.false_deaths = 0
         self.falsely_dead: set[int] = set()  # nodes some live node declared dead wrongly
+        #: (member, incarnation) of each false suspicion: one suspicion, heard by many
+        self.suspicions: set[tuple[bytes, int]] = set()
         self.figures: dict[str, Any] = {}
         self.wall_linked = 0.0  # wall clock when every node had started
 
@@ -130,6 +133,7 @@ class JoinSimulation:
             return
         if kind == "member_suspect":
             self.false_suspicions += 1
+            self.suspicions.add((member.node_id, member.incarnation))
         elif kind == "member_dead":
             self.false_deaths += 1
             self.falsely_dead.add(self.index[member.node_id])
@@ -269,7 +273,9 @@ class JoinSimulation:
             "latency_ms": o.latency_ms, "jitter_ms": o.jitter_ms,
             "ping_interval": o.ping_interval, "link_timeout": o.link_timeout,
             **self.figures,
-            "false_suspicions": self.false_suspicions, "false_deaths": self.false_deaths,
+            "false_suspicions": self.false_suspicions,
+            "false_suspicions_distinct": len(self.suspicions),
+            "false_deaths": self.false_deaths,
             "falsely_dead_members": len(self.falsely_dead),
             "member_events": dict(sorted(self.events.items())),
         }
@@ -295,7 +301,8 @@ def human(r: dict[str, Any]) -> str:
                      f"{r['after_kill_s']:g} s later; {r['knows_all_after_seed_kill']} "
                      f"nodes know every live node; seeds dead everywhere after "
                      f"{r['seeds_dead_everywhere_s']} s")
-    lines.append(f"false suspicions {r['false_suspicions']}, false deaths "
-                 f"{r['false_deaths']} ({r['falsely_dead_members']} members)")
+    lines.append(f"false suspicions {r['false_suspicions_distinct']} (heard "
+                 f"{r['false_suspicions']} times), false deaths {r['false_deaths']} "
+                 f"({r['falsely_dead_members']} members)")
     lines.append(f"wall {r.get('wall_seconds')} s, peak RSS {r.get('peak_rss_mb')} MB")
     return "\n".join(lines)
