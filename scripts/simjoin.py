@@ -208,6 +208,8 @@ class JoinSimulation:
             "measure_s": seconds,
             "membership_bytes_per_s_per_node": round(
                 sum(n for tag, n in sent.items() if tag in tags) / per, 1),
+            "membership_bytes_by_frame": {name: round(sent[tag] / per, 1)
+                                          for tag, name in tags.items()},
             "all_bytes_per_s_per_node": round(sum(sent.values()) / per, 1),
             "still_converged_after_measure": all(self.knows_all(i) for i in self.live),
         })
