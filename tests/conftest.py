@@ -27,11 +27,13 @@ def short_tmp() -> Iterator[Path]:
 
 
 def loopback_config(base: Path, name: str, **overrides: Any) -> NodeConfig:
-    """A node config that listens on 127.0.0.1 (a free port) with its socket under base."""
+    """A node config that listens on 127.0.0.1 (a free port) with its socket under base.
+    No peer exchange: the links are the ``peers`` given (as ``memory_config``'s); pass
+    ``peer_exchange=True`` to have nodes link to the members they learn of."""
     kwargs: dict[str, Any] = {
         "name": name, "listen_host": "127.0.0.1", "listen_port": 0, "mdns": False,
         "socket_path": base / f"{name}.sock", "data_dir": base / name,
-        "redial_initial": 0.05, "redial_max": 0.5,
+        "redial_initial": 0.05, "redial_max": 0.5, "peer_exchange": False,
     }
     kwargs.update(overrides)
     return NodeConfig(**kwargs)

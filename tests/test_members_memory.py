@@ -83,7 +83,7 @@ async def test_a_tag_change_and_a_leave_reach_every_member(
             nursery.cancel_scope.cancel()
 
 
-async def test_a_frozen_node_is_declared_dead_within_5_s(
+async def test_a_frozen_node_is_declared_dead_within_5_s_and_back_when_it_wakes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     net = MemoryNetwork()
@@ -102,7 +102,11 @@ async def test_a_frozen_node_is_declared_dead_within_5_s(
             for node in others:
                 assert all(s == "alive" for nid, s in states(node).items()
                            if nid != victim.node_id)
-            victim.kill()
+            # Woken up, it hears it is dead and refutes: alive again everywhere.
+            net.sim.thaw(victim.config.listen_port)
+            await wait_until(lambda: knows_all(nodes, nodes))
+            assert trio.current_time() - frozen_at - took < 5
+            assert victim.membership.refutations >= 1
             nursery.cancel_scope.cancel()
 
 

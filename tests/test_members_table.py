@@ -213,3 +213,43 @@ def test_an_alive_answer_clears_a_probe() -> None:
     assert ms.detector.on_ack(ProbeAck(a.node_id, req.nonce, True), helper)
     ms.tick(5.0)
     assert state_of(ms, a) == ("alive", 10)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("max_members", 0, "max_members must be 1-6000"),
+    ("max_members", 6001, "max_members must be 1-6000"),
+    ("member_rate", 0.0, "member_rate must be greater than 0"),
+    ("member_sync_interval", -1.0, "member_sync_interval must be greater than 0"),
+    ("member_reap", 0.0, "member_reap must be greater than 0"),
+    ("probe_k", 17, "probe_k must be 0-16"),
+    ("probe_timeout", 0.0, "probe_timeout must be greater than 0"),
+    ("suspicion_min", 0.0, "suspicion_min must be greater than 0"),
+    ("suspicion_mult", -1.0, "suspicion_mult must be 0-100"),
+])
+def test_member_settings_are_checked(field: str, value: float, message: str) -> None:
+    from p2pnode.config import NodeConfig
+    from p2pnode.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        NodeConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_frames_stay_within_the_smallest_frame_whatever_the_records() -> None:
+    from p2pnode.config.settings import MIN_FRAME
+    from p2pnode.members.service import pack
+
+    big = [sign_member(make_identity(random.Random(300 + i)),
+                       MemberBody("m", ["h:1"], 6, "open",
+                                  {f"k{j}": "v" * 100 for j in range(32)}, 1))
+           for i in range(64)]
+    small = [record(make_identity(random.Random(400 + i))) for i in range(150)]
+    claims = [claim(IDS[1], IDS[2], i) for i in range(70)]
+    for records in (big, small):
+        frames = pack(records, claims)
+        assert [r for f in frames for r in f.records] == records
+        assert [c for f in frames for c in f.claims] == claims
+        for frame in frames:
+            assert len(encode_message(frame)) < MIN_FRAME
+            assert len(frame.records) <= 64
+    assert len(pack(small, [])) == 3
+    assert pack([], []) == []

@@ -409,6 +409,35 @@ class StoreStatus(Section):
         drop="stored batches unreadable at start (left out)")]
 
 
+class MembersStatus(Section):
+    alive: Annotated[int, _gauge("members alive now, this node included")]
+    suspect: Annotated[int, _gauge("members suspected now (their suspicion timers run)")]
+    dead: Annotated[int, _gauge("dead members still listed (forgotten after `member_reap`)")]
+    left: Annotated[int, _gauge("members that left, still listed (the same)")]
+    records: Annotated[int, _counter("member records that changed the list")]
+    claims: Annotated[int, _counter(
+        "suspect and dead claims that changed the list (confirmations included)")]
+    stale: Annotated[int, _counter(
+        "records and claims dropped before their signature was checked: nothing new in them")]
+    refused: Annotated[int, _counter(
+        "new members refused: the list was full of live ones (`max_members`)",
+        drop="new members refused (member list full)")]
+    bad: Annotated[int, _counter(
+        "links closed for a bad member frame (a bad signature, a record over its bounds)",
+        drop="links closed for bad member records")]
+    rate_limited: Annotated[int, _counter(
+        "member records, claims, probes and digests dropped: a link sent over `member_rate`",
+        drop="member records over the rate limit")]
+    refutations: Annotated[int, _counter("times this node said it is alive after a suspicion")]
+    probes: Annotated[int, _counter("indirect probes of silent peers started")]
+    probes_cleared: Annotated[int, _counter(
+        "probes that ended well: an alive answer, or the peer was heard again")]
+    probes_skipped: Annotated[int, _counter(
+        "silent peers not probed: no other link was heard either (this node stalled?)")]
+    bytes_sent: Annotated[int, _counter("bytes of member frames sent", unit="bytes",
+                                        metric="sent_bytes")]
+
+
 class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
                  forbid_unknown_fields=True):
     """The ``status`` reply (without ``id`` and ``ok``)."""
@@ -437,6 +466,8 @@ class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
     api: Annotated[ApiStatus | None, _section("the local API")] = None
     requests: Annotated[RequestsStatus, _section("request/reply")]
     store: Annotated[StoreStatus, _section("the message store on disk")]
+    members: Annotated[MembersStatus, _section(
+        "the member list and its failure detector ([protocol.md](protocol.md#membership))")]
 
 
 _encoder = msgspec.json.Encoder()

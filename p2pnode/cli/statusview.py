@@ -162,6 +162,7 @@ def _rows(st: dict[str, Any], before: dict[str, Any] | None,
                    f"{r('replies_in', 0)}, taken {r('replies_taken', 0)}, forwarded "
                    f"{r('replies_forwarded', 0)}; {r('paths', 0)} paths back")
     yield from _store_rows(section_of(st, "store"))
+    yield from _member_rows(section_of(st, "members"))
     drops = list(_drop_lines(st, before))
     yield _row("drops", drops[0] if drops else "none")
     yield from (_row("", line) for line in drops[1:])
@@ -189,6 +190,19 @@ def _store_rows(store: dict[str, Any]) -> Iterator[str]:
                "(p2pnode store)")
     if s("error"):
         yield _row("", f"WRITES FAIL: {s('error')}")
+
+
+def _member_rows(mem: dict[str, Any]) -> Iterator[str]:
+    """The member list (``p2pnode members`` lists them); nothing for an older node."""
+    if not mem:
+        return
+    m = mem.get
+    yield _row("members", f"{m('alive', '?')} alive, {m('suspect', '?')} suspect, "
+               f"{m('dead', '?')} dead, {m('left', '?')} left; records {m('records', 0)}, "
+               f"claims {m('claims', 0)}, stale {m('stale', 0)}, refutations "
+               f"{m('refutations', 0)}; probes {m('probes', 0)} ({m('probes_cleared', 0)} "
+               f"cleared, {m('probes_skipped', 0)} skipped), "
+               f"{m('bytes_sent', 0) // 1024} KiB sent")
 
 
 def _row(label: str, text: str) -> str:

@@ -228,11 +228,26 @@ class Membership:
         return min(times, default=None)
 
 
+#: The most record bytes in one Members frame: well within the smallest ``max_frame``
+#: (160 KiB), whatever the records' sizes (64 records of 4 KiB would not be).
+FRAME_BUDGET = 96 * 1024
+
+
 def pack(records: list[SignedMember], claims: list[SignedClaim]) -> list[Members]:
-    """``records`` and ``claims`` in as few ``Members`` frames as the bounds allow
-    (records before the claims about them)."""
-    frames = []
+    """``records`` and ``claims`` in as few ``Members`` frames as the bounds allow (at
+    most 64 of each and ``FRAME_BUDGET`` bytes of records per frame; records before
+    the claims about them)."""
+    groups: list[list[SignedMember]] = []
+    size = 0
+    for record in records:
+        cost = len(record.body) + 110  # the key, the signature, the framing
+        if not groups or len(groups[-1]) == MAX_MEMBERS_PER_FRAME or size + cost > FRAME_BUDGET:
+            groups.append([])
+            size = 0
+        groups[-1].append(record)
+        size += cost
     step = MAX_MEMBERS_PER_FRAME
-    for i in range(0, max(len(records), len(claims)), step):
-        frames.append(Members(records[i:i + step], claims[i:i + step]))
-    return frames
+    claim_groups = [claims[i:i + step] for i in range(0, len(claims), step)]
+    count = max(len(groups), len(claim_groups))
+    return [Members(groups[i] if i < len(groups) else [],
+                    claim_groups[i] if i < len(claim_groups) else []) for i in range(count)]

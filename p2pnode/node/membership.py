@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import weakref
 from dataclasses import dataclass
 
 import trio
@@ -110,6 +111,8 @@ class MemberGlue:
         self._rng = random.Random(config.seed)
         self._buckets: dict[bytes, tuple[TokenBucket, TokenBucket]] = {}
         self._silent: set[bytes] = set()
+        #: Links closed for a bad member frame: the rest of their read is not taken.
+        self._bad_links: weakref.WeakSet[PeerLink] = weakref.WeakSet()
         self._wake = trio.Event()
         for kind in MEMBER_TYPES:
             engine.handlers[kind] = self.on_message
@@ -156,7 +159,7 @@ class MemberGlue:
     def on_message(self, msg: GossipMessage, peer: bytes, now: float) -> list[Action]:
         """A member frame from ``peer`` (``Engine.handlers``)."""
         link = self.links.links.get(peer) if self.links is not None else None
-        if link is None:
+        if link is None or link in self._bad_links:  # a bad frame earlier in this read
             return []
         try:
             if type(msg) is Members:
@@ -175,6 +178,7 @@ class MemberGlue:
             log.warning("link %s (%s) sent a bad member frame (%s: %s); closing it",
                         link.peer.name, link.peer_hex[:8], exc.code, exc.message,
                         extra=link.log_fields(reason=exc.code))
+            self._bad_links.add(link)
             link.abort(exc.code)
         if self.membership.outbox:
             self.wake()
@@ -199,8 +203,8 @@ class MemberGlue:
             self.membership.receive(msg, link.peer_id, now)
 
     def _on_digest(self, msg: MemberDigest, link: PeerLink, now: float) -> None:
-        if len(msg.entries) > self.config.max_members:
-            raise RemoteProtocolError("too_large", "a member digest over max_members")
+        # Its size is bounded by the wire (6,000 entries), not by this node's max_members:
+        # a peer that keeps more members is no less honest.
         if not self._take(link, 1, now, digest=True):
             return
         for frame in self.membership.answer(msg):
@@ -223,6 +227,7 @@ class MemberGlue:
         """A link opened (send our digest) or closed (probe its peer unless it said bye)."""
         pid = link.peer_id
         if up:
+            self.membership.detector.clear(pid)  # it is back: a probe under way ends
             self._send(link, self.membership.digest())
             return
         self._buckets.pop(pid, None)

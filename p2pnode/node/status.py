@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -18,6 +19,7 @@ from ..api.status import (
     LinkFailure,
     LinksStatus,
     MdnsStatus,
+    MembersStatus,
     MeshViewStatus,
     MessagesStatus,
     NodeStatus,
@@ -95,8 +97,21 @@ def status_info(node: Node) -> NodeStatus:
         mdns=MdnsStatus(**node.discovery.stats) if node.discovery is not None else None,
         security=_security(node),
         api=_api(node.api.stats) if node.api is not None else None,
-        requests=_requests(node), store=node.storing.status(),
+        requests=_requests(node), store=node.storing.status(), members=_members(node),
     )
+
+
+def _members(node: Node) -> MembersStatus:
+    states = Counter(m.state for m in node.membership.members())
+    table, glue = node.membership.table.stats, node.members_glue.stats
+    detector = node.membership.detector
+    return MembersStatus(
+        alive=states["alive"], suspect=states["suspect"], dead=states["dead"],
+        left=states["left"], records=table.records, claims=table.claims, stale=table.stale,
+        refused=table.refused, bad=glue.bad, rate_limited=glue.rate_limited,
+        refutations=node.membership.refutations, probes=detector.probes_sent,
+        probes_cleared=detector.cleared, probes_skipped=glue.probes_skipped,
+        bytes_sent=glue.bytes_sent)
 
 
 def _messages(node: Node) -> MessagesStatus:
