@@ -133,7 +133,7 @@ def test_bad_request_echoes_the_id(obj: dict[str, Any]) -> None:
 
 #: Every op the API serves (docs/api.md); a new request type must be added here too.
 ALL_OPS = ["publish", "subscribe", "unsubscribe", "peers", "status", "monitor", "mesh",
-           "sync", "will", "bye", "request", "reply", "ack", "store"]
+           "sync", "will", "bye", "request", "reply", "ack", "store", "members", "tags"]
 
 
 def test_every_op_is_known() -> None:

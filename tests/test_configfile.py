@@ -135,3 +135,46 @@ async def test_bad_config_file_exits_2_and_starts_nothing(short_tmp: Path) -> No
     assert res.returncode == 2
     assert f"{cfg}: unknown key 'listen_port'".encode() in res.stderr
     assert not (short_tmp / "x.sock").exists()
+
+
+def test_tags_and_event_handlers_from_the_file_the_environment_and_flags(
+        tmp_path: Path) -> None:
+    cfg = write(tmp_path / "p.toml", 'tags = ["role=display", "room=kitchen 1"]\n'
+                'on_events = ["member_dead=/usr/local/bin/on-dead"]\nevent_timeout = 5\n')
+    s = settings(["--config", str(cfg)])
+    assert s.node.tags == (("role", "display"), ("room", "kitchen 1"))
+    assert s.node.event_handlers == (("member_dead", "/usr/local/bin/on-dead"),)
+    assert s.node.event_timeout == 5
+    s = settings(["--config", str(cfg)], {"P2PNODE_TAGS": "a=1,b=", "P2PNODE_EVENT_TIMEOUT": "2"})
+    assert s.node.tags == (("a", "1"), ("b", ""))
+    assert s.node.event_timeout == 2
+    assert s.sources["tags"] == "P2PNODE_TAGS"
+    s = settings(["--config", str(cfg), "--tag", "x=y", "--on-event", "member_*=/bin/h"])
+    assert s.node.tags == (("x", "y"),)
+    assert s.node.event_handlers == (("member_*", "/bin/h"),)
+    assert settings([]).node.event_timeout == 10.0
+
+
+@pytest.mark.parametrize(("text", "env", "message"), [
+    ('tags = ["role"]\n', {}, "FILE: tags: tag 'role': expected KEY=VALUE"),
+    ('tags = "role=x"\n', {}, "tags must be a list of strings"),
+    ('tags = ["a=1", "a=2"]\n', {}, "FILE: tags: tag a is given twice"),
+    ("", {"P2PNODE_TAGS": "bad!key=1"}, "P2PNODE_TAGS: tag key 'bad!key'"),
+    ('on_events = ["/bin/true"]\n', {}, "FILE: on_events: '/bin/true': expected KIND=PATH"),
+    ("event_timeout = -1\n", {}, "FILE: event_timeout = -1: must be greater than 0"),
+    ("", {"P2PNODE_EVENT_TIMEOUT": "7200"}, "P2PNODE_EVENT_TIMEOUT=7200: must be at most 3600"),
+])
+def test_bad_tags_and_handlers_name_their_source(tmp_path: Path, text: str,
+                                                 env: dict[str, str], message: str) -> None:
+    cfg = write(tmp_path / "p.toml", text)
+    with pytest.raises(SettingsError) as info:
+        settings(["--config", str(cfg)], env)
+    assert message.replace("FILE", str(cfg)) in str(info.value)
+
+
+def test_peer_exchange_can_be_turned_off_by_flag_variable_or_file(tmp_path: Path) -> None:
+    assert settings([]).node.peer_exchange
+    assert not settings(["--no-peer-exchange"]).node.peer_exchange
+    assert not settings([], {"P2PNODE_PEER_EXCHANGE": "0"}).node.peer_exchange
+    cfg = write(tmp_path / "p.toml", "peer_exchange = false\n")
+    assert not settings(["--config", str(cfg)]).node.peer_exchange

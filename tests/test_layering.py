@@ -31,9 +31,10 @@ def _modules_in(*packages: str) -> list[str]:
 #: (new ones are checked without being listed here), and these.
 PURE = [
     "p2pnode", "p2pnode.errors", "p2pnode.ids", "p2pnode.ratelimit",
-    "p2pnode.config", "p2pnode.config.settings",
+    "p2pnode.config", "p2pnode.config.settings", "p2pnode.config.tags",
     *_modules_in("wire", "gossip", "mesh", "members"),
-    "p2pnode.identity.keypair", "p2pnode.api.protocol", "p2pnode.api.status",
+    "p2pnode.identity.keypair", "p2pnode.api.protocol", "p2pnode.api.member_requests",
+    "p2pnode.api.status",
     "p2pnode.api.topics",
 ]
 #: Packages whose ``__init__`` must stay light although some of their modules are not:

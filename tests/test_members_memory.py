@@ -185,3 +185,18 @@ async def test_the_periodic_hash_repairs_a_missed_update(
             await wait_until(lambda: other.node_id in states(nodes[2]))
             assert sum(n.members_glue.stats.bytes_sent for n in nodes) - sent < 4000
             nursery.cancel_scope.cancel()
+
+
+def test_the_detector_timings_script_reports_its_figures() -> None:
+    """scripts/detector_timings.py (the figures of docs/failures.md), in a small run."""
+    import sys
+    from pathlib import Path
+
+    from .benchrun import run_json
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "detector_timings.py"
+    report = run_json([sys.executable, str(script), "--nodes", "4", "--runs", "1",
+                       "--pause", "2.0", "--json"], "detector_timings", 120)
+    assert report["nodes"] == 4
+    assert 1.5 < report["frozen_dead_after_s"]["max"] <= 5.0
+    assert report["paused"] == [{"pause_s": 2.0, "runs_suspected": 0, "dead_events": 0}]

@@ -253,3 +253,4 @@ def test_frames_stay_within_the_smallest_frame_whatever_the_records() -> None:
             assert len(frame.records) <= 64
     assert len(pack(small, [])) == 3
     assert pack([], []) == []
+

@@ -22,6 +22,7 @@ from ..errors import RemoteProtocolError
 from ..ids import id_to_hex, parse_id
 from ..mesh.linklist import RESERVED_PREFIX
 from ..wire.messages import Gossip, Item
+from .member_requests import MembersOp, TagsOp
 from .topics import pattern_problem, published_topic_problem
 
 ERROR_CODES = (
@@ -206,7 +207,7 @@ class ReplyOp(msgspec.Struct, tag="reply", tag_field="op", kw_only=True,
 
 
 Request = (Publish | Subscribe | Unsubscribe | Peers | Status | Monitor | Mesh | Sync | Will
-           | Bye | RequestOp | ReplyOp | Ack | StoreOp)
+           | Bye | RequestOp | ReplyOp | Ack | StoreOp | MembersOp | TagsOp)
 #: Every op, taken from the request types themselves so that a new one cannot be left out.
 OPS: tuple[str, ...] = tuple(str(kind.__struct_config__.tag) for kind in get_args(Request))
 

@@ -14,6 +14,7 @@ import grp
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,11 +23,14 @@ import trio
 from ..config.settings import NodeConfig
 from ..errors import ConfigError
 from ..gossip.retained import RetainedReplay
+from ..members import Membership
+from ..ratelimit import TokenBucket
 from ..store.service import StoreService
 from .admission import admitted, refuse_client
 from .confirming import Confirmer, ConfirmingStore, store_refusal
 from .delivery import DeliveryOps
 from .durables import DurableCall, Durables
+from .members import MEMBER_OPS, MemberOps
 from .monitor import MonitorHub
 from .protocol import (
     Ack,
@@ -85,9 +89,10 @@ class ApiBackend(RequestBackend, StoreInfo, Protocol):
     def retained_refusal(self, topic: str, size: int) -> str | None: ...
     def message_store(self) -> StoreService | None: ...
     node_id: bytes
+    membership: Membership
 
 
-class ApiServer(DeliveryOps, SubscribeOps):
+class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
     """Serves the local API on ``config.socket_path`` for ``backend``."""
 
     def __init__(self, config: NodeConfig, backend: ApiBackend) -> None:
@@ -108,6 +113,10 @@ class ApiServer(DeliveryOps, SubscribeOps):
         #: ... when the ``ok`` to a publish waits until it is stored (docs/store.md).
         self._confirming: ConfirmingStore | None = None
         self.durables = Durables(config, backend.node_id)
+        self._membership = lambda: backend.membership
+        self._member_watchers: set[Session] = set()  # connections that get member events
+        self._member_unlisten: Callable[[], None] | None = None
+        self._tag_bucket: TokenBucket | None = None  # this node's tag changes (tags op)
         self._group: grp.struct_group | None = None
         self._serving: os.stat_result | None = None  # the socket file, while it serves
         if config.api_group is not None:
@@ -225,6 +234,7 @@ class ApiServer(DeliveryOps, SubscribeOps):
                 self.durables.drop(session)
                 self._unsubscribe(session, [])
                 self.monitors.remove(session)
+                self.unwatch_members(session)
                 self.sessions.discard(session)
                 self._touched.discard(session)
                 self._sessions_changed.set()
@@ -373,25 +383,28 @@ class ApiServer(DeliveryOps, SubscribeOps):
             reply = encode_error(reply)
         session.order.put(reply)
 
+    def _publish(self, session: Session, req: Publish) -> bytes | None:
+        """Take a publish: its reply line, or None (none, or it waits for the store)."""
+        if not session.bucket.take(1, trio.current_time()):
+            self.stats.rate_limited += 1
+            raise ApiError("rate_limited", f"over {self.config.client_publish_per_s:g} "
+                           "publishes per second; slow down and retry", req.id)
+        if self._store is not None and (refused := store_refusal(self._store, req.id)):
+            raise refused
+        # The read loop flushes (wait_links_writable) once the read is handled.
+        msg_id, sent_to = take_publish(req, self.backend, self.config.max_payload)
+        self.stats.published += 1
+        line = encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to}) if req.ack else b""
+        if self._confirming is not None:  # the reply waits for the store
+            session.gate.add(session.order, req.id, line, session.requests)
+            return None
+        return line or None
+
     def _handle(self, session: Session,
                 line: bytes) -> bytes | Peers | ReplayRequest | DurableCall | StoreOp | None:
         req = parse_request(line)
         if type(req) is Publish:
-            if not session.bucket.take(1, trio.current_time()):
-                self.stats.rate_limited += 1
-                raise ApiError("rate_limited", f"over {self.config.client_publish_per_s:g} "
-                               "publishes per second; slow down and retry", req.id)
-            if self._store is not None and (refused := store_refusal(self._store, req.id)):
-                raise refused
-            # The read loop flushes (wait_links_writable) once the read is handled.
-            msg_id, sent_to = take_publish(req, self.backend, self.config.max_payload)
-            self.stats.published += 1
-            line = encode_reply(req.id, {"msg_id": msg_id, "peers": sent_to}) if req.ack \
-                else b""
-            if self._confirming is not None:  # the reply waits for the store
-                session.gate.add(session.order, req.id, line, session.requests)
-                return None
-            return line or None
+            return self._publish(session, req)
         if type(req) is Subscribe:
             if req.durable is not None:
                 return self.durables.subscribe(session, req)
@@ -431,6 +444,8 @@ class ApiServer(DeliveryOps, SubscribeOps):
             return None  # answered once its replies came (ReplyOrder keeps the order)
         if type(req) is ReplyOp:
             return self.requests.reply(req)
+        if isinstance(req, MEMBER_OPS):
+            return self.member_request(session, req)
         assert type(req) is Status
         return encode_status_reply(req.id, self.backend.status_info())
 

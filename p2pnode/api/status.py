@@ -438,6 +438,22 @@ class MembersStatus(Section):
                                         metric="sent_bytes")]
 
 
+class HandlersStatus(Section):
+    configured: Annotated[int, _gauge(
+        "programs run on member events (`--on-event`)")]
+    queued: Annotated[int, _gauge("events waiting for their handlers now (at most 64)")]
+    ran: Annotated[int, _counter("handlers run to their end, whatever their exit status")]
+    failed: Annotated[int, _counter(
+        "handlers that exited non-zero or could not start (logged with the end of their"
+        " standard error)", drop="event handlers failed")]
+    timed_out: Annotated[int, _counter(
+        "handlers killed: still running after `--event-timeout`",
+        drop="event handlers killed: over --event-timeout")]
+    dropped: Annotated[int, _counter(
+        "events not handed to a handler: the queue of 64 was full",
+        drop="member events not run by handlers: their queue was full")]
+
+
 class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
                  forbid_unknown_fields=True):
     """The ``status`` reply (without ``id`` and ``ok``)."""
@@ -468,6 +484,8 @@ class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
     store: Annotated[StoreStatus, _section("the message store on disk")]
     members: Annotated[MembersStatus, _section(
         "the member list and its failure detector ([protocol.md](protocol.md#membership))")]
+    handlers: Annotated[HandlersStatus, _section(
+        "programs run on member events ([operations.md](operations.md#event-handlers))")]
 
 
 _encoder = msgspec.json.Encoder()

@@ -69,6 +69,8 @@ def settings_summary(settings: RunSettings) -> list[str]:
         "log_format": settings.log_format,
         "metrics": format_hostport(*settings.metrics) if settings.metrics else "off",
         "health_min_links": str(settings.health_min_links),
+        "tags": ", ".join(f"{k}={v}" for k, v in cfg.tags) or "none",
+        "on_events": ", ".join(f"{k}={v}" for k, v in cfg.event_handlers) or "none",
     }
     for key in KEYS:  # a key without a wording of its own: its value as it is
         if key.name not in shown:

@@ -3,7 +3,7 @@ before a node starts or a client connects, naming the flag, the path and the pro
 the client commands' arguments (``check_client_args``), output files
 (``check_output_file``), and what ``run``'s settings need of this machine
 (``preflight``: the socket's directory, the network key, the mDNS interfaces, the data
-directory, the API group)."""
+directory, the API group, the event handlers)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def _is_utf8(text: str) -> bool:
 def preflight(settings: RunSettings) -> list[str]:
     """What ``settings`` need of this machine and do not find, as messages (empty if
     all is well). Reads, creates nothing."""
-    checks = (_socket_dir, _network_key, _mdns_interfaces, _data_dir, _api_group)
+    checks = (_socket_dir, _network_key, _mdns_interfaces, _data_dir, _api_group, _handlers)
     problems = []
     for check in checks:
         try:
@@ -170,3 +170,13 @@ def _api_group(settings: RunSettings) -> None:
         except KeyError:
             raise ConfigError(f"{_where(settings, 'api_group', '--api-group', group)}: "
                               "no such group") from None
+
+
+def _handlers(settings: RunSettings) -> None:
+    """``--on-event``: known event kinds, programs that exist and are executable."""
+    from ..node.handlers import handler_problem  # trio: only when needed
+
+    source = settings.sources.get("on_events", "--on-event")
+    for kind, path in settings.node.event_handlers:
+        if problem := handler_problem(kind, path):
+            raise ConfigError(f"{source} {problem}")

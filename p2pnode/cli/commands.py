@@ -21,6 +21,7 @@ from ..errors import P2PError
 from ..mesh.draw import names_of, render_png, to_dot
 from .explain import open_client
 from .logs import format_pairs
+from .membersview import cmd_members, cmd_tags
 from .recv import cmd_recv
 from .serve import cmd_request, cmd_serve
 from .statusview import summary
@@ -234,4 +235,4 @@ def _table(rows: list[tuple[Any, ...]]) -> list[str]:
 #: The client commands by name (``main`` runs them in ``trio.run``).
 COMMANDS = {"send": cmd_send, "recv": cmd_recv, "monitor": cmd_monitor, "mesh": cmd_mesh,
             "peers": cmd_info, "status": cmd_info, "request": cmd_request, "serve": cmd_serve,
-            "store": cmd_store}
+            "store": cmd_store, "members": cmd_members, "tags": cmd_tags}

@@ -21,6 +21,7 @@ from ..config.settings import (
     default_socket_path,
 )
 from ..ids import parse_id
+from ..members.service import STATES
 
 EPILOG = f"""\
 The socket defaults to $P2PNODE_SOCKET, else $XDG_RUNTIME_DIR/p2pnode.sock, else
@@ -153,6 +154,7 @@ def build_parser() -> Parser:
     _add_monitor_mesh(sub)
     _add_request_serve(sub)
     _add_store(sub)
+    _add_members(sub)
     for command in sub.choices.values():  # "--socket (default: see below)"
         command.epilog = command.epilog or EPILOG
         command.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -319,6 +321,29 @@ def _add_store(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                        help="read the store file PATH (a node's --store FILE)")
 
 
+def _add_members(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    members = _client_command(
+        sub, "members", help="list the members of the mesh, with their tags and state",
+        description="List the members of the mesh as this node knows them, this node "
+                    "included: id, name, state (alive, suspect, dead, left), addresses "
+                    "and tags.")
+    members.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                         help="only members with this tag (repeatable: all of them)")
+    members.add_argument("--state", action="append", default=[], choices=STATES,
+                         help="only members in this state (repeatable: any of them)")
+    members.add_argument("--json", action="store_true", help="print the members as JSON")
+    tags = _client_command(
+        sub, "tags", help="show or change this node's tags",
+        description="Set and delete tags of the running node (they travel to every "
+                    "member), then print its tags. Without flags, print them. Tags "
+                    "given to `p2pnode run --tag` come back at the node's next start.")
+    tags.add_argument("--json", action="store_true", help="print the tags as JSON")
+    tags.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="set this tag (repeatable)")
+    tags.add_argument("--delete", action="append", default=[], metavar="KEY",
+                      help="delete this tag (repeatable)")
+
+
 def _add_run_flags(run: argparse.ArgumentParser) -> None:
     """``run``'s flags. Their defaults are None: a flag not given leaves the value to
     the environment, the configuration file or the default (``config.file``)."""
@@ -333,12 +358,18 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
                      help=f"a node to link to and keep linked (repeatable; "
                           f"port defaults to {DEFAULT_PORT})")
     run.add_argument("--name", help="a human name for this node (default: the host name)")
+    run.add_argument("--tag", action="append", metavar="KEY=VALUE",
+                     help="a tag that tells the mesh about this node, such as role=display "
+                          "(repeatable; at most 32)")
     run.add_argument("--data-dir", type=Path, metavar="DIR",
                      help=f"where the node keeps its identity (default {default_data_dir()})")
     run.add_argument("--no-mdns", action="store_const", const=True,
                      help="do not use mDNS discovery")
     run.add_argument("--mdns-interface", action="append", metavar="IP",
                      help="use mDNS only on the interface with this address (repeatable)")
+    run.add_argument("--no-peer-exchange", action="store_const", const=True,
+                     help="link only to --peer and mDNS nodes, not to members learned "
+                          "from the member list")
     run.add_argument("--advertise", metavar="HOST",
                      help="the address announced to peers (default: the listen address)")
     run.add_argument("--max-hops", type=int, metavar="N",
@@ -408,6 +439,14 @@ def _add_run_service_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--metrics", metavar="HOST:PORT",
                      help="serve the status counters in Prometheus format at "
                           "http://HOST:PORT/metrics, and health at /healthz (default off)")
+    run.add_argument("--on-event", action="append", metavar="KIND=PATH",
+                     help="run the program PATH on each member event KIND (member_join, "
+                          "member_update, member_suspect, member_dead, member_left; "
+                          "member_* for all), the event in its environment and on its "
+                          "standard input (repeatable)")
+    run.add_argument("--event-timeout", type=float, metavar="SECONDS",
+                     help="kill an --on-event program still running after this long "
+                          f"(default {NodeConfig.event_timeout:g})")
     run.add_argument("--health-min-links", type=int, metavar="N",
                      help="GET /healthz answers 503 while the node has fewer than N links "
                           "(default 0: healthy whenever it serves its socket)")

@@ -3,8 +3,9 @@ file and the ``P2PNODE_*`` variables; the flags stay), apply what can change whi
 node runs, and say what changed and what needs a restart.
 
 Applied at once: ``log_level``, ``peers`` (new ones dialled, removed ones no longer
-redialled), ``health_min_links`` and the limits ``max_hops``, ``history_bytes``,
-``history_age`` and ``order_hold`` (``p2pnode.node.reload.LIVE_FIELDS``). Any other
+redialled), ``health_min_links``, ``tags``, the event handlers and the limits
+``max_hops``, ``history_bytes``, ``history_age`` and ``order_hold``
+(``p2pnode.node.reload.LIVE_FIELDS``). Any other
 change is named and waits for a restart. Settings that do not read or do not fit
 are reported, and the node keeps the ones it runs with.
 """
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 
 #: ``NodeConfig`` fields by the name of their setting (file key, flag), where the two
 #: differ.
-_SETTING = {"listen_host": "listen", "listen_port": "listen", "socket_path": "socket"}
+_SETTING = {"listen_host": "listen", "listen_port": "listen", "socket_path": "socket",
+            "event_handlers": "on_events"}
 #: Settings of the command itself (not of the node) that only a restart changes.
 _RESTART_ONLY = ("log_format", "metrics")
 
@@ -35,6 +37,8 @@ _RESTART_ONLY = ("log_format", "metrics")
 def _text(value: Any) -> str:
     """A setting's value as the operator wrote it."""
     if isinstance(value, tuple) and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+        if all(isinstance(v, str) for pair in value for v in pair):  # tags, handlers
+            return "[" + ", ".join(f"{k}={v}" for k, v in value) + "]"
         return "[" + ", ".join(format_hostport(str(h), int(p)) for h, p in value) + "]"
     if isinstance(value, tuple):
         return "[" + ", ".join(str(v) for v in value) + "]"

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 from typing import Any
@@ -20,6 +19,7 @@ import trio
 from ..client import ApiReplyError, Client, ReplyError, event_payload, open_client
 from ..client.serving import reply_request, request_token
 from ..errors import P2PError
+from ..node.processes import end_process_group, feed_stdin
 
 #: The most bytes of standard input ``request`` sends as its data.
 MAX_STDIN = 512 * 1024
@@ -142,7 +142,7 @@ async def run_command(command: list[str], event: dict[str, Any],
     out = _Output(max_output)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_feed, proc, event_payload(event))
+            nursery.start_soon(feed_stdin, proc, event_payload(event))
             nursery.start_soon(out.read_stderr, proc)
             await out.read_stdout(proc)
             if out.too_much:
@@ -150,7 +150,7 @@ async def run_command(command: list[str], event: dict[str, Any],
                 return ReplyError(f"the command wrote more than {max_output} bytes")
             await proc.wait()
     finally:
-        await _kill(proc)
+        await end_process_group(proc)
     code = proc.returncode
     if code != 0:
         status = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
@@ -185,21 +185,3 @@ class _Output:
     def stderr_tail(self) -> str:
         lines = self.stderr.decode("utf-8", "replace").strip().splitlines()
         return lines[-1][:200] if lines else ""
-
-
-async def _feed(proc: trio.Process, data: bytes) -> None:
-    assert proc.stdin is not None
-    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        await proc.stdin.send_all(data)
-    await trio.aclose_forcefully(proc.stdin)
-
-
-async def _kill(proc: trio.Process) -> None:
-    """Kill what is left of the command's process group, and reap the command."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with trio.CancelScope(shield=True), trio.move_on_after(5):
-        await proc.wait()
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            await trio.aclose_forcefully(stream)

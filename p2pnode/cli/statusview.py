@@ -52,6 +52,7 @@ NOT_SHOWN = frozenset({
     "retained.max_bytes", "retained.accepted", "retained.synced", "retained.sync_wanted",
     "store.path", "store.max_age_s", "store.queued", "store.committed", "store.writes",
     "store.removed", "store.failing",
+    "handlers.configured", "handlers.queued", "handlers.ran",
 })
 #: Keys of a reply that are not status fields.
 ENVELOPE = frozenset({"ok", "id"})

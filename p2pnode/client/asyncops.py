@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from .membership import members_request, tags_request
 from .protocol import (
     ApiReplyError,
     ack_request,
@@ -22,8 +23,9 @@ Handler = Callable[[bytes], Awaitable[str | bytes]]
 
 
 class AsyncRequests:
-    """``subscribe``, ``unsubscribe``, ``peers``, ``status``, ``monitor``: one request
-    each, whose checked reply they return (``ApiReplyError`` on an error reply)."""
+    """``subscribe``, ``unsubscribe``, ``peers``, ``status``, ``monitor``, ``members``,
+    ``set_tags``: one request each, whose checked reply they return (``ApiReplyError``
+    on an error reply)."""
 
     async def request(self, request: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -88,6 +90,26 @@ class AsyncRequests:
         """Start receiving ``log`` and ``link`` events (and ``delivered`` events with
         ``messages``) from ``events()``; see docs/api.md, "monitor"."""
         await self.request({"op": "monitor", "level": level, "messages": messages})
+
+    async def members(self, tags: Mapping[str, str] | None = None,
+                      state: str | Iterable[str] | None = None, *,
+                      watch: bool | None = None) -> list[dict[str, Any]]:
+        """The members of the mesh, this node included (``"self": true``), sorted by
+        name: those with all of ``tags`` and in ``state`` (``"alive"``, ``"suspect"``,
+        ``"dead"``, ``"left"``, or several). With ``watch=True``, ``events()`` then gives
+        a ``member_join``, ``member_update``, ``member_suspect``, ``member_dead`` or
+        ``member_left`` event at each change (``watch=False``: no longer). Raises
+        ``ApiReplyError`` (``bad_request``: a bad tag or state)."""
+        return list((await self.request(members_request(tags, state, watch)))["members"])
+
+    async def set_tags(self, tags: Mapping[str, str] | None = None,
+                       delete: Iterable[str] = ()) -> dict[str, str]:
+        """Set ``tags`` and delete the keys ``delete`` of this node's tags; returns its
+        tags then. The change travels to every node (a ``member_update`` event). Raises
+        ``ApiReplyError``: ``bad_request`` (a key is 1-64 of ``A-Z a-z 0-9 _ . -``, a
+        value at most 256 characters, at most 32 tags), ``rate_limited`` (over 10
+        changes per second)."""
+        return dict((await self.request(tags_request(tags, delete)))["tags"])
 
     async def ask(self, topic: str, data: str | bytes, *,
                   timeout: float = DEFAULT_ASK_TIMEOUT,  # noqa: ASYNC109 - the node's, sent

@@ -21,7 +21,7 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -29,6 +29,7 @@ from typing import Any, Literal, overload
 from ..config.settings import default_socket_path
 from ..identity.owners import check_server
 from .base import ClientBase
+from .membership import members_request, tags_request
 from .protocol import (
     DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_MAX_EVENTS,
@@ -192,6 +193,17 @@ class BlockingClient(ClientBase):
     def monitor(self, level: str = "info", messages: bool = False) -> None:
         """Like ``Client.monitor``."""
         self.request({"op": "monitor", "level": level, "messages": messages})
+
+    def members(self, tags: Mapping[str, str] | None = None,
+                state: str | Iterable[str] | None = None, *,
+                watch: bool | None = None) -> list[dict[str, Any]]:
+        """Like ``Client.members``: the members with all of ``tags``, in ``state``."""
+        return list(self.request(members_request(tags, state, watch))["members"])
+
+    def set_tags(self, tags: Mapping[str, str] | None = None,
+                 delete: Iterable[str] = ()) -> dict[str, str]:
+        """Like ``Client.set_tags``: change this node's tags; returns them."""
+        return dict(self.request(tags_request(tags, delete))["tags"])
 
     # -- request/reply ------------------------------------------------------------
 

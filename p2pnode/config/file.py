@@ -25,7 +25,7 @@ import dataclasses
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +33,13 @@ from ..errors import ConfigError
 from .settings import (
     DEFAULT_PORT,
     INSECURE_WITH_KEY,
+    MAX_EVENT_HANDLERS,
     NodeConfig,
     host_problem,
     parse_hostport,
     socket_path_problem,
 )
+from .tags import pairs_problem, parse_tag
 
 ENV_PREFIX = "P2PNODE_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -71,9 +73,11 @@ KEYS: tuple[Key, ...] = (
     Key("socket", "--socket", "socket", "path"),
     Key("peers", "--peer", "peer", "list"),
     Key("name", "--name", "name", "str"),
+    Key("tags", "--tag", "tag", "list"),
     Key("data_dir", "--data-dir", "data_dir", "path"),
     Key("mdns", "--no-mdns", "no_mdns", "bool", negated=True),
     Key("mdns_interfaces", "--mdns-interface", "mdns_interface", "list"),
+    Key("peer_exchange", "--no-peer-exchange", "no_peer_exchange", "bool", negated=True),
     Key("advertise", "--advertise", "advertise", "str"),
     Key("max_hops", "--max-hops", "max_hops", "int"),
     Key("gossip", "--gossip", "gossip", "choice", ("tree", "flood")),
@@ -95,6 +99,8 @@ KEYS: tuple[Key, ...] = (
     Key("log_format", "--log-format", "log_format", "choice", LOG_FORMATS),
     Key("metrics", "--metrics", "metrics", "str"),
     Key("health_min_links", "--health-min-links", "health_min_links", "int"),
+    Key("on_events", "--on-event", "on_event", "list"),
+    Key("event_timeout", "--event-timeout", "event_timeout", "float"),
 )
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
@@ -264,6 +270,7 @@ RANGES: dict[str, tuple[float, bool, float | None, str]] = {
     "store_bytes": (0, True, None, ""),
     "max_durables": (1, True, 1_000_000, ""),
     "durable_max_unacked": (1, True, 100_000, ""),
+    "event_timeout": (0, False, 3600, ""),
 }
 
 
@@ -360,6 +367,8 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
             metrics = parse_hostport(get("metrics"))
         except ConfigError as exc:
             raise fail("metrics", exc) from None
+    tags = _pairs(values, "tags", parse_tag)
+    handlers = _pairs(values, "on_events", parse_handler)
     health_min_links = get("health_min_links", 0)
     if health_min_links < 0:
         raise fail("health_min_links", ConfigError("health_min_links must be at least 0"))
@@ -367,13 +376,13 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
     kwargs.update(
         listen_host=host, listen_port=port, peers=peers, mdns=get("mdns", True),
         mdns_interfaces=tuple(get("mdns_interfaces", [])), advertise=get("advertise"),
-        name=name, insecure=get("insecure", False),
-        api_group=get("api_group"),
+        name=name, insecure=get("insecure", False), tags=tags, event_handlers=handlers,
+        api_group=get("api_group"), peer_exchange=get("peer_exchange", True),
         network_key=Path(get("network_key")) if get("network_key") else None,
     )
     for key in ("max_hops", "gossip", "history_bytes", "history_age", "order_hold",
                 "retained_max_topics", "retained_max_bytes", "store", "store_age",
-                "store_bytes", "max_durables", "durable_max_unacked"):
+                "store_bytes", "max_durables", "durable_max_unacked", "event_timeout"):
         if key in values:
             kwargs[key] = get(key)
     if "sync" in values:
@@ -391,13 +400,43 @@ def build_settings(values: dict[str, tuple[object, str]]) -> RunSettings:
                        sources={k: v[1] for k, v in values.items()})
 
 
+def parse_handler(text: str) -> tuple[str, str]:
+    """``KIND=PATH`` (``--on-event``) as a pair; the kind and the program are checked
+    when the node starts (``node.handlers``). Raises ``ValueError``."""
+    kind, sep, path = text.partition("=")
+    if not sep or not kind or not path:
+        raise ValueError(f"{text[:80]!r}: expected KIND=PATH, such as "
+                         "member_dead=/usr/local/bin/on-dead")
+    return kind, path
+
+
+def _pairs(values: Mapping[str, tuple[object, str]], name: str,
+           parse: Callable[[str], tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """A list setting of ``KEY=VALUE`` texts (``tags``, ``on_events``) as pairs. Raises
+    ``ConfigError``/``SettingsError`` naming where the bad one came from."""
+    if name not in values:
+        return ()
+    texts = values[name][0]
+    assert isinstance(texts, list)
+    if name == "on_events" and len(texts) > MAX_EVENT_HANDLERS:
+        raise _error(values, name, f"{values[name][1]}: at most {MAX_EVENT_HANDLERS} "
+                                   "handlers")
+    try:
+        pairs = tuple(parse(str(text)) for text in texts)
+    except ValueError as exc:
+        raise _error(values, name, f"{values[name][1]}: {exc}") from None
+    if name == "tags" and (problem := pairs_problem(pairs)):
+        raise _error(values, name, f"{values[name][1]}: {problem}")
+    return pairs
+
+
 def _config_error(values: Mapping[str, tuple[object, str]], exc: ConfigError) -> ConfigError:
     """``NodeConfig``'s error, which begins with its field's name, told in terms of the
     flag, variable or key that set the field (``--name '': must be ...``)."""
     text = str(exc)
     field = text.split()[0]
-    name = {"listen_port": "listen", "socket_path": "socket",
-            "store_sync": "sync"}.get(field, field)
+    name = {"listen_port": "listen", "socket_path": "socket", "store_sync": "sync",
+            "event_handlers": "on_events"}.get(field, field)
     if name not in values:
         return exc
     return _error(values, name, f"{where(values, name)}: {text[len(field):].lstrip()}")

@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 from ..errors import ConfigError
+from .tags import pairs_problem
 
 DEFAULT_PORT = 7420
 DEFAULT_TOPIC = "default"
@@ -156,6 +157,9 @@ INSECURE_WITH_KEY = (
     "one out. Drop the one or the other: the key alone gives encrypted links between "
     "members only")
 
+#: Programs run on member events (``--on-event``), at most.
+MAX_EVENT_HANDLERS = 64
+
 #: The smallest ``max_frame``: an IHave or Graft of 4,096 entries takes about 147 KiB.
 MIN_FRAME = 160 * 1024
 
@@ -167,6 +171,10 @@ class NodeConfig:
     name: str = "node"
     #: This node's tags (``--tag KEY=VALUE``): what it tells the mesh about itself.
     tags: tuple[tuple[str, str], ...] = ()
+    #: Programs run on member events (``--on-event KIND=PATH``): (kind, path) pairs, the
+    #: kind one of the member events or ``member_*`` (docs/operations.md, "Handlers").
+    event_handlers: tuple[tuple[str, str], ...] = ()
+    event_timeout: float = 10.0  # a handler still running after this long is killed
     listen_host: str = "0.0.0.0"
     listen_port: int = DEFAULT_PORT
     socket_path: Path = dataclasses.field(default_factory=default_socket_path)
@@ -340,6 +348,7 @@ class NodeConfig:
         self._check_retained()
         self._check_pairs_and_paths()
         self._check_members()
+        self._check_tags_and_handlers()
 
     def _check_members(self) -> None:
         if not 1 <= self.max_members <= 6000:
@@ -352,6 +361,14 @@ class NodeConfig:
             raise ConfigError("probe_k must be 0-16")
         if not 0 <= self.suspicion_mult <= 100:
             raise ConfigError("suspicion_mult must be 0-100")
+
+    def _check_tags_and_handlers(self) -> None:
+        if problem := pairs_problem(self.tags):
+            raise ConfigError(f"tags: {problem}")
+        if not 0 < self.event_timeout <= 3600:
+            raise ConfigError("event_timeout must be greater than 0 and at most 3600")
+        if len(self.event_handlers) > MAX_EVENT_HANDLERS:
+            raise ConfigError(f"event_handlers: at most {MAX_EVENT_HANDLERS} handlers")
 
     def _check_pairs_and_paths(self) -> None:
         if self.max_origins_per_peer > self.max_origins:

@@ -40,6 +40,7 @@ from .announcer import MeshAnnouncer
 from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config
+from .handlers import EventHandlers
 from .membership import member_service
 from .publisher import Publisher
 from .reload import Reconfigured, reconfigure
@@ -71,6 +72,7 @@ class Node(AppFacing):
     def __init__(self, config: NodeConfig, *, transport: Transport | None = None,
                  identity: NodeIdentity | None = None, api: bool = True) -> None:
         self.config = config
+        self.handlers = EventHandlers(config)  # member event programs: checked before the lock
         self._lock: DataDirLock | None = None
         if identity is None:
             identity = self._lock_and_load(config)
@@ -107,7 +109,7 @@ class Node(AppFacing):
                                                               self.engine.verifier)
         self.retaining.attach(self.engine)
         self.requests = Requests(config, identity, self.router, self.engine, self.publisher,
-                                 self._request_to_apps)
+                                 self._to_apps)
         self.engine.on_request = self.requests.on_batch
         self.engine.on_reply = self.requests.on_reply
         self.announcer = MeshAnnouncer(
@@ -178,6 +180,7 @@ class Node(AppFacing):
         nursery.start_soon(self.retaining.run)
         nursery.start_soon(self.requests.run)
         nursery.start_soon(self.members_glue.run, self.links, self._hello().listen)
+        nursery.start_soon(self.handlers.run, self.membership)
         if cfg.mesh_interval > 0:
             nursery.start_soon(self.announcer.run)
         self._ready.set()
@@ -237,13 +240,9 @@ class Node(AppFacing):
     def _linked(self) -> list[bytes]:
         return list(self.links.links) if self.links is not None else []
 
-    def _to_apps(self, msg: Gossip) -> None:
-        if self.api is not None:
-            self.api.deliver(msg)
-        for callback in self.on_deliver:
-            callback(msg)
-
-    def _request_to_apps(self, msg: Gossip, token: bytes, timeout: float) -> None:
+    def _to_apps(self, msg: Gossip, token: bytes | None = None,
+                 timeout: float | None = None) -> None:
+        """A message (a request: with its reply token and timeout) to local apps."""
         if self.api is not None:
             self.api.deliver(msg, token, timeout)
         for callback in self.on_deliver:

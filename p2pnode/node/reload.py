@@ -4,7 +4,9 @@ SIGHUP): which ones, and how each part of the node gets them.
 The parts read these settings from their ``config`` when they use them, so handing
 each part the new ``NodeConfig`` is enough: the static peers are dialled or let go at
 once, the limits of links and clients apply to the links and connections that open
-afterwards, the router's limits to the next batch. Every other field needs a restart.
+afterwards, the router's limits to the next batch, the event handlers to the next
+event. A change of ``tags`` is applied to the member list at once (tags set through
+the API meanwhile stay). Every other field needs a restart.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import NodeConfig
+from ..errors import ConfigError
 from .engine import router_config
+from .handlers import handler_problem
 
 if TYPE_CHECKING:
     from .node import Node
@@ -25,6 +29,7 @@ LIVE_FIELDS = frozenset({
     "max_links", "degree_low", "degree_high",
     "peer_bytes_per_s", "peer_batches_per_s", "peer_pings_per_s", "new_origins_per_s",
     "client_publish_per_s", "client_replays_per_s",
+    "tags", "event_handlers", "event_timeout",
 })
 
 
@@ -37,6 +42,15 @@ class Reconfigured:
     restart: dict[str, tuple[Any, Any]]
     peers_added: tuple[str, ...] = ()
     peers_removed: tuple[str, ...] = ()
+
+
+def _retag(node: Node, old: dict[str, str], new: dict[str, str]) -> None:
+    """The configured tags went from ``old`` to ``new``: set the new ones and delete
+    those no longer configured (tags set at run time through the API stay)."""
+    gone = [key for key in old if key not in new]
+    if any(node.membership.me.tags.get(k) != v for k, v in new.items()) or \
+            any(key in node.membership.me.tags for key in gone):
+        node.membership.set_tags(new, gone)
 
 
 def changes(old: NodeConfig, new: NodeConfig) -> dict[str, tuple[Any, Any]]:
@@ -55,8 +69,13 @@ def reconfigure(node: Node, new: NodeConfig) -> Reconfigured:
     diff = changes(node.config, new)
     live = {k: v for k, v in diff.items() if k in LIVE_FIELDS}
     config = dataclasses.replace(node.config, **{k: v[1] for k, v in live.items()})
+    for kind, path in config.event_handlers if "event_handlers" in live else ():
+        if problem := handler_problem(kind, path):
+            raise ConfigError(f"on_events: {problem}")
+    if "tags" in live:
+        _retag(node, dict(live["tags"][0]), dict(live["tags"][1]))
     node.config = config
-    for part in (node.engine, node.publisher, node.links, node.api):
+    for part in (node.engine, node.publisher, node.links, node.api, node.handlers):
         if part is not None:
             part.config = config
     node.router.set_limits(router_config(config))

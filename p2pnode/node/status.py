@@ -15,6 +15,7 @@ from ..api.monitor import format_time
 from ..api.status import (
     ApiStatus,
     GossipStatus,
+    HandlersStatus,
     HistoryStatus,
     LinkFailure,
     LinksStatus,
@@ -98,6 +99,7 @@ def status_info(node: Node) -> NodeStatus:
         security=_security(node),
         api=_api(node.api.stats) if node.api is not None else None,
         requests=_requests(node), store=node.storing.status(), members=_members(node),
+        handlers=HandlersStatus(**node.handlers.stats()),
     )
 
 
