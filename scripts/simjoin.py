@@ -201,6 +201,7 @@ class JoinSimulation:
         """Frame bytes per node per second over ``seconds`` of converged running."""
         tags = member_tags()
         before = Counter(self.sim.frame_bytes)
+        suspicions = len(self.suspicions)
         await trio.sleep(seconds)
         sent = self.sim.frame_bytes - before
         per = max(1, len(self.live)) * seconds
@@ -212,6 +213,7 @@ class JoinSimulation:
                                           for tag, name in tags.items()},
             "all_bytes_per_s_per_node": round(sum(sent.values()) / per, 1),
             "still_converged_after_measure": all(self.knows_all(i) for i in self.live),
+            "false_suspicions_distinct_measure": len(self.suspicions) - suspicions,
         })
 
     async def kill_seeds(self) -> None:
