@@ -32,7 +32,6 @@ except ImportError:  # run beside netlab.py (scripts/ on sys.path, as lab.py doe
     from netlab import NODE_PORT, Lab, LabError, _ip, environment_problem  # type: ignore[no-redef]
 
 DEFAULT_BASE: Final = "10.78"
-_HOST_IF: Final = "eth0"
 
 
 class RoutedLab(Lab):
@@ -102,15 +101,17 @@ class RoutedLab(Lab):
             _ip("-n", sw, "addr", "add", f"{self.router_addr(k)}/24", "dev", bridge)
             _ip("-n", sw, "link", "set", bridge, "up")
 
+    def bridge_of(self, host: str) -> str:
+        return f"br{self.subnet_of(host)}"
+
+    @property
+    def host_prefixlen(self) -> int:
+        return 24
+
     def _build_host(self, name: str) -> None:
-        sw, ns = self.switch_netns, self.netns(name)
-        _ip("netns", "add", ns)
-        _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", sw, "link", "add", name, "type", "veth", "peer", "name", _HOST_IF, "netns", ns)
-        _ip("-n", sw, "link", "set", name, "master", f"br{self.subnet_of(name)}", "up")
-        _ip("-n", ns, "addr", "add", f"{self.addr(name)}/24", "dev", _HOST_IF)
-        _ip("-n", ns, "link", "set", _HOST_IF, "multicast", "on", "up")
-        _ip("-n", ns, "route", "add", "default", "via", self.router_addr(self.subnet_of(name)))
+        super()._build_host(name)
+        _ip("-n", self.netns(name), "route", "add", "default", "via",
+            self.router_addr(self.subnet_of(name)))
 
 
 # -- environment -------------------------------------------------------------------------
