@@ -318,14 +318,23 @@ class Lab:
         _ip("-n", sw, "link", "add", _BRIDGE, "type", "bridge", "mcast_snooping", "0")
         _ip("-n", sw, "link", "set", _BRIDGE, "up")
 
+    def bridge_of(self, host: str) -> str:
+        """The switch's bridge that ``host``'s cable is plugged into."""
+        return _BRIDGE
+
+    @property
+    def host_prefixlen(self) -> int:
+        """The prefix length of a host's address (its subnet's)."""
+        return self.subnet.prefixlen
+
     def _build_host(self, name: str) -> None:
         """One host namespace and its cable: switch port ``name`` <-> host ``eth0``."""
         sw, ns = self.switch_netns, self.netns(name)
         _ip("netns", "add", ns)
         _ip("-n", ns, "link", "set", "lo", "up")
         _ip("-n", sw, "link", "add", name, "type", "veth", "peer", "name", _HOST_IF, "netns", ns)
-        _ip("-n", sw, "link", "set", name, "master", _BRIDGE, "up")
-        _ip("-n", ns, "addr", "add", f"{self.addr(name)}/{self.subnet.prefixlen}", "dev", _HOST_IF)
+        _ip("-n", sw, "link", "set", name, "master", self.bridge_of(name), "up")
+        _ip("-n", ns, "addr", "add", f"{self.addr(name)}/{self.host_prefixlen}", "dev", _HOST_IF)
         _ip("-n", ns, "link", "set", _HOST_IF, "multicast", "on", "up")
 
     def destroy(self, *, purge: bool = False) -> list[str]:

@@ -31,6 +31,11 @@ Figures (``--json`` prints them as one object):
 - ``latency_*_ms``: virtual time from publish to delivery, over all deliveries
   (origins included, at 0 ms).
 
+``--topology join`` runs another scenario, membership (issue 18): every node starts
+knowing only ``--seeds`` seed(s); it reports ``membership_converged_s``, the
+membership traffic once converged, whether the mesh stays connected when the seeds
+are killed, and (with ``--loss``) false suspicions and deaths. See ``simjoin.py``.
+
 Usage: python scripts/simulate.py [--nodes 50] [--topology random] [--json] ...
 """
 
@@ -39,6 +44,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import math
 import os
 import random
@@ -55,6 +61,11 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # simjoin, beside this script
+
+from simjoin import JoinSimulation, add_join_arguments
+from simjoin import human as join_human
+
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.config import NodeConfig
 from p2pnode.discovery import DiscoveredPeer
@@ -70,7 +81,7 @@ from p2pnode.testing import (
 )
 from p2pnode.wire import Batch, BatchBody, Gossip, GossipMessage, IHave
 
-TOPOLOGIES = ("random", "ring", "grid", "small-world", "discovery")
+TOPOLOGIES = ("random", "ring", "grid", "small-world", "discovery", "join")
 TOPIC = "sim"
 DEFAULT_DEGREE = 6
 #: Per link, one way: 1 ms plus up to 1 ms of jitter, a LAN of switches and Wi-Fi.
@@ -179,6 +190,13 @@ class Options:
     link_timeout: float = 15.0
     seed: int = 0
     plot: str | None = None
+    # --topology join (simjoin.py)
+    seeds: int = 1
+    loss: float = 0.0
+    loss_mode: str = "drop"
+    converge_max: float = 120.0
+    measure: float = 60.0
+    after_kill: float = 30.0
 
 
 @dataclass
@@ -532,13 +550,13 @@ class Simulation:
 # -- entry points -------------------------------------------------------------------------
 
 
-def run_simulation(opts: Options) -> tuple[dict[str, Any], Simulation]:
+def run_simulation(opts: Options) -> tuple[dict[str, Any], Any]:
     """Run one simulation; returns the figures and the finished simulation."""
     import trio._core._run as trio_run
 
     # trio shuffles the order of runnable tasks with its own random source; seed it.
     trio_run._r.seed(opts.seed)
-    sim = Simulation(opts)
+    sim: Any = Simulation(opts) if opts.topology != "join" else JoinSimulation(opts)
     threshold = gc.get_threshold()
     t0 = time.perf_counter()
     try:
@@ -616,7 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=50, metavar="N", help="nodes in the mesh")
     p.add_argument("--topology", choices=TOPOLOGIES, default="random",
                    help="how the nodes are linked (discovery: as mDNS would, each node "
-                        "finds every other and keeps --degree links)")
+                        "finds every other and keeps --degree links; join: every node "
+                        "starts knowing only the --seeds, membership does the rest)")
     p.add_argument("--degree", type=int, default=None, metavar="N",
                    help="mean degree (random, small-world), target degree (discovery); "
                         f"default {DEFAULT_DEGREE}, or --nodes - 1 if that is less")
@@ -642,16 +661,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "from the start of the window")
     p.add_argument("--drain", type=float, default=30.0, metavar="S",
                    help="wait at most this long (virtual s) after the window for deliveries")
-    p.add_argument("--ping-interval", type=float, default=5.0, metavar="S",
-                   help="keepalive ping interval, s (node default 1.0)")
-    p.add_argument("--link-timeout", type=float, default=15.0, metavar="S",
-                   help="silence before a link is dead, s (node default 3.0)")
+    p.add_argument("--ping-interval", type=float, default=None, metavar="S",
+                   help="keepalive ping interval, s (default 5.0; with --topology join "
+                        "the node default, 1.0)")
+    p.add_argument("--link-timeout", type=float, default=None, metavar="S",
+                   help="silence before a link is dead, s (default 15.0; with --topology "
+                        "join the node default, 3.0)")
     p.add_argument("--max-hops", type=int, default=32, metavar="N",
                    help="the nodes' hop limit, 1-255 (node default 32; a ring needs n/2)")
     p.add_argument("--gossip", choices=("tree", "flood"), default="tree",
                    help="broadcast trees (the node default) or flooding")
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="do not gc.freeze() the set-up mesh (slower at scale)")
+    add_join_arguments(p)
     p.add_argument("--seed", type=int, default=0,
                    help="the same seed gives the same figures")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -667,6 +689,7 @@ def problems(a: argparse.Namespace) -> list[str]:
     if a.nodes < 1:
         out.append(f"--nodes {a.nodes}: a mesh needs at least 1 node")
         return out
+    out += join_problems(a)
     if not 1 <= a.publishers <= a.nodes:
         out.append(f"--publishers {a.publishers}: each publisher is a different node, so "
                    f"it must be 1-{a.nodes} (--nodes {a.nodes})")
@@ -703,6 +726,28 @@ def problems(a: argparse.Namespace) -> list[str]:
         out.append("--rejoin restarts the nodes that --churn crashes: give --churn too")
     if a.partition > 0 and a.nodes < 2:
         out.append("--partition splits the nodes in two halves: it needs at least 2 nodes")
+    return out
+
+
+def join_problems(a: argparse.Namespace) -> list[str]:
+    """What is impossible about the --topology join settings."""
+    out: list[str] = []
+    if not 1 <= a.seeds <= a.nodes:
+        out.append(f"--seeds {a.seeds}: must be 1-{a.nodes} (--nodes {a.nodes})")
+    if not 0 <= a.loss <= 0.5:
+        out.append(f"--loss {a.loss:g}: a share of the frames, 0-0.5")
+    for flag, value in (("--converge-max", a.converge_max), ("--measure", a.measure),
+                        ("--after-kill", a.after_kill)):
+        if not (math.isfinite(value) and value > 0):
+            out.append(f"{flag} {value:g}: must be more than 0")
+    if a.topology != "join":
+        given = [flag for flag, value, default in (
+            ("--seeds", a.seeds, 1), ("--loss", a.loss, 0.0),
+            ("--loss-mode", a.loss_mode, "drop")) if value != default]
+        if given:
+            out.append(f"{', '.join(given)}: only with --topology join")
+    elif a.plot is not None:
+        out.append("--plot draws message delivery: not with --topology join")
     return out
 
 
@@ -743,6 +788,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
     a = p.parse_args(argv)
     if a.degree is None:
         a.degree = max(1, min(DEFAULT_DEGREE, a.nodes - 1))
+    if a.ping_interval is None:
+        a.ping_interval = NodeConfig.ping_interval if a.topology == "join" else 5.0
+    if a.link_timeout is None:
+        a.link_timeout = NodeConfig.link_timeout if a.topology == "join" else 15.0
     found = problems(a)
     if a.plot is not None and not found:
         plot_problem = check_plot(a.plot)
@@ -756,7 +805,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
         rejoin_after=a.rejoin_after, partition=a.partition, drain=a.drain,
         max_hops=a.max_hops, ping_interval=a.ping_interval, link_timeout=a.link_timeout,
         seed=a.seed, gc_freeze=not a.no_gc_freeze, gossip=a.gossip,
-        plot=a.plot,
+        plot=a.plot, seeds=a.seeds, loss=a.loss, loss_mode=a.loss_mode,
+        converge_max=a.converge_max, measure=a.measure, after_kill=a.after_kill,
     )
     return opts, a.json
 
@@ -793,6 +843,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run and print; the exit status: 0, 1 if the plot could not be written after all,
     2 for refused settings (``parse_args``), 130 on Ctrl-C. No traceback for any."""
     opts, as_json = parse_args(argv)
+    if opts.topology == "join":  # seeds killed on purpose: their redial warnings are noise
+        logging.getLogger("p2pnode").addHandler(logging.NullHandler())
     try:
         result, sim = run_simulation(opts)
     except KeyboardInterrupt:
@@ -806,7 +858,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
     try:
-        print(json.dumps(result) if as_json else human(result), flush=True)
+        text = join_human(result) if opts.topology == "join" else human(result)
+        print(json.dumps(result) if as_json else text, flush=True)
     except BrokenPipeError:  # `| head`: the reader has gone; so do we, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

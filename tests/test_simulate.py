@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from p2pnode.config import NodeConfig
+
+NODE_DEFAULTS = NodeConfig()
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "simulate.py"
 UNSTABLE = ("wall_seconds", "wall_setup_seconds", "peak_rss_mb")
 
@@ -215,3 +218,73 @@ def test_output_into_a_closed_pipe_ends_quietly(monkeypatch: pytest.MonkeyPatch)
     with open(write_end, "w") as closed_pipe:
         monkeypatch.setattr(sys, "stdout", closed_pipe)
         assert sim.main(["--nodes", "2", "--messages", "1"]) == 0
+
+
+# -- --topology join: membership (issue 18) -------------------------------------------------
+
+JOIN_UNSTABLE = (*UNSTABLE, "wall_converge_seconds")
+
+
+def run_join(*argv: str) -> dict[str, Any]:
+    r = run("--topology", "join", "--seed", "4", *argv)
+    for key in ("membership_converged_s", "components_converged", "false_suspicions",
+                "false_deaths", "frames_lost", "member_events", "virtual_run_s"):
+        assert key in r, key
+    return r
+
+
+def test_join_figures_are_repeatable() -> None:
+    argv = ("--nodes", "12", "--converge-max", "20", "--measure", "5", "--after-kill", "8",
+            "--loss", "0.02")
+    a, b = run_join(*argv), run_join(*argv)
+    for key in JOIN_UNSTABLE:
+        a.pop(key, None)
+        b.pop(key, None)
+    assert a == b
+    assert a["frames_lost"] > 0
+
+
+def test_join_through_one_seed_converges_and_outlives_the_seed() -> None:
+    r = run_join("--nodes", "40", "--converge-max", "30", "--measure", "35",
+                 "--after-kill", "15")
+    assert r["membership_converged_s"] is not None
+    assert r["membership_converged_s"] <= 30.0
+    assert r["components_converged"] == 1
+    assert r["max_degree"] <= NODE_DEFAULTS.max_links
+    assert 0 < r["membership_bytes_per_s_per_node"] < 1000
+    assert r["still_converged_after_measure"]
+    assert r["connected_after_seed_kill"]
+    assert r["knows_all_after_seed_kill"] == 39  # every live node knows every live node
+    assert r["seeds_dead_everywhere_s"] is not None
+    assert r["false_deaths"] == 0
+
+
+def test_join_under_five_percent_loss_declares_no_live_member_dead() -> None:
+    r = run_join("--nodes", "30", "--seeds", "2", "--loss", "0.05", "--converge-max", "60",
+                 "--measure", "40", "--after-kill", "15")
+    assert r["frames_lost"] > 100
+    assert r["membership_converged_s"] is not None
+    assert r["false_deaths"] == 0
+    assert r["connected_after_seed_kill"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--topology", "join", "--nodes", "5", "--seeds", "6"], "--seeds 6: must be 1-5"),
+    (["--topology", "join", "--loss", "0.7"], "--loss 0.7: a share of the frames, 0-0.5"),
+    (["--topology", "join", "--measure", "0"], "--measure 0: must be more than 0"),
+    (["--loss", "0.1", "--seeds", "2"], "--seeds, --loss: only with --topology join"),
+])
+def test_impossible_join_settings_are_refused(argv: list[str], message: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        sim.parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_membership_frames_counted_are_the_wires() -> None:
+    from p2pnode.wire import messages
+
+    simjoin = sys.modules["simjoin"]
+    for name, tag in simjoin.MEMBER_FRAMES.items():
+        assert getattr(messages, name).__struct_config__.tag == tag, name

@@ -146,8 +146,12 @@ class MemberTable:
     def set_self(self, record: SignedMember, body: MemberBody, info: MemberInfo) -> None:
         """Put this node's own (newly signed) record in the table."""
         old = self.entries.get(self.me)
-        if old is not None:
-            self._account(old, -1)
+        if old is not None and old.body.state in LIVE:
+            # Not ``_account(old, -1)``: ``info`` is this node's own MemberInfo, which
+            # the caller changed already (incarnation, state, tags): the old share of the
+            # hash is the old signed body's.
+            self._hash ^= entry_hash(self.me, old.body.incarnation, old.body.state)
+            self._live -= 1
         entry = Entry(info, record, body)
         self.entries[self.me] = entry
         self._by_id8.setdefault(self.me[:8], self.me)
