@@ -51,9 +51,12 @@ from .engine import Engine
 
 log = logging.getLogger("p2pnode.members")
 
-#: Why a link closed when the peer (or this node) said so: no reason to probe the peer
-#: (nor when the peer refused the link: ``refused_by_peer:CODE``).
-CLEAN_CLOSES = frozenset({"peer_left", "pruned_by_peer", "pruned", "shutdown", "replaced"})
+#: Why a link closed when the peer may have failed: it went silent (``timeout``), its
+#: connection ended without a Bye (``eof``, ``broken``), or nothing got through to it
+#: (``slow_peer``). Only then is the peer probed. A Bye, a prune, a refusal (by either
+#: side: a full seed refuses joiners by the hundred), a replaced connection or a
+#: peer closed for misbehaving say nothing about whether it runs.
+PROBE_CLOSES = frozenset({"timeout", "eof", "broken", "slow_peer"})
 
 
 def member_service(config: NodeConfig, identity: NodeIdentity, network: str,
@@ -233,7 +236,7 @@ class MemberGlue:
         self._buckets.pop(pid, None)
         self._silent.discard(pid)
         reason = link.close_reason
-        if reason not in CLEAN_CLOSES and not reason.startswith("refused_by_peer"):
+        if reason in PROBE_CLOSES:
             entry = self.membership.table.entries.get(pid)
             if entry is not None and entry.info.state == "alive":
                 self._probe(pid, trio.current_time())
