@@ -82,11 +82,13 @@ async def test_request_is_answered_by_a_command_two_hops_away(short_tmp: Path) -
 async def test_serve_answers_failures_with_error_replies(short_tmp: Path) -> None:
     with trio.fail_after(30):
         async with four_nodes(short_tmp) as mesh, serving(
-                mesh["c"], "--command-timeout", "0.5", "--max-output", "1000") as served:
+                mesh["c"], "--command-timeout", "2", "--max-output", "1000") as served:
+            # 2 s, not less: the flood's shell must start and write within it on a busy
+            # machine (with 0.5 s it once timed out first, under a full CPU).
             for data, error in (
                 ("fail", "the command failed (exit status 3): no such bulb"),
-                ("hang", "the command did not finish within 0.5s"),
-                ("hang-child", "the command did not finish within 0.5s"),
+                ("hang", "the command did not finish within 2s"),
+                ("hang-child", "the command did not finish within 2s"),
                 ("flood", "the command wrote more than 1000 bytes"),
             ):
                 done = await request(mesh["a"], "--topic", "lights", data)

@@ -63,6 +63,9 @@ class PeerLink:
     rate_limited: int = 0  # batches dropped because the peer sent too fast
     limit_logged_at: float = float("-inf")  # trio time rate limiting was last logged
     bytes_received: int = 0  # after the handshake
+    #: A frame beyond the handshake came (a Ping, a Pong, gossip): the peer took the
+    #: link too. A link the peer refused late never gets one.
+    heard: bool = False
     #: The peer's node id is proven by its TLS certificate (an Ed25519 key that hashes
     #: to it): a batch that comes straight from its origin over such a link may be
     #: delivered before its signature is checked. False on ``--insecure`` links.
@@ -436,6 +439,9 @@ class _Connection:
                 link.rtt = now - proto.last_echo
             link.peer_links = proto.peer_links
             link.peer_keeps = proto.peer_keep
+            if not link.heard and (pings or pongs or (
+                    events and proto.state is not LinkState.CLOSED)):
+                link.heard = True
             if proto.state is LinkState.CLOSED:  # the last event is PeerBye or PeerRefused
                 last = events.pop()
                 if isinstance(last, PeerRefused):

@@ -53,9 +53,11 @@ log = logging.getLogger("p2pnode.members")
 
 #: Why a link closed when the peer may have failed: it went silent (``timeout``), its
 #: connection ended without a Bye (``eof``, ``broken``), or nothing got through to it
-#: (``slow_peer``). Only then is the peer probed. A Bye, a prune, a refusal (by either
-#: side: a full seed refuses joiners by the hundred), a replaced connection or a
-#: peer closed for misbehaving say nothing about whether it runs.
+#: (``slow_peer``). Only then is the peer probed, and only if the peer had taken the
+#: link (``PeerLink.heard``). A Bye, a prune, a refusal (by either side: a full seed
+#: refuses joiners by the hundred, and a late refusal can end as ``broken`` when a
+#: write fails first), a replaced connection or a peer closed for misbehaving say
+#: nothing about whether it runs.
 PROBE_CLOSES = frozenset({"timeout", "eof", "broken", "slow_peer"})
 
 
@@ -236,7 +238,7 @@ class MemberGlue:
         self._buckets.pop(pid, None)
         self._silent.discard(pid)
         reason = link.close_reason
-        if reason in PROBE_CLOSES:
+        if reason in PROBE_CLOSES and link.heard:
             entry = self.membership.table.entries.get(pid)
             if entry is not None and entry.info.state == "alive":
                 self._probe(pid, trio.current_time())
