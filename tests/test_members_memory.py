@@ -208,3 +208,32 @@ def test_the_detector_timings_script_reports_its_figures() -> None:
     assert report["nodes"] == 4
     assert 1.5 < report["frozen_dead_after_s"]["max"] <= 5.0
     assert report["paused"] == [{"pause_s": 2.0, "runs_suspected": 0, "dead_events": 0}]
+
+
+async def test_only_a_broken_link_the_peer_had_taken_starts_a_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A link that ends without a Bye makes its node probe the peer only if the peer had
+    taken the link (a Ping, a Pong or gossip came: ``PeerLink.heard``) and the link
+    broke (not refused, pruned or closed for misbehaviour): a full seed's late refusals
+    of joiners, which can end as ``broken`` on the joiner's side, accuse nobody."""
+    import dataclasses
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            a, b, _c = await start_memory_mesh(nursery, [(1, 0), (2, 0)], 3)
+            await wait_until(lambda: link_count(a) == 2)
+            assert a.links is not None
+            link = a.links.links[b.node_id]
+            await wait_until(lambda: all(lk.heard for lk in a.links.links.values()))
+            detector = a.membership.detector
+            glue = a.members_glue
+            for heard, reason in ((False, "broken"), (True, "too_many_links"),
+                                  (True, "pruned_by_peer"), (True, "protocol_error")):
+                glue.link_changed(dataclasses.replace(link, heard=heard, close_reason=reason),
+                                  False)
+                assert detector.probes_sent == 0, (heard, reason)
+            glue.link_changed(dataclasses.replace(link, heard=True, close_reason="broken"),
+                              False)
+            assert detector.probes_sent == 1
+            nursery.cancel_scope.cancel()
