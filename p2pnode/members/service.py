@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..config.tags import tags_problem
+from ..config.tags import changed_tags, tags_problem
 from ..identity.keypair import NodeIdentity
 from ..wire.messages import (
     MAX_MEMBERS_PER_FRAME,
@@ -91,10 +91,7 @@ class Membership:
     def set_tags(self, set_: Mapping[str, str], delete: Iterable[str] = ()) -> None:
         """Set and delete tags of this node. Raises ``ValueError`` if the result breaks
         the bounds (``config.tags.tags_problem``); then nothing changes."""
-        tags = dict(self.me.tags)
-        for key in delete:
-            tags.pop(key, None)
-        tags.update(set_)
+        tags = changed_tags(self.me.tags, set_, delete)
         if (problem := tags_problem(tags)) is not None:
             raise ValueError(problem)
         self.me.tags = tags
