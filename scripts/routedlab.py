@@ -188,6 +188,13 @@ def cpu_throttle(pid: int, share: float = 0.05, period_us: int = 100_000) -> Ite
         try:
             yield f"cgroup {version}"
         finally:
+            with contextlib.suppress(OSError):
+                # Lift the quota first: a task moved out while its group is throttled
+                # can stay off the CPU (seen with cgroup v1: no CPU for 0.5 s after).
+                if version == "v2":
+                    (group / "cpu.max").write_text(f"max {period_us}")
+                else:
+                    (group / "cpu.cfs_quota_us").write_text("-1")
             with contextlib.suppress(OSError):  # gone already: nothing to put back
                 (here / "cgroup.procs").write_text(str(pid))
     finally:
