@@ -9,8 +9,10 @@ its socket: ``Topics.prepare``), and at start one local app session sends it a
 knows its local interest as it would with apps attached, and a routing mode that uses
 it (``--gossip interest``, being built for issue 19) sees it. A node that draws no topic
 has no app (a subscribe with no topics would mean all of them). The app's events are
-written to ``/dev/null``. The simulator's own delivery callback (``Node.on_deliver``)
-sees every message a node hands to local apps; it is not a subscription.
+written to ``/dev/null``. The first message is published ``--settle`` seconds (default
+3 with topics) after the mesh is linked, time for the member records to spread. The
+simulator's own delivery callback (``Node.on_deliver``) sees every message a node hands
+to local apps; it is not a subscription.
 
 A node is *interested* in a message if it subscribes to the message's topic and was
 running from the publish to the end of the run (a crashed node is not; a restarted
@@ -62,6 +64,8 @@ if TYPE_CHECKING:
 #: The most topics a run may have: what one app session may subscribe to.
 MAX_TOPICS = MAX_TOPICS_PER_CLIENT
 DEFAULT_FRACTION = 0.1
+#: --settle with --topics: a member record with new interests goes out within 1 s.
+SETTLE = 3.0
 #: The most gossip modes one ``--compare`` runs.
 MAX_COMPARE = 4
 #: The figures ``--compare`` prints side by side (the JSON has them all).
@@ -186,6 +190,11 @@ def add_topic_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--subscribe-fraction", type=float, default=None, metavar="F",
                        help="with --topics: each node subscribes to each topic with this "
                             f"probability (default {DEFAULT_FRACTION})")
+    group.add_argument("--settle", type=float, default=None, metavar="S",
+                       help="virtual seconds between the linked mesh and the first publish, "
+                            "for the member records (which carry the interests that "
+                            f"interest routing reads) to spread (default 0; {SETTLE} with "
+                            "--topics)")
     group.add_argument("--compare", default=None, metavar="MODE,MODE",
                        help="run the same scenario once per gossip mode (e.g. tree,flood) "
                             "and print the figures side by side")
@@ -214,6 +223,10 @@ def topic_problems(a: argparse.Namespace) -> list[str]:
     if not (math.isfinite(fraction) and 0 <= fraction <= 1):
         out.append(f"--subscribe-fraction {fraction:g}: a probability, 0-1")
     a.subscribe_fraction = fraction if a.topics else 0.0
+    if a.settle is None:
+        a.settle = SETTLE if a.topics else 0.0
+    elif not (math.isfinite(a.settle) and 0 <= a.settle <= 600):
+        out.append(f"--settle {a.settle:g}: 0-600 virtual seconds")
     modes: tuple[str, ...] = ()
     if a.compare is not None:
         modes = tuple(m.strip() for m in a.compare.split(","))

@@ -36,6 +36,15 @@ knowing only ``--seeds`` seed(s); it reports ``membership_converged_s``, the
 membership traffic once converged, whether the mesh stays connected when the seeds
 are killed, and (with ``--loss``) false suspicions and deaths. See ``simjoin.py``.
 
+``--topics T`` spreads the messages over topics ``t0..t{T-1}`` (issue 19): each node's
+local app subscribes to each topic with probability ``--subscribe-fraction`` (through the
+node's API server, so the node knows it), each message goes to a random topic. Then
+``delivery_ratio`` counts only the nodes interested in a message, and the figures gain
+``copies_per_message``, ``uninterested_copies_per_message`` (copies read by nodes
+without a matching subscription) and ``interested_per_message``. ``--compare tree,flood``
+runs the same seeded scenario once per gossip mode (any mode the node takes) and prints
+the figures side by side. See ``simtopics.py``.
+
 Usage: python scripts/simulate.py [--nodes 50] [--topology random] [--json] ...
 """
 
@@ -188,6 +197,7 @@ class Options:
     topics: int = 0  # --topics (simtopics.py): 0 is one topic, TOPIC, that every node takes
     subscribe_fraction: float = 0.0
     compare: tuple[str, ...] = ()  # gossip modes to run one after the other
+    settle: float = 0.0  # virtual seconds from the linked mesh to the first publish
     extra: dict[str, Any] = field(default_factory=dict)  # more NodeConfig settings
     gc_freeze: bool = True
     ping_interval: float = 5.0
@@ -488,6 +498,7 @@ class Simulation:
                         if j != i:
                             node.discovering.found(self.found(j))
             await self.wait_mesh()
+            await trio.sleep(o.settle)  # --settle: member records (interests) spread
             if o.gc_freeze:
                 # Thousands of long-lived objects make each full collection slow (profiled:
                 # a third of the run); keep them out of the collector's way.
@@ -569,7 +580,8 @@ class Simulation:
             "virtual_link_s": round(link_time, 3), "virtual_run_s": round(run_time, 3),
         }
         if self.topics is not None:  # copies split by interest (simtopics.py)
-            result.update(topics=o.topics, subscribe_fraction=o.subscribe_fraction)
+            result.update(topics=o.topics, subscribe_fraction=o.subscribe_fraction,
+                          settle_s=o.settle)
             result.update(self.topics.figures(st.batch_topics, len(st.pub_order),
                                               self.expected, deliveries))
         return result
@@ -839,6 +851,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
         max_hops=a.max_hops, ping_interval=a.ping_interval, link_timeout=a.link_timeout,
         seed=a.seed, gc_freeze=not a.no_gc_freeze, gossip=a.gossip or "tree",
         topics=a.topics, subscribe_fraction=a.subscribe_fraction, compare=a.compare,
+        settle=a.settle,
         plot=a.plot, seeds=a.seeds, loss=a.loss, loss_mode=a.loss_mode,
         converge_max=a.converge_max, measure=a.measure, after_kill=a.after_kill,
     )
