@@ -31,6 +31,9 @@ published after). Figures, added to the ``--json`` object:
   3 x ``interested_per_message``).
 - ``uninterested_copies_per_message``: ``copies_uninterested`` / messages.
 - ``interested_per_message``: ``possible_deliveries`` / messages.
+- ``announcements_per_message``: batch announcements (IHave entries) received by all
+  nodes, per message (``announcements_per_delivery`` divides by the deliveries to
+  interested nodes only).
 
 ``--compare tree,flood`` runs the same seeded scenario once per gossip mode (the same
 mesh, subscriptions, publishers, topics and crashes) and prints the figures side by
@@ -71,7 +74,7 @@ MAX_COMPARE = 4
 #: The figures ``--compare`` prints side by side (the JSON has them all).
 COMPARED = ("delivery_ratio", "possible_deliveries", "interested_per_message",
             "copies_per_message", "uninterested_copies_per_message", "copies_per_delivery",
-            "announcements_per_delivery", "hops_p50", "hops_max", "latency_p50_ms",
+            "announcements_per_message", "hops_p50", "hops_max", "latency_p50_ms",
             "latency_p99_ms", "crashed", "wall_seconds")
 
 

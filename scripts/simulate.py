@@ -581,7 +581,8 @@ class Simulation:
         }
         if self.topics is not None:  # copies split by interest (simtopics.py)
             result.update(topics=o.topics, subscribe_fraction=o.subscribe_fraction,
-                          settle_s=o.settle)
+                          settle_s=o.settle, announcements_per_message=round(
+                              st.announcements / len(st.pub_order), 4) if st.pub_order else 0.0)
             result.update(self.topics.figures(st.batch_topics, len(st.pub_order),
                                               self.expected, deliveries))
         return result
