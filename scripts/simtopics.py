@@ -67,7 +67,8 @@ if TYPE_CHECKING:
 #: The most topics a run may have: what one app session may subscribe to.
 MAX_TOPICS = MAX_TOPICS_PER_CLIENT
 DEFAULT_FRACTION = 0.1
-#: --settle with --topics: a member record with new interests goes out within 1 s.
+#: --settle with --topics: interest routing (docs/interest.md) gathers a node's subscribe
+#: changes for up to 1 s into its member record, which then floods the mesh.
 SETTLE = 3.0
 #: The most gossip modes one ``--compare`` runs.
 MAX_COMPARE = 4
