@@ -152,6 +152,12 @@ def test_defaults_are_a_lan_and_help_shows_them() -> None:
 ])
 def test_impossible_settings_are_refused(argv: list[str], message: str,
                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert_refused(argv, message, capsys)
+
+
+def assert_refused(argv: list[str], message: str,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``parse_args(argv)`` exits 2 with ``message`` (also for test_simtopics.py)."""
     with pytest.raises(SystemExit) as exit_info:
         sim.parse_args(argv)
     assert exit_info.value.code == 2
