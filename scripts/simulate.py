@@ -498,7 +498,8 @@ class Simulation:
                         if j != i:
                             node.discovering.found(self.found(j))
             await self.wait_mesh()
-            await trio.sleep(o.settle)  # --settle: member records (interests) spread
+            if o.settle:  # member records (interests under --gossip interest) spread
+                await trio.sleep(o.settle)
             if o.gc_freeze:
                 # Thousands of long-lived objects make each full collection slow (profiled:
                 # a third of the run); keep them out of the collector's way.
