@@ -261,3 +261,35 @@ async def test_a_stopping_node_tells_its_clients_and_confirms_quiet_publishes(
                     await client.next_event()
             await conn.stream.aclose()
             assert client.unacknowledged == 0  # "e" was confirmed by the closing event
+
+
+async def test_a_client_over_its_publish_rate_is_refused_per_publish(
+        short_tmp: Path, autojump_clock: trio.testing.MockClock) -> None:
+    # 40 publishes a second, bursts of 10: of 20 publishes in one write (one read, one
+    # reading of the clock), the first 10 are taken and the next 10 refused by number;
+    # a second later the bucket is full again.
+    config = loopback_config(short_tmp, "a", client_publish_per_s=40.0)
+    async with running_nodes([config]) as (node,):
+        with trio.fail_after(10):
+            conn = await LineConn.open(node)
+            for burst in range(2):
+                await conn.send_raw(b"".join(
+                    b'{"op":"publish","topic":"t","data":"m","id":%d}\n' % i
+                    for i in range(20)))
+                replies = [await conn.line() for _ in range(20)]
+                assert [r["id"] for r in replies] == list(range(20))
+                assert [r["ok"] for r in replies] == [True] * 10 + [False] * 10
+                assert {r["error"]["code"] for r in replies[10:]} == {"rate_limited"}
+                assert node.api is not None
+                assert node.api.stats.rate_limited == 10 * (burst + 1)
+                await trio.sleep(1.0)  # the mock clock's second: the bucket refills
+            await conn.stream.aclose()
+
+
+async def test_spaces_around_a_request_and_blank_lines_are_taken(node: Node) -> None:
+    with trio.fail_after(10):
+        conn = await LineConn.open(node)
+        await conn.send_raw(b'\n  \r\n\t{"op": "status", "id": 1} \r\n{"op":"sync","id":2}\n')
+        assert [(r["id"], r["ok"]) for r in [await conn.line(), await conn.line()]] == [
+            (1, True), (2, True)]
+        await conn.stream.aclose()

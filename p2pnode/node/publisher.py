@@ -14,7 +14,7 @@ from ..config import NodeConfig
 from ..gossip.router import Router
 from ..gossip.signing import make_batch
 from ..identity.keypair import NodeIdentity
-from ..ids import MsgIdFactory, id_to_hex
+from ..ids import MsgIdFactory
 from ..net.link import PeerLink
 from ..net.manager import LinkManager
 from ..wire.messages import Item
@@ -65,9 +65,9 @@ class Publisher:
             self.engine.deliver_new(msg_id, topic, payload, to)
         retain = retain and to is None and self.retaining is not None
         if (to == self.node_id or self.config.max_hops == 0) and not retain:
-            return id_to_hex(msg_id), 0
+            return msg_id.hex(), 0
         self.queue(to, Item(msg_id, topic, payload), wake=not defer_flush, retain=retain)
-        return id_to_hex(msg_id), self.router.peer_count
+        return msg_id.hex(), self.router.peer_count
 
     def queue(self, to: bytes | None, item: Item, *, wake: bool = True,
               retain: bool = False) -> None:
