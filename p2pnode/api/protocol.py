@@ -215,6 +215,11 @@ _request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
 _encoder = msgspec.json.Encoder()
 
 
+#: ``parse_request`` without its explanations: raises msgspec's errors (the API's hot
+#: path calls ``parse_request`` again with a line that this refused, for the error).
+decode_request: Callable[[bytes], Request] = _request_decoder.decode
+
+
 def parse_request(line: bytes) -> Request:
     """Parse one request line. Raises ``ApiError`` (bad_json, bad_request, unknown_op)."""
     try:

@@ -41,6 +41,7 @@ from .protocol import (
     Peers,
     Publish,
     ReplyOp,
+    Request,
     RequestOp,
     Status,
     StoreOp,
@@ -48,6 +49,7 @@ from .protocol import (
     Sync,
     Unsubscribe,
     check_topics,
+    decode_request,
     encode_closing,
     encode_error,
     encode_reply,
@@ -360,7 +362,13 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
         self.stats.requests += 1
         session.requests += 1
         try:
-            reply = self._handle(session, line)
+            try:
+                req = decode_request(line)
+            except Exception:  # parsed again, slowly, for the error that explains it
+                req = parse_request(line)
+            # A publish, the hot path, without a call more.
+            reply = self._publish(session, req) if type(req) is Publish else self._handle(
+                session, req)
         except ApiError as err:
             self.stats.errors += 1
             err.req = session.requests
@@ -405,9 +413,8 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
             return None
         return line or None
 
-    def _handle(self, session: Session,
-                line: bytes) -> bytes | Peers | ReplayRequest | DurableCall | StoreOp | None:
-        req = parse_request(line)
+    def _handle(self, session: Session, req: Request,
+                ) -> bytes | Peers | ReplayRequest | DurableCall | StoreOp | None:
         if type(req) is Publish:
             return self._publish(session, req)
         if type(req) is Subscribe:
