@@ -390,10 +390,13 @@ def decode_body(data: bytes, max_payload: int) -> BatchBody:
         raise RemoteProtocolError("bad_message", f"batch body: {exc}") from None
     except RecursionError:
         raise RemoteProtocolError("bad_message", "nested too deeply") from None
+    checked = None  # the topic of the item before, already checked (a batch repeats them)
     for item in body.items:
-        problem = topic_problem(item.topic)
-        if problem is not None:
-            raise RemoteProtocolError("bad_message", problem)
+        if item.topic != checked:
+            problem = topic_problem(item.topic)
+            if problem is not None:
+                raise RemoteProtocolError("bad_message", problem)
+            checked = item.topic
         if len(item.data) > max_payload:
             raise RemoteProtocolError("too_large", "a payload over the limit")
     return body
