@@ -293,3 +293,18 @@ async def test_spaces_around_a_request_and_blank_lines_are_taken(node: Node) -> 
         assert [(r["id"], r["ok"]) for r in [await conn.line(), await conn.line()]] == [
             (1, True), (2, True)]
         await conn.stream.aclose()
+
+
+async def test_on_deliver_callbacks_get_messages_no_app_subscribed_to(node: Node) -> None:
+    # The node builds a message published here only for a taker: an app's subscription
+    # or a callback (``on_deliver``, added at any time).
+    before = node.delivered
+    node.publish("nobody", b"x", defer_flush=True)
+    assert node.delivered == before + 1  # counted, built for no one
+    got: list[Any] = []
+    node.on_deliver.append(got.append)
+    node.publish("nobody", b"y", defer_flush=True)
+    assert [(msg.topic, msg.data) for msg in got] == [("nobody", b"y")]
+    node.on_deliver.remove(got.append)
+    node.publish("nobody", b"z", defer_flush=True)
+    assert len(got) == 1

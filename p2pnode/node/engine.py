@@ -80,6 +80,9 @@ class Engine:
         self.items_to_apps: Callable[[bytes, int, bytes | None, list[Item]], None] | None = None
         #: Whether a local app takes messages of a topic (None: assume so).
         self.apps_want: Callable[[str], bool] | None = None
+        #: Callbacks given every message delivered here (the node's ``on_deliver``):
+        #: while there is one, each message published here is built for it.
+        self.listeners: list[Callable[[Gossip], None]] = []
         self.verifier = Verifier(config.max_payload)
         self.links: LinkManager | None = None  # set when the node runs
         self.on_link_change: list[Callable[[PeerLink, bool], None]] = []
@@ -172,7 +175,8 @@ class Engine:
     def deliver_new(self, msg_id: bytes, topic: str, payload: bytes, to: bytes | None) -> None:
         """``deliver`` of a message published here (an app's topic), counted but not
         built when no local app takes its topic."""
-        if self.apps_want is not None and not self.apps_want(topic) and topic[:1] != "$":
+        if (self.apps_want is not None and not self.listeners and not self.apps_want(topic)
+                and topic[:1] != "$"):
             self.delivered += 1
             return
         self.deliver(Gossip(id=msg_id, origin=self.node_id, topic=topic, data=payload,

@@ -89,13 +89,14 @@ class Node(AppFacing):
         self.router = Router(self.node_id, router_config(config))
         self.mesh = MeshView(config.mesh_max_nodes, 3 * config.mesh_interval)
         self.api = ApiServer(config, self) if api else None
-        #: Called with every message handed to local apps (tests, simulations).
-        self.on_deliver: list[Callable[[Gossip], None]] = []
         self.engine = Engine(config, self.router, self.mesh, self._to_apps)
+        #: Called with every message handed to local apps (tests, simulations). The
+        #: engine's own list: append and remove, never replace it.
+        self.on_deliver: list[Callable[[Gossip], None]] = self.engine.listeners
         if self.api is not None:
             self.engine.after_read = self.api.send_touched
         self.engine.items_to_apps = functools.partial(_items_to_apps, self)
-        self.engine.apps_want = functools.partial(_apps_want, self)
+        self.engine.apps_want = self.api.wants if self.api is not None else _no_app
         self.publisher = Publisher(config, identity, self.router, self.engine)
         try:
             #: The message store on disk (docs/store.md); its ``service`` is None when off.
@@ -266,9 +267,10 @@ def _items_to_apps(node: Node, origin: bytes, hops: int, to: bytes | None,
             callback(msg)
 
 
-def _apps_want(node: Node, topic: str) -> bool:
-    """Whether a message of ``topic`` goes to a local app (``Engine.apps_want``)."""
-    return bool(node.on_deliver) or (node.api is not None and node.api.wants(topic))
+def _no_app(topic: str) -> bool:
+    """``Engine.apps_want`` of a node without the local API: no app (``on_deliver``
+    callbacks, if any, get every message: ``Engine.listeners``)."""
+    return False
 
 
 @asynccontextmanager
