@@ -90,8 +90,7 @@ class Node(AppFacing):
         self.mesh = MeshView(config.mesh_max_nodes, 3 * config.mesh_interval)
         self.api = ApiServer(config, self) if api else None
         self.engine = Engine(config, self.router, self.mesh, self._to_apps)
-        #: Called with every message handed to local apps (tests, simulations). The
-        #: engine's own list: append and remove, never replace it.
+        #: Called with every message handed to local apps (tests); the engine's list.
         self.on_deliver: list[Callable[[Gossip], None]] = self.engine.listeners
         if self.api is not None:
             self.engine.after_read = self.api.send_touched
