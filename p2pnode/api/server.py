@@ -301,14 +301,22 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
 
     async def _handle_lines(self, session: Session, lines: list[bytes],
                             stream: trio.SocketStream) -> bool:
-        """Answer the request lines of one read, in order. Other tasks get a turn at
-        least every ``TURN_BUDGET`` seconds, so that a read full of costly requests
-        cannot hold up links and other clients. Returns False if the session must end
-        (a line too long, or the client hung up)."""
+        """Answer the request lines of one read, in order. Other tasks get a turn
+        between two lines at least every ``TURN_BUDGET`` seconds, so that a read full of
+        costly requests cannot hold up links and other clients (never after the last
+        line: the read's end gives them one, and its replies go without the writer
+        task). Returns False if the session must end (a line too long, or the client
+        hung up)."""
         max_line = self.config.max_request_line
         turn = time.perf_counter()
         self._now = trio.current_time()
         for line in lines:
+            if time.perf_counter() - turn > TURN_BUDGET:
+                self.backend.flush()
+                session.out.wake()
+                await trio.lowlevel.checkpoint()
+                turn = time.perf_counter()
+                self._now = trio.current_time()
             if session.out.closing or session.said_bye:  # the node is leaving, or the app
                 self.backend.flush()
                 return False
@@ -329,12 +337,6 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
                     self._put_answer(session, await store_reply(self.backend, waiting))
                 elif not await self._wait_peers(session, waiting, stream):
                     return False
-                turn = time.perf_counter()
-                self._now = trio.current_time()
-            elif time.perf_counter() - turn > TURN_BUDGET:
-                self.backend.flush()
-                session.out.wake()
-                await trio.lowlevel.checkpoint()
                 turn = time.perf_counter()
                 self._now = trio.current_time()
         return True
