@@ -17,7 +17,16 @@ from typing import Protocol
 import trio
 
 from ..config import NodeConfig
-from ..gossip.router import Action, Deliver, Disconnect, Forward, Router, RouterConfig, Send
+from ..gossip.router import (
+    Action,
+    Deliver,
+    Disconnect,
+    Forward,
+    Router,
+    RouterConfig,
+    Send,
+    gossip_mode,
+)
 from ..gossip.signing import Verifier
 from ..mesh.linklist import MESH_TOPIC
 from ..mesh.view import MeshView
@@ -301,7 +310,7 @@ def cost(msg: GossipMessage) -> int:
 def router_config(config: NodeConfig) -> RouterConfig:
     """The router's settings, from the node's."""
     return RouterConfig(
-        mode="flood" if config.gossip == "flood" else "tree", max_hops=config.max_hops,
+        mode=gossip_mode(config.gossip), max_hops=config.max_hops,
         seen_max_entries=config.seen_max_entries, seen_ttl=config.seen_ttl,
         graft_timeout=config.graft_timeout, optimize_hops=config.optimize_hops,
         order_hold=config.order_hold, history_batches=config.history_batches,

@@ -96,6 +96,15 @@ class BatchBody(msgspec.Struct, array_like=True, frozen=True):
     ``retain`` (protocol 5): 0 for ordinary messages; otherwise every message of the
     batch is the retained message of its topic, stamped with this time (the origin's
     clock, Unix microseconds): the newest stamp wins (``gossip.retained``).
+
+    ``tprev`` (protocol 7): set by an origin in interest mode (docs/interest.md), where
+    receivers get only some of its batches: the ``seq`` of the origin's previous batch
+    of the same *stream* in this run (0: none, or forgotten), so that each stream can be
+    put in order without the others. A batch is *routed* (``is_routed``: sent only
+    toward the nodes that want its topic) when its messages share one app topic and it
+    goes to everyone, not retained; its stream is that topic. Every other batch of such
+    an origin is of its broadcast stream. None (the default): an origin in tree or
+    flood mode; every node gets every batch.
     """
 
     id: NodeIdBytes
@@ -105,6 +114,7 @@ class BatchBody(msgspec.Struct, array_like=True, frozen=True):
     epoch: Seq = 0
     seq: Seq = 0
     retain: Seq = 0
+    tprev: Seq | None = None
 
 
 class Batch(msgspec.Struct, tag=4, array_like=True, frozen=True):
@@ -396,7 +406,30 @@ def decode_body(data: bytes, max_payload: int) -> BatchBody:
             raise RemoteProtocolError("bad_message", problem)
         if len(item.data) > max_payload:
             raise RemoteProtocolError("too_large", "a payload over the limit")
+    if body.tprev is not None:
+        problem = routed_problem(body)
+        if problem is not None:
+            raise RemoteProtocolError("bad_message", problem)
     return body
+
+
+def routed_problem(body: BatchBody) -> str | None:
+    """Why ``body``, with ``tprev`` set, is not a valid batch of a stream, or None: it
+    must be numbered and not empty, and ``tprev`` must come before its ``seq``."""
+    if not body.items or not body.seq:
+        return "a batch with tprev must be numbered and not empty"
+    if body.tprev is not None and body.tprev >= body.seq:
+        return "a batch's tprev must come before its seq"
+    return None
+
+
+def is_routed(body: BatchBody) -> bool:
+    """Whether ``body`` is a routed batch (see ``BatchBody``): ``tprev`` set, to
+    everyone, not retained, every message on one topic that is not reserved (``$``)."""
+    if body.tprev is None or body.to is not None or body.retain or not body.items:
+        return False
+    topic = body.items[0].topic
+    return not topic.startswith("$") and all(item.topic == topic for item in body.items)
 
 
 def decode_kept_body(data: bytes) -> BatchBody:
