@@ -11,7 +11,7 @@ import pytest
 
 from p2pnode.errors import RemoteProtocolError
 from p2pnode.gossip.signing import Verifier, make_batch
-from p2pnode.wire.messages import Batch, BatchBody, Item, decode_body, is_routed
+from p2pnode.wire.messages import Batch, BatchBody, Fetch, Item, decode_body, is_routed
 
 from .gossip_sim import Sim, random_connected
 
@@ -232,3 +232,41 @@ def test_tprev_is_checked_and_old_decoders_skip_it() -> None:
     assert old.seq == body.seq
     assert old.items == body.items
     assert Verifier(1024).verify(batch) == body
+
+
+def test_a_gap_nobody_announces_is_fetched_toward_the_origin() -> None:
+    # 0 - 1 - 2 - 3; only 3 wants "a". Batch 1 is lost between 1 and 2: nobody that
+    # wants "a" saw it, so nobody announces it. Batch 2 shows the gap at 3 (tprev), 3
+    # asks 2, 2 lacks it and asks on toward the origin; 1 answers from history.
+    sim = routed_sim(4, line_edges_(4), {3: {"a"}})
+    zero, zbody = routed(sim, 0, 0, "a")
+    sim.publish(0, zero, zbody)
+    sim.run(max_time=0.01)
+    first, fbody = routed(sim, 0, 1, "a", tprev=zbody.seq)
+    sim.drop.add((1, 2))
+    sim.publish(0, first, fbody)
+    sim.run(max_time=0.01)
+    sim.drop.clear()
+    second, sbody = routed(sim, 0, 2, "a", tprev=fbody.seq)
+    sim.publish(0, second, sbody)
+    sim.run(max_time=0.5)  # under order_hold: filled by the fetch, not given up
+    assert [d.batch.id for d in sim.delivered[3]] == [zero.id, first.id, second.id]
+    assert sim.kinds["Fetch"] == 2  # 3 -> 2, then 2 -> 1
+    assert sim.routers[3].streams.stats.gaps == 0
+    assert sim.routers[2].fetches.stats.asked_on == 1
+    assert sim.routers[1].fetches.stats.answered == 1
+
+
+def test_a_fetch_from_a_stranger_or_for_unknown_batches_costs_nothing() -> None:
+    sim = routed_sim(3, line_edges_(3), {2: {"a"}})
+    me = sim.routers[1]
+    fetch = Fetch(sim.ids[0], 1, [5, 6])
+    assert me.on_message(fetch, b"x" * 16, 0.0, sim.verifiers[1]) == []  # not linked
+    actions = me.on_message(fetch, sim.ids[2], 0.0, sim.verifiers[1])
+    # not in history: asked on once toward the origin, and only once
+    assert [type(m).__name__ for a in actions for m in a.msgs] == ["Fetch"]  # type: ignore[attr-defined]
+    assert me.on_message(fetch, sim.ids[2], 0.1, sim.verifiers[1]) == []
+
+
+def line_edges_(n: int) -> list[tuple[int, int]]:
+    return [(i, i + 1) for i in range(n - 1)]

@@ -147,6 +147,16 @@ class History:
     def get(self, key: bytes) -> Entry | None:
         return self._entries.get(key)
 
+    def find(self, origin: bytes, epoch: int, seq: int) -> Entry | None:
+        """The batch numbered ``seq`` in ``origin``'s run ``epoch``, if it is kept."""
+        run = self._runs.get(origin)
+        if run is None:
+            return None
+        i = bisect_left(run.positions, (epoch, seq))
+        if i < len(run.entries) and run.positions[i] == (epoch, seq):
+            return run.entries[i]
+        return None
+
     def __iter__(self) -> Iterator[Entry]:
         """The entries, in arrival order."""
         return (e for e in self._order if not e.gone)

@@ -39,6 +39,7 @@ from ..wire.messages import (
     BatchBody,
     Digest,
     DigestEntry,
+    Fetch,
     GossipMessage,
     Graft,
     IHave,
@@ -46,6 +47,8 @@ from ..wire.messages import (
     is_routed,
 )
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
+from .answers import ask, on_digest, on_fetch, on_graft, pass_back
+from .fetch import Fetches
 from .history import History, item_id_range, merge_digests
 from .interestmode import InterestRouting, routed_topic, wants
 from .order import OrderBuffer
@@ -79,6 +82,7 @@ class Router:
             max_origins_per_owner=cfg.max_runs_per_peer)
         #: The batches of origins in interest mode, in order per stream (``tprev``).
         self.streams: StreamOrder[tuple[Batch, BatchBody]] = StreamOrder(cfg.order_hold)
+        self.fetches = Fetches(cfg.graft_timeout)  # gaps in streams, asked for
         self._new_origins: dict[bytes, TokenBucket] = {}  # per linked peer
         self.stats = RouterStats()
         self._peers: dict[bytes, None] = {}  # insertion-ordered set
@@ -88,7 +92,7 @@ class Router:
         self._repair_ihave: dict[bytes, list[Announce]] = {}  # ... of repaired batches
         self._missing = MissingBatches(cfg.max_missing, cfg.max_announcers)
         self._watch = RepairWatch(cfg.repair_grace, cfg.order_hold / 2)
-        self._digested: set[bytes] = set()  # peers whose Digest was answered (this link)
+        self.digested: set[bytes] = set()  # peers whose Digest was answered (this link)
         #: What the node's store held when it started (``gossip.restore``), told to
         #: peers in every Digest along with history: they need not send it again.
         self.stored: list[DigestEntry] = []
@@ -105,6 +109,10 @@ class Router:
     def peer_count(self) -> int:
         """How many peers are linked."""
         return len(self._peers)
+
+    def is_linked(self, peer: bytes) -> bool:
+        """Whether ``peer`` is linked."""
+        return peer in self._peers
 
     def lazy_peers(self, origin: bytes) -> set[bytes]:
         """The linked peers that get only announcements of ``origin``'s batches."""
@@ -145,7 +153,7 @@ class Router:
         self._new_origins.pop(peer, None)
         self._ihave.pop(peer, None)
         self._repair_ihave.pop(peer, None)
-        self._digested.discard(peer)
+        self.digested.discard(peer)
 
     # -- publishing and receiving ------------------------------------------------------
 
@@ -184,7 +192,7 @@ class Router:
         if kind is IHave:
             return self._on_ihave(msg, from_peer, now)  # type: ignore[arg-type]
         if kind is Graft:
-            return self._on_graft(msg, from_peer, now, verify)  # type: ignore[arg-type]
+            return on_graft(self, msg, from_peer, now, verify)  # type: ignore[arg-type]
         if kind is Prune:
             self.stats.prunes_received += 1
             if from_peer in self._peers and self.tree:
@@ -192,8 +200,10 @@ class Router:
                     if self.order.knows(origin):  # no tree state for made-up origins
                         self.trees.prune(origin, from_peer)
             return []
+        if kind is Fetch:
+            return on_fetch(self, msg, from_peer, now, verify)  # type: ignore[arg-type]
         assert kind is Digest
-        return self._on_digest(msg, from_peer, now)  # type: ignore[arg-type]
+        return on_digest(self, msg, from_peer, now)  # type: ignore[arg-type]
 
     def on_batch(self, batch: Batch, from_peer: bytes, now: float,
                  verify: Verify, *, authenticated: bool = False) -> list[Action]:
@@ -234,7 +244,7 @@ class Router:
         self.seen.add(key, now)
         missing = self._missing.forget(key)
         if body.tprev is not None:  # an origin in interest mode: its streams' order
-            accepted, ready = True, self._in_stream(batch, body, now)
+            accepted, ready = True, self._in_stream(batch, body, now, from_peer)
         else:
             accepted, ready = self.order.add(batch.origin, body.epoch, body.seq,
                                              (batch, body), now, from_peer)
@@ -255,14 +265,16 @@ class Router:
         if body.to == self.node_id:
             return actions
         if direct and batch.hops < self.max_hops and any(
-                p != from_peer for p in self._peers) and not self._check(batch, verify):
+                p != from_peer for p in self._peers) and not self.check(batch, verify):
             # Delivered (the link vouches for it), but not passed on, nor kept.
             return [*actions, Disconnect(from_peer, "bad_signature")]
+        if body.tprev is not None:  # an answer to a Fetch passed on: back to who asked
+            actions += pass_back(self, batch, body)
         return actions + self._spread(batch, from_peer, announce_only=announce_only,
                                       topic=topic)
 
-    def _in_stream(self, batch: Batch, body: BatchBody,
-                   now: float) -> list[tuple[Batch, BatchBody]]:
+    def _in_stream(self, batch: Batch, body: BatchBody, now: float,
+                   from_peer: bytes) -> list[tuple[Batch, BatchBody]]:
         """A batch with ``tprev`` through its stream's order (``streams``): what goes out
         now. This node may get only some of its origin's batches, so the origin's numbers
         have gaps that are not losses. A routed batch not wanted here is not ordered."""
@@ -270,8 +282,11 @@ class Router:
         if topic is not None and not wants(self.interest, self.node_id, topic):
             return [(batch, body)]
         assert body.tprev is not None
-        return self.streams.add((batch.origin, body.epoch, topic), body.seq, body.tprev,
-                                (batch, body), now)
+        out = self.streams.add((batch.origin, body.epoch, topic), body.seq, body.tprev,
+                               (batch, body), now)
+        if not out:  # held: ask for the one it follows, unless it comes meanwhile
+            self.fetches.want((batch.origin, body.epoch, body.tprev), from_peer, now)
+        return out
 
     def _kept(self, batch: Batch, body: BatchBody, now: float) -> None:
         """Hand a numbered batch just kept to ``on_kept``, with its age of publication."""
@@ -296,7 +311,7 @@ class Router:
                                         from_peer, batch.hops)
         return False
 
-    def _check(self, batch: Batch, verify: Verify) -> bool:
+    def check(self, batch: Batch, verify: Verify) -> bool:
         """Check the signature of a batch delivered on the strength of its link (see
         ``on_batch``) before it goes to anyone else. One that fails leaves history, so
         that it is never announced or sent."""
@@ -426,43 +441,6 @@ class Router:
         self.stats.swaps += 1
         return [Send(longer, [Prune([origin])]), Send(shorter, [Graft([], [origin])])]
 
-    def _on_graft(self, msg: Graft, from_peer: bytes, now: float,
-                  verify: Verify) -> list[Action]:
-        stats = self.stats
-        stats.grafts_received += 1
-        if from_peer not in self._peers:
-            return []
-        self.trees.graft({*(key[:ID_LEN] for key in msg.keys), *msg.origins}, from_peer)
-        self.history.expire(now)
-        batches: list[GossipMessage] = []
-        for key in dict.fromkeys(msg.keys):  # each batch once, however often it is asked
-            entry = self.history.get(key)
-            if entry is None:
-                stats.graft_misses += 1
-            elif entry.verified or self._check(entry.batch, verify):
-                # Sent even at the hop limit (delivered there, not forwarded).
-                batches.append(msgspec.structs.replace(
-                    entry.batch, hops=min(entry.batch.hops + 1, self.max_hops)))
-        return [Send(from_peer, batches)] if batches else []
-
-    def _on_digest(self, msg: Digest, from_peer: bytes, now: float) -> list[Action]:
-        if from_peer not in self._peers or from_peer in self._digested:
-            return []  # one Digest per link: it is sent once, when the link opens
-        self._digested.add(from_peer)
-        self.history.expire(now)
-        # Announce what the peer lacks rather than push it: after a partition heals,
-        # many links open at once, and each side grafts every batch once (from the
-        # first announcer whose copy it asks for), then spreads it along its trees.
-        # Unverified entries too (put back from the store after a restart, or taken on
-        # the strength of a link): a graft checks a batch's signature before sending it.
-        anns = [Announce(entry.batch.origin + entry.batch.id, entry.batch.hops + 1)
-                for entry in self.history.missing_from(msg.entries)
-                if entry.topic is None or wants(self.interest, from_peer, entry.topic)]
-        self.stats.repaired += len(anns)
-        if not anns:
-            return []
-        return [Send(from_peer, [IHave(part, repair=True) for part in chunks(anns)])]
-
     # -- timers ---------------------------------------------------------------------
 
     @property
@@ -470,12 +448,13 @@ class Router:
         """Whether ``tick`` has anything to do some time (cheap, unlike
         ``next_deadline``)."""
         return (len(self._missing) > 0 or self.order.held_count > 0
-                or self.streams.held_count > 0)
+                or self.streams.held_count > 0 or self.fetches.next_deadline() is not None)
 
     def next_deadline(self) -> float | None:
         """When ``tick`` should next run (None: nothing is waiting)."""
         deadline = self.order.next_deadline(self._watch.fetching(None, self._missing))
-        for first in (self._missing.next_deadline(), self.streams.next_deadline()):
+        for first in (self._missing.next_deadline(), self.streams.next_deadline(),
+                      self.fetches.next_deadline()):
             if first is not None:
                 deadline = first if deadline is None else min(deadline, first)
         return deadline
@@ -487,6 +466,7 @@ class Router:
         self.stats.missing_given_up += given_up
         fetching = self._watch.fetching(now, self._missing)
         actions = self._deliveries(self.order.tick(now, fetching) + self.streams.tick(now), now)
+        actions += ask(self, now)
         for peer, keys in grafts.items():
             self.trees.graft((key[:ID_LEN] for key in keys), peer)
             self.stats.grafts_sent += len(keys)

@@ -37,6 +37,7 @@ from ..wire.messages import (
     Batch,
     BatchBody,
     Digest,
+    Fetch,
     Gossip,
     GossipMessage,
     Graft,
@@ -303,6 +304,8 @@ def cost(msg: GossipMessage) -> int:
         return 1 + len(msg.topics) // 16
     if type(msg) in MEMBER_TYPES:
         return 0  # member frames have their own limit (node.membership, member_rate)
+    if type(msg) is Fetch:
+        return 1 + len(msg.seqs)  # each number can make this node send a whole batch
     assert type(msg) is Retained
     return 1 + len(msg.batches) // 16
 

@@ -160,6 +160,7 @@ class Pong(msgspec.Struct, tag=7, array_like=True, frozen=True):
 
 BatchKey = Annotated[bytes, msgspec.Meta(min_length=2 * ID_LEN, max_length=2 * ID_LEN)]
 MAX_KEYS = 4096  # entries in one IHave or Graft
+MAX_FETCH = 64  # numbers in one Fetch
 
 
 class Announce(msgspec.Struct, array_like=True, frozen=True):
@@ -355,13 +356,24 @@ MEMBER_TYPES = (Members, MemberDigest, MemberHash, ProbeReq, ProbeAck)
 MemberMessage = Members | MemberDigest | MemberHash | ProbeReq | ProbeAck
 
 
+class Fetch(msgspec.Struct, tag=22, array_like=True, frozen=True):
+    """Send me, or ask on toward ``origin``, its batches numbered ``seqs`` in run
+    ``epoch`` (interest mode: a gap in a stream that no announcement filled;
+    docs/interest.md). Answered with the Batches, from history, by the first node on
+    the way that has them."""
+
+    origin: NodeIdBytes
+    epoch: Seq
+    seqs: Annotated[list[Seq], msgspec.Meta(min_length=1, max_length=MAX_FETCH)]
+
+
 WireMessage = (Hello | Accept | Refuse | Batch | Bye | Ping | Pong | IHave | Graft | Prune
                | Digest | RetainedDigest | RetainedWant | Retained | Reply | Members
-               | MemberDigest | MemberHash | ProbeReq | ProbeAck)
+               | MemberDigest | MemberHash | ProbeReq | ProbeAck | Fetch)
 GossipMessage = (Batch | IHave | Graft | Prune | Digest | RetainedDigest | RetainedWant | Retained
-                 | Reply | Members | MemberDigest | MemberHash | ProbeReq | ProbeAck)
+                 | Reply | Members | MemberDigest | MemberHash | ProbeReq | ProbeAck | Fetch)
 GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest, RetainedDigest, RetainedWant, Retained, Reply,
-                *MEMBER_TYPES)
+                *MEMBER_TYPES, Fetch)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)
