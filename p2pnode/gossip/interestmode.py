@@ -41,6 +41,8 @@ class RouteSource(Protocol):
 class InterestStats:
     """Counters of interest routing (batches)."""
 
+    wanted: int = 0  # routed batches received that this node wants
+    relayed: int = 0  # ... received only to pass on
     routed: int = 0  # routed batches sent on along a tree
     off_tree: int = 0  # ... by shortest paths, this node not being in the origin's tree
     unrouted: int = 0  # ... as in tree mode: the interests or the graph not known yet

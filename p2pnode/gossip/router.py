@@ -243,13 +243,7 @@ class Router:
             return [Disconnect(from_peer, exc.code)] if exc.code == "bad_signature" else []
         self.seen.add(key, now)
         missing = self._missing.forget(key)
-        if body.tprev is not None:  # an origin in interest mode: its streams' order
-            accepted, ready = True, self._in_stream(batch, body, now, from_peer)
-        else:
-            accepted, ready = self.order.add(batch.origin, body.epoch, body.seq,
-                                             (batch, body), now, from_peer)
-            if self.order.overflow:
-                ready = self.order.take_overflow() + ready
+        accepted, ready = self._in_order(batch, body, now, from_peer)
         if not accepted:
             return self._deliveries(ready, now)
         topic = routed_topic(self.interest, body)
@@ -268,10 +262,22 @@ class Router:
                 p != from_peer for p in self._peers) and not self.check(batch, verify):
             # Delivered (the link vouches for it), but not passed on, nor kept.
             return [*actions, Disconnect(from_peer, "bad_signature")]
-        if body.tprev is not None:  # an answer to a Fetch passed on: back to who asked
-            actions += pass_back(self, batch, body)
+        actions += pass_back(self, batch, body)  # an answer to a Fetch we passed on?
         return actions + self._spread(batch, from_peer, announce_only=announce_only,
                                       topic=topic)
+
+    def _in_order(self, batch: Batch, body: BatchBody, now: float,
+                  from_peer: bytes) -> tuple[bool, list[tuple[Batch, BatchBody]]]:
+        """A new batch through its origin's order (``order``), or its stream's for an
+        origin in interest mode: whether it is accepted (not a replay), and what goes
+        out now."""
+        if body.tprev is not None:
+            return True, self._in_stream(batch, body, now, from_peer)
+        accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body),
+                                         now, from_peer)
+        if self.order.overflow:
+            ready = self.order.take_overflow() + ready
+        return accepted, ready
 
     def _in_stream(self, batch: Batch, body: BatchBody, now: float,
                    from_peer: bytes) -> list[tuple[Batch, BatchBody]]:
@@ -279,8 +285,11 @@ class Router:
         now. This node may get only some of its origin's batches, so the origin's numbers
         have gaps that are not losses. A routed batch not wanted here is not ordered."""
         topic = body.items[0].topic if is_routed(body) else None
-        if topic is not None and not wants(self.interest, self.node_id, topic):
-            return [(batch, body)]
+        if topic is not None and self.interest is not None:
+            if not wants(self.interest, self.node_id, topic):
+                self.interest.stats.relayed += 1
+                return [(batch, body)]
+            self.interest.stats.wanted += 1
         assert body.tprev is not None
         out = self.streams.add((batch.origin, body.epoch, topic), body.seq, body.tprev,
                                (batch, body), now)
