@@ -270,3 +270,18 @@ def test_a_fetch_from_a_stranger_or_for_unknown_batches_costs_nothing() -> None:
 
 def line_edges_(n: int) -> list[tuple[int, int]]:
     return [(i, i + 1) for i in range(n - 1)]
+
+
+def test_a_node_on_the_way_keeps_the_batch_for_repair_but_neither_delivers_nor_stores_it(
+) -> None:
+    sim = routed_sim(3, line_edges_(3), {0: set(), 1: set(), 2: {"a"}})
+    kept: list[bytes] = []
+    sim.routers[1].on_kept = lambda batch, body, age: kept.append(batch.id)
+    batch, body = routed(sim, 0, 1, "a")
+    sim.publish(0, batch, body)
+    sim.run()
+    assert delivered_to(sim, batch.id) == {2}
+    assert kept == []
+    assert batch.origin + batch.id in sim.routers[1].history
+    assert sim.routers[1].interest is not None
+    assert sim.routers[1].interest.stats.relayed == 1

@@ -283,12 +283,12 @@ class Router:
                    from_peer: bytes) -> list[tuple[Batch, BatchBody]]:
         """A batch with ``tprev`` through its stream's order (``streams``): what goes out
         now. This node may get only some of its origin's batches, so the origin's numbers
-        have gaps that are not losses. A routed batch not wanted here is not ordered."""
+        have gaps that are not losses. A routed batch not wanted here goes nowhere here."""
         topic = body.items[0].topic if is_routed(body) else None
         if topic is not None and self.interest is not None:
             if not wants(self.interest, self.node_id, topic):
                 self.interest.stats.relayed += 1
-                return [(batch, body)]
+                return []  # only passed on: kept in history, not delivered nor stored
             self.interest.stats.wanted += 1
         assert body.tprev is not None
         out = self.streams.add((batch.origin, body.epoch, topic), body.seq, body.tprev,
