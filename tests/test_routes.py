@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import random
 import statistics
+import sys
 from collections import deque
+from pathlib import Path
 
 import pytest
 
@@ -225,3 +227,18 @@ def test_tree_size_on_a_random_regular_graph() -> None:
         tree = routes.tree(rng.choice(ids), interested)
         ratios.append((len(tree) + 1) / interested_per_topic)
     assert statistics.mean(ratios) <= 2.6
+
+
+def test_the_route_trees_script_reports_its_figures() -> None:
+    """scripts/route_trees.py (the figures of docs/interest.md), in a small run."""
+    scripts = str(Path(__file__).resolve().parent.parent / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        import route_trees
+    finally:
+        sys.path.remove(scripts)
+    report = route_trees.measure(nodes=200, degree=6, topics=10, fraction=0.1, seed=3)
+    assert report["topics"] == 10
+    assert 1 <= report["tm_per_interested"] <= report["spt_per_interested"] <= 5
+    assert report["tree_ms_median"] > 0
+    assert report["cache_hit_us_median"] > 0
