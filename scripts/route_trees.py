@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2pnode.gossip.routes import Routes
-from p2pnode.testing.memory import random_regular_edges
+from p2pnode.gossip import Routes
+from p2pnode.testing import random_regular_edges
 
 
 def shortest_path_tree(routes: Routes, origin: bytes, interested: frozenset[bytes]) -> int:

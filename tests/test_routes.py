@@ -174,6 +174,7 @@ def test_none_when_the_origin_or_this_node_is_unknown() -> None:
     routes = Routes(a)
     routes.set_graph(graph)
     assert routes.next_hops(c, "t", frozenset({a, b}), 0) is None  # origin unknown
+    assert routes.next_hops(a, "u", frozenset({b, c}), 0) == (b,)  # c is not in the graph
     assert routes.tree(c, frozenset({a})) == {}
     stranger = Routes(c)
     stranger.set_graph(graph)

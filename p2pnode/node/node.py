@@ -25,7 +25,6 @@ from ..api.server import ApiServer
 from ..config import NodeConfig, format_hostport
 from ..errors import P2PError, single_error
 from ..gossip.router import Router
-from ..gossip.routes import Routes
 from ..identity.datadir import DataDirLock
 from ..identity.keypair import NodeIdentity
 from ..identity.keys import NetworkKey, load_or_create_identity
@@ -37,7 +36,7 @@ from ..net.manager import LinkManager
 from ..net.tls import TlsTransport, default_transport
 from ..net.transport import Transport
 from ..wire.messages import Bye, Gossip, GossipMessage, Hello, Item, encode_message
-from .announcer import MeshAnnouncer
+from .announcer import MeshAnnouncer, mesh_routes
 from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config
@@ -89,11 +88,6 @@ class Node(AppFacing):
         self.failures = FailureLog(clock=trio.current_time)
         self.router = Router(self.node_id, router_config(config))
         self.mesh = MeshView(config.mesh_max_nodes, 3 * config.mesh_interval)
-        #: The graph for interest routing (docs/interest.md): every list the mesh view
-        #: takes, and this node's own live links, which replace its own list at once.
-        self.routes = Routes(self.node_id)
-        self.routes.set_own_links(())
-        self.mesh.on_change = self.routes.set_list
         self.api = ApiServer(config, self) if api else None
         #: Called with every message handed to local apps (tests, simulations).
         self.on_deliver: list[Callable[[Gossip], None]] = []
@@ -123,8 +117,7 @@ class Node(AppFacing):
             listen=lambda: self.listen_str, send=lambda item: self.publisher.queue(None, item),
             new_id=self.publisher.ids.next)
         self.engine.on_link_change.append(lambda _link, _up: self.announcer.links_changed())
-        self.engine.on_link_change.append(
-            lambda _link, _up: self.routes.set_own_links(self._linked()))
+        self.routes = mesh_routes(self.node_id, self.mesh, self.engine, self._linked)
         self.discovering = Discovering(self)
         #: The gossip path's entry (a plain attribute, so simulations can wrap it).
         self._on_gossip: Callable[[PeerLink, list[GossipMessage]], None] = self.engine.on_gossip
