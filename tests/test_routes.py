@@ -117,8 +117,11 @@ def test_own_links_replace_the_own_list_at_once() -> None:
     assert routes.version > version
     assert routes.edges() == {(c, me)}  # c's list already names me
     assert routes.next_hops(me, "t", frozenset({b, c}), 0) == (c,)
-    # Lists that name this node later change nothing: its own links win.
+    # Its own list, as the mesh view has it, changes nothing: its own links win.
+    version = routes.version
     routes.set_list(me, [b])
+    routes.set_list(me, None)
+    assert routes.version == version
     assert routes.edges() == {(c, me)}
     routes.set_own_links([c])
     assert routes.next_hops(me, "t", frozenset({b, c}), 0) == (c,)

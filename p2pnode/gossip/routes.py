@@ -147,15 +147,18 @@ class Routes:
             self._changed()
 
     def set_list(self, node: bytes, links: Iterable[bytes] | None) -> None:
-        """One node's new link list (None: forget the node)."""
+        """One node's new link list (None: forget the node). This node's own list
+        changes nothing once ``set_own_links`` was called."""
+        mine = node == self.me and self._own is not None
         if links is None:
-            if self._lists.pop(node, None) is not None:
+            if self._lists.pop(node, None) is not None and not mine:
                 self._changed()
             return
         new = frozenset(links)
         if self._lists.get(node) != new:
             self._lists[node] = new
-            self._changed()
+            if not mine:
+                self._changed()
 
     def set_own_links(self, peers: Iterable[bytes]) -> None:
         """This node's live links: they replace its own list at once (an edge to a peer
