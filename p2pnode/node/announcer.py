@@ -1,18 +1,23 @@
 """The task that shares this node's link list with the mesh (``$mesh``), and this
-node's own entry in its mesh view."""
+node's own entry in its mesh view; ``mesh_routes``, the graph for interest routing fed
+from the view and the links."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..config import NodeConfig
+from ..gossip.routes import Routes
 from ..mesh.linklist import MESH_TOPIC, encode_link_list
 from ..mesh.view import MeshView
 from ..wire.messages import Item
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 class MeshAnnouncer:
@@ -71,3 +76,18 @@ class MeshAnnouncer:
         now = trio.current_time()
         self.view.expire(now, keep=self.node_id)
         return self.view.to_dict(now, self.node_id, frozenset(self._links()))
+
+
+def mesh_routes(node_id: bytes, view: MeshView, engine: Engine,
+                links: Callable[[], list[bytes]]) -> Routes:
+    """The graph for interest routing (docs/interest.md), kept current: every list the
+    mesh view takes, every node it drops, and this node's live links (``links``), which
+    replace its own list at once, on each link up or down. In interest mode the router
+    reads it."""
+    routes = Routes(node_id)
+    routes.set_own_links(())  # no links yet
+    view.on_change = routes.set_list
+    engine.on_link_change.append(lambda _link, _up: routes.set_own_links(links()))
+    if engine.router.interest is not None:
+        engine.router.interest.routes = routes
+    return routes

@@ -36,7 +36,7 @@ from ..net.manager import LinkManager
 from ..net.tls import TlsTransport, default_transport
 from ..net.transport import Transport
 from ..wire.messages import Bye, Gossip, GossipMessage, Hello, Item, encode_message
-from .announcer import MeshAnnouncer
+from .announcer import MeshAnnouncer, mesh_routes
 from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config
@@ -117,6 +117,7 @@ class Node(AppFacing):
             listen=lambda: self.listen_str, send=lambda item: self.publisher.queue(None, item),
             new_id=self.publisher.ids.next)
         self.engine.on_link_change.append(lambda _link, _up: self.announcer.links_changed())
+        self.routes = mesh_routes(self.node_id, self.mesh, self.engine, self._linked)
         self.discovering = Discovering(self)
         #: The gossip path's entry (a plain attribute, so simulations can wrap it).
         self._on_gossip: Callable[[PeerLink, list[GossipMessage]], None] = self.engine.on_gossip
