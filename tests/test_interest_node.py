@@ -1,0 +1,145 @@
+"""Interests on running nodes (docs/interest.md): what local apps subscribe to goes in
+the node's member record and reaches every other node (in memory, virtual time), a
+burst of subscribes costs at most a record a second, durable subscriptions count
+(across a restart too), and the ``members`` reply and ``status`` show it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from p2pnode.api.session import Session
+from p2pnode.node import Node
+from p2pnode.node.interests import INTEREST_EVERY
+from p2pnode.testing import MemoryNetwork, make_identity, memory_config, wait_until
+
+from .conftest import loopback_config, running_nodes
+from .test_durable import Conn
+
+
+@asynccontextmanager
+async def api_mesh(tmp: Path, n: int) -> AsyncIterator[list[Node]]:
+    """``n`` nodes in a line on a memory network, each with its API (a socket under
+    ``tmp`` that no one connects to: the tests subscribe sessions directly)."""
+    net = MemoryNetwork()
+    rng = random.Random(19)
+    async with trio.open_nursery() as nursery:
+        nodes = []
+        for i in range(n):
+            peers = (("mem", i),) if i else ()
+            cfg = memory_config(i, peers=peers, socket_path=tmp / f"{i}.sock")
+            node = Node(cfg, transport=net.transport(), identity=make_identity(rng))
+            await nursery.start(node.run)
+            nodes.append(node)
+        yield nodes
+        nursery.cancel_scope.cancel()
+
+
+def subscribe(node: Node, topics: list[str]) -> Session:
+    """A local app's session on ``node`` that subscribes to ``topics``."""
+    assert node.api is not None
+    session = Session(node.config)
+    node.api._subscribe(session, topics, None)
+    return session
+
+
+async def test_a_local_subscribe_reaches_every_node(
+    short_tmp: Path, autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(60):
+        async with api_mesh(short_tmp, 4) as nodes:
+            first, last = nodes[0], nodes[-1]
+            everyone = {n.node_id for n in nodes}
+            await wait_until(lambda: all(len(n.membership.interests) == 4 for n in nodes))
+            # An API node with no subscriber wants nothing, and says so.
+            assert all(n.membership.interests.matching("sensors/a/temp") == frozenset()
+                       for n in nodes)
+            start = trio.current_time()
+            subscribe(last, ["sensors/+/temp"])
+            await wait_until(lambda: all(
+                n.membership.interests.matching("sensors/a/temp") == {last.node_id}
+                for n in nodes))
+            assert trio.current_time() - start < 1.0  # 3 hops of flooding: well under
+            assert last.membership.me.interests == ["sensors/+/temp"]
+            # An all-topics subscriber on the first node: every node sees it.
+            session = subscribe(first, [])
+            await wait_until(lambda: all(
+                n.membership.interests.matching("other") == {first.node_id} for n in nodes))
+            assert trio.current_time() - start < 3.0  # the first node's first change: at once
+            # It goes: the first node wants nothing again (after its second wait at most).
+            assert first.api is not None
+            first.api._unsubscribe(session, [])
+            await wait_until(lambda: all(
+                n.membership.interests.matching("other") == frozenset() for n in nodes))
+            assert trio.current_time() - start < 3.0 + INTEREST_EVERY
+            assert all(n.membership.interests.matching("sensors/b/temp") == {last.node_id}
+                       for n in nodes)
+            assert len({n.membership.interests.version > 0 for n in nodes}) == 1
+            assert everyone == {m.node_id for m in last.membership.members()}
+
+
+async def test_a_burst_of_subscribes_costs_at_most_a_record_a_second(
+    short_tmp: Path, autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(60):
+        async with api_mesh(short_tmp, 2) as (node, other):
+            await wait_until(lambda: len(other.membership.interests) == 2)
+            await trio.sleep(5)  # settled
+            me = node.membership.me
+            start_inc, start = me.incarnation, trio.current_time()
+            a, b = Session(node.config), Session(node.config)
+            assert node.api is not None
+            for i in range(100):  # 100 subscribes within 1 s: 50 topics, twice each
+                node.api._subscribe(a if i % 2 else b, [f"t/{i // 2}"], None)
+                await trio.sleep(0.0099)
+            assert trio.current_time() - start < INTEREST_EVERY
+            assert me.incarnation - start_inc <= 2  # the first subscribe's record, at most
+            await trio.sleep(INTEREST_EVERY + 0.1)
+            assert me.incarnation - start_inc == 2  # ... and the rest's, a second later
+            assert me.interests == sorted(f"t/{i}" for i in range(50))
+            await wait_until(lambda: other.membership.interests.of(node.node_id)
+                             == tuple(sorted(f"t/{i}" for i in range(50))))
+            await trio.sleep(10)
+            assert me.incarnation - start_inc == 2  # nothing more without a change
+
+
+async def test_the_members_reply_and_status_show_interests(short_tmp: Path) -> None:
+    config = loopback_config(short_tmp, "a")
+    with trio.fail_after(20):
+        async with running_nodes([config]) as (node,):
+            conn = Conn(await trio.open_unix_socket(str(config.socket_path)))
+            status = await conn.reply({"op": "status"})
+            assert status["members"]["interests"] == 0
+            assert (await conn.reply({"op": "subscribe", "topics": ["b", "a/+"]}))["ok"]
+            await trio.testing.wait_all_tasks_blocked()  # the node's task changed the record
+            (me,) = (await conn.reply({"op": "members"}))["members"]
+            assert me["interests"] == ["a/+", "b"]
+            assert (await conn.reply({"op": "status"}))["members"]["interests"] == 2
+            assert node.membership.me.interests == ["a/+", "b"]
+            await conn.stream.aclose()
+
+
+async def test_durable_subscriptions_count_from_the_start(short_tmp: Path) -> None:
+    config = loopback_config(short_tmp, "a")
+    with trio.fail_after(20):
+        async with running_nodes([config]) as (node,):
+            conn = Conn(await trio.open_unix_socket(str(config.socket_path)))
+            reply = await conn.reply({"op": "subscribe", "topics": ["orders/#"],
+                                      "durable": "d"})
+            assert reply["ok"], reply
+            await conn.stream.aclose()  # the subscriber goes; the subscription stays
+            await trio.testing.wait_all_tasks_blocked()
+            assert node.membership.me.interests == ["orders/#"]
+        async with running_nodes([config]) as (node,):  # a restart: read from the store
+            assert node.membership.me.interests == ["orders/#"]
+            conn = Conn(await trio.open_unix_socket(str(config.socket_path)))
+            reply = await conn.reply({"op": "unsubscribe", "durable": "d", "delete": True})
+            assert reply["ok"], reply
+            await trio.testing.wait_all_tasks_blocked()
+            assert node.membership.me.interests == []
+            await conn.stream.aclose()
