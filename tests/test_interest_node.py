@@ -143,3 +143,29 @@ async def test_durable_subscriptions_count_from_the_start(short_tmp: Path) -> No
             await trio.testing.wait_all_tasks_blocked()
             assert node.membership.me.interests == []
             await conn.stream.aclose()
+
+
+async def test_the_api_says_each_subscription_once_while_a_session_or_durable_has_it(
+    short_tmp: Path,
+) -> None:
+    node = Node(memory_config(0, socket_path=short_tmp / "0.sock"),
+                transport=MemoryNetwork().transport(), identity=make_identity(random.Random(1)))
+    api = node.api
+    assert api is not None
+    calls: list[None] = []
+    api.on_interest = lambda: calls.append(None)
+    a, b = subscribe(node, ["x/+", "y"]), subscribe(node, ["x/+"])
+    assert api.interest() == ["x/+", "y"]
+    api._unsubscribe(a, ["x/+"])
+    assert api.interest() == ["x/+", "y"]  # b still has it
+    api._unsubscribe(b, [])
+    assert api.interest() == ["y"]
+    api.durables.topics["d"] = ("z/#",)
+    assert api.interest() == ["y", "z/#"]
+    api.durables.topics["e"] = ()  # a durable subscription of every topic
+    assert api.interest() is None
+    del api.durables.topics["e"]
+    subscribe(node, [])  # an all-topics session
+    assert api.interest() is None
+    assert len(calls) == 5  # each subscribe and unsubscribe
+    assert node.membership.me.interests == []  # the record at the start: no subscriber
