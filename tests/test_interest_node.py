@@ -14,12 +14,22 @@ import trio
 import trio.testing
 
 from p2pnode.api.session import Session
+from p2pnode.members.records import member_id
 from p2pnode.node import Node
 from p2pnode.node.interests import INTEREST_EVERY
-from p2pnode.testing import MemoryNetwork, make_identity, memory_config, wait_until
+from p2pnode.testing import (
+    MemoryNetwork,
+    make_identity,
+    memory_config,
+    start_memory_mesh,
+    wait_until,
+)
+from p2pnode.wire.messages import Members
 
 from .conftest import loopback_config, running_nodes
+from .hostile import HostilePeer
 from .test_durable import Conn
+from .test_interest import raw_record
 
 
 @asynccontextmanager
@@ -169,3 +179,28 @@ async def test_the_api_says_each_subscription_once_while_a_session_or_durable_ha
     assert api.interest() is None
     assert len(calls) == 5  # each subscribe and unsubscribe
     assert node.membership.me.interests == []  # the record at the start: no subscriber
+
+
+async def test_a_member_record_with_a_bad_interest_closes_the_link(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = MemoryNetwork()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            [node] = await start_memory_mesh(nursery, [], 1, network=net)
+            async with await HostilePeer.connect_memory(net, node) as peer:
+                good = raw_record(make_identity(random.Random(5)), ["ok/+"])
+                bad = raw_record(peer.identity, ["ok", "a/#/b"])  # validly signed
+                await peer.send_message(Members([good]))
+                await peer.send_message(Members([bad]))
+                while await peer.receive() is not None:
+                    pass
+            assert node.links is not None
+            await wait_until(lambda: node.links is not None and not node.links.links)
+            assert node.links.stats.closed["bad_message"] == 1
+            assert node.members_glue.stats.bad == 1
+            interests = node.membership.interests
+            assert peer.identity.node_id not in {m.node_id for m in node.membership.members()}
+            assert interests.matching("ok/1") == {node.node_id, member_id(good)}
+            assert interests.matching("a/x/b") == {node.node_id}  # this node: every topic
+            nursery.cancel_scope.cancel()
