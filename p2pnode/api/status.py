@@ -411,6 +411,8 @@ class MembersStatus(Section):
         "silent peers not probed: no other link was heard either (this node stalled?)")]
     bytes_sent: Annotated[int, _counter("bytes of member frames sent", unit="bytes",
                                         metric="sent_bytes")]
+    interests: Annotated[int, _gauge("topic names and patterns this node's record says its"
+                                     " apps subscribe to; -1: every topic")]
 
 
 class HandlersStatus(Section):

@@ -217,6 +217,11 @@ def _member_rows(mem: dict[str, Any]) -> Iterator[str]:
                f"{m('refutations', 0)}; probes {m('probes', 0)} ({m('probes_cleared', 0)} "
                f"cleared, {m('probes_skipped', 0)} skipped), "
                f"{m('bytes_sent', 0) // 1024} KiB sent")
+    interests = m("interests")
+    if type(interests) is int:
+        wants = "every topic" if interests < 0 else plural(interests, "topic or pattern",
+                                                                   "topics or patterns")
+        yield _row("", f"this node's record says its apps want {wants}")
 
 
 def _row(label: str, text: str) -> str:

@@ -41,6 +41,7 @@ from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config
 from .handlers import EventHandlers
+from .interests import local_interest
 from .membership import member_service
 from .publisher import Publisher
 from .reload import Reconfigured, reconfigure
@@ -124,6 +125,7 @@ class Node(AppFacing):
         #: The member list (docs/api.md#members) and its glue to the links.
         self.membership, self.members_glue = member_service(config, identity, self.network_tag,
                                                             self.engine)
+        self.interest = local_interest(self.api, self.membership, self.storing.service)
         self.listen_addr: tuple[str, int] | None = None
         self.links: LinkManager | None = None
         self._ready = trio.Event()
@@ -182,6 +184,7 @@ class Node(AppFacing):
         nursery.start_soon(self.requests.run)
         nursery.start_soon(self.members_glue.run, self.links, self._hello().listen)
         nursery.start_soon(self.handlers.run, self.membership)
+        nursery.start_soon(self.interest.run)
         if cfg.mesh_interval > 0:
             nursery.start_soon(self.announcer.run)
         self._ready.set()

@@ -121,13 +121,14 @@ def _members(node: Node) -> MembersStatus:
     states = Counter(m.state for m in node.membership.members())
     table, glue = node.membership.table.stats, node.members_glue.stats
     detector = node.membership.detector
+    mine = node.membership.me.interests
     return MembersStatus(
         alive=states["alive"], suspect=states["suspect"], dead=states["dead"],
         left=states["left"], records=table.records, claims=table.claims, stale=table.stale,
         refused=table.refused, bad=glue.bad, rate_limited=glue.rate_limited,
         refutations=node.membership.refutations, probes=detector.probes_sent,
         probes_cleared=detector.cleared, probes_skipped=glue.probes_skipped,
-        bytes_sent=glue.bytes_sent)
+        bytes_sent=glue.bytes_sent, interests=-1 if mine is None else len(mine))
 
 
 def _messages(node: Node) -> MessagesStatus:
