@@ -4,11 +4,26 @@ everything still reaches everyone, once and in order per topic."""
 
 from __future__ import annotations
 
+import itertools
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
 import trio
 import trio.testing
 
+from p2pnode.api.session import Session
 from p2pnode.node import Node
-from p2pnode.testing import line_edges, start_memory_mesh, wait_linked, wait_until
+from p2pnode.testing import (
+    MemoryNetwork,
+    line_edges,
+    make_identity,
+    memory_config,
+    start_memory_mesh,
+    wait_linked,
+    wait_until,
+)
 from p2pnode.wire.messages import BatchBody, decode_kept_body, is_routed
 
 
@@ -53,3 +68,68 @@ async def test_everything_reaches_everyone_while_the_mesh_is_not_known(
     for g in got:
         assert g == sent  # each once, in the order published
     assert all(node.router.streams.stats.gaps == 0 for node in nodes)
+
+
+@asynccontextmanager
+async def interest_line(tmp: Path, n: int) -> AsyncIterator[list[Node]]:
+    """``n`` nodes in a line in interest mode, each with its API (sessions subscribe
+    directly), sharing link lists every second."""
+    net = MemoryNetwork()
+    rng = random.Random(23)
+    async with trio.open_nursery() as nursery:
+        nodes = []
+        for i in range(n):
+            cfg = memory_config(i, peers=(("mem", i),) if i else (), gossip="interest",
+                                socket_path=tmp / f"{i}.sock", mesh_interval=1.0,
+                                mesh_min_interval=0.2)
+            node = Node(cfg, transport=net.transport(), identity=make_identity(rng))
+            await nursery.start(node.run)
+            nodes.append(node)
+        yield nodes
+        nursery.cancel_scope.cancel()
+
+
+def subscribe(node: Node, topics: list[str]) -> Session:
+    assert node.api is not None
+    session = Session(node.config)
+    node.api._subscribe(session, topics, None)
+    return session
+
+
+def knows_everything(nodes: list[Node], wants: dict[int, str]) -> bool:
+    """Every node sees every link and every subscription."""
+    edges = {frozenset((a.node_id, b.node_id)) for a, b in itertools.pairwise(nodes)}
+    for node in nodes:
+        if {frozenset(e) for e in node.routes.edges()} != edges:
+            return False
+        for i, topic in wants.items():
+            if nodes[i].node_id not in node.membership.interests.matching(topic):
+                return False
+    return True
+
+
+async def test_a_routed_message_reaches_only_the_way_to_its_subscribers(
+        short_tmp: Path) -> None:
+    with trio.fail_after(60):
+        async with interest_line(short_tmp, 5) as nodes:
+            await wait_linked(nodes, line_edges(5))
+            subscribe(nodes[2], ["a"])
+            subscribe(nodes[4], ["b/+"])
+            await wait_until(lambda: knows_everything(nodes, {2: "a", 4: "b/x"}))
+            got: list[list[str]] = [[] for _ in nodes]
+            for i, node in enumerate(nodes):
+                node.on_deliver.append(lambda msg, i=i: got[i].append(msg.topic))
+            nodes[0].publish("a", b"1")
+            nodes[0].publish("b/x", b"2")
+            nodes[0].publish("nobody", b"3")
+            await wait_until(lambda: "a" in got[2] and "b/x" in got[4])
+            await trio.sleep(1)
+            assert got[2] == ["a"]
+            assert got[4] == ["b/x"]
+            assert got[3] == []  # passed "b/x" on, delivered nothing
+            stats = [node.router.interest.stats for node in nodes]  # type: ignore[union-attr]
+            assert [s.wanted for s in stats] == [0, 0, 1, 0, 1]
+            assert [s.relayed for s in stats] == [0, 2, 1, 1, 0]  # "a" via 1; "b/x" via 1-3
+            assert nodes[0].router.interest.stats.unwanted == 1  # type: ignore[union-attr]
+            # the "a" batch went no further than node 2
+            assert nodes[3].router.stats.received == nodes[4].router.stats.received
