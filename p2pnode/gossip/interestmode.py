@@ -61,7 +61,8 @@ class InterestRouting:
     def targets(self, origin: bytes, topic: str, peers: Collection[bytes],
                 from_peer: bytes | None) -> tuple[list[bytes], list[bytes]] | None:
         """(push to, announce to) among ``peers`` for a routed batch of ``origin`` on
-        ``topic`` that came from ``from_peer`` (None: published here); None: not known,
+        ``topic`` that came from ``from_peer`` (None: published here); None: not known
+        (no interests or routes, or the origin not in this node's view of the mesh),
         send it on as in tree mode."""
         interests, routes = self.interests, self.routes
         if interests is None or routes is None:
@@ -71,12 +72,13 @@ class InterestRouting:
         if not wanted or wanted == {self.node_id}:
             self.stats.unwanted += 1
             return [], []
+        if origin != self.node_id and routes.toward(origin) is None:
+            # The origin is not (yet) in this node's view of the mesh: as in tree mode.
+            self.stats.unrouted += 1
+            return None
         hops = routes.next_hops(origin, topic, wanted, interests.version)
         if hops is None:
             hops = self._off_tree(wanted, routes)
-            if hops is None:
-                self.stats.unrouted += 1
-                return None
             self.stats.off_tree += 1
         else:
             self.stats.routed += 1
@@ -85,18 +87,15 @@ class InterestRouting:
                 and interests.wants(peer, topic)]
         return eager, lazy
 
-    def _off_tree(self, wanted: frozenset[bytes],
-                  routes: RouteSource) -> tuple[bytes, ...] | None:
+    def _off_tree(self, wanted: frozenset[bytes], routes: RouteSource) -> tuple[bytes, ...]:
         """The next hops toward each wanting member by a shortest path (this node is not
-        in the origin's tree as it sees the mesh); None if it reaches none of them."""
+        in the origin's tree as it sees the mesh: the views differ for a moment).
+        Members it cannot reach (gone, or cut off) are left out."""
         hops: dict[bytes, None] = {}
         for member in sorted(wanted):
-            if member == self.node_id:
-                continue
-            hop = routes.toward(member)
-            if hop is not None:
+            if member != self.node_id and (hop := routes.toward(member)) is not None:
                 hops[hop] = None
-        return tuple(hops) if hops else None
+        return tuple(hops)
 
 
 def routed_topic(routing: InterestRouting | None, body: BatchBody | None) -> str | None:
