@@ -4,10 +4,9 @@ everything still reaches everyone, once and in order per topic."""
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -20,6 +19,7 @@ from p2pnode.testing import (
     line_edges,
     make_identity,
     memory_config,
+    ring_edges,
     start_memory_mesh,
     wait_linked,
     wait_until,
@@ -71,22 +71,27 @@ async def test_everything_reaches_everyone_while_the_mesh_is_not_known(
 
 
 @asynccontextmanager
-async def interest_line(tmp: Path, n: int) -> AsyncIterator[list[Node]]:
-    """``n`` nodes in a line in interest mode, each with its API (sessions subscribe
-    directly), sharing link lists every second."""
-    net = MemoryNetwork()
+async def interest_mesh(tmp: Path, edges: list[tuple[int, int]], n: int,
+                        net: MemoryNetwork | None = None) -> AsyncIterator[list[Node]]:
+    """``n`` nodes linked by ``edges`` in interest mode, each with its API (sessions
+    subscribe directly), sharing link lists every second."""
+    net = net or MemoryNetwork()
     rng = random.Random(23)
     async with trio.open_nursery() as nursery:
         nodes = []
         for i in range(n):
-            cfg = memory_config(i, peers=(("mem", i),) if i else (), gossip="interest",
-                                socket_path=tmp / f"{i}.sock", mesh_interval=1.0,
-                                mesh_min_interval=0.2)
+            peers = tuple(("mem", j + 1) for a, j in edges if a == i)
+            cfg = memory_config(i, peers=peers, gossip="interest", mesh_interval=1.0,
+                                socket_path=tmp / f"{i}.sock", mesh_min_interval=0.2)
             node = Node(cfg, transport=net.transport(), identity=make_identity(rng))
             await nursery.start(node.run)
             nodes.append(node)
         yield nodes
         nursery.cancel_scope.cancel()
+
+
+def interest_line(tmp: Path, n: int) -> AbstractAsyncContextManager[list[Node]]:
+    return interest_mesh(tmp, line_edges(n), n)
 
 
 def subscribe(node: Node, topics: list[str]) -> Session:
@@ -96,9 +101,11 @@ def subscribe(node: Node, topics: list[str]) -> Session:
     return session
 
 
-def knows_everything(nodes: list[Node], wants: dict[int, str]) -> bool:
-    """Every node sees every link and every subscription."""
-    edges = {frozenset((a.node_id, b.node_id)) for a, b in itertools.pairwise(nodes)}
+def knows_everything(nodes: list[Node], wants: dict[int, str],
+                     links: list[tuple[int, int]] | None = None) -> bool:
+    """Every node sees every link (a line by default) and every subscription."""
+    pairs = links if links is not None else line_edges(len(nodes))
+    edges = {frozenset((nodes[a].node_id, nodes[b].node_id)) for a, b in pairs}
     for node in nodes:
         if {frozenset(e) for e in node.routes.edges()} != edges:
             return False
@@ -133,3 +140,30 @@ async def test_a_routed_message_reaches_only_the_way_to_its_subscribers(
             assert nodes[0].router.interest.stats.unwanted == 1  # type: ignore[union-attr]
             # the "a" batch went no further than node 2
             assert nodes[3].router.stats.received == nodes[4].router.stats.received
+
+
+async def test_a_message_lost_with_a_link_is_fetched_and_the_way_round_taken(
+        short_tmp: Path) -> None:
+    net = MemoryNetwork()
+    edges = ring_edges(6)  # 0-1-2-3-4-5-0: from 0 to 2 by 1, or by 5, 4, 3
+    with trio.fail_after(120):
+        async with interest_mesh(short_tmp, edges, 6, net) as nodes:
+            await wait_linked(nodes, edges)
+            subscribe(nodes[2], ["a"])
+            await wait_until(lambda: knows_everything(nodes, {2: "a"}, edges))
+            got: list[bytes] = []
+            nodes[2].on_deliver.append(lambda msg: got.append(msg.data))
+            nodes[0].publish("a", b"0")
+            await wait_until(lambda: got == [b"0"])
+            net.sim.cut_path(2, 3)  # nodes 1 and 2: what is sent is never read
+            nodes[0].publish("a", b"1")  # lost with the link
+            one = nodes[2].node_id
+            await wait_until(lambda: all(
+                frozenset((nodes[1].node_id, one)) not in {frozenset(e) for e in n.routes.edges()}
+                for n in nodes[:1] + nodes[3:]))  # the link timed out, everyone knows it
+            nodes[0].publish("a", b"2")  # the way round; its tprev shows the gap
+            await wait_until(lambda: len(got) == 3)
+            assert got == [b"0", b"1", b"2"]  # "1" fetched, in order
+            two = nodes[2].router
+            assert two.streams.stats.gaps == 0
+            assert two.fetches.stats.asked == 1

@@ -13,7 +13,7 @@ from p2pnode.errors import RemoteProtocolError
 from p2pnode.gossip.signing import Verifier, make_batch
 from p2pnode.wire.messages import Batch, BatchBody, Fetch, Item, decode_body, is_routed
 
-from .gossip_sim import Sim, random_connected
+from .gossip_sim import Sim, distances, random_connected
 
 Graph = dict[bytes, list[bytes]]
 
@@ -26,10 +26,11 @@ class FakeInterests:
         self.version = 1
 
     def matching(self, topic: str) -> frozenset[bytes]:
-        return frozenset(n for n, topics in self.table.items() if topic in topics)
+        return frozenset(n for n in self.table if self.wants(n, topic))
 
     def wants(self, node_id: bytes, topic: str) -> bool:
-        return topic in self.table.get(node_id, set())
+        topics = self.table.get(node_id, set())
+        return topic in topics or "*" in topics  # "*": every topic
 
 
 class FakeRoutes:
@@ -285,3 +286,24 @@ def test_a_node_on_the_way_keeps_the_batch_for_repair_but_neither_delivers_nor_s
     assert batch.origin + batch.id in sim.routers[1].history
     assert sim.routers[1].interest is not None
     assert sim.routers[1].interest.stats.relayed == 1
+
+
+def test_a_member_that_wants_everything_costs_one_branch_of_each_tree() -> None:
+    n = 30
+    edges = random_connected(n, 30, seed=9)
+    wants = {i: {"a"} for i in (3, 14, 25)}
+    honest = routed_sim(n, edges, wants)
+    batch, body = routed(honest, 7, 1, "a")
+    honest.publish(7, batch, body)
+    honest.run()
+    before = receivers(honest, batch.id)
+    greedy = routed_sim(n, edges, {**wants, 19: {"*"}})  # says it wants every topic
+    batch2, body2 = routed(greedy, 7, 1, "a")
+    greedy.publish(7, batch2, body2)
+    greedy.run()
+    after = receivers(greedy, batch2.id)
+    assert 19 in after
+    # what it adds is at most its own way from the tree: no more than its distance
+    extra = after - before
+    assert len(extra) <= distances(n, edges, 7)[19]
+    assert all(greedy.received[(i, batch2.id)] == 1 for i in after)
