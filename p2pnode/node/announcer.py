@@ -79,15 +79,20 @@ class MeshAnnouncer:
 
 
 def mesh_routes(node_id: bytes, view: MeshView, engine: Engine,
-                links: Callable[[], list[bytes]]) -> Routes:
+                links: Callable[[], list[bytes]], announcer: MeshAnnouncer) -> Routes:
     """The graph for interest routing (docs/interest.md), kept current: every list the
     mesh view takes, every node it drops, and this node's live links (``links``), which
-    replace its own list at once, on each link up or down. In interest mode the router
-    reads it."""
+    replace its own list at once, on each link up or down (when ``announcer`` is told
+    to share them). In interest mode the router reads it."""
     routes = Routes(node_id)
     routes.set_own_links(())  # no links yet
     view.on_change = routes.set_list
-    engine.on_link_change.append(lambda _link, _up: routes.set_own_links(links()))
+
+    def link_change(_link: object, _up: bool) -> None:
+        announcer.links_changed()
+        routes.set_own_links(links())
+
+    engine.on_link_change.append(link_change)
     if engine.router.interest is not None:
         engine.router.interest.routes = routes
     return routes
