@@ -41,7 +41,8 @@ class MeshAnnouncer:
         self.name = config.name
         self.interval = config.mesh_interval
         self.min_interval = config.mesh_min_interval
-        self._links = links
+        #: This node's live links, now.
+        self.live_links = links
         self._listen = listen
         self._send = send
         self._new_id = new_id
@@ -64,7 +65,7 @@ class MeshAnnouncer:
     def announce(self) -> None:
         """Put this node's link list in the mesh view and publish it to the mesh."""
         now = trio.current_time()
-        links, listen = self._links(), self._listen()
+        links, listen = self.live_links(), self._listen()
         self._stamp = max(self._stamp + 1, time.time_ns() // 1000)
         self.view.set(self.node_id, self.name, listen, links, now, self._stamp)
         self.view.expire(now, keep=self.node_id)
@@ -75,15 +76,16 @@ class MeshAnnouncer:
         """The mesh view, for the ``mesh`` request."""
         now = trio.current_time()
         self.view.expire(now, keep=self.node_id)
-        return self.view.to_dict(now, self.node_id, frozenset(self._links()))
+        return self.view.to_dict(now, self.node_id, frozenset(self.live_links()))
 
 
 def mesh_routes(node_id: bytes, view: MeshView, engine: Engine,
-                links: Callable[[], list[bytes]], announcer: MeshAnnouncer) -> Routes:
+                announcer: MeshAnnouncer) -> Routes:
     """The graph for interest routing (docs/interest.md), kept current: every list the
-    mesh view takes, every node it drops, and this node's live links (``links``), which
-    replace its own list at once, on each link up or down (when ``announcer`` is told
-    to share them). In interest mode the router reads it."""
+    mesh view takes, every node it drops, and this node's live links (the
+    ``announcer``'s), which replace its own list at once, on each link up or down (when
+    the announcer is told to share them). In interest mode the router reads it."""
+    links = announcer.live_links
     routes = Routes(node_id)
     routes.set_own_links(())  # no links yet
     view.on_change = routes.set_list

@@ -117,8 +117,7 @@ class Node(AppFacing):
             self.mesh, self.node_id, config, links=self._linked,
             listen=lambda: self.listen_str, send=lambda item: self.publisher.queue(None, item),
             new_id=self.publisher.ids.next)
-        self.routes = mesh_routes(self.node_id, self.mesh, self.engine, self._linked,
-                                  self.announcer)
+        self.routes = mesh_routes(self.node_id, self.mesh, self.engine, self.announcer)
         self.discovering = Discovering(self)
         #: The gossip path's entry (a plain attribute, so simulations can wrap it).
         self._on_gossip: Callable[[PeerLink, list[GossipMessage]], None] = self.engine.on_gossip
