@@ -36,6 +36,15 @@ knowing only ``--seeds`` seed(s); it reports ``membership_converged_s``, the
 membership traffic once converged, whether the mesh stays connected when the seeds
 are killed, and (with ``--loss``) false suspicions and deaths. See ``simjoin.py``.
 
+``--topics T`` spreads the messages over topics ``t0..t{T-1}`` (issue 19): each node's
+local app subscribes to each topic with probability ``--subscribe-fraction`` (through the
+node's API server, so the node knows it), each message goes to a random topic. Then
+``delivery_ratio`` counts only the nodes interested in a message, and the figures gain
+``copies_per_message``, ``uninterested_copies_per_message`` (copies read by nodes
+without a matching subscription) and ``interested_per_message``. ``--compare tree,flood``
+runs the same seeded scenario once per gossip mode (any mode the node takes) and prints
+the figures side by side. See ``simtopics.py``.
+
 Usage: python scripts/simulate.py [--nodes 50] [--topology random] [--json] ...
 """
 
@@ -63,6 +72,7 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # simjoin, beside this script
 
+import simtopics
 from simjoin import JoinSimulation, add_join_arguments
 from simjoin import human as join_human
 
@@ -184,6 +194,10 @@ class Options:
     drain: float = 30.0
     max_hops: int = 32
     gossip: str = "tree"
+    topics: int = 0  # --topics (simtopics.py): 0 is one topic, TOPIC, that every node takes
+    subscribe_fraction: float = 0.0
+    compare: tuple[str, ...] = ()  # gossip modes to run one after the other
+    settle: float = 0.0  # virtual seconds from the linked mesh to the first publish
     extra: dict[str, Any] = field(default_factory=dict)  # more NodeConfig settings
     gc_freeze: bool = True
     ping_interval: float = 5.0
@@ -213,6 +227,7 @@ class Stats:
     first_receipt: dict[bytes, dict[int, float]] = field(default_factory=dict)
     batch_copies: Counter[bytes] = field(default_factory=Counter)  # batch key -> copies read
     batch_items: dict[bytes, int] = field(default_factory=dict)  # batch key -> messages
+    batch_topics: dict[bytes, tuple[str, ...]] = field(default_factory=dict)  # their topics
     delivered_keys: set[tuple[int, bytes]] = field(default_factory=set)
     announcements: int = 0  # batch announcements (IHave entries) received
     last_delivery: float = 0.0  # time of the last eligible delivery
@@ -252,6 +267,8 @@ class Simulation:
         self.rejoined = 0
         self.wall_linked = 0.0
         self.healed_at: float | None = None
+        #: With --topics: subscriptions, message topics, copies per node (simtopics.py).
+        self.topics = simtopics.Topics(opts) if opts.topics else None
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -263,6 +280,8 @@ class Simulation:
             "slow_peer_timeout": max(3.0, o.ping_interval * 3), "max_hops": o.max_hops,
             "gossip": o.gossip,
         }
+        if o.gossip == "interest":  # the trees need every node's link list
+            over.update(mesh_interval=30.0, mesh_min_interval=0.5)
         over.update(o.extra)
         if o.topology == "discovery":
             low = max(1, min(o.degree, o.nodes - 1))
@@ -278,11 +297,16 @@ class Simulation:
         return memory_config(i, **over)
 
     async def start_node(self, nursery: trio.Nursery, i: int) -> Node:
+        topics = self.topics
         node = Node(self.config(i), transport=self.net.transport(),
-                    identity=self.identities[i], api=False)
+                    identity=self.identities[i], api=topics is not None)
         node.on_deliver.append(self._deliver_callback(i))
-        node._on_gossip = self._gossip_wrapper(node)  # type: ignore[method-assign]
+        node._on_gossip = self._gossip_wrapper(node, i)  # type: ignore[method-assign]
+        if topics is not None:
+            topics.prepare(node)
         await nursery.start(node.run)
+        if topics is not None:
+            topics.subscribe(node, i)
         self.up_since[i] = trio.current_time()
         self.sim.side[i + 1] = 0 if i < self.opts.nodes // 2 else 1
         if i < len(self.nodes):
@@ -309,19 +333,24 @@ class Simulation:
 
     def _deliver_callback(self, i: int) -> Any:
         st = self.stats
+        topics = self.topics
+        wants = topics.wants if topics is not None else lambda _j, _topic: True
 
         def on_deliver(msg: Gossip) -> None:
             key = msg.origin + msg.id
             now = trio.current_time()
+            topic = msg.topic
             if msg.hops == 0 and self.index.get(msg.origin) == i:
                 st.pub_time[key] = now
                 st.pub_order.append(key)
                 for j, s in enumerate(self.up_since):
-                    if s is not None:
+                    if s is not None and wants(j, topic):
                         self.node_expected[j] += 1
                         self.expected += 1
+                if topics is not None and wants(i, topic):
+                    topics.local_copies += 1
             t0 = st.pub_time.get(key)
-            if t0 is None:  # not one of ours
+            if t0 is None or not wants(i, topic):  # not one of ours, or not for node i
                 return
             if (i, key) in st.delivered_keys:
                 st.duplicate_deliveries += 1
@@ -341,9 +370,10 @@ class Simulation:
 
         return on_deliver
 
-    def _gossip_wrapper(self, node: Node) -> Any:
+    def _gossip_wrapper(self, node: Node, i: int) -> Any:
         inner = node._on_gossip
         copies = self.stats.batch_copies
+        count_at = self.topics.counter(i) if self.topics is not None else None
 
         st = self.stats
 
@@ -351,6 +381,8 @@ class Simulation:
             for msg in msgs:
                 if type(msg) is Batch:
                     copies[msg.origin + msg.id] += 1
+                    if count_at is not None:
+                        count_at(msg.origin + msg.id)
                 elif type(msg) is IHave:
                     st.announcements += len(msg.batches)
             inner(link, msgs)
@@ -362,9 +394,11 @@ class Simulation:
         router = node.router
         inner = router.keep_new  # every batch made here is kept (Router.publish too)
         items = self.stats.batch_items
+        topics = self.stats.batch_topics
 
         def keep_new(batch: Batch, body: BatchBody, now: float) -> None:
             items[batch.origin + batch.id] = len(body.items)
+            topics[batch.origin + batch.id] = tuple(item.topic for item in body.items)
             inner(batch, body, now)
 
         router.keep_new = keep_new  # type: ignore[method-assign]
@@ -418,7 +452,8 @@ class Simulation:
             i = publishers[k % len(publishers)]
             if self.up_since[i] is None:
                 continue
-            self.nodes[i].publish(TOPIC, payload)
+            topic = self.topics.message_topics[k] if self.topics is not None else TOPIC
+            self.nodes[i].publish(topic, payload)
             if k == 0:
                 self.take_snapshot()
             await trio.lowlevel.checkpoint()  # let the flusher sign this message alone
@@ -465,6 +500,7 @@ class Simulation:
                         if j != i:
                             node.discovering.found(self.found(j))
             await self.wait_mesh()
+            await trio.sleep(o.settle)  # --settle: member records (interests) spread
             if o.gc_freeze:
                 # Thousands of long-lived objects make each full collection slow (profiled:
                 # a third of the run); keep them out of the collector's way.
@@ -516,7 +552,7 @@ class Simulation:
             return values[min(len(values) - 1, math.ceil(q * len(values)) - 1)]
 
         hops = [float(h) for h in st.hops]
-        return {
+        result = {
             "nodes": o.nodes, "topology": o.topology, "degree": o.degree, "seed": o.seed,
             "links": links, "max_hops": o.max_hops,
             "mean_degree": round(2 * links / o.nodes, 3) if o.nodes else 0.0,
@@ -545,6 +581,13 @@ class Simulation:
             "ping_interval": o.ping_interval, "link_timeout": o.link_timeout,
             "virtual_link_s": round(link_time, 3), "virtual_run_s": round(run_time, 3),
         }
+        if self.topics is not None:  # copies split by interest (simtopics.py)
+            result.update(topics=o.topics, subscribe_fraction=o.subscribe_fraction,
+                          settle_s=o.settle, announcements_per_message=round(
+                              st.announcements / len(st.pub_order), 4) if st.pub_order else 0.0)
+            result.update(self.topics.figures(st.batch_topics, len(st.pub_order),
+                                              self.expected, deliveries))
+        return result
 
 
 # -- entry points -------------------------------------------------------------------------
@@ -564,6 +607,8 @@ def run_simulation(opts: Options) -> tuple[dict[str, Any], Any]:
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+        if getattr(sim, "topics", None) is not None:
+            sim.topics.close()
     result["wall_seconds"] = round(time.perf_counter() - t0, 3)
     result["wall_setup_seconds"] = round(sim.wall_linked - t0, 3)  # start and link the mesh
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -669,10 +714,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "join the node default, 3.0)")
     p.add_argument("--max-hops", type=int, default=32, metavar="N",
                    help="the nodes' hop limit, 1-255 (node default 32; a ring needs n/2)")
-    p.add_argument("--gossip", choices=("tree", "flood"), default="tree",
-                   help="broadcast trees (the node default) or flooding")
+    p.add_argument("--gossip", default=None, metavar="MODE",
+                   help="the nodes' gossip mode, any the node takes: tree (broadcast "
+                        "trees, the default) or flood, ...")
     p.add_argument("--no-gc-freeze", action="store_true",
                    help="do not gc.freeze() the set-up mesh (slower at scale)")
+    simtopics.add_topic_arguments(p)
     add_join_arguments(p)
     p.add_argument("--seed", type=int, default=0,
                    help="the same seed gives the same figures")
@@ -690,6 +737,7 @@ def problems(a: argparse.Namespace) -> list[str]:
         out.append(f"--nodes {a.nodes}: a mesh needs at least 1 node")
         return out
     out += join_problems(a)
+    out += simtopics.topic_problems(a)
     if not 1 <= a.publishers <= a.nodes:
         out.append(f"--publishers {a.publishers}: each publisher is a different node, so "
                    f"it must be 1-{a.nodes} (--nodes {a.nodes})")
@@ -804,7 +852,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
         window=a.window, payload=a.payload, churn=a.churn, rejoin=a.rejoin,
         rejoin_after=a.rejoin_after, partition=a.partition, drain=a.drain,
         max_hops=a.max_hops, ping_interval=a.ping_interval, link_timeout=a.link_timeout,
-        seed=a.seed, gc_freeze=not a.no_gc_freeze, gossip=a.gossip,
+        seed=a.seed, gc_freeze=not a.no_gc_freeze, gossip=a.gossip or "tree",
+        topics=a.topics, subscribe_fraction=a.subscribe_fraction, compare=a.compare,
+        settle=a.settle,
         plot=a.plot, seeds=a.seeds, loss=a.loss, loss_mode=a.loss_mode,
         converge_max=a.converge_max, measure=a.measure, after_kill=a.after_kill,
     )
@@ -817,6 +867,7 @@ def _n(count: int, noun: str) -> str:
 
 
 def human(r: dict[str, Any]) -> str:
+    topic_line = [simtopics.human_topics(r)] if "topics" in r else []
     return "\n".join([
         f"{_n(r['nodes'], 'node')}, {r['topology']} (degree {r['degree']}), "
         f"{_n(r['links'], 'link')} "
@@ -826,6 +877,7 @@ def human(r: dict[str, Any]) -> str:
         f"ratio {r['delivery_ratio']:.4f}"
         + (f" (+{r['deliveries_other']} to nodes not up throughout)"
            if r["deliveries_other"] else ""),
+        *topic_line,
         f"gossip {r['gossip']}: copies per delivery {r['copies_per_delivery']} "
         f"(+{r['announcements_per_delivery']} announcements), hops p50 {r['hops_p50']:g} "
         f"max {r['hops_max']:g}, latency p50 {r['latency_p50_ms']} ms "
@@ -845,8 +897,12 @@ def main(argv: list[str] | None = None) -> int:
     opts, as_json = parse_args(argv)
     if opts.topology == "join":  # seeds killed on purpose: their redial warnings are noise
         logging.getLogger("p2pnode").addHandler(logging.NullHandler())
+    sim = None
     try:
-        result, sim = run_simulation(opts)
+        if opts.compare:
+            result = simtopics.run_compare(opts, run_simulation)
+        else:
+            result, sim = run_simulation(opts)
     except KeyboardInterrupt:
         print("simulate.py: interrupted", file=sys.stderr)
         return 130
@@ -858,7 +914,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
     try:
-        text = join_human(result) if opts.topology == "join" else human(result)
+        text = (join_human(result) if opts.topology == "join"
+                else simtopics.human_compare(result, lambda r: human(r).split("\n")[0])
+                if opts.compare else human(result))
         print(json.dumps(result) if as_json else text, flush=True)
     except BrokenPipeError:  # `| head`: the reader has gone; so do we, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -304,7 +304,7 @@ def test_readmes_script_commands_are_valid(tmp_path: Path,
     monkeypatch.chdir(tmp_path)  # where --plot mesh.png would go
     commands = [line for line in sh_blocks()["scripts"].splitlines()
                 if line.strip() and not line.startswith("#")]
-    assert len(commands) == 6
+    assert len(commands) == 7
     for line in commands:
         argv = shlex.split(line)
         assert argv[0] == "python3", line  # the environment's, after the set-up

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
+import itertools
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ import trio
 
 from ..config.settings import NodeConfig
 from ..errors import ConfigError
+from ..gossip.interest import summarize
 from ..gossip.retained import RetainedReplay
 from ..members import Membership
 from ..ratelimit import TokenBucket
@@ -118,6 +120,10 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
         #: ... when the ``ok`` to a publish waits until it is stored (docs/store.md).
         self._confirming: ConfirmingStore | None = None
         self.durables = Durables(config, backend.node_id)
+        self.durables.on_change = self._interest_changed
+        #: Called when a subscription is added or removed (a session's, a durable one):
+        #: the node then updates its member record (``interest``), a second later at most.
+        self.on_interest: Callable[[], None] | None = None
         self._membership = lambda: backend.membership
         self._member_watchers: set[Session] = set()  # connections that get member events
         self._member_unlisten: Callable[[], None] | None = None
@@ -129,6 +135,21 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
                 self._group = grp.getgrnam(config.api_group)
             except KeyError:
                 raise ConfigError(f"api group {config.api_group!r} does not exist") from None
+
+    def interest(self) -> list[str] | None:
+        """What this node's apps subscribe to, as its member record says it: the topic
+        names and patterns of the sessions and of the durable subscriptions (each once,
+        sorted: ``gossip.interest.summarize``), or None for every topic (an all-topics
+        subscriber, or more than ``MAX_PATTERNS``)."""
+        live = self._subs.subscriptions()
+        durable = self.durables.topics.values()
+        if live is None or not all(durable):
+            return None
+        return summarize(itertools.chain(live, *durable))
+
+    def _interest_changed(self) -> None:
+        if self.on_interest is not None:
+            self.on_interest()
 
     # -- serving -------------------------------------------------------------------
 

@@ -17,7 +17,16 @@ from typing import Protocol
 import trio
 
 from ..config import NodeConfig
-from ..gossip.router import Action, Deliver, Disconnect, Forward, Router, RouterConfig, Send
+from ..gossip.router import (
+    Action,
+    Deliver,
+    Disconnect,
+    Forward,
+    Router,
+    RouterConfig,
+    Send,
+    gossip_mode,
+)
 from ..gossip.signing import Verifier
 from ..mesh.linklist import MESH_TOPIC
 from ..mesh.view import MeshView
@@ -28,6 +37,7 @@ from ..wire.messages import (
     Batch,
     BatchBody,
     Digest,
+    Fetch,
     Gossip,
     GossipMessage,
     Graft,
@@ -298,6 +308,8 @@ def cost(msg: GossipMessage) -> int:
         return 1 + len(msg.topics) // 16
     if type(msg) in MEMBER_TYPES:
         return 0  # member frames have their own limit (node.membership, member_rate)
+    if type(msg) is Fetch:
+        return 1 + len(msg.seqs)  # each number can make this node send a whole batch
     assert type(msg) is Retained
     return 1 + len(msg.batches) // 16
 
@@ -305,7 +317,7 @@ def cost(msg: GossipMessage) -> int:
 def router_config(config: NodeConfig) -> RouterConfig:
     """The router's settings, from the node's."""
     return RouterConfig(
-        mode="flood" if config.gossip == "flood" else "tree", max_hops=config.max_hops,
+        mode=gossip_mode(config.gossip), max_hops=config.max_hops,
         seen_max_entries=config.seen_max_entries, seen_ttl=config.seen_ttl,
         graft_timeout=config.graft_timeout, optimize_hops=config.optimize_hops,
         order_hold=config.order_hold, history_batches=config.history_batches,

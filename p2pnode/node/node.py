@@ -36,11 +36,12 @@ from ..net.manager import LinkManager
 from ..net.tls import TlsTransport, default_transport
 from ..net.transport import Transport
 from ..wire.messages import Bye, Gossip, GossipMessage, Hello, Item, encode_message
-from .announcer import MeshAnnouncer
+from .announcer import MeshAnnouncer, mesh_routes
 from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config
 from .handlers import EventHandlers
+from .interests import local_interest
 from .membership import member_service
 from .publisher import Publisher
 from .reload import Reconfigured, reconfigure
@@ -116,13 +117,14 @@ class Node(AppFacing):
             self.mesh, self.node_id, config, links=self._linked,
             listen=lambda: self.listen_str, send=lambda item: self.publisher.queue(None, item),
             new_id=self.publisher.ids.next)
-        self.engine.on_link_change.append(lambda _link, _up: self.announcer.links_changed())
+        self.routes = mesh_routes(self.node_id, self.mesh, self.engine, self.announcer)
         self.discovering = Discovering(self)
         #: The gossip path's entry (a plain attribute, so simulations can wrap it).
         self._on_gossip: Callable[[PeerLink, list[GossipMessage]], None] = self.engine.on_gossip
         #: The member list (docs/api.md#members) and its glue to the links.
         self.membership, self.members_glue = member_service(config, identity, self.network_tag,
                                                             self.engine)
+        self.interest = local_interest(self.api, self.membership, self.storing.service)
         self.listen_addr: tuple[str, int] | None = None
         self.links: LinkManager | None = None
         self._ready = trio.Event()
@@ -181,6 +183,7 @@ class Node(AppFacing):
         nursery.start_soon(self.requests.run)
         nursery.start_soon(self.members_glue.run, self.links, self._hello().listen)
         nursery.start_soon(self.handlers.run, self.membership)
+        nursery.start_soon(self.interest.run)
         if cfg.mesh_interval > 0:
             nursery.start_soon(self.announcer.run)
         self._ready.set()
