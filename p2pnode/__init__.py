@@ -18,7 +18,7 @@ __all__ = ["PROTOCOL_VERSION", "__version__"]
 __version__ = "0.1.0"
 
 #: Version of the node-to-node wire protocol. Nodes refuse peers of another version.
-PROTOCOL_VERSION = 6
+PROTOCOL_VERSION = 7
 
 
 def _lazy(package: str, where: dict[str, tuple[str, ...]]) -> Callable[[str], object]:

@@ -280,6 +280,8 @@ class Simulation:
             "slow_peer_timeout": max(3.0, o.ping_interval * 3), "max_hops": o.max_hops,
             "gossip": o.gossip,
         }
+        if o.gossip == "interest":  # the trees need every node's link list
+            over.update(mesh_interval=30.0, mesh_min_interval=0.5)
         over.update(o.extra)
         if o.topology == "discovery":
             low = max(1, min(o.degree, o.nodes - 1))

@@ -261,3 +261,50 @@ async def test_a_stopping_node_tells_its_clients_and_confirms_quiet_publishes(
                     await client.next_event()
             await conn.stream.aclose()
             assert client.unacknowledged == 0  # "e" was confirmed by the closing event
+
+
+async def test_a_client_over_its_publish_rate_is_refused_per_publish(
+        short_tmp: Path, mock_clock: trio.testing.MockClock) -> None:
+    # 40 publishes a second, bursts of 10: of 20 publishes in one write (one read, one
+    # reading of the clock), the first 10 are taken and the next 10 refused by number;
+    # a second later the bucket is full again. The clock moves only when told to.
+    config = loopback_config(short_tmp, "a", client_publish_per_s=40.0)
+    async with running_nodes([config]) as (node,):
+        with trio.fail_after(10):
+            conn = await LineConn.open(node)
+            for burst in range(2):
+                await conn.send_raw(b"".join(
+                    b'{"op":"publish","topic":"t","data":"m","id":%d}\n' % i
+                    for i in range(20)))
+                replies = [await conn.line() for _ in range(20)]
+                assert [r["id"] for r in replies] == list(range(20))
+                assert [r["ok"] for r in replies] == [True] * 10 + [False] * 10
+                assert {r["error"]["code"] for r in replies[10:]} == {"rate_limited"}
+                assert node.api is not None
+                assert node.api.stats.rate_limited == 10 * (burst + 1)
+                mock_clock.jump(1.0)  # the bucket refills
+            await conn.stream.aclose()
+
+
+async def test_spaces_around_a_request_and_blank_lines_are_taken(node: Node) -> None:
+    with trio.fail_after(10):
+        conn = await LineConn.open(node)
+        await conn.send_raw(b'\n  \r\n\t{"op": "status", "id": 1} \r\n{"op":"sync","id":2}\n')
+        assert [(r["id"], r["ok"]) for r in [await conn.line(), await conn.line()]] == [
+            (1, True), (2, True)]
+        await conn.stream.aclose()
+
+
+async def test_on_deliver_callbacks_get_messages_no_app_subscribed_to(node: Node) -> None:
+    # The node builds a message published here only for a taker: an app's subscription
+    # or a callback (``on_deliver``, added at any time).
+    before = node.delivered
+    node.publish("nobody", b"x", defer_flush=True)
+    assert node.delivered == before + 1  # counted, built for no one
+    got: list[Any] = []
+    node.on_deliver.append(got.append)
+    node.publish("nobody", b"y", defer_flush=True)
+    assert [(msg.topic, msg.data) for msg in got] == [("nobody", b"y")]
+    node.on_deliver.remove(got.append)
+    node.publish("nobody", b"z", defer_flush=True)
+    assert len(got) == 1

@@ -272,6 +272,26 @@ def test_topic_over_max_topic_bytes_is_bad_message() -> None:
     assert info.value.code == "bad_message"
 
 
+@pytest.mark.parametrize("bad", ["", "a\nb", "€" * 100])
+def test_a_bad_topic_after_good_ones_is_bad_message(bad: str) -> None:
+    # Each topic is checked once per run of equal topics: a new one is checked again,
+    # and so is a topic that comes back after another.
+    items = [[MID, "t", b"d"], [MID, "t", b"d"], [MID, "u", b"d"], [MID, bad, b"d"]]
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_body(pack(body_fields(items=items)), MAX_PAYLOAD)
+    assert info.value.code == "bad_message"
+    items = [[MID, "t", b"d"], [MID, bad, b"d"], [MID, "t", b"d"]]
+    with pytest.raises(RemoteProtocolError):
+        decode_body(pack(body_fields(items=items)), MAX_PAYLOAD)
+
+
+def test_a_payload_over_the_limit_after_a_good_one_of_the_same_topic_is_too_large() -> None:
+    items = [[MID, "t", b"d"], [MID, "t", b"x" * (MAX_PAYLOAD + 1)]]
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_body(pack(body_fields(items=items)), MAX_PAYLOAD)
+    assert info.value.code == "too_large"
+
+
 def test_deeply_nested_body_is_bad_message() -> None:
     depth = 100_000
     head = pack(body_fields())

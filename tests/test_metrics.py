@@ -209,9 +209,9 @@ async def test_node_serves_metrics(short_tmp: Path) -> None:
             assert got["p2pnode_mesh_view_links"].type == "gauge"
             assert got["p2pnode_links_sent_bytes"].type == "counter"
             assert got["p2pnode_uptime_seconds"].type == "gauge"
-            # Every field of the sections this node runs (all but mdns) is there.
+            # Every field of the sections this node runs (not mdns, nor interest: tree mode).
             want = {metric_name(f) for f in FIELDS
-                    if exported(f) and f.kind != "info" and f.section != "mdns"}
+                    if exported(f) and f.kind != "info" and f.section not in ("mdns", "interest")}
             assert want <= set(got), want - set(got)
             assert published(got) == 0
             await trio.run_process([*P2PNODE, "send", "--socket", sock, "one"],

@@ -118,7 +118,7 @@ def test_every_field_has_one_line_of_meaning_and_a_kind() -> None:
             assert field.unit == "seconds", field.path
         if "bytes" in field.name:
             assert field.unit == "bytes", field.path
-    assert [s.name for s in SECTIONS if s.optional] == ["links", "mdns", "api"]
+    assert [s.name for s in SECTIONS if s.optional] == ["links", "mdns", "api", "interest"]
     assert TOP_FIELDS[0].path == "node_id"
 
 

@@ -1,4 +1,4 @@
-"""Topic levels and wildcard patterns (p2pnode/api/topics.py), without I/O: the
+"""Topic levels and wildcard patterns (p2pnode/wire/topics.py), without I/O: the
 matching table (MQTT's rules), the trie against a brute-force match, unsubscribing,
 many patterns, and the errors for bad topics and patterns."""
 
@@ -22,7 +22,7 @@ from p2pnode.api import (
     pattern_problem,
     topic_matches,
 )
-from p2pnode.api.topics import MATCH_CACHE
+from p2pnode.wire.topics import MATCH_CACHE
 
 # (pattern, topic, matches)
 TABLE = [

@@ -225,8 +225,19 @@ class Durables:
         self.nursery: trio.Nursery | None = None  # the API server's: where feeds run
         self.active: dict[str, DurableFeed | None] = {}  # None: being opened or deleted
         self.marks: dict[str, Mark] = {}  # positions acked since the node started
+        #: Every durable subscription in the store, subscriber or not: name -> its topics
+        #: (empty: every topic). What this node's record says it wants includes them.
+        self.topics: dict[str, tuple[str, ...]] = {}
+        #: Called when ``topics`` changes.
+        self.on_change: Callable[[], None] = lambda: None
         self.last_stored = 0
         self._stored = trio.Event()
+
+    def load(self, store: MessageStore) -> None:
+        """Read the durable subscriptions' topics from ``store`` (at the start: at most
+        ``max_durables`` rows, before the node runs)."""
+        self.topics = {row.name: row.topics for row in store.durables()}
+        self.on_change()
 
     def attach(self, service: StoreService | None, nursery: trio.Nursery) -> None:
         """Serve durable subscriptions from ``service`` (None: the store is off)."""
@@ -333,6 +344,9 @@ class Durables:
                            f"{self.config.max_durables} durable subscriptions: delete one "
                            "(unsubscribe with delete) first", req_id)
         row, lost, created = opened
+        if self.topics.get(name) != row.topics:
+            self.topics[name] = row.topics
+            self.on_change()
         mark = max((row.acked, row.part), self.marks.get(name, (0, 0)))
         feed = DurableFeed(self, session, name, DurableFilter(row.topics, self.node_id),
                            window, mark)
@@ -373,6 +387,8 @@ class Durables:
                                               name)
         finally:
             del self.active[name]
+        if self.topics.pop(name, None) is not None:
+            self.on_change()
         if not existed:
             raise ApiError("unknown_durable", f"no durable subscription named {name!r}",
                            req_id)

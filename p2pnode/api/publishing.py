@@ -24,7 +24,7 @@ def take_publish(req: Publish, backend: ApiBackend, max_payload: int) -> tuple[s
     too_large, retained_full, unknown_node (a ``to`` that no node here knows)."""
     topic = check_topic(req.topic, req.id)
     payload = publish_payload(req, max_payload)
-    target = publish_target(req)
+    target = publish_target(req) if req.to is not None else None
     if req.retain:
         check_retain(req, topic, len(payload), backend.retained_refusal)
     if target is not None and not backend.knows_node(target):

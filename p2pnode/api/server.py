@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
+import itertools
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ import trio
 
 from ..config.settings import NodeConfig
 from ..errors import ConfigError
+from ..gossip.interest import summarize
 from ..gossip.retained import RetainedReplay
 from ..members import Membership
 from ..ratelimit import TokenBucket
@@ -41,6 +43,7 @@ from .protocol import (
     Peers,
     Publish,
     ReplyOp,
+    Request,
     RequestOp,
     Status,
     StoreOp,
@@ -48,6 +51,7 @@ from .protocol import (
     Sync,
     Unsubscribe,
     check_topics,
+    decode_request,
     encode_closing,
     encode_error,
     encode_reply,
@@ -102,6 +106,9 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
         self._touched: set[Session] = set()  # sessions with events queued: send_touched
         self._sessions_changed = trio.Event()
         self.stats = ApiStats()
+        #: The clock of the publish rate limit: read once per read of requests (and
+        #: after each wait within it), not once per publish.
+        self._now = 0.0
         self._subs: Subscribers[Session] = Subscribers()
         self.monitors: MonitorHub[Session] = MonitorHub(self._send_event)
         self._replayer = Replayer(backend.open_replay, config.client_queue_bytes,
@@ -113,6 +120,10 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
         #: ... when the ``ok`` to a publish waits until it is stored (docs/store.md).
         self._confirming: ConfirmingStore | None = None
         self.durables = Durables(config, backend.node_id)
+        self.durables.on_change = self._interest_changed
+        #: Called when a subscription is added or removed (a session's, a durable one):
+        #: the node then updates its member record (``interest``), a second later at most.
+        self.on_interest: Callable[[], None] | None = None
         self._membership = lambda: backend.membership
         self._member_watchers: set[Session] = set()  # connections that get member events
         self._member_unlisten: Callable[[], None] | None = None
@@ -124,6 +135,21 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
                 self._group = grp.getgrnam(config.api_group)
             except KeyError:
                 raise ConfigError(f"api group {config.api_group!r} does not exist") from None
+
+    def interest(self) -> list[str] | None:
+        """What this node's apps subscribe to, as its member record says it: the topic
+        names and patterns of the sessions and of the durable subscriptions (each once,
+        sorted: ``gossip.interest.summarize``), or None for every topic (an all-topics
+        subscriber, or more than ``MAX_PATTERNS``)."""
+        live = self._subs.subscriptions()
+        durable = self.durables.topics.values()
+        if live is None or not all(durable):
+            return None
+        return summarize(itertools.chain(live, *durable))
+
+    def _interest_changed(self) -> None:
+        if self.on_interest is not None:
+            self.on_interest()
 
     # -- serving -------------------------------------------------------------------
 
@@ -296,13 +322,22 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
 
     async def _handle_lines(self, session: Session, lines: list[bytes],
                             stream: trio.SocketStream) -> bool:
-        """Answer the request lines of one read, in order. Other tasks get a turn at
-        least every ``TURN_BUDGET`` seconds, so that a read full of costly requests
-        cannot hold up links and other clients. Returns False if the session must end
-        (a line too long, or the client hung up)."""
+        """Answer the request lines of one read, in order. Other tasks get a turn
+        between two lines at least every ``TURN_BUDGET`` seconds, so that a read full of
+        costly requests cannot hold up links and other clients (never after the last
+        line: the read's end gives them one, and its replies go without the writer
+        task). Returns False if the session must end (a line too long, or the client
+        hung up)."""
         max_line = self.config.max_request_line
         turn = time.perf_counter()
+        self._now = trio.current_time()
         for line in lines:
+            if time.perf_counter() - turn > TURN_BUDGET:
+                self.backend.flush()
+                session.out.wake()
+                await trio.lowlevel.checkpoint()
+                turn = time.perf_counter()
+                self._now = trio.current_time()
             if session.out.closing or session.said_bye:  # the node is leaving, or the app
                 self.backend.flush()
                 return False
@@ -324,11 +359,7 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
                 elif not await self._wait_peers(session, waiting, stream):
                     return False
                 turn = time.perf_counter()
-            elif time.perf_counter() - turn > TURN_BUDGET:
-                self.backend.flush()
-                session.out.wake()
-                await trio.lowlevel.checkpoint()
-                turn = time.perf_counter()
+                self._now = trio.current_time()
         return True
 
     def _submit(self, session: Session) -> None:
@@ -349,13 +380,18 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
         """Answer one request line; returns a request that must wait first (``peers``
         with bounds, ``subscribe`` with ``since``, a durable ``subscribe`` or
         ``unsubscribe``: the store's worker thread)."""
-        line = line.strip()
-        if not line:
+        if not line or line.isspace():  # JSON allows the spaces around a request
             return None
         self.stats.requests += 1
         session.requests += 1
         try:
-            reply = self._handle(session, line)
+            try:
+                req = decode_request(line)
+            except Exception:  # parsed again, slowly, for the error that explains it
+                req = parse_request(line)
+            # A publish, the hot path, without a call more.
+            reply = self._publish(session, req) if type(req) is Publish else self._handle(
+                session, req)
         except ApiError as err:
             self.stats.errors += 1
             err.req = session.requests
@@ -385,7 +421,7 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
 
     def _publish(self, session: Session, req: Publish) -> bytes | None:
         """Take a publish: its reply line, or None (none, or it waits for the store)."""
-        if not session.bucket.take(1, trio.current_time()):
+        if not session.bucket.take(1, self._now):
             self.stats.rate_limited += 1
             raise ApiError("rate_limited", f"over {self.config.client_publish_per_s:g} "
                            "publishes per second; slow down and retry", req.id)
@@ -400,9 +436,8 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
             return None
         return line or None
 
-    def _handle(self, session: Session,
-                line: bytes) -> bytes | Peers | ReplayRequest | DurableCall | StoreOp | None:
-        req = parse_request(line)
+    def _handle(self, session: Session, req: Request,
+                ) -> bytes | Peers | ReplayRequest | DurableCall | StoreOp | None:
         if type(req) is Publish:
             return self._publish(session, req)
         if type(req) is Subscribe:

@@ -21,50 +21,25 @@ treats fields missing from ``FIELDS`` as unknown, never as errors.
 
 from __future__ import annotations
 
-import typing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
 from .protocol import Scalar
+from .status_base import (
+    Section,
+    _by_reason,
+    _counter,
+    _flag,
+    _gauge,
+    _info,
+    _meta,
+    _section,
+)
+from .status_interest import InterestStatus
 
-Kind = Literal["counter", "gauge", "flag", "info", "by_reason", "list"]
-Unit = Literal["bytes", "seconds"]
-KINDS: tuple[Kind, ...] = typing.get_args(Kind)
-
-
-def _meta(kind: Kind, description: str, **extra: str) -> msgspec.Meta:
-    return msgspec.Meta(description=description, extra={"kind": kind, **extra})
-
-
-def _counter(description: str, *, unit: Unit | None = None, drop: str | None = None,
-             metric: str | None = None) -> msgspec.Meta:
-    extra = {k: v for k, v in (("unit", unit), ("drop", drop), ("metric", metric)) if v}
-    return _meta("counter", description, **extra)
-
-
-def _gauge(description: str, *, unit: Unit | None = None) -> msgspec.Meta:
-    return _meta("gauge", description, **({"unit": unit} if unit else {}))
-
-
-def _by_reason(description: str, label: str, what: str) -> msgspec.Meta:
-    return _meta("by_reason", description, label=label, drop=what)
-
-
-def _flag(description: str) -> msgspec.Meta:
-    return _meta("flag", description)
-
-
-def _info(description: str) -> msgspec.Meta:
-    return _meta("info", description)
-
-
-def _section(description: str) -> msgspec.Meta:
-    return msgspec.Meta(description=description)
-
-
-class Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A section of the reply (a JSON object)."""
+# The field kinds and their helpers live in ``status_base`` (shared with the sections
+# kept in other modules: ``status_interest``).
 
 
 class RecentGap(msgspec.Struct, forbid_unknown_fields=True):
@@ -136,7 +111,7 @@ class MessagesStatus(Section, omit_defaults=True):
 
 
 class GossipStatus(Section):
-    mode: Annotated[str, _info("`tree` (Plumtree) or `flood` (`--gossip`)")]
+    mode: Annotated[str, _info("`tree` (Plumtree), `flood` or `interest` (`--gossip`)")]
     ihave_sent: Annotated[int, _counter("batch announcements (IHave) sent to lazy peers")]
     ihave_received: Annotated[int, _counter("batch announcements received")]
     grafts_sent: Annotated[int, _counter(
@@ -436,6 +411,8 @@ class MembersStatus(Section):
         "silent peers not probed: no other link was heard either (this node stalled?)")]
     bytes_sent: Annotated[int, _counter("bytes of member frames sent", unit="bytes",
                                         metric="sent_bytes")]
+    interests: Annotated[int, _gauge("topic names and patterns this node's record says its"
+                                     " apps subscribe to; -1: every topic")]
 
 
 class HandlersStatus(Section):
@@ -486,6 +463,8 @@ class NodeStatus(msgspec.Struct, kw_only=True, omit_defaults=True,
         "the member list and its failure detector ([protocol.md](protocol.md#membership))")]
     handlers: Annotated[HandlersStatus, _section(
         "programs run on member events ([operations.md](operations.md#event-handlers))")]
+    interest: Annotated[InterestStatus | None, _section(
+        "interest routing, with `--gossip interest` ([interest.md](interest.md))")] = None
 
 
 _encoder = msgspec.json.Encoder()

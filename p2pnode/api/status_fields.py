@@ -12,7 +12,8 @@ from typing import Annotated, Any, Union
 
 import msgspec
 
-from .status import KINDS, Kind, NodeStatus, Section, Unit
+from .status import NodeStatus
+from .status_base import KINDS, Kind, Section, Unit
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,12 @@ a trie of levels)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from typing import Generic, Protocol, TypeVar
 
 from ..wire.messages import Item
-from .topics import PatternIndex, is_pattern
+from ..wire.topics import PatternIndex, is_pattern
 
 
 class Subscriber(Protocol):
@@ -27,6 +28,7 @@ class Subscribers(Generic[S]):
         self.all: set[S] = set()
         self.by_topic: dict[str, set[S]] = {}  # exact topic names
         self.patterns: PatternIndex[S] = PatternIndex()  # those with wildcards
+        self._pattern_sessions: dict[str, int] = {}  # pattern -> sessions subscribed
 
     def targets(self, topic: str) -> list[S]:
         """The sessions that get a message of ``topic``, each once: those of all topics,
@@ -46,17 +48,32 @@ class Subscribers(Generic[S]):
         return bool(self.all) or topic in self.by_topic or bool(
             self.patterns.pairs and self.patterns.match(topic))
 
+    def subscriptions(self) -> Iterable[str] | None:
+        """Every topic name and pattern some session subscribes to, each once (None: a
+        session subscribes to every topic)."""
+        if self.all:
+            return None
+        return itertools.chain(self.by_topic, self._pattern_sessions)
+
     def add(self, session: S, topic: str) -> None:
         """``session`` subscribes to ``topic``, a name or a pattern."""
         if is_pattern(topic):
+            pairs = self.patterns.pairs
             self.patterns.add(topic, session)
+            if self.patterns.pairs != pairs:
+                self._pattern_sessions[topic] = self._pattern_sessions.get(topic, 0) + 1
         else:
             self.by_topic.setdefault(topic, set()).add(session)
 
     def discard(self, session: S, topic: str) -> None:
         """``session`` no longer subscribes to ``topic`` (the same string as added)."""
         if is_pattern(topic):
+            pairs = self.patterns.pairs
             self.patterns.discard(topic, session)
+            if self.patterns.pairs != pairs:
+                left = self._pattern_sessions.pop(topic) - 1
+                if left:
+                    self._pattern_sessions[topic] = left
             return
         subs = self.by_topic.get(topic)
         if subs is not None:

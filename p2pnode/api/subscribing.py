@@ -26,10 +26,14 @@ class SubscribeOps:
     _subs: Subscribers[Session]
     _replayer: Replayer
 
+    def _interest_changed(self) -> None:
+        raise NotImplementedError
+
     def _send_event(self, session: Session, line: bytes) -> None:
         raise NotImplementedError
 
     def _subscribe(self, session: Session, topics: list[str], req_id: Scalar) -> None:
+        self._interest_changed()
         if not topics:
             session.all_topics = True
             self._subs.all.add(session)
@@ -78,6 +82,7 @@ class SubscribeOps:
         session.unreported += backlog.dropped  # announced before the next event that fits
 
     def _unsubscribe(self, session: Session, topics: list[str]) -> None:
+        self._interest_changed()
         if not topics:
             session.all_topics = False
             self._subs.all.discard(session)

@@ -374,9 +374,10 @@ def _add_run_flags(run: argparse.ArgumentParser) -> None:
                      help="the address announced to peers (default: the listen address)")
     run.add_argument("--max-hops", type=int, metavar="N",
                      help="how many links a message travels at most (default 32)")
-    run.add_argument("--gossip", choices=["tree", "flood"],
+    run.add_argument("--gossip", choices=["tree", "flood", "interest"],
                      help="how messages spread: broadcast trees, about one copy per node "
-                          "(default), or flooding, a copy over every link")
+                          "(default), flooding, a copy over every link, or interest "
+                          "routing, only toward nodes that subscribe (docs/interest.md)")
     run.add_argument("--history-bytes", type=int, metavar="N",
                      help="recent messages kept for repair and replay (recv --since), at "
                           f"most N bytes (default {NodeConfig.history_bytes}; 0: none)")

@@ -53,6 +53,8 @@ NOT_SHOWN = frozenset({
     "store.path", "store.max_age_s", "store.queued", "store.committed", "store.writes",
     "store.removed", "store.failing",
     "handlers.configured", "handlers.queued", "handlers.ran",
+    "interest.unwanted", "interest.streams", "interest.stream_held", "interest.stream_late",
+    "interest.fetch_asked_on", "interest.fetch_answered",
 })
 #: Keys of a reply that are not status fields.
 ENVELOPE = frozenset({"ok", "id"})
@@ -164,6 +166,7 @@ def _rows(st: dict[str, Any], before: dict[str, Any] | None,
                    f"{r('replies_forwarded', 0)}; {r('paths', 0)} paths back")
     yield from _store_rows(section_of(st, "store"))
     yield from _member_rows(section_of(st, "members"))
+    yield from _interest_rows(section_of(st, "interest"))
     drops = list(_drop_lines(st, before))
     yield _row("drops", drops[0] if drops else "none")
     yield from (_row("", line) for line in drops[1:])
@@ -193,6 +196,16 @@ def _store_rows(store: dict[str, Any]) -> Iterator[str]:
         yield _row("", f"WRITES FAIL: {s('error')}")
 
 
+def _interest_rows(interest: dict[str, Any]) -> Iterator[str]:
+    """Interest routing (``--gossip interest``); nothing in the other modes."""
+    if interest:
+        i = interest.get
+        yield _row("interest", f"received {i('wanted', '?')} batches wanted here, "
+                   f"{i('relayed', '?')} only to pass on; sent on {i('routed', '?')} along "
+                   f"trees, {i('off_tree', '?')} off them, {i('unrouted', '?')} to all "
+                   f"(mesh not known yet); {i('fetch_asked', '?')} gaps fetched")
+
+
 def _member_rows(mem: dict[str, Any]) -> Iterator[str]:
     """The member list (``p2pnode members`` lists them); nothing for an older node."""
     if not mem:
@@ -204,6 +217,11 @@ def _member_rows(mem: dict[str, Any]) -> Iterator[str]:
                f"{m('refutations', 0)}; probes {m('probes', 0)} ({m('probes_cleared', 0)} "
                f"cleared, {m('probes_skipped', 0)} skipped), "
                f"{m('bytes_sent', 0) // 1024} KiB sent")
+    interests = m("interests")
+    if type(interests) is int:
+        wants = "every topic" if interests < 0 else plural(interests, "topic or pattern",
+                                                                   "topics or patterns")
+        yield _row("", f"this node's record says its apps want {wants}")
 
 
 def _row(label: str, text: str) -> str:

@@ -80,7 +80,7 @@ KEYS: tuple[Key, ...] = (
     Key("peer_exchange", "--no-peer-exchange", "no_peer_exchange", "bool", negated=True),
     Key("advertise", "--advertise", "advertise", "str"),
     Key("max_hops", "--max-hops", "max_hops", "int"),
-    Key("gossip", "--gossip", "gossip", "choice", ("tree", "flood")),
+    Key("gossip", "--gossip", "gossip", "choice", ("tree", "flood", "interest")),
     Key("history_bytes", "--history-bytes", "history_bytes", "int"),
     Key("history_age", "--history-age", "history_age", "float"),
     Key("order_hold", "--order-hold", "order_hold", "float"),

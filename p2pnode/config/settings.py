@@ -194,7 +194,7 @@ class NodeConfig:
     read_size: int = 256 * 1024
 
     # Gossip (docs/protocol.md, "Broadcast trees").
-    gossip: str = "tree"  # "tree" (Plumtree: about one copy per node) or "flood"
+    gossip: str = "tree"  # "tree" (Plumtree: about one copy per node), "flood" or "interest"
     max_hops: int = 32
     seen_max_entries: int = 200_000
     seen_ttl: float = 300.0
@@ -334,8 +334,8 @@ class NodeConfig:
         if self.mesh_interval < 0 or self.mesh_min_interval <= 0 or self.mesh_max_nodes < 1:
             raise ConfigError("mesh_interval must be >= 0, mesh_min_interval > 0 and "
                               "mesh_max_nodes >= 1")
-        if self.gossip not in ("tree", "flood"):
-            raise ConfigError("gossip must be 'tree' or 'flood'")
+        if self.gossip not in ("tree", "flood", "interest"):
+            raise ConfigError("gossip must be 'tree', 'flood' or 'interest'")
         for field in ("graft_timeout", "order_hold", "history_age"):
             if not getattr(self, field) > 0:
                 raise ConfigError(f"{field} must be greater than 0")

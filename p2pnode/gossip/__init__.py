@@ -1,9 +1,9 @@
 """Gossip logic without I/O, driven by the caller's clock: the router (``router``) and
 the actions it returns (``actions``), its broadcast trees (``tree``) and repair
 (``repair``), the seen-cache (``seen``), the history (``history``), per-origin order
-(``order``), replays (``replay``), retained messages and their sync (``retained``,
-``retained_sync``) and batch signatures (``signing``, loaded on first use:
-it needs ``cryptography``).
+(``order``), interest routing's trees (``routes``), replays (``replay``), retained
+messages and their sync (``retained``, ``retained_sync``) and batch signatures
+(``signing``, loaded on first use: it needs ``cryptography``).
 
 This package never imports trio or zeroconf (tests/test_layering.py checks it).
 """
@@ -19,6 +19,7 @@ from .replay import Replay
 from .retained import RetainedEntry, RetainedReplay, RetainedStats, RetainedStore, topic_key
 from .retained_sync import RetainedSync, SyncStats
 from .router import GossipMode, Router, RouterConfig, RouterStats
+from .routes import Routes
 from .seen import SeenCache
 from .tree import Trees
 
@@ -29,6 +30,7 @@ __all__ = [
     "Action", "Deliver", "Disconnect", "Entry", "Forward", "GossipMode", "History",
     "MissingBatches", "OrderBuffer", "OrderStats", "Replay", "RetainedEntry", "RetainedReplay",
     "RetainedStats", "RetainedStore", "RetainedSync", "Router", "RouterConfig", "RouterStats",
+    "Routes",
     "SeenCache", "Send", "SyncStats", "Trees", "Verifier", "Verify", "item_id_range",
     "make_batch", "sign_batch", "topic_key",
 ]

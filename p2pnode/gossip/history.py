@@ -61,6 +61,7 @@ class Entry:
     rank: int = 0
     repaired: bool = False  # came in answer to a repair announcement (a Digest's)
     held: bool = False  # waited in the order buffer: delivered up to ``hold`` later
+    topic: str | None = None  # a routed batch's topic (interest mode), else None
 
     @property
     def position(self) -> tuple[int, int]:
@@ -146,6 +147,16 @@ class History:
     def get(self, key: bytes) -> Entry | None:
         return self._entries.get(key)
 
+    def find(self, origin: bytes, epoch: int, seq: int) -> Entry | None:
+        """The batch numbered ``seq`` in ``origin``'s run ``epoch``, if it is kept."""
+        run = self._runs.get(origin)
+        if run is None:
+            return None
+        i = bisect_left(run.positions, (epoch, seq))
+        if i < len(run.entries) and run.positions[i] == (epoch, seq):
+            return run.entries[i]
+        return None
+
     def __iter__(self) -> Iterator[Entry]:
         """The entries, in arrival order."""
         return (e for e in self._order if not e.gone)
@@ -153,11 +164,12 @@ class History:
     def add(self, batch: Batch, epoch: int, seq: int, now: float,
             from_peer: bytes | None, *, verified: bool = True,
             id_range: tuple[bytes, bytes] = ANY_ID, repaired: bool = False,
-            held: bool = False) -> None:
+            held: bool = False, topic: str | None = None) -> None:
         """Keep ``batch`` (a new one: its key is not in history yet). ``id_range``: the
         lowest and highest message id in it (``item_id_range``); by default, unknown.
         ``repaired``: it came in answer to a repair announcement; ``held``: the order
-        buffer held it back. ``now`` should not go backwards; if it does, the entry
+        buffer held it back; ``topic``: a routed batch's (only the peers that want it
+        are told of it). ``now`` should not go backwards; if it does, the entry
         counts as arrived at the latest time seen (history stays in time order). When
         history is full, the oldest by publication go, and a batch older than all of
         them is not kept."""
@@ -182,7 +194,8 @@ class History:
             self._pop_oldest()
             self.evicted += 1
         entry = Entry(batch, epoch, seq, now, size, from_peer, verified, id_range[0],
-                      id_range[1], age=age, n=n, rank=rank, repaired=repaired, held=held)
+                      id_range[1], age=age, n=n, rank=rank, repaired=repaired, held=held,
+                      topic=topic)
         self._entries[key] = entry
         self._order.append(entry)
         heapq.heappush(self._heap, (age, epoch, seq, next(self._tie), entry))

@@ -33,7 +33,7 @@ Held = dict[bytes, frozenset[tuple[int, int]]]  # origin -> (epoch, seq) held
 
 class Topics(Protocol):
     """The topics a replay wants: a set of names, or anything that says whether a
-    topic is in it (``api.topics.TopicFilter``: names and patterns)."""
+    topic is in it (``wire.topics.TopicFilter``: names and patterns)."""
 
     def __contains__(self, topic: object, /) -> bool: ...
     def __len__(self) -> int: ...

@@ -1,24 +1,23 @@
 """Decides what happens to each gossip message: deliver here, send to which peers.
 
-Two modes share this code:
+Three modes share this code:
 
 - ``tree`` (the default): epidemic broadcast trees (Plumtree), one tree per origin
-  (``tree.Trees`` keeps which links are lazy for which origin). A new batch is pushed
-  on eager links and only announced (``IHave``, batched) on lazy ones; a duplicate
-  answers ``Prune``. A node that hears of a batch by ``IHave`` and does not get it
-  within ``graft_timeout`` (``repair.MissingBatches``) sends ``Graft`` to the
-  announcer, which makes that link eager again and sends the batch from history: a
-  dead link or node is routed around. A batch that was announced by a path shorter by
-  ``optimize_hops`` than the one it came by swaps the two links (the paper's
-  optimisation), so repaired trees stay shallow.
-- ``flood``: every link eager, no announcements: each node receives about as many
-  copies as it has links. For comparison (``scripts/simulate.py --gossip flood``).
+  (``tree.Trees``: which links are lazy for which origin). A new batch is pushed on
+  eager links and announced (``IHave``, batched) on lazy ones; a duplicate answers
+  ``Prune``. A node that hears of a batch by ``IHave`` and does not get it within
+  ``graft_timeout`` (``repair.MissingBatches``) sends ``Graft`` to the announcer,
+  which sends it from history: a dead link or node is routed around. A batch announced
+  by a path shorter by ``optimize_hops`` than the one it came by swaps the two links.
+- ``flood``: every link eager, no announcements (``scripts/simulate.py --gossip flood``).
+- ``interest``: routed batches only toward the members that want their topic
+  (``interestmode``, docs/interest.md), the rest as in ``tree``.
 
-In both modes a new batch is verified once (duplicates are dropped before any
-signature check; a batch that fails is dropped, counted and not remembered),
-kept in history, delivered through the per-origin order buffer and forwarded
-while under the hop limit; when a link opens both ends exchange a ``Digest`` of
-their history and send each other what the other lacks (anti-entropy).
+In every mode a new batch is verified once (duplicates are dropped before any
+signature check; a batch that fails is dropped, counted and not remembered), kept in
+history, delivered in order (``order``, or ``streams`` for origins in interest mode)
+and forwarded under the hop limit; when a link opens both ends exchange a ``Digest``
+of their history and send each other what the other lacks (anti-entropy).
 
 The router knows peers only by node id and time only as the caller gives it; the
 caller turns its actions into I/O and calls ``tick`` by ``next_deadline``.
@@ -40,22 +39,28 @@ from ..wire.messages import (
     BatchBody,
     Digest,
     DigestEntry,
+    Fetch,
     GossipMessage,
     Graft,
     IHave,
     Prune,
+    is_routed,
 )
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
+from .answers import ask, on_digest, on_fetch, on_graft, pass_back
+from .fetch import Fetches
 from .history import History, item_id_range, merge_digests
+from .interestmode import InterestRouting, routed_topic, wants
 from .order import OrderBuffer
 from .repair import Missing, MissingBatches, RepairWatch, chunks
-from .routerconfig import GossipMode, RouterConfig, RouterStats
+from .routerconfig import GossipMode, RouterConfig, RouterStats, gossip_mode
 from .seen import SeenCache
+from .streams import StreamOrder
 from .tree import Trees
 
 # The actions are part of what this module hands out (``gossip.actions`` defines them).
 __all__ = ["Action", "Deliver", "Disconnect", "Forward", "GossipMode", "Router", "RouterConfig",
-           "RouterStats", "Send", "Verify"]
+           "RouterStats", "Send", "Verify", "gossip_mode"]
 
 class Router:
     """The gossip router of one node."""
@@ -64,7 +69,9 @@ class Router:
         self.node_id = node_id
         self.cfg = cfg
         self.max_hops = cfg.max_hops
-        self.tree = cfg.mode == "tree"
+        self.tree = cfg.mode != "flood"
+        #: Interest mode (docs/interest.md): the node sets its interests and routes.
+        self.interest = InterestRouting(node_id) if cfg.mode == "interest" else None
         self.seen = SeenCache(cfg.seen_max_entries, cfg.seen_ttl)
         self.history = History(cfg.history_batches, cfg.history_bytes, cfg.history_age)
         #: Called with each numbered batch kept (published here or new from a peer) and
@@ -73,6 +80,9 @@ class Router:
         self.order: OrderBuffer[tuple[Batch, BatchBody]] = OrderBuffer(
             cfg.order_hold, window=cfg.seen_ttl, max_origins=cfg.max_runs,
             max_origins_per_owner=cfg.max_runs_per_peer)
+        #: The batches of origins in interest mode, in order per stream (``tprev``).
+        self.streams: StreamOrder[tuple[Batch, BatchBody]] = StreamOrder(cfg.order_hold)
+        self.fetches = Fetches(cfg.graft_timeout)  # gaps in streams, asked for
         self._new_origins: dict[bytes, TokenBucket] = {}  # per linked peer
         self.stats = RouterStats()
         self._peers: dict[bytes, None] = {}  # insertion-ordered set
@@ -82,7 +92,7 @@ class Router:
         self._repair_ihave: dict[bytes, list[Announce]] = {}  # ... of repaired batches
         self._missing = MissingBatches(cfg.max_missing, cfg.max_announcers)
         self._watch = RepairWatch(cfg.repair_grace, cfg.order_hold / 2)
-        self._digested: set[bytes] = set()  # peers whose Digest was answered (this link)
+        self.digested: set[bytes] = set()  # peers whose Digest was answered (this link)
         #: What the node's store held when it started (``gossip.restore``), told to
         #: peers in every Digest along with history: they need not send it again.
         self.stored: list[DigestEntry] = []
@@ -100,6 +110,10 @@ class Router:
         """How many peers are linked."""
         return len(self._peers)
 
+    def is_linked(self, peer: bytes) -> bool:
+        """Whether ``peer`` is linked."""
+        return peer in self._peers
+
     def lazy_peers(self, origin: bytes) -> set[bytes]:
         """The linked peers that get only announcements of ``origin``'s batches."""
         return self._lazy.get(origin, set()) & set(self._peers)
@@ -114,6 +128,7 @@ class Router:
         self.history.max_bytes = cfg.history_bytes
         self.history.max_age = cfg.history_age
         self.order.hold = cfg.order_hold
+        self.streams.hold = cfg.order_hold
         self._watch.quiet = cfg.order_hold / 2
 
     def peer_up(self, peer: bytes, now: float) -> list[Action]:
@@ -138,28 +153,31 @@ class Router:
         self._new_origins.pop(peer, None)
         self._ihave.pop(peer, None)
         self._repair_ihave.pop(peer, None)
-        self._digested.discard(peer)
+        self.digested.discard(peer)
 
     # -- publishing and receiving ------------------------------------------------------
 
     def publish(self, batch: Batch, body: BatchBody, now: float) -> list[Action]:
         """This node made ``batch`` (hops 0; its messages were delivered locally already).
         Returns the actions to take."""
-        actions = self.spread_new(batch, now)
+        actions = self.spread_new(batch, now, body)
         self.keep_new(batch, body, now)
         return actions
 
-    def spread_new(self, batch: Batch, now: float) -> list[Action]:
-        """``publish``'s first half: the actions that send a batch made here. The caller
+    def spread_new(self, batch: Batch, now: float,
+                   body: BatchBody | None = None) -> list[Action]:
+        """``publish``'s first half: the actions that send a batch made here (``body``:
+        what it holds; without it, a routed batch goes on as in tree mode). The caller
         can take them before ``keep_new`` (which must follow, before any other call),
         so that keeping the batch does not delay it."""
         self.seen.add(batch.origin + batch.id, now)
-        return self._spread(batch, None)
+        return self._spread(batch, None, topic=routed_topic(self.interest, body))
 
     def keep_new(self, batch: Batch, body: BatchBody, now: float) -> None:
         """``publish``'s second half: keep a batch made here (history, the store)."""
         self.history.add(batch, body.epoch, body.seq, now, None,
-                         id_range=item_id_range([item.id for item in body.items]))
+                         id_range=item_id_range([item.id for item in body.items]),
+                         topic=routed_topic(self.interest, body))
         self._kept(batch, body, now)
 
     def on_message(self, msg: GossipMessage, from_peer: bytes, now: float,
@@ -174,7 +192,7 @@ class Router:
         if kind is IHave:
             return self._on_ihave(msg, from_peer, now)  # type: ignore[arg-type]
         if kind is Graft:
-            return self._on_graft(msg, from_peer, now, verify)  # type: ignore[arg-type]
+            return on_graft(self, msg, from_peer, now, verify)  # type: ignore[arg-type]
         if kind is Prune:
             self.stats.prunes_received += 1
             if from_peer in self._peers and self.tree:
@@ -182,8 +200,10 @@ class Router:
                     if self.order.knows(origin):  # no tree state for made-up origins
                         self.trees.prune(origin, from_peer)
             return []
+        if kind is Fetch:
+            return on_fetch(self, msg, from_peer, now, verify)  # type: ignore[arg-type]
         assert kind is Digest
-        return self._on_digest(msg, from_peer, now)  # type: ignore[arg-type]
+        return on_digest(self, msg, from_peer, now)  # type: ignore[arg-type]
 
     def on_batch(self, batch: Batch, from_peer: bytes, now: float,
                  verify: Verify, *, authenticated: bool = False) -> list[Action]:
@@ -223,16 +243,15 @@ class Router:
             return [Disconnect(from_peer, exc.code)] if exc.code == "bad_signature" else []
         self.seen.add(key, now)
         missing = self._missing.forget(key)
-        accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body), now,
-                                         from_peer)
-        if self.order.overflow:
-            ready = self.order.take_overflow() + ready
+        accepted, ready = self._in_order(batch, body, now, from_peer)
         if not accepted:
             return self._deliveries(ready, now)
+        topic = routed_topic(self.interest, body)
         self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct,
                          id_range=item_id_range([item.id for item in body.items]),
                          repaired=missing is not None and missing.repair,
-                         held=self.order.is_held(batch.origin, body.epoch, body.seq))
+                         held=self.order.is_held(batch.origin, body.epoch, body.seq),
+                         topic=topic)
         actions = self._deliveries(ready, now)
         announce_only = False
         if missing is not None:
@@ -240,10 +259,43 @@ class Router:
         if body.to == self.node_id:
             return actions
         if direct and batch.hops < self.max_hops and any(
-                p != from_peer for p in self._peers) and not self._check(batch, verify):
+                p != from_peer for p in self._peers) and not self.check(batch, verify):
             # Delivered (the link vouches for it), but not passed on, nor kept.
             return [*actions, Disconnect(from_peer, "bad_signature")]
-        return actions + self._spread(batch, from_peer, announce_only=announce_only)
+        actions += pass_back(self, batch, body)  # an answer to a Fetch we passed on?
+        return actions + self._spread(batch, from_peer, announce_only=announce_only,
+                                      topic=topic)
+
+    def _in_order(self, batch: Batch, body: BatchBody, now: float,
+                  from_peer: bytes) -> tuple[bool, list[tuple[Batch, BatchBody]]]:
+        """A new batch through its origin's order (``order``), or its stream's for an
+        origin in interest mode: whether it is accepted (not a replay), and what goes
+        out now."""
+        if body.tprev is not None:
+            return True, self._in_stream(batch, body, now, from_peer)
+        accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body),
+                                         now, from_peer)
+        if self.order.overflow:
+            ready = self.order.take_overflow() + ready
+        return accepted, ready
+
+    def _in_stream(self, batch: Batch, body: BatchBody, now: float,
+                   from_peer: bytes) -> list[tuple[Batch, BatchBody]]:
+        """A batch with ``tprev`` through its stream's order (``streams``): what goes out
+        now. This node may get only some of its origin's batches, so the origin's numbers
+        have gaps that are not losses. A routed batch not wanted here goes nowhere here."""
+        topic = body.items[0].topic if is_routed(body) else None
+        if topic is not None and self.interest is not None:
+            if not wants(self.interest, self.node_id, topic):
+                self.interest.stats.relayed += 1
+                return []  # only passed on: kept in history, not delivered nor stored
+            self.interest.stats.wanted += 1
+        assert body.tprev is not None
+        out = self.streams.add((batch.origin, body.epoch, topic), body.seq, body.tprev,
+                               (batch, body), now)
+        if not out:  # held: ask for the one it follows, unless it comes meanwhile
+            self.fetches.want((batch.origin, body.epoch, body.tprev), from_peer, now)
+        return out
 
     def _kept(self, batch: Batch, body: BatchBody, now: float) -> None:
         """Hand a numbered batch just kept to ``on_kept``, with its age of publication."""
@@ -268,7 +320,7 @@ class Router:
                                         from_peer, batch.hops)
         return False
 
-    def _check(self, batch: Batch, verify: Verify) -> bool:
+    def check(self, batch: Batch, verify: Verify) -> bool:
         """Check the signature of a batch delivered on the strength of its link (see
         ``on_batch``) before it goes to anyone else. One that fails leaves history, so
         that it is never announced or sent."""
@@ -287,29 +339,44 @@ class Router:
         return True
 
     def _spread(self, batch: Batch, from_peer: bytes | None, *,
-                announce_only: bool = False) -> list[Action]:
+                announce_only: bool = False, topic: str | None = None) -> list[Action]:
         """Push ``batch`` on eager links and announce it on lazy ones (on all of them
-        with ``announce_only``; never back to ``from_peer``), under the hop limit."""
+        with ``announce_only``; never back to ``from_peer``), under the hop limit. A
+        routed batch (``topic``) goes only toward the members that want it."""
         if batch.hops >= self.max_hops:
             if from_peer is not None:
                 self.stats.hop_limited += 1
             return []
+        targets = None
+        if topic is not None and self.interest is not None:
+            targets = self.interest.targets(batch.origin, topic, self._peers, from_peer)
+        eager, lazy = targets or self._tree_targets(batch.origin, from_peer)
+        if announce_only:
+            eager, lazy = [], eager + lazy
         hops = batch.hops + 1
-        eager = []
-        lazy = self._lazy.get(batch.origin) if self.tree else None
-        for peer in self._peers:
-            if peer == from_peer:
-                continue
-            if not announce_only and (lazy is None or peer not in lazy):
-                eager.append(peer)
-            else:
-                queue = self._repair_ihave if announce_only else self._ihave
-                queue.setdefault(peer, []).append(Announce(batch.origin + batch.id, hops))
-                self.stats.ihave_sent += 1
+        if lazy:
+            queue = self._repair_ihave if announce_only else self._ihave
+            announce = Announce(batch.origin + batch.id, hops)
+            for peer in lazy:
+                queue.setdefault(peer, []).append(announce)
+            self.stats.ihave_sent += len(lazy)
         if not eager:
             return []
         self.stats.forwarded += len(eager)
         return [Forward(msgspec.structs.replace(batch, hops=hops), tuple(eager))]
+
+    def _tree_targets(self, origin: bytes,
+                      from_peer: bytes | None) -> tuple[list[bytes], list[bytes]]:
+        """(eager, lazy) linked peers for a batch of ``origin``, but ``from_peer``."""
+        lazy = self._lazy.get(origin) if self.tree else None
+        if not lazy:
+            return [peer for peer in self._peers if peer != from_peer], []
+        eager: list[bytes] = []
+        announce: list[bytes] = []
+        for peer in self._peers:
+            if peer != from_peer:
+                (announce if peer in lazy else eager).append(peer)
+        return eager, announce
 
     def _deliveries(self, ready: list[tuple[Batch, BatchBody]], now: float) -> list[Action]:
         """Deliver and keep (``on_kept``) what the order buffer released, in order."""
@@ -383,56 +450,22 @@ class Router:
         self.stats.swaps += 1
         return [Send(longer, [Prune([origin])]), Send(shorter, [Graft([], [origin])])]
 
-    def _on_graft(self, msg: Graft, from_peer: bytes, now: float,
-                  verify: Verify) -> list[Action]:
-        stats = self.stats
-        stats.grafts_received += 1
-        if from_peer not in self._peers:
-            return []
-        self.trees.graft({*(key[:ID_LEN] for key in msg.keys), *msg.origins}, from_peer)
-        self.history.expire(now)
-        batches: list[GossipMessage] = []
-        for key in dict.fromkeys(msg.keys):  # each batch once, however often it is asked
-            entry = self.history.get(key)
-            if entry is None:
-                stats.graft_misses += 1
-            elif entry.verified or self._check(entry.batch, verify):
-                # Sent even at the hop limit (delivered there, not forwarded).
-                batches.append(msgspec.structs.replace(
-                    entry.batch, hops=min(entry.batch.hops + 1, self.max_hops)))
-        return [Send(from_peer, batches)] if batches else []
-
-    def _on_digest(self, msg: Digest, from_peer: bytes, now: float) -> list[Action]:
-        if from_peer not in self._peers or from_peer in self._digested:
-            return []  # one Digest per link: it is sent once, when the link opens
-        self._digested.add(from_peer)
-        self.history.expire(now)
-        # Announce what the peer lacks rather than push it: after a partition heals,
-        # many links open at once, and each side grafts every batch once (from the
-        # first announcer whose copy it asks for), then spreads it along its trees.
-        # Unverified entries too (put back from the store after a restart, or taken on
-        # the strength of a link): a graft checks a batch's signature before sending it.
-        anns = [Announce(entry.batch.origin + entry.batch.id, entry.batch.hops + 1)
-                for entry in self.history.missing_from(msg.entries)]
-        self.stats.repaired += len(anns)
-        if not anns:
-            return []
-        return [Send(from_peer, [IHave(part, repair=True) for part in chunks(anns)])]
-
     # -- timers ---------------------------------------------------------------------
 
     @property
     def has_timers(self) -> bool:
         """Whether ``tick`` has anything to do some time (cheap, unlike
         ``next_deadline``)."""
-        return len(self._missing) > 0 or self.order.held_count > 0
+        return (len(self._missing) > 0 or self.order.held_count > 0
+                or self.streams.held_count > 0 or self.fetches.next_deadline() is not None)
 
     def next_deadline(self) -> float | None:
         """When ``tick`` should next run (None: nothing is waiting)."""
         deadline = self.order.next_deadline(self._watch.fetching(None, self._missing))
-        first = self._missing.next_deadline()
-        if first is not None:
-            deadline = first if deadline is None else min(deadline, first)
+        for first in (self._missing.next_deadline(), self.streams.next_deadline(),
+                      self.fetches.next_deadline()):
+            if first is not None:
+                deadline = first if deadline is None else min(deadline, first)
         return deadline
 
     def tick(self, now: float) -> list[Action]:
@@ -441,7 +474,8 @@ class Router:
         grafts, given_up = self._missing.due(now, self._peers, self.cfg.graft_timeout)
         self.stats.missing_given_up += given_up
         fetching = self._watch.fetching(now, self._missing)
-        actions = self._deliveries(self.order.tick(now, fetching), now)
+        actions = self._deliveries(self.order.tick(now, fetching) + self.streams.tick(now), now)
+        actions += ask(self, now)
         for peer, keys in grafts.items():
             self.trees.graft((key[:ID_LEN] for key in keys), peer)
             self.stats.grafts_sent += len(keys)

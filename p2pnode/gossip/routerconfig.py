@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-GossipMode = Literal["tree", "flood"]
+GossipMode = Literal["tree", "flood", "interest"]
 
 
 @dataclass
@@ -60,3 +60,10 @@ class RouterConfig:
     max_runs_per_peer: int = 4096
     new_origins_per_s: float = 100.0
     new_origins_burst: float = 1024.0
+
+
+def gossip_mode(name: str) -> GossipMode:
+    """The router mode of the node setting ``gossip`` (checked by ``NodeConfig``)."""
+    if name == "flood":
+        return "flood"
+    return "interest" if name == "interest" else "tree"

@@ -27,10 +27,11 @@ def sign_batch(identity: NodeIdentity, batch_id: bytes, to: bytes | None,
 
 def make_batch(identity: NodeIdentity, batch_id: bytes, to: bytes | None,
                items: list[Item], *, epoch: int = 0, seq: int = 0,
-               retain: int = 0) -> tuple[Batch, BatchBody]:
-    """Like ``sign_batch``, and also return the body that was signed."""
+               retain: int = 0, tprev: int | None = None) -> tuple[Batch, BatchBody]:
+    """Like ``sign_batch``, and also return the body that was signed (``tprev``: a
+    routed batch's previous ``seq`` on its topic, see ``BatchBody``)."""
     body = BatchBody(id=batch_id, origin=identity.node_id, to=to, items=items,
-                     epoch=epoch, seq=seq, retain=retain)
+                     epoch=epoch, seq=seq, retain=retain, tprev=tprev)
     data = encode_body(body)
     return Batch(id=batch_id, origin=identity.node_id, hops=0, key=identity.public,
                  body=data, sig=identity.sign(data)), body

@@ -35,6 +35,8 @@ class MemberInfo:
     state: str = "alive"
     since: float = 0.0  # the caller's (trio) time of the last change of state
     this_node: bool = False
+    #: The topic names and patterns it subscribes to (None: every topic).
+    interests: list[str] | None = None
 
     def to_dict(self, now: float) -> dict[str, Any]:
         """The member for the API's ``members`` reply and member events."""
@@ -42,4 +44,5 @@ class MemberInfo:
                 "tags": dict(self.tags), "addrs": list(self.addrs),
                 "incarnation": self.incarnation, "version": self.version,
                 "network": self.network, "since_s": round(max(0.0, now - self.since), 3),
-                "self": self.this_node}
+                "self": self.this_node,
+                "interests": "all" if self.interests is None else list(self.interests)}

@@ -15,12 +15,15 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..config.settings import MAX_TOPIC_BYTES
 from ..config.tags import MAX_TAGS, tags_problem
 from ..config.tags import MAX_VALUE as MAX_TAG_VALUE
 from ..errors import RemoteProtocolError
+from ..gossip.interest import MAX_PATTERNS
 from ..identity.keypair import NodeIdentity, node_id_of
 from ..ids import ID_LEN
 from ..wire.messages import MAX_MEMBER_RECORD, SignedClaim, SignedMember
+from ..wire.topics import subscription_problem
 
 #: A tag key's pattern on the wire (\\Z: no final newline either); the full rules of
 #: tags, which records are checked against too, are ``config.tags``'s.
@@ -37,12 +40,17 @@ Incarnation = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
 TagKey = Annotated[str, msgspec.Meta(pattern=TAG_KEY_PATTERN)]
 TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE)]
 Addr = Annotated[str, msgspec.Meta(min_length=1, max_length=262)]
+Pattern = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOPIC_BYTES)]
 
 
 class MemberBody(msgspec.Struct, array_like=True, frozen=True):
     """What a member says of itself (signed by it): its name, the addresses it accepts
     links on, its protocol version and network tag, its tags, its incarnation (higher
-    is newer) and whether it is ``alive`` or has ``left``."""
+    is newer), whether it is ``alive`` or has ``left``, and its ``interest`` (protocol
+    7): the topic names and patterns its apps and durable subscriptions subscribe to,
+    at most ``MAX_PATTERNS`` (each one a subscription an app could make: checked on
+    decode), or nil for every topic. A record without it (an older node's) is read as
+    nil: a member that does not say what it wants gets everything."""
 
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     addrs: Annotated[list[Addr], msgspec.Meta(max_length=MAX_ADDRS)]
@@ -51,6 +59,7 @@ class MemberBody(msgspec.Struct, array_like=True, frozen=True):
     tags: Annotated[dict[TagKey, TagValue], msgspec.Meta(max_length=MAX_TAGS)]
     incarnation: Incarnation
     state: Literal["alive", "left"] = "alive"
+    interest: Annotated[list[Pattern], msgspec.Meta(max_length=MAX_PATTERNS)] | None = None
 
 
 class ClaimBody(msgspec.Struct, array_like=True, frozen=True):
@@ -101,10 +110,14 @@ def _decode(decoder: msgspec.msgpack.Decoder[_Body], data: bytes, what: str) -> 
 
 def decode_member(record: SignedMember) -> MemberBody:
     """The record's body (types and bounds checked, the tags by ``config.tags``'s
-    rules, signature not). Raises ``RemoteProtocolError("bad_message")``."""
+    rules, the interest by the API's rules for subscriptions, signature not). Raises
+    ``RemoteProtocolError("bad_message")``."""
     body = _decode(_member_decoder, record.body, "record")
     if (problem := tags_problem(body.tags)) is not None:
         raise RemoteProtocolError("bad_message", f"member record: {problem}")
+    for pattern in body.interest or ():
+        if (problem := subscription_problem(pattern)) is not None:
+            raise RemoteProtocolError("bad_message", f"member record: interest: {problem}")
     return body
 
 

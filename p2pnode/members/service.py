@@ -7,6 +7,8 @@ Its interface for the API, the CLI and the event handlers:
 
 - ``members()``: every member known, this node included;
 - ``set_tags(set_, delete)``: change this node's tags at run time;
+- ``set_interest(patterns)``: what this node's apps subscribe to (its record says it);
+- ``interests``: every live member's interest (``gossip.interest.Interests``);
 - ``add_listener(fn)``: ``fn(kind, member)`` on each member event (``EVENT_KINDS``);
   returns a function that removes it.
 """
@@ -18,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..config.tags import changed_tags, tags_problem
+from ..gossip.interest import Interests, summarize
 from ..identity.keypair import NodeIdentity
 from ..wire.messages import (
     MAX_MEMBERS_PER_FRAME,
@@ -27,10 +30,11 @@ from ..wire.messages import (
     SignedClaim,
     SignedMember,
 )
+from ..wire.topics import subscription_problem
 from .detector import Detector, DetectorConfig
 from .info import EVENT_KINDS, STATES, Listener, MemberInfo
-from .records import ClaimBody, MemberBody, sign_claim, sign_member
-from .table import MemberTable
+from .records import ClaimBody, MemberBody, member_id, sign_claim, sign_member
+from .table import LIVE, MemberTable
 
 __all__ = ["EVENT_KINDS", "STATES", "MemberInfo", "MemberLimits", "Membership"]
 
@@ -68,6 +72,9 @@ class Membership:
         self.limits = limits or MemberLimits()
         self.clock = clock
         self._listeners: list[Listener] = []
+        #: What every live member (alive or suspect, this node included) subscribes to,
+        #: kept up to date from their records; dead and left members are taken out.
+        self.interests = Interests()
         self.table = MemberTable(me.node_id, max_members=self.limits.max_members,
                                  max_suspectors=self.limits.max_suspectors,
                                  emit=self.emit, on_self=self._refute)
@@ -99,6 +106,29 @@ class Membership:
         self._flood_self()
         self.emit("member_update", self.me)
 
+    def set_interest(self, patterns: Iterable[str] | None) -> bool:
+        """This node's apps subscribe to ``patterns`` (valid subscriptions; None: every
+        topic): its record says so (``gossip.interest.summarize``: more than 64 say every
+        topic), with a new incarnation, flooded. Returns whether the record changed.
+        The caller gathers bursts (``node.interests``: at most one change a second).
+        Raises ``ValueError`` for a pattern an app could not subscribe to."""
+        summary = None if patterns is None else summarize(patterns)
+        for pattern in summary or ():
+            if (problem := subscription_problem(pattern)) is not None:
+                raise ValueError(problem)
+        me = self.me
+        if summary == me.interests:
+            return False
+        me.interests = summary
+        me.incarnation += 1
+        try:
+            self._flood_self()
+        except ValueError:  # over the record's 4 KiB with the tags: say every topic
+            me.interests = None
+            self._flood_self()
+        self.emit("member_update", me)
+        return True
+
     def add_listener(self, fn: Listener) -> Callable[[], None]:
         """Call ``fn(kind, member)`` on every member event; returns its remover."""
         self._listeners.append(fn)
@@ -110,19 +140,30 @@ class Membership:
 
     def emit(self, kind: str, member: MemberInfo) -> None:
         """Tell every listener (a listener's error is its own: not raised here)."""
+        self._index(member)
         for fn in list(self._listeners):
             fn(kind, member)
+
+    def _index(self, member: MemberInfo) -> None:
+        """Keep ``interests`` up to date with ``member``'s record and state."""
+        if member.state in LIVE:
+            self.interests.set(member.node_id, member.interests)
+        else:
+            self.interests.remove(member.node_id)
 
     # -- this node's record ------------------------------------------------------------
 
     def _sign_self(self) -> SignedMember | None:
         if self.identity is None:
+            self._index(self.me)
             return None
         me = self.me
         body = MemberBody(me.name, list(me.addrs), me.version, me.network, dict(me.tags),
-                          me.incarnation, "left" if me.state == "left" else "alive")
+                          me.incarnation, "left" if me.state == "left" else "alive",
+                          None if me.interests is None else list(me.interests))
         record = sign_member(self.identity, body)
         self.table.set_self(record, body, me)
+        self._index(me)
         return record
 
     def _flood_self(self) -> None:
@@ -164,6 +205,10 @@ class Membership:
         for record in msg.records:
             if table.add_record(record, now) == "changed":
                 outbox.append((record, peer))
+                # (Also when no event comes: a newer record under a suspicion.)
+                entry = table.entries.get(member_id(record))
+                if entry is not None:
+                    self._index(entry.info)
         for claim in msg.claims:
             if table.add_claim(claim, now) in ("changed", "confirmed"):
                 outbox.append((claim, peer))

@@ -213,7 +213,8 @@ class MemberTable:
 
     def _insert(self, nid: bytes, record: SignedMember, body: MemberBody, now: float) -> None:
         info = MemberInfo(nid, body.name, list(body.addrs), body.version, body.network,
-                          dict(body.tags), body.incarnation, body.state, since=now)
+                          dict(body.tags), body.incarnation, body.state, since=now,
+                          interests=body.interest)
         entry = Entry(info, record, body)
         self.entries[nid] = entry
         self._by_id8[nid[:8]] = nid
@@ -225,7 +226,7 @@ class MemberTable:
         info = entry.info
         entry.record, entry.body = record, body
         info.name, info.addrs, info.version = body.name, list(body.addrs), body.version
-        info.network, info.tags = body.network, dict(body.tags)
+        info.network, info.tags, info.interests = body.network, dict(body.tags), body.interest
         if not beats(body.incarnation, body.state, info.incarnation, info.state):
             return  # a newer record under a newer claim: the claim still stands
         old = info.state

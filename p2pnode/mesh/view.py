@@ -13,7 +13,7 @@ lists in and asks for the view; ``draw`` draws it.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,9 @@ class MeshView:
         self.max_age = max_age
         self.nodes: dict[bytes, MeshNode] = {}
         self.bad = 0  # link lists that did not decode (ignored)
+        #: Called with (origin, its links) on each list taken, and (origin, None) when an
+        #: origin is dropped (too old, or over ``max_nodes``): the node's ``Routes``.
+        self.on_change: Callable[[bytes, frozenset[bytes] | None], None] | None = None
 
     def update(self, origin: bytes, payload: bytes, now: float) -> bool:
         """Take ``origin``'s link list, unless an older one than the list the view has (a
@@ -58,14 +61,21 @@ class MeshView:
     def set(self, origin: bytes, name: str, listen: str, links: list[bytes],
             now: float, stamp: int = 0) -> None:
         self.nodes.pop(origin, None)
-        self.nodes[origin] = MeshNode(name, listen, frozenset(links), now, stamp)
+        node = self.nodes[origin] = MeshNode(name, listen, frozenset(links), now, stamp)
+        if self.on_change is not None:
+            self.on_change(origin, node.links)
         while len(self.nodes) > self.max_nodes:
-            del self.nodes[min(self.nodes, key=lambda k: self.nodes[k].seen_at)]
+            self._drop(min(self.nodes, key=lambda k: self.nodes[k].seen_at))
 
     def expire(self, now: float, keep: bytes | None = None) -> None:
         for origin in [o for o, n in self.nodes.items()
                        if now - n.seen_at > self.max_age and o != keep]:
-            del self.nodes[origin]
+            self._drop(origin)
+
+    def _drop(self, origin: bytes) -> None:
+        del self.nodes[origin]
+        if self.on_change is not None:
+            self.on_change(origin, None)
 
     def edges(self) -> list[tuple[bytes, bytes]]:
         """The links, each once (lower id first): those reported by both ends, or by one

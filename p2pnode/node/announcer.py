@@ -1,18 +1,23 @@
 """The task that shares this node's link list with the mesh (``$mesh``), and this
-node's own entry in its mesh view."""
+node's own entry in its mesh view; ``mesh_routes``, the graph for interest routing fed
+from the view and the links."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ..config import NodeConfig
+from ..gossip.routes import Routes
 from ..mesh.linklist import MESH_TOPIC, encode_link_list
 from ..mesh.view import MeshView
 from ..wire.messages import Item
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 class MeshAnnouncer:
@@ -36,7 +41,8 @@ class MeshAnnouncer:
         self.name = config.name
         self.interval = config.mesh_interval
         self.min_interval = config.mesh_min_interval
-        self._links = links
+        #: This node's live links, now.
+        self.live_links = links
         self._listen = listen
         self._send = send
         self._new_id = new_id
@@ -59,7 +65,7 @@ class MeshAnnouncer:
     def announce(self) -> None:
         """Put this node's link list in the mesh view and publish it to the mesh."""
         now = trio.current_time()
-        links, listen = self._links(), self._listen()
+        links, listen = self.live_links(), self._listen()
         self._stamp = max(self._stamp + 1, time.time_ns() // 1000)
         self.view.set(self.node_id, self.name, listen, links, now, self._stamp)
         self.view.expire(now, keep=self.node_id)
@@ -70,4 +76,25 @@ class MeshAnnouncer:
         """The mesh view, for the ``mesh`` request."""
         now = trio.current_time()
         self.view.expire(now, keep=self.node_id)
-        return self.view.to_dict(now, self.node_id, frozenset(self._links()))
+        return self.view.to_dict(now, self.node_id, frozenset(self.live_links()))
+
+
+def mesh_routes(node_id: bytes, view: MeshView, engine: Engine,
+                announcer: MeshAnnouncer) -> Routes:
+    """The graph for interest routing (docs/interest.md), kept current: every list the
+    mesh view takes, every node it drops, and this node's live links (the
+    ``announcer``'s), which replace its own list at once, on each link up or down (when
+    the announcer is told to share them). In interest mode the router reads it."""
+    links = announcer.live_links
+    routes = Routes(node_id)
+    routes.set_own_links(())  # no links yet
+    view.on_change = routes.set_list
+
+    def link_change(_link: object, _up: bool) -> None:
+        announcer.links_changed()
+        routes.set_own_links(links())
+
+    engine.on_link_change.append(link_change)
+    if engine.router.interest is not None:
+        engine.router.interest.routes = routes
+    return routes

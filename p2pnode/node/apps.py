@@ -11,11 +11,11 @@ import trio
 
 from ..api.requests import RequestSink
 from ..api.status import NodeStatus
-from ..api.topics import TopicFilter
 from ..gossip.replay import replay_from
 from ..ids import id_to_hex
 from ..mesh.linklist import MESH_TOPIC
 from ..store.replay import StoreCursor, StoreReplay, covers
+from ..wire.topics import TopicFilter
 from .status import health_info, peers_info, status_info
 
 if TYPE_CHECKING:

@@ -17,7 +17,16 @@ from typing import Protocol
 import trio
 
 from ..config import NodeConfig
-from ..gossip.router import Action, Deliver, Disconnect, Forward, Router, RouterConfig, Send
+from ..gossip.router import (
+    Action,
+    Deliver,
+    Disconnect,
+    Forward,
+    Router,
+    RouterConfig,
+    Send,
+    gossip_mode,
+)
 from ..gossip.signing import Verifier
 from ..mesh.linklist import MESH_TOPIC
 from ..mesh.view import MeshView
@@ -28,6 +37,7 @@ from ..wire.messages import (
     Batch,
     BatchBody,
     Digest,
+    Fetch,
     Gossip,
     GossipMessage,
     Graft,
@@ -80,6 +90,9 @@ class Engine:
         self.items_to_apps: Callable[[bytes, int, bytes | None, list[Item]], None] | None = None
         #: Whether a local app takes messages of a topic (None: assume so).
         self.apps_want: Callable[[str], bool] | None = None
+        #: Callbacks given every message delivered here (the node's ``on_deliver``):
+        #: while there is one, each message published here is built for it.
+        self.listeners: list[Callable[[Gossip], None]] = []
         self.verifier = Verifier(config.max_payload)
         self.links: LinkManager | None = None  # set when the node runs
         self.on_link_change: list[Callable[[PeerLink, bool], None]] = []
@@ -172,7 +185,8 @@ class Engine:
     def deliver_new(self, msg_id: bytes, topic: str, payload: bytes, to: bytes | None) -> None:
         """``deliver`` of a message published here (an app's topic), counted but not
         built when no local app takes its topic."""
-        if self.apps_want is not None and not self.apps_want(topic) and topic[:1] != "$":
+        if (self.apps_want is not None and not self.listeners and not self.apps_want(topic)
+                and topic[:1] != "$"):
             self.delivered += 1
             return
         self.deliver(Gossip(id=msg_id, origin=self.node_id, topic=topic, data=payload,
@@ -294,6 +308,8 @@ def cost(msg: GossipMessage) -> int:
         return 1 + len(msg.topics) // 16
     if type(msg) in MEMBER_TYPES:
         return 0  # member frames have their own limit (node.membership, member_rate)
+    if type(msg) is Fetch:
+        return 1 + len(msg.seqs)  # each number can make this node send a whole batch
     assert type(msg) is Retained
     return 1 + len(msg.batches) // 16
 
@@ -301,7 +317,7 @@ def cost(msg: GossipMessage) -> int:
 def router_config(config: NodeConfig) -> RouterConfig:
     """The router's settings, from the node's."""
     return RouterConfig(
-        mode="flood" if config.gossip == "flood" else "tree", max_hops=config.max_hops,
+        mode=gossip_mode(config.gossip), max_hops=config.max_hops,
         seen_max_entries=config.seen_max_entries, seen_ttl=config.seen_ttl,
         graft_timeout=config.graft_timeout, optimize_hops=config.optimize_hops,
         order_hold=config.order_hold, history_batches=config.history_batches,

@@ -64,11 +64,14 @@ PROBE_CLOSES = frozenset({"timeout", "eof", "broken", "slow_peer"})
 def member_service(config: NodeConfig, identity: NodeIdentity, network: str,
                    engine: Engine) -> tuple[Membership, MemberGlue]:
     """A node's member list and its glue. The incarnation starts at the run's start time
-    (microseconds), so a restart's record beats the old run's."""
+    (microseconds), so a restart's record beats the old run's. In interest mode the
+    router reads the members' interests."""
     me = MemberInfo(identity.node_id, config.name, [], PROTOCOL_VERSION, network,
                     dict(config.tags), incarnation=time.time_ns() // 1000, this_node=True)
     membership = Membership(me, identity=identity, limits=member_limits(config),
                             clock=trio.current_time, seed=config.seed)
+    if engine.router.interest is not None:
+        engine.router.interest.interests = membership.interests
     return membership, MemberGlue(config, membership, engine, network)
 
 

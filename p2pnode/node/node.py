@@ -36,11 +36,12 @@ from ..net.manager import LinkManager
 from ..net.tls import TlsTransport, default_transport
 from ..net.transport import Transport
 from ..wire.messages import Bye, Gossip, GossipMessage, Hello, Item, encode_message
-from .announcer import MeshAnnouncer
+from .announcer import MeshAnnouncer, mesh_routes
 from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config
 from .handlers import EventHandlers
+from .interests import local_interest
 from .membership import member_service
 from .publisher import Publisher
 from .reload import Reconfigured, reconfigure
@@ -89,13 +90,13 @@ class Node(AppFacing):
         self.router = Router(self.node_id, router_config(config))
         self.mesh = MeshView(config.mesh_max_nodes, 3 * config.mesh_interval)
         self.api = ApiServer(config, self) if api else None
-        #: Called with every message handed to local apps (tests, simulations).
-        self.on_deliver: list[Callable[[Gossip], None]] = []
         self.engine = Engine(config, self.router, self.mesh, self._to_apps)
+        #: Called with every message handed to local apps (tests); the engine's list.
+        self.on_deliver: list[Callable[[Gossip], None]] = self.engine.listeners
         if self.api is not None:
             self.engine.after_read = self.api.send_touched
         self.engine.items_to_apps = functools.partial(_items_to_apps, self)
-        self.engine.apps_want = functools.partial(_apps_want, self)
+        self.engine.apps_want = self.api.wants if self.api is not None else _no_app
         self.publisher = Publisher(config, identity, self.router, self.engine)
         try:
             #: The message store on disk (docs/store.md); its ``service`` is None when off.
@@ -116,13 +117,14 @@ class Node(AppFacing):
             self.mesh, self.node_id, config, links=self._linked,
             listen=lambda: self.listen_str, send=lambda item: self.publisher.queue(None, item),
             new_id=self.publisher.ids.next)
-        self.engine.on_link_change.append(lambda _link, _up: self.announcer.links_changed())
+        self.routes = mesh_routes(self.node_id, self.mesh, self.engine, self.announcer)
         self.discovering = Discovering(self)
         #: The gossip path's entry (a plain attribute, so simulations can wrap it).
         self._on_gossip: Callable[[PeerLink, list[GossipMessage]], None] = self.engine.on_gossip
         #: The member list (docs/api.md#members) and its glue to the links.
         self.membership, self.members_glue = member_service(config, identity, self.network_tag,
                                                             self.engine)
+        self.interest = local_interest(self.api, self.membership, self.storing.service)
         self.listen_addr: tuple[str, int] | None = None
         self.links: LinkManager | None = None
         self._ready = trio.Event()
@@ -181,6 +183,7 @@ class Node(AppFacing):
         nursery.start_soon(self.requests.run)
         nursery.start_soon(self.members_glue.run, self.links, self._hello().listen)
         nursery.start_soon(self.handlers.run, self.membership)
+        nursery.start_soon(self.interest.run)
         if cfg.mesh_interval > 0:
             nursery.start_soon(self.announcer.run)
         self._ready.set()
@@ -266,9 +269,10 @@ def _items_to_apps(node: Node, origin: bytes, hops: int, to: bytes | None,
             callback(msg)
 
 
-def _apps_want(node: Node, topic: str) -> bool:
-    """Whether a message of ``topic`` goes to a local app (``Engine.apps_want``)."""
-    return bool(node.on_deliver) or (node.api is not None and node.api.wants(topic))
+def _no_app(topic: str) -> bool:
+    """``Engine.apps_want`` of a node without the local API: no app (``on_deliver``
+    callbacks, if any, get every message: ``Engine.listeners``)."""
+    return False
 
 
 @asynccontextmanager

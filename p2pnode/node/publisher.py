@@ -6,6 +6,7 @@ handed to the router; publishers wait while a link is slow (backpressure).
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import trio
@@ -14,7 +15,7 @@ from ..config import NodeConfig
 from ..gossip.router import Router
 from ..gossip.signing import make_batch
 from ..identity.keypair import NodeIdentity
-from ..ids import MsgIdFactory, id_to_hex
+from ..ids import MsgIdFactory
 from ..net.link import PeerLink
 from ..net.manager import LinkManager
 from ..wire.messages import Item
@@ -22,6 +23,8 @@ from .engine import Engine
 
 if TYPE_CHECKING:
     from .retaining import Retaining
+
+MAX_STREAMS = 65_536  # topics whose last batch an origin in interest mode remembers
 
 
 class Publisher:
@@ -45,7 +48,13 @@ class Publisher:
         self.epoch = time.time_ns() // 1000
         self.seq = 0
         self.ids = MsgIdFactory()
-        self._pending: dict[bytes | None, list[Item]] = {}
+        #: Queued messages per target (``to``), or per topic (a str) for the routed
+        #: batches of interest mode (docs/interest.md).
+        self._pending: dict[bytes | str | None, list[Item]] = {}
+        self.routing = config.gossip == "interest"
+        #: Interest mode: per stream, the seq of its last batch (``BatchBody.tprev``):
+        #: per topic for routed batches (the most recent topics), None for the rest.
+        self._tprev: OrderedDict[str | None, int] = OrderedDict()
         self._retained: list[Item] = []  # retained messages: a batch of their own
         self._pending_bytes = 0
         self.published = 0  # messages published by local apps
@@ -65,9 +74,9 @@ class Publisher:
             self.engine.deliver_new(msg_id, topic, payload, to)
         retain = retain and to is None and self.retaining is not None
         if (to == self.node_id or self.config.max_hops == 0) and not retain:
-            return id_to_hex(msg_id), 0
+            return msg_id.hex(), 0
         self.queue(to, Item(msg_id, topic, payload), wake=not defer_flush, retain=retain)
-        return id_to_hex(msg_id), self.router.peer_count
+        return msg_id.hex(), self.router.peer_count
 
     def queue(self, to: bytes | None, item: Item, *, wake: bool = True,
               retain: bool = False) -> None:
@@ -77,13 +86,17 @@ class Publisher:
         go in batches of their own; a switch between them and ordinary messages to
         everyone starts a new batch, so that the origin's order holds."""
         size = len(item.data) + len(item.topic) * 4 + 64
-        switch = None in self._pending if retain else (to is None and bool(self._retained))
+        key: bytes | str | None = to
+        if self.routing and to is None and not retain and not item.topic.startswith("$"):
+            key = item.topic
+        switch = (None in self._pending or any(isinstance(k, str) for k in self._pending)
+                  if retain else (to is None and bool(self._retained)))
         if switch or self._pending_bytes + size > self.config.max_frame // 2:
             self.flush()
         if retain:
             self._retained.append(item)
         else:
-            self._pending.setdefault(to, []).append(item)
+            self._pending.setdefault(key, []).append(item)
         self._pending_bytes += size
         if wake:
             self.engine.wake_flusher()
@@ -95,23 +108,40 @@ class Publisher:
         pending, self._pending, self._pending_bytes = self._pending, {}, 0
         retained, self._retained = self._retained, []
         now = trio.current_time()
-        for to, items in pending.items():
+        for key, items in pending.items():
             self.seq += 1
+            to = None if isinstance(key, str) else key
             batch, body = make_batch(self.identity, self.ids.next(), to, items,
-                                     epoch=self.epoch, seq=self.seq)
+                                     epoch=self.epoch, seq=self.seq,
+                                     tprev=self._next_tprev(key))
             # Sent first (a lone batch is written at once: net.direct), kept after.
-            self.engine.apply(self.router.spread_new(batch, now))
+            self.engine.apply(self.router.spread_new(batch, now, body))
             self.router.keep_new(batch, body, now)
         if retained and self.retaining is not None:
             self.seq += 1
             stamp = self.retaining.stamp([item.topic for item in retained])
             batch, body = make_batch(self.identity, self.ids.next(), None, retained,
-                                     epoch=self.epoch, seq=self.seq, retain=stamp)
+                                     epoch=self.epoch, seq=self.seq, retain=stamp,
+                                     tprev=self._next_tprev(None))
             self.retaining.keep(batch, body)
             if self.config.max_hops > 0:
                 self.engine.apply(self.router.publish(batch, body, now))
         if self.router.has_announcements:
             self.engine.wake_flusher()  # the IHaves for lazy peers go once this task yields
+
+    def _next_tprev(self, key: bytes | str | None) -> int | None:
+        """In interest mode, the ``tprev`` of the batch numbered ``self.seq`` whose
+        pending key is ``key`` (a topic: a routed batch; else the broadcast stream), and
+        note it as its stream's last; None in the other modes. The most recent 65,536
+        topics are remembered: a forgotten one starts again from 0."""
+        if not self.routing:
+            return None
+        stream = key if isinstance(key, str) else None
+        tprev = self._tprev.pop(stream, 0)
+        self._tprev[stream] = self.seq
+        if len(self._tprev) > MAX_STREAMS:
+            self._tprev.popitem(last=False)
+        return tprev
 
     async def wait_links_writable(self, links: LinkManager | None) -> None:
         """Backpressure for local publishers: flush, then wait while a link's queue is

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 import trio
 
-from ..api.topics import TopicFilter, is_pattern
 from ..config import NodeConfig
 from ..errors import RemoteProtocolError
 from ..gossip.actions import Action
@@ -32,6 +31,7 @@ from ..wire.messages import (
     RetainedDigest,
     RetainedWant,
 )
+from ..wire.topics import TopicFilter, is_pattern
 from .engine import Engine
 
 #: The sync messages this part handles (``Engine.handlers``).

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from ..api.status import (
     RetainedStatus,
     SecurityStatus,
 )
+from ..api.status_interest import InterestStatus
 from ..ids import id_to_hex
 
 if TYPE_CHECKING:
@@ -99,21 +101,34 @@ def status_info(node: Node) -> NodeStatus:
         security=_security(node),
         api=_api(node.api.stats) if node.api is not None else None,
         requests=_requests(node), store=node.storing.status(), members=_members(node),
-        handlers=HandlersStatus(**node.handlers.stats()),
+        handlers=HandlersStatus(**node.handlers.stats()), interest=_interest(node),
     )
+
+
+def _interest(node: Node) -> InterestStatus | None:
+    router = node.router
+    if router.interest is None:
+        return None
+    streams, fetches = router.streams.stats, router.fetches.stats
+    return InterestStatus(
+        **dataclasses.asdict(router.interest.stats), streams=len(router.streams),
+        stream_held=streams.held, stream_gaps=streams.gaps, stream_late=streams.late,
+        fetch_asked=fetches.asked, fetch_asked_on=fetches.asked_on,
+        fetch_answered=fetches.answered, fetch_refused=fetches.refused)
 
 
 def _members(node: Node) -> MembersStatus:
     states = Counter(m.state for m in node.membership.members())
     table, glue = node.membership.table.stats, node.members_glue.stats
     detector = node.membership.detector
+    mine = node.membership.me.interests
     return MembersStatus(
         alive=states["alive"], suspect=states["suspect"], dead=states["dead"],
         left=states["left"], records=table.records, claims=table.claims, stale=table.stale,
         refused=table.refused, bad=glue.bad, rate_limited=glue.rate_limited,
         refutations=node.membership.refutations, probes=detector.probes_sent,
         probes_cleared=detector.cleared, probes_skipped=glue.probes_skipped,
-        bytes_sent=glue.bytes_sent)
+        bytes_sent=glue.bytes_sent, interests=-1 if mine is None else len(mine))
 
 
 def _messages(node: Node) -> MessagesStatus:

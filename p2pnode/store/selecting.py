@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..api.topics import TopicFilter
 from ..errors import RemoteProtocolError
 from ..mesh.linklist import RESERVED_PREFIX
 from ..wire.messages import Batch, BatchBody, decode_kept_body, decode_message
+from ..wire.topics import TopicFilter
 
 if TYPE_CHECKING:
     from .db import DurableRow

@@ -96,6 +96,15 @@ class BatchBody(msgspec.Struct, array_like=True, frozen=True):
     ``retain`` (protocol 5): 0 for ordinary messages; otherwise every message of the
     batch is the retained message of its topic, stamped with this time (the origin's
     clock, Unix microseconds): the newest stamp wins (``gossip.retained``).
+
+    ``tprev`` (protocol 7): set by an origin in interest mode (docs/interest.md), where
+    receivers get only some of its batches: the ``seq`` of the origin's previous batch
+    of the same *stream* in this run (0: none, or forgotten), so that each stream can be
+    put in order without the others. A batch is *routed* (``is_routed``: sent only
+    toward the nodes that want its topic) when its messages share one app topic and it
+    goes to everyone, not retained; its stream is that topic. Every other batch of such
+    an origin is of its broadcast stream. None (the default): an origin in tree or
+    flood mode; every node gets every batch.
     """
 
     id: NodeIdBytes
@@ -105,6 +114,7 @@ class BatchBody(msgspec.Struct, array_like=True, frozen=True):
     epoch: Seq = 0
     seq: Seq = 0
     retain: Seq = 0
+    tprev: Seq | None = None
 
 
 class Batch(msgspec.Struct, tag=4, array_like=True, frozen=True):
@@ -150,6 +160,7 @@ class Pong(msgspec.Struct, tag=7, array_like=True, frozen=True):
 
 BatchKey = Annotated[bytes, msgspec.Meta(min_length=2 * ID_LEN, max_length=2 * ID_LEN)]
 MAX_KEYS = 4096  # entries in one IHave or Graft
+MAX_FETCH = 64  # numbers in one Fetch
 
 
 class Announce(msgspec.Struct, array_like=True, frozen=True):
@@ -345,13 +356,24 @@ MEMBER_TYPES = (Members, MemberDigest, MemberHash, ProbeReq, ProbeAck)
 MemberMessage = Members | MemberDigest | MemberHash | ProbeReq | ProbeAck
 
 
+class Fetch(msgspec.Struct, tag=22, array_like=True, frozen=True):
+    """Send me, or ask on toward ``origin``, its batches numbered ``seqs`` in run
+    ``epoch`` (interest mode: a gap in a stream that no announcement filled;
+    docs/interest.md). Answered with the Batches, from history, by the first node on
+    the way that has them."""
+
+    origin: NodeIdBytes
+    epoch: Seq
+    seqs: Annotated[list[Seq], msgspec.Meta(min_length=1, max_length=MAX_FETCH)]
+
+
 WireMessage = (Hello | Accept | Refuse | Batch | Bye | Ping | Pong | IHave | Graft | Prune
                | Digest | RetainedDigest | RetainedWant | Retained | Reply | Members
-               | MemberDigest | MemberHash | ProbeReq | ProbeAck)
+               | MemberDigest | MemberHash | ProbeReq | ProbeAck | Fetch)
 GossipMessage = (Batch | IHave | Graft | Prune | Digest | RetainedDigest | RetainedWant | Retained
-                 | Reply | Members | MemberDigest | MemberHash | ProbeReq | ProbeAck)
+                 | Reply | Members | MemberDigest | MemberHash | ProbeReq | ProbeAck | Fetch)
 GOSSIP_TYPES = (Batch, IHave, Graft, Prune, Digest, RetainedDigest, RetainedWant, Retained, Reply,
-                *MEMBER_TYPES)
+                *MEMBER_TYPES, Fetch)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[WireMessage] = msgspec.msgpack.Decoder(WireMessage)
@@ -390,13 +412,39 @@ def decode_body(data: bytes, max_payload: int) -> BatchBody:
         raise RemoteProtocolError("bad_message", f"batch body: {exc}") from None
     except RecursionError:
         raise RemoteProtocolError("bad_message", "nested too deeply") from None
+    checked = None  # the topic of the item before, already checked (a batch repeats them)
     for item in body.items:
-        problem = topic_problem(item.topic)
-        if problem is not None:
-            raise RemoteProtocolError("bad_message", problem)
+        if item.topic != checked:
+            problem = topic_problem(item.topic)
+            if problem is not None:
+                raise RemoteProtocolError("bad_message", problem)
+            checked = item.topic
         if len(item.data) > max_payload:
             raise RemoteProtocolError("too_large", "a payload over the limit")
+    if body.tprev is not None:
+        problem = routed_problem(body)
+        if problem is not None:
+            raise RemoteProtocolError("bad_message", problem)
     return body
+
+
+def routed_problem(body: BatchBody) -> str | None:
+    """Why ``body``, with ``tprev`` set, is not a valid batch of a stream, or None: it
+    must be numbered and not empty, and ``tprev`` must come before its ``seq``."""
+    if not body.items or not body.seq:
+        return "a batch with tprev must be numbered and not empty"
+    if body.tprev is not None and body.tprev >= body.seq:
+        return "a batch's tprev must come before its seq"
+    return None
+
+
+def is_routed(body: BatchBody) -> bool:
+    """Whether ``body`` is a routed batch (see ``BatchBody``): ``tprev`` set, to
+    everyone, not retained, every message on one topic that is not reserved (``$``)."""
+    if body.tprev is None or body.to is not None or body.retain or not body.items:
+        return False
+    topic = body.items[0].topic
+    return not topic.startswith("$") and all(item.topic == topic for item in body.items)
 
 
 def decode_kept_body(data: bytes) -> BatchBody:

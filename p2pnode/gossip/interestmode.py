@@ -1,0 +1,113 @@
+"""The router's decisions in interest mode (docs/interest.md): for a routed batch, the
+linked peers it is pushed to and those it is only announced to.
+
+The router knows nothing of members or links beyond its own peers: the node gives it
+``interests`` (which members want a topic: ``gossip.interest.Interests``) and
+``routes`` (the trees over the mesh: ``gossip.routes.Routes``). Until both are there,
+and whenever they cannot tell (an origin or this node not in the graph yet), a routed
+batch goes on as in tree mode: nothing is lost while a node learns the mesh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..wire.messages import BatchBody, is_routed
+
+
+class InterestSource(Protocol):
+    """Which members want which topics (``gossip.interest.Interests``)."""
+
+    @property
+    def version(self) -> int: ...  # changes whenever an interest changes
+
+    def matching(self, topic: str) -> frozenset[bytes]: ...
+
+    def wants(self, node_id: bytes, topic: str) -> bool: ...
+
+
+class RouteSource(Protocol):
+    """The trees over the mesh as this node sees it (``gossip.routes.Routes``)."""
+
+    def next_hops(self, origin: bytes, topic: str, interested: frozenset[bytes],
+                  interest_version: int) -> tuple[bytes, ...] | None: ...
+
+    def toward(self, target: bytes) -> bytes | None: ...
+
+
+@dataclass
+class InterestStats:
+    """Counters of interest routing (batches)."""
+
+    wanted: int = 0  # routed batches received that this node wants
+    relayed: int = 0  # ... received only to pass on
+    routed: int = 0  # routed batches sent on along a tree
+    off_tree: int = 0  # ... by shortest paths, this node not being in the origin's tree
+    unrouted: int = 0  # ... as in tree mode: the interests or the graph not known yet
+    unwanted: int = 0  # routed batches that no member wants (sent to nobody)
+
+
+class InterestRouting:
+    """Whom a routed batch goes to, from the interests and routes the node sets."""
+
+    def __init__(self, node_id: bytes) -> None:
+        self.node_id = node_id
+        self.interests: InterestSource | None = None
+        self.routes: RouteSource | None = None
+        self.stats = InterestStats()
+
+    def targets(self, origin: bytes, topic: str, peers: Collection[bytes],
+                from_peer: bytes | None) -> tuple[list[bytes], list[bytes]] | None:
+        """(push to, announce to) among ``peers`` for a routed batch of ``origin`` on
+        ``topic`` that came from ``from_peer`` (None: published here); None: not known
+        (no interests or routes, or the origin not in this node's view of the mesh),
+        send it on as in tree mode."""
+        interests, routes = self.interests, self.routes
+        if interests is None or routes is None:
+            self.stats.unrouted += 1
+            return None
+        wanted = interests.matching(topic)
+        if not wanted or wanted == {self.node_id}:
+            self.stats.unwanted += 1
+            return [], []
+        if origin != self.node_id and routes.toward(origin) is None:
+            # The origin is not (yet) in this node's view of the mesh: as in tree mode.
+            self.stats.unrouted += 1
+            return None
+        hops = routes.next_hops(origin, topic, wanted, interests.version)
+        if hops is None:
+            hops = self._off_tree(wanted, routes)
+            self.stats.off_tree += 1
+        else:
+            self.stats.routed += 1
+        eager = [peer for peer in hops if peer in peers and peer != from_peer]
+        lazy = [peer for peer in peers if peer != from_peer and peer not in eager
+                and interests.wants(peer, topic)]
+        return eager, lazy
+
+    def _off_tree(self, wanted: frozenset[bytes], routes: RouteSource) -> tuple[bytes, ...]:
+        """The next hops toward each wanting member by a shortest path (this node is not
+        in the origin's tree as it sees the mesh: the views differ for a moment).
+        Members it cannot reach (gone, or cut off) are left out."""
+        hops: dict[bytes, None] = {}
+        for member in sorted(wanted):
+            if member != self.node_id and (hop := routes.toward(member)) is not None:
+                hops[hop] = None
+        return tuple(hops)
+
+
+def routed_topic(routing: InterestRouting | None, body: BatchBody | None) -> str | None:
+    """The topic of a routed batch when this node routes by interest (``routing``);
+    None: the batch goes to every node."""
+    if routing is None or body is None or not is_routed(body):
+        return None
+    return body.items[0].topic
+
+
+def wants(routing: InterestRouting | None, node_id: bytes, topic: str) -> bool:
+    """Whether member ``node_id`` wants routed batches on ``topic`` (yes, when not
+    known)."""
+    interests = routing.interests if routing is not None else None
+    return interests is None or interests.wants(node_id, topic)

@@ -1,0 +1,147 @@
+"""Order per stream, for origins in interest mode (docs/interest.md).
+
+A node that gets only the batches it wants sees gaps in an origin's ``seq`` that are
+no loss. Such an origin links each batch to the one before it in the same *stream*
+(``BatchBody.tprev``: one stream per routed topic, and one for everything else), and
+``StreamOrder`` puts each stream back in order by those links:
+
+- the first batch of a stream that this node sees starts it (as an origin run does in
+  ``order.OrderBuffer``: a node that joins late does not wait for what came before);
+- a batch whose ``tprev`` is the last one delivered of its stream (or 0: the first,
+  or one the origin forgot) goes out, and so do the held batches that follow it;
+- a batch whose ``tprev`` has not come is held, ``hold`` seconds at most; then the
+  missing one is given up (``gaps``) and the held batches go out in ``seq`` order;
+- a batch older than the last one delivered (it came late, or by repair) goes out as
+  it comes (``late``): order gives way before loss does. Duplicates never get here
+  (the seen-cache drops them).
+
+Bounds: ``max_streams`` streams (least recently used forgotten first: a forgotten
+stream starts again), ``max_held`` batches held in all (over that, the stream holding
+the most gives up its gap).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+StreamKey = tuple[bytes, int, str | None]  # origin, epoch, topic (None: broadcast)
+
+
+@dataclass
+class StreamStats:
+    """Counters of ``StreamOrder``."""
+
+    held: int = 0  # batches that waited for an earlier one of their stream
+    gaps: int = 0  # batches given up (never came within the hold)
+    late: int = 0  # batches older than their stream's last one, delivered as they came
+    forgotten: int = 0  # streams forgotten to make room
+
+
+@dataclass
+class _Stream(Generic[T]):
+    last: int  # seq of the last batch delivered
+    #: held batches by the seq they wait for: (their seq, the item)
+    held: dict[int, tuple[int, T]] = field(default_factory=dict)
+    deadline: float = 0.0  # when the first of ``held`` stops waiting
+
+
+class StreamOrder(Generic[T]):
+    """Each stream's batches in order; see the module's doc."""
+
+    def __init__(self, hold: float, *, max_streams: int = 65_536,
+                 max_held: int = 10_000) -> None:
+        self.hold = hold
+        self.max_streams = max_streams
+        self.max_held = max_held
+        self.stats = StreamStats()
+        self._streams: OrderedDict[StreamKey, _Stream[T]] = OrderedDict()
+        self._held = 0
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    @property
+    def held_count(self) -> int:
+        """Batches held in all."""
+        return self._held
+
+    def add(self, key: StreamKey, seq: int, tprev: int, item: T, now: float) -> list[T]:
+        """Batch ``seq`` of stream ``key``, linked to ``tprev``: what can go out now."""
+        stream = self._streams.get(key)
+        if stream is None:
+            self._streams[key] = _Stream(seq)
+            out = [item]
+            if len(self._streams) > self.max_streams:
+                out += self._forget_oldest()
+            return out
+        self._streams.move_to_end(key)
+        if seq < stream.last:
+            self.stats.late += 1
+            return [item]
+        if tprev == 0 or tprev <= stream.last:
+            out = [item]
+            stream.last = max(stream.last, seq)
+            self._drain(stream, out)
+            return out
+        if not stream.held:
+            stream.deadline = now + self.hold
+        stream.held[tprev] = (seq, item)
+        self._held += 1
+        self.stats.held += 1
+        if self._held > self.max_held:
+            return self._give_up(self._fullest())
+        return []
+
+    def _drain(self, stream: _Stream[T], out: list[T]) -> None:
+        """Send on the held batches that follow the last one delivered."""
+        while stream.last in stream.held:
+            seq, item = stream.held.pop(stream.last)
+            self._held -= 1
+            out.append(item)
+            stream.last = seq
+
+    def _give_up(self, stream: _Stream[T]) -> list[T]:
+        """Stop waiting for the first missing batch of ``stream``: its held batch with
+        the lowest number goes out, and what follows it."""
+        if not stream.held:
+            return []
+        wait = min(stream.held)
+        seq, item = stream.held.pop(wait)
+        self._held -= 1
+        self.stats.gaps += 1
+        out = [item]
+        stream.last = seq
+        self._drain(stream, out)
+        if stream.held:
+            stream.deadline = stream.deadline + self.hold
+        return out
+
+    def _fullest(self) -> _Stream[T]:
+        return max(self._streams.values(), key=lambda s: len(s.held))
+
+    def _forget_oldest(self) -> list[T]:
+        """Forget the least recently used stream; its held batches go out, in order."""
+        _, stream = self._streams.popitem(last=False)
+        self._held -= len(stream.held)
+        self.stats.forgotten += 1
+        return [item for _, item in sorted(stream.held.values(), key=lambda held: held[0])]
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has something to give up (None: nothing is held)."""
+        if not self._held:
+            return None
+        return min(s.deadline for s in self._streams.values() if s.held)
+
+    def tick(self, now: float) -> list[T]:
+        """Give up the gaps whose hold ran out; what goes out because of it."""
+        out: list[T] = []
+        if not self._held:
+            return out
+        for stream in self._streams.values():
+            while stream.held and stream.deadline <= now:
+                out += self._give_up(stream)
+        return out
