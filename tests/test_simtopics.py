@@ -112,3 +112,15 @@ def test_compare_runs_the_same_scenario_in_each_mode(
 def test_impossible_topic_settings_are_refused(argv: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert_refused(argv, message, capsys)
+
+
+def test_interest_routing_reads_the_subscriptions() -> None:
+    # The apps' subscriptions reach the router through the node's member record: with
+    # --gossip interest the nodes that subscribed get each message, and few others do.
+    tree, _ = run_topics()
+    interest, _ = run_topics("--gossip", "interest")
+    assert interest["possible_deliveries"] == tree["possible_deliveries"]
+    assert interest["delivery_ratio"] == 1.0
+    assert interest["uninterested_copies_per_message"] < \
+        tree["uninterested_copies_per_message"] / 2
+    assert interest["copies_per_message"] < tree["copies_per_message"] / 2
