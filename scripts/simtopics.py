@@ -55,8 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from p2pnode.api.session import Session
-from p2pnode.api.subscribing import MAX_TOPICS_PER_CLIENT
+from p2pnode.api import MAX_TOPICS_PER_CLIENT, Session
 from p2pnode.errors import ConfigError
 from p2pnode.node import Node
 from p2pnode.testing import memory_config

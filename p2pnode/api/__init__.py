@@ -41,7 +41,8 @@ if TYPE_CHECKING:
         publish_target,
     )
     from .server import ApiBackend, ApiServer
-    from .session import ApiStats
+    from .session import ApiStats, Session
+    from .subscribing import MAX_TOPICS_PER_CLIENT
     from .topics import (
         MAX_PATTERN_LEVELS,
         PatternIndex,
@@ -53,9 +54,10 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "ERROR_CODES", "MAX_PATTERN_LEVELS", "MAX_TOPICS_PER_REQUEST", "OPS", "ApiBackend",
-    "ApiError", "ApiServer", "ApiStats", "Mesh", "MessageEvent", "Monitor", "MonitorHub",
-    "PatternIndex", "Peers", "Publish", "Request", "Scalar", "Status", "Subscribe",
+    "ERROR_CODES", "MAX_PATTERN_LEVELS", "MAX_TOPICS_PER_CLIENT", "MAX_TOPICS_PER_REQUEST",
+    "OPS", "ApiBackend", "ApiError", "ApiServer", "ApiStats", "Mesh", "MessageEvent",
+    "Monitor", "MonitorHub", "PatternIndex", "Peers", "Publish", "Request", "Scalar",
+    "Session", "Status", "Subscribe",
     "TopicFilter", "Unsubscribe", "check_pattern", "check_topic", "check_topics",
     "encode_delivered", "encode_error", "encode_event", "encode_reply", "is_pattern",
     "parse_request", "parse_since", "pattern_problem", "publish_payload", "publish_target",
@@ -69,7 +71,8 @@ __getattr__ = _lazy(__name__, {
                  "encode_error", "encode_event", "encode_reply", "parse_request",
                  "parse_since", "publish_payload", "publish_target", "check_pattern"),
     "server": ("ApiBackend", "ApiServer"),
-    "session": ("ApiStats",),
+    "session": ("ApiStats", "Session"),
+    "subscribing": ("MAX_TOPICS_PER_CLIENT",),
     "topics": ("MAX_PATTERN_LEVELS", "PatternIndex", "TopicFilter", "is_pattern",
                "pattern_problem", "published_topic_problem", "topic_matches"),
 })
