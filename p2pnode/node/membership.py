@@ -55,9 +55,9 @@ log = logging.getLogger("p2pnode.members")
 #: connection ended without a Bye (``eof``, ``broken``), or nothing got through to it
 #: (``slow_peer``). Only then is the peer probed, and only if the peer had taken the
 #: link (``PeerLink.heard``). A Bye, a prune, a refusal (by either side: a full seed
-#: refuses joiners by the hundred, and a late refusal can end as ``broken`` when a
-#: write fails first), a replaced connection or a peer closed for misbehaving say
-#: nothing about whether it runs.
+#: refuses joiners by the hundred; one that arrives after a write to the closed peer
+#: failed still counts: ``net.link.BROKEN_DRAIN``), a replaced connection or a peer
+#: closed for misbehaving say nothing about whether it runs.
 PROBE_CLOSES = frozenset({"timeout", "eof", "broken", "slow_peer"})
 #: What a record or claim costs of its link's ``member_rate`` just to be looked at: one
 #: that changes nothing is dropped before its signature check (a decode and a lookup,
