@@ -13,6 +13,10 @@ with its own socket and data directory in a temporary directory:
 - hop1_latency_p50_ms / hop1_latency_p99_ms: the same path at a steady 1,000 msgs/s.
 - mesh10_msgs_per_s: 10 nodes, degree 3 (static --peer edges), a subscriber on every
   node, one publisher: messages / time until ALL nodes have received all messages.
+- mesh10_topics (``scripts/mesh_topics.py``, which imports this module): the same 10
+  nodes and edges, node i's subscriber on topic t{i} only, 10 publishers (one per node)
+  sending round-robin over the 10 topics; ``--gossip tree`` against ``--gossip
+  interest`` (issue 19: at least 3x mesh10_msgs_per_s), with mesh10 in the same rounds.
 - rss_mb_max: the peak VmHWM of the node processes.
 - raw_trio_msgs_per_s: length-prefixed 100-byte frames over one loopback TCP
   connection between two trio processes, batched; ratio_to_raw = hop1 / raw.

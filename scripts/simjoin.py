@@ -249,6 +249,7 @@ class JoinSimulation:
             self.figures["membership_converged_s"] = (
                 None if converged is None else round(trio.current_time() - t_start, 3))
             self.figures["components_converged"] = self.components()
+            self.figures["member_rate_limited_converged"] = self.rate_limited()
             self.figures["mean_degree_converged"] = self.mean_degree()
             self.figures["wall_converge_seconds"] = round(time.perf_counter() - wall0, 3)
             if converged is not None:
@@ -258,8 +259,13 @@ class JoinSimulation:
             self.figures["virtual_run_s"] = round(trio.current_time() - t_start, 3)
             self.figures["mean_degree"] = self.mean_degree()  # before the nodes stop
             self.figures["max_degree"] = max(self.degrees(), default=0)
+            self.figures["member_rate_limited"] = self.rate_limited()
             nursery.cancel_scope.cancel()
         return self.summary()
+
+    def rate_limited(self) -> int:
+        """Member records, claims and probes the live nodes dropped for ``member_rate``."""
+        return sum(self.nodes[i].members_glue.stats.rate_limited for i in self.live)
 
     def degrees(self) -> list[int]:
         return [len(n.links.links) for i, n in enumerate(self.nodes)

@@ -133,6 +133,21 @@ def test_a_topic_nobody_wants_is_sent_to_nobody() -> None:
     assert sim.routers[0].interest.stats.unwanted == 1
 
 
+def test_the_one_wanting_node_counts_a_leaf_and_its_own_topic_is_sent_to_nobody() -> None:
+    sim = routed_sim(8, LINE, {3: {"a"}})
+    batch, body = routed(sim, 0, 1, "a")
+    sim.publish(0, batch, body)
+    own, own_body = routed(sim, 3, 2, "a")  # published where the only subscriber is
+    sim.publish(3, own, own_body)
+    sim.run()
+    assert 3 in delivered_to(sim, batch.id)
+    assert receivers(sim, own.id) == set()
+    stats = [r.interest.stats for r in sim.routers if r.interest is not None]
+    # 0, 1 and 2 sent it on along the tree, 3 is its leaf: it reached its member
+    assert [s.routed for s in stats] == [1, 1, 1, 1, 0, 0, 0, 0]
+    assert [s.unwanted for s in stats] == [0, 0, 0, 1, 0, 0, 0, 0]  # 3's own batch
+
+
 def test_every_wanting_node_of_a_random_mesh_gets_it_once_and_few_others_do() -> None:
     n = 30
     edges = random_connected(n, 30, seed=4)

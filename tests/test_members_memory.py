@@ -11,7 +11,8 @@ import trio
 import trio.testing
 
 from p2pnode.node import Node
-from p2pnode.testing import MemoryNetwork, link_count, start_memory_mesh, wait_until
+from p2pnode.testing import MemoryNetwork, SimNet, link_count, start_memory_mesh, wait_until
+from p2pnode.wire.messages import Bye, encode_message
 
 from .test_resilience import connected
 
@@ -236,4 +237,33 @@ async def test_only_a_broken_link_the_peer_had_taken_starts_a_probe(
             glue.link_changed(dataclasses.replace(link, heard=True, close_reason="broken"),
                               False)
             assert detector.probes_sent == 1
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_pruned_peer_that_writes_as_the_link_closes_reads_the_bye(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The pruning node sends Bye("pruned") and closes; the pruned one writes just then
+    (its write fails: the other end is closed) while the Bye is still on its way (50 ms
+    latency). It still reads the Bye first: ``pruned_by_peer``, no probe of the pruner,
+    no suspicion. Before, the failed write ended the link as ``broken`` at once and the
+    pruned node probed the pruner (issue 18's join: most false suspicions)."""
+    net = MemoryNetwork(sim=SimNet(latency=lambda: 0.05))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a, b, c = await start_memory_mesh(nursery, [(1, 0), (2, 0), (2, 1)], 3,
+                                              network=net)
+            assert a.links is not None
+            assert b.links is not None
+            await wait_until(lambda: link_count(a) == 2 and link_count(b) == 2)
+            await trio.sleep(2)  # every link heard: Pings both ways
+            a.links.links[b.node_id].close("pruned", encode_message(Bye("pruned")))
+            await wait_until(lambda: b.node_id not in a.links.links)  # type: ignore[union-attr]
+            b.links.links[a.node_id].send(encode_message(b.membership.summary()))
+            await wait_until(lambda: a.node_id not in b.links.links)  # type: ignore[union-attr]
+            await trio.sleep(3)
+            assert b.links.stats.closed["pruned_by_peer"] == 1
+            assert b.links.stats.closed["broken"] == 0
+            assert b.membership.detector.probes_sent == 0
+            assert all(m.state == "alive" for n in (a, b, c) for m in n.membership.members())
             nursery.cancel_scope.cancel()

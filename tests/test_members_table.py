@@ -102,6 +102,28 @@ def test_what_cannot_change_the_table_is_dropped_before_its_signature_is_checked
     assert ms.table.stats.bad_signature == 3
 
 
+def test_the_callers_limit_is_asked_before_each_signature_check_only() -> None:
+    """``allow`` (the link's rate limit) is asked only for what needs a signature check;
+    what it refuses is dropped unchecked and counted, the rest is taken."""
+    ms, _ = service()
+    asked: list[int] = []
+
+    def allow() -> bool:
+        asked.append(1)
+        return len(asked) <= 2
+
+    items = [record(IDS[1]), record(IDS[2]), record(IDS[1]), record(IDS[3])]
+    forged = msgspec.structs.replace(claim(IDS[1], IDS[2]), sig=bytes(64))
+    assert ms.receive(Members(items, [forged]), b"p" * 16, 0.0, allow=allow) == 2
+    assert len(asked) == 4  # not for the copy of IDS[1]'s record
+    assert IDS[1].node_id in ms.table.entries
+    assert IDS[2].node_id in ms.table.entries
+    assert IDS[3].node_id not in ms.table.entries
+    assert (ms.table.stats.limited, ms.table.stats.stale) == (2, 1)
+    assert ms.table.stats.bad_signature == 0  # the forged claim was not checked
+    assert [item for item, _ in ms.outbox] == items[:2]
+
+
 def test_a_suspected_node_refutes_with_a_higher_incarnation() -> None:
     ms, _ = service()
     me = IDS[0]

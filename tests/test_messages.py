@@ -333,9 +333,9 @@ def test_body_fields_are_in_order() -> None:
 
 
 def test_body_with_extra_trailing_fields_decodes() -> None:
-    data = pack([MID, A, None, [[B, "t", b"d", "future"]], 7, 3, 9, "future"])
+    data = pack([MID, A, None, [[B, "t", b"d", "future"]], 7, 3, 9, 2, "future"])
     assert decode_body(data, MAX_PAYLOAD) == BatchBody(MID, A, None, [Item(B, "t", b"d")],
-                                                       epoch=7, seq=3, retain=9)
+                                                       epoch=7, seq=3, retain=9, tprev=2)
     # A body without the sequence fields is unnumbered (seq 0).
     assert decode_body(pack([MID, A, None, []]), MAX_PAYLOAD).seq == 0
 

@@ -234,7 +234,8 @@ JOIN_UNSTABLE = (*UNSTABLE, "wall_converge_seconds")
 def run_join(*argv: str) -> dict[str, Any]:
     r = run("--topology", "join", "--seed", "4", *argv)
     for key in ("membership_converged_s", "components_converged", "false_suspicions",
-                "false_deaths", "frames_lost", "member_events", "virtual_run_s"):
+                "false_deaths", "frames_lost", "member_events", "virtual_run_s",
+                "member_rate_limited"):
         assert key in r, key
     return r
 

@@ -15,12 +15,15 @@ class InterestStatus(Section):
     relayed: Annotated[int, _counter(
         "routed batches received only to pass on toward the nodes that want them")]
     routed: Annotated[int, _counter(
-        "routed batches sent on along the origin's tree to the members that want them")]
+        "routed batches sent on along the origin's tree to the members that want them "
+        "(to nobody when this node is a leaf of the tree)")]
     off_tree: Annotated[int, _counter(
         "routed batches sent on by shortest paths (this node not in the origin's tree)")]
     unrouted: Annotated[int, _counter(
         "routed batches sent on as in tree mode: interests or links not known yet")]
-    unwanted: Annotated[int, _counter("routed batches no member wants (sent to nobody)")]
+    unwanted: Annotated[int, _counter(
+        "routed batches published here that no other member wants, or received when no "
+        "member wants them any more (sent to nobody)")]
     streams: Annotated[int, _gauge("streams (origin, run, topic) kept in order")]
     stream_held: Annotated[int, _counter(
         "batches that waited for an earlier one of their stream")]

@@ -43,10 +43,11 @@ class InterestStats:
 
     wanted: int = 0  # routed batches received that this node wants
     relayed: int = 0  # ... received only to pass on
-    routed: int = 0  # routed batches sent on along a tree
+    routed: int = 0  # routed batches sent on along a tree (to nobody at a leaf)
     off_tree: int = 0  # ... by shortest paths, this node not being in the origin's tree
     unrouted: int = 0  # ... as in tree mode: the interests or the graph not known yet
-    unwanted: int = 0  # routed batches that no member wants (sent to nobody)
+    unwanted: int = 0  # ... published here that no other member wants, or received
+    #                    when no member wants them any more (sent to nobody)
 
 
 class InterestRouting:
@@ -70,7 +71,10 @@ class InterestRouting:
             return None
         wanted = interests.matching(topic)
         if not wanted or wanted == {self.node_id}:
-            self.stats.unwanted += 1
+            if wanted and origin != self.node_id:
+                self.stats.routed += 1  # it reached the one member that wants it: a leaf
+            else:
+                self.stats.unwanted += 1
             return [], []
         if origin != self.node_id and routes.toward(origin) is None:
             # The origin is not (yet) in this node's view of the mesh: as in tree mode.

@@ -34,7 +34,7 @@ from ..wire.topics import subscription_problem
 from .detector import Detector, DetectorConfig
 from .info import EVENT_KINDS, STATES, Listener, MemberInfo
 from .records import ClaimBody, MemberBody, member_id, sign_claim, sign_member
-from .table import LIVE, MemberTable
+from .table import LIVE, Allow, MemberTable, allow_all
 
 __all__ = ["EVENT_KINDS", "STATES", "MemberInfo", "MemberLimits", "Membership"]
 
@@ -197,21 +197,31 @@ class Membership:
 
     # -- what peers send -----------------------------------------------------------------
 
-    def receive(self, msg: Members, peer: bytes, now: float) -> None:
+    def receive(self, msg: Members, peer: bytes, now: float,
+                allow: Allow | None = None) -> int:
         """Records and claims from ``peer``: merge them; what changed the table goes to
-        ``outbox``. Raises ``RemoteProtocolError`` (a bad body or signature) after taking
-        what came before it."""
+        ``outbox``. ``allow()`` is asked before each signature check (the caller's rate
+        limit): what it refuses is dropped. Returns how many were dropped so. Raises
+        ``RemoteProtocolError`` (a bad body or signature) after taking what came before
+        it."""
         table, outbox = self.table, self.outbox
+        ok = allow or allow_all
+        limited = 0
         for record in msg.records:
-            if table.add_record(record, now) == "changed":
+            outcome = table.add_record(record, now, ok)
+            if outcome == "changed":
                 outbox.append((record, peer))
                 # (Also when no event comes: a newer record under a suspicion.)
                 entry = table.entries.get(member_id(record))
                 if entry is not None:
                     self._index(entry.info)
+            limited += outcome == "limited"
         for claim in msg.claims:
-            if table.add_claim(claim, now) in ("changed", "confirmed"):
+            outcome = table.add_claim(claim, now, ok)
+            if outcome in ("changed", "confirmed"):
                 outbox.append((claim, peer))
+            limited += outcome == "limited"
+        return limited
 
     def digest(self, *, ask: bool = False) -> MemberDigest:
         """The live members this node knows (sent when a link opens)."""

@@ -32,7 +32,14 @@ from .records import (
 STATE_NAMES = {code: name for name, code in STATE_CODES.items()}
 LIVE = ("alive", "suspect")
 #: What the table says of a record or claim it was given.
-Outcome = str  # "changed", "confirmed", "stale", "refused", "unknown", "self", "bad"
+Outcome = str  # "changed", "confirmed", "stale", "refused", "unknown", "self", "limited"
+#: Asked before each signature check: False drops the record or claim unchecked
+#: (``limited``; the caller's rate limit).
+Allow = Callable[[], bool]
+
+
+def allow_all() -> bool:
+    return True
 
 
 @dataclass
@@ -55,6 +62,7 @@ class TableStats:
     claims: int = 0  # claims that changed the table (confirmations included)
     stale: int = 0  # records and claims dropped unchecked: nothing new in them
     bad_signature: int = 0
+    limited: int = 0  # records and claims dropped unchecked: ``allow`` said no
     refused: int = 0  # new members refused: the table was full of live members
     unknown: int = 0  # claims about members this node does not know
     reaped: int = 0  # dead and left members forgotten after ``reap`` seconds
@@ -157,20 +165,23 @@ class MemberTable:
         self._by_id8.setdefault(self.me[:8], self.me)
         self._account(entry, 1)
 
-    def add_record(self, record: SignedMember, now: float) -> Outcome:
-        """Take a member's record. Raises ``RemoteProtocolError`` (bad body or signature)."""
+    def add_record(self, record: SignedMember, now: float, allow: Allow = allow_all) -> Outcome:
+        """Take a member's record. ``allow()`` is asked before its signature is checked
+        (only a record that may change something is). Raises ``RemoteProtocolError``
+        (bad body or signature)."""
         nid = node_id_of(record.key)
         body = decode_member(record)
         entry = self.entries.get(nid)
         if nid == self.me:
-            return self._record_about_me(record, body)
+            return self._record_about_me(record, body, allow)
         if entry is not None and body.incarnation <= entry.body.incarnation and not beats(
                 body.incarnation, body.state, entry.info.incarnation, entry.info.state):
             self.stats.stale += 1
             return "stale"
         if entry is None and not self._room_for(nid):
             return "refused"
-        self._verify(verify_member, record)
+        if not self._verify(verify_member, record, allow):
+            return "limited"
         self.stats.records += 1
         if entry is None:
             self._insert(nid, record, body, now)
@@ -178,23 +189,31 @@ class MemberTable:
             self._update(entry, record, body, now)
         return "changed"
 
-    def _record_about_me(self, record: SignedMember, body: MemberBody) -> Outcome:
+    def _record_about_me(self, record: SignedMember, body: MemberBody,
+                         allow: Allow) -> Outcome:
         mine = self.entries.get(self.me)
         if mine is not None and beats(body.incarnation, body.state,
                                       mine.info.incarnation, mine.info.state):
-            self._verify(verify_member, record)
+            if not self._verify(verify_member, record, allow):
+                return "limited"
             self._on_self(body.incarnation, body.state)
         return "self"
 
     def _verify(self, check: Callable[[SignedMember], MemberBody]
-                | Callable[[SignedClaim], ClaimBody], item: SignedMember | SignedClaim
-                ) -> None:
+                | Callable[[SignedClaim], ClaimBody], item: SignedMember | SignedClaim,
+                allow: Allow) -> bool:
+        """Check ``item``'s signature if ``allow()`` lets it (False: not checked, to be
+        dropped). Raises ``RemoteProtocolError`` for a bad one."""
+        if not allow():
+            self.stats.limited += 1
+            return False
         try:
             check(item)  # type: ignore[arg-type]
         except RemoteProtocolError as exc:
             if exc.code == "bad_signature":
                 self.stats.bad_signature += 1
             raise
+        return True
 
     def _room_for(self, nid: bytes) -> bool:
         """Whether a new member fits (making room by forgetting the oldest dead or left
@@ -246,10 +265,10 @@ class MemberTable:
                 info.since = now
             self._emit("member_update", info)
 
-    def add_claim(self, claim: SignedClaim, now: float) -> Outcome:
+    def add_claim(self, claim: SignedClaim, now: float, allow: Allow = allow_all) -> Outcome:
         """Take a claim (suspect, dead) about a member. ``confirmed``: another member
-        suspects one already suspect (counted toward its timeout). Raises
-        ``RemoteProtocolError`` (bad body or signature)."""
+        suspects one already suspect (counted toward its timeout). ``allow`` as for
+        ``add_record``. Raises ``RemoteProtocolError`` (bad body or signature)."""
         body = decode_claim(claim)
         claimer = node_id_of(claim.key)
         entry = self.entries.get(body.about)
@@ -261,25 +280,28 @@ class MemberTable:
             self.stats.stale += 1
             return "stale"  # claims are about an incarnation the claimer has a record of
         if body.about == self.me:
-            return self._claim_about_me(claim, body)
+            return self._claim_about_me(claim, body, allow)
         if beats(body.incarnation, body.state, info.incarnation, info.state):
-            self._verify(verify_claim, claim)
+            if not self._verify(verify_claim, claim, allow):
+                return "limited"
             self._apply_claim(entry, claim, body, claimer, now)
             return "changed"
         if (body.state == info.state == "suspect" and body.incarnation == info.incarnation
                 and claimer not in entry.suspectors
                 and len(entry.suspectors) < self.max_suspectors):
-            self._verify(verify_claim, claim)
+            if not self._verify(verify_claim, claim, allow):
+                return "limited"
             entry.suspectors.add(claimer)
             self.stats.claims += 1
             return "confirmed"
         self.stats.stale += 1
         return "stale"
 
-    def _claim_about_me(self, claim: SignedClaim, body: ClaimBody) -> Outcome:
+    def _claim_about_me(self, claim: SignedClaim, body: ClaimBody, allow: Allow) -> Outcome:
         mine = self.entries[self.me]
         if beats(body.incarnation, body.state, mine.info.incarnation, mine.info.state):
-            self._verify(verify_claim, claim)
+            if not self._verify(verify_claim, claim, allow):
+                return "limited"
             self._on_self(body.incarnation, body.state)
         return "self"
 

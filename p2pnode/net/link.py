@@ -36,6 +36,10 @@ from .tls import verified_peer_id
 log = logging.getLogger("p2pnode.link")
 
 Direction = Literal["in", "out"]
+#: Seconds the reader may go on after a write failed (``_Connection.write``): long
+#: enough for what the peer sent before it closed to arrive, short next to
+#: ``link_timeout``.
+BROKEN_DRAIN = 0.5
 
 
 @dataclass(eq=False)
@@ -199,20 +203,26 @@ class _Connection:
         self.on_open: Callable[[], None] | None = None
         self.nursery: trio.Nursery
         self.authenticated = False  # the TLS certificate proved the Hello's node id
+        self.write_broken = False  # a write failed: the reader drains, then it ends
 
     @property
     def peer_id(self) -> bytes | None:
         return self.proto.peer.node_id if self.proto.peer else None
 
     async def write(self) -> None:
-        """The single writer of this stream; when it ends, the connection ends."""
+        """The single writer of this stream; when it ends, the connection ends. When a
+        write fails (the peer closed its end), the reader first takes what had arrived,
+        for up to ``BROKEN_DRAIN`` seconds: a Bye or a Refuse the peer sent before it
+        closed then names the close (``pruned_by_peer``, ``refused_by_peer:...``)
+        instead of ``broken``, which would have this node probe a peer that runs."""
         try:
             await self.out.run_writer(self.stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            if self.link is not None and not self.link.close_reason:
-                self.link.close_reason = "broken"
-        finally:
-            self.scope.cancel()
+            self.write_broken = True
+            self.scope.deadline = min(self.scope.deadline,
+                                      trio.current_time() + BROKEN_DRAIN)
+            return
+        self.scope.cancel()
 
     async def run(self) -> LinkResult:
         self.out.put_force(self.proto.hello_bytes())
@@ -458,6 +468,6 @@ class _Connection:
 
     def finish(self) -> None:
         if self.link is not None:
-            self._set_reason("closed")
+            self._set_reason("broken" if self.write_broken else "closed")
             self.link.closed.set()
             self.host.link_closed(self.link)

@@ -55,10 +55,18 @@ log = logging.getLogger("p2pnode.members")
 #: connection ended without a Bye (``eof``, ``broken``), or nothing got through to it
 #: (``slow_peer``). Only then is the peer probed, and only if the peer had taken the
 #: link (``PeerLink.heard``). A Bye, a prune, a refusal (by either side: a full seed
-#: refuses joiners by the hundred, and a late refusal can end as ``broken`` when a
-#: write fails first), a replaced connection or a peer closed for misbehaving say
-#: nothing about whether it runs.
+#: refuses joiners by the hundred; one that arrives after a write to the closed peer
+#: failed still counts: ``net.link.BROKEN_DRAIN``), a replaced connection or a peer
+#: closed for misbehaving say nothing about whether it runs.
 PROBE_CLOSES = frozenset({"timeout", "eof", "broken", "slow_peer"})
+#: What a record or claim costs of its link's ``member_rate`` just to be looked at: one
+#: that changes nothing is dropped before its signature check (a decode and a lookup,
+#: about 1/30 of the check). One whose signature is checked costs 1 more.
+LOOK_COST = 1 / 32
+#: After records or claims from a link were dropped for ``member_rate``, this node sends
+#: that link its digest again (the peer answers with what is still missing here) once
+#: the link's bucket is full again: bursts are ``2 x member_rate``, so 2 s.
+RESYNC_AFTER = 2.0
 
 
 def member_service(config: NodeConfig, identity: NodeIdentity, network: str,
@@ -119,6 +127,8 @@ class MemberGlue:
         self._rng = random.Random(config.seed)
         self._buckets: dict[bytes, tuple[TokenBucket, TokenBucket]] = {}
         self._silent: set[bytes] = set()
+        #: Links that had member records dropped for member_rate: when to resync them.
+        self._resync: dict[bytes, float] = {}
         #: Links closed for a bad member frame: the rest of their read is not taken.
         self._bad_links: weakref.WeakSet[PeerLink] = weakref.WeakSet()
         self._wake = trio.Event()
@@ -196,19 +206,44 @@ class MemberGlue:
         """Charge ``count`` records, claims or probes (or one digest) to the link's limits:
         ``member_rate`` (bursts of twice that), and four digests per sync interval (each
         makes this node send what the peer lacks: up to the whole list)."""
+        if self._bucket(link, now, digest=digest).take(count, now):
+            return True
+        self.stats.rate_limited += count
+        return False
+
+    def _bucket(self, link: PeerLink, now: float, *, digest: bool = False) -> TokenBucket:
         buckets = self._buckets.get(link.peer_id)
         if buckets is None:
             rate, digests = self.config.member_rate, 4 / self.config.member_sync_interval
             buckets = self._buckets[link.peer_id] = (TokenBucket(rate, 2 * rate, now),
                                                      TokenBucket(digests, 4, now))
-        if buckets[1 if digest else 0].take(count, now):
-            return True
-        self.stats.rate_limited += count
-        return False
+        return buckets[1 if digest else 0]
 
     def _on_members(self, msg: Members, link: PeerLink, now: float) -> None:
-        if self._take(link, len(msg.records) + len(msg.claims), now):
-            self.membership.receive(msg, link.peer_id, now)
+        """Records and claims, charged to the link's ``member_rate``: ``LOOK_COST`` each,
+        and 1 more for each whose signature is checked (copies of what this node has
+        already cost next to nothing: a join floods each record over every link). What
+        is over the rate is dropped, and the link is asked again a little later
+        (``RESYNC_AFTER``) for what is still missing here."""
+        items = len(msg.records) + len(msg.claims)
+        if self._bucket(link, now).take(items * LOOK_COST, now):
+            dropped = self.membership.receive(msg, link.peer_id, now,
+                                              allow=lambda: self._take(link, 1, now))
+        else:
+            self.stats.rate_limited += items
+            dropped = items
+        if dropped:
+            self._resync.setdefault(link.peer_id, now + RESYNC_AFTER)
+
+    def _resync_due(self, now: float) -> None:
+        """Send this node's digest to each link whose records were dropped for
+        ``member_rate`` ``RESYNC_AFTER`` ago (its answer brings what is still missing)."""
+        assert self.links is not None
+        for pid in [pid for pid, due in self._resync.items() if due <= now]:
+            del self._resync[pid]
+            link = self.links.links.get(pid)
+            if link is not None:
+                self._send(link, self.membership.digest())
 
     def _on_digest(self, msg: MemberDigest, link: PeerLink, now: float) -> None:
         # Its size is bounded by the wire (6,000 entries), not by this node's max_members:
@@ -240,6 +275,7 @@ class MemberGlue:
             return
         self._buckets.pop(pid, None)
         self._silent.discard(pid)
+        self._resync.pop(pid, None)
         reason = link.close_reason
         if reason in PROBE_CLOSES and link.heard:
             entry = self.membership.table.entries.get(pid)
@@ -326,6 +362,7 @@ class MemberGlue:
         while True:
             now = trio.current_time()
             self._check_links(now)
+            self._resync_due(now)
             self.membership.tick(now)
             if self.membership.outbox:
                 self.flush()
