@@ -34,18 +34,23 @@ async def bind_unix_socket(path: Path) -> trio.socket.SocketType:
     if _prepare_parent(path):
         await _check_stale(path)
         os.unlink(path)
-    sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    raw = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:
-        await sock.bind(str(path))
+        # Bound here, not with trio's ``bind``: that one runs in a worker thread, and
+        # a node started under a virtual clock (tests, simulations) would see the clock
+        # jump on while the thread runs (tens of seconds, under load). A bind is a quick
+        # filesystem call, like the chmod below.
+        raw.bind(str(path))
     except OSError:
-        sock.close()
+        raw.close()
         raise
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
-    sock.listen(128)
-    return sock
+    raw.listen(128)
+    await trio.lowlevel.checkpoint()
+    return trio.socket.from_stdlib_socket(raw)
 
 
 def _prepare_parent(path: Path) -> bool:
