@@ -96,10 +96,8 @@ def on_fetch(router: Router, msg: Fetch, from_peer: bytes, now: float,
 
 
 def pass_back(router: Router, batch: Batch, body: BatchBody) -> list[Action]:
-    """A new batch came: if it is of a stream and peers asked for it (a Fetch this node
-    asked on toward the origin), send it to them."""
-    if body.tprev is None:
-        return []
+    """A new batch of a stream came: send it to the peers that asked for it (a Fetch
+    this node asked on toward the origin)."""
     waiters = router.fetches.got((batch.origin, body.epoch, body.seq))
     if not waiters:
         return []

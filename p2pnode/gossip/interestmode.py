@@ -87,8 +87,8 @@ class InterestRouting:
         else:
             self.stats.routed += 1
         eager = [peer for peer in hops if peer in peers and peer != from_peer]
-        lazy = [peer for peer in peers if peer != from_peer and peer not in eager
-                and interests.wants(peer, topic)]
+        lazy = [peer for peer in peers if peer in wanted and peer != from_peer
+                and peer not in eager]
         return eager, lazy
 
     def _off_tree(self, wanted: frozenset[bytes], routes: RouteSource) -> tuple[bytes, ...]:

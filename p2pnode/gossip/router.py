@@ -243,10 +243,9 @@ class Router:
             return [Disconnect(from_peer, exc.code)] if exc.code == "bad_signature" else []
         self.seen.add(key, now)
         missing = self._missing.forget(key)
-        accepted, ready = self._in_order(batch, body, now, from_peer)
+        accepted, ready, topic = self._in_order(batch, body, now, from_peer)
         if not accepted:
             return self._deliveries(ready, now)
-        topic = routed_topic(self.interest, body)
         self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct,
                          id_range=item_id_range([item.id for item in body.items]),
                          repaired=missing is not None and missing.repair,
@@ -262,29 +261,32 @@ class Router:
                 p != from_peer for p in self._peers) and not self.check(batch, verify):
             # Delivered (the link vouches for it), but not passed on, nor kept.
             return [*actions, Disconnect(from_peer, "bad_signature")]
-        actions += pass_back(self, batch, body)  # an answer to a Fetch we passed on?
+        if body.tprev is not None:  # an answer to a Fetch passed on: back to who asked
+            actions += pass_back(self, batch, body)
         return actions + self._spread(batch, from_peer, announce_only=announce_only,
                                       topic=topic)
 
-    def _in_order(self, batch: Batch, body: BatchBody, now: float,
-                  from_peer: bytes) -> tuple[bool, list[tuple[Batch, BatchBody]]]:
+    def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes
+                  ) -> tuple[bool, list[tuple[Batch, BatchBody]], str | None]:
         """A new batch through its origin's order (``order``), or its stream's for an
-        origin in interest mode: whether it is accepted (not a replay), and what goes
-        out now."""
+        origin in interest mode: whether it is accepted (not a replay), what goes out
+        now, and the topic to route it by (a routed batch, this node in interest mode)."""
         if body.tprev is not None:
-            return True, self._in_stream(batch, body, now, from_peer)
+            topic = body.items[0].topic if is_routed(body) else None
+            ready = self._in_stream(batch, body, now, from_peer, topic)
+            return True, ready, topic if self.interest is not None else None
         accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body),
                                          now, from_peer)
         if self.order.overflow:
             ready = self.order.take_overflow() + ready
-        return accepted, ready
+        return accepted, ready, None
 
-    def _in_stream(self, batch: Batch, body: BatchBody, now: float,
-                   from_peer: bytes) -> list[tuple[Batch, BatchBody]]:
-        """A batch with ``tprev`` through its stream's order (``streams``): what goes out
-        now. This node may get only some of its origin's batches, so the origin's numbers
-        have gaps that are not losses. A routed batch not wanted here goes nowhere here."""
-        topic = body.items[0].topic if is_routed(body) else None
+    def _in_stream(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes,
+                   topic: str | None) -> list[tuple[Batch, BatchBody]]:
+        """A batch with ``tprev`` through its stream's order (``streams``; ``topic``: a
+        routed batch's, else None): what goes out now. This node may get only some of
+        its origin's batches, so the origin's numbers have gaps that are not losses. A
+        routed batch not wanted here goes nowhere here."""
         if topic is not None and self.interest is not None:
             if not wants(self.interest, self.node_id, topic):
                 self.interest.stats.relayed += 1
