@@ -72,6 +72,7 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # simjoin, beside this script
 
+import simcauses
 import simtopics
 from simjoin import JoinSimulation, add_join_arguments
 from simjoin import human as join_human
@@ -269,6 +270,8 @@ class Simulation:
         self.healed_at: float | None = None
         #: With --topics: subscriptions, message topics, copies per node (simtopics.py).
         self.topics = simtopics.Topics(opts) if opts.topics else None
+        #: With --topics: why each copy was sent (simcauses.py).
+        self.causes = simcauses.Causes() if opts.topics else None
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -304,6 +307,8 @@ class Simulation:
         node._on_gossip = self._gossip_wrapper(node, i)  # type: ignore[method-assign]
         if topics is not None:
             topics.prepare(node)
+        if self.causes is not None:
+            self.causes.watch(node.router)
         await nursery.start(node.run)
         if topics is not None:
             topics.subscribe(node, i)
@@ -376,6 +381,7 @@ class Simulation:
         count_at = self.topics.counter(i) if self.topics is not None else None
 
         st = self.stats
+        causes, me, seen = self.causes, node.node_id, node.router.seen
 
         def on_gossip(link: PeerLink, msgs: list[GossipMessage]) -> None:
             for msg in msgs:
@@ -383,6 +389,10 @@ class Simulation:
                     copies[msg.origin + msg.id] += 1
                     if count_at is not None:
                         count_at(msg.origin + msg.id)
+                    if causes is not None:
+                        key = msg.origin + msg.id
+                        causes.received(key, link.peer_id, me,
+                                        key in seen or msg.origin == me)
                 elif type(msg) is IHave:
                     st.announcements += len(msg.batches)
             inner(link, msgs)
@@ -397,8 +407,12 @@ class Simulation:
         topics = self.stats.batch_topics
 
         def keep_new(batch: Batch, body: BatchBody, now: float) -> None:
-            items[batch.origin + batch.id] = len(body.items)
-            topics[batch.origin + batch.id] = tuple(item.topic for item in body.items)
+            # Only the batches of the run's messages: not the node's own link lists
+            # ($mesh, sent again whenever a link opens or breaks) and other reserved
+            # topics, which are not message copies.
+            if not any(item.topic.startswith("$") for item in body.items):
+                items[batch.origin + batch.id] = len(body.items)
+                topics[batch.origin + batch.id] = tuple(item.topic for item in body.items)
             inner(batch, body, now)
 
         router.keep_new = keep_new  # type: ignore[method-assign]
@@ -491,9 +505,17 @@ class Simulation:
     async def run(self) -> dict[str, Any]:
         o = self.opts
         t_start = trio.current_time()
+        if o.gc_freeze:  # fewer, larger young collections (and see below)
+            gc.set_threshold(100_000, 50, 1000)
         async with trio.open_nursery() as nursery:
             for i in range(o.nodes):
                 await self.start_node(nursery, i)
+                if o.gc_freeze and i % 100 == 99:
+                    # The nodes' long-lived state: out of the collector's way (a full
+                    # collection per batch of records or link lists taken is most of
+                    # the setup's time at 300 nodes otherwise, profiled).
+                    gc.collect()
+                    gc.freeze()
             if o.topology == "discovery":
                 for i, node in enumerate(self.nodes):
                     for j in range(o.nodes):
@@ -588,6 +610,8 @@ class Simulation:
                               st.announcements / len(st.pub_order), 4) if st.pub_order else 0.0)
             result.update(self.topics.figures(st.batch_topics, len(st.pub_order),
                                               self.expected, deliveries))
+        if self.causes is not None:
+            result.update(self.causes.figures(st.batch_items, len(st.pub_order)))
         return result
 
 
@@ -610,6 +634,8 @@ def run_simulation(opts: Options) -> tuple[dict[str, Any], Any]:
         gc.set_threshold(*threshold)
         if getattr(sim, "topics", None) is not None:
             sim.topics.close()
+        if getattr(sim, "causes", None) is not None:
+            sim.causes.unpatch()
     result["wall_seconds"] = round(time.perf_counter() - t0, 3)
     result["wall_setup_seconds"] = round(sim.wall_linked - t0, 3)  # start and link the mesh
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
