@@ -48,6 +48,7 @@ class MeshAnnouncer:
         self._new_id = new_id
         self._changed = trio.Event()
         self._stamp = 0
+        self.sent = 0  #: link lists published
 
     def links_changed(self) -> None:
         """A link opened or closed: announce soon."""
@@ -63,14 +64,20 @@ class MeshAnnouncer:
                 await self._changed.wait()
 
     def announce(self) -> None:
-        """Put this node's link list in the mesh view and publish it to the mesh."""
+        """Put this node's link list in the mesh view and publish it to the mesh. A list
+        with no links is not published: it would reach nobody now, and would spread
+        (kept in history, repaired to each peer when links open) only to be replaced at
+        once by the list sent when the first link opens. At a mesh's start that was one
+        flood of the whole mesh per node for nothing (docs/interest.md)."""
         now = trio.current_time()
         links, listen = self.live_links(), self._listen()
         self._stamp = max(self._stamp + 1, time.time_ns() // 1000)
         self.view.set(self.node_id, self.name, listen, links, now, self._stamp)
         self.view.expire(now, keep=self.node_id)
-        self._send(Item(self._new_id(), MESH_TOPIC,
-                        encode_link_list(self.name, listen, links, self._stamp)))
+        if links:
+            self._send(Item(self._new_id(), MESH_TOPIC,
+                            encode_link_list(self.name, listen, links, self._stamp)))
+            self.sent += 1
 
     def info(self) -> dict[str, Any]:
         """The mesh view, for the ``mesh`` request."""
