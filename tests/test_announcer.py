@@ -28,11 +28,13 @@ async def test_a_list_without_links_is_kept_in_the_view_but_not_published() -> N
     sent: list[Item] = []
     ann, view = announcer(links, sent)
     ann.announce()  # a node that starts: no links yet
-    assert sent == [] and ann.sent == 0
+    assert sent == []
+    assert ann.sent == 0
     assert view.nodes[ME].links == frozenset()
     links.append(PEER)  # the first link opens
     ann.announce()
-    assert [item.topic for item in sent] == [MESH_TOPIC] and ann.sent == 1
+    assert [item.topic for item in sent] == [MESH_TOPIC]
+    assert ann.sent == 1
     assert decode_link_list(sent[0].data).links == [PEER]
     links.clear()  # every link lost: nobody to tell; the next link's list follows
     ann.announce()

@@ -22,7 +22,7 @@ per (origin, topic) until the graph or the interests change, at most ``max_cache
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 Hops = tuple[bytes, ...]
 
@@ -43,6 +43,25 @@ class _Graph:
             for node in self.ids
         ]
         self._first: list[int] | None = None  # toward(): first hop from me to each node
+
+    def relink(self, lists: Mapping[bytes, frozenset[bytes]], nodes: Iterable[bytes]) -> bool:
+        """Take the lists of ``nodes`` again, in place: each one's confirmed neighbours
+        as a build from ``lists`` would give them. False (nothing changed) if one of
+        ``nodes`` is not in this graph: it must be built again (the ids are numbered)."""
+        index = self.index
+        todo = []
+        for node in nodes:
+            i = index.get(node)
+            if i is None:
+                return False
+            todo.append((i, node))
+        empty: frozenset[bytes] = frozenset()
+        for i, node in todo:
+            self.adj[i] = sorted(index[peer] for peer in lists.get(node, empty)
+                                 if peer in index and peer != node
+                                 and node in lists.get(peer, empty))
+        self._first = None
+        return True
 
     def first_hops(self, me: int) -> list[int]:
         """For each node, the neighbour of ``me`` that starts a shortest path to it
@@ -117,6 +136,28 @@ def steiner_tree(adj: list[list[int]], root: int, terminals: Iterable[int]) -> d
     return tree
 
 
+class _OwnLinks(Mapping[bytes, frozenset[bytes]]):
+    """The nodes' lists with this node's own replaced by its live links (read-only,
+    without copying the lists)."""
+
+    __slots__ = ("_lists", "_me", "_own")
+
+    def __init__(self, lists: Mapping[bytes, frozenset[bytes]], me: bytes,
+                 own: frozenset[bytes]) -> None:
+        self._lists, self._me, self._own = lists, me, own
+
+    def __getitem__(self, node: bytes) -> frozenset[bytes]:
+        return self._own if node == self._me else self._lists[node]
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._lists
+        if self._me not in self._lists:
+            yield self._me
+
+    def __len__(self) -> int:
+        return len(self._lists) + (self._me not in self._lists)
+
+
 class Routes:
     """The mesh graph as this node sees it, the trees over it, and their cache.
 
@@ -136,6 +177,8 @@ class Routes:
         self._graph: _Graph | None = None
         self._cache: OrderedDict[tuple[bytes, str], tuple[int, int, Hops | None]] = OrderedDict()
         self.computed = 0  #: trees computed (cache misses)
+        self.built = 0  #: graphs built from every list
+        self.relinked = 0  #: changed lists taken into the built graph in place
 
     # -- the graph ----------------------------------------------------------------------
 
@@ -155,31 +198,52 @@ class Routes:
                 self._changed()
             return
         new = frozenset(links)
-        if self._lists.get(node) != new:
+        old = self._lists.get(node)
+        if old != new:
             self._lists[node] = new
             if not mine:
-                self._changed()
+                self._changed(node, old, new)
 
     def set_own_links(self, peers: Iterable[bytes]) -> None:
         """This node's live links: they replace its own list at once (an edge to a peer
         still counts only once the peer lists this node too)."""
         own = frozenset(peers)
         if own != self._own:
-            self._own = own
-            self._changed()
+            old, self._own = self._own, own
+            self._changed(self.me, old, own)
 
-    def _changed(self) -> None:
+    def _changed(self, node: bytes | None = None, old: frozenset[bytes] | None = None,
+                 new: frozenset[bytes] = frozenset()) -> None:
+        """The graph changed: ``node``'s list went from ``old`` to ``new`` (None: a node
+        was forgotten). A built graph takes a changed list in place when every node it
+        touches is in it already (a link opened or closed between known nodes: the
+        common case), else it is built again on the next question."""
         self.version += 1
-        self._graph = None
+        graph = self._graph
+        if graph is None:
+            return
+        if node is None or old is None or not graph.relink(
+                self._effective(), {node, *old, *new}):
+            self._graph = None
+            return
+        self.relinked += 1
+
+    def _effective(self) -> Mapping[bytes, frozenset[bytes]]:
+        """Every node's list, this node's own live links in place of its own list."""
+        if self._own is None:
+            return self._lists
+        return _OwnLinks(self._lists, self.me, self._own)
 
     @property
     def graph(self) -> _Graph:
-        """The current graph (built on first use after a change)."""
+        """The current graph (built on first use after a change it could not take in
+        place)."""
         if self._graph is None:
             lists = self._lists
             if self._own is not None:
                 lists = {**lists, self.me: self._own}
             self._graph = _Graph(lists)
+            self.built += 1
         return self._graph
 
     def edges(self) -> set[tuple[bytes, bytes]]:
