@@ -10,7 +10,7 @@ batch goes on as in tree mode: nothing is lost while a node learns the mesh.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,6 +33,11 @@ class RouteSource(Protocol):
 
     def next_hops(self, origin: bytes, topic: str, interested: frozenset[bytes],
                   interest_version: int) -> tuple[bytes, ...] | None: ...
+
+    def on_tree(self, origin: bytes, topic: str, interested: frozenset[bytes],
+                interest_version: int, node: bytes) -> bool | None: ...
+
+    def closer(self, members: Iterable[bytes], than: bytes) -> list[bytes]: ...
 
     def toward(self, target: bytes) -> bytes | None: ...
 
@@ -82,7 +87,15 @@ class InterestRouting:
             return None
         hops = routes.next_hops(origin, topic, wanted, interests.version)
         if hops is None:
-            hops = self._off_tree(wanted, routes)
+            members: Iterable[bytes] = wanted
+            if from_peer is not None and routes.on_tree(origin, topic, wanted,
+                                                        interests.version, from_peer) is False:
+                # The sender is off the tree too: this is an off-tree push passed on.
+                # Go on toward the members it was sent for (those this node is closer
+                # to than the sender), not toward every one again: each node that did
+                # that made every next one do it too (docs/interest.md, crashes).
+                members = routes.closer(wanted, from_peer)
+            hops = self._off_tree(members, routes)
             self.stats.off_tree += 1
         else:
             self.stats.routed += 1
@@ -91,7 +104,7 @@ class InterestRouting:
                 and peer not in eager]
         return eager, lazy
 
-    def _off_tree(self, wanted: frozenset[bytes], routes: RouteSource) -> tuple[bytes, ...]:
+    def _off_tree(self, wanted: Iterable[bytes], routes: RouteSource) -> tuple[bytes, ...]:
         """The next hops toward each wanting member by a shortest path (this node is not
         in the origin's tree as it sees the mesh: the views differ for a moment).
         Members it cannot reach (gone, or cut off) are left out."""

@@ -25,13 +25,16 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 
 Hops = tuple[bytes, ...]
+#: A cached tree: (graph version, interest version, this node's children or None, the
+#: tree's nodes when this node is not on it)
+_Entry = tuple[int, int, "Hops | None", "frozenset[bytes] | None"]
 
 
 class _Graph:
     """One version of the graph: the nodes in id order, each one's confirmed
     neighbours by index, in id order."""
 
-    __slots__ = ("_first", "adj", "ids", "index")
+    __slots__ = ("_dist", "_first", "adj", "ids", "index")
 
     def __init__(self, lists: Mapping[bytes, frozenset[bytes]]) -> None:
         self.ids = sorted(lists)
@@ -43,6 +46,7 @@ class _Graph:
             for node in self.ids
         ]
         self._first: list[int] | None = None  # toward(): first hop from me to each node
+        self._dist: dict[int, list[int]] = {}  # distances(): by source, the last few
 
     def relink(self, lists: Mapping[bytes, frozenset[bytes]], nodes: Iterable[bytes]) -> bool:
         """Take the lists of ``nodes`` again, in place: each one's confirmed neighbours
@@ -61,7 +65,33 @@ class _Graph:
                                  if peer in index and peer != node
                                  and node in lists.get(peer, empty))
         self._first = None
+        self._dist.clear()
         return True
+
+    def distances(self, source: int) -> list[int]:
+        """Links from ``source`` to each node (-1: unreachable); the last few sources
+        asked are kept."""
+        cached = self._dist.get(source)
+        if cached is not None:
+            return cached
+        dist = [-1] * len(self.ids)
+        dist[source] = 0
+        adj = self.adj
+        frontier = [source]
+        d = 0
+        while frontier:
+            d += 1
+            nxt = []
+            for u in frontier:
+                for v in adj[u]:
+                    if dist[v] < 0:
+                        dist[v] = d
+                        nxt.append(v)
+            frontier = nxt
+        if len(self._dist) >= 16:
+            self._dist.pop(next(iter(self._dist)))
+        self._dist[source] = dist
+        return dist
 
     def first_hops(self, me: int) -> list[int]:
         """For each node, the neighbour of ``me`` that starts a shortest path to it
@@ -175,7 +205,7 @@ class Routes:
         self._lists: dict[bytes, frozenset[bytes]] = {}
         self._own: frozenset[bytes] | None = None
         self._graph: _Graph | None = None
-        self._cache: OrderedDict[tuple[bytes, str], tuple[int, int, Hops | None]] = OrderedDict()
+        self._cache: OrderedDict[tuple[bytes, str], _Entry] = OrderedDict()
         self.computed = 0  #: trees computed (cache misses)
         self.built = 0  #: graphs built from every list
         self.relinked = 0  #: changed lists taken into the built graph in place
@@ -259,30 +289,63 @@ class Routes:
         interested node), in id order; () if this node is a leaf of it; None if
         ``origin`` or this node is not in the graph or this node is not on the tree.
         Cached per (origin, topic) until ``version`` or ``interest_version`` changes."""
+        return self._entry(origin, topic, interested, interest_version)[2]
+
+    def on_tree(self, origin: bytes, topic: str, interested: frozenset[bytes],
+                interest_version: int, node: bytes) -> bool | None:
+        """Whether ``node`` is on ``origin``'s tree for ``topic``, asked when this node
+        is not (``next_hops`` gave None); None: not known (the origin or this node is
+        not in the graph, or this node is on the tree)."""
+        entry = self._entry(origin, topic, interested, interest_version)
+        return None if entry[3] is None else node in entry[3]
+
+    def _entry(self, origin: bytes, topic: str, interested: frozenset[bytes],
+               interest_version: int) -> _Entry:
         key = (origin, topic)
         cache = self._cache
         hit = cache.get(key)
         if hit is not None and hit[0] == self.version and hit[1] == interest_version:
             cache.move_to_end(key)
-            return hit[2]
-        hops = self._compute(origin, interested)
-        cache[key] = (self.version, interest_version, hops)
+            return hit
+        hops, nodes = self._compute(origin, interested)
+        entry = cache[key] = (self.version, interest_version, hops, nodes)
         cache.move_to_end(key)
         if len(cache) > self.max_cache:
             cache.popitem(last=False)
-        return hops
+        return entry
 
-    def _compute(self, origin: bytes, interested: frozenset[bytes]) -> Hops | None:
+    def _compute(self, origin: bytes, interested: frozenset[bytes]
+                 ) -> tuple[Hops | None, frozenset[bytes] | None]:
+        """(this node's children, None) when it is on the tree; (None, the tree's
+        nodes) when it is not; (None, None) when the origin or it is not in the graph."""
         self.computed += 1
         g = self.graph
         root, me = g.index.get(origin), g.index.get(self.me)
         if root is None or me is None:
-            return None
+            return None, None
         index = g.index
         tree = steiner_tree(g.adj, root, (index[t] for t in interested if t in index))
         if me != root and me not in tree:
-            return None
-        return tuple(g.ids[v] for v in sorted(v for v, p in tree.items() if p == me))
+            return None, frozenset(g.ids[v] for v in (root, *tree))
+        return tuple(g.ids[v] for v in sorted(v for v, p in tree.items() if p == me)), None
+
+    def closer(self, members: Iterable[bytes], than: bytes) -> list[bytes]:
+        """Those of ``members`` that are fewer links from this node than from ``than``
+        (those this node can reach, ``than`` being farther or cut off from them)."""
+        g = self.graph
+        me, other = g.index.get(self.me), g.index.get(than)
+        if me is None:
+            return []
+        mine = g.distances(me)
+        theirs = g.distances(other) if other is not None else None
+        out = []
+        for member in members:
+            i = g.index.get(member)
+            if i is None or mine[i] < 0:
+                continue
+            if theirs is None or theirs[i] < 0 or mine[i] < theirs[i]:
+                out.append(member)
+        return out
 
     def tree(self, origin: bytes, interested: frozenset[bytes]) -> dict[bytes, bytes]:
         """The whole tree (each node but the origin, mapped to its parent); empty if
