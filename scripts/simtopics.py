@@ -34,6 +34,13 @@ published after). Figures, added to the ``--json`` object:
 - ``announcements_per_message``: batch announcements (IHave entries) received by all
   nodes, per message (``announcements_per_delivery`` divides by the deliveries to
   interested nodes only).
+- ``copies_by_cause``: why each copy was sent, {cause: [copies, duplicates]} per message
+  (tree push, off-tree push, tree-mode fallback, graft, fetch answer: ``simcauses.py``).
+
+Only the batches of the run's messages count: a publisher's own link lists (``$mesh``,
+sent again whenever one of its links opens or breaks) are not message copies (before
+this was fixed they were counted, in interest mode only, and made most of the copies of
+the crash scenarios).
 
 ``--compare tree,flood`` runs the same seeded scenario once per gossip mode (the same
 mesh, subscriptions, publishers, topics and crashes) and prints the figures side by
