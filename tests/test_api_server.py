@@ -315,8 +315,9 @@ async def test_on_deliver_callbacks_get_messages_no_app_subscribed_to(node: Node
 async def test_publishes_an_app_sent_ahead_are_signed_together(
         short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Publishes that fill several reads of the socket, all sent before the node reads
-    the first: one signed batch for all of them, not one per read."""
-    monkeypatch.setattr(api_server, "TURN_BUDGET", 60.0)  # no turn for others midway
+    the first: one signed batch for all of them, not one per read, nor one per turn
+    given to other tasks between two lines."""
+    monkeypatch.setattr(api_server, "TURN_BUDGET", 0.0)  # a turn between all lines
     async with running_nodes([loopback_config(short_tmp, "a")]) as (node,):
         with trio.fail_after(10):
             line = b'{"op":"publish","topic":"q","data":"' + b"x" * 200 + b'","ack":false}\n'
