@@ -286,6 +286,7 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
         max_line = self.config.max_request_line
         buf = b""
         unsigned = 0  # bytes read since this connection's publishes were last flushed
+        unsubmitted = 0  # ... and its publishes since (their replies wait for the store)
         while not (session.out.closing or session.said_bye):  # bye: nothing more is read
             data = await session.receive()
             if not data:
@@ -307,8 +308,11 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
             session.out.wake()  # what the socket did not take (the replies woke no task)
             if self.stats.published != published or unsigned:
                 unsigned += len(data)
-            if unsigned and unsigned < COALESCE_BYTES and session.waiting():
+                unsubmitted += self.stats.published - published
+            if unsigned and unsigned < COALESCE_BYTES and session.waiting() and \
+                    session.gate.waiting + unsubmitted <= self.config.client_queue_bytes // 256:
                 continue  # the app sent more already: its messages join the same batches
+            unsubmitted = 0
             flushed = unsigned > 0
             if flushed:
                 unsigned = 0
