@@ -354,3 +354,18 @@ def test_a_leaf_checks_no_signature_of_a_batch_straight_from_its_origin() -> Non
     actions = me.on_batch(bad_relayed, origin, 0.0, verify, authenticated=True)
     assert [type(a).__name__ for a in actions] == ["Disconnect"]
     assert bad_relayed.origin + bad_relayed.id not in me.history
+
+
+def test_a_relay_may_bring_any_number_of_batches_of_an_origin_already_seen() -> None:
+    # 0 - 1 - 2: node 2 gets 0's batches through 1 only. The limit on new origins a
+    # peer brings (100/s, 1,024 at once) counts an origin once, streams or not.
+    sim = routed_sim(3, [(0, 1), (1, 2)], {2: {"a"}})
+    me, verify = sim.routers[2], Verifier(1 << 20).verify
+    prev = 0
+    for k in range(1, 1_501):
+        batch, body = routed(sim, 0, k, "a", tprev=prev)
+        prev = body.seq
+        me.on_batch(msgspec.structs.replace(batch, hops=2), sim.ids[1], 0.0, verify)
+    assert me.stats.new_origin_limited == 0
+    assert me.interest is not None
+    assert me.interest.stats.wanted == 1_500

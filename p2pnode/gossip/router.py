@@ -230,7 +230,8 @@ class Router:
             stats.hop_limited += 1
             return []
         direct = authenticated and batch.origin == from_peer
-        if batch.origin != from_peer and not self.order.knows(batch.origin):
+        if batch.origin != from_peer and not self.order.knows(batch.origin) \
+                and not self.streams.knows(batch.origin):
             # Each origin tracked costs memory; a peer may bring only so many new ones.
             bucket = self._new_origins.get(from_peer)
             if bucket is not None and not bucket.take(1, now):
@@ -257,13 +258,9 @@ class Router:
             announce_only = self._was_announced(missing, batch, from_peer, actions)
         if body.to == self.node_id:
             return actions
-        # A batch taken on the strength of its link (``direct``) is checked only when it
-        # goes on (``_spread``, ``pass_back``): a leaf of its interest tree, which sends
-        # it to nobody, never pays for the signature.
-        unchecked = verify if direct else None
+        unchecked = verify if direct else None  # checked if it goes on (see _spread)
         if body.tprev is not None:  # an answer to a Fetch passed on: back to who asked
-            passed = pass_back(self, batch, body, unchecked)
-            if passed is None:
+            if (passed := pass_back(self, batch, body, unchecked)) is None:
                 return [*actions, Disconnect(from_peer, "bad_signature")]
             actions += passed
         return actions + self._spread(batch, from_peer, announce_only=announce_only,
@@ -349,9 +346,10 @@ class Router:
         """Push ``batch`` on eager links and announce it on lazy ones (on all of them
         with ``announce_only``; never back to ``from_peer``), under the hop limit. A
         routed batch (``topic``) goes only toward the members that want it. With
-        ``verify``, a batch not yet checked (see ``on_batch``) is checked before it is
-        pushed or announced: one that fails goes nowhere and closes ``from_peer``'s
-        link."""
+        ``verify``, a batch not yet checked (taken on the strength of its link: see
+        ``on_batch``) is checked before it is pushed or announced: one that fails goes
+        nowhere and closes ``from_peer``'s link. A leaf of its interest tree, which
+        sends it to nobody, never pays for the signature."""
         if batch.hops >= self.max_hops:
             if from_peer is not None:
                 self.stats.hop_limited += 1
