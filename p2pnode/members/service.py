@@ -33,6 +33,7 @@ from ..wire.messages import (
 from ..wire.topics import subscription_problem
 from .detector import Detector, DetectorConfig
 from .info import EVENT_KINDS, STATES, Listener, MemberInfo
+from .interestgate import InterestGate
 from .records import ClaimBody, MemberBody, member_id, sign_claim, sign_member
 from .table import LIVE, Allow, MemberTable, allow_all
 
@@ -75,6 +76,8 @@ class Membership:
         #: What every live member (alive or suspect, this node included) subscribes to,
         #: kept up to date from their records; dead and left members are taken out.
         self.interests = Interests()
+        #: Feeds ``interests``: each member's changes at most ``INTEREST_RATE`` a second.
+        self.interest_gate = InterestGate(self.interests, me.node_id)
         self.table = MemberTable(me.node_id, max_members=self.limits.max_members,
                                  max_suspectors=self.limits.max_suspectors,
                                  emit=self.emit, on_self=self._refute)
@@ -145,11 +148,12 @@ class Membership:
             fn(kind, member)
 
     def _index(self, member: MemberInfo) -> None:
-        """Keep ``interests`` up to date with ``member``'s record and state."""
+        """Keep ``interests`` up to date with ``member``'s record and state (through the
+        gate: a member's changes at most ``INTEREST_RATE`` a second)."""
         if member.state in LIVE:
-            self.interests.set(member.node_id, member.interests)
+            self.interest_gate.set(member.node_id, member.interests, self.clock())
         else:
-            self.interests.remove(member.node_id)
+            self.interest_gate.remove(member.node_id)
 
     # -- this node's record ------------------------------------------------------------
 
@@ -257,6 +261,7 @@ class Membership:
     def tick(self, now: float) -> None:
         """Run the timers: probes that found no one suspect their target, suspicions not
         refuted in time declare it dead, and old dead and left members are forgotten."""
+        self.interest_gate.tick(now)
         for target in self.detector.expired(now):
             self.suspect(target, now)
         for target in list(self.table.suspects):
@@ -275,9 +280,9 @@ class Membership:
     def next_deadline(self) -> float | None:
         """When ``tick`` has something to do next (None: nothing pending)."""
         times = [self._suspicion_deadline(t) for t in self.table.suspects]
-        probe = self.detector.next_deadline()
-        if probe is not None:
-            times.append(probe)
+        for deadline in (self.detector.next_deadline(), self.interest_gate.next_deadline()):
+            if deadline is not None:
+                times.append(deadline)
         return min(times, default=None)
 
 
