@@ -1,7 +1,8 @@
 """The gate between member records and the interest index (``members.interestgate``):
 each member's changes at most ``INTEREST_BURST`` at once, then ``INTEREST_RATE`` a
 second; the newest change held back wins; a member that goes is out at once; this
-node's own changes are never held. Pure (the attack on real nodes:
+node's own changes are never held. And the flooding of another member's records, at
+``record_rate`` each, the newest last. Pure (the attack on real nodes:
 tests/test_attack_interest.py)."""
 
 from __future__ import annotations
@@ -9,7 +10,11 @@ from __future__ import annotations
 import pytest
 
 from p2pnode.gossip.interest import Interests
+from p2pnode.members import MemberInfo, Membership
 from p2pnode.members.interestgate import INTEREST_BURST, INTEREST_RATE, InterestGate
+from p2pnode.wire.messages import Members
+
+from .test_interest import IDS, PEER, member_record
 
 ME, A, B = b"m" * 16, b"a" * 16, b"b" * 16
 
@@ -62,3 +67,30 @@ def test_a_member_that_goes_is_out_at_once_and_this_node_is_never_held() -> None
     assert idx.of(ME) == ("m9",)
     with pytest.raises(ValueError, match="rate"):
         InterestGate(idx, ME, rate=0)
+
+
+def test_a_members_records_are_flooded_on_at_its_record_rate_the_newest_last() -> None:
+    now = [0.0]
+    me = MemberInfo(IDS[0].node_id, "me", ["mem:9"], 7, "open", incarnation=5,
+                    this_node=True)
+    ms = Membership(me, identity=IDS[0], seed=1, clock=lambda: now[0])
+    a, b = IDS[1], IDS[2]
+    limits = ms.limits
+    burst = int(limits.record_burst)
+    records = [member_record(a, 10 + k, [f"t{k}"]) for k in range(burst + 5)]
+    ms.receive(Members(records), PEER, 0.0)
+    ms.receive(Members([member_record(b, 1, None)]), PEER, 0.0)  # b: its own bucket
+    flooded = [item for item, _ in ms.outbox]
+    assert flooded == [*records[:burst], member_record(b, 1, None)]
+    assert ms.table.entries[a.node_id].record is records[-1]  # taken all the same
+    assert ms.interests.of(a.node_id) == (f"t{int(INTEREST_BURST) - 1}",)  # index: paced
+    ms.outbox.clear()
+    deadline = ms.next_deadline()
+    assert deadline == pytest.approx(1 / limits.record_rate)
+    now[0] = deadline
+    ms.tick(deadline)
+    assert [item for item, _ in ms.outbox] == [records[-1]]  # only the newest, once
+    ms.tick(100.0)
+    assert ms.interests.of(a.node_id) == (f"t{burst + 4}",)
+    ms.tick(200.0)
+    assert len(ms.record_pacer) == len(ms.interest_gate) == 0  # full again: forgotten

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Final
 
 from ..gossip.interest import Interests, summarize
+from .pacing import Pacer
 
 #: Interest changes applied per member and second, on average.
 INTEREST_RATE: Final = 1.0
@@ -37,59 +38,45 @@ class InterestGate:
 
     def __init__(self, interests: Interests, me: bytes, *, rate: float = INTEREST_RATE,
                  burst: float = INTEREST_BURST) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be positive and burst at least 1")
         self.interests = interests
         self.me = me
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[bytes, tuple[float, float]] = {}  # member -> (tokens, stamp)
-        self._held: dict[bytes, Patterns] = {}  # member -> the newest change held back
-        self.held = 0  #: changes held back (a later one may have replaced them)
+        self._pacer: Pacer[bytes, Patterns] = Pacer(rate, burst)
 
     def __len__(self) -> int:
         """Members whose bucket is not full (the memory the gate holds)."""
-        return len(self._buckets)
+        return len(self._pacer)
+
+    @property
+    def held(self) -> int:
+        """Changes held back (a later one may have replaced them)."""
+        return self._pacer.held_total
 
     def set(self, node_id: bytes, patterns: Patterns, now: float) -> bool:
         """``node_id`` (live) subscribes to ``patterns``: applied now if its bucket
         allows (returns True if the index changed), else held back until ``tick``."""
         if node_id == self.me:
             return self.interests.set(node_id, patterns)
-        self._held.pop(node_id, None)
         if self._same(node_id, patterns):
+            self._pacer.drop(node_id)
             return False
-        if not self._take(node_id, now):
-            self._held[node_id] = patterns
-            self.held += 1
+        if not self._pacer.offer(node_id, patterns, now):
             return False
         return self.interests.set(node_id, patterns)
 
     def remove(self, node_id: bytes) -> bool:
         """``node_id`` is no longer live: out of the index now."""
-        self._held.pop(node_id, None)
+        self._pacer.drop(node_id)
         return self.interests.remove(node_id)
 
     def tick(self, now: float) -> None:
-        """Apply the changes held back whose member's bucket allows now; forget the
-        buckets that are full again."""
-        for node_id, patterns in list(self._held.items()):
-            if self._take(node_id, now):
-                del self._held[node_id]
-                if not self._same(node_id, patterns):
-                    self.interests.set(node_id, patterns)
-        for node_id in [n for n, (tokens, stamp) in self._buckets.items()
-                        if n not in self._held
-                        and tokens + (now - stamp) * self.rate >= self.burst]:
-            del self._buckets[node_id]
+        """Apply the changes held back whose member's bucket allows now."""
+        for node_id, patterns in self._pacer.due(now):
+            if not self._same(node_id, patterns):
+                self.interests.set(node_id, patterns)
 
     def next_deadline(self) -> float | None:
         """When the first change held back may be applied (None: nothing held)."""
-        times = []
-        for node_id in self._held:
-            tokens, stamp = self._buckets[node_id]
-            times.append(stamp + max(0.0, 1 - tokens) / self.rate)
-        return min(times, default=None)
+        return self._pacer.next_deadline()
 
     def _same(self, node_id: bytes, patterns: Patterns) -> bool:
         """Whether the index says ``patterns`` of ``node_id`` already."""
@@ -97,12 +84,3 @@ class InterestGate:
             return False
         summary = None if patterns is None else summarize(patterns)
         return self.interests.of(node_id) == (None if summary is None else tuple(summary))
-
-    def _take(self, node_id: bytes, now: float) -> bool:
-        tokens, stamp = self._buckets.get(node_id, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - stamp) * self.rate)
-        if tokens < 1:
-            self._buckets[node_id] = (tokens, now)
-            return False
-        self._buckets[node_id] = (tokens - 1, now)
-        return True
