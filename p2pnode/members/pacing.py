@@ -24,6 +24,7 @@ class Pacer(Generic[K, V]):
         self._buckets: dict[K, tuple[float, float]] = {}  # key -> (tokens, stamp)
         self.held: dict[K, V] = {}  #: key -> the newest value held back
         self.held_total = 0  #: values held back (a later one may have replaced them)
+        self._pruned = float("-inf")  # when the full buckets were last forgotten
 
     def __len__(self) -> int:
         """Keys whose bucket is not full (the memory the pacer holds, with ``held``)."""
@@ -44,14 +45,18 @@ class Pacer(Generic[K, V]):
         self.held.pop(key, None)
 
     def due(self, now: float) -> list[tuple[K, V]]:
-        """The held values whose key's bucket allows now (no longer held); the buckets
-        that are full again are forgotten."""
+        """The held values whose key's bucket allows now (no longer held). The buckets
+        that are full again are forgotten, looked for at most once per time a bucket
+        takes to fill (a node that just learnt thousands of members does not look
+        through them all at every call)."""
         out = [(key, value) for key, value in list(self.held.items()) if self._take(key, now)]
         for key, _ in out:
             del self.held[key]
-        for key in [k for k, (tokens, stamp) in self._buckets.items()
-                    if k not in self.held and tokens + (now - stamp) * self.rate >= self.burst]:
-            del self._buckets[key]
+        if now - self._pruned >= self.burst / self.rate:
+            self._pruned = now
+            for key in [k for k, (tokens, stamp) in self._buckets.items() if k not in self.held
+                        and tokens + (now - stamp) * self.rate >= self.burst]:
+                del self._buckets[key]
         return out
 
     def next_deadline(self) -> float | None:
