@@ -230,6 +230,9 @@ async def change_fast(tmp: Path, flips: list[list[str] | None]
             assert max(t for i, t in enumerate(taken) if i != HOST) <= paced, (taken, paced)
             updates = since(versions, [n.membership.interests.version for n in nodes])
             trees = since(computed, [n.routes.computed for n in nodes])
+            status = nodes[HOST].status_info().members  # the host says it held them back
+            assert status.records_paced > 0
+            assert status.interests_paced > 0
             # Each node applies them to its index at INTEREST_RATE (one more: node 5's).
             bound = INTEREST_BURST + INTEREST_RATE * (elapsed + 2) + 1
             assert max(updates) <= bound, (updates, bound)
