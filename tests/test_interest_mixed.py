@@ -74,14 +74,20 @@ async def test_every_interested_node_gets_every_message_whatever_the_modes(
                 pub.publish(topic, b"%d" % k)
                 sent[topic].append((topic, b"%d" % k))
                 await trio.sleep(0.05)
+
+            def mine(i: int) -> list[tuple[str, bytes]]:
+                return [m for m in got[i] if m[0] == ("a" if i % 2 else "b/x")]
+
             await wait_until(lambda: all(
-                len(got[i]) >= len(sent["a" if i % 2 else "b/x"]) for i in (1, 2, 3, 4)))
+                len(mine(i)) >= len(sent["a" if i % 2 else "b/x"]) for i in (1, 2, 3, 4)))
             took = trio.current_time() - start
             await trio.sleep(3)
             for i in (1, 2, 3, 4):
                 want = sent["a" if i % 2 else "b/x"]
-                mine = [m for m in got[i] if m[0] == want[0][0]]
-                assert sorted(mine) == sorted(want), (i, modes[i])  # each once
+                assert sorted(mine(i)) == sorted(want), (i, modes[i])  # each once
+                for pub in (0, 1, 2):  # in order per publisher
+                    assert ([d for _, d in mine(i) if int(d) % 3 == pub]
+                            == [d for _, d in want if int(d) % 3 == pub])
             assert took < 3  # (publishing alone takes 2 s)
             assert all(n.router.streams.stats.gaps == n.router.order.stats.gaps == 0
                        for n in nodes)
