@@ -160,7 +160,9 @@ class Membership:
         """Keep ``interests`` up to date with ``member``'s record and state (through the
         gate: a member's changes at most ``INTEREST_RATE`` a second)."""
         if member.state in LIVE:
-            self.interest_gate.set(member.node_id, member.interests, self.clock())
+            # (This node's own is never held: no clock needed, the node may not run yet.)
+            now = 0.0 if member.node_id == self.me.node_id else self.clock()
+            self.interest_gate.set(member.node_id, member.interests, now)
         else:
             self.interest_gate.remove(member.node_id)
 
