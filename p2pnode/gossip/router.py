@@ -230,7 +230,8 @@ class Router:
             stats.hop_limited += 1
             return []
         direct = authenticated and batch.origin == from_peer
-        if batch.origin != from_peer and not self.order.knows(batch.origin):
+        if batch.origin != from_peer and not self.order.knows(batch.origin) \
+                and not self.streams.knows(batch.origin):
             # Each origin tracked costs memory; a peer may bring only so many new ones.
             bucket = self._new_origins.get(from_peer)
             if bucket is not None and not bucket.take(1, now):
@@ -257,14 +258,13 @@ class Router:
             announce_only = self._was_announced(missing, batch, from_peer, actions)
         if body.to == self.node_id:
             return actions
-        if direct and batch.hops < self.max_hops and any(
-                p != from_peer for p in self._peers) and not self.check(batch, verify):
-            # Delivered (the link vouches for it), but not passed on, nor kept.
-            return [*actions, Disconnect(from_peer, "bad_signature")]
+        unchecked = verify if direct else None  # checked if it goes on (see _spread)
         if body.tprev is not None:  # an answer to a Fetch passed on: back to who asked
-            actions += pass_back(self, batch, body)
+            if (passed := pass_back(self, batch, body, unchecked)) is None:
+                return [*actions, Disconnect(from_peer, "bad_signature")]
+            actions += passed
         return actions + self._spread(batch, from_peer, announce_only=announce_only,
-                                      topic=topic)
+                                      topic=topic, verify=unchecked)
 
     def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes
                   ) -> tuple[bool, list[tuple[Batch, BatchBody]], str | None]:
@@ -341,10 +341,15 @@ class Router:
         return True
 
     def _spread(self, batch: Batch, from_peer: bytes | None, *,
-                announce_only: bool = False, topic: str | None = None) -> list[Action]:
+                announce_only: bool = False, topic: str | None = None,
+                verify: Verify | None = None) -> list[Action]:
         """Push ``batch`` on eager links and announce it on lazy ones (on all of them
         with ``announce_only``; never back to ``from_peer``), under the hop limit. A
-        routed batch (``topic``) goes only toward the members that want it."""
+        routed batch (``topic``) goes only toward the members that want it. With
+        ``verify``, a batch not yet checked (taken on the strength of its link: see
+        ``on_batch``) is checked before it is pushed or announced: one that fails goes
+        nowhere and closes ``from_peer``'s link. A leaf of its interest tree, which
+        sends it to nobody, never pays for the signature."""
         if batch.hops >= self.max_hops:
             if from_peer is not None:
                 self.stats.hop_limited += 1
@@ -355,6 +360,10 @@ class Router:
         eager, lazy = targets or self._tree_targets(batch.origin, from_peer)
         if announce_only:
             eager, lazy = [], eager + lazy
+        if (eager or lazy) and verify is not None and from_peer is not None \
+                and not self.check(batch, verify):
+            # Delivered (the link vouches for it), but not passed on, nor kept.
+            return [Disconnect(from_peer, "bad_signature")]
         hops = batch.hops + 1
         if lazy:
             queue = self._repair_ihave if announce_only else self._ihave

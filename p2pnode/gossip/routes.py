@@ -16,7 +16,8 @@ Pure (no I/O, no trio). Node ids are numbered (in id order) once per graph versi
 the searches run over lists of ints; one tree costs a breadth-first search from the
 origin and, per interested node attached, a search limited to the nodes the new
 branch brings closer (a few ms for 1,000 nodes, docs/interest.md). Trees are cached
-per (origin, topic) until the graph or the interests change, at most ``max_cache``.
+per (origin, topic) until the graph, or the members interested in the topic, change;
+at most ``max_cache``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 Hops = tuple[bytes, ...]
 #: A cached tree: (graph version, interest version, this node's children or None, the
-#: tree's nodes when this node is not on it)
-_Entry = tuple[int, int, "Hops | None", "frozenset[bytes] | None"]
+#: interested members it was computed for, the tree's nodes when this node is not on it)
+_Entry = tuple[int, int, "Hops | None", frozenset[bytes], "frozenset[bytes] | None"]
 
 
 class _Graph:
@@ -205,6 +206,8 @@ class Routes:
         self._lists: dict[bytes, frozenset[bytes]] = {}
         self._own: frozenset[bytes] | None = None
         self._graph: _Graph | None = None
+        #: (origin, topic) -> (graph version, interest version, hops, interested, the
+        #: tree's nodes when this node is not on it)
         self._cache: OrderedDict[tuple[bytes, str], _Entry] = OrderedDict()
         self.computed = 0  #: trees computed (cache misses)
         self.built = 0  #: graphs built from every list
@@ -288,7 +291,8 @@ class Routes:
         """This node's children in ``origin``'s tree for ``topic`` (each leads to an
         interested node), in id order; () if this node is a leaf of it; None if
         ``origin`` or this node is not in the graph or this node is not on the tree.
-        Cached per (origin, topic) until ``version`` or ``interest_version`` changes."""
+        Cached per (origin, topic) until ``version`` changes or ``interest_version``
+        does with another set of ``interested`` members."""
         return self._entry(origin, topic, interested, interest_version)[2]
 
     def on_tree(self, origin: bytes, topic: str, interested: frozenset[bytes],
@@ -297,18 +301,21 @@ class Routes:
         is not (``next_hops`` gave None); None: not known (the origin or this node is
         not in the graph, or this node is on the tree)."""
         entry = self._entry(origin, topic, interested, interest_version)
-        return None if entry[3] is None else node in entry[3]
+        return None if entry[4] is None else node in entry[4]
 
     def _entry(self, origin: bytes, topic: str, interested: frozenset[bytes],
                interest_version: int) -> _Entry:
         key = (origin, topic)
         cache = self._cache
         hit = cache.get(key)
-        if hit is not None and hit[0] == self.version and hit[1] == interest_version:
+        if hit is not None and hit[0] == self.version and (
+                hit[1] == interest_version or hit[3] == interested):
             cache.move_to_end(key)
+            if hit[1] != interest_version:  # another member's interest changed: not these
+                hit = cache[key] = (hit[0], interest_version, hit[2], hit[3], hit[4])
             return hit
         hops, nodes = self._compute(origin, interested)
-        entry = cache[key] = (self.version, interest_version, hops, nodes)
+        entry = cache[key] = (self.version, interest_version, hops, interested, nodes)
         cache.move_to_end(key)
         if len(cache) > self.max_cache:
             cache.popitem(last=False)

@@ -59,10 +59,15 @@ class StreamOrder(Generic[T]):
         self.max_held = max_held
         self.stats = StreamStats()
         self._streams: OrderedDict[StreamKey, _Stream[T]] = OrderedDict()
+        self._origins: dict[bytes, int] = {}  # origin -> how many of its streams are kept
         self._held = 0
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def knows(self, origin: bytes) -> bool:
+        """Whether a stream of ``origin`` is kept (a batch of it was seen)."""
+        return origin in self._origins
 
     @property
     def held_count(self) -> int:
@@ -74,6 +79,7 @@ class StreamOrder(Generic[T]):
         stream = self._streams.get(key)
         if stream is None:
             self._streams[key] = _Stream(seq)
+            self._origins[key[0]] = self._origins.get(key[0], 0) + 1
             out = [item]
             if len(self._streams) > self.max_streams:
                 out += self._forget_oldest()
@@ -125,7 +131,11 @@ class StreamOrder(Generic[T]):
 
     def _forget_oldest(self) -> list[T]:
         """Forget the least recently used stream; its held batches go out, in order."""
-        _, stream = self._streams.popitem(last=False)
+        (origin, _, _), stream = self._streams.popitem(last=False)
+        if self._origins[origin] == 1:
+            del self._origins[origin]
+        else:
+            self._origins[origin] -= 1
         self._held -= len(stream.held)
         self.stats.forgotten += 1
         return [item for _, item in sorted(stream.held.values(), key=lambda held: held[0])]
