@@ -24,10 +24,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict, deque
 from typing import Any
 
-import p2pnode.gossip.router as router_module
-from p2pnode.gossip.actions import Forward, Send
-from p2pnode.gossip.router import Router
-from p2pnode.wire import Batch
+from p2pnode.gossip import Forward, Router, Send
+from p2pnode.wire import Batch, Graft
 
 CAUSES = ("tree", "off_tree", "fallback", "graft", "fetch", "passback", "other")
 
@@ -40,7 +38,6 @@ class Causes:
         self._sent: defaultdict[tuple[bytes, bytes, bytes], deque[str]] = defaultdict(deque)
         self.copies: Counter[tuple[bytes, str]] = Counter()  # (batch key, cause)
         self.dups: Counter[tuple[bytes, str]] = Counter()
-        self._patched = False
 
     def _note(self, sender: bytes, actions: list[Any], cause: str) -> None:
         sent = self._sent
@@ -55,51 +52,38 @@ class Causes:
                         sent[msg.origin + msg.id, sender, action.peer].append(cause)
 
     def watch(self, router: Router) -> None:
-        """Record the causes of what ``router`` sends (its pushes; the answers are
-        patched once, in the router's module)."""
-        self._patch()
-        inner = router._spread
+        """Record the causes of what ``router`` sends: its pushes (``_spread``), and the
+        batches it sends in answer to a Graft or a Fetch, or passes back (a new batch
+        some peer had asked for by Fetch), from what ``on_message`` returns."""
+        spread_inner = router._spread
+        message_inner = router.on_message
         interest = router.interest
         note = self._note
+        me = router.node_id
 
         def spread(batch: Batch, from_peer: bytes | None, **kw: Any) -> Any:
             if interest is None or kw.get("topic") is None:
-                return inner(batch, from_peer, **kw)
+                return spread_inner(batch, from_peer, **kw)
             st = interest.stats
             before = (st.routed, st.off_tree, st.unrouted)
-            actions = inner(batch, from_peer, **kw)
+            actions = spread_inner(batch, from_peer, **kw)
             cause = ("tree" if st.routed != before[0] else "off_tree"
                      if st.off_tree != before[1] else "fallback"
                      if st.unrouted != before[2] else "other")
-            note(router.node_id, actions, cause)
+            note(me, actions, cause)
+            return actions
+
+        def on_message(msg: Any, from_peer: bytes, now: float, verify: Any,
+                       **kw: Any) -> Any:
+            actions = message_inner(msg, from_peer, now, verify, **kw)
+            kind = type(msg)
+            cause = ("graft" if kind is Graft else "passback" if kind is Batch
+                     else "fetch" if type(msg).__name__ == "Fetch" else "other")
+            note(me, [a for a in actions if type(a) is Send], cause)
             return actions
 
         router._spread = spread  # type: ignore[method-assign]
-
-    def _patch(self) -> None:
-        if self._patched:
-            return
-        self._patched = True
-        for name, cause in (("on_graft", "graft"), ("on_fetch", "fetch"),
-                            ("pass_back", "passback")):
-            inner = getattr(router_module, name)
-
-            def wrapped(router: Router, *args: Any, _inner: Any = inner,
-                        _cause: str = cause, **kw: Any) -> Any:
-                actions = _inner(router, *args, **kw)
-                self._note(router.node_id, actions, _cause)
-                return actions
-
-            setattr(router_module, name, wrapped)
-
-    def unpatch(self) -> None:
-        """Put the router module's functions back."""
-        if not self._patched:
-            return
-        for name in ("on_graft", "on_fetch", "pass_back"):
-            wrapped = getattr(router_module, name)
-            setattr(router_module, name, wrapped.__kwdefaults__["_inner"])
-        self._patched = False
+        router.on_message = on_message  # type: ignore[method-assign]
 
     def received(self, key: bytes, sender: bytes, receiver: bytes, duplicate: bool) -> None:
         """A copy of batch ``key`` from ``sender`` arrived at ``receiver``."""

@@ -81,7 +81,7 @@ from simjoin import human as join_human
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.config import NodeConfig
 from p2pnode.discovery import DiscoveredPeer
-from p2pnode.gossip.signing import Verifier
+from p2pnode.gossip import Verifier
 from p2pnode.net import PeerLink
 from p2pnode.node import Node
 from p2pnode.testing import (
@@ -661,8 +661,6 @@ def run_simulation(opts: Options) -> tuple[dict[str, Any], Any]:
         gc.set_threshold(*threshold)
         if getattr(sim, "topics", None) is not None:
             sim.topics.close()
-        if getattr(sim, "causes", None) is not None:
-            sim.causes.unpatch()
     result["wall_seconds"] = round(time.perf_counter() - t0, 3)
     result["wall_setup_seconds"] = round(sim.wall_linked - t0, 3)  # start and link the mesh
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
