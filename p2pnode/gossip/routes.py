@@ -12,8 +12,9 @@ nearest node with the lowest id first), so every node with the same view compute
 same tree. ``toward`` gives the next hop on a shortest path to one node (the fallback,
 and hop-by-hop repair).
 
-Pure (no I/O, no trio). Node ids are numbered (in id order) once per graph version, so
-the searches run over lists of ints; one tree costs a breadth-first search from the
+Pure (no I/O, no trio). Node ids are numbered (in id order) when the graph is built, so
+the searches run over lists of ints; a list that changes between nodes already numbered
+is taken into the built graph in place; one tree costs a breadth-first search from the
 origin and, per interested node attached, a search limited to the nodes the new
 branch brings closer (a few ms for 1,000 nodes, docs/interest.md). Trees are cached
 per (origin, topic) until the graph, or the members interested in the topic, change;
