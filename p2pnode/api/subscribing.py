@@ -33,17 +33,16 @@ class SubscribeOps:
         raise NotImplementedError
 
     def _subscribe(self, session: Session, topics: list[str], req_id: Scalar) -> None:
-        self._interest_changed()
         if not topics:
             session.all_topics = True
             self._subs.all.add(session)
-            return
-        if len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
+        elif len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
             raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_CLIENT} topics per client",
                            req_id)
         for topic in topics:
             session.topics.add(topic)
             self._subs.add(session, topic)
+        self._interest_changed()  # after: the node notes when each subscription began
 
     def _check_replay(self, session: Session, topics: list[str], req: Subscribe,
                       retained: bool) -> ReplayRequest:
@@ -82,7 +81,6 @@ class SubscribeOps:
         session.unreported += backlog.dropped  # announced before the next event that fits
 
     def _unsubscribe(self, session: Session, topics: list[str]) -> None:
-        self._interest_changed()
         if not topics:
             session.all_topics = False
             self._subs.all.discard(session)
@@ -90,3 +88,4 @@ class SubscribeOps:
         for topic in topics:
             session.topics.discard(topic)
             self._subs.discard(session, topic)
+        self._interest_changed()

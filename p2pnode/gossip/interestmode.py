@@ -10,11 +10,16 @@ batch goes on as in tree mode: nothing is lost while a node learns the mesh.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..wire.messages import BatchBody, is_routed
+
+#: Seconds: a routed batch published this recently is announced to the members that
+#: came to want its topic since it went by (``catchup``).
+CATCH_UP = 10.0
+MAX_KNOWN = 4096  # topics whose wanting members ``InterestRouting.known`` keeps
 
 
 class InterestSource(Protocol):
@@ -48,6 +53,10 @@ class InterestStats:
     unrouted: int = 0  # ... as in tree mode: the interests or the graph not known yet
     unwanted: int = 0  # ... published here that no other member wants, or received
     #                    when no member wants them any more (sent to nobody)
+    caught_up: int = 0  # announcements of recent batches to members that came to want
+    #                     them late (``catchup``)
+    early: int = 0  # batches caught up here but published before this node's
+    #                 subscription began (passed on, not delivered)
 
 
 class InterestRouting:
@@ -57,6 +66,13 @@ class InterestRouting:
         self.node_id = node_id
         self.interests: InterestSource | None = None
         self.routes: RouteSource | None = None
+        #: When this node's subscriptions to a topic began (its clock; None: unknown,
+        #: or no subscription): set by the node (``node.interests.LocalInterest``).
+        self.local_start: Callable[[str], float | None] | None = None
+        #: The members that wanted each recent topic when its batches were last sent
+        #: on or caught up (``catchup``): at most ``MAX_KNOWN`` topics.
+        self.known: dict[str, frozenset[bytes]] = {}
+        self.caught_up_version = 0  # the interests' version ``catchup`` last looked at
         self.stats = InterestStats()
 
     def targets(self, origin: bytes, topic: str, peers: Collection[bytes],
@@ -70,6 +86,11 @@ class InterestRouting:
             self.stats.unrouted += 1
             return None
         wanted = interests.matching(topic)
+        known = self.known
+        if topic not in known:
+            if len(known) >= MAX_KNOWN:
+                del known[next(iter(known))]
+            known[topic] = wanted
         if not wanted or wanted == {self.node_id}:
             if wanted and origin != self.node_id:
                 self.stats.routed += 1  # it reached the one member that wants it: a leaf
@@ -90,6 +111,19 @@ class InterestRouting:
         lazy = [peer for peer in peers if peer in wanted and peer != from_peer
                 and peer not in eager]
         return eager, lazy
+
+    def before_start(self, topic: str, published: float) -> bool:
+        """Whether a batch of ``topic`` published at ``published`` (this node's clock)
+        came before this node's subscription to ``topic`` began (by more than the 1 ms
+        an ``Announce.age`` is rounded to)."""
+        start = self.local_start(topic) if self.local_start is not None else None
+        return start is not None and published + 0.001 < start
+
+    def young(self, topic: str, now: float) -> bool:
+        """Whether this node's subscription to ``topic`` began less than ``CATCH_UP``
+        seconds before ``now`` (what was published since may still come by catch-up)."""
+        start = self.local_start(topic) if self.local_start is not None else None
+        return start is not None and start > now - CATCH_UP
 
     def _off_tree(self, wanted: frozenset[bytes], routes: RouteSource) -> tuple[bytes, ...]:
         """The next hops toward each wanting member by a shortest path (this node is not

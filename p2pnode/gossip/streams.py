@@ -6,7 +6,10 @@ no loss. Such an origin links each batch to the one before it in the same *strea
 ``StreamOrder`` puts each stream back in order by those links:
 
 - the first batch of a stream that this node sees starts it (as an origin run does in
-  ``order.OrderBuffer``: a node that joins late does not wait for what came before);
+  ``order.OrderBuffer``: a node that joins late does not wait for what came before),
+  unless the node's subscription to its topic just began (``add``'s ``wait``): then it
+  waits for the one it follows, which catch-up (``catchup``) brings if it was
+  published since, or says was published before (``skip``);
 - a batch whose ``tprev`` is the last one delivered of its stream (or 0: the first,
   or one the origin forgot) goes out, and so do the held batches that follow it;
 - a batch whose ``tprev`` has not come is held, ``hold`` seconds at most; then the
@@ -69,14 +72,20 @@ class StreamOrder(Generic[T]):
         """Batches held in all."""
         return self._held
 
-    def add(self, key: StreamKey, seq: int, tprev: int, item: T, now: float) -> list[T]:
-        """Batch ``seq`` of stream ``key``, linked to ``tprev``: what can go out now."""
+    def add(self, key: StreamKey, seq: int, tprev: int, item: T, now: float, *,
+            wait: bool = False) -> list[T]:
+        """Batch ``seq`` of stream ``key``, linked to ``tprev``: what can go out now.
+        ``wait``: if it is the first of its stream seen, it waits (``hold`` at most) for
+        the one it follows (a subscription that just began: what was published since
+        comes by catch-up, ``catchup``)."""
         stream = self._streams.get(key)
         if stream is None:
-            self._streams[key] = _Stream(seq)
-            out = [item]
+            stream = self._streams[key] = _Stream(0 if wait and tprev else seq)
+            out = [] if wait and tprev else [item]
             if len(self._streams) > self.max_streams:
                 out += self._forget_oldest()
+            if not out:
+                return self._hold(stream, seq, tprev, item, now)
             return out
         self._streams.move_to_end(key)
         if seq < stream.last:
@@ -87,6 +96,10 @@ class StreamOrder(Generic[T]):
             stream.last = max(stream.last, seq)
             self._drain(stream, out)
             return out
+        return self._hold(stream, seq, tprev, item, now)
+
+    def _hold(self, stream: _Stream[T], seq: int, tprev: int, item: T,
+              now: float) -> list[T]:
         if not stream.held:
             stream.deadline = now + self.hold
         stream.held[tprev] = (seq, item)
@@ -95,6 +108,24 @@ class StreamOrder(Generic[T]):
         if self._held > self.max_held:
             return self._give_up(self._fullest())
         return []
+
+    def started(self, key: StreamKey) -> bool:
+        """Whether stream ``key`` has delivered a batch (not waiting for its start)."""
+        stream = self._streams.get(key)
+        return stream is not None and stream.last > 0
+
+    def skip(self, key: StreamKey, seq: int) -> list[T]:
+        """Batch ``seq`` of stream ``key`` is not delivered here (published before this
+        node's subscription began), but what follows it may go out: what can now."""
+        stream = self._streams.get(key)
+        if stream is None:
+            self._streams[key] = _Stream(seq)
+            return self._forget_oldest() if len(self._streams) > self.max_streams else []
+        out: list[T] = []
+        if seq > stream.last:
+            stream.last = seq
+            self._drain(stream, out)
+        return out
 
     def _drain(self, stream: _Stream[T], out: list[T]) -> None:
         """Send on the held batches that follow the last one delivered."""

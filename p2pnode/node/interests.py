@@ -22,6 +22,7 @@ import trio
 from ..api.server import ApiServer
 from ..members import Membership
 from ..store.service import StoreService
+from ..wire.topics import MULTI, topic_matches
 
 log = logging.getLogger("p2pnode.members")
 
@@ -41,10 +42,29 @@ class LocalInterest:
         self.every = every
         self.updates = 0  # changes of the record made for the interest
         self._dirty = trio.Event()
+        #: When each subscription (pattern; ``#``: every topic) began, on the trio
+        #: clock; those there when the node started (durable ones) began long before.
+        self.started: dict[str, float] = {}
+        self._note(float("-inf"))
 
     def changed(self) -> None:
         """A subscription came or went: look again (now, or once ``every`` is over)."""
+        self._note(trio.current_time())
         self._dirty.set()
+
+    def _note(self, now: float) -> None:
+        """Note when each subscription began (``now`` for the new ones)."""
+        if self.source is None:
+            return
+        patterns = self.source()
+        current = {MULTI} if patterns is None else set(patterns)
+        self.started = {p: self.started.get(p, now) for p in current}
+
+    def start(self, topic: str) -> float | None:
+        """When this node's subscription to ``topic`` began (the earliest of those that
+        match it and are still there; None: no subscription matches it)."""
+        return min((when for pattern, when in self.started.items()
+                    if topic_matches(pattern, topic)), default=None)
 
     def update(self) -> bool:
         """Put the subscriptions in the record now; returns whether it changed."""
