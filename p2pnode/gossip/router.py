@@ -307,9 +307,9 @@ class Router:
             young = self.interest.young(topic, now)
         assert body.tprev is not None
         out = self.streams.add(key, body.seq, body.tprev, (batch, body), now, wait=young)
-        if not out and self.streams.started(key):  # held: ask for the one it follows
-            # (a stream that waits for its start: catch-up brings it, or says it came
-            # before the subscription)
+        if not out and (not young or self.streams.started(key)):  # held: ask for the one
+            # it follows (unless a new subscription's stream waits for its start: catch-up
+            # brings it, or says it came before the subscription)
             self.fetches.want((batch.origin, body.epoch, body.tprev), from_peer, now)
         return out
 

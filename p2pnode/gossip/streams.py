@@ -9,7 +9,10 @@ no loss. Such an origin links each batch to the one before it in the same *strea
   ``order.OrderBuffer``: a node that joins late does not wait for what came before),
   unless the node's subscription to its topic just began (``add``'s ``wait``): then it
   waits for the one it follows, which catch-up (``catchup``) brings if it was
-  published since, or says was published before (``skip``);
+  published since, or says was published before (``skip``); and unless this node knew
+  an earlier run of the origin's stream (the origin restarted: what it published
+  since is waited for, as a gap); a restarted node's streams go on from the last
+  batch of each in its store (``seed``);
 - a batch whose ``tprev`` is the last one delivered of its stream (or 0: the first,
   or one the origin forgot) goes out, and so do the held batches that follow it;
 - a batch whose ``tprev`` has not come is held, ``hold`` seconds at most; then the
@@ -62,6 +65,9 @@ class StreamOrder(Generic[T]):
         self.max_held = max_held
         self.stats = StreamStats()
         self._streams: OrderedDict[StreamKey, _Stream[T]] = OrderedDict()
+        #: (origin, topic) -> the newest run of the origin seen with a stream on it
+        #: (at most ``max_streams``, the oldest noted out first).
+        self._runs: dict[tuple[bytes, str | None], int] = {}
         self._held = 0
 
     def __len__(self) -> int:
@@ -80,13 +86,12 @@ class StreamOrder(Generic[T]):
         comes by catch-up, ``catchup``)."""
         stream = self._streams.get(key)
         if stream is None:
-            stream = self._streams[key] = _Stream(0 if wait and tprev else seq)
-            out = [] if wait and tprev else [item]
-            if len(self._streams) > self.max_streams:
-                out += self._forget_oldest()
-            if not out:
-                return self._hold(stream, seq, tprev, item, now)
-            return out
+            wait = bool(tprev) and (wait or self._restarted(key))
+            stream = self._new(key, 0 if wait else seq)
+            out = self._forget_oldest() if len(self._streams) > self.max_streams else []
+            if wait:
+                return out + self._hold(stream, seq, tprev, item, now)
+            return [item, *out]
         self._streams.move_to_end(key)
         if seq < stream.last:
             self.stats.late += 1
@@ -109,6 +114,30 @@ class StreamOrder(Generic[T]):
             return self._give_up(self._fullest())
         return []
 
+    def _restarted(self, key: StreamKey) -> bool:
+        """Whether an earlier run of ``key``'s origin had a stream on its topic."""
+        return self._runs.get((key[0], key[2]), key[1]) < key[1]
+
+    def _new(self, key: StreamKey, last: int) -> _Stream[T]:
+        stream = self._streams[key] = _Stream(last)
+        runs, run = self._runs, (key[0], key[2])
+        runs.pop(run, None)
+        runs[run] = max(key[1], runs.get(run, 0))
+        if len(runs) > self.max_streams:
+            del runs[next(iter(runs))]
+        return stream
+
+    def seed(self, key: StreamKey, seq: int) -> None:
+        """This node had batch ``seq`` of stream ``key`` before it restarted (its store):
+        the stream goes on from there."""
+        stream = self._streams.get(key)
+        if stream is None:
+            self._new(key, seq)
+            if len(self._streams) > self.max_streams:
+                self._forget_oldest()
+        elif seq > stream.last:
+            stream.last = seq
+
     def started(self, key: StreamKey) -> bool:
         """Whether stream ``key`` has delivered a batch (not waiting for its start)."""
         stream = self._streams.get(key)
@@ -119,7 +148,7 @@ class StreamOrder(Generic[T]):
         node's subscription began), but what follows it may go out: what can now."""
         stream = self._streams.get(key)
         if stream is None:
-            self._streams[key] = _Stream(seq)
+            self._new(key, seq)
             return self._forget_oldest() if len(self._streams) > self.max_streams else []
         out: list[T] = []
         if seq > stream.last:
