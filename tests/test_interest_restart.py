@@ -9,6 +9,7 @@ once). A publisher that restarts starts new streams (a new run), which B takes."
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,10 +21,12 @@ import trio
 import trio.testing
 
 from p2pnode.node import Node
+from p2pnode.node.interests import INTEREST_KEEP
 from p2pnode.store.service import StoreService
-from p2pnode.testing import MemoryNetwork, wait_linked, wait_until
+from p2pnode.testing import MemoryNetwork, make_identity, memory_config, wait_linked, wait_until
 from p2pnode.wire.messages import Batch, BatchBody, Gossip, decode_kept_body, decode_message
 
+from .test_interest_mode_node import subscribe
 from .test_store_restart import restart, start
 
 A, C, B = 0, 1, 2
@@ -146,3 +149,47 @@ async def test_a_restarted_publisher_starts_new_streams_that_are_taken(
         assert a.publisher.epoch != old_epoch
         await mesh.all_delivered()
         assert mesh.nodes[B].router.streams.stats.gaps == 0
+
+
+async def test_a_restarted_node_keeps_its_apps_subscriptions_while_they_reconnect(
+        autojump_clock: trio.testing.MockClock, short_tmp: Path) -> None:
+    """B's app subscribed live (no durable subscription): after B restarts, what A
+    publishes before the app is back still reaches B's node (and its store, where a
+    ``since`` finds it), each once and in order; B stops saying it INTEREST_KEEP later,
+    the app not having come back."""
+    net = MemoryNetwork()
+    rng = random.Random(5)
+    ids = [make_identity(rng) for _ in range(3)]
+
+    async def run_node(nursery: trio.Nursery, i: int) -> Node:
+        peers = tuple(("mem", j + 1) for a, j in EDGES if a == i)
+        cfg = memory_config(i, peers=peers, store=str(short_tmp / f"n{i}.sqlite3"),
+                            socket_path=short_tmp / f"{i}.sock", **SETTINGS)
+        node = Node(cfg, transport=net.transport(), identity=ids[i])
+        await nursery.start(node.run)
+        return node
+
+    with trio.fail_after(300):
+        async with trio.open_nursery() as nursery:
+            nodes = [await run_node(nursery, i) for i in range(3)]
+            a, b = nodes[A], nodes[B]
+            subscribe(b, ["t"])
+            await wait_linked(nodes, EDGES)
+            await wait_until(lambda: routed_to(nodes, b))
+            sent, got = Sent(), []
+            b.on_deliver.append(got.append)
+            await sent.publish(a, 10)
+            await wait_until(lambda: len(got) == 10)
+            await b.stop(grace=0.2)
+            await sent.publish(a, 10)  # B is away
+            b = nodes[B] = await run_node(nursery, B)
+            b.on_deliver.append(got.append)
+            assert b.membership.me.interests == ["t"]  # from its store: no app yet
+            await sent.publish(a, 10)  # B is back, its app not yet
+            await wait_until(lambda: set(sent.ids) <= {g.id for g in got})
+            await trio.sleep(5.0)
+            check_once_in_order(got, sent)
+            await trio.sleep(INTEREST_KEEP)
+            assert b.membership.me.interests == []
+            await wait_until(lambda: not routed_to(nodes[:1], b))
+            nursery.cancel_scope.cancel()

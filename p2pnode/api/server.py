@@ -147,6 +147,12 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
             return None
         return summarize(itertools.chain(live, *durable))
 
+    def live_interest(self) -> list[str] | None:
+        """What the sessions subscribe to (``interest`` without the durable
+        subscriptions), each once, sorted; None: every topic, or too many."""
+        live = self._subs.subscriptions()
+        return None if live is None else summarize(live)
+
     def _interest_changed(self) -> None:
         if self.on_interest is not None:
             self.on_interest()
