@@ -254,9 +254,8 @@ class Router:
                          held=self.order.is_held(batch.origin, body.epoch, body.seq),
                          topic=topic, published=published)
         actions = self._deliveries(ready, now)
-        announce_only = False
-        if missing is not None:
-            announce_only = self._was_announced(missing, batch, from_peer, actions)
+        announce_only = missing is not None and self._was_announced(missing, batch,
+                                                                     from_peer, actions)
         if body.to == self.node_id:
             return actions
         if direct and batch.hops < self.max_hops and any(
@@ -265,9 +264,9 @@ class Router:
             return [*actions, Disconnect(from_peer, "bad_signature")]
         if body.tprev is not None:  # an answer to a Fetch passed on: back to who asked
             actions += pass_back(self, batch, body)
+        age = None if published is None else age_ms(now, published)
         return actions + self._spread(batch, from_peer, announce_only=announce_only,
-                                      topic=topic, age=None if published is None
-                                      else age_ms(now, published))
+                                      topic=topic, age=age)
 
     def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes,
                   published: float | None

@@ -33,6 +33,7 @@ import trio
 from ..api.server import ApiServer
 from ..errors import LocalError
 from ..gossip.interest import summarize
+from ..gossip.interestmode import InterestRouting
 from ..members import Membership
 from ..store.service import StoreService
 from ..wire.topics import MULTI, subscription_problem, topic_matches
@@ -164,10 +165,12 @@ def remembered(text: object) -> Patterns | tuple[()]:
 
 
 def local_interest(api: ApiServer | None, membership: Membership,
-                   store: StoreService | None) -> LocalInterest:
+                   store: StoreService | None,
+                   routing: InterestRouting | None = None) -> LocalInterest:
     """What keeps a node's record of its apps' subscriptions up to date, with the
     durable subscriptions of ``store`` read already and what the record said before a
-    restart (without an API, nothing: the record says every topic)."""
+    restart (without an API, nothing: the record says every topic). ``routing``
+    (interest mode) is told when each subscription began."""
     if api is None:
         return LocalInterest(membership, None)
     if store is None:
@@ -182,4 +185,6 @@ def local_interest(api: ApiServer | None, membership: Membership,
                                  remembered=remembered(store.store.get_meta(STORE_KEY)))
     interest.update()  # the first record says it already
     api.on_interest = interest.changed
+    if routing is not None:
+        routing.local_start = interest.start
     return interest

@@ -124,9 +124,8 @@ class Node(AppFacing):
         #: The member list (docs/api.md#members) and its glue to the links.
         self.membership, self.members_glue = member_service(config, identity, self.network_tag,
                                                             self.engine)
-        self.interest = local_interest(self.api, self.membership, self.storing.service)
-        if self.router.interest is not None and self.interest.source is not None:
-            self.router.interest.local_start = self.interest.start
+        self.interest = local_interest(self.api, self.membership, self.storing.service,
+                                       self.router.interest)
         self.listen_addr: tuple[str, int] | None = None
         self.links: LinkManager | None = None
         self._ready = trio.Event()
