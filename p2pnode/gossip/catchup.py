@@ -11,7 +11,7 @@ hop toward each such member, with their age (``Announce.age``). A node that lack
 grafts it at once and announces it on the same way (``Router._spread``); each node on
 the way that learns of the new member later does the same from its own history. The
 member's node delivers a batch caught up this way only if it was published after its
-own subscription to the topic began (``InterestRouting.local_start``); the age only
+own subscription to the topic began (``InterestRouting.local``); the age only
 ever errs towards "later" (each estimate is an arrival), by the transit time of the
 path.
 """

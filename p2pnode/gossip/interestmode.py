@@ -10,7 +10,7 @@ batch goes on as in tree mode: nothing is lost while a node learns the mesh.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +31,15 @@ class InterestSource(Protocol):
     def matching(self, topic: str) -> frozenset[bytes]: ...
 
     def wants(self, node_id: bytes, topic: str) -> bool: ...
+
+
+class SubscriptionStarts(Protocol):
+    """When this node's subscriptions began (``node.interests.LocalInterest``)."""
+
+    @property
+    def newest(self) -> float: ...  # when the newest of them began
+
+    def start(self, topic: str) -> float | None: ...  # None: no subscription matches
 
 
 class RouteSource(Protocol):
@@ -66,9 +75,9 @@ class InterestRouting:
         self.node_id = node_id
         self.interests: InterestSource | None = None
         self.routes: RouteSource | None = None
-        #: When this node's subscriptions to a topic began (its clock; None: unknown,
-        #: or no subscription): set by the node (``node.interests.LocalInterest``).
-        self.local_start: Callable[[str], float | None] | None = None
+        #: When this node's subscriptions began (its clock; None: not known): set by
+        #: the node (``node.interests.LocalInterest``).
+        self.local: SubscriptionStarts | None = None
         #: The members that wanted each recent topic when its batches were last sent
         #: on or caught up (``catchup``): at most ``MAX_KNOWN`` topics.
         self.known: dict[str, frozenset[bytes]] = {}
@@ -116,13 +125,16 @@ class InterestRouting:
         """Whether a batch of ``topic`` published at ``published`` (this node's clock)
         came before this node's subscription to ``topic`` began (by more than the 1 ms
         an ``Announce.age`` is rounded to)."""
-        start = self.local_start(topic) if self.local_start is not None else None
+        start = self.local.start(topic) if self.local is not None else None
         return start is not None and published + 0.001 < start
 
     def young(self, topic: str, now: float) -> bool:
         """Whether this node's subscription to ``topic`` began less than ``CATCH_UP``
         seconds before ``now`` (what was published since may still come by catch-up)."""
-        start = self.local_start(topic) if self.local_start is not None else None
+        local = self.local
+        if local is None or local.newest <= now - CATCH_UP:
+            return False  # the common case, on the path of every batch: no topic lookup
+        start = local.start(topic)
         return start is not None and start > now - CATCH_UP
 
     def _off_tree(self, wanted: frozenset[bytes], routes: RouteSource) -> tuple[bytes, ...]:

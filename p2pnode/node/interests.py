@@ -77,6 +77,7 @@ class LocalInterest:
         #: clock; those there when the node started (durable ones, and those remembered
         #: from before a restart) began long before.
         self.started: dict[str, float] = {}
+        self.newest = -math.inf  # when the newest of them began
         self._note(-math.inf)
 
     def current(self) -> Patterns:
@@ -101,6 +102,7 @@ class LocalInterest:
         patterns = self.current()
         current = {MULTI} if patterns is None else set(patterns)
         self.started = {p: self.started.get(p, now) for p in current}
+        self.newest = max(self.started.values(), default=-math.inf)
 
     def start(self, topic: str) -> float | None:
         """When this node's subscription to ``topic`` began (the earliest of those that
@@ -186,5 +188,5 @@ def local_interest(api: ApiServer | None, membership: Membership,
     interest.update()  # the first record says it already
     api.on_interest = interest.changed
     if routing is not None:
-        routing.local_start = interest.start
+        routing.local = interest
     return interest
