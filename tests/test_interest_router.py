@@ -322,3 +322,45 @@ def test_a_member_that_wants_everything_costs_one_branch_of_each_tree() -> None:
     extra = after - before
     assert len(extra) <= distances(n, edges, 7)[19]
     assert all(greedy.received[(i, batch2.id)] == 1 for i in after)
+
+
+class Starts:
+    """When a node's subscriptions began (``LocalInterest`` stand-in)."""
+
+    def __init__(self, start: float) -> None:
+        self.newest = start
+
+    def start(self, topic: str) -> float | None:
+        return self.newest
+
+
+@pytest.mark.parametrize("subscribed_at", [0.5, 2.0])
+def test_a_member_that_comes_to_want_a_topic_is_caught_up_from_its_start(
+        subscribed_at: float) -> None:
+    """Nobody wanted "a" when node 0 published at 1.0; then node 5 does, having
+    subscribed at ``subscribed_at``: the batch is announced with its age toward node 5,
+    which delivers it only if it was published after that."""
+    sim = routed_sim(8, LINE, {})
+    sim.now = 1.0
+    batch, body = routed(sim, 0, 1, "a")
+    sim.publish(0, batch, body)
+    sim.run()
+    assert receivers(sim, batch.id) == set()
+    routing = sim.routers[5].interest
+    assert routing is not None
+    routing.local = Starts(subscribed_at)
+    interests = routing.interests
+    assert isinstance(interests, FakeInterests)
+    interests.table[sim.ids[5]] = {"a"}
+    interests.version += 1
+    sim.now = 3.0
+    sim.run()
+    assert receivers(sim, batch.id) == {1, 2, 3, 4, 5}  # by the way to node 5 only
+    caught_up = subscribed_at < 1.0
+    assert delivered_to(sim, batch.id) == ({5} if caught_up else set())
+    assert routing.stats.early == (0 if caught_up else 1)
+    assert sim.routers[0].interest.stats.caught_up == 1  # type: ignore[union-attr]
+    sim.run()  # a later change of the interests announces nothing again
+    interests.version += 1
+    sim.run()
+    assert sim.routers[0].interest.stats.caught_up == 1  # type: ignore[union-attr]
