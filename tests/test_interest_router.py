@@ -11,7 +11,18 @@ import pytest
 
 from p2pnode.errors import RemoteProtocolError
 from p2pnode.gossip.signing import Verifier, make_batch
-from p2pnode.wire.messages import Batch, BatchBody, Fetch, Item, decode_body, is_routed
+from p2pnode.wire.messages import (
+    Announce,
+    Batch,
+    BatchBody,
+    Fetch,
+    IHave,
+    Item,
+    decode_body,
+    decode_message,
+    encode_message,
+    is_routed,
+)
 
 from .gossip_sim import Sim, distances, random_connected
 
@@ -364,3 +375,20 @@ def test_a_member_that_comes_to_want_a_topic_is_caught_up_from_its_start(
     interests.version += 1
     sim.run()
     assert sim.routers[0].interest.stats.caught_up == 1  # type: ignore[union-attr]
+
+
+def test_an_announcement_s_age_is_left_out_unless_set_and_old_decoders_skip_it() -> None:
+    key = b"k" * 32
+    assert encode_message(IHave([Announce(key, 1)])) == encode_message(
+        IHave([Announce(key, 1, None)]))
+
+    class OldAnnounce(msgspec.Struct, array_like=True):  # protocol 6's
+        key: bytes
+        hops: int
+
+    raw = msgspec.msgpack.encode(Announce(key, 3, 1500))
+    assert msgspec.msgpack.decode(raw, type=OldAnnounce) == OldAnnounce(key, 3)
+    assert len(raw) > len(msgspec.msgpack.encode(Announce(key, 3)))
+    decoded = decode_message(msgspec.msgpack.encode(IHave([Announce(key, 3, 1500)])))
+    assert isinstance(decoded, IHave)
+    assert decoded.batches[0].age == 1500
