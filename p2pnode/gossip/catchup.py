@@ -4,7 +4,7 @@ A node learns of another's subscription from its member record, a moment after t
 subscribe (the record changes at most once a second, then spreads). A routed batch
 published in that moment goes by without the new subscriber: its origin, or a node on
 the way, did not count it yet. So when a node learns that members came to want a topic
-(``Interests.version`` changed, and ``InterestRouting.known`` did not list them for
+(``Interests.grown`` changed, and ``InterestRouting.known`` did not list them for
 it), it announces its recent batches of that topic (published at most ``CATCH_UP``
 seconds ago, by its estimate; at most ``MAX_CATCH_UP`` batches looked at) to the next
 hop toward each such member, with their age (``Announce.age``). A node that lacks one
@@ -31,10 +31,10 @@ MAX_CATCH_UP = 1024
 
 
 def catch_up_due(router: Router) -> bool:
-    """Whether the interests changed since ``catch_up`` last looked."""
+    """Whether members may want more since ``catch_up`` last looked."""
     routing = router.interest
     return (routing is not None and routing.interests is not None
-            and routing.interests.version != routing.caught_up_version)
+            and routing.interests.grown != routing.caught_up)
 
 
 def catch_up(router: Router, now: float) -> int:
@@ -44,7 +44,7 @@ def catch_up(router: Router, now: float) -> int:
     if routing is None or routing.interests is None:
         return 0
     interests, routes = routing.interests, routing.routes
-    routing.caught_up_version = interests.version
+    routing.caught_up = interests.grown
     if routes is None:
         return 0
     known, me = routing.known, router.node_id
@@ -73,7 +73,7 @@ def catch_up(router: Router, now: float) -> int:
     return queued
 
 
-def age_ms(now: float, published: float) -> int:
+def age_ms(now: float, published: float | None) -> int | None:
     """How long ago ``published`` was, in whole milliseconds (rounded down: never more
-    than the truth)."""
-    return max(0, int((now - published) * 1000))
+    than the truth); None for None."""
+    return None if published is None else max(0, int((now - published) * 1000))

@@ -28,6 +28,9 @@ class InterestSource(Protocol):
     @property
     def version(self) -> int: ...  # changes whenever an interest changes
 
+    @property
+    def grown(self) -> int: ...  # changes whenever a member may want more topics
+
     def matching(self, topic: str) -> frozenset[bytes]: ...
 
     def wants(self, node_id: bytes, topic: str) -> bool: ...
@@ -78,10 +81,11 @@ class InterestRouting:
         #: When this node's subscriptions began (its clock; None: not known): set by
         #: the node (``node.interests.LocalInterest``).
         self.local: SubscriptionStarts | None = None
-        #: The members that wanted each recent topic when its batches were last sent
-        #: on or caught up (``catchup``): at most ``MAX_KNOWN`` topics.
+        #: Per recent topic, the members its batches have been going to (those that
+        #: stayed since the first batch sent on, or since the last catch-up,
+        #: ``catchup``; a member that came since is not in it): at most ``MAX_KNOWN``.
         self.known: dict[str, frozenset[bytes]] = {}
-        self.caught_up_version = 0  # the interests' version ``catchup`` last looked at
+        self.caught_up = 0  # the interests' ``grown`` when ``catchup`` last looked
         self.stats = InterestStats()
 
     def targets(self, origin: bytes, topic: str, peers: Collection[bytes],
@@ -96,10 +100,16 @@ class InterestRouting:
             return None
         wanted = interests.matching(topic)
         known = self.known
-        if topic not in known:
+        had = known.get(topic)
+        if had is None:
             if len(known) >= MAX_KNOWN:
                 del known[next(iter(known))]
             known[topic] = wanted
+        elif had is not wanted:  # the interests changed: those gone are no longer
+            # known (if they come back, catch-up sends them what they missed); those
+            # new are not yet (catch-up is due)
+            had = had & wanted
+            known[topic] = wanted if had == wanted else had
         if not wanted or wanted == {self.node_id}:
             if wanted and origin != self.node_id:
                 self.stats.routed += 1  # it reached the one member that wants it: a leaf

@@ -264,9 +264,8 @@ class Router:
             return [*actions, Disconnect(from_peer, "bad_signature")]
         if body.tprev is not None:  # an answer to a Fetch passed on: back to who asked
             actions += pass_back(self, batch, body)
-        age = None if published is None else age_ms(now, published)
         return actions + self._spread(batch, from_peer, announce_only=announce_only,
-                                      topic=topic, age=age)
+                                      topic=topic, age=age_ms(now, published))
 
     def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes,
                   published: float | None

@@ -33,7 +33,7 @@ import trio
 from ..api.server import ApiServer
 from ..errors import LocalError
 from ..gossip.interest import summarize
-from ..gossip.interestmode import InterestRouting
+from ..gossip.router import Router
 from ..members import Membership
 from ..store.service import StoreService
 from ..wire.topics import MULTI, subscription_problem, topic_matches
@@ -167,12 +167,11 @@ def remembered(text: object) -> Patterns | tuple[()]:
 
 
 def local_interest(api: ApiServer | None, membership: Membership,
-                   store: StoreService | None,
-                   routing: InterestRouting | None = None) -> LocalInterest:
+                   store: StoreService | None, router: Router | None = None) -> LocalInterest:
     """What keeps a node's record of its apps' subscriptions up to date, with the
     durable subscriptions of ``store`` read already and what the record said before a
-    restart (without an API, nothing: the record says every topic). ``routing``
-    (interest mode) is told when each subscription began."""
+    restart (without an API, nothing: the record says every topic). ``router``'s
+    interest routing (interest mode) is told when each subscription began."""
     if api is None:
         return LocalInterest(membership, None)
     if store is None:
@@ -187,6 +186,6 @@ def local_interest(api: ApiServer | None, membership: Membership,
                                  remembered=remembered(store.store.get_meta(STORE_KEY)))
     interest.update()  # the first record says it already
     api.on_interest = interest.changed
-    if routing is not None:
-        routing.local = interest
+    if router is not None and router.interest is not None:
+        router.interest.local = interest
     return interest
