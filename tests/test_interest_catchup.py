@@ -120,3 +120,31 @@ async def test_an_unsubscribe_stops_the_copies_within_the_bound(
                 received, last_copy = now_received, trio.current_time()
         assert last_copy - start <= TAKES_EFFECT, last_copy - start
         assert len(got) > 1  # copies came until the publisher knew
+
+
+async def test_a_node_on_the_way_that_subscribes_delivers_from_its_subscribe_on(
+        short_tmp: Path, autojump_clock: trio.testing.MockClock) -> None:
+    """Node 1 passes "a" on to node 2, then subscribes to it itself while its record
+    waits for INTEREST_EVERY: it delivers every message published from its subscribe
+    on, at once, in order, and none from before."""
+    async with known_line(short_tmp, 3) as nodes:
+        pub, mid, end = nodes
+        subscribe(end, ["a"])
+        subscribe(mid, ["other"])  # the record changed a moment ago
+        await wait_until(lambda: knows_everything(nodes, {2: "a"}))
+        got = collect(mid)
+        sent = []
+        for k in range(40):
+            if k == 20:
+                subscribe(mid, ["a"])
+                assert mid.node_id not in mid.membership.interests.matching("a")
+                start = trio.current_time()
+            pub.publish("a", b"%d" % k)
+            sent.append(b"%d" % k)
+            await trio.sleep(0.01)
+        await trio.sleep(CATCH_UP)
+        assert got == sent[20:]
+        assert stats(mid).relayed >= 20
+        first = mid.router.streams.stats.held
+        assert first == 0  # the first one after the subscribe did not wait
+        assert trio.current_time() - start > INTEREST_EVERY  # the record did wait

@@ -138,6 +138,16 @@ class InterestRouting:
         start = self.local.start(topic) if self.local is not None else None
         return start is not None and published + 0.001 < start
 
+    def wants_here(self, topic: str, now: float) -> bool:
+        """Whether this node wants ``topic``: its record says so, or a subscription
+        that began since (the record follows up to ``INTEREST_EVERY`` later)."""
+        interests = self.interests
+        if interests is None or interests.wants(self.node_id, topic):
+            return True
+        local = self.local
+        return (local is not None and local.newest > now - CATCH_UP
+                and local.start(topic) is not None)
+
     def young(self, topic: str, now: float) -> bool:
         """Whether this node's subscription to ``topic`` began less than ``CATCH_UP``
         seconds before ``now`` (what was published since may still come by catch-up)."""

@@ -51,7 +51,7 @@ from .answers import ask, on_digest, on_fetch, on_graft, on_ihave, pass_back
 from .catchup import age_ms, catch_up, catch_up_due
 from .fetch import Fetches
 from .history import History, item_id_range, merge_digests
-from .interestmode import InterestRouting, routed_topic, wants
+from .interestmode import InterestRouting, routed_topic
 from .order import OrderBuffer
 from .repair import Missing, MissingBatches, RepairWatch, chunks
 from .routerconfig import GossipMode, RouterConfig, RouterStats, gossip_mode
@@ -295,7 +295,7 @@ class Router:
         key = (batch.origin, body.epoch, topic)
         young = False  # this node's subscription to the topic just began
         if topic is not None and self.interest is not None:
-            if not wants(self.interest, self.node_id, topic):
+            if not self.interest.wants_here(topic, now):
                 self.interest.stats.relayed += 1
                 return []  # only passed on: kept in history, not delivered nor stored
             if published is not None and self.interest.before_start(topic, published):
@@ -303,6 +303,10 @@ class Router:
                 return self.streams.skip(key, body.seq)
             self.interest.stats.wanted += 1
             young = self.interest.young(topic, now)
+            if young and body.tprev and not self.streams.started(key):
+                before = self.history.find(batch.origin, body.epoch, body.tprev)
+                if before is not None and self.interest.before_start(topic, before.age):
+                    self.streams.skip(key, body.tprev)  # passed on here before the subscribe
         assert body.tprev is not None
         out = self.streams.add(key, body.seq, body.tprev, (batch, body), now, wait=young)
         if not out and (not young or self.streams.started(key)):  # held: ask for the one
