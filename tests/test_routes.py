@@ -136,17 +136,20 @@ def test_trees_are_cached_until_the_graph_or_the_interests_change() -> None:
     first = routes.next_hops(ids[0], "t", interested, 1)
     assert routes.next_hops(ids[0], "t", interested, 1) == first
     assert routes.computed == 1
-    routes.next_hops(ids[0], "t", interested, 2)  # the interests changed
+    routes.next_hops(ids[0], "t", interested, 2)  # another topic's interests changed
+    assert routes.computed == 1  # ... not this one's: the same tree
+    routes.next_hops(ids[0], "t", interested | {ids[20]}, 3)  # this one's changed
     assert routes.computed == 2
+    interested |= {ids[20]}
     version = routes.version
     routes.set_graph(lists)  # the same lists again: no change
     routes.set_list(ids[3], lists[ids[3]])
     assert routes.version == version
-    routes.next_hops(ids[0], "t", interested, 2)
+    routes.next_hops(ids[0], "t", interested, 3)
     assert routes.computed == 2
     routes.set_list(ids[3], None)  # a node forgotten: the graph changed
     assert routes.version == version + 1
-    routes.next_hops(ids[0], "t", interested, 2)
+    routes.next_hops(ids[0], "t", interested, 3)
     assert routes.computed == 3
     routes.set_list(ids[3], None)
     assert routes.version == version + 1

@@ -413,6 +413,11 @@ class MembersStatus(Section):
                                         metric="sent_bytes")]
     interests: Annotated[int, _gauge("topic names and patterns this node's record says its"
                                      " apps subscribe to; -1: every topic")]
+    records_paced: Annotated[int, _counter(
+        "other members' records held back before they were flooded on: the member changed "
+        "its record more than 2 times a second (the newest goes on later)")]
+    interests_paced: Annotated[int, _counter(
+        "other members' interest changes held back from the index: more than one a second")]
 
 
 class HandlersStatus(Section):

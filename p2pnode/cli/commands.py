@@ -166,16 +166,24 @@ async def cmd_mesh(args: argparse.Namespace) -> int:
 def mesh_table(view: dict[str, Any]) -> str:
     """The readable ``p2pnode mesh``: the nodes, then the links."""
     labels = names_of(view)
-    rows = [("NODE ID", "NAME", "LISTEN", "LINKS", "STATE")]
+    # Interest mode: each node's routed batches for its apps and for others.
+    counts = any(n.get("wanted") is not None for n in view["nodes"])
+    rows: list[tuple[str, ...]] = [("NODE ID", "NAME", "LISTEN", "LINKS", "STATE")
+            + (("WANTED", "RELAYED") if counts else ())]
     for n in view["nodes"]:
         me = n["node_id"] == view["self"]
         rows.append((n["node_id"], n["name"] + (" (this node)" if me else ""), n["listen"],
-                     str(len(n["links"])), _mesh_state(n, me)))
+                     str(len(n["links"])), _mesh_state(n, me))
+                    + ((_count(n.get("wanted")), _count(n.get("relayed"))) if counts else ()))
     lines = _table(rows)
     lines.append(f"\n{plural(len(view['nodes']), 'node')}, "
                  f"{plural(len(view['links']), 'link')}:")
     lines += [f"  {labels.get(a, a[:8])} -- {labels.get(b, b[:8])}" for a, b in view["links"]]
     return "\n".join(lines)
+
+
+def _count(value: object) -> str:
+    return str(value) if isinstance(value, int) else "-"
 
 
 def _mesh_state(node: dict[str, Any], me: bool) -> str:

@@ -223,6 +223,10 @@ def _member_rows(mem: dict[str, Any]) -> Iterator[str]:
         wants = "every topic" if interests < 0 else plural(interests, "topic or pattern",
                                                                    "topics or patterns")
         yield _row("", f"this node's record says its apps want {wants}")
+    records, interests = m("records_paced", 0), m("interests_paced", 0)
+    if records or interests:  # a member changes its record too fast: hostile or broken
+        yield _row("", f"held back from members that change too fast: {records} records, "
+                       f"{interests} interest changes")
 
 
 def _row(label: str, text: str) -> str:

@@ -70,6 +70,10 @@ class Interests:
         """The number of members indexed."""
         return len(self._of)
 
+    def __contains__(self, node_id: object) -> bool:
+        """Whether ``node_id`` is indexed (a live member)."""
+        return node_id in self._of
+
     def of(self, node_id: bytes) -> tuple[str, ...] | None:
         """What ``node_id`` subscribes to (None: every topic, or not indexed)."""
         return self._of.get(node_id)

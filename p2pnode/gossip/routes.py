@@ -16,7 +16,8 @@ Pure (no I/O, no trio). Node ids are numbered (in id order) once per graph versi
 the searches run over lists of ints; one tree costs a breadth-first search from the
 origin and, per interested node attached, a search limited to the nodes the new
 branch brings closer (a few ms for 1,000 nodes, docs/interest.md). Trees are cached
-per (origin, topic) until the graph or the interests change, at most ``max_cache``.
+per (origin, topic) until the graph, or the members interested in the topic, change;
+at most ``max_cache``.
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ class Routes:
         self._lists: dict[bytes, frozenset[bytes]] = {}
         self._own: frozenset[bytes] | None = None
         self._graph: _Graph | None = None
-        self._cache: OrderedDict[tuple[bytes, str], tuple[int, int, Hops | None]] = OrderedDict()
+        #: (origin, topic) -> (graph version, interest version, hops, interested)
+        self._cache: OrderedDict[tuple[bytes, str],
+                                 tuple[int, int, Hops | None, frozenset[bytes]]] = OrderedDict()
         self.computed = 0  #: trees computed (cache misses)
 
     # -- the graph ----------------------------------------------------------------------
@@ -194,15 +197,19 @@ class Routes:
         """This node's children in ``origin``'s tree for ``topic`` (each leads to an
         interested node), in id order; () if this node is a leaf of it; None if
         ``origin`` or this node is not in the graph or this node is not on the tree.
-        Cached per (origin, topic) until ``version`` or ``interest_version`` changes."""
+        Cached per (origin, topic) until ``version`` changes or ``interest_version``
+        does with another set of ``interested`` members."""
         key = (origin, topic)
         cache = self._cache
         hit = cache.get(key)
-        if hit is not None and hit[0] == self.version and hit[1] == interest_version:
+        if hit is not None and hit[0] == self.version and (
+                hit[1] == interest_version or hit[3] == interested):
             cache.move_to_end(key)
+            if hit[1] != interest_version:  # another member's interest changed: not these
+                cache[key] = (hit[0], interest_version, hit[2], hit[3])
             return hit[2]
         hops = self._compute(origin, interested)
-        cache[key] = (self.version, interest_version, hops)
+        cache[key] = (self.version, interest_version, hops, interested)
         cache.move_to_end(key)
         if len(cache) > self.max_cache:
             cache.popitem(last=False)

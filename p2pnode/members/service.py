@@ -33,6 +33,8 @@ from ..wire.messages import (
 from ..wire.topics import subscription_problem
 from .detector import Detector, DetectorConfig
 from .info import EVENT_KINDS, STATES, Listener, MemberInfo
+from .interestgate import InterestGate
+from .pacing import Pacer
 from .records import ClaimBody, MemberBody, member_id, sign_claim, sign_member
 from .table import LIVE, Allow, MemberTable, allow_all
 
@@ -48,6 +50,10 @@ class MemberLimits:
     max_members: int = 4096
     reap: float = 3600.0  # dead and left members are forgotten after this long
     max_suspectors: int = 8  # confirmations of one suspicion kept and flooded
+    #: New records of one member flooded on per second (bursts: ``record_burst``); the
+    #: newest over that waits (docs/interest.md, "Bounds and attackers").
+    record_rate: float = 2.0
+    record_burst: float = 8.0
     detector: DetectorConfig = field(default_factory=DetectorConfig)
 
 
@@ -75,6 +81,12 @@ class Membership:
         #: What every live member (alive or suspect, this node included) subscribes to,
         #: kept up to date from their records; dead and left members are taken out.
         self.interests = Interests()
+        #: Feeds ``interests``: each member's changes at most ``INTEREST_RATE`` a second.
+        self.interest_gate = InterestGate(self.interests, me.node_id)
+        #: Other members' new records, flooded on at ``record_rate`` each: a member that
+        #: signs records as fast as its links take them costs its neighbours, not the mesh.
+        self.record_pacer: Pacer[bytes, tuple[SignedMember, bytes]] = Pacer(
+            self.limits.record_rate, self.limits.record_burst)
         self.table = MemberTable(me.node_id, max_members=self.limits.max_members,
                                  max_suspectors=self.limits.max_suspectors,
                                  emit=self.emit, on_self=self._refute)
@@ -145,11 +157,14 @@ class Membership:
             fn(kind, member)
 
     def _index(self, member: MemberInfo) -> None:
-        """Keep ``interests`` up to date with ``member``'s record and state."""
+        """Keep ``interests`` up to date with ``member``'s record and state (through the
+        gate: a member's changes at most ``INTEREST_RATE`` a second)."""
         if member.state in LIVE:
-            self.interests.set(member.node_id, member.interests)
+            # (This node's own is never held: no clock needed, the node may not run yet.)
+            now = 0.0 if member.node_id == self.me.node_id else self.clock()
+            self.interest_gate.set(member.node_id, member.interests, now)
         else:
-            self.interests.remove(member.node_id)
+            self.interest_gate.remove(member.node_id)
 
     # -- this node's record ------------------------------------------------------------
 
@@ -200,8 +215,9 @@ class Membership:
     def receive(self, msg: Members, peer: bytes, now: float,
                 allow: Allow | None = None) -> int:
         """Records and claims from ``peer``: merge them; what changed the table goes to
-        ``outbox``. ``allow()`` is asked before each signature check (the caller's rate
-        limit): what it refuses is dropped. Returns how many were dropped so. Raises
+        ``outbox`` (another member's records at ``record_rate`` each: the newest over
+        that waits for ``tick``). ``allow()`` is asked before each signature check (the
+        caller's rate limit): what it refuses is dropped. Returns how many were dropped so. Raises
         ``RemoteProtocolError`` (a bad body or signature) after taking what came before
         it."""
         table, outbox = self.table, self.outbox
@@ -210,7 +226,8 @@ class Membership:
         for record in msg.records:
             outcome = table.add_record(record, now, ok)
             if outcome == "changed":
-                outbox.append((record, peer))
+                if self.record_pacer.offer(member_id(record), (record, peer), now):
+                    outbox.append((record, peer))
                 # (Also when no event comes: a newer record under a suspicion.)
                 entry = table.entries.get(member_id(record))
                 if entry is not None:
@@ -257,6 +274,11 @@ class Membership:
     def tick(self, now: float) -> None:
         """Run the timers: probes that found no one suspect their target, suspicions not
         refuted in time declare it dead, and old dead and left members are forgotten."""
+        self.interest_gate.tick(now)
+        for nid, (record, peer) in self.record_pacer.due(now):
+            entry = self.table.entries.get(nid)
+            if entry is not None and entry.record is record:  # still the newest
+                self.outbox.append((record, peer))
         for target in self.detector.expired(now):
             self.suspect(target, now)
         for target in list(self.table.suspects):
@@ -275,9 +297,10 @@ class Membership:
     def next_deadline(self) -> float | None:
         """When ``tick`` has something to do next (None: nothing pending)."""
         times = [self._suspicion_deadline(t) for t in self.table.suspects]
-        probe = self.detector.next_deadline()
-        if probe is not None:
-            times.append(probe)
+        for deadline in (self.detector.next_deadline(), self.interest_gate.next_deadline(),
+                         self.record_pacer.next_deadline()):
+            if deadline is not None:
+                times.append(deadline)
         return min(times, default=None)
 
 

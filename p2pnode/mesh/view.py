@@ -30,6 +30,7 @@ class MeshNode:
     links: frozenset[bytes]
     seen_at: float  # caller's clock
     stamp: int = 0
+    counts: tuple[int, int] | None = None  # interest mode: (wanted, relayed) batches
 
 
 class MeshView:
@@ -55,13 +56,16 @@ class MeshView:
             return False
         known = self.nodes.get(origin)
         if known is None or ll.stamp > known.stamp:
-            self.set(origin, ll.name, ll.listen, ll.links, now, ll.stamp)
+            counts = (None if ll.wanted is None or ll.relayed is None
+                      else (ll.wanted, ll.relayed))
+            self.set(origin, ll.name, ll.listen, ll.links, now, ll.stamp, counts)
         return True
 
     def set(self, origin: bytes, name: str, listen: str, links: list[bytes],
-            now: float, stamp: int = 0) -> None:
+            now: float, stamp: int = 0, counts: tuple[int, int] | None = None) -> None:
         self.nodes.pop(origin, None)
-        node = self.nodes[origin] = MeshNode(name, listen, frozenset(links), now, stamp)
+        node = self.nodes[origin] = MeshNode(name, listen, frozenset(links), now, stamp,
+                                             counts)
         if self.on_change is not None:
             self.on_change(origin, node.links)
         while len(self.nodes) > self.max_nodes:
@@ -93,10 +97,14 @@ class MeshView:
     def to_dict(self, now: float, me: bytes,
                 linked: Collection[bytes] = ()) -> dict[str, Any]:
         """The view for the API's ``mesh`` reply; ``linked``: the nodes ``me`` has a
-        link to now (``"linked": true``: up now, whenever their list was heard)."""
+        link to now (``"linked": true``: up now, whenever their list was heard);
+        ``wanted`` and ``relayed``: an interest-mode node's counts as of its list (null:
+        not said)."""
         nodes = [{"node_id": id_to_hex(o), "name": n.name, "listen": n.listen,
                   "links": sorted(id_to_hex(p) for p in n.links),
-                  "last_seen_s": round(now - n.seen_at, 3), "linked": o in linked}
+                  "last_seen_s": round(now - n.seen_at, 3), "linked": o in linked,
+                  "wanted": n.counts[0] if n.counts else None,
+                  "relayed": n.counts[1] if n.counts else None}
                  for o, n in sorted(self.nodes.items(), key=lambda kv: kv[1].name)]
         return {"self": id_to_hex(me), "nodes": nodes,
                 "links": [[id_to_hex(a), id_to_hex(b)] for a, b in self.edges()]}

@@ -17,6 +17,7 @@ from ..mesh.view import MeshView
 from ..wire.messages import Item
 
 if TYPE_CHECKING:
+    from ..gossip.router import Router
     from .engine import Engine
 
 
@@ -31,11 +32,14 @@ class MeshAnnouncer:
         links: returns the node ids this node is linked to now.
         listen: returns the address this node listens on (``HOST:PORT``).
         send: queues a message (with a fresh id, from ``new_id``) for the mesh.
+        counts: in interest mode, this node's (wanted, relayed) routed batches, said
+            in its list (``p2pnode mesh`` shows them per node).
     """
 
     def __init__(self, view: MeshView, node_id: bytes, config: NodeConfig, *,
                  links: Callable[[], list[bytes]], listen: Callable[[], str],
-                 send: Callable[[Item], None], new_id: Callable[[], bytes]) -> None:
+                 send: Callable[[Item], None], new_id: Callable[[], bytes],
+                 counts: Callable[[], tuple[int, int]] | None = None) -> None:
         self.view = view
         self.node_id = node_id
         self.name = config.name
@@ -46,6 +50,7 @@ class MeshAnnouncer:
         self._listen = listen
         self._send = send
         self._new_id = new_id
+        self._counts = counts
         self._changed = trio.Event()
         self._stamp = 0
 
@@ -67,16 +72,29 @@ class MeshAnnouncer:
         now = trio.current_time()
         links, listen = self.live_links(), self._listen()
         self._stamp = max(self._stamp + 1, time.time_ns() // 1000)
-        self.view.set(self.node_id, self.name, listen, links, now, self._stamp)
+        counts = self._counts() if self._counts is not None else None
+        self.view.set(self.node_id, self.name, listen, links, now, self._stamp, counts)
         self.view.expire(now, keep=self.node_id)
         self._send(Item(self._new_id(), MESH_TOPIC,
-                        encode_link_list(self.name, listen, links, self._stamp)))
+                        encode_link_list(self.name, listen, links, self._stamp, counts)))
 
     def info(self) -> dict[str, Any]:
         """The mesh view, for the ``mesh`` request."""
         now = trio.current_time()
         self.view.expire(now, keep=self.node_id)
+        own = self.view.nodes.get(self.node_id)
+        if own is not None and self._counts is not None:
+            own.counts = self._counts()  # this node's own: as of now
         return self.view.to_dict(now, self.node_id, frozenset(self.live_links()))
+
+
+def interest_counts(router: Router) -> Callable[[], tuple[int, int]] | None:
+    """In interest mode, what this node's link list says of it: the routed batches it
+    received for its own subscriptions, and only to pass on (None in other modes)."""
+    routing = router.interest
+    if routing is None:
+        return None
+    return lambda: (routing.stats.wanted, routing.stats.relayed)
 
 
 def mesh_routes(node_id: bytes, view: MeshView, engine: Engine,

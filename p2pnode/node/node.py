@@ -36,7 +36,7 @@ from ..net.manager import LinkManager
 from ..net.tls import TlsTransport, default_transport
 from ..net.transport import Transport
 from ..wire.messages import Bye, Gossip, GossipMessage, Hello, Item, encode_message
-from .announcer import MeshAnnouncer, mesh_routes
+from .announcer import MeshAnnouncer, interest_counts, mesh_routes
 from .apps import AppFacing
 from .discovering import Discovering
 from .engine import Engine, router_config
@@ -116,7 +116,7 @@ class Node(AppFacing):
         self.announcer = MeshAnnouncer(
             self.mesh, self.node_id, config, links=self._linked,
             listen=lambda: self.listen_str, send=lambda item: self.publisher.queue(None, item),
-            new_id=self.publisher.ids.next)
+            new_id=self.publisher.ids.next, counts=interest_counts(self.router))
         self.routes = mesh_routes(self.node_id, self.mesh, self.engine, self.announcer)
         self.discovering = Discovering(self)
         #: The gossip path's entry (a plain attribute, so simulations can wrap it).

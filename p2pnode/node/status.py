@@ -128,7 +128,9 @@ def _members(node: Node) -> MembersStatus:
         refused=table.refused, bad=glue.bad, rate_limited=glue.rate_limited,
         refutations=node.membership.refutations, probes=detector.probes_sent,
         probes_cleared=detector.cleared, probes_skipped=glue.probes_skipped,
-        bytes_sent=glue.bytes_sent, interests=-1 if mine is None else len(mine))
+        bytes_sent=glue.bytes_sent, interests=-1 if mine is None else len(mine),
+        records_paced=node.membership.record_pacer.held_total,
+        interests_paced=node.membership.interest_gate.held)
 
 
 def _messages(node: Node) -> MessagesStatus:
