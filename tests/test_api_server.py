@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 import trio
 
+from p2pnode.api import server as api_server
 from p2pnode.client import BlockingClient, open_client
 from p2pnode.config.settings import MIN_FRAME
 from p2pnode.errors import SocketInUse
 from p2pnode.node import Node
+from p2pnode.wire.messages import decode_kept_body
 
 from .conftest import loopback_config, running_nodes
 
@@ -308,3 +310,27 @@ async def test_on_deliver_callbacks_get_messages_no_app_subscribed_to(node: Node
     node.on_deliver.remove(got.append)
     node.publish("nobody", b"z", defer_flush=True)
     assert len(got) == 1
+
+
+async def test_publishes_an_app_sent_ahead_are_signed_together(
+        short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publishes that fill several reads of the socket, all sent before the node reads
+    the first: one signed batch for all of them, not one per read, nor one per turn
+    given to other tasks between two lines."""
+    monkeypatch.setattr(api_server, "TURN_BUDGET", 0.0)  # a turn between all lines
+    async with running_nodes([loopback_config(short_tmp, "a")]) as (node,):
+        with trio.fail_after(10):
+            line = b'{"op":"publish","topic":"q","data":"' + b"x" * 200 + b'","ack":false}\n'
+            blob = line * 500 + b'{"op":"sync","id":"s"}\n'  # about 120 KiB: 2 reads
+            raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            raw.connect(str(node.config.socket_path))
+            raw.setblocking(False)
+            assert raw.send(blob) == len(blob)  # all of it waits before the node reads
+            conn = LineConn(trio.SocketStream(trio.socket.from_stdlib_socket(raw)))
+            assert (await conn.line())["id"] == "s"
+            batches = [entry for entry in node.router.history
+                       if decode_kept_body(entry.batch.body).items[0].topic == "q"]
+            assert sum(len(decode_kept_body(e.batch.body).items) for e in batches) == 500
+            assert len(batches) == 1
+            await conn.stream.aclose()

@@ -395,3 +395,50 @@ def test_an_announcement_s_age_is_left_out_unless_set_and_old_decoders_skip_it()
     decoded = decode_message(msgspec.msgpack.encode(IHave([Announce(key, 3, 1500)])))
     assert isinstance(decoded, IHave)
     assert decoded.batches[0].age == 1500
+
+
+def test_a_leaf_checks_no_signature_of_a_batch_straight_from_its_origin() -> None:
+    # 0 - 1 - 2 and 1 - 3 (TLS links: 1 takes 0's batches on the strength of the link)
+    sim = routed_sim(4, [(0, 1), (1, 2), (1, 3)], {1: {"a"}, 2: {"b"}})
+    checks: list[bool] = []
+    verifier = Verifier(1 << 20)
+
+    def verify(batch: Batch, *, check_signature: bool = True) -> BatchBody:
+        checks.append(check_signature)
+        return verifier.verify(batch, check_signature=check_signature)
+
+    me = sim.routers[1]
+    origin, peer2 = sim.ids[0], sim.ids[2]
+    leaf, _ = routed(sim, 0, 1, "a")  # 1 wants "a" and is the tree's only node
+    forged, _ = routed(sim, 0, 2, "a")
+    forged = msgspec.structs.replace(forged, sig=bytes(64))
+    relayed, _ = routed(sim, 0, 3, "b")  # 1 passes "b" on to 2
+    bad_relayed, _ = routed(sim, 0, 4, "b")
+    bad_relayed = msgspec.structs.replace(bad_relayed, sig=bytes(64))
+    for batch in (leaf, forged):  # delivered; nobody else gets it: nothing to check
+        actions = me.on_batch(batch, origin, 0.0, verify, authenticated=True)
+        assert [type(a).__name__ for a in actions] == ["Deliver"]
+    assert checks == [False, False]
+    # a batch it passes on is checked first: a forged one goes nowhere, closes the link
+    actions = me.on_batch(relayed, origin, 0.0, verify, authenticated=True)
+    assert [(type(a).__name__, getattr(a, "peers", None)) for a in actions] == [
+        ("Forward", (peer2,))]
+    assert checks == [False, False, False, True]
+    actions = me.on_batch(bad_relayed, origin, 0.0, verify, authenticated=True)
+    assert [type(a).__name__ for a in actions] == ["Disconnect"]
+    assert bad_relayed.origin + bad_relayed.id not in me.history
+
+
+def test_a_relay_may_bring_any_number_of_batches_of_an_origin_already_seen() -> None:
+    # 0 - 1 - 2: node 2 gets 0's batches through 1 only. The limit on new origins a
+    # peer brings (100/s, 1,024 at once) counts an origin once, streams or not.
+    sim = routed_sim(3, [(0, 1), (1, 2)], {2: {"a"}})
+    me, verify = sim.routers[2], Verifier(1 << 20).verify
+    prev = 0
+    for k in range(1, 1_501):
+        batch, body = routed(sim, 0, k, "a", tprev=prev)
+        prev = body.seq
+        me.on_batch(msgspec.structs.replace(batch, hops=2), sim.ids[1], 0.0, verify)
+    assert me.stats.new_origin_limited == 0
+    assert me.interest is not None
+    assert me.interest.stats.wanted == 1_500

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .benchrun import run_json
+from .benchrun import package_copy, run_json
 
 BENCH = Path(__file__).resolve().parent.parent / "scripts" / "mesh_topics.py"
 
@@ -60,3 +60,18 @@ def test_mesh_topics_small_json() -> None:
     assert interest["interest.routed"] > 0  # the interest mesh routed by its trees
     assert interest["api.events_dropped"] == 0
     assert report["counters"]["tree"]["interest.routed"] == 0
+
+
+def test_mesh_topics_ab_against_the_same_code(tmp_path: Path) -> None:
+    script = BENCH.with_name("mesh_topics_ab.py")
+    cmd = [sys.executable, str(script), "--base", str(package_copy(tmp_path)),
+           "--messages", "2000",
+           "--mesh-messages", "1000", "--rounds", "1", "--timeout", "30", "--json"]
+    report = run_json(cmd, "mesh_topics_ab.py", timeout=240)
+    assert report["ok"] is True
+    assert report["problems"] == []
+    rates = report["msgs_per_s"]
+    assert sorted(rates) == ["interest_base", "interest_new", "mesh10_base", "mesh10_new"]
+    assert all(rate > 0 for rate in rates.values())
+    assert report["new_interest_to_base_mesh10"] == pytest.approx(
+        rates["interest_new"] / rates["mesh10_base"], rel=1e-2)

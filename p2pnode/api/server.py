@@ -73,6 +73,9 @@ log = logging.getLogger("p2pnode.api")
 #: The longest the server handles one client's request lines before it lets other
 #: tasks (links, other clients) run (seconds of real time).
 TURN_BUDGET = 0.002
+#: While an app has sent more than the node has read, its publishes of up to this many
+#: bytes of requests (several reads) are signed together: fewer, fuller batches.
+COALESCE_BYTES = 256 * 1024
 
 
 class ApiBackend(RequestBackend, StoreInfo, Protocol):
@@ -288,6 +291,8 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
         """Read request lines and answer them in order, until EOF or a too-large line."""
         max_line = self.config.max_request_line
         buf = b""
+        unsigned = 0  # bytes read since this connection's publishes were last flushed
+        unsubmitted = 0  # ... and its publishes since (their replies wait for the store)
         while not (session.out.closing or session.said_bye):  # bye: nothing more is read
             data = await session.receive()
             if not data:
@@ -307,8 +312,17 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
             # takes them without waiting (the writer task sends the rest).
             session.out.try_send(session.fd)
             session.out.wake()  # what the socket did not take (the replies woke no task)
-            if self.stats.published != published:
-                self.backend.flush()  # one signed batch per read (publish deferred it)
+            if self.stats.published != published or unsigned:
+                unsigned += len(data)
+                unsubmitted += self.stats.published - published
+            if unsigned and unsigned < COALESCE_BYTES and session.waiting() and \
+                    session.gate.waiting + unsubmitted <= self.config.client_queue_bytes // 256:
+                continue  # the app sent more already: its messages join the same batches
+            unsubmitted = 0
+            flushed = unsigned > 0
+            if flushed:
+                unsigned = 0
+                self.backend.flush()  # one signed batch (per topic) per read or reads
             self._submit(session)  # their replies wait until the store has the batches
             if self._confirming is not None:  # written at once: no thread, no wake-up
                 filled = self.confirmer.confirm_now(self._confirming)
@@ -322,7 +336,7 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
             await session.out.wait_writable()
             await session.order.wait_room(self.config.client_queue_bytes // 2)
             await session.gate.wait_room(self.config.client_queue_bytes // 256)
-            if self.stats.published != published:
+            if flushed:
                 # Backpressure: a fast publisher waits while the links fill up.
                 await self.backend.wait_links_writable()
 
@@ -339,7 +353,7 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
         self._now = trio.current_time()
         for line in lines:
             if time.perf_counter() - turn > TURN_BUDGET:
-                self.backend.flush()
+                # Not signed yet: the read's publishes share their batches all the same.
                 session.out.wake()
                 await trio.lowlevel.checkpoint()
                 turn = time.perf_counter()

@@ -3,7 +3,9 @@ and the API server's counters (``ApiStats``)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import termios
 from dataclasses import dataclass
 
 import trio
@@ -70,6 +72,13 @@ class Session:
         if seen.pop(msg_id[:8], None) is not None and not seen:
             self.seen = None
         return True
+
+    def waiting(self) -> bool:
+        """Whether the app has sent bytes that are not read yet (False if unknown)."""
+        try:
+            return fcntl.ioctl(self.fd, termios.FIONREAD, b"\0\0\0\0") != b"\0\0\0\0"
+        except OSError:
+            return False
 
     async def receive(self) -> bytes:
         """The next bytes the app sent, up to ``RECEIVE_SIZE`` (b"": it closed), read

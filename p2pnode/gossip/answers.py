@@ -128,12 +128,16 @@ def on_fetch(router: Router, msg: Fetch, from_peer: bytes, now: float,
     return actions
 
 
-def pass_back(router: Router, batch: Batch, body: BatchBody) -> list[Action]:
+def pass_back(router: Router, batch: Batch, body: BatchBody,
+              verify: Verify | None) -> list[Action] | None:
     """A new batch of a stream came: send it to the peers that asked for it (a Fetch
-    this node asked on toward the origin)."""
+    this node asked on toward the origin). ``verify``: the batch's signature is not
+    checked yet (taken on the strength of its link): check it first; None if bad."""
     waiters = router.fetches.got((batch.origin, body.epoch, body.seq))
     if not waiters:
         return []
+    if verify is not None and not router.check(batch, verify):
+        return None
     router.fetches.stats.answered += len(waiters)
     copy = _hopped(router, batch)
     return [Send(peer, [copy]) for peer in waiters if router.is_linked(peer)]

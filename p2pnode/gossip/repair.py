@@ -39,6 +39,10 @@ class Missing:
     published: float | None = None
 
 
+#: What ``MissingBatches.take`` gives for a batch nobody announced (never changed).
+NOT_ANNOUNCED = Missing(0.0, 0)
+
+
 class MissingBatches:
     """The announced batches not received yet, by key.
 
@@ -101,6 +105,10 @@ class MissingBatches:
             else:
                 self._by_first.pop(missing.first, None)
         return missing
+
+    def take(self, key: bytes) -> Missing:
+        """``forget``, with ``NOT_ANNOUNCED`` for a batch that was not announced."""
+        return self.forget(key) or NOT_ANNOUNCED
 
     def next_deadline(self) -> float | None:
         """The earliest deadline (None: nothing is missing)."""

@@ -231,7 +231,8 @@ class Router:
             stats.hop_limited += 1
             return []
         direct = authenticated and batch.origin == from_peer
-        if batch.origin != from_peer and not self.order.knows(batch.origin):
+        if batch.origin != from_peer and not self.order.knows(batch.origin) \
+                and not self.streams.knows(batch.origin):
             # Each origin tracked costs memory; a peer may bring only so many new ones.
             bucket = self._new_origins.get(from_peer)
             if bucket is not None and not bucket.take(1, now):
@@ -243,29 +244,28 @@ class Router:
             stats.rejected += 1
             return [Disconnect(from_peer, exc.code)] if exc.code == "bad_signature" else []
         self.seen.add(key, now)
-        missing = self.missing.forget(key)
-        published = missing.published if missing is not None else None  # a catch-up
+        missing = self.missing.take(key)
+        published = missing.published  # a catch-up's
         accepted, ready, topic = self._in_order(batch, body, now, from_peer, published)
         if not accepted:
             return self._deliveries(ready, now)
         self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct,
                          id_range=item_id_range([item.id for item in body.items]),
-                         repaired=missing is not None and missing.repair,
+                         repaired=missing.repair,
                          held=self.order.is_held(batch.origin, body.epoch, body.seq),
                          topic=topic, published=published)
         actions = self._deliveries(ready, now)
-        announce_only = missing is not None and self._was_announced(missing, batch,
-                                                                     from_peer, actions)
+        announce_only = self._was_announced(missing, batch, from_peer, actions)
         if body.to == self.node_id:
             return actions
-        if direct and batch.hops < self.max_hops and any(
-                p != from_peer for p in self._peers) and not self.check(batch, verify):
-            # Delivered (the link vouches for it), but not passed on, nor kept.
-            return [*actions, Disconnect(from_peer, "bad_signature")]
+        unchecked = verify if direct else None  # checked if it goes on (see _spread)
         if body.tprev is not None:  # an answer to a Fetch passed on: back to who asked
-            actions += pass_back(self, batch, body)
+            if (passed := pass_back(self, batch, body, unchecked)) is None:
+                return [*actions, Disconnect(from_peer, "bad_signature")]
+            actions += passed
         return actions + self._spread(batch, from_peer, announce_only=announce_only,
-                                      topic=topic, age=age_ms(now, published))
+                                      topic=topic, age=age_ms(now, published),
+                                      verify=unchecked)
 
     def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes,
                   published: float | None
@@ -360,11 +360,15 @@ class Router:
 
     def _spread(self, batch: Batch, from_peer: bytes | None, *,
                 announce_only: bool = False, topic: str | None = None,
-                age: int | None = None) -> list[Action]:
+                age: int | None = None, verify: Verify | None = None) -> list[Action]:
         """Push ``batch`` on eager links and announce it on lazy ones (on all of them
         with ``announce_only``; never back to ``from_peer``), under the hop limit. A
         routed batch (``topic``) goes only toward the members that want it; one caught
-        up (``age``: published that many ms ago) is only announced, with its age."""
+        up (``age``: published that many ms ago) is only announced, with its age. With
+        ``verify``, a batch not yet checked (taken on the strength of its link: see
+        ``on_batch``) is checked before it is pushed or announced: one that fails goes
+        nowhere and closes ``from_peer``'s link. A leaf of its interest tree, which
+        sends it to nobody, never pays for the signature."""
         if batch.hops >= self.max_hops:
             if from_peer is not None:
                 self.stats.hop_limited += 1
@@ -375,6 +379,10 @@ class Router:
         eager, lazy = targets or self._tree_targets(batch.origin, from_peer)
         if announce_only or age is not None:
             eager, lazy = [], eager + lazy
+        if (eager or lazy) and verify is not None and from_peer is not None \
+                and not self.check(batch, verify):
+            # Delivered (the link vouches for it), but not passed on, nor kept.
+            return [Disconnect(from_peer, "bad_signature")]
         hops = batch.hops + 1
         if lazy:
             self.announce(Announce(batch.origin + batch.id, hops, age), lazy,

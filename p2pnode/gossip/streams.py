@@ -68,10 +68,15 @@ class StreamOrder(Generic[T]):
         #: (origin, topic) -> the newest run of the origin seen with a stream on it
         #: (at most ``max_streams``, the oldest noted out first).
         self._runs: dict[tuple[bytes, str | None], int] = {}
+        self._origins: dict[bytes, int] = {}  # origin -> how many of its streams are kept
         self._held = 0
 
     def __len__(self) -> int:
         return len(self._streams)
+
+    def knows(self, origin: bytes) -> bool:
+        """Whether a stream of ``origin`` is kept (a batch of it was seen)."""
+        return origin in self._origins
 
     @property
     def held_count(self) -> int:
@@ -120,6 +125,7 @@ class StreamOrder(Generic[T]):
 
     def _new(self, key: StreamKey, last: int) -> _Stream[T]:
         stream = self._streams[key] = _Stream(last)
+        self._origins[key[0]] = self._origins.get(key[0], 0) + 1
         runs, run = self._runs, (key[0], key[2])
         runs.pop(run, None)
         runs[run] = max(key[1], runs.get(run, 0))
@@ -185,7 +191,11 @@ class StreamOrder(Generic[T]):
 
     def _forget_oldest(self) -> list[T]:
         """Forget the least recently used stream; its held batches go out, in order."""
-        _, stream = self._streams.popitem(last=False)
+        (origin, _, _), stream = self._streams.popitem(last=False)
+        if self._origins[origin] == 1:
+            del self._origins[origin]
+        else:
+            self._origins[origin] -= 1
         self._held -= len(stream.held)
         self.stats.forgotten += 1
         return [item for _, item in sorted(stream.held.values(), key=lambda held: held[0])]
