@@ -4,9 +4,14 @@ retained messages checked, then replayed before its reply (``replaying.Replayer`
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
 import trio
 
 from ..config.settings import NodeConfig
+from ..gossip.interest import summarize
+from .durables import Durables
 from .protocol import ApiError, Scalar, Subscribe, encode_reply, parse_seen, parse_since
 from .replaying import Replayer, ReplayRequest, rate_error
 from .session import ApiStats, Session
@@ -25,9 +30,29 @@ class SubscribeOps:
     stats: ApiStats
     _subs: Subscribers[Session]
     _replayer: Replayer
+    durables: Durables
+    on_interest: Callable[[], None] | None
+
+    def interest(self) -> list[str] | None:
+        """What this node's apps subscribe to, as its member record says it: the topic
+        names and patterns of the sessions and of the durable subscriptions (each once,
+        sorted: ``gossip.interest.summarize``), or None for every topic (an all-topics
+        subscriber, or more than ``MAX_PATTERNS``)."""
+        live = self._subs.subscriptions()
+        durable = self.durables.topics.values()
+        if live is None or not all(durable):
+            return None
+        return summarize(itertools.chain(live, *durable))
+
+    def live_interest(self) -> list[str] | None:
+        """What the sessions subscribe to (``interest`` without the durable
+        subscriptions), each once, sorted; None: every topic, or too many."""
+        live = self._subs.subscriptions()
+        return None if live is None else summarize(live)
 
     def _interest_changed(self) -> None:
-        raise NotImplementedError
+        if self.on_interest is not None:
+            self.on_interest()
 
     def _send_event(self, session: Session, line: bytes) -> None:
         raise NotImplementedError
