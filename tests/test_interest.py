@@ -83,6 +83,17 @@ def test_the_cache_is_kept_until_a_change_and_each_change_bumps_the_version() ->
     assert idx.version == version + 3
 
 
+def test_grown_counts_only_the_changes_that_may_add_a_member_to_a_topic() -> None:
+    idx = Interests()
+    steps = [(A, ["a"], 1), (A, ["a", "b/+"], 2), (A, ["b/+"], 2), (A, [], 2),
+             (B, [], 2), (B, None, 3), (B, ["x"], 3), (C, None, 4)]
+    for node, patterns, grown in steps:
+        idx.set(node, patterns)
+        assert idx.grown == grown, (node, patterns)
+    idx.remove(C)
+    assert idx.grown == 4
+
+
 def test_the_cache_is_bounded_and_equal_results_are_held_once() -> None:
     idx = Interests()
     idx.set(A, None)

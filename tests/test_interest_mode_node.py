@@ -115,17 +115,25 @@ def knows_everything(nodes: list[Node], wants: dict[int, str],
     return True
 
 
+async def subscribed(nodes: list[Node], subs: dict[int, list[str]],
+                     wants: dict[int, str]) -> list[list[str]]:
+    """Nodes in a line, linked, with ``subs`` (node: topics) subscribed, once every node
+    knows the links and ``wants``: the topics each node delivers from then on."""
+    await wait_linked(nodes, line_edges(len(nodes)))
+    for i, topics in subs.items():
+        subscribe(nodes[i], topics)
+    await wait_until(lambda: knows_everything(nodes, wants))
+    got: list[list[str]] = [[] for _ in nodes]
+    for i, node in enumerate(nodes):
+        node.on_deliver.append(lambda msg, i=i: got[i].append(msg.topic))
+    return got
+
+
 async def test_a_routed_message_reaches_only_the_way_to_its_subscribers(
-        short_tmp: Path) -> None:
+        short_tmp: Path, autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(60):
         async with interest_line(short_tmp, 5) as nodes:
-            await wait_linked(nodes, line_edges(5))
-            subscribe(nodes[2], ["a"])
-            subscribe(nodes[4], ["b/+"])
-            await wait_until(lambda: knows_everything(nodes, {2: "a", 4: "b/x"}))
-            got: list[list[str]] = [[] for _ in nodes]
-            for i, node in enumerate(nodes):
-                node.on_deliver.append(lambda msg, i=i: got[i].append(msg.topic))
+            got = await subscribed(nodes, {2: ["a"], 4: ["b/+"]}, {2: "a", 4: "b/x"})
             nodes[0].publish("a", b"1")
             nodes[0].publish("b/x", b"2")
             nodes[0].publish("nobody", b"3")
@@ -143,7 +151,7 @@ async def test_a_routed_message_reaches_only_the_way_to_its_subscribers(
 
 
 async def test_a_message_lost_with_a_link_is_fetched_and_the_way_round_taken(
-        short_tmp: Path) -> None:
+        short_tmp: Path, autojump_clock: trio.testing.MockClock) -> None:
     net = MemoryNetwork()
     edges = ring_edges(6)  # 0-1-2-3-4-5-0: from 0 to 2 by 1, or by 5, 4, 3
     with trio.fail_after(120):
@@ -167,3 +175,21 @@ async def test_a_message_lost_with_a_link_is_fetched_and_the_way_round_taken(
             two = nodes[2].router
             assert two.streams.stats.gaps == 0
             assert two.fetches.stats.asked == 1
+
+
+async def test_a_node_with_an_all_topics_subscriber_gets_every_routed_message(
+        short_tmp: Path, autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(60):
+        async with interest_line(short_tmp, 4) as nodes:
+            got = await subscribed(nodes, {1: ["a"], 3: []}, {1: "a", 3: "b/x"})  # 3: all
+            assert all(n.membership.interests.of(nodes[3].node_id) is None for n in nodes)
+            for topic in ("a", "b/x", "c/d/e"):
+                nodes[0].publish(topic, b"1")
+            await wait_until(lambda: len(got[3]) == 3)
+            await trio.sleep(1)
+            assert got[3] == ["a", "b/x", "c/d/e"]
+            assert got[1] == ["a"]
+            assert got[2] == []  # passed everything on to node 3, delivered nothing
+            stats = [node.router.interest.stats for node in nodes]  # type: ignore[union-attr]
+            assert [s.wanted for s in stats] == [0, 1, 0, 3]
+            assert [s.relayed for s in stats] == [0, 2, 3, 0]

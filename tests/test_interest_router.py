@@ -11,7 +11,18 @@ import pytest
 
 from p2pnode.errors import RemoteProtocolError
 from p2pnode.gossip.signing import Verifier, make_batch
-from p2pnode.wire.messages import Batch, BatchBody, Fetch, Item, decode_body, is_routed
+from p2pnode.wire.messages import (
+    Announce,
+    Batch,
+    BatchBody,
+    Fetch,
+    IHave,
+    Item,
+    decode_body,
+    decode_message,
+    encode_message,
+    is_routed,
+)
 
 from .gossip_sim import Sim, distances, random_connected
 
@@ -24,6 +35,7 @@ class FakeInterests:
     def __init__(self, wants: dict[bytes, set[str]]) -> None:
         self.table = wants
         self.version = 1
+        self.grown = 1
 
     def matching(self, topic: str) -> frozenset[bytes]:
         return frozenset(n for n in self.table if self.wants(n, topic))
@@ -322,6 +334,67 @@ def test_a_member_that_wants_everything_costs_one_branch_of_each_tree() -> None:
     extra = after - before
     assert len(extra) <= distances(n, edges, 7)[19]
     assert all(greedy.received[(i, batch2.id)] == 1 for i in after)
+
+
+class Starts:
+    """When a node's subscriptions began (``LocalInterest`` stand-in)."""
+
+    def __init__(self, start: float) -> None:
+        self.newest = start
+
+    def start(self, topic: str) -> float | None:
+        return self.newest
+
+
+@pytest.mark.parametrize("subscribed_at", [0.5, 2.0])
+def test_a_member_that_comes_to_want_a_topic_is_caught_up_from_its_start(
+        subscribed_at: float) -> None:
+    """Nobody wanted "a" when node 0 published at 1.0; then node 5 does, having
+    subscribed at ``subscribed_at``: the batch is announced with its age toward node 5,
+    which delivers it only if it was published after that."""
+    sim = routed_sim(8, LINE, {})
+    sim.now = 1.0
+    batch, body = routed(sim, 0, 1, "a")
+    sim.publish(0, batch, body)
+    sim.run()
+    assert receivers(sim, batch.id) == set()
+    routing = sim.routers[5].interest
+    assert routing is not None
+    routing.local = Starts(subscribed_at)
+    interests = routing.interests
+    assert isinstance(interests, FakeInterests)
+    interests.table[sim.ids[5]] = {"a"}
+    interests.version += 1
+    interests.grown += 1
+    sim.now = 3.0
+    sim.run()
+    assert receivers(sim, batch.id) == {1, 2, 3, 4, 5}  # by the way to node 5 only
+    caught_up = subscribed_at < 1.0
+    assert delivered_to(sim, batch.id) == ({5} if caught_up else set())
+    assert routing.stats.early == (0 if caught_up else 1)
+    assert sim.routers[0].interest.stats.caught_up == 1  # type: ignore[union-attr]
+    sim.run()  # a later change of the interests announces nothing again
+    interests.version += 1
+    interests.grown += 1
+    sim.run()
+    assert sim.routers[0].interest.stats.caught_up == 1  # type: ignore[union-attr]
+
+
+def test_an_announcement_s_age_is_left_out_unless_set_and_old_decoders_skip_it() -> None:
+    key = b"k" * 32
+    assert encode_message(IHave([Announce(key, 1)])) == encode_message(
+        IHave([Announce(key, 1, None)]))
+
+    class OldAnnounce(msgspec.Struct, array_like=True):  # protocol 6's
+        key: bytes
+        hops: int
+
+    raw = msgspec.msgpack.encode(Announce(key, 3, 1500))
+    assert msgspec.msgpack.decode(raw, type=OldAnnounce) == OldAnnounce(key, 3)
+    assert len(raw) > len(msgspec.msgpack.encode(Announce(key, 3)))
+    decoded = decode_message(msgspec.msgpack.encode(IHave([Announce(key, 3, 1500)])))
+    assert isinstance(decoded, IHave)
+    assert decoded.batches[0].age == 1500
 
 
 def test_a_leaf_checks_no_signature_of_a_batch_straight_from_its_origin() -> None:

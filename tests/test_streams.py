@@ -62,3 +62,34 @@ def test_bounds_release_rather_than_drop() -> None:
     out = s.add(B, 41, 40, "b41", 0.0)  # a fourth held: B's first gap is given up
     assert out == ["b11"]
     assert s.held_count == 3
+
+
+def test_a_new_subscription_waits_for_what_catch_up_brings_or_skips() -> None:
+    s: StreamOrder[str] = StreamOrder(1.0)
+    assert s.add(A, 9, 7, "a9", 0.0, wait=True) == []  # 7 may be after the subscribe
+    assert not s.started(A)
+    assert s.add(A, 7, 0, "a7", 0.2) == ["a7", "a9"]  # caught up: in order
+    assert s.started(A)
+    assert s.add(B, 9, 7, "b9", 0.0, wait=True) == []
+    assert s.skip(B, 7) == ["b9"]  # 7 came before the subscription: not delivered
+    other = (b"p" * 16, 1, "a")
+    assert s.add(other, 5, 3, "p5", 0.0, wait=True) == []
+    assert s.tick(1.0) == ["p5"]  # nothing came: given up after the hold
+    assert s.add(other, 8, 0, "p8", 2.0, wait=True) == ["p8"]  # tprev 0: no wait
+
+
+def test_a_restarted_origins_new_stream_waits_for_its_start() -> None:
+    s: StreamOrder[str] = StreamOrder(1.0)
+    s.add(A, 3, 0, "a3", 0.0)
+    new_run = (A[0], 2, "a")
+    assert s.add(new_run, 4, 2, "n4", 1.0) == []  # the origin restarted: 2 is missing
+    assert s.add(new_run, 2, 0, "n2", 1.1) == ["n2", "n4"]
+    assert s.add((b"q" * 16, 2, "a"), 4, 2, "q4", 1.0) == ["q4"]  # unknown origin: late join
+
+
+def test_a_restarted_node_s_streams_go_on_from_its_store() -> None:
+    s: StreamOrder[str] = StreamOrder(1.0)
+    s.seed(A, 5)
+    assert s.add(A, 9, 7, "a9", 0.0) == []  # 7 was published while the node was away
+    assert s.add(A, 7, 5, "a7", 0.1) == ["a7", "a9"]
+    assert s.add(B, 4, 2, "b4", 0.0) == ["b4"]  # not in the store: starts as usual

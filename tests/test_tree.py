@@ -601,10 +601,10 @@ def test_one_announcer_cannot_fill_the_missing_table() -> None:
     r = make_router(me, mode="tree", peers=(bad, good), max_missing=100)
     junk = [Announce(bytes([7]) * 16 + k.to_bytes(16, "big"), 1) for k in range(500)]
     r.on_message(IHave(junk), bad, 0.0, no_verify)
-    assert len(r._missing) == 25  # a quarter of the table per announcer
+    assert len(r.missing) == 25  # a quarter of the table per announcer
     key = b"\x05" * 32
     r.on_message(IHave([Announce(key, 1)]), good, 0.0, no_verify)
-    assert key in r._missing
+    assert key in r.missing
     # Grafting made-up origins creates no tree state for them.
     r.tick(1.0)
     assert not r.trees

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
-import itertools
 import logging
 import os
 import time
@@ -23,7 +22,6 @@ import trio
 
 from ..config.settings import NodeConfig
 from ..errors import ConfigError
-from ..gossip.interest import summarize
 from ..gossip.retained import RetainedReplay
 from ..members import Membership
 from ..ratelimit import TokenBucket
@@ -138,21 +136,6 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
                 self._group = grp.getgrnam(config.api_group)
             except KeyError:
                 raise ConfigError(f"api group {config.api_group!r} does not exist") from None
-
-    def interest(self) -> list[str] | None:
-        """What this node's apps subscribe to, as its member record says it: the topic
-        names and patterns of the sessions and of the durable subscriptions (each once,
-        sorted: ``gossip.interest.summarize``), or None for every topic (an all-topics
-        subscriber, or more than ``MAX_PATTERNS``)."""
-        live = self._subs.subscriptions()
-        durable = self.durables.topics.values()
-        if live is None or not all(durable):
-            return None
-        return summarize(itertools.chain(live, *durable))
-
-    def _interest_changed(self) -> None:
-        if self.on_interest is not None:
-            self.on_interest()
 
     # -- serving -------------------------------------------------------------------
 

@@ -24,6 +24,10 @@ class InterestStatus(Section):
     unwanted: Annotated[int, _counter(
         "routed batches published here that no other member wants, or received when no "
         "member wants them any more (sent to nobody)")]
+    caught_up: Annotated[int, _counter("announcements of recent routed batches to members "
+                                       "that came to want them after they went by")]
+    early: Annotated[int, _counter("batches caught up here but published before this "
+                                   "node's subscription began (not delivered)")]
     streams: Annotated[int, _gauge("streams (origin, run, topic) kept in order")]
     stream_held: Annotated[int, _counter(
         "batches that waited for an earlier one of their stream")]

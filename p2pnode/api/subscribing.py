@@ -4,9 +4,14 @@ retained messages checked, then replayed before its reply (``replaying.Replayer`
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
 import trio
 
 from ..config.settings import NodeConfig
+from ..gossip.interest import summarize
+from .durables import Durables
 from .protocol import ApiError, Scalar, Subscribe, encode_reply, parse_seen, parse_since
 from .replaying import Replayer, ReplayRequest, rate_error
 from .session import ApiStats, Session
@@ -25,25 +30,44 @@ class SubscribeOps:
     stats: ApiStats
     _subs: Subscribers[Session]
     _replayer: Replayer
+    durables: Durables
+    on_interest: Callable[[], None] | None
+
+    def interest(self) -> list[str] | None:
+        """What this node's apps subscribe to, as its member record says it: the topic
+        names and patterns of the sessions and of the durable subscriptions (each once,
+        sorted: ``gossip.interest.summarize``), or None for every topic (an all-topics
+        subscriber, or more than ``MAX_PATTERNS``)."""
+        live = self._subs.subscriptions()
+        durable = self.durables.topics.values()
+        if live is None or not all(durable):
+            return None
+        return summarize(itertools.chain(live, *durable))
+
+    def live_interest(self) -> list[str] | None:
+        """What the sessions subscribe to (``interest`` without the durable
+        subscriptions), each once, sorted; None: every topic, or too many."""
+        live = self._subs.subscriptions()
+        return None if live is None else summarize(live)
 
     def _interest_changed(self) -> None:
-        raise NotImplementedError
+        if self.on_interest is not None:
+            self.on_interest()
 
     def _send_event(self, session: Session, line: bytes) -> None:
         raise NotImplementedError
 
     def _subscribe(self, session: Session, topics: list[str], req_id: Scalar) -> None:
-        self._interest_changed()
         if not topics:
             session.all_topics = True
             self._subs.all.add(session)
-            return
-        if len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
+        elif len(session.topics | set(topics)) > MAX_TOPICS_PER_CLIENT:
             raise ApiError("bad_request", f"at most {MAX_TOPICS_PER_CLIENT} topics per client",
                            req_id)
         for topic in topics:
             session.topics.add(topic)
             self._subs.add(session, topic)
+        self._interest_changed()  # after: the node notes when each subscription began
 
     def _check_replay(self, session: Session, topics: list[str], req: Subscribe,
                       retained: bool) -> ReplayRequest:
@@ -82,7 +106,6 @@ class SubscribeOps:
         session.unreported += backlog.dropped  # announced before the next event that fits
 
     def _unsubscribe(self, session: Session, topics: list[str]) -> None:
-        self._interest_changed()
         if not topics:
             session.all_topics = False
             self._subs.all.discard(session)
@@ -90,3 +113,4 @@ class SubscribeOps:
         for topic in topics:
             session.topics.discard(topic)
             self._subs.discard(session, topic)
+        self._interest_changed()

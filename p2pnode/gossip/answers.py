@@ -2,6 +2,7 @@
 own Fetches (kept apart from ``router`` to keep it short; these functions work on a
 ``Router``'s history, peers, trees and routes).
 
+- ``IHave``: note what this node lacks, to graft it.
 - ``Graft``: the batches asked for, from history; the link becomes eager.
 - ``Digest`` (a link opened): announce what the peer lacks (``IHave``, repair).
 - ``Fetch`` (interest mode, ``fetch``, docs/interest.md): a stream's gap, answered
@@ -42,6 +43,38 @@ def on_graft(router: Router, msg: Graft, from_peer: bytes, now: float,
         elif entry.verified or router.check(entry.batch, verify):
             batches.append(_hopped(router, entry.batch))
     return [Send(from_peer, batches)] if batches else []
+
+
+def on_ihave(router: Router, msg: IHave, from_peer: bytes, now: float) -> list[Action]:
+    """Note the announced batches this node lacks (grafted if they do not come in time;
+    a catch-up's at once)."""
+    stats = router.stats
+    stats.ihave_received += len(msg.batches)
+    actions: list[Action] = []
+    wait = router.cfg.graft_timeout
+    if msg.repair:
+        # After a heal every node hears of the same batches at once: spread the grafts
+        # out, so that the first few nodes get each batch and their trees carry it to
+        # the rest before the others' timers run out.
+        wait *= 1 + router.cfg.repair_spread * router.rng.random()
+    for ann in msg.batches:
+        key = ann.key
+        if ann.age is not None:  # a catch-up: graft it now if it is not here
+            if key not in router.seen and router.interest is not None:
+                router.missing.note(key, from_peer, ann.hops, now, repair=False,
+                                   published=now - ann.age / 1000)
+            continue
+        if key in router.seen:
+            entry = router.history.get(key)
+            # Only a fresh batch says anything about the tree: an announcement of one
+            # received long ago comes from a repair, not from a faster path.
+            if (entry is not None and entry.from_peer is not None
+                    and now - entry.time <= router.cfg.graft_timeout):
+                actions += router.maybe_swap(entry.batch.origin, from_peer, ann.hops,
+                                            entry.from_peer, entry.batch.hops)
+            continue
+        router.missing.note(key, from_peer, ann.hops, now + wait, repair=msg.repair)
+    return actions
 
 
 def on_digest(router: Router, msg: Digest, from_peer: bytes, now: float) -> list[Action]:

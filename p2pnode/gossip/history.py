@@ -164,12 +164,14 @@ class History:
     def add(self, batch: Batch, epoch: int, seq: int, now: float,
             from_peer: bytes | None, *, verified: bool = True,
             id_range: tuple[bytes, bytes] = ANY_ID, repaired: bool = False,
-            held: bool = False, topic: str | None = None) -> None:
+            held: bool = False, topic: str | None = None,
+            published: float | None = None) -> None:
         """Keep ``batch`` (a new one: its key is not in history yet). ``id_range``: the
         lowest and highest message id in it (``item_id_range``); by default, unknown.
         ``repaired``: it came in answer to a repair announcement; ``held``: the order
         buffer held it back; ``topic``: a routed batch's (only the peers that want it
-        are told of it). ``now`` should not go backwards; if it does, the entry
+        are told of it); ``published``: when it was published, if known otherwise
+        (a catch-up's, ``gossip.catchup``). ``now`` should not go backwards; if it does, the entry
         counts as arrived at the latest time seen (history stays in time order). When
         history is full, the oldest by publication go, and a batch older than all of
         them is not kept."""
@@ -186,6 +188,8 @@ class History:
         run = self._runs.get(batch.origin) if seq else None
         if run is not None:
             age, rank = run.place(epoch, seq, now, n)
+        if published is not None:
+            age = min(age, published)
         while self._entries and (len(self._entries) >= self.max_batches
                                  or self.bytes + size > self.max_bytes):
             if (age, epoch, seq) < self._oldest()[:3]:

@@ -55,6 +55,10 @@ class Interests:
 
     def __init__(self) -> None:
         self.version = 0
+        #: Goes up on each change that may add a member to a topic's (a member's new
+        #: or wider interest), not on one that only takes members away (catch-up,
+        #: ``gossip.catchup``, looks again only then).
+        self.grown = 0
         self._of: dict[bytes, tuple[str, ...] | None] = {}  # member -> patterns (None: all)
         self._all: set[bytes] = set()  # members of every topic
         self._exact: dict[str, set[bytes]] = {}  # topic name -> members
@@ -85,6 +89,9 @@ class Interests:
         for pattern in new or ():
             if (problem := subscription_problem(pattern)) is not None:
                 raise ValueError(problem)
+        old = self._of.get(node_id, ())
+        if old is not None and (new is None or not set(new) <= set(old)):
+            self.grown += 1
         self._drop(node_id)
         self._of[node_id] = new
         if new is None:

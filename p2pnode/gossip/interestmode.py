@@ -16,6 +16,11 @@ from typing import Protocol
 
 from ..wire.messages import BatchBody, is_routed
 
+#: Seconds: a routed batch published this recently is announced to the members that
+#: came to want its topic since it went by (``catchup``).
+CATCH_UP = 10.0
+MAX_KNOWN = 4096  # topics whose wanting members ``InterestRouting.known`` keeps
+
 
 class InterestSource(Protocol):
     """Which members want which topics (``gossip.interest.Interests``)."""
@@ -23,9 +28,21 @@ class InterestSource(Protocol):
     @property
     def version(self) -> int: ...  # changes whenever an interest changes
 
+    @property
+    def grown(self) -> int: ...  # changes whenever a member may want more topics
+
     def matching(self, topic: str) -> frozenset[bytes]: ...
 
     def wants(self, node_id: bytes, topic: str) -> bool: ...
+
+
+class SubscriptionStarts(Protocol):
+    """When this node's subscriptions began (``node.interests.LocalInterest``)."""
+
+    @property
+    def newest(self) -> float: ...  # when the newest of them began
+
+    def start(self, topic: str) -> float | None: ...  # None: no subscription matches
 
 
 class RouteSource(Protocol):
@@ -53,6 +70,10 @@ class InterestStats:
     unrouted: int = 0  # ... as in tree mode: the interests or the graph not known yet
     unwanted: int = 0  # ... published here that no other member wants, or received
     #                    when no member wants them any more (sent to nobody)
+    caught_up: int = 0  # announcements of recent batches to members that came to want
+    #                     them late (``catchup``)
+    early: int = 0  # batches caught up here but published before this node's
+    #                 subscription began (passed on, not delivered)
 
 
 class InterestRouting:
@@ -62,6 +83,14 @@ class InterestRouting:
         self.node_id = node_id
         self.interests: InterestSource | None = None
         self.routes: RouteSource | None = None
+        #: When this node's subscriptions began (its clock; None: not known): set by
+        #: the node (``node.interests.LocalInterest``).
+        self.local: SubscriptionStarts | None = None
+        #: Per recent topic, the members its batches have been going to (those that
+        #: stayed since the first batch sent on, or since the last catch-up,
+        #: ``catchup``; a member that came since is not in it): at most ``MAX_KNOWN``.
+        self.known: dict[str, frozenset[bytes]] = {}
+        self.caught_up = 0  # the interests' ``grown`` when ``catchup`` last looked
         self.stats = InterestStats()
 
     def targets(self, origin: bytes, topic: str, peers: Collection[bytes],
@@ -75,6 +104,17 @@ class InterestRouting:
             self.stats.unrouted += 1
             return None
         wanted = interests.matching(topic)
+        known = self.known
+        had = known.get(topic)
+        if had is None:
+            if len(known) >= MAX_KNOWN:
+                del known[next(iter(known))]
+            known[topic] = wanted
+        elif had is not wanted:  # the interests changed: those gone are no longer
+            # known (if they come back, catch-up sends them what they missed); those
+            # new are not yet (catch-up is due)
+            had = had & wanted
+            known[topic] = wanted if had == wanted else had
         if not wanted or wanted == {self.node_id}:
             if wanted and origin != self.node_id:
                 self.stats.routed += 1  # it reached the one member that wants it: a leaf
@@ -103,6 +143,32 @@ class InterestRouting:
         lazy = [peer for peer in peers if peer in wanted and peer != from_peer
                 and peer not in eager]
         return eager, lazy
+
+    def before_start(self, topic: str, published: float) -> bool:
+        """Whether a batch of ``topic`` published at ``published`` (this node's clock)
+        came before this node's subscription to ``topic`` began (by more than the 1 ms
+        an ``Announce.age`` is rounded to)."""
+        start = self.local.start(topic) if self.local is not None else None
+        return start is not None and published + 0.001 < start
+
+    def wants_here(self, topic: str, now: float) -> bool:
+        """Whether this node wants ``topic``: its record says so, or a subscription
+        that began since (the record follows up to ``INTEREST_EVERY`` later)."""
+        interests = self.interests
+        if interests is None or interests.wants(self.node_id, topic):
+            return True
+        local = self.local
+        return (local is not None and local.newest > now - CATCH_UP
+                and local.start(topic) is not None)
+
+    def young(self, topic: str, now: float) -> bool:
+        """Whether this node's subscription to ``topic`` began less than ``CATCH_UP``
+        seconds before ``now`` (what was published since may still come by catch-up)."""
+        local = self.local
+        if local is None or local.newest <= now - CATCH_UP:
+            return False  # the common case, on the path of every batch: no topic lookup
+        start = local.start(topic)
+        return start is not None and start > now - CATCH_UP
 
     def _off_tree(self, wanted: Iterable[bytes], routes: RouteSource) -> tuple[bytes, ...]:
         """The next hops toward each wanting member by a shortest path (this node is not

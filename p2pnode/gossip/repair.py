@@ -33,6 +33,14 @@ class Missing:
     grafted: bool = False  # we asked an announcer for it
     repair: bool = False  # announced in answer to our Digest (not by a live push)
     first: bytes | None = None  # the first announcer (counted per announcer)
+    #: A catch-up announcement's (``Announce.age``): when the batch was published, on
+    #: this node's clock, as the announcers know it (the earliest of their estimates,
+    #: each no earlier than the truth).
+    published: float | None = None
+
+
+#: What ``MissingBatches.take`` gives for a batch nobody announced (never changed).
+NOT_ANNOUNCED = Missing(0.0, 0)
 
 
 class MissingBatches:
@@ -61,9 +69,10 @@ class MissingBatches:
         return origin in self._by_origin
 
     def note(self, key: bytes, peer: bytes, hops: int, deadline: float, *,
-             repair: bool) -> None:
+             repair: bool, published: float | None = None) -> None:
         """``peer`` announced the batch ``key``, ``hops`` away from its origin. A new
-        entry waits until ``deadline``; one over the bounds is not kept."""
+        entry waits until ``deadline``; one over the bounds is not kept. ``published``:
+        a catch-up announcement's time of publication (see ``Missing``)."""
         missing = self._entries.get(key)
         if missing is None:
             taken = self._by_first.get(peer, 0)
@@ -75,6 +84,9 @@ class MissingBatches:
             missing = self._entries[key] = Missing(deadline, hops, repair=repair, first=peer)
         if peer not in missing.announcers and len(missing.announcers) < self.max_announcers:
             missing.announcers.append(peer)
+        if published is not None:
+            missing.published = min(published, missing.published or published)
+            missing.deadline = min(missing.deadline, deadline)
 
     def forget(self, key: bytes) -> Missing | None:
         """Drop ``key`` (it came, or it is given up); returns its entry, if any."""
@@ -93,6 +105,10 @@ class MissingBatches:
             else:
                 self._by_first.pop(missing.first, None)
         return missing
+
+    def take(self, key: bytes) -> Missing:
+        """``forget``, with ``NOT_ANNOUNCED`` for a batch that was not announced."""
+        return self.forget(key) or NOT_ANNOUNCED
 
     def next_deadline(self) -> float | None:
         """The earliest deadline (None: nothing is missing)."""

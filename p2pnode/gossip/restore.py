@@ -2,7 +2,8 @@
 that comes again is a duplicate, never handed to apps twice), in history (digests
 tell peers what the node has, so they send only what it lacks; ``since`` and repairs
 find them) and in their origins' order (a peer's later batches wait for the ones
-this node lacks, so that apps get each origin's messages in order across the restart).
+this node lacks, so that apps get each origin's messages in order across the restart),
+and for origins in interest mode in their streams' order (``streams.StreamOrder.seed``).
 
 History in memory holds only the newest of what is stored. The order buffer and the
 digest are told of every number stored (``runs``): a peer whose history reaches
@@ -12,8 +13,9 @@ not fetch them again), and a copy that comes anyway is stale, not new.
 
 from __future__ import annotations
 
-from ..wire.messages import Batch, BatchBody, DigestEntry
+from ..wire.messages import Batch, BatchBody, DigestEntry, is_routed
 from .history import item_id_range
+from .interestmode import routed_topic
 from .router import Router
 
 __all__ = ["Runs", "restore"]
@@ -33,8 +35,13 @@ def restore(router: Router, batches: list[tuple[Batch, BatchBody, float]], now: 
         runs = _runs_of(batches)
     for batch, body, age in batches:
         router.seen.add(batch.origin + batch.id, now)
+        topic = routed_topic(router.interest, body)
         router.history.add(batch, body.epoch, body.seq, min(age, now), None, verified=False,
-                           id_range=item_id_range([item.id for item in body.items]))
+                           id_range=item_id_range([item.id for item in body.items]),
+                           topic=topic)
+        if body.tprev is not None and batch.origin != router.node_id:
+            stream = body.items[0].topic if is_routed(body) else None
+            router.streams.seed((batch.origin, body.epoch, stream), body.seq)
     newest: dict[bytes, int] = {}
     for (origin, epoch), ranges in runs.items():
         if origin != router.node_id and epoch > newest.get(origin, -1):

@@ -47,10 +47,11 @@ from ..wire.messages import (
     is_routed,
 )
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
-from .answers import ask, on_digest, on_fetch, on_graft, pass_back
+from .answers import ask, on_digest, on_fetch, on_graft, on_ihave, pass_back
+from .catchup import age_ms, catch_up, catch_up_due
 from .fetch import Fetches
 from .history import History, item_id_range, merge_digests
-from .interestmode import InterestRouting, routed_topic, wants
+from .interestmode import InterestRouting, routed_topic
 from .order import OrderBuffer
 from .repair import Missing, MissingBatches, RepairWatch, chunks
 from .routerconfig import GossipMode, RouterConfig, RouterStats, gossip_mode
@@ -90,13 +91,13 @@ class Router:
         self._lazy = self.trees.lazy  # origin -> its lazy peers (read on the hot path)
         self._ihave: dict[bytes, list[Announce]] = {}  # lazy announcements not yet sent
         self._repair_ihave: dict[bytes, list[Announce]] = {}  # ... of repaired batches
-        self._missing = MissingBatches(cfg.max_missing, cfg.max_announcers)
+        self.missing = MissingBatches(cfg.max_missing, cfg.max_announcers)
         self._watch = RepairWatch(cfg.repair_grace, cfg.order_hold / 2)
         self.digested: set[bytes] = set()  # peers whose Digest was answered (this link)
         #: What the node's store held when it started (``gossip.restore``), told to
         #: peers in every Digest along with history: they need not send it again.
         self.stored: list[DigestEntry] = []
-        self._rng = random.Random(cfg.seed)
+        self.rng = random.Random(cfg.seed)
 
     # -- peers ------------------------------------------------------------------------
 
@@ -190,7 +191,7 @@ class Router:
             return self.on_batch(msg, from_peer, now, verify,  # type: ignore[arg-type]
                                  authenticated=authenticated)
         if kind is IHave:
-            return self._on_ihave(msg, from_peer, now)  # type: ignore[arg-type]
+            return on_ihave(self, msg, from_peer, now)  # type: ignore[arg-type]
         if kind is Graft:
             return on_graft(self, msg, from_peer, now, verify)  # type: ignore[arg-type]
         if kind is Prune:
@@ -243,19 +244,18 @@ class Router:
             stats.rejected += 1
             return [Disconnect(from_peer, exc.code)] if exc.code == "bad_signature" else []
         self.seen.add(key, now)
-        missing = self._missing.forget(key)
-        accepted, ready, topic = self._in_order(batch, body, now, from_peer)
+        missing = self.missing.take(key)
+        published = missing.published  # a catch-up's
+        accepted, ready, topic = self._in_order(batch, body, now, from_peer, published)
         if not accepted:
             return self._deliveries(ready, now)
         self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct,
                          id_range=item_id_range([item.id for item in body.items]),
-                         repaired=missing is not None and missing.repair,
+                         repaired=missing.repair,
                          held=self.order.is_held(batch.origin, body.epoch, body.seq),
-                         topic=topic)
+                         topic=topic, published=published)
         actions = self._deliveries(ready, now)
-        announce_only = False
-        if missing is not None:
-            announce_only = self._was_announced(missing, batch, from_peer, actions)
+        announce_only = self._was_announced(missing, batch, from_peer, actions)
         if body.to == self.node_id:
             return actions
         unchecked = verify if direct else None  # checked if it goes on (see _spread)
@@ -264,16 +264,19 @@ class Router:
                 return [*actions, Disconnect(from_peer, "bad_signature")]
             actions += passed
         return actions + self._spread(batch, from_peer, announce_only=announce_only,
-                                      topic=topic, verify=unchecked)
+                                      topic=topic, age=age_ms(now, published),
+                                      verify=unchecked)
 
-    def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes
+    def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes,
+                  published: float | None
                   ) -> tuple[bool, list[tuple[Batch, BatchBody]], str | None]:
         """A new batch through its origin's order (``order``), or its stream's for an
         origin in interest mode: whether it is accepted (not a replay), what goes out
-        now, and the topic to route it by (a routed batch, this node in interest mode)."""
+        now, and the topic to route it by (a routed batch, this node in interest mode).
+        ``published``: a batch caught up (``catchup``), when it was published."""
         if body.tprev is not None:
             topic = body.items[0].topic if is_routed(body) else None
-            ready = self._in_stream(batch, body, now, from_peer, topic)
+            ready = self._in_stream(batch, body, now, from_peer, topic, published)
             return True, ready, topic if self.interest is not None else None
         accepted, ready = self.order.add(batch.origin, body.epoch, body.seq, (batch, body),
                                          now, from_peer)
@@ -282,20 +285,33 @@ class Router:
         return accepted, ready, None
 
     def _in_stream(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes,
-                   topic: str | None) -> list[tuple[Batch, BatchBody]]:
+                   topic: str | None, published: float | None
+                   ) -> list[tuple[Batch, BatchBody]]:
         """A batch with ``tprev`` through its stream's order (``streams``; ``topic``: a
         routed batch's, else None): what goes out now. This node may get only some of
         its origin's batches, so the origin's numbers have gaps that are not losses. A
-        routed batch not wanted here goes nowhere here."""
+        routed batch not wanted here, or caught up but published before this node's
+        subscription began, goes nowhere here."""
+        key = (batch.origin, body.epoch, topic)
+        young = False  # this node's subscription to the topic just began
         if topic is not None and self.interest is not None:
-            if not wants(self.interest, self.node_id, topic):
+            if not self.interest.wants_here(topic, now):
                 self.interest.stats.relayed += 1
                 return []  # only passed on: kept in history, not delivered nor stored
+            if published is not None and self.interest.before_start(topic, published):
+                self.interest.stats.early += 1
+                return self.streams.skip(key, body.seq)
             self.interest.stats.wanted += 1
+            young = self.interest.young(topic, now)
+            if young and body.tprev and not self.streams.started(key):
+                before = self.history.find(batch.origin, body.epoch, body.tprev)
+                if before is not None and self.interest.before_start(topic, before.age):
+                    self.streams.skip(key, body.tprev)  # passed on here before the subscribe
         assert body.tprev is not None
-        out = self.streams.add((batch.origin, body.epoch, topic), body.seq, body.tprev,
-                               (batch, body), now)
-        if not out:  # held: ask for the one it follows, unless it comes meanwhile
+        out = self.streams.add(key, body.seq, body.tprev, (batch, body), now, wait=young)
+        if not out and (not young or self.streams.started(key)):  # held: ask for the one
+            # it follows (unless a new subscription's stream waits for its start: catch-up
+            # brings it, or says it came before the subscription)
             self.fetches.want((batch.origin, body.epoch, body.tprev), from_peer, now)
         return out
 
@@ -310,6 +326,8 @@ class Router:
                        actions: list[Action]) -> bool:
         """``batch`` came after an announcement of it: whether to only announce it on
         (not push it); appends a swap to ``actions`` if it came the longer way."""
+        if missing.published is not None:
+            return True  # caught up: announced on, with its age (``catchup``)
         if missing.grafted and missing.repair and self.tree:
             # A batch we asked for after a repair announcement (a partition healed, a
             # new peer): repairs come in bursts, faster than Prunes could come back, so
@@ -318,7 +336,7 @@ class Router:
             return True
         if missing.announcers and not missing.repair:
             # It was announced to us first, by a path shorter than the one it came by?
-            actions += self._maybe_swap(batch.origin, missing.announcers[0], missing.hops,
+            actions += self.maybe_swap(batch.origin, missing.announcers[0], missing.hops,
                                         from_peer, batch.hops)
         return False
 
@@ -342,10 +360,11 @@ class Router:
 
     def _spread(self, batch: Batch, from_peer: bytes | None, *,
                 announce_only: bool = False, topic: str | None = None,
-                verify: Verify | None = None) -> list[Action]:
+                age: int | None = None, verify: Verify | None = None) -> list[Action]:
         """Push ``batch`` on eager links and announce it on lazy ones (on all of them
         with ``announce_only``; never back to ``from_peer``), under the hop limit. A
-        routed batch (``topic``) goes only toward the members that want it. With
+        routed batch (``topic``) goes only toward the members that want it; one caught
+        up (``age``: published that many ms ago) is only announced, with its age. With
         ``verify``, a batch not yet checked (taken on the strength of its link: see
         ``on_batch``) is checked before it is pushed or announced: one that fails goes
         nowhere and closes ``from_peer``'s link. A leaf of its interest tree, which
@@ -358,7 +377,7 @@ class Router:
         if topic is not None and self.interest is not None:
             targets = self.interest.targets(batch.origin, topic, self._peers, from_peer)
         eager, lazy = targets or self._tree_targets(batch.origin, from_peer)
-        if announce_only:
+        if announce_only or age is not None:
             eager, lazy = [], eager + lazy
         if (eager or lazy) and verify is not None and from_peer is not None \
                 and not self.check(batch, verify):
@@ -366,15 +385,21 @@ class Router:
             return [Disconnect(from_peer, "bad_signature")]
         hops = batch.hops + 1
         if lazy:
-            queue = self._repair_ihave if announce_only else self._ihave
-            announce = Announce(batch.origin + batch.id, hops)
-            for peer in lazy:
-                queue.setdefault(peer, []).append(announce)
-            self.stats.ihave_sent += len(lazy)
+            self.announce(Announce(batch.origin + batch.id, hops, age), lazy,
+                          repair=announce_only and age is None)
         if not eager:
             return []
         self.stats.forwarded += len(eager)
         return [Forward(msgspec.structs.replace(batch, hops=hops), tuple(eager))]
+
+    def announce(self, announce: Announce, peers: list[bytes], *, repair: bool = False
+                 ) -> int:
+        """Queue ``announce`` for ``peers`` (sent by ``take_announcements``)."""
+        queue = self._repair_ihave if repair else self._ihave
+        for peer in peers:
+            queue.setdefault(peer, []).append(announce)
+        self.stats.ihave_sent += len(peers)
+        return len(peers)
 
     def _tree_targets(self, origin: bytes,
                       from_peer: bytes | None) -> tuple[list[bytes], list[bytes]]:
@@ -423,31 +448,7 @@ class Router:
                     for peer, anns in pending.items() if peer in self._peers]
         return out
 
-    def _on_ihave(self, msg: IHave, from_peer: bytes, now: float) -> list[Action]:
-        stats = self.stats
-        stats.ihave_received += len(msg.batches)
-        actions: list[Action] = []
-        wait = self.cfg.graft_timeout
-        if msg.repair:
-            # After a heal every node hears of the same batches at once: spread the grafts
-            # out, so that the first few nodes get each batch and their trees carry it to
-            # the rest before the others' timers run out.
-            wait *= 1 + self.cfg.repair_spread * self._rng.random()
-        for ann in msg.batches:
-            key = ann.key
-            if key in self.seen:
-                entry = self.history.get(key)
-                # Only a fresh batch says anything about the tree: an announcement of one
-                # received long ago comes from a repair, not from a faster path.
-                if (entry is not None and entry.from_peer is not None
-                        and now - entry.time <= self.cfg.graft_timeout):
-                    actions += self._maybe_swap(entry.batch.origin, from_peer, ann.hops,
-                                                entry.from_peer, entry.batch.hops)
-                continue
-            self._missing.note(key, from_peer, ann.hops, now + wait, repair=msg.repair)
-        return actions
-
-    def _maybe_swap(self, origin: bytes, shorter: bytes, short_hops: int, longer: bytes,
+    def maybe_swap(self, origin: bytes, shorter: bytes, short_hops: int, longer: bytes,
                     long_hops: int) -> list[Action]:
         """A batch of ``origin`` reached us by ``shorter`` in ``short_hops`` (announced)
         and by ``longer`` (pushed, eager) in ``long_hops``: if the difference is at least
@@ -467,13 +468,16 @@ class Router:
     def has_timers(self) -> bool:
         """Whether ``tick`` has anything to do some time (cheap, unlike
         ``next_deadline``)."""
-        return (len(self._missing) > 0 or self.order.held_count > 0
-                or self.streams.held_count > 0 or self.fetches.next_deadline() is not None)
+        return (len(self.missing) > 0 or self.order.held_count > 0
+                or self.streams.held_count > 0 or self.fetches.next_deadline() is not None
+                or catch_up_due(self))
 
     def next_deadline(self) -> float | None:
         """When ``tick`` should next run (None: nothing is waiting)."""
-        deadline = self.order.next_deadline(self._watch.fetching(None, self._missing))
-        for first in (self._missing.next_deadline(), self.streams.next_deadline(),
+        if catch_up_due(self):
+            return float("-inf")
+        deadline = self.order.next_deadline(self._watch.fetching(None, self.missing))
+        for first in (self.missing.next_deadline(), self.streams.next_deadline(),
                       self.fetches.next_deadline()):
             if first is not None:
                 deadline = first if deadline is None else min(deadline, first)
@@ -481,10 +485,12 @@ class Router:
 
     def tick(self, now: float) -> list[Action]:
         """Graft announced batches that did not come in time; release held batches whose
-        gap was waited for long enough."""
-        grafts, given_up = self._missing.due(now, self._peers, self.cfg.graft_timeout)
+        gap was waited for long enough; catch up the members whose interest changed."""
+        if catch_up_due(self):
+            catch_up(self, now)
+        grafts, given_up = self.missing.due(now, self._peers, self.cfg.graft_timeout)
         self.stats.missing_given_up += given_up
-        fetching = self._watch.fetching(now, self._missing)
+        fetching = self._watch.fetching(now, self.missing)
         actions = self._deliveries(self.order.tick(now, fetching) + self.streams.tick(now), now)
         actions += ask(self, now)
         for peer, keys in grafts.items():

@@ -6,7 +6,13 @@ no loss. Such an origin links each batch to the one before it in the same *strea
 ``StreamOrder`` puts each stream back in order by those links:
 
 - the first batch of a stream that this node sees starts it (as an origin run does in
-  ``order.OrderBuffer``: a node that joins late does not wait for what came before);
+  ``order.OrderBuffer``: a node that joins late does not wait for what came before),
+  unless the node's subscription to its topic just began (``add``'s ``wait``): then it
+  waits for the one it follows, which catch-up (``catchup``) brings if it was
+  published since, or says was published before (``skip``); and unless this node knew
+  an earlier run of the origin's stream (the origin restarted: what it published
+  since is waited for, as a gap); a restarted node's streams go on from the last
+  batch of each in its store (``seed``);
 - a batch whose ``tprev`` is the last one delivered of its stream (or 0: the first,
   or one the origin forgot) goes out, and so do the held batches that follow it;
 - a batch whose ``tprev`` has not come is held, ``hold`` seconds at most; then the
@@ -59,6 +65,9 @@ class StreamOrder(Generic[T]):
         self.max_held = max_held
         self.stats = StreamStats()
         self._streams: OrderedDict[StreamKey, _Stream[T]] = OrderedDict()
+        #: (origin, topic) -> the newest run of the origin seen with a stream on it
+        #: (at most ``max_streams``, the oldest noted out first).
+        self._runs: dict[tuple[bytes, str | None], int] = {}
         self._origins: dict[bytes, int] = {}  # origin -> how many of its streams are kept
         self._held = 0
 
@@ -74,16 +83,20 @@ class StreamOrder(Generic[T]):
         """Batches held in all."""
         return self._held
 
-    def add(self, key: StreamKey, seq: int, tprev: int, item: T, now: float) -> list[T]:
-        """Batch ``seq`` of stream ``key``, linked to ``tprev``: what can go out now."""
+    def add(self, key: StreamKey, seq: int, tprev: int, item: T, now: float, *,
+            wait: bool = False) -> list[T]:
+        """Batch ``seq`` of stream ``key``, linked to ``tprev``: what can go out now.
+        ``wait``: if it is the first of its stream seen, it waits (``hold`` at most) for
+        the one it follows (a subscription that just began: what was published since
+        comes by catch-up, ``catchup``)."""
         stream = self._streams.get(key)
         if stream is None:
-            self._streams[key] = _Stream(seq)
-            self._origins[key[0]] = self._origins.get(key[0], 0) + 1
-            out = [item]
-            if len(self._streams) > self.max_streams:
-                out += self._forget_oldest()
-            return out
+            wait = bool(tprev) and (wait or self._restarted(key))
+            stream = self._new(key, 0 if wait else seq)
+            out = self._forget_oldest() if len(self._streams) > self.max_streams else []
+            if wait:
+                return out + self._hold(stream, seq, tprev, item, now)
+            return [item, *out]
         self._streams.move_to_end(key)
         if seq < stream.last:
             self.stats.late += 1
@@ -93,6 +106,10 @@ class StreamOrder(Generic[T]):
             stream.last = max(stream.last, seq)
             self._drain(stream, out)
             return out
+        return self._hold(stream, seq, tprev, item, now)
+
+    def _hold(self, stream: _Stream[T], seq: int, tprev: int, item: T,
+              now: float) -> list[T]:
         if not stream.held:
             stream.deadline = now + self.hold
         stream.held[tprev] = (seq, item)
@@ -101,6 +118,49 @@ class StreamOrder(Generic[T]):
         if self._held > self.max_held:
             return self._give_up(self._fullest())
         return []
+
+    def _restarted(self, key: StreamKey) -> bool:
+        """Whether an earlier run of ``key``'s origin had a stream on its topic."""
+        return self._runs.get((key[0], key[2]), key[1]) < key[1]
+
+    def _new(self, key: StreamKey, last: int) -> _Stream[T]:
+        stream = self._streams[key] = _Stream(last)
+        self._origins[key[0]] = self._origins.get(key[0], 0) + 1
+        runs, run = self._runs, (key[0], key[2])
+        runs.pop(run, None)
+        runs[run] = max(key[1], runs.get(run, 0))
+        if len(runs) > self.max_streams:
+            del runs[next(iter(runs))]
+        return stream
+
+    def seed(self, key: StreamKey, seq: int) -> None:
+        """This node had batch ``seq`` of stream ``key`` before it restarted (its store):
+        the stream goes on from there."""
+        stream = self._streams.get(key)
+        if stream is None:
+            self._new(key, seq)
+            if len(self._streams) > self.max_streams:
+                self._forget_oldest()
+        elif seq > stream.last:
+            stream.last = seq
+
+    def started(self, key: StreamKey) -> bool:
+        """Whether stream ``key`` has delivered a batch (not waiting for its start)."""
+        stream = self._streams.get(key)
+        return stream is not None and stream.last > 0
+
+    def skip(self, key: StreamKey, seq: int) -> list[T]:
+        """Batch ``seq`` of stream ``key`` is not delivered here (published before this
+        node's subscription began), but what follows it may go out: what can now."""
+        stream = self._streams.get(key)
+        if stream is None:
+            self._new(key, seq)
+            return self._forget_oldest() if len(self._streams) > self.max_streams else []
+        out: list[T] = []
+        if seq > stream.last:
+            stream.last = seq
+            self._drain(stream, out)
+        return out
 
     def _drain(self, stream: _Stream[T], out: list[T]) -> None:
         """Send on the held batches that follow the last one delivered."""

@@ -124,7 +124,7 @@ class Node(AppFacing):
         #: The member list (docs/api.md#members) and its glue to the links.
         self.membership, self.members_glue = member_service(config, identity, self.network_tag,
                                                             self.engine)
-        self.interest = local_interest(self.api, self.membership, self.storing.service)
+        self.interest = local_interest(self.api, self.membership, self.storing.service, self.router)
         self.listen_addr: tuple[str, int] | None = None
         self.links: LinkManager | None = None
         self._ready = trio.Event()

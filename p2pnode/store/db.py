@@ -288,6 +288,14 @@ class MessageStore(DurableTable):
         self._write("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", (epoch,))
         return epoch
 
+    def get_meta(self, key: str) -> int | str | None:
+        """The value kept under ``key`` (None: none): ``epoch``, ``interest``, ..."""
+        return self._meta(key)
+
+    def set_meta(self, key: str, value: int | str) -> None:
+        """Keep ``value`` under ``key`` (written at once)."""
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def _meta(self, key: str) -> int | str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]

@@ -163,12 +163,20 @@ MAX_KEYS = 4096  # entries in one IHave or Graft
 MAX_FETCH = 64  # numbers in one Fetch
 
 
-class Announce(msgspec.Struct, array_like=True, frozen=True):
+class Announce(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True):
     """One entry of an ``IHave``: a batch's key (origin + batch id) and the hops it
-    would have on arrival."""
+    would have on arrival.
+
+    ``age`` (protocol 7, interest mode): set only when a routed batch is announced to
+    catch up a member whose interest the sender learned after the batch went by
+    (``gossip.catchup``, docs/interest.md): how long ago it was published, in
+    milliseconds, as the sender knows it (never more than the truth). The receiver
+    grafts it at once and delivers it only if it was published after its own
+    subscription began. Older nodes ignore the field."""
 
     key: BatchKey
     hops: Hops
+    age: Seq | None = None
 
 
 class IHave(msgspec.Struct, tag=8, array_like=True, frozen=True):
