@@ -8,6 +8,8 @@ Every batch copy a node reads off a link was sent by a peer for one of these rea
   saw the mesh (views that differ for a moment);
 - ``fallback``: pushed as in tree mode (the origin not in the sender's view, or the
   sender's interests or routes not known yet);
+- ``reroute``: pushed again because the link it had been pushed into broke
+  (``gossip/reroute.py``);
 - ``graft``: sent in answer to a ``Graft`` (an announcement grafted, or a link made
   eager);
 - ``fetch``: sent from history in answer to a ``Fetch``; ``passback``: an answer to a
@@ -27,7 +29,7 @@ from typing import Any
 from p2pnode.gossip import Forward, Router, Send
 from p2pnode.wire import Batch, Graft
 
-CAUSES = ("tree", "off_tree", "fallback", "graft", "fetch", "passback", "other")
+CAUSES = ("tree", "off_tree", "fallback", "reroute", "graft", "fetch", "passback", "other")
 
 
 class Causes:
@@ -83,6 +85,7 @@ class Causes:
             return actions
 
         router._spread = spread  # type: ignore[method-assign]
+        router.pushed.on_reroute = lambda forward: note(me, [forward], "reroute")
         router.on_message = on_message  # type: ignore[method-assign]
 
     def received(self, key: bytes, sender: bytes, receiver: bytes, duplicate: bool) -> None:

@@ -14,7 +14,8 @@ def test_every_copy_has_a_cause_and_link_lists_are_not_message_copies() -> None:
     assert topics
     assert not any(t.startswith("$") for t in topics)  # publishers' link lists left out
     causes = r["copies_by_cause"]
-    assert set(causes) <= {"tree", "off_tree", "fallback", "graft", "fetch", "passback"}
+    assert set(causes) <= {"tree", "off_tree", "fallback", "reroute", "graft", "fetch",
+                           "passback"}
     received = r["copies_received"] - done.topics.local_copies
     counted = sum(copies for copies, _ in causes.values()) * r["messages"]
     assert abs(counted - received) < 0.01 * r["messages"]

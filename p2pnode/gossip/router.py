@@ -13,11 +13,11 @@ Three modes share this code:
 - ``interest``: routed batches only toward the members that want their topic
   (``interestmode``, docs/interest.md), the rest as in ``tree``.
 
-In every mode a new batch is verified once (duplicates are dropped before any
-signature check; a batch that fails is dropped, counted and not remembered), kept in
-history, delivered in order (``order``, or ``streams`` for origins in interest mode)
-and forwarded under the hop limit; when a link opens both ends exchange a ``Digest``
-of their history and send each other what the other lacks (anti-entropy).
+In every mode a new batch is verified once (duplicates dropped before any signature
+check; one that fails is dropped, counted, not remembered), kept in history, delivered
+in order (``order``, or ``streams`` for interest-mode origins) and forwarded under the
+hop limit; a new link's ends exchange a ``Digest`` of history and send each other what
+the other lacks (anti-entropy). Interest mode pushes again on a broken link (``reroute``).
 
 The router knows peers only by node id and time only as the caller gives it; the
 caller turns its actions into I/O and calls ``tick`` by ``next_deadline``.
@@ -54,6 +54,7 @@ from .history import History, item_id_range, merge_digests
 from .interestmode import InterestRouting, routed_topic
 from .order import OrderBuffer
 from .repair import Missing, MissingBatches, RepairWatch, chunks
+from .reroute import Pushed
 from .routerconfig import GossipMode, RouterConfig, RouterStats, gossip_mode
 from .seen import SeenCache
 from .streams import StreamOrder
@@ -84,6 +85,7 @@ class Router:
         #: The batches of origins in interest mode, in order per stream (``tprev``).
         self.streams: StreamOrder[tuple[Batch, BatchBody]] = StreamOrder(cfg.order_hold)
         self.fetches = Fetches(cfg.graft_timeout)  # gaps in streams, asked for
+        self.pushed = Pushed()  # routed batches pushed per peer (``reroute``)
         self._new_origins: dict[bytes, TokenBucket] = {}  # per linked peer
         self.stats = RouterStats()
         self._peers: dict[bytes, None] = {}  # insertion-ordered set
@@ -209,14 +211,10 @@ class Router:
     def on_batch(self, batch: Batch, from_peer: bytes, now: float,
                  verify: Verify, *, authenticated: bool = False) -> list[Action]:
         """``batch`` arrived from ``from_peer``. Returns the actions to take.
-
-        ``authenticated``: the link proves who ``from_peer`` is (TLS with certificates).
-        A batch that comes straight from its origin over such a link is delivered on
-        the strength of the link; its signature is checked only before the batch goes
-        on to anyone else (pushed, or sent in answer to a Graft), since the next node
-        cannot trust our link. That takes the largest cost off the latency of the
-        most common path, origin to neighbour.
-        """
+        ``authenticated``: the link proves who ``from_peer`` is (TLS with certificates):
+        a batch straight from its origin over it is delivered on the strength of the link,
+        its signature checked only before it goes on to anyone else (pushed, or sent for
+        a Graft; the next node cannot trust our link): the most common path is fastest."""
         stats = self.stats
         stats.received += 1
         key = batch.origin + batch.id  # ids are unique per origin only
@@ -390,7 +388,9 @@ class Router:
         if not eager:
             return []
         self.stats.forwarded += len(eager)
-        return [Forward(msgspec.structs.replace(batch, hops=hops), tuple(eager))]
+        if (peers := tuple(eager)) and targets is not None and topic is not None:
+            self.pushed.note(batch.origin + batch.id, topic, peers)  # ``reroute``
+        return [Forward(msgspec.structs.replace(batch, hops=hops), peers)]
 
     def announce(self, announce: Announce, peers: list[bytes], *, repair: bool = False
                  ) -> int:

@@ -11,12 +11,14 @@ and the timers (grafts of announced batches that did not come, held batches).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Protocol
 
 import trio
 
 from ..config import NodeConfig
+from ..gossip.reroute import reroute
 from ..gossip.router import (
     Action,
     Deliver,
@@ -252,8 +254,12 @@ class Engine:
             self.apply(self.router.peer_up(link.peer_id, trio.current_time()))
         else:
             self.router.peer_down(link.peer_id)
-        for callback in self.on_link_change:
+        for callback in self.on_link_change:  # the graph of interest routing among them
             callback(link, up)
+        if not up and trio.current_effective_deadline() != -math.inf:
+            # Routed batches pushed into the broken link: again, by the new trees (not
+            # when this node is stopping: every link breaks then).
+            self.apply(reroute(self.router, link.peer_id, trio.current_time()))
 
     # -- the tasks --------------------------------------------------------------------
 
