@@ -150,19 +150,28 @@ async def test_a_routed_message_reaches_only_the_way_to_its_subscribers(
             assert nodes[3].router.stats.received == nodes[4].router.stats.received
 
 
+async def ring_first_message(nodes: list[Node], edges: list[tuple[int, int]]
+                             ) -> list[bytes]:
+    """Nodes linked by ``edges``, node 2 subscribed to "a": once every node knows the
+    links and the subscription, node 0 publishes "a" b"0" and node 2 delivers it. The
+    list of what node 2 delivers (b"0" so far)."""
+    await wait_linked(nodes, edges)
+    subscribe(nodes[2], ["a"])
+    await wait_until(lambda: knows_everything(nodes, {2: "a"}, edges))
+    got: list[bytes] = []
+    nodes[2].on_deliver.append(lambda msg: got.append(msg.data))
+    nodes[0].publish("a", b"0")
+    await wait_until(lambda: got == [b"0"])
+    return got
+
+
 async def test_a_message_lost_with_a_link_is_fetched_and_the_way_round_taken(
         short_tmp: Path, autojump_clock: trio.testing.MockClock) -> None:
     net = MemoryNetwork()
     edges = ring_edges(6)  # 0-1-2-3-4-5-0: from 0 to 2 by 1, or by 5, 4, 3
     with trio.fail_after(120):
         async with interest_mesh(short_tmp, edges, 6, net) as nodes:
-            await wait_linked(nodes, edges)
-            subscribe(nodes[2], ["a"])
-            await wait_until(lambda: knows_everything(nodes, {2: "a"}, edges))
-            got: list[bytes] = []
-            nodes[2].on_deliver.append(lambda msg: got.append(msg.data))
-            nodes[0].publish("a", b"0")
-            await wait_until(lambda: got == [b"0"])
+            got = await ring_first_message(nodes, edges)
             net.sim.cut_path(2, 3)  # nodes 1 and 2: what is sent is never read
             nodes[0].publish("a", b"1")  # lost with the link
             one = nodes[2].node_id

@@ -10,9 +10,9 @@ import trio
 import trio.testing
 
 from p2pnode.gossip.reroute import REROUTE_AGE, reroute
-from p2pnode.testing import MemoryNetwork, ring_edges, wait_linked, wait_until
+from p2pnode.testing import MemoryNetwork, ring_edges, wait_until
 
-from .test_interest_mode_node import interest_mesh, knows_everything, subscribe
+from .test_interest_mode_node import interest_mesh, ring_first_message
 from .test_interest_router import delivered_to, receivers, routed, routed_sim
 
 # 0 - 1 - 2 and 0 - 3 - 2: the tree from 0 to 2 goes by 1 (lower id first); only 2
@@ -75,13 +75,7 @@ async def test_the_last_message_of_a_topic_pushed_into_a_crash_still_arrives(
     edges = ring_edges(6)
     with trio.fail_after(120):
         async with interest_mesh(short_tmp, edges, 6, net) as nodes:
-            await wait_linked(nodes, edges)
-            subscribe(nodes[2], ["a"])
-            await wait_until(lambda: knows_everything(nodes, {2: "a"}, edges))
-            got: list[bytes] = []
-            nodes[2].on_deliver.append(lambda msg: got.append(msg.data))
-            nodes[0].publish("a", b"0")
-            await wait_until(lambda: got == [b"0"])
+            got = await ring_first_message(nodes, edges)
             await trio.sleep(1)  # "0" too old to go again
             net.sim.freeze(2)  # node 1 (the network numbers nodes from 1)
             nodes[0].publish("a", b"1")
