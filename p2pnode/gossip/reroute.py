@@ -1,14 +1,19 @@
-"""Routed batches pushed into a link that then broke, sent again on the new tree.
+"""Routed batches an origin pushed into a link that then broke, sent again.
 
-In interest mode a batch goes down one tree (docs/interest.md). When a node of the
-tree crashes while the batch is on its way to it, the copy is lost, and the members
+In interest mode a batch goes down one tree (docs/interest.md). When the next node of
+the tree crashes while the batch is on its way to it, the copy is lost, and the members
 behind that node may never hear of it: the origin's next batch of the same stream
 shows them the gap (``tprev``) and they fetch it, but the last batch of a stream has
-no next one. So each node remembers, per peer, the routed batches it pushed to it
-lately; when that link breaks (after the graph has taken the link out: the trees
-avoid it), each of them still in history and at most ``REROUTE_AGE`` old goes again
-to the children of its new tree that it was not sent to yet. A child that has it
-already drops it as a duplicate.
+no next one. So the origin remembers, per peer, the routed batches it published and
+pushed to it; when that link breaks (after the graph has taken the link out: the
+trees avoid it), each of them still in history and at most ``REROUTE_AGE`` old goes
+again to the children of its new tree that it was not sent to yet. A child that has
+it already drops it as a duplicate.
+
+Only the origin does this: a relay's new push reaches nodes whose view of the graph
+still has the dead node, off their trees, and each of them pushed on toward the
+members by shortest paths (in a 200-node simulation with 10 % crashes, 3.31 copies
+per delivery against 2.53 without; 2.61 from origins only).
 
 Pure: no I/O; the node calls ``reroute`` when a link closed.
 """
@@ -38,7 +43,8 @@ Pushes = deque[tuple[bytes, str, tuple[bytes, ...]]]  # (batch key, topic, sent 
 
 
 class Pushed:
-    """Per peer, the routed batches pushed to it lately (at most ``MAX_PUSHED``)."""
+    """Per peer, the routed batches published here and pushed to it lately (at most
+    ``MAX_PUSHED``)."""
 
     def __init__(self, max_pushed: int = MAX_PUSHED) -> None:
         self.max_pushed = max_pushed

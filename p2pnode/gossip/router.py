@@ -388,7 +388,7 @@ class Router:
         if not eager:
             return []
         self.stats.forwarded += len(eager)
-        if (peers := tuple(eager)) and targets is not None and topic is not None:
+        if (peers := tuple(eager)) and from_peer is None and topic is not None:
             self.pushed.note(batch.origin + batch.id, topic, peers)  # ``reroute``
         return [Forward(msgspec.structs.replace(batch, hops=hops), peers)]
 
