@@ -91,6 +91,12 @@ def test_summary_survives_missing_and_new_fields() -> None:
     assert "bytes     sent 512 B/s" in text
 
 
+def test_the_bytes_row_names_the_member_frames_apart_from_the_links() -> None:
+    text = summary({"uptime_s": 4.0, "links": {"bytes_sent": 4096, "bytes_received": 2048},
+                    "members": {"bytes_sent": 1024}})
+    assert "bytes     sent 1,024 B/s  received 512 B/s  members sent 256 B/s" in text
+
+
 def test_summary_shows_the_mesh_view_gossip_and_order_gaps() -> None:
     st = reply(10.0, 5, 0)
     st["mesh_view"] = {"nodes": 7, "links": 9, "bad_lists": 0}

@@ -263,8 +263,10 @@ def _link_rows(st: dict[str, Any], peers: list[dict[str, Any]] | None) -> Iterat
 
 
 def _bytes_text(st: dict[str, Any], before: dict[str, Any] | None) -> str:
-    """Rates of the byte counters."""
-    parts = [f"{key.removeprefix('bytes_')} {format_rate(rate(before, st, section, key), ' B/s')}"
+    """Rates of the byte counters (the links' unnamed, the others after their section:
+    ``members sent``)."""
+    parts = [f"{'' if section == 'links' else section + ' '}{key.removeprefix('bytes_')} "
+             f"{format_rate(rate(before, st, section, key), ' B/s')}"
              for section, key in BYTE_COUNTERS if counter(st, section, key) is not None]
     return "  ".join(parts) or "not reported by this node"
 
