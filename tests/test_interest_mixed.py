@@ -6,8 +6,7 @@ topic, whoever publishes and whatever mode the nodes between are in."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -16,33 +15,17 @@ import trio.testing
 
 from p2pnode.node import Node
 from p2pnode.testing import (
-    MemoryNetwork,
-    make_identity,
-    memory_config,
     random_connected_edges,
     wait_linked,
     wait_until,
 )
 
-from .test_interest_mode_node import subscribe
+from .test_interest_mode_node import interest_mesh, subscribe
 
 
-@asynccontextmanager
-async def mixed_mesh(tmp: Path, edges: list[tuple[int, int]], modes: list[str]
-                     ) -> AsyncIterator[list[Node]]:
-    net = MemoryNetwork()
-    rng = random.Random(41)
-    async with trio.open_nursery() as nursery:
-        nodes = []
-        for i, mode in enumerate(modes):
-            peers = tuple(("mem", j + 1) for a, j in edges if a == i)
-            cfg = memory_config(i, peers=peers, gossip=mode, mesh_interval=1.0,
-                                socket_path=tmp / f"{i}.sock", mesh_min_interval=0.2)
-            node = Node(cfg, transport=net.transport(), identity=make_identity(rng))
-            await nursery.start(node.run)
-            nodes.append(node)
-        yield nodes
-        nursery.cancel_scope.cancel()
+def mixed_mesh(tmp: Path, edges: list[tuple[int, int]], modes: list[str]
+               ) -> AbstractAsyncContextManager[list[Node]]:
+    return interest_mesh(tmp, edges, len(modes), modes=modes, seed=41)
 
 
 LINE = [(0, 1), (1, 2), (2, 3), (3, 4)]

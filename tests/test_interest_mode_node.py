@@ -72,16 +72,19 @@ async def test_everything_reaches_everyone_while_the_mesh_is_not_known(
 
 @asynccontextmanager
 async def interest_mesh(tmp: Path, edges: list[tuple[int, int]], n: int,
-                        net: MemoryNetwork | None = None) -> AsyncIterator[list[Node]]:
-    """``n`` nodes linked by ``edges`` in interest mode, each with its API (sessions
-    subscribe directly), sharing link lists every second."""
+                        net: MemoryNetwork | None = None, *, modes: list[str] | None = None,
+                        seed: int = 23) -> AsyncIterator[list[Node]]:
+    """``n`` nodes linked by ``edges`` in interest mode (or node i in ``modes[i]``),
+    each with its API (sessions subscribe directly), sharing link lists every second;
+    their identities drawn from ``seed``."""
     net = net or MemoryNetwork()
-    rng = random.Random(23)
+    rng = random.Random(seed)
     async with trio.open_nursery() as nursery:
         nodes = []
         for i in range(n):
             peers = tuple(("mem", j + 1) for a, j in edges if a == i)
-            cfg = memory_config(i, peers=peers, gossip="interest", mesh_interval=1.0,
+            mode = modes[i] if modes is not None else "interest"
+            cfg = memory_config(i, peers=peers, gossip=mode, mesh_interval=1.0,
                                 socket_path=tmp / f"{i}.sock", mesh_min_interval=0.2)
             node = Node(cfg, transport=net.transport(), identity=make_identity(rng))
             await nursery.start(node.run)
