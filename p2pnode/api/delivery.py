@@ -21,6 +21,7 @@ class DeliveryOps:
     monitors: MonitorHub[Session]
     _subs: Subscribers[Session]
     _touched: set[Session]
+    _holding: bool  # in a read of a link: queued events wait for ``send_touched``
 
     def deliver(self, msg: Gossip, reply_to: bytes | None = None,
                 timeout: float | None = None) -> None:
@@ -53,7 +54,7 @@ class DeliveryOps:
                     out = session.out
                     if session.seen is None and session.backlog is None and \
                             not session.unreported and len(out) + len(lines) <= out.limit \
-                            and out.put_nowait(lines):
+                            and out.put_nowait(lines, wake=not self._holding):
                         self._touched.add(session)
                         continue
                     for item, line in zip(run, lines.splitlines(keepends=True), strict=True):
@@ -72,22 +73,31 @@ class DeliveryOps:
             session.backlog.add(line)
             return
         out = session.out
+        wake = not self._holding
         if session.unreported and out.put_nowait(
-            b'{"event":"dropped","count":%d}\n' % session.unreported
+            b'{"event":"dropped","count":%d}\n' % session.unreported, wake=wake
         ):
             session.unreported = 0
-        if session.unreported or not out.put_nowait(line):
+        if session.unreported or not out.put_nowait(line, wake=wake):
             session.events_dropped += 1
             session.unreported += 1
             self.stats.events_dropped += 1
         self._touched.add(session)
 
+    def hold_wakes(self) -> None:
+        """A read of a link begins: the events it queues wake no writer task until
+        ``send_touched`` (which writes most of them itself)."""
+        self._holding = True
+
     def send_touched(self) -> None:
         """Write the events queued since the last call to their sockets at once, as far
-        as each socket takes them without waiting (``OutQueue.try_send``): called once
-        per read of a link, this spares each event the wake-up of its session's writer
+        as each socket takes them without waiting (``OutQueue.try_send``), and wake the
+        writer task of a session only for what its socket did not take: called once per
+        read of a link, this spares each event the wake-up of its session's writer
         task. A session that has ended is no longer in ``_touched``."""
+        self._holding = False
         for session in self._touched:
             session.out.try_send(session.fd)
+            session.out.wake()
         self._touched.clear()
 

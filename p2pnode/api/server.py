@@ -105,6 +105,7 @@ class ApiServer(DeliveryOps, SubscribeOps, MemberOps):
         self.backend = backend
         self.sessions: set[Session] = set()
         self._touched: set[Session] = set()  # sessions with events queued: send_touched
+        self._holding = False  # DeliveryOps.hold_wakes
         self._sessions_changed = trio.Event()
         self.stats = ApiStats()
         #: The clock of the publish rate limit: read once per read of requests (and

@@ -62,8 +62,10 @@ class OutQueue:
         """True once ``close()`` was called."""
         return self._closing
 
-    def put_nowait(self, data: bytes) -> bool:
-        """Queue ``data`` if it fits; otherwise drop it, count it and return False."""
+    def put_nowait(self, data: bytes, *, wake: bool = True) -> bool:
+        """Queue ``data`` if it fits; otherwise drop it, count it and return False.
+        Without ``wake`` an idle writer task is not woken: the caller sends it itself
+        (``try_send``) and then calls ``wake`` for what the socket did not take."""
         if self._closing:
             return False
         if len(self._buf) + len(data) > self.limit:
@@ -71,6 +73,8 @@ class OutQueue:
             self.overflowing = True
             return False
         self._buf += data
+        if not wake:
+            return True
         if self.direct is None or self._progress_at is not None or not self._write_direct():
             self._wake.set()
         return True

@@ -113,6 +113,8 @@ class Engine:
         #: Called once each read of a link is handled (the API writes the events it
         #: queued: ``ApiServer.send_touched``).
         self.after_read: Callable[[], None] | None = None
+        #: Called as each read of a link begins (``ApiServer.hold_wakes``).
+        self.before_read: Callable[[], None] | None = None
         #: The peer whose messages are being handled (None: none, or a local publish).
         self.from_peer: bytes | None = None
 
@@ -122,13 +124,23 @@ class Engine:
         """The messages of one read from ``link``: charge them to its rate limits, and
         take the router's actions for each, synchronously."""
         now = trio.current_time()
+        self.from_peer = link.peer_id
+        if self.before_read is not None:
+            self.before_read()
+        try:
+            self._take(link, msgs, now)
+        finally:  # the events queued so far go out even if something failed
+            self.from_peer = None
+            self.after_gossip()
+
+    def _take(self, link: PeerLink, msgs: list[GossipMessage], now: float) -> None:
+        """``on_gossip``'s work, message by message."""
         on_message = self.router.on_message
         verify = self.verifier.verify
         peer = link.peer_id
         bytes_bucket, batch_bucket = link.bytes_bucket, link.batch_bucket
         authenticated = link.authenticated
         handlers = self.handlers
-        self.from_peer = peer
         for msg in msgs:
             kind = type(msg)
             if batch_bucket is not None and bytes_bucket is not None and not (
@@ -152,8 +164,6 @@ class Engine:
                 self.apply(actions)
                 if link.close_reason:  # a Disconnect: the rest of its frames are not read
                     break
-        self.from_peer = None
-        self.after_gossip()
 
     def _log_rate_limited(self, link: PeerLink, now: float) -> None:
         """Say (at most every ``RATE_LOG_INTERVAL`` per link) that a peer sends too fast."""
