@@ -76,7 +76,6 @@ import simcauses
 import simtopics
 from simjoin import JoinSimulation, add_join_arguments
 from simjoin import human as join_human
-from simshare import share_signature_checks
 
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.config import NodeConfig
@@ -90,6 +89,7 @@ from p2pnode.testing import (
     memory_config,
     random_regular_edges,
     ring_edges,
+    share_signature_checks,
 )
 from p2pnode.wire import Batch, BatchBody, Gossip, GossipMessage, IHave
 

@@ -1,5 +1,6 @@
-"""``simulate.py``: every simulated node shares one CPU, so a signature that many nodes
-check is checked once per process (every node of a real mesh checks it on its own CPU).
+"""For simulations (``scripts/simulate.py``): every simulated node shares one CPU, so a
+signature that many nodes check is checked once per process (every node of a real mesh
+checks it on its own CPU).
 
 At scale the checks were a third of a run's time (profiled: 200 nodes, interest mode,
 where every node checks every other's link lists), and each of N nodes checking each of
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from p2pnode.gossip import Verifier
-from p2pnode.members import records
+from ..gossip.signing import Verifier
+from ..members import records
 
 
 def share_signature_checks() -> Callable[[], None]:
