@@ -16,22 +16,11 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..ids import ID_LEN
-from ..wire.messages import (
-    Announce,
-    Batch,
-    BatchBody,
-    Digest,
-    Fetch,
-    GossipMessage,
-    Graft,
-    IHave,
-    Prune,
-)
+from ..wire.messages import Announce, Batch, BatchBody, Digest, Fetch, GossipMessage, Graft, IHave
 from .actions import Action, Send, Verify
 from .fetch import fetch_messages
 from .interestmode import wants
 from .repair import chunks
-from .tree import SHARED, tree_of
 
 if TYPE_CHECKING:
     from .router import Router
@@ -44,11 +33,8 @@ def on_graft(router: Router, msg: Graft, from_peer: bytes, now: float,
     stats.grafts_received += 1
     if not router.is_linked(from_peer):
         return []
+    router.trees.graft({*(key[:ID_LEN] for key in msg.keys), *msg.origins}, from_peer)
     router.history.expire(now)
-    history = router.history
-    router.trees.graft({*(tree_of((entry := history.get(key)) is not None and entry.shared,
-                                  key[:ID_LEN]) for key in msg.keys), *msg.origins},
-                       from_peer)
     batches: list[GossipMessage] = []
     for key in dict.fromkeys(msg.keys):  # each batch once, however often it is asked
         entry = router.history.get(key)
@@ -57,31 +43,6 @@ def on_graft(router: Router, msg: Graft, from_peer: bytes, now: float,
         elif entry.verified or router.check(entry.batch, verify):
             batches.append(_hopped(router, entry.batch))
     return [Send(from_peer, batches)] if batches else []
-
-
-def on_duplicate(router: Router, batch: Batch, from_peer: bytes) -> list[Action]:
-    """A batch this node has (or made) came again from ``from_peer``: prune the link
-    for its tree (the sender is to stop pushing that tree's batches here). A duplicate
-    link list from a peer already pruned is pruned again (see ``tree``)."""
-    router.stats.duplicates += 1
-    key = batch.origin + batch.id
-    tree = tree_of(getattr(router.history.get(key), "shared", None), batch.origin)
-    if router.tree and router.is_linked(from_peer) and (
-            router.trees.prune(tree, from_peer) or tree == SHARED):
-        router.stats.prunes_sent += 1
-        return [Send(from_peer, [Prune([tree])])]
-    return []
-
-
-def on_prune(router: Router, msg: Prune, from_peer: bytes) -> list[Action]:
-    """``from_peer`` is to get only announcements of these origins' batches (or of
-    the link lists' shared tree) from now on; made-up origins get no tree state."""
-    router.stats.prunes_received += 1
-    if router.is_linked(from_peer) and router.tree:
-        for origin in msg.origins:
-            if router.order.knows(origin) or origin == SHARED:
-                router.trees.prune(origin, from_peer)
-    return []
 
 
 def on_ihave(router: Router, msg: IHave, from_peer: bytes, now: float) -> list[Action]:
@@ -109,9 +70,8 @@ def on_ihave(router: Router, msg: IHave, from_peer: bytes, now: float) -> list[A
             # received long ago comes from a repair, not from a faster path.
             if (entry is not None and entry.from_peer is not None
                     and now - entry.time <= router.cfg.graft_timeout):
-                actions += router.maybe_swap(tree_of(entry.shared, entry.batch.origin),
-                                             from_peer, ann.hops,
-                                             entry.from_peer, entry.batch.hops)
+                actions += router.maybe_swap(entry.batch.origin, from_peer, ann.hops,
+                                            entry.from_peer, entry.batch.hops)
             continue
         router.missing.note(key, from_peer, ann.hops, now + wait, repair=msg.repair)
     return actions

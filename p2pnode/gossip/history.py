@@ -62,7 +62,6 @@ class Entry:
     repaired: bool = False  # came in answer to a repair announcement (a Digest's)
     held: bool = False  # waited in the order buffer: delivered up to ``hold`` later
     topic: str | None = None  # a routed batch's topic (interest mode), else None
-    shared: bool = False  # a link list: it goes by the shared tree (``tree.SHARED``)
 
     @property
     def position(self) -> tuple[int, int]:
@@ -166,17 +165,16 @@ class History:
             from_peer: bytes | None, *, verified: bool = True,
             id_range: tuple[bytes, bytes] = ANY_ID, repaired: bool = False,
             held: bool = False, topic: str | None = None,
-            published: float | None = None, shared: bool = False) -> None:
+            published: float | None = None) -> None:
         """Keep ``batch`` (a new one: its key is not in history yet). ``id_range``: the
         lowest and highest message id in it (``item_id_range``); by default, unknown.
-        ``repaired``:
-        it came in answer to a repair announcement; ``held``: the order buffer held it
-        back; ``topic``: a routed batch's (only the peers that want it are told of it);
-        ``published``: when it was published, if known otherwise (a catch-up's,
-        ``gossip.catchup``); ``shared``: it goes by the shared tree. ``now`` should not
-        go backwards; if it does, the entry counts as arrived at the latest time seen
-        (history stays in time order). When history is full, the oldest by publication
-        go, and a batch older than all of them is not kept."""
+        ``repaired``: it came in answer to a repair announcement; ``held``: the order
+        buffer held it back; ``topic``: a routed batch's (only the peers that want it
+        are told of it); ``published``: when it was published, if known otherwise
+        (a catch-up's, ``gossip.catchup``). ``now`` should not go backwards; if it does, the entry
+        counts as arrived at the latest time seen (history stays in time order). When
+        history is full, the oldest by publication go, and a batch older than all of
+        them is not kept."""
         if self.max_batches <= 0:
             return
         size = len(batch.body) + ENTRY_OVERHEAD
@@ -201,7 +199,7 @@ class History:
             self.evicted += 1
         entry = Entry(batch, epoch, seq, now, size, from_peer, verified, id_range[0],
                       id_range[1], age=age, n=n, rank=rank, repaired=repaired, held=held,
-                      topic=topic, shared=shared)
+                      topic=topic)
         self._entries[key] = entry
         self._order.append(entry)
         heapq.heappush(self._heap, (age, epoch, seq, next(self._tie), entry))

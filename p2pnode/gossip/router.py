@@ -47,7 +47,7 @@ from ..wire.messages import (
     is_routed,
 )
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
-from .answers import ask, on_digest, on_duplicate, on_fetch, on_graft, on_ihave, on_prune, pass_back
+from .answers import ask, on_digest, on_fetch, on_graft, on_ihave, pass_back
 from .catchup import age_ms, catch_up, catch_up_due
 from .fetch import Fetches
 from .history import History, item_id_range, merge_digests
@@ -58,7 +58,7 @@ from .reroute import Pushed
 from .routerconfig import GossipMode, RouterConfig, RouterStats, gossip_mode
 from .seen import SeenCache
 from .streams import StreamOrder
-from .tree import SHARED, Trees, tree_key
+from .tree import Trees
 
 # The actions are part of what this module hands out (``gossip.actions`` defines them).
 __all__ = ["Action", "Deliver", "Disconnect", "Forward", "GossipMode", "Router", "RouterConfig",
@@ -174,15 +174,13 @@ class Router:
         can take them before ``keep_new`` (which must follow, before any other call),
         so that keeping the batch does not delay it."""
         self.seen.add(batch.origin + batch.id, now)
-        return self._spread(batch, None, topic=routed_topic(self.interest, body),
-                            tree=tree_key(batch.origin, body))
+        return self._spread(batch, None, topic=routed_topic(self.interest, body))
 
     def keep_new(self, batch: Batch, body: BatchBody, now: float) -> None:
         """``publish``'s second half: keep a batch made here (history, the store)."""
         self.history.add(batch, body.epoch, body.seq, now, None,
                          id_range=item_id_range([item.id for item in body.items]),
-                         topic=routed_topic(self.interest, body),
-                         shared=tree_key(batch.origin, body) == SHARED)
+                         topic=routed_topic(self.interest, body))
         self._kept(batch, body, now)
 
     def on_message(self, msg: GossipMessage, from_peer: bytes, now: float,
@@ -199,7 +197,12 @@ class Router:
         if kind is Graft:
             return on_graft(self, msg, from_peer, now, verify)  # type: ignore[arg-type]
         if kind is Prune:
-            return on_prune(self, msg, from_peer)  # type: ignore[arg-type]
+            self.stats.prunes_received += 1
+            if from_peer in self._peers and self.tree:
+                for origin in msg.origins:  # type: ignore[union-attr]
+                    if self.order.knows(origin):  # no tree state for made-up origins
+                        self.trees.prune(origin, from_peer)
+            return []
         if kind is Fetch:
             return on_fetch(self, msg, from_peer, now, verify)  # type: ignore[arg-type]
         assert kind is Digest
@@ -207,15 +210,21 @@ class Router:
 
     def on_batch(self, batch: Batch, from_peer: bytes, now: float,
                  verify: Verify, *, authenticated: bool = False) -> list[Action]:
-        """``batch`` arrived from ``from_peer``: the actions to take. ``authenticated``:
-        the link proves who ``from_peer`` is (TLS with certificates): a batch straight from
-        its origin is delivered on the strength of the link, its signature checked only
-        before it goes on (pushed, or sent for a Graft): the most common path is fastest."""
+        """``batch`` arrived from ``from_peer``. Returns the actions to take.
+        ``authenticated``: the link proves who ``from_peer`` is (TLS with certificates):
+        a batch straight from its origin over it is delivered on the strength of the link,
+        its signature checked only before it goes on to anyone else (pushed, or sent for
+        a Graft; the next node cannot trust our link): the most common path is fastest."""
         stats = self.stats
         stats.received += 1
         key = batch.origin + batch.id  # ids are unique per origin only
         if self.seen.seen(key, now) or batch.origin == self.node_id:
-            return on_duplicate(self, batch, from_peer)
+            stats.duplicates += 1
+            if self.tree and from_peer in self._peers and self.trees.prune(batch.origin,
+                                                                           from_peer):
+                stats.prunes_sent += 1  # the sender is to stop pushing this origin to us
+                return [Send(from_peer, [Prune([batch.origin])])]
+            return []
         if batch.hops > self.max_hops:
             stats.hop_limited += 1
             return []
@@ -238,14 +247,13 @@ class Router:
         accepted, ready, topic = self._in_order(batch, body, now, from_peer, published)
         if not accepted:
             return self._deliveries(ready, now)
-        tree = tree_key(batch.origin, body)
         self.history.add(batch, body.epoch, body.seq, now, from_peer, verified=not direct,
                          id_range=item_id_range([item.id for item in body.items]),
                          repaired=missing.repair,
                          held=self.order.is_held(batch.origin, body.epoch, body.seq),
-                         topic=topic, published=published, shared=tree == SHARED)
+                         topic=topic, published=published)
         actions = self._deliveries(ready, now)
-        announce_only = self._was_announced(missing, batch, tree, from_peer, actions)
+        announce_only = self._was_announced(missing, batch, from_peer, actions)
         if body.to == self.node_id:
             return actions
         unchecked = verify if direct else None  # checked if it goes on (see _spread)
@@ -255,7 +263,7 @@ class Router:
             actions += passed
         return actions + self._spread(batch, from_peer, announce_only=announce_only,
                                       topic=topic, age=age_ms(now, published),
-                                      verify=unchecked, tree=tree)
+                                      verify=unchecked)
 
     def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes,
                   published: float | None
@@ -312,7 +320,7 @@ class Router:
         entry = self.history.get(batch.origin + batch.id)
         self.on_kept(batch, body, entry.age if entry is not None else now)
 
-    def _was_announced(self, missing: Missing, batch: Batch, tree: bytes, from_peer: bytes,
+    def _was_announced(self, missing: Missing, batch: Batch, from_peer: bytes,
                        actions: list[Action]) -> bool:
         """``batch`` came after an announcement of it: whether to only announce it on
         (not push it); appends a swap to ``actions`` if it came the longer way."""
@@ -326,7 +334,7 @@ class Router:
             return True
         if missing.announcers and not missing.repair:
             # It was announced to us first, by a path shorter than the one it came by?
-            actions += self.maybe_swap(tree, missing.announcers[0], missing.hops,
+            actions += self.maybe_swap(batch.origin, missing.announcers[0], missing.hops,
                                         from_peer, batch.hops)
         return False
 
@@ -350,17 +358,15 @@ class Router:
 
     def _spread(self, batch: Batch, from_peer: bytes | None, *,
                 announce_only: bool = False, topic: str | None = None,
-                age: int | None = None, verify: Verify | None = None,
-                tree: bytes | None = None) -> list[Action]:
-        """Push ``batch`` on the eager links of ``tree`` (its origin's by default,
-        ``tree.SHARED`` for link lists) and announce it on lazy ones (all of them with
-        ``announce_only``; never back to ``from_peer``), under the hop limit. A routed
-        batch (``topic``) goes only toward the members that want it; one caught up
-        (``age``: published that many ms ago) is only announced, with its age. With
+                age: int | None = None, verify: Verify | None = None) -> list[Action]:
+        """Push ``batch`` on eager links and announce it on lazy ones (on all of them
+        with ``announce_only``; never back to ``from_peer``), under the hop limit. A
+        routed batch (``topic``) goes only toward the members that want it; one caught
+        up (``age``: published that many ms ago) is only announced, with its age. With
         ``verify``, a batch not yet checked (taken on the strength of its link: see
         ``on_batch``) is checked before it is pushed or announced: one that fails goes
-        nowhere and closes ``from_peer``'s link. A leaf of its interest tree never pays
-        for the signature."""
+        nowhere and closes ``from_peer``'s link. A leaf of its interest tree, which
+        sends it to nobody, never pays for the signature."""
         if batch.hops >= self.max_hops:
             if from_peer is not None:
                 self.stats.hop_limited += 1
@@ -368,7 +374,7 @@ class Router:
         targets = None
         if topic is not None and self.interest is not None:
             targets = self.interest.targets(batch.origin, topic, self._peers, from_peer)
-        eager, lazy = targets or self._tree_targets(tree or batch.origin, from_peer)
+        eager, lazy = targets or self._tree_targets(batch.origin, from_peer)
         if announce_only or age is not None:
             eager, lazy = [], eager + lazy
         if (eager or lazy) and verify is not None and from_peer is not None \
@@ -448,8 +454,7 @@ class Router:
         and by ``longer`` (pushed, eager) in ``long_hops``: if the difference is at least
         ``optimize_hops``, make ``shorter`` eager and ``longer`` lazy for ``origin``."""
         k = self.cfg.optimize_hops
-        if (not self.tree or not k or origin == SHARED or short_hops + k > long_hops
-                or shorter == longer
+        if (not self.tree or not k or short_hops + k > long_hops or shorter == longer
                 or shorter not in self._peers or longer not in self._peers
                 or not self.trees.swap(origin, shorter, longer)):
             return []
@@ -489,8 +494,7 @@ class Router:
         actions = self._deliveries(self.order.tick(now, fetching) + self.streams.tick(now), now)
         actions += ask(self, now)
         for peer, keys in grafts.items():
-            # (And the link lists' tree: the announcement does not say which a batch is.)
-            self.trees.graft([SHARED, *(key[:ID_LEN] for key in keys)], peer)
+            self.trees.graft((key[:ID_LEN] for key in keys), peer)
             self.stats.grafts_sent += len(keys)
             actions.append(Send(peer, [Graft(part) for part in chunks(keys)]))
         return actions

@@ -12,46 +12,12 @@ path) makes a link eager again.
 Trees are per origin because one shared tree (the paper's) is a shortest-path tree for
 one origin only: measured with five publishers, it doubled the hops and the p99
 latency, and swapping links for one origin undid them for another.
-
-Except for link lists (``$mesh``): every node is their origin, so per-origin trees made
-each node's first list flood the whole mesh (a copy over every link, and a Prune for
-each duplicate: N x 2E copies in all, most of what a mesh sends while it links). They go
-by one tree that all origins share (``SHARED``, in place of an origin in the trees,
-Prunes and Grafts): the first lists flood it once, and each duplicate prunes a link for
-every origin's lists at once. Their hops do not matter (they are the mesh's own
-bookkeeping, not what apps wait for), so they are not swapped for shorter paths. A node
-of an older version ignores a Prune for ``SHARED`` (no such origin) and keeps pushing
-lists on that link: it costs copies, nothing else. A duplicate list from a peer already
-pruned is answered with a Prune again: the peer made the link eager since (a Graft of
-a list, which the grafting node cannot tell from another batch by its announcement).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-
-from ..ids import ID_LEN
-from ..mesh.linklist import MESH_TOPIC
-from ..wire.messages import BatchBody
-
-#: The key of the tree every origin's link lists share (no node has this id: ids are
-#: hashes of public keys).
-SHARED = bytes(ID_LEN)
-
-
-def tree_key(origin: bytes, body: BatchBody | None) -> bytes:
-    """The tree a batch goes by: ``SHARED`` for a batch of link lists only (to every
-    node), else its origin's."""
-    if body is not None and body.to is None and body.items \
-            and all(item.topic == MESH_TOPIC for item in body.items):
-        return SHARED
-    return origin
-
-
-def tree_of(shared: bool | None, origin: bytes) -> bytes:
-    """The tree of a batch in history (``shared``: its entry's, None: not in history)."""
-    return SHARED if shared else origin
 
 
 class Trees:
