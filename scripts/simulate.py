@@ -62,7 +62,6 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +80,6 @@ from simjoin import human as join_human
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.config import NodeConfig
 from p2pnode.discovery import DiscoveredPeer
-from p2pnode.gossip import Verifier
 from p2pnode.net import PeerLink
 from p2pnode.node import Node
 from p2pnode.testing import (
@@ -91,6 +89,7 @@ from p2pnode.testing import (
     memory_config,
     random_regular_edges,
     ring_edges,
+    share_signature_checks,
 )
 from p2pnode.wire import Batch, BatchBody, Gossip, GossipMessage, IHave
 
@@ -617,30 +616,6 @@ class Simulation:
 
 
 # -- entry points -------------------------------------------------------------------------
-
-
-def share_signature_checks() -> Callable[[], None]:
-    """Check each distinct signature once per process, not once per simulated node:
-    every node of a real mesh checks it on its own CPU, here they all share one, and at
-    scale the checks were a third of a run's time (profiled: 200 nodes, interest mode,
-    where every node checks every other's link lists). A signature that fails is
-    checked again each time. Returns the function that undoes it."""
-    inner = Verifier.check_signed
-    good: dict[bytes, tuple[bytes, bytes, bytes]] = {}
-
-    def check_signed(self: Verifier, key: bytes, signer: bytes, data: bytes,
-                     sig: bytes) -> None:
-        if good.get(sig) == (key, signer, data):
-            return
-        inner(self, key, signer, data, sig)
-        good[sig] = (key, signer, data)
-
-    Verifier.check_signed = check_signed  # type: ignore[method-assign]
-
-    def undo() -> None:
-        Verifier.check_signed = inner  # type: ignore[method-assign]
-
-    return undo
 
 
 def run_simulation(opts: Options) -> tuple[dict[str, Any], Any]:

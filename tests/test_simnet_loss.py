@@ -97,3 +97,44 @@ def test_retransmit_delivers_everything_late_and_in_order() -> None:
 def test_bad_loss_settings_are_refused(kw: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SimNet(**kw)  # type: ignore[arg-type]
+
+
+def test_a_reader_behind_a_chunk_not_yet_due_is_not_woken_by_later_writes() -> None:
+    # Chunks arrive in order, each after its latency: a write behind one not yet due
+    # changes nothing for the reader (it sleeps until the first is due), so it is not
+    # woken for it; a write into an empty pipe wakes it.
+    latencies = iter([1.0, 0.25, 0.25])
+    net = SimNet(latency=lambda: next(latencies))
+    wakes: list[float] = []
+
+    async def main() -> list[tuple[float, bytes]]:
+        a, b = net.stream_pair(1, 2)
+        pipe = a._out
+        inner = pipe._wake
+
+        def wake() -> None:
+            wakes.append(trio.current_time())
+            inner()
+
+        pipe._wake = wake  # type: ignore[method-assign]
+        got: list[tuple[float, bytes]] = []
+
+        async def reader() -> None:
+            while len(got) < 3:
+                data = await b.receive_some(1)
+                got.append((trio.current_time(), data))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await a.send_all(b"1")  # due at 1.0
+            await trio.sleep(0.5)
+            await a.send_all(b"2")  # due at 0.75, behind "1": read at 1.0
+            await trio.sleep(1.0)
+            await a.send_all(b"3")  # into an empty pipe, due at 1.75
+        return got
+
+    got = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert got == [(1.0, b"1"), (1.0, b"2"), (1.75, b"3")]
+    # Writes at 0.0 and 1.5 (into an empty pipe) and reads (which wake a writer waiting
+    # for room) at 1.0, 1.0 and 1.75; none for the write at 0.5.
+    assert wakes == [0.0, 1.0, 1.0, 1.5, 1.75]

@@ -219,9 +219,13 @@ class Pipe:
             if extra or self._held_until > due:
                 # In order, as TCP delivers: nothing overtakes a retransmitted frame.
                 due = self._held_until = max(due + extra, self._held_until)
+            # Wake the reader only if it waits for data: behind a chunk not yet due it
+            # sleeps until that one is due anyway (the pipe delivers in order).
+            waiting = not self.chunks
             self.chunks.append((due, part))
             self.size += len(part)
-            self._wake()
+            if waiting:
+                self._wake()
 
     async def read(self, max_bytes: int) -> bytes:
         net = self.net
