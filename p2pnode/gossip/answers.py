@@ -16,7 +16,17 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..ids import ID_LEN
-from ..wire.messages import Announce, Batch, BatchBody, Digest, Fetch, GossipMessage, Graft, IHave
+from ..wire.messages import (
+    Announce,
+    Batch,
+    BatchBody,
+    Digest,
+    Fetch,
+    GossipMessage,
+    Graft,
+    IHave,
+    Prune,
+)
 from .actions import Action, Send, Verify
 from .fetch import fetch_messages
 from .interestmode import wants
@@ -70,8 +80,8 @@ def on_ihave(router: Router, msg: IHave, from_peer: bytes, now: float) -> list[A
             # received long ago comes from a repair, not from a faster path.
             if (entry is not None and entry.from_peer is not None
                     and now - entry.time <= router.cfg.graft_timeout):
-                actions += router.maybe_swap(entry.batch.origin, from_peer, ann.hops,
-                                            entry.from_peer, entry.batch.hops)
+                actions += maybe_swap(router, entry.batch.origin, from_peer, ann.hops,
+                                      entry.from_peer, entry.batch.hops)
             continue
         router.missing.note(key, from_peer, ann.hops, now + wait, repair=msg.repair)
     return actions
@@ -157,6 +167,21 @@ def ask(router: Router, now: float) -> list[Action]:
         if peer is not None and router.is_linked(peer):
             asks.append((wanted, peer))
     return [Send(peer, list(msgs)) for peer, msgs in fetch_messages(asks).items()]
+
+
+def maybe_swap(router: Router, origin: bytes, shorter: bytes, short_hops: int,
+               longer: bytes, long_hops: int) -> list[Action]:
+    """A batch of ``origin`` reached us by ``shorter`` in ``short_hops`` (announced)
+    and by ``longer`` (pushed, eager) in ``long_hops``: if the difference is at least
+    ``optimize_hops``, make ``shorter`` eager and ``longer`` lazy for ``origin``."""
+    k = router.cfg.optimize_hops
+    if (not router.tree or not k or short_hops + k > long_hops or shorter == longer
+            or not router.is_linked(shorter) or not router.is_linked(longer)
+            or not router.trees.swap(origin, shorter, longer)):
+        return []
+    router.stats.prunes_sent += 1
+    router.stats.swaps += 1
+    return [Send(longer, [Prune([origin])]), Send(shorter, [Graft([], [origin])])]
 
 
 def _hopped(router: Router, batch: Batch) -> Batch:

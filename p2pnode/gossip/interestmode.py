@@ -48,6 +48,9 @@ class SubscriptionStarts(Protocol):
 class RouteSource(Protocol):
     """The trees over the mesh as this node sees it (``gossip.routes.Routes``)."""
 
+    @property
+    def lost(self) -> int: ...  # changes whenever a link or a node leaves the graph
+
     def next_hops(self, origin: bytes, topic: str, interested: frozenset[bytes],
                   interest_version: int) -> tuple[bytes, ...] | None: ...
 
