@@ -15,11 +15,12 @@ most ``MAX_STREAMS`` streams. When its graph loses a link or a node
 (``Routes.lost``: a crash, seen by the link's end at once and by the others when the
 new link lists reach them; looked at at most every ``TAIL_EVERY`` seconds), it
 computes again the tree of each of its ``MAX_CHECK`` newest tails passed on in the
-last ``TAIL_AGE`` seconds, and announces the batch (a repair ``IHave``) to the peers
-that the tree as it is now adds (its children, its linked members that want the
-topic) and that it did not tell yet. A peer that lacks the batch grafts it and
-announces it on the same way (a repaired batch is announced, not pushed: the nodes
-that have it ignore the announcement); one that has it ignores it. Once every
+last ``TAIL_AGE`` seconds, and announces the batch to the peers that the tree as
+it is now adds (its children, its linked members that want the topic) and that it
+did not tell yet, with its age (``Announce.age``), as ``catchup`` does. A peer that
+lacks the batch grafts it at once and announces it on the same way (not pushed: the
+nodes that have it ignore the announcement), and delivers it only to a subscription
+that began before it was published; one that has it ignores it. Once every
 node's view has taken the crash (within ``TAIL_AGE``), each node of the tree has had
 the batch: the node that had it when its view last changed told its children then. The repair costs
 announcements, and a batch copy only to the nodes of the new tree that lack it (a
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..wire.messages import Announce, Batch, BatchBody
+from .catchup import age_ms
 
 if TYPE_CHECKING:
     from .router import Router
@@ -152,7 +154,8 @@ def announce_tails(router: Router, now: float) -> int:
                if peer not in tail.told and (peer in hops or peer in wanted)]
         if new:
             tail.told += tuple(new)
-            queued += router.announce(Announce(tail.key, entry.batch.hops + 1), new,
-                                      repair=True)
+            age = age_ms(now, entry.age)  # as catch-up does: grafted at once, and not
+            # delivered to a subscription that began after it was published
+            queued += router.announce(Announce(tail.key, entry.batch.hops + 1, age), new)
     tails.announced += queued
     return queued
