@@ -77,6 +77,8 @@ class InterestStats:
     #                     them late (``catchup``)
     early: int = 0  # batches caught up here but published before this node's
     #                 subscription began (passed on, not delivered)
+    tails: int = 0  # announcements of streams' last batches to the peers a tree adds
+    #                 after the graph lost a link or a node (``tails``)
 
 
 class InterestRouting:

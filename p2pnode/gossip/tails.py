@@ -78,7 +78,6 @@ class Tails:
         self._streams: OrderedDict[tuple[bytes, str], Tail] = OrderedDict()
         self.lost = 0  # the graph's ``Routes.lost`` when last looked at
         self.last = float("-inf")  # when last looked at
-        self.announced = 0  # announcements queued by ``announce_tails``
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -157,5 +156,5 @@ def announce_tails(router: Router, now: float) -> int:
             age = age_ms(now, entry.age)  # as catch-up does: grafted at once, and not
             # delivered to a subscription that began after it was published
             queued += router.announce(Announce(tail.key, entry.batch.hops + 1, age), new)
-    tails.announced += queued
+    routing.stats.tails += queued
     return queued
