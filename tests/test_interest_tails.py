@@ -9,7 +9,7 @@ from collections import Counter
 from p2pnode.gossip.interest import Interests
 from p2pnode.gossip.interestmode import InterestStats
 from p2pnode.gossip.routes import Routes
-from p2pnode.gossip.tails import TAIL_EVERY, Tails
+from p2pnode.gossip.tails import NOTICE_BURST, NOTICE_RATE, TAIL_AGE, TAIL_EVERY, Tail, Tails
 from p2pnode.wire.messages import Announce, GossipMessage, IHave
 
 from .gossip_sim import Sim
@@ -83,22 +83,22 @@ def test_a_subscriber_between_two_trees_gets_the_last_batch_when_the_views_agree
     assert receivers(sim, batch.id) == {A}
     assert all(r.next_deadline() is None for r in sim.routers)  # nothing would repair it
     # A and X learn of the crash (the new link lists reach them): A's tree changes, and
-    # A tells its new child X of its stream's last batch; X grafts it and tells S.
+    # A tells its new child X of its stream's last batch; X lacks it and does not want
+    # the topic: it passes the notice on to S, which lacks it and Fetches it by X.
     changed = sim.now
     for node in (A, X):
         routes_of(sim, node).set_list(sim.ids[D], None)
     sim.run(max_time=5.0)
     assert delivered_to(sim, batch.id) == {A, S}
-    delivery = next(d for d in sim.delivered[S] if d.batch.id == batch.id)
-    assert delivery.batch.hops == 3  # by O-A-X-S
-    # Within the bound: a look (at most TAIL_EVERY after the change), then per hop an
-    # announcement, a graft at once (it carries its age, as catch-up's do) and the batch.
-    assert sim.now - changed <= TAIL_EVERY + 2 * 4 * sim.step
+    # Within the bound: a look (at most TAIL_EVERY after the change), the notice over
+    # two links, the Fetch's delay (graft_timeout), the Fetch and its answer over two.
+    assert sim.now - changed <= TAIL_EVERY + 0.1 + 8 * sim.step
     assert stats(sim, A).tails == 1
-    assert stats(sim, X).tails == 0  # X told S as it passed the batch on
-    # One copy each: the repair sends no batch twice.
+    assert stats(sim, X).tails == 1  # the notice passed on
+    assert sim.kinds["Fetch"] == 2  # S asked X, X asked on toward the origin (A)
+    # One copy each: only the nodes on the way to the subscriber that lacked it.
     assert {node: sim.received[(node, batch.id)] for node in (A, X, S)} == {A: 1, X: 1, S: 1}
-    # Told once: a further change announces nothing again.
+    # Told once: a further change tells nobody again.
     routes_of(sim, A).set_own_links({sim.ids[ORG], sim.ids[X]})
     routes_of(sim, A).set_list(sim.ids[X], set())
     sim.run(max_time=1.0)
@@ -107,19 +107,22 @@ def test_a_subscriber_between_two_trees_gets_the_last_batch_when_the_views_agree
 
 def test_only_the_newest_batch_of_a_stream_is_its_tail() -> None:
     sim = views_sim()
-    first, fbody = routed(sim, ORG, 1, "t")
-    second, sbody = routed(sim, ORG, 2, "t", tprev=fbody.seq)
+    ids = sim.ids
+
+    def tail(k: int, time: float) -> Tail:
+        return Tail(ids[ORG] + bytes(15) + bytes([k]), (1, k), time, (ids[A],), 1, time)
+
     tails = Tails(max_streams=2)
-    tails.note("t", second, sbody, (sim.ids[A],), 0.0)
-    tails.note("t", first, fbody, (sim.ids[X],), 0.1)  # an earlier one, filled late
-    (stream, tail), = tails.recent(0.2)
-    assert stream == (sim.ids[ORG], "t")
-    assert tail.key == second.origin + second.id
-    assert tail.told == (sim.ids[A],)
-    tails.note("u", first, fbody, (), 0.3)
-    tails.note("v", first, fbody, (), 0.4)
+    tails.note((ids[ORG], "t"), tail(2, 0.0))
+    tails.note((ids[ORG], "t"), tail(1, 0.1))  # an earlier one, filled late
+    (stream, newest), = tails.recent(0.2)
+    assert stream == (ids[ORG], "t")
+    assert newest.position == (1, 2)
+    tails.note((ids[ORG], "u"), tail(1, 0.3))
+    tails.note((ids[ORG], "v"), tail(1, 0.4))
     assert len(tails) == 2  # bounded: the least recently passed on went first
-    assert [s for s, _ in tails.recent(0.5)] == [(sim.ids[ORG], "v"), (sim.ids[ORG], "u")]
+    assert [s for s, _ in tails.recent(0.5)] == [(ids[ORG], "v"), (ids[ORG], "u")]
+    assert tails.recent(0.4 + TAIL_AGE + 0.1) == []
 
 
 def test_a_peer_announcing_made_up_batches_costs_only_itself() -> None:
@@ -145,21 +148,27 @@ def test_a_peer_announcing_made_up_batches_costs_only_itself() -> None:
     for second in range(100):  # 10 s: 1,000 made-up keys every 0.1 s
         keys = [sim.ids[liar][:16] + (1000 * second + i).to_bytes(16, "big")
                 for i in range(1000)]
-        for part in range(0, 1000, 250):  # as repairs, and with an age (a catch-up's)
+        for part in range(0, 750, 250):  # as repairs, and with an age (a catch-up's)
             age = 5 if part % 500 else None
             sim.send(liar, n, IHave([Announce(k, 1, age) for k in keys[part:part + 250]],
                                     repair=age is None))
+        # ... and as tail notices: N wants every topic here, so it Fetches them.
+        sim.send(liar, n, IHave([Announce(k, 1, 5, "t", 1, i + 1)
+                                 for i, k in enumerate(keys[750:])]))
         sim.run(max_time=start + 0.1 * (second + 1) - sim.now)
         sim.now = start + 0.1 * (second + 1)
         assert len(router.missing) <= 400 // 4  # a quarter of max_missing per announcer
     elapsed = sim.now - start
     grafts = router.stats.grafts_sent
-    # Each made-up key is grafted from L once (a catch-up's at once, a repair's after a
+    # Each made-up announced key is grafted from L once (a catch-up's at once, a repair's after a
     # wait) and waits graft_timeout before it is given up: at most max_missing / 4 keys
     # per graft_timeout.
     assert 0 < grafts <= (400 // 4) * (elapsed / 0.1 + 1)
-    assert to[honest] == to[other] == 0
-    assert sim.kinds["Fetch"] == 0
+    assert to[honest] == to[other] == 0  # grafts and Fetches went to L only
+    fetched = router.fetches.stats.asked
+    assert 0 < fetched <= NOTICE_BURST + NOTICE_RATE * elapsed  # per peer
+    assert router.interest is not None
+    assert router.interest.stats.tails == 0  # passed on to nobody (no tree here)
     # The honest peer's announcement of a real batch is still taken.
     batch, body = sim.make(honest, 1)
     router_h = sim.routers[honest]

@@ -27,10 +27,11 @@ from ..wire.messages import (
     IHave,
     Prune,
 )
-from .actions import Action, Send, Verify
+from .actions import Action, Forward, Send, Verify
 from .fetch import fetch_messages
 from .interestmode import wants
 from .repair import chunks
+from .tails import on_notice
 
 if TYPE_CHECKING:
     from .router import Router
@@ -69,6 +70,9 @@ def on_ihave(router: Router, msg: IHave, from_peer: bytes, now: float) -> list[A
         wait *= 1 + router.cfg.repair_spread * router.rng.random()
     for ann in msg.batches:
         key = ann.key
+        if ann.seq is not None:  # a stream's tail (``tails``): Fetched, or passed on
+            on_notice(router, ann, from_peer, now)
+            continue
         if ann.age is not None:  # a catch-up: graft it now if it is not here
             if key not in router.seen and router.interest is not None:
                 router.missing.note(key, from_peer, ann.hops, now, repair=False,
@@ -151,6 +155,19 @@ def pass_back(router: Router, batch: Batch, body: BatchBody,
     router.fetches.stats.answered += len(waiters)
     copy = _hopped(router, batch)
     return [Send(peer, [copy]) for peer in waiters if router.is_linked(peer)]
+
+
+def without(spread: list[Action], back: list[Action]) -> list[Action]:
+    """``spread`` without pushes to the peers ``back`` sends the batch to already."""
+    peers = {action.peer for action in back if type(action) is Send}
+    out: list[Action] = []
+    for action in spread:
+        if type(action) is Forward:
+            action = Forward(action.batch, tuple(p for p in action.peers if p not in peers))
+            if not action.peers:
+                continue
+        out.append(action)
+    return out
 
 
 def ask(router: Router, now: float) -> list[Action]:

@@ -47,7 +47,7 @@ from ..wire.messages import (
     is_routed,
 )
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
-from .answers import ask, maybe_swap, on_digest, on_fetch, on_graft, on_ihave, pass_back
+from .answers import ask, maybe_swap, on_digest, on_fetch, on_graft, on_ihave, pass_back, without
 from .catchup import age_ms, catch_up, catch_up_due
 from .fetch import Fetches
 from .history import History, item_id_range, merge_digests
@@ -58,7 +58,7 @@ from .reroute import Pushed
 from .routerconfig import GossipMode, RouterConfig, RouterStats, gossip_mode
 from .seen import SeenCache
 from .streams import StreamOrder
-from .tails import Tails, announce_tails, tails_deadline
+from .tails import Tails, announce_tails, note_passed, tails_deadline
 from .tree import Trees
 
 # The actions are part of what this module hands out (``gossip.actions`` defines them).
@@ -159,6 +159,7 @@ class Router:
         self._ihave.pop(peer, None)
         self._repair_ihave.pop(peer, None)
         self.digested.discard(peer)
+        self.tails.peer_down(peer)
 
     # -- publishing and receiving ------------------------------------------------------
 
@@ -259,13 +260,13 @@ class Router:
         if body.to == self.node_id:
             return actions
         unchecked = verify if direct else None  # checked if it goes on (see _spread)
-        if body.tprev is not None:  # an answer to a Fetch passed on: back to who asked
-            if (passed := pass_back(self, batch, body, unchecked)) is None:
-                return [*actions, Disconnect(from_peer, "bad_signature")]
-            actions += passed
-        return actions + self._spread(batch, from_peer, now, body,
-                                      announce_only=announce_only, topic=topic,
-                                      age=age_ms(now, published), verify=unchecked)
+        # An answer to a Fetch passed on: back to who asked (None: it was forged).
+        back = pass_back(self, batch, body, unchecked) if body.tprev is not None else []
+        if back is None:
+            return [*actions, Disconnect(from_peer, "bad_signature")]
+        spread = self._spread(batch, from_peer, now, body, announce_only=announce_only,
+                              topic=topic, age=age_ms(now, published), verify=unchecked)
+        return actions + back + (without(spread, back) if back else spread)
 
     def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes,
                   published: float | None
@@ -388,7 +389,7 @@ class Router:
         hops = batch.hops + 1
         if topic is not None and body is not None:  # its stream's last, for ``tails``
             told = (*eager, *lazy) if from_peer is None else (*eager, *lazy, from_peer)
-            self.tails.note(topic, batch, body, told, now)
+            note_passed(self, topic, batch, body, told, now, age)
         if lazy:
             self.announce(Announce(batch.origin + batch.id, hops, age), lazy,
                           repair=announce_only and age is None)
