@@ -101,7 +101,7 @@ def test_the_signing_core_does_not_load_key_files_or_x509() -> None:
 def test_the_client_does_not_load_the_node() -> None:
     # Apps import p2pnode.client: neither the node, its links nor X.509 (msgspec, yes:
     # the clients parse each read's events in bulk with it).
-    heavy = ["p2pnode.node", "p2pnode.net", "cryptography"]
+    heavy = ["p2pnode.node", "p2pnode.net", "cryptography", "nacl"]
     assert imports_in_fresh_interpreter(["p2pnode.client"], heavy)["loaded"] == []
 
 

@@ -402,3 +402,23 @@ def test_direct_batches_are_forwarded_with_history_off_and_forgeries_never_annou
     assert actions[1:] == [Disconnect(ALICE.node_id, "bad_signature")]
     assert [type(a) for a in actions] == [Deliver, Disconnect]
     assert not r2.has_announcements
+
+
+def test_libsodium_signs_the_same_bytes_as_openssl_and_each_checks_the_other() -> None:
+    # NodeIdentity.sign goes through libsodium (PyNaCl), the certificates through
+    # cryptography (OpenSSL): the same key, and Ed25519 is deterministic, so a batch
+    # signed by either is the same, and a node on either library accepts the other's.
+    from nacl.signing import VerifyKey
+
+    data = encode_body(BatchBody(BID, ALICE.node_id, None, msgs()))
+    sig = ALICE.sign(data)
+    assert sig == ALICE.key.sign(data)
+    ALICE.key.public_key().verify(sig, data)  # OpenSSL accepts libsodium's
+    VerifyKey(ALICE.public).verify(data, ALICE.key.sign(data))  # and the other way
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x01" * 31, b"\x01" * 33])
+def test_key_of_the_wrong_length_is_bad_signature(raw: bytes) -> None:
+    batch = sign_batch(ALICE, BID, None, msgs())
+    bogus = msgspec.structs.replace(batch, origin=node_id_of(raw), key=raw)
+    assert verify_error(bogus) == "bad_signature"

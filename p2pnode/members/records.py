@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
 
 from ..config.settings import MAX_TOPIC_BYTES
 from ..config.tags import MAX_TAGS, tags_problem
@@ -94,8 +94,8 @@ def sign_claim(identity: NodeIdentity, body: ClaimBody) -> SignedClaim:
 def check_signature(key: bytes, domain: bytes, data: bytes, sig: bytes) -> None:
     """Raise ``RemoteProtocolError("bad_signature")`` unless ``sig`` signs ``data``."""
     try:
-        Ed25519PublicKey.from_public_bytes(key).verify(sig, domain + data)
-    except (InvalidSignature, ValueError):
+        VerifyKey(key).verify(domain + data, sig)
+    except (BadSignatureError, ValueError, TypeError):
         raise RemoteProtocolError("bad_signature", "a member record's signature does not "
                                   "match") from None
 

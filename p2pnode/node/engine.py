@@ -110,11 +110,10 @@ class Engine:
         #: (requests travel in them), and the replies peers send.
         self.on_request: Callable[[Batch, BatchBody, bytes | None], None] | None = None
         self.on_reply: OnReply | None = None
-        #: Called once each read of a link is handled (the API writes the events it
-        #: queued: ``ApiServer.send_touched``).
-        self.after_read: Callable[[], None] | None = None
-        #: Called as each read of a link begins (``ApiServer.hold_wakes``).
-        self.before_read: Callable[[], None] | None = None
+        #: The API's hooks around each read of a link: one called as the read begins
+        #: (``ApiServer.hold_wakes``), one once it is handled, and after each timer
+        #: turn (it writes the events queued: ``ApiServer.send_touched``).
+        self.read_hooks: tuple[Callable[[], None], Callable[[], None]] | None = None
         #: The peer whose messages are being handled (None: none, or a local publish).
         self.from_peer: bytes | None = None
 
@@ -125,8 +124,8 @@ class Engine:
         take the router's actions for each, synchronously."""
         now = trio.current_time()
         self.from_peer = link.peer_id
-        if self.before_read is not None:
-            self.before_read()
+        if self.read_hooks is not None:
+            self.read_hooks[0]()
         try:
             self._take(link, msgs, now)
         finally:  # the events queued so far go out even if something failed
@@ -179,8 +178,8 @@ class Engine:
         if self.router.has_announcements:
             self._flush_wake.set()
         self.wake_timers()
-        if self.after_read is not None:
-            self.after_read()
+        if self.read_hooks is not None:
+            self.read_hooks[1]()
 
     def wake_timers(self) -> None:
         """Have the timer task run if the router has timers (after a change it cannot

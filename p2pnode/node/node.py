@@ -94,8 +94,7 @@ class Node(AppFacing):
         #: Called with every message handed to local apps (tests); the engine's list.
         self.on_deliver: list[Callable[[Gossip], None]] = self.engine.listeners
         if self.api is not None:
-            self.engine.after_read = self.api.send_touched
-            self.engine.before_read = self.api.hold_wakes
+            self.engine.read_hooks = (self.api.hold_wakes, self.api.send_touched)
         self.engine.items_to_apps = functools.partial(_items_to_apps, self)
         self.engine.apps_want = self.api.wants if self.api is not None else _no_app
         self.publisher = Publisher(config, identity, self.router, self.engine)
