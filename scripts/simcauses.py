@@ -63,12 +63,12 @@ class Causes:
         note = self._note
         me = router.node_id
 
-        def spread(batch: Batch, from_peer: bytes | None, **kw: Any) -> Any:
+        def spread(batch: Batch, from_peer: bytes | None, *args: Any, **kw: Any) -> Any:
             if interest is None or kw.get("topic") is None:
-                return spread_inner(batch, from_peer, **kw)
+                return spread_inner(batch, from_peer, *args, **kw)
             st = interest.stats
             before = (st.routed, st.off_tree, st.unrouted)
-            actions = spread_inner(batch, from_peer, **kw)
+            actions = spread_inner(batch, from_peer, *args, **kw)
             cause = ("tree" if st.routed != before[0] else "off_tree"
                      if st.off_tree != before[1] else "fallback"
                      if st.unrouted != before[2] else "other")

@@ -52,6 +52,7 @@ class FakeRoutes:
     def __init__(self, me: bytes, graph: Graph) -> None:
         self.me = me
         self.graph = graph
+        self.lost = 0  # the graph never loses a link (``gossip.tails`` reads it)
 
     def _parents(self, root: bytes) -> dict[bytes, bytes | None]:
         parents: dict[bytes, bytes | None] = {root: None}

@@ -28,6 +28,9 @@ class InterestStatus(Section):
                                        "that came to want them after they went by")]
     early: Annotated[int, _counter("batches caught up here but published before this "
                                    "node's subscription began (not delivered)")]
+    tails: Annotated[int, _counter(
+        "announcements of streams' last batches to the peers a tree adds after the "
+        "graph lost a link or a node")]
     streams: Annotated[int, _gauge("streams (origin, run, topic) kept in order")]
     stream_held: Annotated[int, _counter(
         "batches that waited for an earlier one of their stream")]

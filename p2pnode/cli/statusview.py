@@ -53,7 +53,8 @@ NOT_SHOWN = frozenset({
     "store.path", "store.max_age_s", "store.queued", "store.committed", "store.writes",
     "store.removed", "store.failing",
     "handlers.configured", "handlers.queued", "handlers.ran",
-    "interest.unwanted", "interest.caught_up", "interest.early", "interest.streams",
+    "interest.unwanted", "interest.caught_up", "interest.early", "interest.tails",
+    "interest.streams",
     "interest.stream_held", "interest.stream_late",
     "interest.fetch_asked_on", "interest.fetch_answered",
 })

@@ -16,11 +16,22 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..ids import ID_LEN
-from ..wire.messages import Announce, Batch, BatchBody, Digest, Fetch, GossipMessage, Graft, IHave
-from .actions import Action, Send, Verify
+from ..wire.messages import (
+    Announce,
+    Batch,
+    BatchBody,
+    Digest,
+    Fetch,
+    GossipMessage,
+    Graft,
+    IHave,
+    Prune,
+)
+from .actions import Action, Forward, Send, Verify
 from .fetch import fetch_messages
 from .interestmode import wants
 from .repair import chunks
+from .tails import on_notice
 
 if TYPE_CHECKING:
     from .router import Router
@@ -59,6 +70,9 @@ def on_ihave(router: Router, msg: IHave, from_peer: bytes, now: float) -> list[A
         wait *= 1 + router.cfg.repair_spread * router.rng.random()
     for ann in msg.batches:
         key = ann.key
+        if ann.seq is not None:  # a stream's tail (``tails``): Fetched, or passed on
+            on_notice(router, ann, from_peer, now)
+            continue
         if ann.age is not None:  # a catch-up: graft it now if it is not here
             if key not in router.seen and router.interest is not None:
                 router.missing.note(key, from_peer, ann.hops, now, repair=False,
@@ -70,8 +84,8 @@ def on_ihave(router: Router, msg: IHave, from_peer: bytes, now: float) -> list[A
             # received long ago comes from a repair, not from a faster path.
             if (entry is not None and entry.from_peer is not None
                     and now - entry.time <= router.cfg.graft_timeout):
-                actions += router.maybe_swap(entry.batch.origin, from_peer, ann.hops,
-                                            entry.from_peer, entry.batch.hops)
+                actions += maybe_swap(router, entry.batch.origin, from_peer, ann.hops,
+                                      entry.from_peer, entry.batch.hops)
             continue
         router.missing.note(key, from_peer, ann.hops, now + wait, repair=msg.repair)
     return actions
@@ -143,6 +157,19 @@ def pass_back(router: Router, batch: Batch, body: BatchBody,
     return [Send(peer, [copy]) for peer in waiters if router.is_linked(peer)]
 
 
+def without(spread: list[Action], back: list[Action]) -> list[Action]:
+    """``spread`` without pushes to the peers ``back`` sends the batch to already."""
+    peers = {action.peer for action in back if type(action) is Send}
+    out: list[Action] = []
+    for action in spread:
+        if type(action) is Forward:
+            action = Forward(action.batch, tuple(p for p in action.peers if p not in peers))
+            if not action.peers:
+                continue
+        out.append(action)
+    return out
+
+
 def ask(router: Router, now: float) -> list[Action]:
     """This node's asks whose delay ran out, to the peer that brought what follows the
     gap, or (gone) to the next hop toward the origin."""
@@ -157,6 +184,21 @@ def ask(router: Router, now: float) -> list[Action]:
         if peer is not None and router.is_linked(peer):
             asks.append((wanted, peer))
     return [Send(peer, list(msgs)) for peer, msgs in fetch_messages(asks).items()]
+
+
+def maybe_swap(router: Router, origin: bytes, shorter: bytes, short_hops: int,
+               longer: bytes, long_hops: int) -> list[Action]:
+    """A batch of ``origin`` reached us by ``shorter`` in ``short_hops`` (announced)
+    and by ``longer`` (pushed, eager) in ``long_hops``: if the difference is at least
+    ``optimize_hops``, make ``shorter`` eager and ``longer`` lazy for ``origin``."""
+    k = router.cfg.optimize_hops
+    if (not router.tree or not k or short_hops + k > long_hops or shorter == longer
+            or not router.is_linked(shorter) or not router.is_linked(longer)
+            or not router.trees.swap(origin, shorter, longer)):
+        return []
+    router.stats.prunes_sent += 1
+    router.stats.swaps += 1
+    return [Send(longer, [Prune([origin])]), Send(shorter, [Graft([], [origin])])]
 
 
 def _hopped(router: Router, batch: Batch) -> Batch:

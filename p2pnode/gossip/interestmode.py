@@ -48,6 +48,9 @@ class SubscriptionStarts(Protocol):
 class RouteSource(Protocol):
     """The trees over the mesh as this node sees it (``gossip.routes.Routes``)."""
 
+    @property
+    def lost(self) -> int: ...  # changes whenever a link or a node leaves the graph
+
     def next_hops(self, origin: bytes, topic: str, interested: frozenset[bytes],
                   interest_version: int) -> tuple[bytes, ...] | None: ...
 
@@ -74,6 +77,8 @@ class InterestStats:
     #                     them late (``catchup``)
     early: int = 0  # batches caught up here but published before this node's
     #                 subscription began (passed on, not delivered)
+    tails: int = 0  # announcements of streams' last batches to the peers a tree adds
+    #                 after the graph lost a link or a node (``tails``)
 
 
 class InterestRouting:

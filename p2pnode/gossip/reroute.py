@@ -92,6 +92,7 @@ def reroute(router: Router, peer: bytes, now: float) -> list[Action]:
         eager = tuple(p for p in targets[0] if p not in sent)
         if eager:
             router.pushed.note(key, topic, sent + eager)
+            router.tails.told((entry.batch.origin, topic), key, eager)
             router.stats.forwarded += len(eager)
             router.pushed.rerouted += len(eager)
             batch = msgspec.structs.replace(entry.batch, hops=entry.batch.hops + 1)

@@ -47,7 +47,7 @@ from ..wire.messages import (
     is_routed,
 )
 from .actions import Action, Deliver, Disconnect, Forward, Send, Verify
-from .answers import ask, on_digest, on_fetch, on_graft, on_ihave, pass_back
+from .answers import ask, maybe_swap, on_digest, on_fetch, on_graft, on_ihave, pass_back, without
 from .catchup import age_ms, catch_up, catch_up_due
 from .fetch import Fetches
 from .history import History, item_id_range, merge_digests
@@ -58,6 +58,7 @@ from .reroute import Pushed
 from .routerconfig import GossipMode, RouterConfig, RouterStats, gossip_mode
 from .seen import SeenCache
 from .streams import StreamOrder
+from .tails import Tails, announce_tails, note_passed, tails_deadline
 from .tree import Trees
 
 # The actions are part of what this module hands out (``gossip.actions`` defines them).
@@ -86,6 +87,7 @@ class Router:
         self.streams: StreamOrder[tuple[Batch, BatchBody]] = StreamOrder(cfg.order_hold)
         self.fetches = Fetches(cfg.graft_timeout)  # gaps in streams, asked for
         self.pushed = Pushed()  # routed batches pushed per peer (``reroute``)
+        self.tails = Tails()  # each stream's last batch, told again on a change (``tails``)
         self._new_origins: dict[bytes, TokenBucket] = {}  # per linked peer
         self.stats = RouterStats()
         self._peers: dict[bytes, None] = {}  # insertion-ordered set
@@ -157,6 +159,7 @@ class Router:
         self._ihave.pop(peer, None)
         self._repair_ihave.pop(peer, None)
         self.digested.discard(peer)
+        self.tails.peer_down(peer)
 
     # -- publishing and receiving ------------------------------------------------------
 
@@ -174,7 +177,7 @@ class Router:
         can take them before ``keep_new`` (which must follow, before any other call),
         so that keeping the batch does not delay it."""
         self.seen.add(batch.origin + batch.id, now)
-        return self._spread(batch, None, topic=routed_topic(self.interest, body))
+        return self._spread(batch, None, now, body, topic=routed_topic(self.interest, body))
 
     def keep_new(self, batch: Batch, body: BatchBody, now: float) -> None:
         """``publish``'s second half: keep a batch made here (history, the store)."""
@@ -257,13 +260,13 @@ class Router:
         if body.to == self.node_id:
             return actions
         unchecked = verify if direct else None  # checked if it goes on (see _spread)
-        if body.tprev is not None:  # an answer to a Fetch passed on: back to who asked
-            if (passed := pass_back(self, batch, body, unchecked)) is None:
-                return [*actions, Disconnect(from_peer, "bad_signature")]
-            actions += passed
-        return actions + self._spread(batch, from_peer, announce_only=announce_only,
-                                      topic=topic, age=age_ms(now, published),
-                                      verify=unchecked)
+        # An answer to a Fetch passed on: back to who asked (None: it was forged).
+        back = pass_back(self, batch, body, unchecked) if body.tprev is not None else []
+        if back is None:
+            return [*actions, Disconnect(from_peer, "bad_signature")]
+        spread = self._spread(batch, from_peer, now, body, announce_only=announce_only,
+                              topic=topic, age=age_ms(now, published), verify=unchecked)
+        return actions + back + (without(spread, back) if back else spread)
 
     def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes,
                   published: float | None
@@ -334,8 +337,8 @@ class Router:
             return True
         if missing.announcers and not missing.repair:
             # It was announced to us first, by a path shorter than the one it came by?
-            actions += self.maybe_swap(batch.origin, missing.announcers[0], missing.hops,
-                                        from_peer, batch.hops)
+            actions += maybe_swap(self, batch.origin, missing.announcers[0], missing.hops,
+                                  from_peer, batch.hops)
         return False
 
     def check(self, batch: Batch, verify: Verify) -> bool:
@@ -356,9 +359,10 @@ class Router:
             entry.verified = True
         return True
 
-    def _spread(self, batch: Batch, from_peer: bytes | None, *,
-                announce_only: bool = False, topic: str | None = None,
-                age: int | None = None, verify: Verify | None = None) -> list[Action]:
+    def _spread(self, batch: Batch, from_peer: bytes | None, now: float,
+                body: BatchBody | None, *, announce_only: bool = False,
+                topic: str | None = None, age: int | None = None,
+                verify: Verify | None = None) -> list[Action]:
         """Push ``batch`` on eager links and announce it on lazy ones (on all of them
         with ``announce_only``; never back to ``from_peer``), under the hop limit. A
         routed batch (``topic``) goes only toward the members that want it; one caught
@@ -366,7 +370,8 @@ class Router:
         ``verify``, a batch not yet checked (taken on the strength of its link: see
         ``on_batch``) is checked before it is pushed or announced: one that fails goes
         nowhere and closes ``from_peer``'s link. A leaf of its interest tree, which
-        sends it to nobody, never pays for the signature."""
+        sends it to nobody, never pays for the signature. A routed batch is noted as
+        its stream's last (``tails``)."""
         if batch.hops >= self.max_hops:
             if from_peer is not None:
                 self.stats.hop_limited += 1
@@ -382,6 +387,9 @@ class Router:
             # Delivered (the link vouches for it), but not passed on, nor kept.
             return [Disconnect(from_peer, "bad_signature")]
         hops = batch.hops + 1
+        if topic is not None and body is not None:  # its stream's last, for ``tails``
+            told = (*eager, *lazy) if from_peer is None else (*eager, *lazy, from_peer)
+            note_passed(self, topic, batch, body, told, now, age)
         if lazy:
             self.announce(Announce(batch.origin + batch.id, hops, age), lazy,
                           repair=announce_only and age is None)
@@ -448,20 +456,6 @@ class Router:
                     for peer, anns in pending.items() if peer in self._peers]
         return out
 
-    def maybe_swap(self, origin: bytes, shorter: bytes, short_hops: int, longer: bytes,
-                    long_hops: int) -> list[Action]:
-        """A batch of ``origin`` reached us by ``shorter`` in ``short_hops`` (announced)
-        and by ``longer`` (pushed, eager) in ``long_hops``: if the difference is at least
-        ``optimize_hops``, make ``shorter`` eager and ``longer`` lazy for ``origin``."""
-        k = self.cfg.optimize_hops
-        if (not self.tree or not k or short_hops + k > long_hops or shorter == longer
-                or shorter not in self._peers or longer not in self._peers
-                or not self.trees.swap(origin, shorter, longer)):
-            return []
-        self.stats.prunes_sent += 1
-        self.stats.swaps += 1
-        return [Send(longer, [Prune([origin])]), Send(shorter, [Graft([], [origin])])]
-
     # -- timers ---------------------------------------------------------------------
 
     @property
@@ -470,7 +464,7 @@ class Router:
         ``next_deadline``)."""
         return (len(self.missing) > 0 or self.order.held_count > 0
                 or self.streams.held_count > 0 or self.fetches.next_deadline() is not None
-                or catch_up_due(self))
+                or catch_up_due(self) or tails_deadline(self) is not None)
 
     def next_deadline(self) -> float | None:
         """When ``tick`` should next run (None: nothing is waiting)."""
@@ -478,16 +472,19 @@ class Router:
             return float("-inf")
         deadline = self.order.next_deadline(self._watch.fetching(None, self.missing))
         for first in (self.missing.next_deadline(), self.streams.next_deadline(),
-                      self.fetches.next_deadline()):
+                      self.fetches.next_deadline(), tails_deadline(self)):
             if first is not None:
                 deadline = first if deadline is None else min(deadline, first)
         return deadline
 
     def tick(self, now: float) -> list[Action]:
         """Graft announced batches that did not come in time; release held batches whose
-        gap was waited for long enough; catch up the members whose interest changed."""
+        gap was waited for long enough; catch up the members whose interest changed;
+        announce the streams' last batches along the trees of a changed graph."""
         if catch_up_due(self):
             catch_up(self, now)
+        if (due := tails_deadline(self)) is not None and due <= now:
+            announce_tails(self, now)  # the graph changed: the tails along the new trees
         grafts, given_up = self.missing.due(now, self._peers, self.cfg.graft_timeout)
         self.stats.missing_given_up += given_up
         fetching = self._watch.fetching(now, self.missing)

@@ -204,6 +204,7 @@ class Routes:
         self.me = me
         self.max_cache = max_cache
         self.version = 0  #: bumps when the graph changes
+        self.lost = 0  #: bumps when a list loses a link, or a node is forgotten
         self._lists: dict[bytes, frozenset[bytes]] = {}
         self._own: frozenset[bytes] | None = None
         self._graph: _Graph | None = None
@@ -253,6 +254,8 @@ class Routes:
         touches is in it already (a link opened or closed between known nodes: the
         common case), else it is built again on the next question."""
         self.version += 1
+        if node is None or (old is not None and not old <= new):
+            self.lost += 1
         graph = self._graph
         if graph is None:
             return

@@ -113,7 +113,12 @@ def mesh_routes(node_id: bytes, view: MeshView, engine: Engine,
     links = announcer.live_links
     routes = Routes(node_id)
     routes.set_own_links(())  # no links yet
-    view.on_change = routes.set_list
+
+    def list_change(node: bytes, links: frozenset[bytes] | None) -> None:
+        routes.set_list(node, links)
+        engine.wake_timers()  # the streams' last batches along the new trees
+
+    view.on_change = list_change
 
     def link_change(_link: object, _up: bool) -> None:
         announcer.links_changed()

@@ -177,10 +177,15 @@ class Engine:
         """Announcements go out when this task yields; timers start when needed."""
         if self.router.has_announcements:
             self._flush_wake.set()
-        if not self._timer_wake.is_set() and self.router.has_timers:
-            self._timer_wake.set()
+        self.wake_timers()
         if self.read_hooks is not None:
             self.read_hooks[1]()
+
+    def wake_timers(self) -> None:
+        """Have the timer task run if the router has timers (after a change it cannot
+        see: the graph of interest routing, ``gossip.tails``)."""
+        if not self._timer_wake.is_set() and self.router.has_timers:
+            self._timer_wake.set()
 
     def deliver(self, msg: Gossip) -> None:
         """Hand ``msg`` to local apps; a link list (``$mesh``) goes to the mesh view."""
@@ -269,6 +274,7 @@ class Engine:
             # Routed batches pushed into the broken link: again, by the new trees (not
             # when this node is stopping: every link breaks then).
             self.apply(reroute(self.router, link.peer_id, trio.current_time()))
+        self.wake_timers()  # the graph changed: the streams' last batches (``tails``)
 
     # -- the tasks --------------------------------------------------------------------
 

@@ -172,11 +172,21 @@ class Announce(msgspec.Struct, array_like=True, frozen=True, omit_defaults=True)
     (``gossip.catchup``, docs/interest.md): how long ago it was published, in
     milliseconds, as the sender knows it (never more than the truth). The receiver
     grafts it at once and delivers it only if it was published after its own
-    subscription began. Older nodes ignore the field."""
+    subscription began. Older nodes ignore the field.
+
+    ``topic``, ``epoch`` and ``seq`` (interest mode, set together): a *tail notice*
+    (``gossip.tails``, docs/interest.md): the batch is the newest of its origin's
+    stream on ``topic`` that the sender knows of, number ``seq`` of run ``epoch``;
+    the sender may not have it. A node that wants the topic and lacks the batch
+    Fetches it; one that does not want it passes the notice on along its tree. Nodes
+    of protocol 7 before these fields ignore them (and take it as an announcement)."""
 
     key: BatchKey
     hops: Hops
     age: Seq | None = None
+    topic: Topic | None = None
+    epoch: Seq | None = None
+    seq: Seq | None = None
 
 
 class IHave(msgspec.Struct, tag=8, array_like=True, frozen=True):
