@@ -10,6 +10,8 @@ from p2pnode.gossip.interest import Interests
 from p2pnode.gossip.interestmode import InterestRouting
 from p2pnode.gossip.routes import Routes
 
+from .test_routes import lists_of
+
 ORIGIN, A, B, M1, M2, W, Y, Z = (name.encode().ljust(16, b".")
                             for name in ("O", "A", "B", "M1", "M2", "W", "Y", "Z"))
 #: The tree from ORIGIN to M1 and M2 is ORIGIN-A-M1 and ORIGIN-B-M2; Y, Z and W are off it.
@@ -17,10 +19,7 @@ EDGES = [(ORIGIN, A), (A, M1), (ORIGIN, B), (B, M2), (A, Y), (Y, Z), (Z, M2), (Z
 
 
 def routing(me: bytes) -> InterestRouting:
-    lists: dict[bytes, set[bytes]] = {}
-    for a, b in EDGES:
-        lists.setdefault(a, set()).add(b)
-        lists.setdefault(b, set()).add(a)
+    lists = lists_of(EDGES)
     routes = Routes(me)
     routes.set_graph(lists)
     routes.set_own_links(lists[me])

@@ -29,6 +29,15 @@ def link_lists(ids: list[bytes], edges: list[tuple[int, int]]) -> dict[bytes, se
     return lists
 
 
+def lists_of(edges: list[tuple[bytes, bytes]]) -> dict[bytes, set[bytes]]:
+    """Each node's link list, from edges between node ids."""
+    lists: dict[bytes, set[bytes]] = {}
+    for a, b in edges:
+        lists.setdefault(a, set()).add(b)
+        lists.setdefault(b, set()).add(a)
+    return lists
+
+
 def spread(views: dict[bytes, Routes], origin: bytes, topic: str,
            interested: frozenset[bytes]) -> tuple[set[bytes], int, dict[bytes, bytes]]:
     """Forward a batch from ``origin``: each node that gets it pushes it to its own
@@ -198,10 +207,7 @@ def test_toward_takes_a_shortest_path_with_the_lowest_first_hop() -> None:
     # me - x1 - x2 - t, and me - y - t (shorter), and me - z - t (as short, z > y).
     me, x1, x2, y, z, t, far = (bytes([k]) * 32 for k in (0, 1, 2, 3, 9, 5, 6))
     edges = [(me, x1), (x1, x2), (x2, t), (me, y), (y, t), (me, z), (z, t), (t, far)]
-    lists: dict[bytes, set[bytes]] = {}
-    for u, v in edges:
-        lists.setdefault(u, set()).add(v)
-        lists.setdefault(v, set()).add(u)
+    lists = lists_of(edges)
     routes = Routes(me)
     routes.set_graph(lists)
     assert routes.toward(t) == y
