@@ -1,8 +1,10 @@
 """A node off the origin's tree (views that differ, after a crash: docs/interest.md)
-pushes a routed batch by shortest paths. When its sender was off the tree too, the
-batch is an off-tree push passed on: it goes on only toward the members this node is
-closer to than the sender, not toward every member again (which made every node it
-reached do the same: most of the copies of the 200-node crash simulation)."""
+pushes a routed batch by shortest paths, but only toward the members its sender meant
+it for: those whose shortest path from the sender starts with the link to this node
+(``Routes.via``). Before, such a node went toward every member (which made every node
+it reached do the same), and then toward every member it was closer to than the
+sender (which still made each node add members its sender had sent another way): most
+of the copies of the 400-node crash simulation (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -12,53 +14,76 @@ from p2pnode.gossip.routes import Routes
 
 from .test_routes import lists_of
 
-ORIGIN, A, B, M1, M2, W, Y, Z = (name.encode().ljust(16, b".")
-                            for name in ("O", "A", "B", "M1", "M2", "W", "Y", "Z"))
+ORIGIN, A, B, M1, M2, M3, N, S, W, Y, Z = (
+    name.encode().ljust(16, b".")
+    for name in ("O", "A", "B", "M1", "M2", "M3", "N", "S", "W", "Y", "Z"))
 #: The tree from ORIGIN to M1 and M2 is ORIGIN-A-M1 and ORIGIN-B-M2; Y, Z and W are off it.
 EDGES = [(ORIGIN, A), (A, M1), (ORIGIN, B), (B, M2), (A, Y), (Y, Z), (Z, M2), (Z, W), (W, M1)]
+#: The tree from ORIGIN to M1 and M3 is ORIGIN-A-M1 and A-S-N-M3 (N before Z: lower id);
+#: Z is off it, as close to M3 as N is.
+TIED = [(ORIGIN, A), (A, M1), (A, S), (S, N), (S, Z), (N, M3), (Z, M3)]
 
 
-def routing(me: bytes) -> InterestRouting:
-    lists = lists_of(EDGES)
+def routing(me: bytes, edges: list[tuple[bytes, bytes]] = EDGES,
+            members: tuple[bytes, ...] = (M1, M2)) -> InterestRouting:
+    lists = lists_of(edges)
     routes = Routes(me)
     routes.set_graph(lists)
     routes.set_own_links(lists[me])
     interests = Interests()
-    for member in (M1, M2):
+    for member in members:
         interests.set(member, ["t"])
     out = InterestRouting(me)
     out.routes, out.interests = routes, interests
     return out
 
 
-def test_the_tree_and_who_is_off_it() -> None:
-    r = routing(Z)
-    assert r.routes is not None
-    routes = r.routes
-    assert isinstance(routes, Routes)
+def routes_of(r: InterestRouting) -> Routes:
+    assert isinstance(r.routes, Routes)
+    return r.routes
+
+
+def test_the_tree_and_whom_a_sender_reaches_through_this_node() -> None:
+    routes = routes_of(routing(Z))
     wanted = frozenset({M1, M2})
     assert routes.tree(ORIGIN, wanted) == {A: ORIGIN, M1: A, B: ORIGIN, M2: B}
     assert routes.next_hops(ORIGIN, "t", wanted, 0) is None  # Z is off the tree
-    assert routes.on_tree(ORIGIN, "t", wanted, 0, M2) is True
-    assert routes.on_tree(ORIGIN, "t", wanted, 0, Y) is False
-    assert routes.closer([M1, M2], Y) == [M2]  # Z-M2: 1 link, Y-Z-M2: 2; M1: 2 and 2
-    assert routes.closer([M1, M2], M2) == [M1]
+    # From Y: to M2 by Y-Z-M2 (2 links; Y-A-O-B-M2 is 4), to M1 by Y-A-M1.
+    assert routes.via([M1, M2], Y) == [M2]
+    # From M2: to M1 by M2-Z-W-M1 (3 links; M2-B-O-A-M1 is 4); M2 itself is no path.
+    assert routes.via([M1, M2], M2) == [M1]
+    # A sender this node does not know: every member it can reach.
+    assert routes.via([M1, M2], b"?" * 16) == [M1, M2]
 
 
-def test_an_off_tree_push_passed_on_goes_only_toward_the_members_it_was_sent_for() -> None:
+def test_an_off_tree_push_goes_on_only_toward_the_members_it_was_sent_for() -> None:
     r = routing(Z)
-    # From Y, itself off the tree: only toward M2 (Z is closer to it than Y), not toward
-    # M1 by W as well (Y is as close to M1 as Z: that branch is Y's to take).
+    # From Y, itself off the tree: only toward M2 (Y's way to M2 is through Z), not
+    # toward M1 by W as well (Y's way to M1 is through A: that branch is Y's to take).
     eager, lazy = r.targets(ORIGIN, "t", [Y, M2, W], Y) or ([], [])
     assert eager == [M2]
     assert lazy == []
     assert r.stats.off_tree == 1
 
 
-def test_from_a_sender_on_the_tree_an_off_tree_node_goes_toward_every_member() -> None:
+def test_from_a_sender_on_the_tree_an_off_tree_node_goes_toward_what_it_was_sent_for() -> None:
     r = routing(Z)
-    # M2 (on the tree, its view differing from Z's) pushed it here: Z cannot tell what
-    # it was meant to reach, so it goes toward every member but the sender.
+    # M2 (on the tree, its view differing from Z's) pushed it here: M2's shortest way
+    # to M1 goes through Z, so Z takes it on toward M1 (by W).
     eager, lazy = r.targets(ORIGIN, "t", [Y, M2, W], M2) or ([], [])
     assert eager == [W]
     assert lazy == []
+
+
+def test_a_member_the_sender_reaches_another_way_only_gets_an_announcement() -> None:
+    r = routing(Z, TIED, (M1, M3))
+    routes = routes_of(r)
+    assert routes.tree(ORIGIN, frozenset({M1, M3})) == {A: ORIGIN, M1: A, S: A, N: S, M3: N}
+    # Z is one link from M3 and S two, but S's shortest way to M3 starts with N (the
+    # lower id of the two): the copy S pushes by N is M3's. Z announces it to its peer
+    # M3 (which grafts it if that copy does not come) and pushes it nowhere.
+    assert routes.via([M1, M3], S) == []
+    eager, lazy = r.targets(ORIGIN, "t", [S, M3], S) or ([], [])
+    assert eager == []
+    assert lazy == [M3]
+    assert r.stats.off_tree == 1

@@ -54,10 +54,7 @@ class RouteSource(Protocol):
     def next_hops(self, origin: bytes, topic: str, interested: frozenset[bytes],
                   interest_version: int) -> tuple[bytes, ...] | None: ...
 
-    def on_tree(self, origin: bytes, topic: str, interested: frozenset[bytes],
-                interest_version: int, node: bytes) -> bool | None: ...
-
-    def closer(self, members: Iterable[bytes], than: bytes) -> list[bytes]: ...
+    def via(self, members: Iterable[bytes], sender: bytes) -> list[bytes]: ...
 
     def toward(self, target: bytes) -> bytes | None: ...
 
@@ -132,14 +129,12 @@ class InterestRouting:
             return None
         hops = routes.next_hops(origin, topic, wanted, interests.version)
         if hops is None:
-            members: Iterable[bytes] = wanted
-            if from_peer is not None and routes.on_tree(origin, topic, wanted,
-                                                        interests.version, from_peer) is False:
-                # The sender is off the tree too: this is an off-tree push passed on.
-                # Go on toward the members it was sent for (those this node is closer
-                # to than the sender), not toward every one again: each node that did
-                # that made every next one do it too (docs/interest.md, crashes).
-                members = routes.closer(wanted, from_peer)
+            # Off the tree as this node sees the mesh (views differ for a moment, after
+            # a crash): on by shortest paths toward the members the sender meant, those
+            # whose shortest path from it starts here, not toward every member: each
+            # node that did that made every next one do it too (docs/interest.md).
+            members: Iterable[bytes] = (wanted if from_peer is None
+                                        else routes.via(wanted, from_peer))
             hops = self._off_tree(members, routes)
             self.stats.off_tree += 1
         else:

@@ -28,15 +28,15 @@ from collections.abc import Iterable, Iterator, Mapping
 
 Hops = tuple[bytes, ...]
 #: A cached tree: (graph version, interest version, this node's children or None, the
-#: interested members it was computed for, the tree's nodes when this node is not on it)
-_Entry = tuple[int, int, "Hops | None", frozenset[bytes], "frozenset[bytes] | None"]
+#: interested members it was computed for)
+_Entry = tuple[int, int, "Hops | None", frozenset[bytes]]
 
 
 class _Graph:
     """One version of the graph: the nodes in id order, each one's confirmed
     neighbours by index, in id order."""
 
-    __slots__ = ("_dist", "_first", "adj", "ids", "index")
+    __slots__ = ("_first", "adj", "ids", "index")
 
     def __init__(self, lists: Mapping[bytes, frozenset[bytes]]) -> None:
         self.ids = sorted(lists)
@@ -47,8 +47,8 @@ class _Graph:
                    if peer in index and node in lists[peer] and peer != node)
             for node in self.ids
         ]
-        self._first: list[int] | None = None  # toward(): first hop from me to each node
-        self._dist: dict[int, list[int]] = {}  # distances(): by source, the last few
+        #: first_hops(): by source (this node, senders of off-tree pushes), the last few
+        self._first: dict[int, list[int]] = {}
 
     def relink(self, lists: Mapping[bytes, frozenset[bytes]], nodes: Iterable[bytes]) -> bool:
         """Take the lists of ``nodes`` again, in place: each one's confirmed neighbours
@@ -66,60 +66,39 @@ class _Graph:
             self.adj[i] = sorted(index[peer] for peer in lists.get(node, empty)
                                  if peer in index and peer != node
                                  and node in lists.get(peer, empty))
-        self._first = None
-        self._dist.clear()
+        self._first.clear()
         return True
 
-    def distances(self, source: int) -> list[int]:
-        """Links from ``source`` to each node (-1: unreachable); the last few sources
-        asked are kept."""
-        cached = self._dist.get(source)
+    def first_hops(self, source: int) -> list[int]:
+        """For each node, the neighbour of ``source`` that starts a shortest path from
+        ``source`` to it, the lowest index among equals (-1: unreachable, or ``source``
+        itself). The last 16 sources asked are kept until the graph changes."""
+        cached = self._first.get(source)
         if cached is not None:
             return cached
-        dist = [-1] * len(self.ids)
-        dist[source] = 0
+        first = [-1] * len(self.ids)
         adj = self.adj
-        frontier = [source]
-        d = 0
+        seen = bytearray(len(self.ids))
+        seen[source] = 1
+        frontier = []
+        for v in adj[source]:
+            seen[v] = 1
+            first[v] = v
+            frontier.append(v)
         while frontier:
-            d += 1
             nxt = []
             for u in frontier:
+                hop = first[u]
                 for v in adj[u]:
-                    if dist[v] < 0:
-                        dist[v] = d
+                    if not seen[v]:
+                        seen[v] = 1
+                        first[v] = hop
                         nxt.append(v)
             frontier = nxt
-        if len(self._dist) >= 16:
-            self._dist.pop(next(iter(self._dist)))
-        self._dist[source] = dist
-        return dist
-
-    def first_hops(self, me: int) -> list[int]:
-        """For each node, the neighbour of ``me`` that starts a shortest path to it
-        (-1: unreachable, or ``me`` itself)."""
-        if self._first is None:
-            first = [-1] * len(self.ids)
-            adj = self.adj
-            seen = bytearray(len(self.ids))
-            seen[me] = 1
-            frontier = []
-            for v in adj[me]:
-                seen[v] = 1
-                first[v] = v
-                frontier.append(v)
-            while frontier:
-                nxt = []
-                for u in frontier:
-                    hop = first[u]
-                    for v in adj[u]:
-                        if not seen[v]:
-                            seen[v] = 1
-                            first[v] = hop
-                            nxt.append(v)
-                frontier = nxt
-            self._first = first
-        return self._first
+        if len(self._first) >= 16:
+            self._first.pop(next(iter(self._first)))
+        self._first[source] = first
+        return first
 
 
 def _closer(adj: list[list[int]], dist: list[int], parent: list[int],
@@ -208,8 +187,7 @@ class Routes:
         self._lists: dict[bytes, frozenset[bytes]] = {}
         self._own: frozenset[bytes] | None = None
         self._graph: _Graph | None = None
-        #: (origin, topic) -> (graph version, interest version, hops, interested, the
-        #: tree's nodes when this node is not on it)
+        #: (origin, topic) -> (graph version, interest version, hops, interested)
         self._cache: OrderedDict[tuple[bytes, str], _Entry] = OrderedDict()
         self.computed = 0  #: trees computed (cache misses)
         self.built = 0  #: graphs built from every list
@@ -297,18 +275,6 @@ class Routes:
         ``origin`` or this node is not in the graph or this node is not on the tree.
         Cached per (origin, topic) until ``version`` changes or ``interest_version``
         does with another set of ``interested`` members."""
-        return self._entry(origin, topic, interested, interest_version)[2]
-
-    def on_tree(self, origin: bytes, topic: str, interested: frozenset[bytes],
-                interest_version: int, node: bytes) -> bool | None:
-        """Whether ``node`` is on ``origin``'s tree for ``topic``, asked when this node
-        is not (``next_hops`` gave None); None: not known (the origin or this node is
-        not in the graph, or this node is on the tree)."""
-        entry = self._entry(origin, topic, interested, interest_version)
-        return None if entry[4] is None else node in entry[4]
-
-    def _entry(self, origin: bytes, topic: str, interested: frozenset[bytes],
-               interest_version: int) -> _Entry:
         key = (origin, topic)
         cache = self._cache
         hit = cache.get(key)
@@ -316,47 +282,45 @@ class Routes:
                 hit[1] == interest_version or hit[3] == interested):
             cache.move_to_end(key)
             if hit[1] != interest_version:  # another member's interest changed: not these
-                hit = cache[key] = (hit[0], interest_version, hit[2], hit[3], hit[4])
-            return hit
-        hops, nodes = self._compute(origin, interested)
-        entry = cache[key] = (self.version, interest_version, hops, interested, nodes)
+                cache[key] = (hit[0], interest_version, hit[2], hit[3])
+            return hit[2]
+        entry = cache[key] = (self.version, interest_version,
+                              self._compute(origin, interested), interested)
         cache.move_to_end(key)
         if len(cache) > self.max_cache:
             cache.popitem(last=False)
-        return entry
+        return entry[2]
 
-    def _compute(self, origin: bytes, interested: frozenset[bytes]
-                 ) -> tuple[Hops | None, frozenset[bytes] | None]:
-        """(this node's children, None) when it is on the tree; (None, the tree's
-        nodes) when it is not; (None, None) when the origin or it is not in the graph."""
+    def _compute(self, origin: bytes, interested: frozenset[bytes]) -> Hops | None:
+        """This node's children on the tree; None when it is not on it, or the origin or
+        it is not in the graph."""
         self.computed += 1
         g = self.graph
         root, me = g.index.get(origin), g.index.get(self.me)
         if root is None or me is None:
-            return None, None
+            return None
         index = g.index
         tree = steiner_tree(g.adj, root, (index[t] for t in interested if t in index))
         if me != root and me not in tree:
-            return None, frozenset(g.ids[v] for v in (root, *tree))
-        return tuple(g.ids[v] for v in sorted(v for v, p in tree.items() if p == me)), None
+            return None
+        return tuple(g.ids[v] for v in sorted(v for v, p in tree.items() if p == me))
 
-    def closer(self, members: Iterable[bytes], than: bytes) -> list[bytes]:
-        """Those of ``members`` that are fewer links from this node than from ``than``
-        (those this node can reach, ``than`` being farther or cut off from them)."""
+    def via(self, members: Iterable[bytes], sender: bytes) -> list[bytes]:
+        """Those of ``members`` whose shortest path from ``sender`` starts with the link
+        to this node (the lowest id among equals, as ``toward`` picks at ``sender``):
+        the members a push from ``sender`` was meant for, as far as this node's view
+        of the mesh tells. When ``sender`` is not in the graph: every member this
+        node can reach."""
         g = self.graph
-        me, other = g.index.get(self.me), g.index.get(than)
+        me, other = g.index.get(self.me), g.index.get(sender)
         if me is None:
             return []
-        mine = g.distances(me)
-        theirs = g.distances(other) if other is not None else None
-        out = []
-        for member in members:
-            i = g.index.get(member)
-            if i is None or mine[i] < 0:
-                continue
-            if theirs is None or theirs[i] < 0 or mine[i] < theirs[i]:
-                out.append(member)
-        return out
+        index = g.index
+        if other is None:
+            mine = g.first_hops(me)
+            return [m for m in members if (i := index.get(m)) is not None and mine[i] >= 0]
+        theirs = g.first_hops(other)
+        return [m for m in members if (i := index.get(m)) is not None and theirs[i] == me]
 
     def tree(self, origin: bytes, interested: frozenset[bytes]) -> dict[bytes, bytes]:
         """The whole tree (each node but the origin, mapped to its parent); empty if
