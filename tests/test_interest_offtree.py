@@ -8,10 +8,16 @@ of the copies of the 400-node crash simulation (docs/performance.md)."""
 
 from __future__ import annotations
 
-from p2pnode.gossip.interest import Interests
-from p2pnode.gossip.interestmode import InterestRouting
-from p2pnode.gossip.routes import Routes
+import msgspec
 
+from p2pnode.gossip.actions import Forward
+from p2pnode.gossip.interest import Interests
+from p2pnode.gossip.interestmode import InterestRouting, pushes
+from p2pnode.gossip.routes import Routes
+from p2pnode.gossip.signing import Verifier, make_batch
+from p2pnode.wire.messages import MEANT_PREFIX, Batch, Item
+
+from .gossip_sim import SIM_IDENTITIES, make_router
 from .test_routes import lists_of
 
 ORIGIN, A, B, M1, M2, M3, N, S, W, Y, Z = (
@@ -36,6 +42,10 @@ def routing(me: bytes, edges: list[tuple[bytes, bytes]] = EDGES,
     out = InterestRouting(me)
     out.routes, out.interests = routes, interests
     return out
+
+
+def batch() -> Batch:
+    return Batch(b"b" * 16, ORIGIN, 0, b"k" * 32, b"body", b"s" * 64)
 
 
 def routes_of(r: InterestRouting) -> Routes:
@@ -87,3 +97,49 @@ def test_a_member_the_sender_reaches_another_way_only_gets_an_announcement() -> 
     assert eager == []
     assert lazy == [M3]
     assert r.stats.off_tree == 1
+
+
+def test_each_push_along_the_tree_says_whom_it_is_for() -> None:
+    r = routing(ORIGIN)
+    eager, _ = r.targets(ORIGIN, "t", [A, B], None) or ([], [])
+    assert eager == [A, B]
+    assert r.meant == {A: [M1[:MEANT_PREFIX]], B: [M2[:MEANT_PREFIX]]}
+    forwards = pushes(r, batch(), 1, (A, B))
+    assert [(f.peers, f.batch.meant, f.batch.hops) for f in forwards] == [
+        ((A,), [M1[:MEANT_PREFIX]], 1), ((B,), [M2[:MEANT_PREFIX]], 1)]
+
+
+def test_off_the_tree_a_push_goes_toward_the_members_it_says_it_is_for() -> None:
+    r = routing(Z)
+    # Y's copy says it is for M1: Z takes it toward M1 (by W), though as Z sees the
+    # mesh Y's own way to M1 is not through Z, and says so to W.
+    eager, lazy = r.targets(ORIGIN, "t", [Y, M2, W], Y, [M1[:MEANT_PREFIX]]) or ([], [])
+    assert eager == [W]
+    assert lazy == [M2]  # a linked member not pushed to: announced
+    assert r.meant == {W: [M1[:MEANT_PREFIX]]}
+
+
+def test_a_copy_cannot_send_a_node_toward_members_that_do_not_want_the_topic() -> None:
+    r = routing(Z)
+    # A lying sender names W and Y, which want nothing: Z pushes to nobody (the names
+    # only ever narrow the members that want the topic).
+    named = [W[:MEANT_PREFIX], Y[:MEANT_PREFIX]]
+    eager, lazy = r.targets(ORIGIN, "t", [Y, M2, W], Y, named) or ([], [])
+    assert eager == []
+    assert lazy == [M2]
+    assert r.meant == {}
+
+
+def test_a_received_copy_s_names_are_not_kept_nor_passed_on_as_they_came() -> None:
+    origin, me, peer = SIM_IDENTITIES[0], SIM_IDENTITIES[1].node_id, SIM_IDENTITIES[2].node_id
+    router = make_router(me, mode="tree", peers=(origin.node_id, peer))
+    signed, _ = make_batch(origin, b"i" * 16, None, [Item(b"m" * 16, "t", b"x")], epoch=1,
+                           seq=1)
+    came = msgspec.structs.replace(signed, meant=[M1[:MEANT_PREFIX]])
+    actions = router.on_batch(came, origin.node_id, 0.0, Verifier(1024).verify)
+    kept = router.history.get(signed.origin + signed.id)
+    assert kept is not None
+    assert kept.batch.meant == []  # what a Graft or a Fetch gets
+    sent = [a for a in actions if type(a) is Forward]
+    assert sent
+    assert all(f.batch.meant == [] for f in sent)  # not this node's to say

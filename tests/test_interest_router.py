@@ -80,6 +80,10 @@ class FakeRoutes:
             return None
         return tuple(sorted(n for n in on_tree if parents.get(n) == self.me))
 
+    def branches(self, origin: bytes, topic: str, interested: frozenset[bytes],
+                 interest_version: int) -> dict[bytes, tuple[bytes, ...]]:
+        return {}  # pushes say no members: a receiver off the tree works them out
+
     def toward(self, target: bytes) -> bytes | None:
         parents = self._parents(self.me)
         if target not in parents or target == self.me:

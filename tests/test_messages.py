@@ -14,8 +14,10 @@ from p2pnode.config import MAX_TOPIC_BYTES, NodeConfig
 from p2pnode.errors import ConfigError, RemoteProtocolError
 from p2pnode.gossip.signing import sign_batch
 from p2pnode.testing import make_identity
-from p2pnode.wire.frames import FrameDecoder
+from p2pnode.wire.frames import HEADER_LEN, FrameDecoder
 from p2pnode.wire.messages import (
+    MAX_MEANT,
+    MEANT_PREFIX,
     Accept,
     Announce,
     Batch,
@@ -243,7 +245,33 @@ def test_invalid_body_is_bad_message(body: bytes) -> None:
 def test_accept_with_extra_trailing_fields_decodes() -> None:
     # Trailing fields unknown to this version are ignored, for every message type.
     assert decode_message(pack([2, "extra", 1])) == Accept()
-    assert decode_message(pack([*batch_fields(), "future"])) == Batch(MID, A, 0, KEY, b"body", SIG)
+    assert decode_message(pack([*batch_fields(), [], "future"])) == Batch(
+        MID, A, 0, KEY, b"body", SIG)
+
+
+def test_a_batch_says_whom_a_copy_is_meant_for_and_older_nodes_ignore_it() -> None:
+    meant = [b"m" * MEANT_PREFIX, b"n" * MEANT_PREFIX]
+    frame = encode_message(Batch(MID, A, 2, KEY, b"body", SIG, meant))
+    assert decode_message(frame[HEADER_LEN:]) == Batch(MID, A, 2, KEY, b"body", SIG, meant)
+    assert decode_message(pack(batch_fields())).meant == []  # a node without the field
+
+    class OldBatch(msgspec.Struct, tag=4, array_like=True):  # a node of before
+        id: bytes
+        origin: bytes
+        hops: int
+        key: bytes
+        body: bytes
+        sig: bytes
+
+    old = msgspec.msgpack.decode(frame[HEADER_LEN:], type=OldBatch)
+    assert (old.id, old.hops, old.body) == (MID, 2, b"body")
+
+
+@pytest.mark.parametrize("meant", [[b"short"], [b"x" * 9], [b"m" * MEANT_PREFIX] * (MAX_MEANT + 1)])
+def test_a_bad_meant_list_is_bad_message(meant: list[bytes]) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_message(pack([*batch_fields(), meant]))
+    assert info.value.code == "bad_message"
 
 
 # -- Regressions: a peer's bytes once raised something other than RemoteProtocolError.

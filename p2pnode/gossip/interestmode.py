@@ -10,11 +10,14 @@ batch goes on as in tree mode: nothing is lost while a node learns the mesh.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..wire.messages import BatchBody, is_routed
+import msgspec
+
+from ..wire.messages import MAX_MEANT, MEANT_PREFIX, Batch, BatchBody, is_routed
+from .actions import Action, Forward
 
 #: Seconds: a routed batch published this recently is announced to the members that
 #: came to want its topic since it went by (``catchup``).
@@ -53,6 +56,9 @@ class RouteSource(Protocol):
 
     def next_hops(self, origin: bytes, topic: str, interested: frozenset[bytes],
                   interest_version: int) -> tuple[bytes, ...] | None: ...
+
+    def branches(self, origin: bytes, topic: str, interested: frozenset[bytes],
+                 interest_version: int) -> Mapping[bytes, tuple[bytes, ...]]: ...
 
     def via(self, members: Iterable[bytes], sender: bytes) -> list[bytes]: ...
 
@@ -94,13 +100,19 @@ class InterestRouting:
         self.known: dict[str, frozenset[bytes]] = {}
         self.caught_up = 0  # the interests' ``grown`` when ``catchup`` last looked
         self.stats = InterestStats()
+        #: Set by each ``targets``: per peer to push to, the members that push is meant
+        #: for (``Batch.meant``: id prefixes; no entry, or empty: not said).
+        self.meant: dict[bytes, list[bytes]] = {}
 
     def targets(self, origin: bytes, topic: str, peers: Collection[bytes],
-                from_peer: bytes | None) -> tuple[list[bytes], list[bytes]] | None:
+                from_peer: bytes | None, meant: Collection[bytes] | None = None
+                ) -> tuple[list[bytes], list[bytes]] | None:
         """(push to, announce to) among ``peers`` for a routed batch of ``origin`` on
-        ``topic`` that came from ``from_peer`` (None: published here); None: not known
-        (no interests or routes, or the origin not in this node's view of the mesh),
-        send it on as in tree mode."""
+        ``topic`` that came from ``from_peer`` (None: published here) for the members
+        ``meant`` (id prefixes, ``Batch.meant``; None or empty: not said); None: not known (no
+        interests or routes, or the origin not in this node's view of the mesh), send
+        it on as in tree mode. Sets ``self.meant`` for the pushes."""
+        self.meant = {}
         interests, routes = self.interests, self.routes
         if interests is None or routes is None:
             self.stats.unrouted += 1
@@ -130,14 +142,23 @@ class InterestRouting:
         hops = routes.next_hops(origin, topic, wanted, interests.version)
         if hops is None:
             # Off the tree as this node sees the mesh (views differ for a moment, after
-            # a crash): on by shortest paths toward the members the sender meant, those
-            # whose shortest path from it starts here, not toward every member: each
-            # node that did that made every next one do it too (docs/interest.md).
-            members: Iterable[bytes] = (wanted if from_peer is None
-                                        else routes.via(wanted, from_peer))
+            # a crash): on by shortest paths toward the members the push was meant for
+            # (``meant``, or if not said, those whose shortest path from the sender
+            # starts here), not toward every member: each node that did that made every
+            # next one do it too (docs/interest.md).
+            if from_peer is None:
+                members: Iterable[bytes] = wanted
+            elif meant:
+                said = set(meant)
+                members = [m for m in wanted if m[:MEANT_PREFIX] in said]
+            else:
+                members = routes.via(wanted, from_peer)
             hops = self._off_tree(members, routes)
             self.stats.off_tree += 1
         else:
+            if hops:
+                self.meant = _prefixes(routes.branches(origin, topic, wanted,
+                                                       interests.version))
             self.stats.routed += 1
         eager = [peer for peer in hops if peer in peers and peer != from_peer]
         lazy = [peer for peer in peers if peer in wanted and peer != from_peer
@@ -172,13 +193,37 @@ class InterestRouting:
 
     def _off_tree(self, wanted: Iterable[bytes], routes: RouteSource) -> tuple[bytes, ...]:
         """The next hops toward each wanting member by a shortest path (this node is not
-        in the origin's tree as it sees the mesh: the views differ for a moment).
-        Members it cannot reach (gone, or cut off) are left out."""
-        hops: dict[bytes, None] = {}
+        in the origin's tree as it sees the mesh: the views differ for a moment), and in
+        ``self.meant`` the members each hop is for. Members it cannot reach (gone, or
+        cut off) are left out."""
+        hops: dict[bytes, list[bytes]] = {}
         for member in sorted(wanted):
             if member != self.node_id and (hop := routes.toward(member)) is not None:
-                hops[hop] = None
+                hops.setdefault(hop, []).append(member)
+        self.meant = _prefixes(hops)
         return tuple(hops)
+
+
+def pushes(routing: InterestRouting | None, batch: Batch, hops: int,
+           peers: tuple[bytes, ...]) -> list[Action]:
+    """``batch`` (with ``hops``) pushed to ``peers``: in one Forward, or, when the last
+    ``routing.targets`` said whom each push is for, one per peer with its own ``meant``."""
+    said = routing.meant if routing is not None else None
+    if not said:
+        return [Forward(msgspec.structs.replace(batch, hops=hops), peers)]
+    return [Forward(msgspec.structs.replace(batch, hops=hops, meant=said.get(peer, [])),
+                    (peer,)) for peer in peers]
+
+
+def _prefixes(members: Mapping[bytes, Iterable[bytes]]) -> dict[bytes, list[bytes]]:
+    """Per peer, its members as ``Batch.meant`` names them (none when more than
+    ``MAX_MEANT``: not said, the receiver works them out)."""
+    out: dict[bytes, list[bytes]] = {}
+    for peer, ids in members.items():
+        said = [m[:MEANT_PREFIX] for m in ids]
+        if len(said) <= MAX_MEANT:
+            out[peer] = said
+    return out
 
 
 def routed_topic(routing: InterestRouting | None, body: BatchBody | None) -> str | None:

@@ -51,7 +51,7 @@ from .answers import ask, maybe_swap, on_digest, on_fetch, on_graft, on_ihave, p
 from .catchup import age_ms, catch_up, catch_up_due
 from .fetch import Fetches
 from .history import History, item_id_range, merge_digests
-from .interestmode import InterestRouting, routed_topic
+from .interestmode import InterestRouting, pushes, routed_topic
 from .order import OrderBuffer
 from .repair import Missing, MissingBatches, RepairWatch, chunks
 from .reroute import Pushed
@@ -220,6 +220,8 @@ class Router:
         a Graft; the next node cannot trust our link): the most common path is fastest."""
         stats = self.stats
         stats.received += 1
+        if meant := batch.meant:  # this copy's: not kept (history), not passed on
+            batch = msgspec.structs.replace(batch, meant=[])
         key = batch.origin + batch.id  # ids are unique per origin only
         if self.seen.seen(key, now) or batch.origin == self.node_id:
             stats.duplicates += 1
@@ -265,7 +267,8 @@ class Router:
         if back is None:
             return [*actions, Disconnect(from_peer, "bad_signature")]
         spread = self._spread(batch, from_peer, now, body, announce_only=announce_only,
-                              topic=topic, age=age_ms(now, published), verify=unchecked)
+                              topic=topic, age=age_ms(now, published), verify=unchecked,
+                              meant=meant)
         return actions + back + (without(spread, back) if back else spread)
 
     def _in_order(self, batch: Batch, body: BatchBody, now: float, from_peer: bytes,
@@ -362,7 +365,7 @@ class Router:
     def _spread(self, batch: Batch, from_peer: bytes | None, now: float,
                 body: BatchBody | None, *, announce_only: bool = False,
                 topic: str | None = None, age: int | None = None,
-                verify: Verify | None = None) -> list[Action]:
+                verify: Verify | None = None, meant: list[bytes] | None = None) -> list[Action]:
         """Push ``batch`` on eager links and announce it on lazy ones (on all of them
         with ``announce_only``; never back to ``from_peer``), under the hop limit. A
         routed batch (``topic``) goes only toward the members that want it; one caught
@@ -371,14 +374,14 @@ class Router:
         ``on_batch``) is checked before it is pushed or announced: one that fails goes
         nowhere and closes ``from_peer``'s link. A leaf of its interest tree, which
         sends it to nobody, never pays for the signature. A routed batch is noted as
-        its stream's last (``tails``)."""
+        its stream's last (``tails``). ``meant``: ``Batch.meant`` of the copy that came."""
         if batch.hops >= self.max_hops:
             if from_peer is not None:
                 self.stats.hop_limited += 1
             return []
         targets = None
         if topic is not None and self.interest is not None:
-            targets = self.interest.targets(batch.origin, topic, self._peers, from_peer)
+            targets = self.interest.targets(batch.origin, topic, self._peers, from_peer, meant)
         eager, lazy = targets or self._tree_targets(batch.origin, from_peer)
         if announce_only or age is not None:
             eager, lazy = [], eager + lazy
@@ -398,7 +401,7 @@ class Router:
         self.stats.forwarded += len(eager)
         if (peers := tuple(eager)) and from_peer is None and topic is not None:
             self.pushed.note(batch.origin + batch.id, topic, peers)  # ``reroute``
-        return [Forward(msgspec.structs.replace(batch, hops=hops), peers)]
+        return pushes(self.interest if targets else None, batch, hops, peers)
 
     def announce(self, announce: Announce, peers: list[bytes], *, repair: bool = False
                  ) -> int:

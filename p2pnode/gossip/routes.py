@@ -27,9 +27,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 
 Hops = tuple[bytes, ...]
+#: Per child of this node on a tree, the interested members below it.
+Branches = dict[bytes, tuple[bytes, ...]]
 #: A cached tree: (graph version, interest version, this node's children or None, the
-#: interested members it was computed for)
-_Entry = tuple[int, int, "Hops | None", frozenset[bytes]]
+#: interested members it was computed for, the members below each child)
+_Entry = tuple[int, int, "Hops | None", frozenset[bytes], Branches]
 
 
 class _Graph:
@@ -187,7 +189,7 @@ class Routes:
         self._lists: dict[bytes, frozenset[bytes]] = {}
         self._own: frozenset[bytes] | None = None
         self._graph: _Graph | None = None
-        #: (origin, topic) -> (graph version, interest version, hops, interested)
+        #: (origin, topic) -> (graph version, interest version, hops, interested, branches)
         self._cache: OrderedDict[tuple[bytes, str], _Entry] = OrderedDict()
         self.computed = 0  #: trees computed (cache misses)
         self.built = 0  #: graphs built from every list
@@ -275,6 +277,16 @@ class Routes:
         ``origin`` or this node is not in the graph or this node is not on the tree.
         Cached per (origin, topic) until ``version`` changes or ``interest_version``
         does with another set of ``interested`` members."""
+        return self._entry(origin, topic, interested, interest_version)[2]
+
+    def branches(self, origin: bytes, topic: str, interested: frozenset[bytes],
+                 interest_version: int) -> Branches:
+        """For each of ``next_hops``' children, the interested members below it on the
+        tree (those a push to it is meant for); cached with the tree."""
+        return self._entry(origin, topic, interested, interest_version)[4]
+
+    def _entry(self, origin: bytes, topic: str, interested: frozenset[bytes],
+               interest_version: int) -> _Entry:
         key = (origin, topic)
         cache = self._cache
         hit = cache.get(key)
@@ -282,28 +294,38 @@ class Routes:
                 hit[1] == interest_version or hit[3] == interested):
             cache.move_to_end(key)
             if hit[1] != interest_version:  # another member's interest changed: not these
-                cache[key] = (hit[0], interest_version, hit[2], hit[3])
-            return hit[2]
-        entry = cache[key] = (self.version, interest_version,
-                              self._compute(origin, interested), interested)
+                hit = cache[key] = (hit[0], interest_version, hit[2], hit[3], hit[4])
+            return hit
+        hops, branches = self._compute(origin, interested)
+        entry = cache[key] = (self.version, interest_version, hops, interested, branches)
         cache.move_to_end(key)
         if len(cache) > self.max_cache:
             cache.popitem(last=False)
-        return entry[2]
+        return entry
 
-    def _compute(self, origin: bytes, interested: frozenset[bytes]) -> Hops | None:
-        """This node's children on the tree; None when it is not on it, or the origin or
-        it is not in the graph."""
+    def _compute(self, origin: bytes, interested: frozenset[bytes]
+                 ) -> tuple[Hops | None, Branches]:
+        """This node's children on the tree (None when it is not on it, or the origin
+        or it is not in the graph), and the interested members below each."""
         self.computed += 1
         g = self.graph
         root, me = g.index.get(origin), g.index.get(self.me)
         if root is None or me is None:
-            return None
+            return None, {}
         index = g.index
         tree = steiner_tree(g.adj, root, (index[t] for t in interested if t in index))
         if me != root and me not in tree:
-            return None
-        return tuple(g.ids[v] for v in sorted(v for v, p in tree.items() if p == me))
+            return None, {}
+        below: dict[int, list[bytes]] = {}
+        for member in sorted(interested):
+            v = index.get(member)
+            while v is not None and v in tree and tree[v] != me:
+                v = tree[v]  # up toward the root, until a child of this node
+            if v is not None and v in tree:
+                below.setdefault(v, []).append(member)
+        children = sorted(v for v, p in tree.items() if p == me)
+        return (tuple(g.ids[v] for v in children),
+                {g.ids[v]: tuple(below.get(v, ())) for v in children})
 
     def via(self, members: Iterable[bytes], sender: bytes) -> list[bytes]:
         """Those of ``members`` whose shortest path from ``sender`` starts with the link

@@ -21,6 +21,9 @@ NodeIdBytes = Annotated[bytes, msgspec.Meta(min_length=ID_LEN, max_length=ID_LEN
 ShortText = Annotated[str, msgspec.Meta(max_length=256)]
 Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TOPIC_BYTES)]
 Hops = Annotated[int, msgspec.Meta(ge=0, le=255)]
+MEANT_PREFIX = 8  # bytes of a member's id in ``Batch.meant``
+MemberPrefix = Annotated[bytes, msgspec.Meta(min_length=MEANT_PREFIX, max_length=MEANT_PREFIX)]
+MAX_MEANT = 64  # members named in one ``Batch.meant``
 
 
 class Hello(msgspec.Struct, tag=1, array_like=True, frozen=True):
@@ -122,9 +125,15 @@ class Batch(msgspec.Struct, tag=4, array_like=True, frozen=True):
 
     ``body`` is the msgpack encoding of a ``BatchBody``, signed (Ed25519) by the
     origin's key ``key``; the node id ``origin`` must be the hash of ``key``. Only
-    ``hops`` changes on the way, so forwarders re-send ``body`` and ``sig`` as they
-    came. ``id`` and ``origin`` are repeated outside the body so that duplicates are
-    dropped before any signature is checked.
+    ``hops`` and ``meant`` change on the way, so forwarders re-send ``body`` and ``sig``
+    as they came. ``id`` and ``origin`` are repeated outside the body so that duplicates
+    are dropped before any signature is checked.
+
+    ``meant`` (interest mode; a trailing field that nodes without it ignore): the
+    interested members this copy of a routed batch was pushed for, by the first 8
+    bytes of their ids (at most ``MAX_MEANT``; empty: not said). Not signed: it only
+    narrows where a receiver off the origin's tree pushes the batch on
+    (docs/interest.md), never beyond the members that want its topic.
     """
 
     id: NodeIdBytes
@@ -133,6 +142,7 @@ class Batch(msgspec.Struct, tag=4, array_like=True, frozen=True):
     key: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
     body: bytes
     sig: Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
+    meant: Annotated[list[MemberPrefix], msgspec.Meta(max_length=MAX_MEANT)] = []
 
 
 class Bye(msgspec.Struct, tag=5, array_like=True, frozen=True):
