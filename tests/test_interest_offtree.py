@@ -1,10 +1,13 @@
 """A node off the origin's tree (views that differ, after a crash: docs/interest.md)
-pushes a routed batch by shortest paths, but only toward the members its sender meant
-it for: those whose shortest path from the sender starts with the link to this node
-(``Routes.via``). Before, such a node went toward every member (which made every node
-it reached do the same), and then toward every member it was closer to than the
-sender (which still made each node add members its sender had sent another way): most
-of the copies of the 400-node crash simulation (docs/performance.md)."""
+pushes a routed batch by shortest paths, but only toward the members its copy was
+pushed for: those the copy names (``Batch.meant``: each push names the members below
+that child, or those the sender's shortest paths lead to through that peer), or when
+it names none, those whose shortest path from the sender starts with the link to this
+node (``Routes.via``). Before, such a node went toward every member (which made every
+node it reached do the same), then toward every member it was closer to than the
+sender, then toward every member ``Routes.via`` gave: each still let nodes add members
+their sender had sent another way (docs/performance.md, crashes at 400 and 1,000
+nodes)."""
 
 from __future__ import annotations
 
