@@ -74,6 +74,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # simjoin, beside this
 
 import simcauses
 import simtopics
+import simtrace
 from simjoin import JoinSimulation, add_join_arguments
 from simjoin import human as join_human
 
@@ -206,6 +207,7 @@ class Options:
     link_timeout: float = 15.0
     seed: int = 0
     plot: str | None = None
+    trace: str | None = None  # --trace FILE.json (simtrace.py)
     # --topology join (simjoin.py)
     seeds: int = 1
     loss: float = 0.0
@@ -221,6 +223,8 @@ class Stats:
 
     pub_time: dict[bytes, float] = field(default_factory=dict)  # msg key -> publish time
     pub_order: list[bytes] = field(default_factory=list)
+    pub_topic: dict[bytes, str] = field(default_factory=dict)  # msg key -> topic
+    pub_batch: dict[bytes, bytes] = field(default_factory=dict)  # msg key -> batch key
     deliveries: int = 0
     deliveries_other: int = 0
     duplicate_deliveries: int = 0
@@ -273,6 +277,9 @@ class Simulation:
         self.topics = simtopics.Topics(opts) if opts.topics else None
         #: With --topics: why each copy was sent (simcauses.py).
         self.causes = simcauses.Causes() if opts.topics else None
+        #: The events of the run's batches, for --trace (simtrace.py).
+        self.trace = simtrace.Trace()
+        self.links_start: dict[int, list[int]] = {}
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -349,6 +356,7 @@ class Simulation:
             if msg.hops == 0 and self.index.get(msg.origin) == i:
                 st.pub_time[key] = now
                 st.pub_order.append(key)
+                st.pub_topic[key] = topic
                 for j, s in enumerate(self.up_since):
                     if s is not None and wants(j, topic):
                         self.node_expected[j] += 1
@@ -383,9 +391,13 @@ class Simulation:
 
         st = self.stats
         causes, me, seen = self.causes, node.node_id, node.router.seen
+        trace, index = self.trace, self.index
 
         def on_gossip(link: PeerLink, msgs: list[GossipMessage]) -> None:
+            now = trio.current_time()
+            src = index.get(link.peer_id, -1)
             for msg in msgs:
+                trace.received(src, i, msg, now)
                 if type(msg) is Batch:
                     copies[msg.origin + msg.id] += 1
                     if count_at is not None:
@@ -406,14 +418,20 @@ class Simulation:
         inner = router.keep_new  # every batch made here is kept (Router.publish too)
         items = self.stats.batch_items
         topics = self.stats.batch_topics
+        pub_batch = self.stats.pub_batch
+        trace = self.trace
 
         def keep_new(batch: Batch, body: BatchBody, now: float) -> None:
             # Only the batches of the run's messages: not the node's own link lists
             # ($mesh, sent again whenever a link opens or breaks) and other reserved
             # topics, which are not message copies.
             if not any(item.topic.startswith("$") for item in body.items):
-                items[batch.origin + batch.id] = len(body.items)
-                topics[batch.origin + batch.id] = tuple(item.topic for item in body.items)
+                key = batch.origin + batch.id
+                items[key] = len(body.items)
+                topics[key] = tuple(item.topic for item in body.items)
+                for item in body.items:
+                    pub_batch[batch.origin + item.id] = key
+                trace.published(key, body, now)
             inner(batch, body, now)
 
         router.keep_new = keep_new  # type: ignore[method-assign]
@@ -480,6 +498,7 @@ class Simulation:
             await trio.sleep_until(start + o.window * (k + 0.5) / len(victims))
             self.nodes[i].kill()
             self.up_since[i] = None
+            self.trace.crashed(i, trio.current_time())
             self.expected -= self.node_expected[i]
             self.stats.deliveries -= self.node_delivered[i]
             self.stats.deliveries_other += self.node_delivered[i]
@@ -533,6 +552,7 @@ class Simulation:
             t_linked = trio.current_time()
             self.wall_linked = time.perf_counter()
             links_at_start = sum(len(n.links.links) for n in self.nodes if n.links) // 2
+            self.links_start = self.links_now()
             order = list(range(o.nodes))
             self.rng.shuffle(order)
             publishers = order[: max(1, min(o.publishers, o.nodes))]
@@ -553,10 +573,36 @@ class Simulation:
                        or (o.rejoin and self.rejoined < self.crashed)):
                     await trio.sleep(0.01)
             t_end = trio.current_time()
+            if o.trace:
+                self.trace.write(o.trace, self.missed(), self.links_start, self.links_now())
             nursery.cancel_scope.cancel()
         return self.summary(links_at_start, t_linked - t_start, t_end - t_pub)
 
     # -- results -----------------------------------------------------------------------
+
+    def links_now(self) -> dict[int, list[int]]:
+        """Each node's linked peers (node numbers), as it has them now."""
+        return {i: sorted(self.index[p] for p in n.links.links if p in self.index)
+                for i, n in enumerate(self.nodes)
+                if n.links is not None and self.up_since[i] is not None}
+
+    def missed(self) -> list[dict[str, Any]]:
+        """The deliveries the figures count as possible that did not happen: a node
+        interested in a message, up from its publication to now, that lacks it."""
+        st = self.stats
+        wants = self.topics.wants if self.topics is not None else lambda _j, _t: True
+        out: list[dict[str, Any]] = []
+        t_first = st.pub_time[st.pub_order[0]] if st.pub_order else 0.0
+        for key in st.pub_order:
+            t0, topic = st.pub_time[key], st.pub_topic.get(key, TOPIC)
+            for j, since in enumerate(self.up_since):
+                if (since is not None and since <= t0 and wants(j, topic)
+                        and (j, key) not in st.delivered_keys):
+                    out.append({"node": j, "origin": self.index.get(key[:len(key) // 2], -1),
+                                "topic": topic, "published_s": round(t0 - t_first, 6),
+                                "message": key.hex(),
+                                "batch": st.pub_batch.get(key, b"").hex()})
+        return out
 
     def summary(self, links: int, link_time: float, run_time: float) -> dict[str, Any]:
         o, st = self.opts, self.stats
@@ -585,6 +631,8 @@ class Simulation:
             "deliveries_other": st.deliveries_other,
             "duplicate_deliveries": st.duplicate_deliveries,
             "delivery_ratio": round(ratio, 6),
+            "missed": [{k: m[k] for k in ("node", "origin", "topic", "published_s")}
+                       for m in self.missed()[:10]],
             "copies_received": copies,
             "copies_per_delivery": round(copies / deliveries, 4) if deliveries else 0.0,
             "gossip": o.gossip,
@@ -751,6 +799,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="the same seed gives the same figures")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--trace", metavar="FILE.json",
+                   help="write each missed delivery (at most 20) with every copy, "
+                        "announcement, graft and fetch of its batch, the node's links and "
+                        "the crashes, to this file (simtrace.py)")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw the mesh and the delivery curve to this file (png, svg, pdf, "
                         "...; needs matplotlib and networkx: pip install '.[sim]')")
@@ -882,7 +934,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
         seed=a.seed, gc_freeze=not a.no_gc_freeze, gossip=a.gossip or "tree",
         topics=a.topics, subscribe_fraction=a.subscribe_fraction, compare=a.compare,
         settle=a.settle,
-        plot=a.plot, seeds=a.seeds, loss=a.loss, loss_mode=a.loss_mode,
+        plot=a.plot, trace=a.trace, seeds=a.seeds, loss=a.loss, loss_mode=a.loss_mode,
         converge_max=a.converge_max, measure=a.measure, after_kill=a.after_kill,
     )
     return opts, a.json

@@ -295,3 +295,25 @@ def test_the_membership_frames_counted_are_the_wires() -> None:
     simjoin = sys.modules["simjoin"]
     for name, tag in simjoin.MEMBER_FRAMES.items():
         assert getattr(messages, name).__struct_config__.tag == tag, name
+
+
+def test_the_trace_names_each_missed_delivery_and_the_way_its_batch_went(
+        tmp_path: Path) -> None:
+    path = tmp_path / "trace.json"
+    r = run("--nodes", "40", "--topology", "ring", "--messages", "5", "--drain", "2",
+            "--max-hops", "16", "--jitter-ms", "0", "--trace", str(path))
+    missed = r["possible_deliveries"] - r["deliveries"]
+    assert missed > 0
+    assert len(r["missed"]) == min(10, missed)
+    trace = json.loads(path.read_text())
+    assert trace["missed_total"] == missed
+    assert len(trace["missed"]) == min(20, missed)
+    assert trace["events_dropped"] == 0
+    for m in trace["missed"]:
+        apart = abs(m["node"] - m["origin"])
+        assert min(apart, 40 - apart) > 16  # out of reach of the hop limit both ways
+        assert m["links_start"] == sorted({(m["node"] - 1) % 40, (m["node"] + 1) % 40})
+        copies = [e for e in m["events"] if e[1] == "batch"]
+        assert copies
+        assert all(e[3] != m["node"] for e in copies)
+        assert max(e[5] for e in copies) == 16  # the copies went as far as the limit
