@@ -13,6 +13,7 @@ import pytest
 from p2pnode.errors import RemoteProtocolError
 from p2pnode.gossip.interest import (
     MATCH_CACHE,
+    MAX_AWAY,
     MAX_INTEREST_BYTES,
     MAX_PATTERNS,
     Interests,
@@ -235,3 +236,36 @@ def test_a_hostile_record_with_bad_interest_changes_nothing() -> None:
         ms.receive(Members([bad]), PEER, 0.0)
     assert IDS[3].node_id not in ms.table.entries
     assert len(ms.interests) == 1
+
+
+def test_a_member_that_went_and_came_back_is_returned_once_with_when_it_went() -> None:
+    idx = Interests()
+    a, b, c = b"a" * 16, b"b" * 16, b"c" * 16
+    for node in (a, b, c):
+        idx.set(node, ["t"])
+    idx.remove(a, 5.0)
+    idx.remove(b)  # no time: not remembered
+    assert idx.returned() == {}  # a is away, not back
+    idx.set(a, ["t"])
+    idx.set(b, ["t"])
+    assert idx.returned() == {a: 5.0}
+    idx.caught_up([a])
+    assert idx.returned() == {}
+    idx.remove(c, 7.0)
+    idx.remove(c, 9.0)  # not indexed any more: nothing changes
+    idx.set(c, ["u"])
+    assert idx.returned() == {c: 7.0}
+
+
+def test_the_members_remembered_as_away_are_bounded() -> None:
+    idx = Interests()
+    ids = [i.to_bytes(16, "big") for i in range(MAX_AWAY + 10)]
+    for k, node in enumerate(ids):
+        idx.set(node, ["t"])
+        idx.remove(node, float(k))
+    for node in ids:
+        idx.set(node, ["t"])
+    back = idx.returned()
+    assert len(back) == MAX_AWAY
+    assert ids[0] not in back
+    assert back[ids[-1]] == float(len(ids) - 1)

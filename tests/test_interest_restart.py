@@ -20,6 +20,7 @@ import pytest
 import trio
 import trio.testing
 
+from p2pnode.gossip.interestmode import CATCH_UP
 from p2pnode.node import Node
 from p2pnode.node.interests import INTEREST_KEEP
 from p2pnode.store.service import StoreService
@@ -193,3 +194,39 @@ async def test_a_restarted_node_keeps_its_apps_subscriptions_while_they_reconnec
             assert b.membership.me.interests == []
             await wait_until(lambda: not routed_to(nodes[:1], b))
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("away", [30.0, 200.0])
+async def test_a_subscriber_away_after_the_mesh_took_it_for_gone_gets_what_it_missed(
+        autojump_clock: trio.testing.MockClock, short_tmp: Path, away: float) -> None:
+    """B crashes; the others take it for dead (out of their interests: nothing is routed
+    toward it any more) and A publishes on B's topic; B comes back ``away`` seconds later
+    (past CATCH_UP, within history_age) and A publishes nothing more: catch-up from
+    when B went brings B each message once, in order, into its store too."""
+    async with line_mesh(short_tmp) as mesh:
+        a, c, b = mesh.nodes
+        assert away > CATCH_UP
+        assert away + 10 < a.config.history_age
+        for node in (a, c):  # neither wants "t": C only passes it on, A only publishes
+            node.membership.set_interest(["v"])
+        await wait_until(lambda: all(n.membership.interests.matching("t") == {b.node_id}
+                                     for n in mesh.nodes))
+        b.kill()
+        await wait_until(lambda: not routed_to(mesh.nodes[:2], b))  # gone for A and C
+        missed = Sent()
+        await missed.publish(a, 10)
+        await trio.sleep(away)
+        b = await mesh.restart(B, clean=False)
+        await wait_until(lambda: set(missed.ids) <= {g.id for g in mesh.got})
+        await trio.sleep(5.0)
+        mesh.sent.ids += missed.ids
+        check_once_in_order(mesh.got, mesh.sent)
+        assert a.router.interest is not None
+        assert c.router.interest is not None
+        assert a.router.interest.stats.caught_up >= len(missed.ids)  # from A's history
+        assert c.router.interest.stats.relayed == len(missed.ids)  # each passed on once
+        store = b.storing.service
+        assert store is not None
+        rows = store.store.after(0, 10_000)
+        kept = [item.id for r in rows for item in body(r.frame).items if item.topic == "t"]
+        assert kept == mesh.sent.ids

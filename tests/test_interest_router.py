@@ -5,6 +5,7 @@ everything else, and everything while the mesh is not known, goes everywhere."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 import msgspec
 import pytest
@@ -44,6 +45,12 @@ class FakeInterests:
         topics = self.table.get(node_id, set())
         return topic in topics or "*" in topics  # "*": every topic
 
+    def returned(self) -> dict[bytes, float]:
+        return {}  # nobody went and came back
+
+    def caught_up(self, members: Iterable[bytes]) -> None:
+        pass
+
 
 class FakeRoutes:
     """Shortest-path trees from the origin over a fixed graph, cut to the branches that
@@ -53,6 +60,7 @@ class FakeRoutes:
         self.me = me
         self.graph = graph
         self.lost = 0  # the graph never loses a link (``gossip.tails`` reads it)
+        self.version = 0  # ... nor changes
 
     def _parents(self, root: bytes) -> dict[bytes, bytes | None]:
         parents: dict[bytes, bytes | None] = {root: None}
@@ -267,11 +275,11 @@ def test_tprev_is_checked_and_old_decoders_skip_it() -> None:
     assert Verifier(1024).verify(batch) == body
 
 
-def test_a_gap_nobody_announces_is_fetched_toward_the_origin() -> None:
-    # 0 - 1 - 2 - 3; only 3 wants "a". Batch 1 is lost between 1 and 2: nobody that
-    # wants "a" saw it, so nobody announces it. Batch 2 shows the gap at 3 (tprev), 3
-    # asks 2, 2 lacks it and asks on toward the origin; 1 answers from history.
-    sim = routed_sim(4, line_edges_(4), {3: {"a"}})
+def gap_at_3(sim: Sim, drop: set[tuple[int, int]]) -> list[bytes]:
+    """0 - 1 - 2 - 3, only 3 wanting "a": 0 publishes three batches of "a"; the second
+    is lost between 1 and 2 (nobody that wants "a" saw it, so nobody announces it); the
+    third shows the gap at 3 (tprev), with ``drop`` the links that lose what crosses
+    them from then on. The three batch ids."""
     zero, zbody = routed(sim, 0, 0, "a")
     sim.publish(0, zero, zbody)
     sim.run(max_time=0.01)
@@ -279,15 +287,61 @@ def test_a_gap_nobody_announces_is_fetched_toward_the_origin() -> None:
     sim.drop.add((1, 2))
     sim.publish(0, first, fbody)
     sim.run(max_time=0.01)
-    sim.drop.clear()
+    sim.drop = drop
     second, sbody = routed(sim, 0, 2, "a", tprev=fbody.seq)
     sim.publish(0, second, sbody)
+    return [zero.id, first.id, second.id]
+
+
+def test_a_gap_nobody_announces_is_fetched_toward_the_origin() -> None:
+    # 3 asks 2, 2 lacks it and asks on toward the origin; 1 answers from history.
+    sim = routed_sim(4, line_edges_(4), {3: {"a"}})
+    ids = gap_at_3(sim, set())
     sim.run(max_time=0.5)  # under order_hold: filled by the fetch, not given up
-    assert [d.batch.id for d in sim.delivered[3]] == [zero.id, first.id, second.id]
+    assert [d.batch.id for d in sim.delivered[3]] == ids
     assert sim.kinds["Fetch"] == 2  # 3 -> 2, then 2 -> 1
     assert sim.routers[3].streams.stats.gaps == 0
     assert sim.routers[2].fetches.stats.asked_on == 1
     assert sim.routers[1].fetches.stats.answered == 1
+
+
+def test_a_fetch_lost_on_the_way_is_asked_again_until_answered() -> None:
+    # As above, but the first Fetches die on the way (2 -> 1: a node that crashed, or
+    # had no way on for a moment): 3 asks again, each time toward the origin as it sees
+    # the mesh then, and 2 asks on again; both stop once the batch came.
+    sim = routed_sim(4, line_edges_(4), {3: {"a"}})
+    ids = gap_at_3(sim, {(2, 1)})  # the asks die at 2's link to 1
+    asker = sim.routers[3].fetches
+    sim.run(max_time=asker.delay + asker.retry + 0.05)
+    assert [d.batch.id for d in sim.delivered[3]] == ids[:1]  # held
+    assert asker.stats.asked == 2
+    assert asker.stats.retried == 1
+    assert sim.routers[2].fetches.stats.asked_on == 2
+    sim.drop.clear()
+    sim.run(max_time=2 * asker.retry + 0.05)  # within order_hold (1 s): in order
+    assert [d.batch.id for d in sim.delivered[3]] == ids
+    assert asker.stats.asked == 3
+    assert asker.stats.retried == 2
+    assert sim.routers[1].fetches.stats.answered == 1
+    assert sim.routers[3].streams.stats.gaps == 0
+    sim.run(max_time=10.0)
+    assert asker.stats.asked == 3  # answered: not asked again
+    assert asker.next_deadline() is None
+
+
+def test_an_ask_that_is_never_answered_is_given_up_after_its_retries() -> None:
+    sim = routed_sim(2, line_edges_(2), {1: {"a"}})
+    fetches = sim.routers[1].fetches
+    wanted = (sim.ids[0], 1, 7)
+    fetches.want(wanted, sim.ids[0], 0.0)
+    now, sent = 0.0, []
+    while (due := fetches.next_deadline()) is not None:
+        now = due
+        sent += fetches.due(now)
+    assert len(sent) == 1 + fetches.retries
+    assert now == pytest.approx(fetches.delay + fetches.retry * (2 ** fetches.retries - 1))
+    fetches.want(wanted, sim.ids[0], now)  # a later gap may ask again
+    assert fetches.next_deadline() == now + fetches.delay
 
 
 def test_a_fetch_from_a_stranger_or_for_unknown_batches_costs_nothing() -> None:

@@ -165,8 +165,10 @@ def test_a_peer_announcing_made_up_batches_costs_only_itself() -> None:
     # per graft_timeout.
     assert 0 < grafts <= (400 // 4) * (elapsed / 0.1 + 1)
     assert to[honest] == to[other] == 0  # grafts and Fetches went to L only
-    fetched = router.fetches.stats.asked
+    fetches = router.fetches
+    fetched = fetches.stats.asked - fetches.stats.retried  # each number's first ask
     assert 0 < fetched <= NOTICE_BURST + NOTICE_RATE * elapsed  # per peer
+    assert fetches.stats.retried <= fetched * fetches.retries  # unanswered: asked again
     assert router.interest is not None
     assert router.interest.stats.tails == 0  # passed on to nobody (no tree here)
     # The honest peer's announcement of a real batch is still taken.

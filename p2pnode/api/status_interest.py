@@ -41,6 +41,8 @@ class InterestStatus(Section):
         "batches that came after a later one of their stream (delivered as they came)")]
     fetch_asked: Annotated[int, _counter(
         "batches this node asked for (Fetch) to fill a gap in a stream")]
+    fetch_retried: Annotated[int, _counter(
+        "... of them asked for again: no answer came (the ask died on the way)")]
     fetch_asked_on: Annotated[int, _counter(
         "batches asked on toward the origin for a peer")]
     fetch_answered: Annotated[int, _counter("batches sent in answer to a Fetch")]

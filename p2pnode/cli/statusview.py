@@ -56,7 +56,7 @@ NOT_SHOWN = frozenset({
     "interest.unwanted", "interest.caught_up", "interest.early", "interest.tails",
     "interest.streams",
     "interest.stream_held", "interest.stream_late",
-    "interest.fetch_asked_on", "interest.fetch_answered",
+    "interest.fetch_retried", "interest.fetch_asked_on", "interest.fetch_answered",
 })
 #: Keys of a reply that are not status fields.
 ENVELOPE = frozenset({"ok", "id"})

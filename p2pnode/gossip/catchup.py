@@ -9,7 +9,10 @@ it), it announces its recent batches of that topic (published at most ``CATCH_UP
 seconds ago, by its estimate; at most ``MAX_CATCH_UP`` batches looked at) to the next
 hop toward each such member, with their age (``Announce.age``). A node that lacks one
 grafts it at once and announces it on the same way (``Router._spread``); each node on
-the way that learns of the new member later does the same from its own history. The
+the way that learns of the new member later does the same from its own history. A
+member that comes back after it was taken for gone (dead, left: out of ``Interests``)
+is caught up with what was published from ``CATCH_UP`` before it went (as far as
+history goes): the mesh stopped routing toward it when it went. The
 member's node delivers a batch caught up this way only if it was published after its
 own subscription to the topic began (``InterestRouting.local``); the age only
 ever errs towards "later" (each estimate is an arrival), by the transit time of the
@@ -24,17 +27,27 @@ from ..wire.messages import Announce
 from .interestmode import CATCH_UP
 
 if TYPE_CHECKING:
+    from .history import Entry
     from .router import Router
 
-#: The most recent batches in history looked at per change of the interests.
+#: The most recent batches (of topics that gained members) in history announced per
+#: change of the interests.
 MAX_CATCH_UP = 1024
+#: Members catch-up waits for a way to (``InterestRouting.unreached``), at most.
+MAX_UNREACHED = 1024
 
 
 def catch_up_due(router: Router) -> bool:
-    """Whether members may want more since ``catch_up`` last looked."""
+    """Whether members may want more since ``catch_up`` last looked, or members it had
+    no way to may have one now."""
     routing = router.interest
-    return (routing is not None and routing.interests is not None
-            and routing.interests.grown != routing.caught_up)
+    if routing is None or routing.interests is None:
+        return False
+    if routing.interests.grown != routing.caught_up:
+        return True
+    routes = routing.routes
+    return (bool(routing.unreached) and routes is not None
+            and routes.version != routing.unreached_graph)
 
 
 def catch_up(router: Router, now: float) -> int:
@@ -45,30 +58,62 @@ def catch_up(router: Router, now: float) -> int:
         return 0
     interests, routes = routing.interests, routing.routes
     routing.caught_up = interests.grown
+    recent = now - CATCH_UP
+    # Per member to catch up, from when: members back from away (dead, left) from
+    # CATCH_UP before they went (what went toward them while the mesh still counted
+    # them may have died with a link); those this node had no way to yet, as noted.
+    since: dict[bytes, float] = {}
+    noted: dict[bytes, float] = {}
+    for member, (start, at) in routing.unreached.items():
+        if at >= recent:  # looked for a way to it for at most CATCH_UP
+            since[member], noted[member] = start, at
+    routing.unreached = {}
+    returned = interests.returned()
+    interests.caught_up(returned)
+    for member, went in returned.items():
+        since[member] = min(since.get(member, went), went - CATCH_UP)
     if routes is None:
         return 0
+    routing.unreached_graph = routes.version
+    oldest = min(recent, *since.values()) if since else recent
     known, me = routing.known, router.node_id
     gained: dict[str, frozenset[bytes]] = {}
-    queued = 0
-    for entry in router.history.since(now - CATCH_UP)[-MAX_CATCH_UP:]:
+    picked: list[tuple[Entry, str]] = []
+    for entry in router.history.since(oldest):
         topic = entry.topic
-        if topic is None or entry.gone or entry.age < now - CATCH_UP:
+        if topic is None or entry.gone or entry.age < oldest:
             continue
         if topic not in gained:
             wanted = interests.matching(topic)
             gained[topic] = wanted - known.get(topic, frozenset()) - {me}
-        new = gained[topic]
-        if not new or entry.batch.hops + 1 > router.max_hops:
-            continue
-        peers = {peer for member in sorted(new)
-                 if (peer := member if router.is_linked(member) else routes.toward(member))
-                 is not None and router.is_linked(peer)}
+        if gained[topic] and entry.batch.hops + 1 <= router.max_hops:
+            picked.append((entry, topic))
+    way: dict[bytes, bytes | None] = {}  # member -> the peer toward it
+    queued = 0
+    for entry, topic in picked[-MAX_CATCH_UP:]:
+        published = entry.age
+        peers = set()
+        for member in gained[topic]:
+            if published < since.get(member, recent):
+                continue
+            if member not in way:
+                hop = member if router.is_linked(member) else routes.toward(member)
+                way[member] = hop if hop is not None and router.is_linked(hop) else None
+            if (peer := way[member]) is not None:
+                peers.add(peer)
         peers.discard(entry.from_peer)
+        if not peers:
+            continue
         announce = Announce(entry.batch.origin + entry.batch.id, entry.batch.hops + 1,
-                            age_ms(now, entry.age))
+                            age_ms(now, published))
         queued += router.announce(announce, sorted(peers))
+    # No way to them yet (their links not in the graph yet): again when the graph
+    # changes, for at most CATCH_UP, and meanwhile not known as members served.
+    unreached = {member for member, hop in way.items() if hop is None}
+    for member in sorted(unreached)[:MAX_UNREACHED]:
+        routing.unreached[member] = (since.get(member, recent), noted.get(member, now))
     for topic in gained:
-        known[topic] = interests.matching(topic)
+        known[topic] = interests.matching(topic) - unreached
     routing.stats.caught_up += queued
     return queued
 

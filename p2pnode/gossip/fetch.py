@@ -9,6 +9,16 @@ the peer that brought the batch after it; a node that does not have it either as
 toward the origin and passes the answer back. ``Fetches`` keeps both: this node's own
 asks, and the peers waiting for an answer it asked on for (at most ``max_waiting``
 numbers, ``max_waiters`` peers each, each wait ``ttl`` seconds).
+
+An ask can die on the way: a node on it crashes, or has no way on toward the origin
+for a moment (its view of the mesh still has a link that just broke). Nobody answers
+then, so the asker asks again while the batch has not come, up to ``retries`` times,
+``retry`` seconds after the first ask and twice as long after each next one (0.25,
+0.5, 1, 2 s: the first two within a stream's ``order_hold`` of 1 s, the last after
+the views of the mesh have taken a crash in), toward the origin as its view of the
+mesh is then. A node on the way that is asked again by a peer that waits already
+asks on again (at most every ``retry / 2`` seconds): its own ask may be the one that
+died.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ class FetchStats:
     """Counters of stream repair (batches)."""
 
     asked: int = 0  # numbers this node asked for (its own gaps)
+    retried: int = 0  # ... asked for again: no answer came (``Fetches.retry``)
     asked_on: int = 0  # numbers asked on toward the origin for a peer
     answered: int = 0  # batches sent in answer to a Fetch (from history or passed back)
     refused: int = 0  # numbers not asked on: too many waiting, or no way to the origin
@@ -36,13 +47,16 @@ class Fetches:
     """This node's asks for stream gaps and the peers waiting on asks it passed on."""
 
     def __init__(self, delay: float, *, ttl: float = 2.0, max_waiting: int = 4096,
-                 max_waiters: int = 8) -> None:
+                 max_waiters: int = 8, retries: int = 4, retry: float = 0.25) -> None:
         self.delay = delay
         self.ttl = ttl
+        self.retries = retries
+        self.retry = retry
         self.max_waiting = max_waiting
         self.max_waiters = max_waiters
         self.stats = FetchStats()
-        self._asks: list[tuple[float, Wanted, bytes | None]] = []  # (due, wanted, peer)
+        #: (due, wanted, peer to ask, asks sent before this one)
+        self._asks: list[tuple[float, Wanted, bytes | None, int]] = []
         self._asked: set[Wanted] = set()
         #: wanted -> (until when, the peers waiting for it)
         self._waiting: OrderedDict[Wanted, tuple[float, list[bytes]]] = OrderedDict()
@@ -53,7 +67,7 @@ class Fetches:
         if wanted in self._asked or len(self._asked) >= self.max_waiting:
             return
         self._asked.add(wanted)
-        heapq.heappush(self._asks, (now + self.delay, wanted, peer))
+        heapq.heappush(self._asks, (now + self.delay, wanted, peer, 0))
 
     def got(self, wanted: Wanted) -> list[bytes]:
         """``wanted`` came: the peers waiting for it (this node's own ask is done)."""
@@ -66,7 +80,13 @@ class Fetches:
         this node should ask on toward the origin (nobody asked for it here yet)."""
         entry = self._waiting.get(wanted)
         if entry is not None and entry[0] > now:
-            if peer not in entry[1] and len(entry[1]) < self.max_waiters:
+            if peer in entry[1] and now >= entry[0] - self.ttl + self.retry / 2:
+                # asked again (not at once): the ask on may have died on the way
+                self._waiting[wanted] = (now + self.ttl, entry[1])
+                self._waiting.move_to_end(wanted)
+                self.stats.asked_on += 1
+                return True
+            if len(entry[1]) < self.max_waiters:
                 entry[1].append(peer)
             return False
         self._expire(now)
@@ -87,17 +107,27 @@ class Fetches:
 
     def next_deadline(self) -> float | None:
         """When ``due`` next has an ask to send (None: none)."""
-        return self._asks[0][0] if self._asks else None
+        asks = self._asks
+        while asks and asks[0][1] not in self._asked:  # it came
+            heapq.heappop(asks)
+        return asks[0][0] if asks else None
 
     def due(self, now: float) -> list[tuple[Wanted, bytes | None]]:
-        """The asks whose delay ran out and that are still wanted: (wanted, peer)."""
+        """The asks whose delay ran out and that are still wanted: (wanted, peer); each
+        is asked again later (toward the origin) unless it comes meanwhile."""
         out = []
-        while self._asks and self._asks[0][0] <= now:
-            _, wanted, peer = heapq.heappop(self._asks)
-            if wanted in self._asked:
+        asks = self._asks
+        while asks and asks[0][0] <= now:
+            _, wanted, peer, sent = heapq.heappop(asks)
+            if wanted not in self._asked:
+                continue  # it came
+            out.append((wanted, peer))
+            self.stats.asked += 1
+            self.stats.retried += sent > 0
+            if sent < self.retries:
+                heapq.heappush(asks, (now + self.retry * 2 ** sent, wanted, None, sent + 1))
+            else:
                 self._asked.discard(wanted)
-                out.append((wanted, peer))
-                self.stats.asked += 1
         return out
 
 

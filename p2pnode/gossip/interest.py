@@ -21,7 +21,8 @@ from typing import Final
 
 from ..wire.topics import MULTI, PatternIndex, is_pattern, subscription_problem
 
-__all__ = ["MATCH_CACHE", "MAX_INTEREST_BYTES", "MAX_PATTERNS", "Interests", "summarize"]
+__all__ = ["MATCH_CACHE", "MAX_AWAY", "MAX_INTEREST_BYTES", "MAX_PATTERNS", "Interests",
+           "summarize"]
 
 #: The most patterns a member record lists; a node with more says "every topic".
 MAX_PATTERNS: Final = 64
@@ -31,6 +32,10 @@ MAX_INTEREST_BYTES: Final = 1536
 #: Topics whose matching members ``Interests`` remembers until an interest changes;
 #: past this many it starts over. Each distinct result is held once.
 MATCH_CACHE: Final = 4096
+#: Members taken out as gone (dead, left) whose time of going ``Interests`` remembers,
+#: so that one that comes back is caught up with what was published while it was away
+#: (``gossip.catchup``); past this many the longest gone are forgotten.
+MAX_AWAY: Final = 4096
 
 
 def summarize(patterns: Iterable[str]) -> list[str] | None:
@@ -65,6 +70,9 @@ class Interests:
         self._patterns: PatternIndex[bytes] = PatternIndex()  # those with wildcards
         self._cache: dict[str, frozenset[bytes]] = {}
         self._results: dict[frozenset[bytes], frozenset[bytes]] = {}  # one copy of each
+        #: Members taken out as gone, and when (the caller's clock), until catch-up has
+        #: looked at them after they came back (``returned``, ``caught_up``).
+        self._away: dict[bytes, float] = {}
 
     def __len__(self) -> int:
         """The number of members indexed."""
@@ -104,14 +112,31 @@ class Interests:
         self._changed()
         return True
 
-    def remove(self, node_id: bytes) -> bool:
-        """Forget ``node_id`` (dead, left); returns whether it was indexed."""
+    def remove(self, node_id: bytes, when: float | None = None) -> bool:
+        """Forget ``node_id`` (dead, left); returns whether it was indexed. ``when``:
+        the time it went (the caller's clock), remembered for ``returned``."""
         if node_id not in self._of:
             return False
         self._drop(node_id)
         del self._of[node_id]
+        if when is not None:
+            away = self._away
+            away.pop(node_id, None)
+            if len(away) >= MAX_AWAY:
+                del away[next(iter(away))]
+            away[node_id] = when
         self._changed()
         return True
+
+    def returned(self) -> dict[bytes, float]:
+        """The members that went (``remove`` with a time) and are back in the index,
+        with when they went: those that catch-up has not looked at since."""
+        return {m: when for m, when in self._away.items() if m in self._of}
+
+    def caught_up(self, members: Iterable[bytes]) -> None:
+        """Catch-up has looked at these ``returned`` members: forget when they went."""
+        for member in members:
+            self._away.pop(member, None)
 
     def _drop(self, node_id: bytes) -> None:
         """Take ``node_id``'s patterns out of the indexes (its entry in ``_of`` stays)."""

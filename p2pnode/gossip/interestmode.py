@@ -38,6 +38,10 @@ class InterestSource(Protocol):
 
     def wants(self, node_id: bytes, topic: str) -> bool: ...
 
+    def returned(self) -> dict[bytes, float]: ...  # members back, and when they went
+
+    def caught_up(self, members: Iterable[bytes]) -> None: ...  # catch-up looked at them
+
 
 class SubscriptionStarts(Protocol):
     """When this node's subscriptions began (``node.interests.LocalInterest``)."""
@@ -53,6 +57,9 @@ class RouteSource(Protocol):
 
     @property
     def lost(self) -> int: ...  # changes whenever a link or a node leaves the graph
+
+    @property
+    def version(self) -> int: ...  # changes whenever the graph changes
 
     def next_hops(self, origin: bytes, topic: str, interested: frozenset[bytes],
                   interest_version: int) -> tuple[bytes, ...] | None: ...
@@ -99,6 +106,11 @@ class InterestRouting:
         #: ``catchup``; a member that came since is not in it): at most ``MAX_KNOWN``.
         self.known: dict[str, frozenset[bytes]] = {}
         self.caught_up = 0  # the interests' ``grown`` when ``catchup`` last looked
+        #: Members that catch-up had no way to yet (their links not in this node's view
+        #: of the mesh when their interest came): member -> (caught up from, noted at);
+        #: looked at again when the graph changes (``catchup``).
+        self.unreached: dict[bytes, tuple[float, float]] = {}
+        self.unreached_graph = 0  # the routes' ``version`` when ``catchup`` last looked
         self.stats = InterestStats()
         #: Set by each ``targets``: per peer to push to, the members that push is meant
         #: for (``Batch.meant``: id prefixes; no entry, or empty: not said).

@@ -63,10 +63,11 @@ class InterestGate:
             return False
         return self.interests.set(node_id, patterns)
 
-    def remove(self, node_id: bytes) -> bool:
-        """``node_id`` is no longer live: out of the index now."""
+    def remove(self, node_id: bytes, now: float | None = None) -> bool:
+        """``node_id`` is no longer live: out of the index now (``now``: remembered
+        as when it went, ``Interests.returned``)."""
         self._pacer.drop(node_id)
-        return self.interests.remove(node_id)
+        return self.interests.remove(node_id, now)
 
     def tick(self, now: float) -> None:
         """Apply the changes held back whose member's bucket allows now."""

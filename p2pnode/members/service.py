@@ -163,8 +163,8 @@ class Membership:
             # (This node's own is never held: no clock needed, the node may not run yet.)
             now = 0.0 if member.node_id == self.me.node_id else self.clock()
             self.interest_gate.set(member.node_id, member.interests, now)
-        else:
-            self.interest_gate.remove(member.node_id)
+        else:  # when it went: catch-up sends what it missed if it comes back
+            self.interest_gate.remove(member.node_id, self.clock())
 
     # -- this node's record ------------------------------------------------------------
 

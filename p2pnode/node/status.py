@@ -113,7 +113,8 @@ def _interest(node: Node) -> InterestStatus | None:
     return InterestStatus(
         **dataclasses.asdict(router.interest.stats), streams=len(router.streams),
         stream_held=streams.held, stream_gaps=streams.gaps, stream_late=streams.late,
-        fetch_asked=fetches.asked, fetch_asked_on=fetches.asked_on,
+        fetch_asked=fetches.asked, fetch_retried=fetches.retried,
+        fetch_asked_on=fetches.asked_on,
         fetch_answered=fetches.answered, fetch_refused=fetches.refused)
 
 
