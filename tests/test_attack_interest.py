@@ -21,17 +21,28 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import trio
 import trio.testing
 
 from p2pnode import PROTOCOL_VERSION
 from p2pnode.gossip.interest import MAX_PATTERNS
+from p2pnode.gossip.signing import make_batch
 from p2pnode.members.interestgate import INTEREST_BURST, INTEREST_RATE
 from p2pnode.members.records import MemberBody, sign_member
 from p2pnode.mesh.linklist import MESH_TOPIC, encode_link_list
 from p2pnode.node import Node
 from p2pnode.testing import MemoryNetwork, ring_edges, wait_linked, wait_until
-from p2pnode.wire.messages import Batch, Members, Ping, Pong, decode_kept_body
+from p2pnode.wire.messages import (
+    MAX_MEANT,
+    MEANT_PREFIX,
+    Batch,
+    Item,
+    Members,
+    Ping,
+    Pong,
+    decode_kept_body,
+)
 
 from .hostile import HostilePeer
 from .test_interest_mode_node import interest_mesh, subscribe
@@ -74,7 +85,11 @@ class Attacker:
         while True:
             seq = next(self._seq)
             links = encode_link_list("hostile", "mem:99", [self.host.node_id], seq)
-            await self.peer.send_message(self.peer.batch((MESH_TOPIC, links), epoch=1, seq=seq))
+            try:
+                await self.peer.send_message(
+                    self.peer.batch((MESH_TOPIC, links), epoch=1, seq=seq))
+            except trio.BrokenResourceError:
+                return  # the node closed the link
             await trio.sleep(1.0)
 
     async def read(self) -> None:
@@ -135,6 +150,12 @@ def hops(start: set[int], target: int) -> int:
                 nxt.append(v)
         frontier = nxt
     return dist[target]
+
+
+def routed_in(nodes: list[Node]) -> list[int]:
+    """Routed batches each node received (for its apps, or to pass on)."""
+    stats = [n.router.interest.stats for n in nodes]  # type: ignore[union-attr]
+    return [s.wanted + s.relayed for s in stats]
 
 
 def since(before: list[int], now: list[int]) -> list[int]:
@@ -258,3 +279,50 @@ async def test_changes_that_do_not_touch_a_topic_cost_its_trees_nothing(
     # when the attacker's first record took it out of "a" (it said "all" before), and
     # when node 5 subscribed.
     assert max(trees) <= 3, trees
+
+
+async def test_names_in_a_pushed_copy_add_no_receiver_and_too_many_close_the_link(
+    short_tmp: Path, autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The attacker pushes routed batches of its own on "a" (wanted by node 1 only)
+    whose ``Batch.meant`` names the honest nodes that do not want "a" and 58 made-up
+    members: the host routes them by the tree to node 1 alone (names never add a
+    receiver; off the tree they only narrow, tests/test_interest_offtree.py). A copy
+    naming 65 members is a bad message: the host closes the link and the mesh goes on."""
+    with trio.fail_after(120):
+        async with attacked_ring(short_tmp, ["b"]) as (nodes, attacker):
+            got: list[bytes] = []
+            nodes[1].on_deliver.append(lambda msg: got.append(msg.data))
+            others = [n.node_id[:MEANT_PREFIX] for i, n in enumerate(nodes) if i != 1]
+            made_up = [bytes([k]) * MEANT_PREFIX for k in range(MAX_MEANT - len(others))]
+            before = relayed(nodes)
+            received = routed_in(nodes)
+            prev = 0
+            for seq in range(1, 11):
+                batch, _ = make_batch(attacker.peer.identity, attacker.peer.new_id(), None,
+                                      [Item(attacker.peer.new_id(), "a", b"%d" % seq)],
+                                      epoch=7, seq=seq, tprev=prev)
+                prev = seq
+                named = msgspec.structs.replace(batch, meant=others + made_up)
+                await attacker.peer.send_message(named)
+                await trio.sleep(0.05)
+            await wait_until(lambda: len(got) == 10)
+            await trio.sleep(2)
+            assert got == [b"%d" % k for k in range(1, 11)]  # once each, in order
+            new = since(received, routed_in(nodes))
+            # Only the nodes on the way (3 -> 2 -> 1) got a copy: 0, 4 and 5, named,
+            # got none, and relayed none.
+            assert [new[i] for i in (0, 4, 5)] == [0, 0, 0], new
+            assert since(before, relayed(nodes)) == [0, 0, 10, 10, 0, 0]
+            too_many = msgspec.structs.replace(
+                make_batch(attacker.peer.identity, attacker.peer.new_id(), None,
+                           [Item(attacker.peer.new_id(), "a", b"x")], epoch=7, seq=11,
+                           tprev=10)[0],
+                meant=[bytes([k]) * MEANT_PREFIX for k in range(MAX_MEANT + 1)])
+            await attacker.peer.send_message(too_many)
+            host = nodes[HOST]
+            await wait_until(lambda: host.links is not None
+                             and attacker.node_id not in host.links.links)
+            assert got[-1] == b"10"  # not delivered
+            nodes[0].publish("a", b"after")
+            await wait_until(lambda: got[-1] == b"after")
