@@ -12,10 +12,13 @@ back. To find out why, the run records every event of its app batches between no
 each as ``[virtual seconds since the first publish, kind, from node, to node, detail]``,
 at most ``MAX_EVENTS`` in all (a bound on memory at scale; ``events_dropped`` says how
 many more there were). At the end, for each missed delivery (at most ``MAX_MISSED``),
-the file holds the message (its origin, topic, batch, time), that batch's events, the
-node's links at the start and at the end, and the crashes (node, time). The JSON of the
-run itself gains ``missed`` (the first few missed deliveries) whether or not ``--trace``
-is given.
+the file holds the message (its origin, topic, batch, time), whether the node was cut
+off from the origin (no path of up nodes between them at the end: no protocol could
+have reached it), what the origin thinks of it (member state, whether it counts it as
+wanting the topic, whether its view of the mesh has a way to it), that batch's events,
+the node's links at the start and at the end; and every node's links at the start and
+the crashes (node, time). The JSON of the run itself gains ``missed`` (the first 10
+missed deliveries) and ``missed_cut_off`` whether or not ``--trace`` is given.
 """
 
 from __future__ import annotations

@@ -280,6 +280,7 @@ class Simulation:
         #: The events of the run's batches, for --trace (simtrace.py).
         self.trace = simtrace.Trace()
         self.links_start: dict[int, list[int]] = {}
+        self.missed_at_end: list[dict[str, Any]] = []
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -573,8 +574,10 @@ class Simulation:
                        or (o.rejoin and self.rejoined < self.crashed)):
                     await trio.sleep(0.01)
             t_end = trio.current_time()
+            self.missed_at_end = self.missed()  # while the nodes still run (their views)
             if o.trace:
-                self.trace.write(o.trace, self.missed(), self.links_start, self.links_now())
+                self.trace.write(o.trace, self.missed_at_end, self.links_start,
+                                 self.links_now())
             nursery.cancel_scope.cancel()
         return self.summary(links_at_start, t_linked - t_start, t_end - t_pub)
 
@@ -593,16 +596,47 @@ class Simulation:
         wants = self.topics.wants if self.topics is not None else lambda _j, _t: True
         out: list[dict[str, Any]] = []
         t_first = st.pub_time[st.pub_order[0]] if st.pub_order else 0.0
+        reach: dict[int, set[int]] = {}  # origin -> the nodes a path of up nodes reaches
         for key in st.pub_order:
             t0, topic = st.pub_time[key], st.pub_topic.get(key, TOPIC)
+            origin = self.index.get(key[:len(key) // 2], -1)
             for j, since in enumerate(self.up_since):
                 if (since is not None and since <= t0 and wants(j, topic)
                         and (j, key) not in st.delivered_keys):
-                    out.append({"node": j, "origin": self.index.get(key[:len(key) // 2], -1),
+                    if origin not in reach:
+                        reach[origin] = self.reachable(origin)
+                    out.append({"node": j, "origin": origin,
                                 "topic": topic, "published_s": round(t0 - t_first, 6),
+                                "cut_off": j not in reach[origin],
+                                **self.origin_view(origin, j, topic),
                                 "message": key.hex(),
                                 "batch": st.pub_batch.get(key, b"").hex()})
         return out
+
+    def reachable(self, origin: int) -> set[int]:
+        """The nodes a path of links between up nodes leads to from ``origin`` now."""
+        links = self.links_now()
+        seen, todo = {origin}, [origin]
+        while todo:
+            for j in links.get(todo.pop(), []):
+                if j not in seen:
+                    seen.add(j)
+                    todo.append(j)
+        return seen
+
+    def origin_view(self, origin: int, j: int, topic: str) -> dict[str, Any]:
+        """What ``origin`` thinks of node ``j`` now: its member state, whether it
+        counts it as wanting ``topic``, and (interest mode) whether its view of the mesh
+        has a way to it."""
+        if origin < 0 or self.up_since[origin] is None:
+            return {}
+        node, target = self.nodes[origin], self.identities[j].node_id
+        state = next((m.state for m in node.membership.members() if m.node_id == target),
+                     None)
+        return {"origin_state": state,
+                "origin_counts_it": target in node.membership.interests.matching(topic),
+                "origin_way": (node.routes.toward(target) is not None  # interest mode
+                               if node.router.interest is not None else None)}
 
     def summary(self, links: int, link_time: float, run_time: float) -> dict[str, Any]:
         o, st = self.opts, self.stats
@@ -621,6 +655,7 @@ class Simulation:
             return values[min(len(values) - 1, math.ceil(q * len(values)) - 1)]
 
         hops = [float(h) for h in st.hops]
+        missed = self.missed_at_end  # (cut off: no path of up nodes from the origin)
         result = {
             "nodes": o.nodes, "topology": o.topology, "degree": o.degree, "seed": o.seed,
             "links": links, "max_hops": o.max_hops,
@@ -631,8 +666,10 @@ class Simulation:
             "deliveries_other": st.deliveries_other,
             "duplicate_deliveries": st.duplicate_deliveries,
             "delivery_ratio": round(ratio, 6),
-            "missed": [{k: m[k] for k in ("node", "origin", "topic", "published_s")}
-                       for m in self.missed()[:10]],
+            "missed": [{k: m[k] for k in ("node", "origin", "topic", "published_s",
+                                          "cut_off")}
+                       for m in missed[:10]],
+            "missed_cut_off": sum(m["cut_off"] for m in missed),
             "copies_received": copies,
             "copies_per_delivery": round(copies / deliveries, 4) if deliveries else 0.0,
             "gossip": o.gossip,

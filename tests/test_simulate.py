@@ -305,6 +305,7 @@ def test_the_trace_names_each_missed_delivery_and_the_way_its_batch_went(
     missed = r["possible_deliveries"] - r["deliveries"]
     assert missed > 0
     assert len(r["missed"]) == min(10, missed)
+    assert r["missed_cut_off"] == 0
     trace = json.loads(path.read_text())
     assert trace["missed_total"] == missed
     assert len(trace["missed"]) == min(20, missed)
@@ -312,6 +313,10 @@ def test_the_trace_names_each_missed_delivery_and_the_way_its_batch_went(
     for m in trace["missed"]:
         apart = abs(m["node"] - m["origin"])
         assert min(apart, 40 - apart) > 16  # out of reach of the hop limit both ways
+        assert not m["cut_off"]  # a path to it remained: the hop limit stopped it
+        assert m["origin_state"] == "alive"
+        assert m["origin_counts_it"]
+        assert m["origin_way"] is None  # (tree mode: no routes)
         assert m["links_start"] == sorted({(m["node"] - 1) % 40, (m["node"] + 1) % 40})
         copies = [e for e in m["events"] if e[1] == "batch"]
         assert copies
