@@ -146,3 +146,42 @@ def test_a_received_copy_s_names_are_not_kept_nor_passed_on_as_they_came() -> No
     sent = [a for a in actions if type(a) is Forward]
     assert sent
     assert all(f.batch.meant == [] for f in sent)  # not this node's to say
+
+
+#: EDGES and a link Y-M2: the tree still reaches M2 by B (O-B-M2), but A's shortest way
+#: to M2 is A-Y-M2.
+SHORTCUT = [*EDGES, (Y, M2)]
+
+
+def test_on_the_tree_a_named_member_of_another_branch_is_taken_toward_too() -> None:
+    r = routing(A, SHORTCUT)
+    # The origin's copy names M1 (below A) and M2, which A's tree puts below B: the
+    # origin's view must differ (B's link gone), so A takes it toward M2 as well, by
+    # its shortest way (A-Y-M2), saying whom each push is for.
+    named = [M1[:MEANT_PREFIX], M2[:MEANT_PREFIX]]
+    eager, lazy = r.targets(ORIGIN, "t", [ORIGIN, M1, Y], ORIGIN, named) or ([], [])
+    assert eager == [M1, Y]
+    assert lazy == []
+    assert r.meant == {M1: [M1[:MEANT_PREFIX]], Y: [M2[:MEANT_PREFIX]]}
+    assert r.stats.astray == 1
+    # Named as the tree has it: nothing more.
+    r = routing(A, SHORTCUT)
+    eager, _ = r.targets(ORIGIN, "t", [ORIGIN, M1, Y], ORIGIN, named[:1]) or ([], [])
+    assert eager == [M1]
+    assert r.stats.astray == 0
+
+
+def test_on_the_tree_a_liar_s_names_add_only_members_that_want_the_topic() -> None:
+    r = routing(A, SHORTCUT)
+    # Names of W and Y (they want nothing) and made-up ones: nothing more.
+    named = [W[:MEANT_PREFIX], Y[:MEANT_PREFIX], b"?" * MEANT_PREFIX]
+    eager, _ = r.targets(ORIGIN, "t", [ORIGIN, M1, Y], ORIGIN, named) or ([], [])
+    assert eager == [M1]
+    assert r.stats.astray == 0
+    # A named member whose way from here goes back through the sender: not taken (the
+    # copy that goes that way is the sender's to send).
+    r = routing(A)  # (A's way to M2: A-O-B-M2, O before Y)
+    eager, _ = r.targets(ORIGIN, "t", [ORIGIN, M1, Y], ORIGIN,
+                         [M1[:MEANT_PREFIX], M2[:MEANT_PREFIX]]) or ([], [])
+    assert eager == [M1]
+    assert r.stats.astray == 0

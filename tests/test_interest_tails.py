@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
+from p2pnode.gossip import interestmode
 from p2pnode.gossip.interest import Interests
 from p2pnode.gossip.interestmode import InterestStats
 from p2pnode.gossip.routes import Routes
@@ -68,7 +71,28 @@ def crash_d(sim: Sim, *, seen_by: tuple[int, ...]) -> None:
         routes_of(sim, node).set_list(sim.ids[D], None)
 
 
-def test_a_subscriber_between_two_trees_gets_the_last_batch_when_the_views_agree() -> None:
+def test_a_subscriber_between_two_trees_gets_the_batch_the_copy_names_it_for() -> None:
+    sim = views_sim()
+    want = frozenset({sim.ids[A], sim.ids[S]})
+    crash_d(sim, seen_by=(ORG, S))  # A and X do not know yet
+    batch, body = routed(sim, ORG, 1, "t")
+    sim.publish(ORG, batch, body)
+    sim.run(max_time=5.0)
+    # O's copy to A names S (O's tree goes O-A-X-S). A's tree puts S behind D, on
+    # another branch, which O's tree does not use: A takes it toward S by X at once.
+    assert routes_of(sim, A).next_hops(sim.ids[ORG], "t", want, 0) == ()
+    assert delivered_to(sim, batch.id) == {A, S}
+    assert stats(sim, A).astray == 1
+    assert {node: sim.received[(node, batch.id)] for node in (A, X, S)} == {A: 1, X: 1, S: 1}
+    assert sim.kinds["Fetch"] == 0
+    assert stats(sim, A).tails == 0  # nothing to repair
+
+
+def test_a_subscriber_between_two_trees_gets_the_last_batch_when_the_views_agree(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Copies that name nobody (a sender of before, or more members below a child than
+    # a copy names): the tail notices bring it once the views agree.
+    monkeypatch.setattr(interestmode, "MAX_MEANT", 0)
     sim = views_sim()
     want = frozenset({sim.ids[A], sim.ids[S]})
     # O and S see the crash at once (their links to D broke); A and X not yet.

@@ -17,6 +17,9 @@ class InterestStatus(Section):
     routed: Annotated[int, _counter(
         "routed batches sent on along the origin's tree to the members that want them "
         "(to nobody when this node is a leaf of the tree)")]
+    astray: Annotated[int, _counter(
+        "... of them also sent toward members the copy was meant for that this node's "
+        "tree puts on another branch (views of the mesh that differ)")]
     off_tree: Annotated[int, _counter(
         "routed batches sent on by shortest paths (this node not in the origin's tree)")]
     unrouted: Annotated[int, _counter(

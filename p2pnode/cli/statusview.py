@@ -57,6 +57,7 @@ NOT_SHOWN = frozenset({
     "interest.streams",
     "interest.stream_held", "interest.stream_late",
     "interest.fetch_retried", "interest.fetch_asked_on", "interest.fetch_answered",
+    "interest.astray",
 })
 #: Keys of a reply that are not status fields.
 ENVELOPE = frozenset({"ok", "id"})

@@ -79,6 +79,9 @@ class InterestStats:
     wanted: int = 0  # routed batches received that this node wants
     relayed: int = 0  # ... received only to pass on
     routed: int = 0  # routed batches sent on along a tree (to nobody at a leaf)
+    #: ... also toward members the copy named that this node's tree puts on another
+    #: branch (the sender's view and this node's differ)
+    astray: int = 0
     off_tree: int = 0  # ... by shortest paths, this node not being in the origin's tree
     unrouted: int = 0  # ... as in tree mode: the interests or the graph not known yet
     unwanted: int = 0  # ... published here that no other member wants, or received
@@ -168,9 +171,12 @@ class InterestRouting:
             hops = self._off_tree(members, routes)
             self.stats.off_tree += 1
         else:
+            branches = (routes.branches(origin, topic, wanted, interests.version)
+                        if hops or meant else {})
             if hops:
-                self.meant = _prefixes(routes.branches(origin, topic, wanted,
-                                                       interests.version))
+                self.meant = _prefixes(branches)
+            if meant and from_peer is not None:
+                hops = self._astray(hops, branches, wanted, meant, from_peer, routes)
             self.stats.routed += 1
         eager = [peer for peer in hops if peer in peers and peer != from_peer]
         lazy = [peer for peer in peers if peer in wanted and peer != from_peer
@@ -202,6 +208,39 @@ class InterestRouting:
             return False  # the common case, on the path of every batch: no topic lookup
         start = local.start(topic)
         return start is not None and start > now - CATCH_UP
+
+    def _astray(self, hops: tuple[bytes, ...], branches: Mapping[bytes, Iterable[bytes]],
+                wanted: frozenset[bytes], meant: Collection[bytes], from_peer: bytes,
+                routes: RouteSource) -> tuple[bytes, ...]:
+        """``hops`` and also the next hops toward the members the copy was meant for
+        that this node's tree puts on another branch, by shortest paths (the sender's
+        view of the mesh and this node's differ, after a crash: the sender counted on
+        this node to reach them, and no branch of the origin's tree may carry the batch
+        there; this node's view is often the staler, one that has the crashed node
+        still). Never back to the sender, never toward a member that does not want the
+        topic: a lying sender can add at most ``MAX_MEANT`` such pushes per copy."""
+        said = set(meant)
+        below = {m[:MEANT_PREFIX] for members in branches.values() for m in members}
+        astray = [m for m in wanted if m != self.node_id
+                  and m[:MEANT_PREFIX] in said and m[:MEANT_PREFIX] not in below]
+        if not astray:
+            return hops
+        more: dict[bytes, list[bytes]] = {}
+        for member in sorted(astray):
+            if (hop := routes.toward(member)) is not None and hop != from_peer:
+                more.setdefault(hop, []).append(member)
+        if not more:
+            return hops
+        meant_now = dict(self.meant)
+        for hop, names in _prefixes(more).items():
+            names = [*meant_now.get(hop, []), *names]
+            if len(names) > MAX_MEANT:  # too many to say: the receiver works them out
+                meant_now.pop(hop, None)
+            else:
+                meant_now[hop] = names
+        self.meant = meant_now
+        self.stats.astray += 1
+        return tuple(dict.fromkeys([*hops, *more]))
 
     def _off_tree(self, wanted: Iterable[bytes], routes: RouteSource) -> tuple[bytes, ...]:
         """The next hops toward each wanting member by a shortest path (this node is not
