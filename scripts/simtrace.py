@@ -26,8 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from p2pnode.wire import Batch, BatchBody, Graft, IHave
-from p2pnode.wire.messages import Fetch
+from p2pnode.wire import Batch, BatchBody, Fetch, Graft, IHave
 
 MAX_EVENTS = 2_000_000
 MAX_MISSED = 20

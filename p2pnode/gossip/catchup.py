@@ -28,6 +28,7 @@ from .interestmode import CATCH_UP
 
 if TYPE_CHECKING:
     from .history import Entry
+    from .interestmode import InterestRouting, InterestSource
     from .router import Router
 
 #: The most recent batches (of topics that gained members) in history announced per
@@ -59,19 +60,7 @@ def catch_up(router: Router, now: float) -> int:
     interests, routes = routing.interests, routing.routes
     routing.caught_up = interests.grown
     recent = now - CATCH_UP
-    # Per member to catch up, from when: members back from away (dead, left) from
-    # CATCH_UP before they went (what went toward them while the mesh still counted
-    # them may have died with a link); those this node had no way to yet, as noted.
-    since: dict[bytes, float] = {}
-    noted: dict[bytes, float] = {}
-    for member, (start, at) in routing.unreached.items():
-        if at >= recent:  # looked for a way to it for at most CATCH_UP
-            since[member], noted[member] = start, at
-    routing.unreached = {}
-    returned = interests.returned()
-    interests.caught_up(returned)
-    for member, went in returned.items():
-        since[member] = min(since.get(member, went), went - CATCH_UP)
+    since, noted = _since(routing, interests, recent)
     if routes is None:
         return 0
     routing.unreached_graph = routes.version
@@ -102,11 +91,10 @@ def catch_up(router: Router, now: float) -> int:
             if (peer := way[member]) is not None:
                 peers.add(peer)
         peers.discard(entry.from_peer)
-        if not peers:
-            continue
-        announce = Announce(entry.batch.origin + entry.batch.id, entry.batch.hops + 1,
-                            age_ms(now, published))
-        queued += router.announce(announce, sorted(peers))
+        if peers:
+            announce = Announce(entry.batch.origin + entry.batch.id, entry.batch.hops + 1,
+                                age_ms(now, published))
+            queued += router.announce(announce, sorted(peers))
     # No way to them yet (their links not in the graph yet): again when the graph
     # changes, for at most CATCH_UP, and meanwhile not known as members served.
     unreached = {member for member, hop in way.items() if hop is None}
@@ -116,6 +104,26 @@ def catch_up(router: Router, now: float) -> int:
         known[topic] = interests.matching(topic) - unreached
     routing.stats.caught_up += queued
     return queued
+
+
+def _since(routing: InterestRouting, interests: InterestSource, recent: float
+           ) -> tuple[dict[bytes, float], dict[bytes, float]]:
+    """Per member to catch up from further back than ``recent``, from when; and per
+    member catch-up had no way to, when that was first noted. Members back from away
+    (dead, left): from CATCH_UP before they went (what went toward them while the mesh
+    still counted them may have died with a link); those this node had no way to yet,
+    as noted, for at most CATCH_UP."""
+    since: dict[bytes, float] = {}
+    noted: dict[bytes, float] = {}
+    for member, (start, at) in routing.unreached.items():
+        if at >= recent:
+            since[member], noted[member] = start, at
+    routing.unreached = {}
+    returned = interests.returned()
+    interests.caught_up(returned)
+    for member, went in returned.items():
+        since[member] = min(since.get(member, went), went - CATCH_UP)
+    return since, noted
 
 
 def age_ms(now: float, published: float | None) -> int | None:

@@ -133,17 +133,7 @@ class InterestRouting:
             self.stats.unrouted += 1
             return None
         wanted = interests.matching(topic)
-        known = self.known
-        had = known.get(topic)
-        if had is None:
-            if len(known) >= MAX_KNOWN:
-                del known[next(iter(known))]
-            known[topic] = wanted
-        elif had is not wanted:  # the interests changed: those gone are no longer
-            # known (if they come back, catch-up sends them what they missed); those
-            # new are not yet (catch-up is due)
-            had = had & wanted
-            known[topic] = wanted if had == wanted else had
+        self._know(topic, wanted)
         if not wanted or wanted == {self.node_id}:
             if wanted and origin != self.node_id:
                 self.stats.routed += 1  # it reached the one member that wants it: a leaf
@@ -182,6 +172,20 @@ class InterestRouting:
         lazy = [peer for peer in peers if peer in wanted and peer != from_peer
                 and peer not in eager]
         return eager, lazy
+
+    def _know(self, topic: str, wanted: frozenset[bytes]) -> None:
+        """Note the members ``topic``'s batches go to (``known``)."""
+        known = self.known
+        had = known.get(topic)
+        if had is None:
+            if len(known) >= MAX_KNOWN:
+                del known[next(iter(known))]
+            known[topic] = wanted
+        elif had is not wanted:  # the interests changed: those gone are no longer
+            # known (if they come back, catch-up sends them what they missed); those
+            # new are not yet (catch-up is due)
+            had = had & wanted
+            known[topic] = wanted if had == wanted else had
 
     def before_start(self, topic: str, published: float) -> bool:
         """Whether a batch of ``topic`` published at ``published`` (this node's clock)

@@ -26,6 +26,7 @@ from .messages import (
     Bye,
     Digest,
     DigestEntry,
+    Fetch,
     Gossip,
     GossipMessage,
     Graft,
@@ -52,7 +53,8 @@ from .messages import (
 __all__ = [
     "GOSSIP_TYPES", "HEADER_LEN", "MAX_KEYS", "MAX_RETAINED_KEYS", "Accept", "Announce",
     "Batch", "BatchBody", "Bye",
-    "Digest", "DigestEntry", "FrameDecoder", "Gossip", "GossipMessage", "Graft", "Hello", "IHave",
+    "Digest", "DigestEntry", "Fetch", "FrameDecoder", "Gossip", "GossipMessage", "Graft",
+    "Hello", "IHave",
     "Item", "LinkEvent", "LinkOpen", "LinkProtocol", "LinkState", "PeerBye", "PeerHello",
     "PeerRefused", "Ping", "Pong", "Prune", "Refuse", "Reply", "Retained", "RetainedDigest",
     "RetainedKey", "RetainedWant", "WireMessage", "check_hello",
