@@ -178,10 +178,14 @@ def test_on_the_tree_a_liar_s_names_add_only_members_that_want_the_topic() -> No
     eager, _ = r.targets(ORIGIN, "t", [ORIGIN, M1, Y], ORIGIN, named) or ([], [])
     assert eager == [M1]
     assert r.stats.astray == 0
-    # A named member whose way from here goes back through the sender: not taken (the
-    # copy that goes that way is the sender's to send).
-    r = routing(A)  # (A's way to M2: A-O-B-M2, O before Y)
-    eager, _ = r.targets(ORIGIN, "t", [ORIGIN, M1, Y], ORIGIN,
-                         [M1[:MEANT_PREFIX], M2[:MEANT_PREFIX]]) or ([], [])
+    # Never back through the sender: the shortest way that does not go through it.
+    both = [M1[:MEANT_PREFIX], M2[:MEANT_PREFIX]]
+    r = routing(A)  # A's ways to M2: A-O-B-M2 and A-Y-Z-M2 (3 links each; O before Y)
+    eager, _ = r.targets(ORIGIN, "t", [ORIGIN, M1, Y], ORIGIN, both) or ([], [])
+    assert eager == [M1, Y]
+    assert r.meant[Y] == [M2[:MEANT_PREFIX]]
+    # ... and none when every way goes back through it.
+    r = routing(A, [(ORIGIN, A), (A, M1), (ORIGIN, B), (B, M2), (A, Y)])
+    eager, _ = r.targets(ORIGIN, "t", [ORIGIN, M1, Y], ORIGIN, both) or ([], [])
     assert eager == [M1]
     assert r.stats.astray == 0

@@ -101,6 +101,9 @@ class FakeRoutes:
             x = parents[x]  # type: ignore[assignment]
         return x
 
+    def toward_without(self, targets: Iterable[bytes], avoid: bytes) -> dict[bytes, bytes]:
+        return {t: hop for t in targets if (hop := self.toward(t)) not in (None, avoid)}
+
 
 def routed_sim(n: int, edges: list[tuple[int, int]], wants: dict[int, set[str]]) -> Sim:
     sim = Sim(n, edges, mode="interest")

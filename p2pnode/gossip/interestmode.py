@@ -71,6 +71,8 @@ class RouteSource(Protocol):
 
     def toward(self, target: bytes) -> bytes | None: ...
 
+    def toward_without(self, targets: Iterable[bytes], avoid: bytes) -> dict[bytes, bytes]: ...
+
 
 @dataclass
 class InterestStats:
@@ -217,12 +219,13 @@ class InterestRouting:
                 wanted: frozenset[bytes], meant: Collection[bytes], from_peer: bytes,
                 routes: RouteSource) -> tuple[bytes, ...]:
         """``hops`` and also the next hops toward the members the copy was meant for
-        that this node's tree puts on another branch, by shortest paths (the sender's
-        view of the mesh and this node's differ, after a crash: the sender counted on
-        this node to reach them, and no branch of the origin's tree may carry the batch
-        there; this node's view is often the staler, one that has the crashed node
-        still). Never back to the sender, never toward a member that does not want the
-        topic: a lying sender can add at most ``MAX_MEANT`` such pushes per copy."""
+        that this node's tree puts on another branch, by shortest paths that do not go
+        back through the sender (the sender's view of the mesh and this node's differ,
+        after a crash: the sender counted on this node to reach them, and no branch of
+        the origin's tree may carry the batch there; this node's view is often the
+        staler, one that has the crashed node still). Never toward a member that does
+        not want the topic: a lying sender can add at most ``MAX_MEANT`` such pushes
+        per copy."""
         said = set(meant)
         below = {m[:MEANT_PREFIX] for members in branches.values() for m in members}
         astray = [m for m in wanted if m != self.node_id
@@ -230,9 +233,8 @@ class InterestRouting:
         if not astray:
             return hops
         more: dict[bytes, list[bytes]] = {}
-        for member in sorted(astray):
-            if (hop := routes.toward(member)) is not None and hop != from_peer:
-                more.setdefault(hop, []).append(member)
+        for member, hop in sorted(routes.toward_without(astray, from_peer).items()):
+            more.setdefault(hop, []).append(member)
         if not more:
             return hops
         meant_now = dict(self.meant)

@@ -354,6 +354,41 @@ class Routes:
         terms = (g.index[t] for t in interested if t in g.index)
         return {g.ids[v]: g.ids[p] for v, p in steiner_tree(g.adj, root, terms).items()}
 
+    def toward_without(self, targets: Iterable[bytes], avoid: bytes) -> dict[bytes, bytes]:
+        """For each of ``targets``, the next hop on a shortest path from this node that
+        does not pass through ``avoid`` (the lowest id among equals); those no such path
+        reaches are left out. A search of the graph per call: for the rare pushes that
+        must not go back the way they came (``InterestRouting``)."""
+        g = self.graph
+        me = g.index.get(self.me)
+        if me is None:
+            return {}
+        n = len(g.ids)
+        first = [-1] * n
+        seen = bytearray(n)
+        seen[me] = 1
+        if (skip := g.index.get(avoid)) is not None:
+            seen[skip] = 1
+        adj = g.adj
+        frontier = []
+        for v in adj[me]:
+            if not seen[v]:
+                seen[v] = 1
+                first[v] = v
+                frontier.append(v)
+        while frontier:
+            nxt = []
+            for u in frontier:
+                for v in adj[u]:
+                    if not seen[v]:
+                        seen[v] = 1
+                        first[v] = first[u]
+                        nxt.append(v)
+            frontier = nxt
+        index = g.index
+        return {t: g.ids[first[i]] for t in targets
+                if (i := index.get(t)) is not None and first[i] >= 0}
+
     def toward(self, target: bytes) -> bytes | None:
         """The next hop on a shortest path from this node to ``target`` (the lowest id
         among equals); None if ``target`` is unreachable, unknown, or this node."""
