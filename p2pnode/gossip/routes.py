@@ -78,29 +78,40 @@ class _Graph:
         cached = self._first.get(source)
         if cached is not None:
             return cached
-        first = [-1] * len(self.ids)
-        adj = self.adj
-        seen = bytearray(len(self.ids))
-        seen[source] = 1
-        frontier = []
-        for v in adj[source]:
-            seen[v] = 1
-            first[v] = v
-            frontier.append(v)
-        while frontier:
-            nxt = []
-            for u in frontier:
-                hop = first[u]
-                for v in adj[u]:
-                    if not seen[v]:
-                        seen[v] = 1
-                        first[v] = hop
-                        nxt.append(v)
-            frontier = nxt
+        first = _first_hops(self.adj, source)
         if len(self._first) >= 16:
             self._first.pop(next(iter(self._first)))
         self._first[source] = first
         return first
+
+
+def _first_hops(adj: list[list[int]], source: int, skip: int = -1) -> list[int]:
+    """For each node, the neighbour of ``source`` that starts a shortest path from
+    ``source`` to it that does not pass through ``skip``, the lowest index among
+    equals (-1: no such path, or ``source`` itself)."""
+    n = len(adj)
+    first = [-1] * n
+    seen = bytearray(n)
+    seen[source] = 1
+    if skip >= 0:
+        seen[skip] = 1
+    frontier = []
+    for v in adj[source]:
+        if not seen[v]:
+            seen[v] = 1
+            first[v] = v
+            frontier.append(v)
+    while frontier:
+        nxt = []
+        for u in frontier:
+            hop = first[u]
+            for v in adj[u]:
+                if not seen[v]:
+                    seen[v] = 1
+                    first[v] = hop
+                    nxt.append(v)
+        frontier = nxt
+    return first
 
 
 def _closer(adj: list[list[int]], dist: list[int], parent: list[int],
@@ -363,28 +374,7 @@ class Routes:
         me = g.index.get(self.me)
         if me is None:
             return {}
-        n = len(g.ids)
-        first = [-1] * n
-        seen = bytearray(n)
-        seen[me] = 1
-        if (skip := g.index.get(avoid)) is not None:
-            seen[skip] = 1
-        adj = g.adj
-        frontier = []
-        for v in adj[me]:
-            if not seen[v]:
-                seen[v] = 1
-                first[v] = v
-                frontier.append(v)
-        while frontier:
-            nxt = []
-            for u in frontier:
-                for v in adj[u]:
-                    if not seen[v]:
-                        seen[v] = 1
-                        first[v] = first[u]
-                        nxt.append(v)
-            frontier = nxt
+        first = _first_hops(g.adj, me, g.index.get(avoid, -1))
         index = g.index
         return {t: g.ids[first[i]] for t in targets
                 if (i := index.get(t)) is not None and first[i] >= 0}
