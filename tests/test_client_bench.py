@@ -42,7 +42,7 @@ def test_client_bench_small_json() -> None:
 def test_client_bench_store_both_measures_the_store_cost() -> None:
     # --store both: a second pair of nodes without a store, interleaved; its figures
     # beside the first pair's, and both nodes' CPU per message for each.
-    cmd = [sys.executable, str(BENCH), "--messages", "2000", "--repeat", "1", "--kinds",
+    cmd = [sys.executable, str(BENCH), "--messages", "10000", "--repeat", "1", "--kinds",
            "reference,trio", "--timeout", "20", "--rtt-requests", "20", "--store", "both",
            "--json"]
     if os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
@@ -56,7 +56,11 @@ def test_client_bench_store_both_measures_the_store_cost() -> None:
         assert row["no_store_msgs_per_s"] > 0
         assert row["store_to_no_store"] == pytest.approx(
             row["msgs_per_s"] / row["no_store_msgs_per_s"], rel=1e-2, abs=1e-3)
-        assert row["node_cpu_us_per_msg"] > 0
-        assert row["no_store_node_cpu_us_per_msg"] > 0
+    # CPU is counted in clock ticks (10 ms): the nodes, idle while the reference (raw
+    # trio, no node) runs, may use none then (that made this test fail one CI run);
+    # they work for each message of trio (10,000: many ticks).
+    for prefix in ("", "no_store_"):
+        assert report["trio"][prefix + "node_cpu_us_per_msg"] > 0
+        assert report["reference"][prefix + "node_cpu_us_per_msg"] >= 0
     assert report["no_store_request_rtt_us"] > 0
     assert report["params"]["store"] == "both"
