@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from .interestmode import InterestRouting, InterestSource
     from .router import Router
 
-#: The most recent batches (of topics that gained members) in history announced per
-#: change of the interests.
+#: The most recent batches in history looked at per change of the interests (when a
+#: member came back from away: of the topics that gained members, announced).
 MAX_CATCH_UP = 1024
 #: Members catch-up waits for a way to (``InterestRouting.unreached``), at most.
 MAX_UNREACHED = 1024
@@ -68,7 +68,10 @@ def catch_up(router: Router, now: float) -> int:
     known, me = routing.known, router.node_id
     gained: dict[str, frozenset[bytes]] = {}
     picked: list[tuple[Entry, str]] = []
-    for entry in router.history.since(oldest):
+    entries = router.history.since(oldest)
+    if not since:  # the common case: the newest MAX_CATCH_UP looked at, as many sent
+        entries = entries[-MAX_CATCH_UP:]
+    for entry in entries:
         topic = entry.topic
         if topic is None or entry.gone or entry.age < oldest:
             continue
